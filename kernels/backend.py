@@ -1,0 +1,163 @@
+"""Array backends: choosing NumPy or CuPy, moving data between host and device, and the few
+operations the two libraries spell differently.
+
+``resolve_backend("auto")`` takes CuPy when it imports and sees a CUDA device, else NumPy, and
+says which in ``Backend.reason``. Asking for ``"cupy"`` where there is none raises
+:class:`BackendUnavailable`: a clear error, never a silent fallback.
+
+This module is the only place that imports CuPy (lazily, so NumPy-only machines never pay for it)
+and the only place that copies arrays between host and device (:meth:`Backend.to_device`,
+:meth:`Backend.to_host`). Kernels receive ``xp`` and never call these themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+BACKEND_NAMES = ("auto", "numpy", "cupy")
+
+
+class BackendUnavailable(RuntimeError):
+    """The requested backend cannot run on this machine."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A resolved array backend.
+
+    Attributes:
+        name: ``"numpy"`` or ``"cupy"``.
+        xp: the array module.
+        device: human-readable device description (CPU, or the GPU's name).
+        reason: why this backend was chosen (shown to the user for ``auto``).
+    """
+
+    name: str
+    xp: ModuleType
+    device: str
+    reason: str
+
+    def to_device(self, array: Any) -> Any:
+        """Copy a host array to this backend's device (no copy for NumPy)."""
+        if self.name == "numpy":
+            return np.asarray(array)
+        return self.xp.asarray(array)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        """Copy an array from this backend's device to a NumPy array (no copy for NumPy)."""
+        if self.name == "numpy":
+            return np.asarray(array)
+        return self.xp.asnumpy(array)
+
+    def scalar(self, value: Any) -> Any:
+        """A device scalar (0-d array) as a Python number; syncs the device for CuPy."""
+        return value.item() if hasattr(value, "item") else value
+
+
+def _load_cupy() -> tuple[ModuleType | None, str]:
+    """Import CuPy and check for a device; return (module or None, explanation)."""
+    try:
+        import cupy  # noqa: PLC0415  (lazy by design: NumPy-only machines never import it)
+    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+        return None, f"CuPy is not importable ({type(exc).__name__}: {exc})"
+    try:
+        n_devices = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return None, f"CuPy sees no CUDA device ({type(exc).__name__})"
+    if n_devices < 1:
+        return None, "CuPy sees no CUDA device"
+    return cupy, "CuPy imported and a CUDA device is present"
+
+
+def _cupy_device_name(cupy: ModuleType) -> str:
+    props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def resolve_backend(name: str = "auto") -> Backend:
+    """Resolve ``"auto" | "numpy" | "cupy"`` to a :class:`Backend`.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`BACKEND_NAMES`.
+        BackendUnavailable: ``"cupy"`` was asked for and CuPy or a device is missing.
+    """
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend {name!r} is not one of {', '.join(BACKEND_NAMES)}")
+    if name == "numpy":
+        return Backend("numpy", np, "CPU", "numpy requested")
+    cupy, why = _load_cupy()
+    if cupy is not None:
+        return Backend("cupy", cupy, _cupy_device_name(cupy), why if name == "auto" else "cupy requested")
+    if name == "cupy":
+        raise BackendUnavailable(f"backend 'cupy' requested but {why}; use --backend numpy or auto")
+    return Backend("numpy", np, "CPU", f"auto chose numpy: {why}")
+
+
+def array_module(array: Any) -> ModuleType:
+    """The array module (numpy or cupy) that owns ``array``."""
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        import cupy  # noqa: PLC0415
+
+        return cupy
+    return np
+
+
+def scatter_add(target: Any, indices: Any, values: Any, *, xp: ModuleType) -> None:
+    """``target[indices] += values`` with repeated indices accumulated (unbuffered), in place.
+
+    NumPy spells this ``np.add.at`` (slow for floats) or ``bincount``; CuPy spells it
+    ``cupyx.scatter_add``. For float64 targets on NumPy we use ``bincount``, which is exact for
+    the same summation order as ``add.at`` only up to rounding, so the kernels that need bit
+    identity across backends accumulate integers.
+    """
+    if xp is np:
+        if target.dtype.kind in "iu" or target.dtype == np.bool_:
+            np.add.at(target, indices, values)
+        else:
+            target += np.bincount(indices, weights=values, minlength=target.shape[0]).astype(
+                target.dtype, copy=False
+            )
+        return
+    import cupyx  # noqa: PLC0415
+
+    cupyx.scatter_add(target, indices, values)
+
+
+def segment_sum(values: Any, indptr: Any, *, xp: ModuleType) -> Any:
+    """Sum of ``values[indptr[i]:indptr[i+1]]`` for each segment i.
+
+    Args:
+        values: (T[E]) values laid out segment after segment.
+        indptr: (int64[S+1]) segment boundaries, non-decreasing, ``indptr[0] == 0``.
+
+    Returns:
+        (T[S]) per-segment sums; empty segments sum to 0. Computed from a cumulative sum, the
+        same way on both backends, so integer results are bit-identical.
+    """
+    csum = xp.concatenate([xp.zeros(1, dtype=values.dtype), xp.cumsum(values, dtype=values.dtype)])
+    return csum[indptr[1:]] - csum[indptr[:-1]]
+
+
+def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:
+    """(int64[sum(counts)]) id ``i`` repeated ``counts[i]`` times, for ``counts`` (int[S]).
+
+    NumPy spells this ``np.repeat(arange, counts)``; CuPy's ``repeat`` takes no array of
+    counts, so there we search the cumulative counts instead (one host sync for the length).
+    """
+    counts = counts.astype(xp.int64, copy=False)
+    if xp is np:
+        return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
+    ends = xp.cumsum(counts)
+    total = int(ends[-1]) if counts.shape[0] else 0
+    return xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64)
+
+
+def segment_ids(indptr: Any, *, xp: ModuleType) -> Any:
+    """(int64[E]) the segment each position belongs to, for CSR ``indptr`` (int64[S+1])."""
+    return repeat_ids(indptr[1:] - indptr[:-1], xp=xp)

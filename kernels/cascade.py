@@ -1,0 +1,170 @@
+"""The per-tick cascade kernel: all of a tick's posts spread together through the friend graph.
+
+A *cascade* is one post: it has a stable key (merchant index x posts-per-tick slot, so the same
+post keeps its random draws when an unrelated rule changes), an origin account, a category and
+a price. Its level-1 exposures come from the post's channel (the merchant's friends for Moments,
+its group's members for group posts), drawn by :func:`expose_neighbours`. Each exposed user
+buys with a level's conversion probability times the user's propensity, the interest match and
+the price factor, and shares with a level's share probability; a share exposes the sharer's
+friends at the next level. A user is exposed to a given cascade at most once.
+
+Draws are counter-based (:mod:`kernels.rng`): the view of edge ``e`` by cascade ``k`` uses index
+``k * E + e``, the buy and share of user ``u`` use index ``k * N + u``, so the kernel gives the
+same result on NumPy and CuPy, batch by batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from kernels import rng
+from kernels.backend import repeat_ids
+
+
+@dataclass(frozen=True)
+class LevelRule:
+    """Per-level probabilities of one cascade step.
+
+    Attributes:
+        p_view: a sharer's friend sees the share (used to reach this level from the previous one;
+            ignored at level 1, whose exposures the channel provides).
+        p_buy: base conversion of an exposed user at this level.
+        p_share: an exposed user shares to their friends (opens the next level).
+    """
+
+    p_view: float
+    p_buy: float
+    p_share: float
+
+
+@dataclass
+class CascadeOutcome:
+    """What a tick's cascades did. Arrays live on the kernel's device.
+
+    Attributes:
+        exposures, shares, buys: (int64[C, L]) counts per cascade and level.
+        order_cascade: (int64[O]) local index of the cascade each order came from.
+        order_buyer: (int64[O]) buying user.
+        order_level: (int8[O]) level (1-based) of the purchase.
+        order_quantity: (int64[O]) units bought (1-3).
+    """
+
+    exposures: Any
+    shares: Any
+    buys: Any
+    order_cascade: Any
+    order_buyer: Any
+    order_level: Any
+    order_quantity: Any
+
+
+def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cascade_key: Any,
+                      p_view: Any, key: int, *, xp: ModuleType) -> tuple[Any, Any]:
+    """Users reached through one CSR hop, each edge kept with probability ``p_view``.
+
+    Args:
+        indptr: (int64[R+1]) CSR offsets of the adjacency hopped over (friends, or group members).
+        indices: (int32[E]) CSR targets.
+        sources: (int64[F]) rows to expand (sharers, or groups).
+        cascade: (int64[F]) local cascade index of each source.
+        cascade_key: (int64[C]) stable key of each local cascade.
+        p_view: scalar, or (float64[F]) per source.
+        key: stream key of the view draws.
+
+    Returns:
+        (cascade (int64[X]), user (int64[X])) for the kept edges, in source order.
+    """
+    start = indptr[sources]
+    length = indptr[sources + 1] - start
+    owner = repeat_ids(length, xp=xp)
+    if owner.shape[0] == 0:
+        empty = xp.zeros(0, dtype=xp.int64)
+        return empty, empty
+    offset_in_row = xp.arange(owner.shape[0], dtype=xp.int64) - (xp.cumsum(length) - length)[owner]
+    edge = start[owner] + offset_in_row
+    n_edges = indices.shape[0]
+    draw_index = cascade_key[cascade[owner]] * n_edges + edge
+    p = p_view if not hasattr(p_view, "shape") else p_view[owner]
+    kept = rng.bernoulli(key, draw_index, p, xp=xp)
+    return cascade[owner][kept], indices[edge[kept]].astype(xp.int64)
+
+
+def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: int, *, xp: ModuleType):
+    """Drop repeats within the batch, the origin account itself, and users already exposed.
+
+    Returns (cascade, user, keys) of first exposures, sorted by key ``cascade * N + user``
+    (local cascade index: keys are unique within the tick), and the merged sorted ``seen``.
+    """
+    keys = xp.unique(cascade * n_users + user)
+    c = keys // n_users
+    u = keys - c * n_users
+    fresh = u != origin[c]
+    if seen.shape[0]:
+        pos = xp.searchsorted(seen, keys)
+        pos = xp.minimum(pos, seen.shape[0] - 1)
+        fresh &= seen[pos] != keys
+    keys, c, u = keys[fresh], c[fresh], u[fresh]
+    merged = xp.sort(xp.concatenate([seen, keys]))
+    return c, u, merged
+
+
+def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, *,
+              cascade_key: Any, origin: Any, category_bit: Any, rel_price: Any,
+              interests: Any, rel_buy: Any, rel_off_interest: float,
+              levels: tuple[LevelRule, ...], seed: int, tick: int, xp: ModuleType) -> CascadeOutcome:
+    """Spread all of a tick's cascades level by level.
+
+    Args:
+        indptr, indices: friend graph CSR (int64[N+1], int32[E]).
+        level1_cascade, level1_user: (int64[X]) the channel's level-1 exposures.
+        cascade_key: (int64[C]) stable key per cascade (for the draws).
+        origin: (int64[C]) account of the posting merchant (never exposed to its own post).
+        category_bit: (uint16[C]) the post's product category as a bit.
+        rel_price: (float64[C]) conversion multiplier from price.
+        interests: (uint16[N]) users' interest bitmasks.
+        rel_buy: (float32[N]) users' conversion propensity.
+        rel_off_interest: conversion multiplier when the category is not among the interests.
+        levels: one :class:`LevelRule` per level, level 1 first.
+        seed, tick: for the stream keys.
+
+    Returns:
+        A :class:`CascadeOutcome`.
+    """
+    n_users = interests.shape[0]
+    n_cascades = cascade_key.shape[0]
+    n_levels = len(levels)
+    exposures = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
+    shares = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
+    buys = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
+    orders: list[tuple[Any, Any, int]] = []
+    seen = xp.zeros(0, dtype=xp.int64)
+    cascade, user = level1_cascade, level1_user
+    for level, rule in enumerate(levels, start=1):
+        if level > 1:
+            key_view = rng.stream_key(seed, f"cascade.view.l{level}", tick)
+            cascade, user = expose_neighbours(indptr, indices, user, cascade, cascade_key,
+                                              rule.p_view, key_view, xp=xp)
+        cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp)
+        exposures[:, level - 1] = xp.bincount(cascade, minlength=n_cascades)
+        draw_index = cascade_key[cascade] * n_users + user
+        match = (interests[user] & category_bit[cascade]) != 0
+        p_buy = rule.p_buy * rel_buy[user].astype(xp.float64) * rel_price[cascade]
+        p_buy = xp.where(match, p_buy, p_buy * rel_off_interest)
+        bought = rng.bernoulli(rng.stream_key(seed, f"cascade.buy.l{level}", tick), draw_index, p_buy, xp=xp)
+        buys[:, level - 1] = xp.bincount(cascade[bought], minlength=n_cascades)
+        orders.append((cascade[bought], user[bought], level))
+        if level == n_levels:
+            break
+        shared = rng.bernoulli(rng.stream_key(seed, f"cascade.share.l{level}", tick), draw_index,
+                               rule.p_share, xp=xp)
+        shares[:, level - 1] = xp.bincount(cascade[shared], minlength=n_cascades)
+        cascade, user = cascade[shared], user[shared]
+
+    order_cascade = xp.concatenate([c for c, _, _ in orders])
+    order_buyer = xp.concatenate([u for _, u, _ in orders])
+    order_level = xp.concatenate([xp.full(c.shape[0], lvl, dtype=xp.int8) for c, _, lvl in orders])
+    qty_index = cascade_key[order_cascade] * n_users + order_buyer
+    order_quantity = 1 + rng.integers(rng.stream_key(seed, "cascade.quantity", tick), qty_index, 3, xp=xp)
+    return CascadeOutcome(exposures, shares, buys, order_cascade, order_buyer, order_level, order_quantity)

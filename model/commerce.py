@@ -1,0 +1,262 @@
+"""``CommerceModel``: the Mesa model that owns the merchants, the platform's rules and the
+consumer arrays, and runs the tick plan.
+
+The tick plan is written out once, in order, in :meth:`CommerceModel.plan`; every phase is
+timed (``model.phase_seconds``), so a user can print where a tick's time goes. Phases that no
+mechanism fills yet say so in their docstring and do nothing; none is faked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mesa
+import numpy as np
+
+from kernels import rng
+from kernels.backend import Backend, resolve_backend, scatter_add
+from kernels.cascade import CascadeOutcome, LevelRule, propagate
+from model.config import ScenarioConfig
+from model.governance import flag_merchants
+from model.merchant import COMPLIANCE_TYPES, Merchant
+from model.payments import Payments, SettlementQueue, make_payments, per_merchant_by_lag
+from model.population import Population, build_population
+from model.traffic import TickPosts, group_read_probability, level1_exposures, plan_posts
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of the tick plan: a name, what runs it (``mesa`` or ``arrays``), the method."""
+
+    name: str
+    engine: str
+    run: Callable[[], None]
+
+
+@dataclass
+class TickData:
+    """What the phases of one tick hand each other (reset every tick)."""
+
+    posts: TickPosts | None = None
+    posts_dev: dict[str, Any] = field(default_factory=dict)
+    level1: tuple[Any, Any] | None = None
+    outcome: CascadeOutcome | None = None
+    payments: Payments | None = None
+    fees: np.ndarray | None = None
+    settled: np.ndarray | None = None
+    orders_per_merchant: np.ndarray | None = None
+    gmv_per_merchant: np.ndarray | None = None
+    flagged: np.ndarray | None = None
+    removed: int = 0
+    exits: int = 0
+    aggregates: dict[str, Any] = field(default_factory=dict)
+
+
+class CommerceModel(mesa.Model):
+    """The micro-commerce ecosystem: merchants (Mesa agents) over a consumer population (arrays).
+
+    Args:
+        config: the validated scenario.
+        backend: array backend (resolved from ``config.run.backend`` when omitted).
+        population: a pre-built population (built from the config when omitted).
+    """
+
+    def __init__(self, config: ScenarioConfig, backend: Backend | None = None,
+                 population: Population | None = None, progress: Callable[[str], None] | None = None) -> None:
+        super().__init__(seed=config.run.seed)
+        self.config = config
+        self.backend = backend or resolve_backend(config.run.backend)
+        self.xp = self.backend.xp
+        t0 = time.perf_counter()
+        self.population = population or build_population(config, self.backend, progress)
+        self.build_seconds = time.perf_counter() - t0
+        self.phase_seconds: dict[str, float] = defaultdict(float)
+        self._create_merchants()
+        self.settlement = SettlementQueue(self.n_merchants)
+        self.merchant_draws: dict[str, np.ndarray] = {}
+        self.data = TickData()
+        pop = self.population
+        group_owner = self.backend.to_host(pop.group_owner)
+        self._group_start = np.searchsorted(group_owner, np.arange(self.n_merchants)).astype(np.int64)
+        self._group_count = np.bincount(group_owner, minlength=self.n_merchants).astype(np.int64)
+        community, platform = config.community, config.platform
+        self._p_read = group_read_probability(pop.group_size, community.weekly_active,
+                                              platform.group_downweight_threshold,
+                                              platform.group_downweight, xp=self.xp)
+        c = config.cascade
+        self.levels = (LevelRule(p_view=1.0, p_buy=c.p_buy_friend, p_share=c.p_share_friend),
+                       LevelRule(p_view=c.p_view_share, p_buy=c.p_buy_share, p_share=0.0))
+
+    # ------------------------------------------------------------------ set-up
+
+    def _create_merchants(self) -> None:
+        cfg, seed = self.config, self.config.run.seed
+        uids = self.population.merchant_uids
+        m = uids.shape[0]
+        n_cat = cfg.population.n_categories
+        weight = 1.0 / np.arange(1, n_cat + 1)
+        cdf = np.cumsum(weight / weight.sum())
+        category = np.minimum(np.searchsorted(cdf, rng.uniform(rng.stream_key(seed, "merchant.category"), m),
+                                              side="right"), n_cat - 1)
+        z = rng.normal(rng.stream_key(seed, "merchant.price"), m)
+        price = np.round(cfg.merchants.price_median * np.exp(0.5 * z), 2)
+        u = rng.uniform(rng.stream_key(seed, "merchant.compliance"), m)
+        mc = cfg.merchants
+        compliance = np.where(u < mc.share_no_brand, 1, np.where(u < mc.share_no_brand + mc.share_exaggerated, 2, 0))
+        uses_tc = rng.bernoulli(rng.stream_key(seed, "merchant.transaction_component"), m, mc.share_transaction_component)
+        for i in range(m):
+            Merchant(self, i, int(uids[i]), int(category[i]), float(price[i]),
+                     COMPLIANCE_TYPES[compliance[i]], bool(uses_tc[i]))
+        self.merchant_list: list[Merchant] = sorted(self.agents_by_type[Merchant], key=lambda a: a.index)
+        self.price_fen = np.round(price * 100).astype(np.int64)
+        self.category_bit = (1 << category).astype(np.uint16)
+        self.rel_price = (mc.price_median / price) ** cfg.cascade.price_elasticity
+        self.uses_component = uses_tc
+        self.violating = compliance != 0
+
+    @property
+    def n_merchants(self) -> int:
+        return int(self.population.merchant_uids.shape[0])
+
+    @property
+    def tick(self) -> int:
+        """The current tick, 0-based (Mesa's ``steps`` counts ticks started)."""
+        return max(self.steps - 1, 0)
+
+    # ------------------------------------------------------------------ the tick plan
+
+    def plan(self) -> tuple[Phase, ...]:
+        """The phases of one tick, in the order they run."""
+        return (
+            Phase("merchants_decide", "mesa", self.merchants_decide),
+            Phase("allocate_traffic", "arrays", self.allocate_traffic),
+            Phase("propagate_cascades", "arrays", self.propagate_cascades),
+            Phase("make_payments", "arrays", self.make_payments),
+            Phase("score_risk", "arrays", self.score_risk),
+            Phase("settle", "arrays", self.settle),
+            Phase("govern", "arrays", self.govern),
+            Phase("community", "arrays", self.community),
+            Phase("merchants_book", "mesa", self.merchants_book),
+            Phase("aggregate", "arrays", self.aggregate),
+        )
+
+    def step(self) -> None:
+        """One tick: run every phase of :meth:`plan` in order, timing each."""
+        self.data = TickData()
+        for phase in self.plan():
+            t0 = time.perf_counter()
+            phase.run()
+            self.phase_seconds[phase.name] += time.perf_counter() - t0
+
+    def merchants_decide(self) -> None:
+        """Mesa: each merchant decides how many posts to make (random order, as Mesa does)."""
+        seed, tick = self.config.run.seed, self.tick
+        self.merchant_draws["posts"] = rng.uniform(rng.stream_key(seed, "merchant.posts", tick), self.n_merchants)
+        self.agents_by_type[Merchant].shuffle_do("decide")
+
+    def allocate_traffic(self) -> None:
+        """Platform: lay out the posts, choose their channels, draw level-1 exposures."""
+        cfg, seed, tick, xp = self.config, self.config.run.seed, self.tick, self.xp
+        n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64, count=self.n_merchants)
+        posts = plan_posts(n_posts, self.population.merchant_uids, self._group_start, self._group_count,
+                           cfg.channels.share_moments, seed, tick)
+        dev = self.backend.to_device
+        self.data.posts = posts
+        self.data.posts_dev = {"key": dev(posts.key), "origin": dev(posts.origin),
+                               "channel": dev(posts.channel), "group": dev(posts.group),
+                               "merchant": dev(posts.merchant)}
+        self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg.cascade.p_view_friend,
+                                            self._p_read, seed, tick, xp=xp)
+
+    def propagate_cascades(self) -> None:
+        """Kernel: spread every post through friends (level 1) and friends of friends (level 2)."""
+        cfg, xp, dev = self.config, self.xp, self.backend.to_device
+        pop, posts = self.population, self.data.posts_dev
+        merchant = self.data.posts.merchant
+        self.data.outcome = propagate(
+            pop.indptr, pop.indices, *self.data.level1,
+            cascade_key=posts["key"], origin=posts["origin"],
+            category_bit=dev(self.category_bit[merchant]), rel_price=dev(self.rel_price[merchant]),
+            interests=pop.state["interests"], rel_buy=pop.state["rel_buy"],
+            rel_off_interest=cfg.cascade.rel_off_interest, levels=self.levels,
+            seed=cfg.run.seed, tick=self.tick, xp=xp)
+
+    def make_payments(self) -> None:
+        """Orders become payments: official or off-platform, scenario, fee; queued to settle."""
+        xp, out, posts = self.xp, self.data.outcome, self.data.posts_dev
+        merchant = posts["merchant"][out.order_cascade]
+        amount = self.backend.to_device(self.price_fen)[merchant] * out.order_quantity
+        order_key = posts["key"][out.order_cascade] * self.population.n_users + out.order_buyer
+        payments = make_payments(order_key, merchant, amount, self.backend.to_device(self.uses_component),
+                                 self.config.payments, self.config.run.seed, self.tick, xp=xp)
+        due, fees = per_merchant_by_lag(payments, self.n_merchants, xp=xp)
+        self.settlement.add(self.backend.to_host(due))
+        self.data.payments = payments
+        self.data.fees = self.backend.to_host(fees)
+        state = self.population.state
+        buyer = out.order_buyer
+        state["n_purchases"][buyer] += 1  # a user buys at most once per cascade, maybe from several
+        state["ti_last_purchase"][buyer] = self.tick
+
+    def score_risk(self) -> None:
+        """Not yet modelled (issue 4): no payment is scored or intercepted."""
+
+    def settle(self) -> None:
+        """Payments due today settle into the merchants' accounts (T+0, T+1, T+3)."""
+        self.data.settled = self.settlement.release()
+
+    def govern(self) -> None:
+        """Machine review flags violating merchants' posts; penalties by compliance type."""
+        gov, seed, tick = self.config.governance, self.config.run.seed, self.tick
+        n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64, count=self.n_merchants)
+        flagged = flag_merchants(n_posts, self.violating, gov.machine_review_coverage, gov.p_detect_violation, seed, tick)
+        removed = 0
+        for index in np.flatnonzero(flagged):
+            merchant = self.merchant_list[index]
+            merchant.violations += 1
+            if merchant.compliance == "no_brand" or merchant.violations > 1:
+                merchant.leave("removed")
+                removed += 1
+            else:
+                merchant.ti_rectify_until = tick + 1 + gov.rectification_ticks
+        self.data.flagged = flagged
+        self.data.removed = removed
+
+    def community(self) -> None:
+        """Not yet modelled (issue 5): group repurchase and push dynamics. Group posts are a
+        traffic channel already (see :mod:`model.traffic`)."""
+
+    def merchants_book(self) -> None:
+        """Mesa: each merchant books the tick's profit and exits if its recent profit is negative."""
+        mc = self.config.merchants
+        settled, fees = self.data.settled, self.data.fees
+        active_before = sum(m.active for m in self.merchant_list)
+        for m in self.merchant_list:
+            profit = (settled[m.index] * mc.margin - fees[m.index]) / 100.0
+            profit -= m.n_posts * mc.traffic_cost_per_post + (mc.fixed_cost_per_tick if m.active else 0.0)
+            m.book(profit)
+        self.data.exits = active_before - sum(m.active for m in self.merchant_list)
+
+    def aggregate(self) -> None:
+        """Reduce the tick to the recorder's aggregates: the only device-to-host copies of results.
+
+        Sums are integer (counts and fen), so they are exact on both backends.
+        """
+        xp, host, out, pay = self.xp, self.backend.to_host, self.data.outcome, self.data.payments
+        n = self.n_merchants
+        gmv_by_scenario = xp.zeros(4, dtype=xp.int64)
+        scatter_add(gmv_by_scenario, pay.scenario.astype(xp.int64), pay.amount, xp=xp)
+        orders_per_merchant = xp.zeros(n, dtype=xp.int64)
+        scatter_add(orders_per_merchant, pay.merchant, xp.ones_like(pay.merchant), xp=xp)
+        gmv_per_merchant = xp.zeros(n, dtype=xp.int64)
+        scatter_add(gmv_per_merchant, pay.merchant, pay.amount, xp=xp)
+        self.data.orders_per_merchant = host(orders_per_merchant)
+        self.data.gmv_per_merchant = host(gmv_per_merchant)
+        self.data.aggregates = {
+            "exposures": host(out.exposures), "shares": host(out.shares), "buys": host(out.buys),
+            "gmv_by_scenario_fen": host(gmv_by_scenario),
+        }

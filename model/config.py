@@ -1,0 +1,315 @@
+"""The scenario config: one typed, validated object built from TOML.
+
+A scenario is a TOML file laid over the default scenario that ships in the package
+(``model/scenarios/default.toml``); ``--set section.key=value`` overrides come last. pydantic
+validates the merged document into :class:`ScenarioConfig`: unknown keys, wrong types and
+out-of-range values raise :class:`ConfigError`, whose message is one line naming the key, the
+value given and what is allowed.
+
+Public contract (stable names): ``run.n_ticks``, ``run.seed``, ``run.backend``,
+``population.n_users``, ``merchants.n_merchants``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+#: WeChat monthly active users, 2022 Q4 (SPEC section 1): absolute figures scale by N / this
+WECHAT_MAU = 1.289e9
+#: micro-commerce practitioners in 2022 (SPEC section 9)
+PRACTITIONERS = 23e6
+
+
+class ConfigError(ValueError):
+    """A scenario, override or config value is invalid; the message is one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RunConfig(_Section):
+    """What to run: length, seed and array backend."""
+
+    name: str = Field("default", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="scenario name, used in the run directory's name")
+    n_ticks: int = Field(90, ge=1, le=100_000, description="number of daily ticks")
+    seed: int = Field(1, ge=0, le=2**63 - 1, description="base seed of every random stream")
+    backend: Literal["auto", "numpy", "cupy"] = Field(
+        "auto", description="array backend: auto takes CuPy when a GPU is present, else NumPy")
+
+
+class PopulationConfig(_Section):
+    """Consumers and their friend graph (SPEC section 1)."""
+
+    n_users: int = Field(200_000, ge=100, le=2_000_000_000, description="N, users simulated")
+    n_cities: int = Field(100, ge=1, le=100_000, description="cities, Zipf-sized")
+    mean_degree: float = Field(175.0, gt=0, le=5000, description="mean number of friends")
+    max_degree: int = Field(5000, ge=1, le=100_000, description="friend limit (WeChat: 5,000)")
+    n_categories: int = Field(12, ge=1, le=16, description="product categories / interest tags")
+    merchant_sociability: float = Field(
+        8.0, ge=1.0, le=1000.0,
+        description="friend-making weight of merchants' accounts relative to an average user")
+    edge_list: str = Field(
+        "", description="optional Parquet or CSV file of friendships (columns src, dst) used "
+                        "instead of the generated graph; relative to the scenario file")
+
+
+class MerchantsConfig(_Section):
+    """Merchant agents (SPEC sections 4-9)."""
+
+    n_merchants: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="merchant agents; default scales with n_users (23M per 1.289B users)")
+    post_rate: float = Field(0.6, ge=0, le=8, description="mean posts per merchant per tick")
+    price_median: float = Field(190.0, gt=0, description="median unit price (CNY)")
+    margin: float = Field(0.35, ge=0, le=1, description="gross margin on revenue")
+    traffic_cost_per_post: float = Field(4.0, ge=0, description="cost of one post's traffic (CNY)")
+    fixed_cost_per_tick: float = Field(3.0, ge=0, description="fixed cost per day (CNY)")
+    exit_window: int = Field(30, ge=1, le=10_000,
+                             description="a merchant exits when its profit over this many ticks is negative")
+    share_transaction_component: float = Field(
+        0.4, ge=0, le=1, description="share of merchants using the transaction component")
+    share_no_brand: float = Field(0.03, ge=0, le=1, description="share without brand qualification")
+    share_exaggerated: float = Field(0.05, ge=0, le=1, description="share advertising exaggeratedly")
+
+    @model_validator(mode="after")
+    def _compliance_shares(self) -> "MerchantsConfig":
+        if self.share_no_brand + self.share_exaggerated > 1:
+            raise ValueError("share_no_brand + share_exaggerated must be at most 1")
+        return self
+
+
+class ChannelsConfig(_Section):
+    """Where merchants post (SPEC section 1); shares of a merchant's posts by channel."""
+
+    share_moments: float = Field(0.7, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_groups: float = Field(0.3, ge=0, le=1, description="share of posts to the merchant's groups")
+
+    @model_validator(mode="after")
+    def _shares(self) -> "ChannelsConfig":
+        if abs(self.share_moments + self.share_groups - 1.0) > 1e-9:
+            raise ValueError("share_moments + share_groups must sum to 1")
+        return self
+
+
+class CascadeConfig(_Section):
+    """Social fission through the friend graph (SPEC section 2)."""
+
+    p_view_friend: float = Field(0.12, ge=0, le=1, description="a friend sees a merchant's post")
+    p_buy_friend: float = Field(0.10, ge=0, le=1, description="base conversion of a level-1 viewer")
+    p_share_friend: float = Field(0.04, ge=0, le=1, description="a level-1 viewer shares the post")
+    p_view_share: float = Field(0.10, ge=0, le=1, description="a sharer's friend sees the share")
+    p_buy_share: float = Field(0.035, ge=0, le=1, description="base conversion of a level-2 viewer")
+    rel_off_interest: float = Field(0.25, ge=0, le=1,
+                                    description="conversion multiplier when the category is not among the viewer's interests")
+    price_elasticity: float = Field(0.8, ge=0, le=5,
+                                    description="conversion multiplier is (price_median / price) ** elasticity")
+
+
+class PaymentsConfig(_Section):
+    """Payment scenarios and settlement (SPEC section 3)."""
+
+    official_share: float = Field(0.923, ge=0, le=1, description="share of orders paid through the official channel")
+    mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")
+    mix_mini_program: float = Field(0.392, ge=0, le=1, description="share by mini-program (T+1)")
+    mix_cross_border: float = Field(0.056, ge=0, le=1, description="share cross-border (T+3)")
+    transaction_fee: float = Field(0.006, ge=0, le=0.2,
+                                   description="technical service fee of the transaction component")
+
+    @model_validator(mode="after")
+    def _mix(self) -> "PaymentsConfig":
+        total = self.mix_qr + self.mix_mini_program + self.mix_cross_border
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"mix_qr + mix_mini_program + mix_cross_border must sum to 1, got {total:g}")
+        return self
+
+
+class RiskConfig(_Section):
+    """Bulk transaction risk scoring (SPEC section 3). Not yet modelled: issue 4 adds its fields."""
+
+
+class CommunityConfig(_Section):
+    """Merchant groups (SPEC section 4)."""
+
+    group_size_mean: float = Field(286.0, ge=2, le=100_000, description="mean members of a merchant group")
+    groups_per_merchant: float = Field(1.0, ge=0, le=100, description="mean groups run by a merchant")
+    weekly_active: float = Field(0.67, ge=0, le=1, description="share of members active in a week")
+
+
+class GovernanceConfig(_Section):
+    """Review and penalties (SPEC section 6)."""
+
+    machine_review_coverage: float = Field(0.95, ge=0, le=1, description="share of posts machine-reviewed")
+    p_detect_violation: float = Field(0.02, ge=0, le=1,
+                                      description="a reviewed post of a violating merchant is flagged")
+    rectification_ticks: int = Field(14, ge=0, le=10_000,
+                                     description="ticks an exaggerated advertiser has to rectify")
+
+
+class PlatformConfig(_Section):
+    """The platform's traffic rules (SPEC sections 2, 4, 8)."""
+
+    group_downweight_threshold: int = Field(500, ge=1, description="groups above this many members are down-weighted")
+    group_downweight: float = Field(0.5, ge=0, le=1, description="reach multiplier of a down-weighted group")
+
+
+class OutputConfig(_Section):
+    """Where and how results are written."""
+
+    dir: str = Field("results", min_length=1, description="parent folder of run directories")
+    row_group_ticks: int = Field(30, ge=1, le=100_000, description="ticks buffered per Parquet row group")
+
+
+class ScenarioConfig(_Section):
+    """A whole scenario. ``weishang config schema`` prints its JSON schema."""
+
+    run: RunConfig = RunConfig()
+    population: PopulationConfig = PopulationConfig()
+    merchants: MerchantsConfig = MerchantsConfig()
+    channels: ChannelsConfig = ChannelsConfig()
+    cascade: CascadeConfig = CascadeConfig()
+    payments: PaymentsConfig = PaymentsConfig()
+    risk: RiskConfig = RiskConfig()
+    community: CommunityConfig = CommunityConfig()
+    governance: GovernanceConfig = GovernanceConfig()
+    platform: PlatformConfig = PlatformConfig()
+    output: OutputConfig = OutputConfig()
+
+    @property
+    def scale(self) -> float:
+        """N / 1.289e9: the factor on absolute real-world figures."""
+        return self.population.n_users / WECHAT_MAU
+
+    @property
+    def n_merchants(self) -> int:
+        """Merchant agents: the configured number, or the practitioners' share of N."""
+        if self.merchants.n_merchants is not None:
+            return self.merchants.n_merchants
+        return max(1, round(self.population.n_users * PRACTITIONERS / WECHAT_MAU))
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain data with derived defaults filled in (what a run used)."""
+        data = self.model_dump(mode="json")
+        data["merchants"]["n_merchants"] = self.n_merchants
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.resolved(), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def default_document() -> dict[str, Any]:
+    """The shipped default scenario as a TOML document (nested dicts)."""
+    text = resources.files("model").joinpath("scenarios/default.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` into (path, value); the value is read as TOML, else a string."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    path = [part.strip() for part in dotted.strip().split(".")]
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"--set {text!r}: the key must be section.key (for example population.n_users)")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: let validation say whether a string is allowed here
+    return path, value
+
+
+def _describe_error(err: dict[str, Any], sections: dict[str, type[BaseModel]]) -> str:
+    loc = [str(part) for part in err["loc"]]
+    key = ".".join(loc) if loc else "(scenario)"
+    given = err.get("input")
+    if err["type"] == "extra_forbidden":
+        if len(loc) == 1:
+            allowed = ", ".join(sections)
+            return f"{key}: unknown section (allowed sections: {allowed})"
+        model = sections.get(loc[0])
+        allowed = ", ".join(model.model_fields) if model is not None else ""
+        return f"{key}: unknown key (allowed keys in [{loc[0]}]: {allowed or 'none yet'})"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if isinstance(given, dict):
+        return f"{key}: {msg}"
+    return f"{key} = {json.dumps(given, default=str)}: {msg}"
+
+
+def validate_document(doc: dict[str, Any]) -> ScenarioConfig:
+    """Validate a merged TOML document; raise :class:`ConfigError` with the first problem."""
+    try:
+        return ScenarioConfig.model_validate(doc)
+    except ValidationError as exc:
+        sections = {name: field.annotation for name, field in ScenarioConfig.model_fields.items()}
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise ConfigError(_describe_error(errors[0], sections) + more) from None
+
+
+def read_scenario_file(path: str | Path) -> dict[str, Any]:
+    """Read a scenario TOML file; unreadable or malformed files raise :class:`ConfigError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"scenario file {str(path)!r} does not exist or is not a file")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"scenario file {str(path)!r} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    return doc
+
+
+def load_config(
+    scenario: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    **shortcuts: Any,
+) -> ScenarioConfig:
+    """Build the config: default, then the scenario file, then ``--set`` overrides, then shortcuts.
+
+    Args:
+        scenario: a TOML scenario file, or None for the default.
+        overrides: ``"section.key=value"`` strings.
+        shortcuts: ``seed=``, ``backend=`` (the CLI's ``--seed`` and ``--backend``); None is ignored.
+    """
+    doc = default_document()
+    if scenario is not None:
+        user = read_scenario_file(scenario)
+        if "population" in user and isinstance(user["population"], dict) and user["population"].get("edge_list"):
+            edge_list = Path(user["population"]["edge_list"])
+            if not edge_list.is_absolute():
+                user["population"]["edge_list"] = str(Path(scenario).parent / edge_list)
+        doc = _merge(doc, user)
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if not isinstance(doc.get(section), dict):
+            doc.setdefault(section, {})
+        if isinstance(doc[section], dict):
+            doc[section][key] = value
+    for key, value in shortcuts.items():
+        if value is not None:
+            doc.setdefault("run", {})[key] = value
+    return validate_document(doc)

@@ -1,0 +1,133 @@
+"""The results writer: one run directory of Parquet tables and a manifest, written atomically.
+
+Layout (DESIGN.md "Results")::
+
+    RUN_DIR/manifest.json      config, seed, versions, backend, device, timings, status
+    RUN_DIR/ticks.parquet      one row per tick
+    RUN_DIR/merchants.parquet  one row per tick x merchant
+    RUN_DIR/cascades.parquet   one row per cascade (post)
+
+Tables are streamed: rows are buffered for ``row_group_ticks`` ticks, then written as one row
+group, so memory does not grow with the number of ticks. Everything is written inside a hidden
+sibling directory ``.NAME.partial-PID`` and renamed to ``RUN_DIR`` only when complete, so a
+reader never sees half a run. The resolved config rides in each table's Parquet metadata under
+``weishang.config``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CONFIG_METADATA_KEY = b"weishang.config"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class RunDirectoryError(ValueError):
+    """The run directory cannot be created; the message is one line for the user."""
+
+
+def partial_dir_for(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial-{os.getpid()}"
+
+
+class RunWriter:
+    """Streams a run's tables into a hidden directory and publishes it on :meth:`finish`.
+
+    Args:
+        final_dir: the run directory to publish; must not exist yet (or be an empty folder).
+        config_json: the resolved config, stored in every table's metadata.
+        row_group_ticks: ticks buffered per row group.
+    """
+
+    def __init__(self, final_dir: Path, config_json: str, row_group_ticks: int) -> None:
+        self.final_dir = Path(final_dir)
+        check_run_dir_free(self.final_dir)
+        self.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = partial_dir_for(self.final_dir)
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir)
+        self.tmp_dir.mkdir()
+        self._metadata = {CONFIG_METADATA_KEY: config_json.encode()}
+        self._row_group_ticks = row_group_ticks
+        self._buffers: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._ticks_buffered: dict[str, int] = {}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def append(self, table: str, columns: dict[str, Any]) -> None:
+        """Add one tick's rows to ``table`` (column name -> array or scalar list)."""
+        self._buffers.setdefault(table, []).append({k: np.asarray(v) for k, v in columns.items()})
+        self._ticks_buffered[table] = self._ticks_buffered.get(table, 0) + 1
+        if self._ticks_buffered[table] >= self._row_group_ticks:
+            self._flush(table)
+
+    def _flush(self, table: str) -> None:
+        chunks = self._buffers.get(table)
+        if not chunks:
+            return
+        names = list(chunks[0])
+        arrow = pa.table({name: np.concatenate([np.atleast_1d(c[name]) for c in chunks]) for name in names})
+        arrow = arrow.replace_schema_metadata(self._metadata)
+        writer = self._writers.get(table)
+        if writer is None:
+            writer = pq.ParquetWriter(self.tmp_dir / f"{table}.parquet", arrow.schema, compression="zstd")
+            self._writers[table] = writer
+        writer.write_table(arrow)
+        self._buffers[table] = []
+        self._ticks_buffered[table] = 0
+
+    def _close_tables(self) -> None:
+        for table in list(self._buffers):
+            self._flush(table)
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def finish(self, manifest: dict[str, Any]) -> Path:
+        """Close every table, write the manifest, and publish the run directory."""
+        self._close_tables()
+        write_manifest(self.tmp_dir, {**manifest, "status": "complete"})
+        if self.final_dir.exists():  # an empty folder the user named with --out
+            self.final_dir.rmdir()
+        os.replace(self.tmp_dir, self.final_dir)
+        return self.final_dir
+
+    def abort(self, manifest: dict[str, Any]) -> Path:
+        """Leave the partial run hidden, with a manifest saying why it stopped."""
+        try:
+            self._close_tables()
+        finally:
+            write_manifest(self.tmp_dir, manifest)
+        return self.tmp_dir
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` through a temporary file, so it is whole or absent."""
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, **manifest}, indent=2, default=str))
+    os.replace(tmp, directory / MANIFEST)
+
+
+def check_run_dir_free(path: Path) -> None:
+    """Raise :class:`RunDirectoryError` unless ``path`` is absent or an empty directory."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise RunDirectoryError(f"run directory {str(path)!r} already exists and is not empty; choose another --out")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise RunDirectoryError(f"cannot write under {str(parent)!r}: permission denied")
+
+
+def read_config_metadata(parquet_path: str | Path) -> dict[str, Any]:
+    """The resolved config stored in a table's Parquet metadata."""
+    metadata = pq.read_schema(parquet_path).metadata or {}
+    return json.loads(metadata[CONFIG_METADATA_KEY])

@@ -1,0 +1,208 @@
+"""Running a scenario end to end: build, tick, record, publish.
+
+:func:`run_scenario` is what ``weishang run`` and scripts call. It checks the run directory and
+the backend before building anything, streams each tick's rows to the :class:`RunWriter`, and
+publishes the run directory only when the run completed; an interrupted or failed run stays
+hidden with a manifest that says why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernels.backend import resolve_backend
+from model import __version__
+from model.commerce import CommerceModel
+from model.config import ScenarioConfig
+from model.recorder import RunWriter, check_run_dir_free
+from model.traffic import CHANNELS
+
+LEVELS = (1, 2)
+
+
+@dataclass
+class RunResult:
+    """A finished run: where it is and its headline numbers."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def default_run_dir(config: ScenarioConfig) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config.output.dir) / f"{config.run.name}-seed{config.run.seed}-{stamp}"
+
+
+def _versions(backend_name: str) -> dict[str, str]:
+    import mesa  # noqa: PLC0415
+    import pyarrow  # noqa: PLC0415
+
+    versions = {"weishang": __version__, "python": platform.python_version(), "numpy": np.__version__,
+                "mesa": mesa.__version__, "pyarrow": pyarrow.__version__}
+    if backend_name == "cupy":
+        import cupy  # noqa: PLC0415
+
+        versions["cupy"] = cupy.__version__
+    return versions
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
+    """One tick's rows of the ticks, merchants and cascades tables (host arrays)."""
+    d, tick = model.data, model.tick
+    agg, posts = d.aggregates, d.posts
+    exposures, shares, buys = agg["exposures"], agg["shares"], agg["buys"]
+    gmv_fen = agg["gmv_by_scenario_fen"]
+    exp_total, buy_total = exposures.sum(axis=0), buys.sum(axis=0)
+    merchants = model.merchant_list
+    active = np.fromiter((m.active for m in merchants), dtype=bool, count=len(merchants))
+    n_posts = np.fromiter((m.n_posts for m in merchants), dtype=np.int64, count=len(merchants))
+    ticks = {
+        "tick": [tick],
+        "n_active_merchants": [int(active.sum())],
+        "n_posts": [posts.n],
+        **{f"n_posts_{name}": [int((posts.channel == i).sum())] for i, name in enumerate(CHANNELS)},
+        **{f"exposures_l{lv}": [int(exp_total[lv - 1])] for lv in LEVELS},
+        "shares_l1": [int(shares.sum(axis=0)[0])],
+        **{f"buys_l{lv}": [int(buy_total[lv - 1])] for lv in LEVELS},
+        **{f"conversion_l{lv}": [float(buy_total[lv - 1] / exp_total[lv - 1]) if exp_total[lv - 1] else 0.0]
+           for lv in LEVELS},
+        "n_orders": [int(buy_total.sum())],
+        "gmv": [gmv_fen.sum() / 100.0],
+        "gmv_qr": [gmv_fen[0] / 100.0],
+        "gmv_mini_program": [gmv_fen[1] / 100.0],
+        "gmv_cross_border": [gmv_fen[2] / 100.0],
+        "gmv_off_platform": [gmv_fen[3] / 100.0],
+        "fees": [d.fees.sum() / 100.0],
+        "settled": [d.settled.sum() / 100.0],
+        "n_flagged": [int(d.flagged.sum())],
+        "n_removed": [d.removed],
+        "n_exits": [d.exits],
+        "seconds": [seconds],
+    }
+    merchant_rows = {
+        "tick": np.full(len(merchants), tick, dtype=np.int32),
+        "merchant": np.arange(len(merchants), dtype=np.int32),
+        "uid": model.population.merchant_uids,
+        "active": active,
+        "n_posts": n_posts,
+        "n_orders": d.orders_per_merchant,
+        "gmv": d.gmv_per_merchant / 100.0,
+        "settled": d.settled / 100.0,
+        "cum_profit": np.fromiter((m.cum_profit for m in merchants), dtype=np.float64, count=len(merchants)),
+        "violations": np.fromiter((m.violations for m in merchants), dtype=np.int32, count=len(merchants)),
+    }
+    cascade_rows = {
+        "tick": np.full(posts.n, tick, dtype=np.int32),
+        "cascade_key": posts.key,
+        "merchant": posts.merchant.astype(np.int32),
+        "channel": np.asarray(CHANNELS, dtype=object)[posts.channel],
+        **{f"exposures_l{lv}": exposures[:, lv - 1] for lv in LEVELS},
+        "shares_l1": shares[:, 0],
+        **{f"buys_l{lv}": buys[:, lv - 1] for lv in LEVELS},
+    }
+    return ticks, merchant_rows, cascade_rows
+
+
+def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
+    """Headline numbers of a run (shown by the CLI and stored in the manifest)."""
+    posts = max(totals["n_posts"], 1)
+    gmv = totals["gmv"]
+    mesa_seconds = sum(model.phase_seconds[p.name] for p in model.plan() if p.engine == "mesa")
+    tick_seconds = sum(model.phase_seconds.values())
+    return {
+        "ticks": model.tick + 1,
+        "users": model.population.n_users,
+        "merchants": model.n_merchants,
+        "active_merchants_at_end": sum(m.active for m in model.merchant_list),
+        "gmv_cny": round(gmv, 2),
+        "orders": int(totals["n_orders"]),
+        "posts": int(totals["n_posts"]),
+        "reach_l1_per_post": totals["exposures_l1"] / posts,
+        "reach_l2_per_post": totals["exposures_l2"] / posts,
+        "conversion_l1": totals["buys_l1"] / max(totals["exposures_l1"], 1),
+        "conversion_l2": totals["buys_l2"] / max(totals["exposures_l2"], 1),
+        "official_share_of_value": 1.0 - totals["gmv_off_platform"] / gmv if gmv else 0.0,
+        "exits": int(totals["n_exits"]),
+        "removed": int(totals["n_removed"]),
+        "mesa_share_of_tick_time": mesa_seconds / tick_seconds if tick_seconds else 0.0,
+    }
+
+
+def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
+                 on_build_step: Callable[[str], None] | None = None,
+                 on_tick: Callable[[int, int], None] | None = None) -> RunResult:
+    """Run a scenario and publish its run directory.
+
+    Args:
+        config: the validated scenario.
+        out_dir: the run directory itself; a fresh name under ``output.dir`` when omitted.
+        on_build_step: told about each population build step (for progress display).
+        on_tick: called with (ticks done, ticks total) after every tick.
+
+    Raises:
+        RunDirectoryError: the run directory exists and is not empty, or cannot be written.
+        BackendUnavailable: ``cupy`` was requested without CuPy or a GPU.
+    """
+    final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    check_run_dir_free(final_dir)
+    backend = resolve_backend(config.run.backend)
+    started = dt.datetime.now(dt.timezone.utc)
+    writer = RunWriter(final_dir, config.to_json(), config.output.row_group_ticks)
+    manifest: dict[str, Any] = {
+        "run_dir": str(final_dir), "scenario": config.run.name, "seed": config.run.seed,
+        "config": config.resolved(), "versions": _versions(backend.name),
+        "backend": {"name": backend.name, "device": backend.device, "reason": backend.reason},
+        "started_at": started.isoformat(),
+    }
+    totals: dict[str, float] = {}
+    try:
+        model = CommerceModel(config, backend, progress=on_build_step)
+        pop = model.population
+        manifest["population"] = {"users": pop.n_users, "directed_edges": pop.n_edges,
+                                  "merchants": model.n_merchants, "groups": pop.n_groups,
+                                  "bytes": pop.nbytes()}
+        for _ in range(config.run.n_ticks):
+            t0 = time.perf_counter()
+            model.step()
+            ticks, merchants, cascades = tick_rows(model, time.perf_counter() - t0)
+            writer.append("ticks", ticks)
+            writer.append("merchants", merchants)
+            writer.append("cascades", cascades)
+            for key, value in ticks.items():
+                if key != "tick" and isinstance(value[0], (int, float, np.integer, np.floating)):
+                    totals[key] = totals.get(key, 0.0) + float(value[0])
+            if on_tick is not None:
+                on_tick(model.tick + 1, config.run.n_ticks)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        writer.abort({**manifest, "status": status, "error": f"{type(exc).__name__}: {exc}",
+                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        raise
+    summary = summarize(totals, model)
+    manifest.update({
+        "summary": summary,
+        "timings": {"build_seconds": model.build_seconds, "build_steps": pop.timings,
+                    "tick_seconds_total": sum(model.phase_seconds.values()),
+                    "phase_seconds": dict(model.phase_seconds)},
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    })
+    run_dir = writer.finish(manifest)
+    return RunResult(run_dir=run_dir, summary=summary, manifest={**manifest, "status": "complete"})
