@@ -183,6 +183,14 @@ class ScenarioConfig(_Section):
     platform: PlatformConfig = PlatformConfig()
     output: OutputConfig = OutputConfig()
 
+    @model_validator(mode="after")
+    def _merchants_fit(self) -> "ScenarioConfig":
+        n = self.merchants.n_merchants
+        if n is not None and n > self.population.n_users:
+            raise ValueError(f"merchants.n_merchants = {n}: must be at most population.n_users "
+                             f"({self.population.n_users}): every merchant owns a user account")
+        return self
+
     @property
     def scale(self) -> float:
         """N / 1.289e9: the factor on absolute real-world figures."""
@@ -255,6 +263,8 @@ def _describe_error(err: dict[str, Any], sections: dict[str, type[BaseModel]]) -
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
+    if not loc:
+        return msg
     if isinstance(given, dict):
         return f"{key}: {msg}"
     return f"{key} = {json.dumps(given, default=str)}: {msg}"

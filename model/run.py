@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.backend import resolve_backend
+from kernels.backend import Backend, resolve_backend
 from model import __version__
 from model.commerce import CommerceModel
 from model.config import ScenarioConfig
@@ -145,6 +145,17 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
     }
 
 
+def prepare_run(config: ScenarioConfig, out_dir: str | Path | None) -> tuple[Path, Backend]:
+    """Check everything a run needs before anything is built or written.
+
+    Returns the run directory and the resolved backend; raises the user errors of
+    :func:`run_scenario`.
+    """
+    final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    check_run_dir_free(final_dir)
+    return final_dir, resolve_backend(config.run.backend)
+
+
 def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
                  on_build_step: Callable[[str], None] | None = None,
                  on_tick: Callable[[int, int], None] | None = None) -> RunResult:
@@ -160,9 +171,7 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         RunDirectoryError: the run directory exists and is not empty, or cannot be written.
         BackendUnavailable: ``cupy`` was requested without CuPy or a GPU.
     """
-    final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
-    check_run_dir_free(final_dir)
-    backend = resolve_backend(config.run.backend)
+    final_dir, backend = prepare_run(config, out_dir)
     started = dt.datetime.now(dt.timezone.utc)
     writer = RunWriter(final_dir, config.to_json(), config.output.row_group_ticks)
     manifest: dict[str, Any] = {

@@ -1,0 +1,168 @@
+"""The ``weishang`` command line: run scenarios and inspect configs.
+
+Every user error (bad scenario, unknown key, wrong type, out-of-range value, unusable output
+directory, unavailable backend, unreadable edge list, bad option) ends the same way: one line on
+stderr starting ``error:``, exit code 2, no traceback, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from kernels.backend import BackendUnavailable
+from model.config import ConfigError, ScenarioConfig, load_config
+from model.graph_io import GraphInputError
+from model.recorder import RunDirectoryError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="weishang: an agent-based model of WeChat's micro-commerce ecosystem.")
+config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspect scenario configs.")
+app.add_typer(config_app, name="config")
+
+#: errors that are the user's to fix: one line, exit 2
+USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError)
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+ScenarioArg = Annotated[Optional[Path], typer.Argument(help="scenario TOML file (default: the built-in default)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
+
+
+def to_toml(data: dict[str, dict[str, Any]]) -> str:
+    """The resolved config as TOML (sections of scalars), loadable as a scenario file."""
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None)
+        lines.append("")
+    return "\n".join(lines)
+
+
+@app.command()
+def run(
+    scenario: ScenarioArg = None,
+    set_: SetOpt = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="base seed (run.seed)")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="auto | numpy | cupy (run.backend)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="the run directory itself (must not exist)")] = None,
+) -> None:
+    """Run a scenario and write its run directory of Parquet tables."""
+    from model.run import prepare_run, run_scenario  # noqa: PLC0415  (keeps `weishang --help` fast)
+
+    config = load_config(scenario, set_ or (), seed=seed, backend=backend)
+    out, _backend = prepare_run(config, out)  # fail on a bad --out or backend before printing
+    pop = config.population
+    err_console.print(f"[bold]{config.run.name}[/]: {pop.n_users:,} users, {config.n_merchants:,} merchants, "
+                      f"{config.run.n_ticks} ticks, seed {config.run.seed}")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console) as progress:
+        build = progress.add_task("building population", total=None)
+        ticks = progress.add_task("ticks", total=config.run.n_ticks, visible=False)
+
+        def on_build_step(message: str) -> None:
+            progress.update(build, description=message)
+
+        def on_tick(done: int, total: int) -> None:
+            if done == 1:
+                progress.update(build, description="population built", total=1, completed=1)
+                progress.update(ticks, visible=True)
+            progress.update(ticks, completed=done)
+
+        result = run_scenario(config, out, on_build_step=on_build_step, on_tick=on_tick)
+    out_console.print(summary_table(result.summary, result.manifest))
+    out_console.print(f"results: [bold]{result.run_dir}[/]")
+
+
+def summary_table(summary: dict[str, Any], manifest: dict[str, Any]) -> Table:
+    table = Table(title="run summary", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    fmt = {
+        "gmv_cny": "{:,.0f}", "reach_l1_per_post": "{:.1f}", "reach_l2_per_post": "{:.1f}",
+        "conversion_l1": "{:.2%}", "conversion_l2": "{:.2%}", "official_share_of_value": "{:.1%}",
+        "mesa_share_of_tick_time": "{:.1%}",
+    }
+    for key, value in summary.items():
+        table.add_row(key, fmt.get(key, "{:,}").format(value))
+    timings = manifest.get("timings", {})
+    table.add_row("backend", f"{manifest['backend']['name']} ({manifest['backend']['device']})")
+    table.add_row("build seconds", f"{timings.get('build_seconds', 0):.1f}")
+    table.add_row("tick seconds", f"{timings.get('tick_seconds_total', 0):.1f}")
+    return table
+
+
+@config_app.command("show")
+def config_show(
+    scenario: ScenarioArg = None,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of TOML")] = False,
+) -> None:
+    """Print the resolved config (default, then scenario file, then --set overrides)."""
+    config = load_config(scenario, set_ or ())
+    data = config.resolved()
+    typer.echo(json.dumps(data, indent=2) if as_json else to_toml(data))
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the config's JSON schema (every section, key, type, range and meaning)."""
+    typer.echo(json.dumps(ScenarioConfig.model_json_schema(), indent=2))
+
+
+def _fail(message: str, code: int = 2) -> int:
+    first_line = message.strip().splitlines()[0] if message.strip() else "invalid input"
+    print(f"error: {first_line}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the app and turns user errors into one line and exit 2."""
+    sys.exit(_main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        result = app(args=argv, prog_name="weishang", standalone_mode=False)
+    except USER_ERRORS as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _interrupted()
+    except Exception as exc:
+        # Typer's parser errors (bad option, missing value, bad choice) come from click, which
+        # newer Typer releases vendor privately; both spell them as exceptions carrying
+        # `format_message()` and `exit_code`, so we recognise them by that, not by import path.
+        if type(exc).__name__ == "Abort":
+            return _interrupted()
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = exc.format_message()
+            if not message:  # e.g. help shown for a bare command group: already printed
+                return int(exc.exit_code)
+            return _fail(message)
+        raise
+    return result if isinstance(result, int) else 0
+
+
+def _interrupted() -> int:
+    print("error: interrupted; nothing was published (a partial run, if any, stays hidden)", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+    main()
