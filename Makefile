@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/weishang run $(ARGS)
 
+bench: $(STAMP)
+	$(BIN)/weishang bench graph $(ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 

@@ -31,7 +31,7 @@ app.add_typer(config_app, name="config")
 USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError)
 
 err_console = Console(stderr=True)
-out_console = Console()
+out_console = Console(width=max(Console().width, 110))  # tables stay readable in logs
 
 ScenarioArg = Annotated[Optional[Path], typer.Argument(help="scenario TOML file (default: the built-in default)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")]
@@ -106,6 +106,39 @@ def summary_table(summary: dict[str, Any], manifest: dict[str, Any]) -> Table:
     table.add_row("build seconds", f"{timings.get('build_seconds', 0):.1f}")
     table.add_row("tick seconds", f"{timings.get('tick_seconds_total', 0):.1f}")
     return table
+
+
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks that write Parquet.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("graph")
+def bench_graph_cmd(
+    size: Annotated[int, typer.Option("--size", min=100, help="users in the benchmark graph")] = 1_000_000,
+    out: Annotated[Path, typer.Option("--out", help="folder for graph.parquet")] = Path("results/bench"),
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="also time the plain sort build")] = True,
+) -> None:
+    """Friend-graph build: time and peak memory, and the CSR step against a plain sort build."""
+    from model.bench import bench_graph, write_rows  # noqa: PLC0415
+
+    with err_console.status(f"building a {size:,}-user graph in child processes"):
+        rows = bench_graph(size, baseline=baseline)
+    path = write_rows(rows, out / "graph.parquet")
+    table = Table(title=f"graph benchmark ({rows[0]['machine']})")
+    for col in ("benchmark", "seconds", "edges/s", "baseline edges/s", "ratio", "peak RSS", "of which work", "bound"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["benchmark"], f"{r['seconds']:.1f}", f"{r['items_per_s']:.3g}",
+                      f"{r['baseline_items_per_s']:.3g}" if r.get("baseline_items_per_s") else "-",
+                      f"{r['ratio']:.2f}x" if r.get("ratio") else "-",
+                      f"{r['peak_rss_bytes'] / 2**30:.2f} GiB",
+                      f"{(r['peak_rss_bytes'] - r['rss_before_bytes']) / 2**30:.2f} GiB",
+                      f"{r['bound_bytes'] / 2**30:.2f} GiB")
+    out_console.print(table)
+    g = rows[0]
+    out_console.print(f"graph: mean degree {g['mean_degree']:.1f}, p99 {g['p99_degree']:.0f}, max {g['max_degree']}, "
+                      f"clustering {g['clustering']:.3f} (random graph: {g['random_clustering']:.5f})")
+    out_console.print(f"written: [bold]{path}[/]")
 
 
 @config_app.command("show")

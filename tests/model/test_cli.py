@@ -1,0 +1,81 @@
+"""The CLI: one-line errors with exit 2 and nothing written; a small run end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from model.cli import main
+
+SMALL = ["--set", "population.n_users=3000", "--set", "population.n_cities=3", "--set", "run.n_ticks=3"]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--set", "population.n_users=-1"],
+    ["run", "--set", "population.nope=1"],
+    ["run", "--set", "run.n_ticks=ten"],
+    ["run", "--bogus-flag"],
+    ["run", "--seed", "abc"],
+    ["run", "--seed", "-3"],
+    ["run", "--backend", "gpu"],
+    ["run", "does-not-exist.toml"],
+    ["config", "show", "--set", "merchants.margin=2"],
+    ["config", "nope"],
+])
+def test_bad_input_one_line_exit_2_nothing_written(args, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = run_cli(args + ["--out", str(tmp_path / "run")] if args[0] == "run" and "--bogus-flag" not in args else args, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_out_dir_refused(capsys, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "something").write_text("x")
+    code, _out, err = run_cli(["run", *SMALL, "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_run_writes_complete_run_dir(capsys, tmp_path):
+    out = tmp_path / "myrun"
+    code, stdout, _err = run_cli(["run", *SMALL, "--backend", "numpy", "--out", str(out)], capsys)
+    assert code == 0
+    assert str(out) in stdout and "run summary" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert {p.name for p in out.iterdir()} == {"manifest.json", "ticks.parquet", "merchants.parquet", "cascades.parquet"}
+    assert [p.name for p in tmp_path.iterdir()] == ["myrun"]  # no hidden partial left behind
+
+
+def test_config_show_round_trips_as_a_scenario(capsys, tmp_path):
+    code, stdout, _ = run_cli(["config", "show", "--set", "run.n_ticks=17"], capsys)
+    assert code == 0
+    f = tmp_path / "shown.toml"
+    f.write_text(stdout)
+    code, stdout2, _ = run_cli(["config", "show", str(f)], capsys)
+    assert code == 0 and stdout2 == stdout and "n_ticks = 17" in stdout
+
+
+def test_config_schema_is_json(capsys):
+    code, stdout, _ = run_cli(["config", "schema"], capsys)
+    assert code == 0 and "population" in json.loads(stdout)["properties"]
+
+
+def test_console_script_exit_code_without_traceback():
+    proc = subprocess.run([sys.executable, "-m", "model.cli", "run", "--set", "run.backend=tpu"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: run.backend") and "Traceback" not in proc.stderr

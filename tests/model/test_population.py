@@ -1,0 +1,89 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from kernels.backend import resolve_backend
+from model.config import ConfigError, load_config
+from model.graph_io import GraphInputError, csr_from_networkx, read_edge_list
+from model.population import USER_STATE, build_population
+
+NUMPY = resolve_backend("numpy")
+
+
+@pytest.fixture(scope="module")
+def population():
+    config = load_config(overrides=["population.n_users=20000", "population.n_cities=5"])
+    return config, build_population(config, NUMPY)
+
+
+def test_state_is_declared_once_and_allocated(population):
+    _, pop = population
+    assert set(pop.state) == {f.name for f in USER_STATE}
+    for f in USER_STATE:
+        assert pop.state[f.name].dtype == np.dtype(f.dtype) and pop.state[f.name].shape == (pop.n_users,)
+
+
+def test_memory_within_bound(population):
+    # issue 2: at most about 10 bytes per directed edge plus 200 bytes per user, all state included
+    _, pop = population
+    assert pop.nbytes() <= 10 * pop.n_edges + 200 * pop.n_users
+
+
+def test_merchants_are_accounts_with_many_friends(population):
+    config, pop = population
+    assert pop.merchant_uids.shape == (config.n_merchants,)
+    assert np.array_equal(pop.state["merchant"][pop.merchant_uids], np.arange(config.n_merchants))
+    degree = np.diff(pop.indptr)
+    assert degree[pop.merchant_uids].mean() > 3 * degree.mean()  # merchant_sociability = 8
+
+
+def test_groups_both_ways_and_mean_size(population):
+    _, pop = population
+    sizes = np.diff(pop.group_indptr)
+    # an input of SPEC section 4: mean 286; the builder corrects its draw to the realised mean
+    assert sizes.mean() == pytest.approx(286, rel=0.03)
+    assert (sizes > 500).any()  # the down-weighting threshold has groups to act on
+    # the user -> groups CSR is the exact transpose of group -> members
+    pairs_a = sorted(zip(np.repeat(np.arange(pop.n_groups), sizes).tolist(), pop.group_members.tolist()))
+    users = np.repeat(np.arange(pop.n_users), np.diff(pop.member_indptr))
+    pairs_b = sorted(zip(pop.member_groups.tolist(), users.tolist()))
+    assert pairs_a == pairs_b
+
+
+def test_edge_list_import_parquet_and_csv(tmp_path):
+    src = np.array([10, 10, 20, 30, 30, 40, 50, 60] * 20)
+    dst = np.array([20, 30, 30, 40, 10, 50, 60, 10] * 20)
+    pq.write_table(pa.table({"src": src, "dst": dst}), tmp_path / "g.parquet")
+    (tmp_path / "g.csv").write_text("a,b\n" + "\n".join(f"{s},{d}" for s, d in zip(src, dst)))
+    for name in ("g.parquet", "g.csv"):
+        s, d = read_edge_list(tmp_path / name)
+        assert np.array_equal(s, src) and np.array_equal(d, dst)
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[population]\nedge_list = "g.parquet"\nn_users = 100\nn_cities = 2\n'
+                        '[merchants]\nn_merchants = 2\n')
+    pop = build_population(load_config(scenario), NUMPY)
+    assert pop.n_users == 6 and pop.n_edges == 2 * 7  # 7 distinct friendships among 6 users
+
+
+def test_bad_edge_lists(tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    (tmp_path / "text.csv").write_text("src,dst\na,b\n")
+    (tmp_path / "one.csv").write_text("src\n1\n")
+    (tmp_path / "g.json").write_text("{}")
+    for name, message in [("broken.parquet", "cannot be read"), ("text.csv", "integer user ids"),
+                          ("one.csv", "two columns"), ("g.json", "unknown format"), ("nope.csv", "does not exist")]:
+        with pytest.raises(GraphInputError, match=message):
+            read_edge_list(tmp_path / name)
+
+
+def test_networkx_import():
+    import networkx as nx
+
+    indptr, indices, labels = csr_from_networkx(nx.karate_club_graph())
+    assert indptr.shape == (35,) and indices.shape == (2 * 78,) and len(labels) == 34
+
+
+def test_too_many_merchants_is_a_config_error():
+    with pytest.raises(ConfigError, match="at most population.n_users"):
+        load_config(overrides=["population.n_users=100", "merchants.n_merchants=101"])
