@@ -11,6 +11,9 @@ friends at the next level. A user is exposed to a given cascade at most once.
 Draws are counter-based (:mod:`kernels.rng`): the view of edge ``e`` by cascade ``k`` uses index
 ``k * E + e``, the buy and share of user ``u`` use index ``k * N + u``, so the kernel gives the
 same result on NumPy and CuPy, batch by batch.
+
+:func:`independent_cascade` is the textbook independent cascade model (Kempe, Kleinberg & Tardos
+2003) on the same machinery, public for users who want IC itself.
 """
 
 from __future__ import annotations
@@ -19,8 +22,65 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from kernels import rng
-from kernels.backend import repeat_ids
+from kernels.backend import array_module, repeat_ids
+
+
+def independent_cascade(indptr: Any, indices: Any, seeds: Any, p: Any, *, seed: int = 0,
+                        xp: ModuleType | None = None, return_parent: bool = False) -> Any:
+    """The independent cascade model on a CSR graph.
+
+    Every node that becomes active at step t gets one attempt on each of its out-edges at step
+    t + 1, each succeeding with probability ``p``; a node activated by several attempts in the
+    same step takes as parent the one on the lowest edge position. The attempt on edge ``e`` uses
+    counter-based draw ``e`` of stream ``"independent_cascade"`` (each edge is tried at most once,
+    since a node activates once), so the result is a pure function of (graph, seeds, p, seed) and
+    identical on NumPy and CuPy.
+
+    Args:
+        indptr: (int64[N+1]) CSR offsets; indices: (int32[E]) targets of each out-edge.
+        seeds: (int[S]) initially active nodes (repeats are fine).
+        p: attempt success probability: a scalar, or (float64[E]) one per edge.
+        seed: base seed of the draws.
+        xp: array module (inferred from ``indptr`` when omitted).
+        return_parent: also return who activated whom.
+
+    Returns:
+        ``step`` (int64[N]): activation step, 0 for seeds, -1 for never activated; with
+        ``return_parent``, also ``parent`` (int64[N]): the activating node, -1 for seeds and
+        inactive nodes.
+    """
+    xp = xp or array_module(indptr)
+    n = indptr.shape[0] - 1
+    key = rng.stream_key(seed, "independent_cascade")
+    per_edge = getattr(p, "ndim", 0) > 0
+    step = xp.full(n, -1, dtype=xp.int64)
+    parent = xp.full(n, -1, dtype=xp.int64)
+    frontier = xp.unique(xp.asarray(seeds, dtype=xp.int64))
+    step[frontier] = 0
+    t = 0
+    while frontier.shape[0]:
+        start = indptr[frontier]
+        length = indptr[frontier + 1] - start
+        owner = repeat_ids(length, xp=xp)
+        if owner.shape[0] == 0:
+            break
+        edge = start[owner] + xp.arange(owner.shape[0], dtype=xp.int64) - (xp.cumsum(length) - length)[owner]
+        hit = rng.bernoulli(key, edge, p[edge] if per_edge else p, xp=xp)
+        target = indices[edge[hit]].astype(xp.int64)
+        source = frontier[owner[hit]]
+        fresh = step[target] < 0
+        target, source = target[fresh], source[fresh]
+        # edges are in frontier order and frontier is sorted, so the first hit on a target is
+        # the one on the lowest edge position; unique's first index picks it
+        target, first = xp.unique(target, return_index=True)
+        t += 1
+        step[target] = t
+        parent[target] = source[first]
+        frontier = target
+    return (step, parent) if return_parent else step
 
 
 @dataclass(frozen=True)
@@ -86,7 +146,7 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
     edge = start[owner] + offset_in_row
     n_edges = indices.shape[0]
     draw_index = cascade_key[cascade[owner]] * n_edges + edge
-    p = p_view if not hasattr(p_view, "shape") else p_view[owner]
+    p = p_view[owner] if getattr(p_view, "ndim", 0) > 0 else p_view
     kept = rng.bernoulli(key, draw_index, p, xp=xp)
     return cascade[owner][kept], indices[edge[kept]].astype(xp.int64)
 
