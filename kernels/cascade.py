@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kernels import rng
-from kernels.backend import array_module, repeat_ids
+from kernels.backend import array_module, concat_ranges, repeat_ids
 
 
 def independent_cascade(indptr: Any, indices: Any, seeds: Any, p: Any, *, seed: int = 0,
@@ -64,13 +64,13 @@ def independent_cascade(indptr: Any, indices: Any, seeds: Any, p: Any, *, seed: 
     while frontier.shape[0]:
         start = indptr[frontier]
         length = indptr[frontier + 1] - start
-        owner = repeat_ids(length, xp=xp)
-        if owner.shape[0] == 0:
+        edge = concat_ranges(start, length, xp=xp)
+        if edge.shape[0] == 0:
             break
-        edge = start[owner] + xp.arange(owner.shape[0], dtype=xp.int64) - (xp.cumsum(length) - length)[owner]
-        hit = rng.bernoulli(key, edge, p[edge] if per_edge else p, xp=xp)
+        hit = xp.flatnonzero(rng.bernoulli(key, edge, p[edge] if per_edge else p, xp=xp))
         target = indices[edge[hit]].astype(xp.int64)
-        source = frontier[owner[hit]]
+        # the source of a hit: the frontier row whose range holds its position (hits are few)
+        source = frontier[xp.searchsorted(xp.cumsum(length), hit, side="right")]
         fresh = step[target] < 0
         target, source = target[fresh], source[fresh]
         # edges are in frontier order and frontier is sorted, so the first hit on a target is

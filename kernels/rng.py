@@ -17,6 +17,9 @@ mechanism with a new name never shifts the draws of an existing one.
 
 from __future__ import annotations
 
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -72,6 +75,45 @@ def _mix64(z: Any, xp: ModuleType) -> Any:
     return z
 
 
+#: elements per chunk on NumPy: small enough that a chunk's temporaries stay in the L2 cache
+CHUNK = 1 << 18
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    return _POOL
+
+
+def _length(index: Any) -> int:
+    return int(index) if isinstance(index, (int, np.integer)) else int(index.shape[0])
+
+
+def _hashed(key: int, index: Any, start: int, stop: int, xp: ModuleType) -> Any:
+    """(uint64[stop-start]) the raw draws for positions start..stop of ``index``."""
+    if isinstance(index, (int, np.integer)):
+        z = xp.arange(start + 1, stop + 1, dtype=xp.uint64)
+    else:
+        z = index[start:stop].astype(xp.uint64)
+        z += xp.uint64(1)
+    z *= xp.uint64(GAMMA)
+    z += xp.uint64(key)
+    return _mix64(z, xp)
+
+
+def _fill(n: int, work: Any, xp: ModuleType) -> None:
+    """Run ``work(start, stop)`` over [0, n): on NumPy in cache-sized chunks on a thread pool
+    (NumPy releases the GIL inside these loops), on CuPy in one piece (the GPU is the parallelism).
+    Every element's value depends only on its own index, so chunking never changes a result.
+    """
+    if xp is not np or n <= CHUNK:
+        work(0, n)
+        return
+    list(_pool().map(lambda start: work(start, min(start + CHUNK, n)), range(0, n, CHUNK)))
+
+
 def bits(key: int, index: Any, *, xp: ModuleType = np) -> Any:
     """(uint64[n]) the raw 64-bit draws of a stream key at the given indices.
 
@@ -79,25 +121,58 @@ def bits(key: int, index: Any, *, xp: ModuleType = np) -> Any:
         key: from :func:`stream_key`.
         index: (int[n]) draw indices (non-negative), or an int n meaning ``arange(n)``.
     """
-    if isinstance(index, (int, np.integer)):
-        z = xp.arange(1, int(index) + 1, dtype=xp.uint64)
-    else:
-        z = index.astype(xp.uint64) + xp.uint64(1)
-    z *= xp.uint64(GAMMA)
-    z += xp.uint64(key)
-    return _mix64(z, xp)
+    n = _length(index)
+    out = xp.empty(n, dtype=xp.uint64)
+
+    def work(start: int, stop: int) -> None:
+        out[start:stop] = _hashed(key, index, start, stop, xp)
+
+    _fill(n, work, xp)
+    return out
 
 
 def uniform(key: int, index: Any, *, xp: ModuleType = np) -> Any:
     """(float64[n]) uniform draws in [0, 1) from the top 53 bits; exact on both backends."""
-    z = bits(key, index, xp=xp)
-    z >>= xp.uint64(11)
-    return z.astype(xp.float64) * _TWO_POW_MINUS_53
+    n = _length(index)
+    out = xp.empty(n, dtype=xp.float64)
+
+    def work(start: int, stop: int) -> None:
+        z = _hashed(key, index, start, stop, xp)
+        z >>= xp.uint64(11)
+        xp.multiply(z.astype(xp.float64), _TWO_POW_MINUS_53, out=out[start:stop])
+
+    _fill(n, work, xp)
+    return out
 
 
 def bernoulli(key: int, index: Any, p: Any, *, xp: ModuleType = np) -> Any:
-    """(bool[n]) ``uniform < p``; ``p`` is a scalar or a float64[n] array."""
-    return uniform(key, index, xp=xp) < p
+    """(bool[n]) ``uniform(key, index) < p``; ``p`` is a scalar or a float64[n] array.
+
+    For a scalar p the comparison is made on the raw bits: with m the top 53 bits,
+    ``m * 2^-53 < p`` exactly when ``bits < ceil(p * 2^53) * 2^11``, so the result is the same
+    as through :func:`uniform` without making a single float.
+    """
+    n = _length(index)
+    out = xp.empty(n, dtype=xp.bool_)
+    if getattr(p, "ndim", 0) == 0:
+        p = float(p)
+        if p <= 0.0 or p >= 1.0:
+            out[...] = p >= 1.0
+            return out
+        threshold = xp.uint64(math.ceil(p * 2.0**53) << 11)
+
+        def work(start: int, stop: int) -> None:
+            xp.less(_hashed(key, index, start, stop, xp), threshold, out=out[start:stop])
+    else:
+        def work(start: int, stop: int) -> None:
+            z = _hashed(key, index, start, stop, xp)
+            z >>= xp.uint64(11)
+            u = z.astype(xp.float64)
+            u *= _TWO_POW_MINUS_53
+            xp.less(u, p[start:stop], out=out[start:stop])
+
+    _fill(n, work, xp)
+    return out
 
 
 def integers(key: int, index: Any, high: Any, *, xp: ModuleType = np) -> Any:

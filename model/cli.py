@@ -141,6 +141,30 @@ def bench_graph_cmd(
     out_console.print(f"written: [bold]{path}[/]")
 
 
+@bench_app.command("cascade")
+def bench_cascade_cmd(
+    size: Annotated[int, typer.Option("--size", min=100, help="users in the throughput graph")] = 1_000_000,
+    ndlib_size: Annotated[int, typer.Option("--ndlib-size", min=100, help="users in the graph NDlib also runs on")] = 20_000,
+    p: Annotated[float, typer.Option("--p", min=0.0, max=1.0, help="edge activation probability")] = 0.01,
+    out: Annotated[Path, typer.Option("--out", help="folder for cascade.parquet")] = Path("results/bench"),
+) -> None:
+    """Independent cascade throughput (directed edges examined per second) against NDlib."""
+    from model.bench import bench_cascade, write_rows  # noqa: PLC0415
+
+    with err_console.status("running our kernel and NDlib on the same graph, then ours at full size"):
+        rows = bench_cascade(size, ndlib_size=ndlib_size, p=p)
+    path = write_rows(rows, out / "cascade.parquet")
+    table = Table(title=f"cascade benchmark ({rows[0]['machine']})")
+    for col in ("benchmark", "users", "seconds", "edges/s", "NDlib edges/s", "ratio", "mean spread", "NDlib spread"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(r["benchmark"], f"{r['size']:,}", f"{r['seconds']:.2f}", f"{r['items_per_s']:.3g}",
+                      f"{r['baseline_items_per_s']:.3g}", f"{r['ratio']:.0f}x", f"{r['mean_spread']:,.0f}",
+                      f"{r['baseline_mean_spread']:,.0f}" if r.get("baseline_mean_spread") else "-")
+    out_console.print(table)
+    out_console.print(f"written: [bold]{path}[/]")
+
+
 @config_app.command("show")
 def config_show(
     scenario: ScenarioArg = None,

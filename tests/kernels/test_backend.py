@@ -58,3 +58,10 @@ def test_helpers_identical_on_cupy(gpu_backend):
     target = xp.zeros(4, dtype=xp.int64)
     scatter_add(target, xp.asarray([1, 1, 3]), xp.asarray([2, 3, 4], dtype=xp.int64), xp=xp)
     assert list(gpu_backend.to_host(target)) == [0, 5, 0, 4]
+
+
+def test_concat_ranges():
+    from kernels.backend import concat_ranges
+
+    got = concat_ranges(np.array([5, 0, 9]), np.array([2, 0, 3]), xp=np)
+    assert got.tolist() == [5, 6, 9, 10, 11]
