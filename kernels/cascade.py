@@ -88,15 +88,45 @@ class LevelRule:
     """Per-level probabilities of one cascade step.
 
     Attributes:
-        p_view: a sharer's friend sees the share (used to reach this level from the previous one;
-            ignored at level 1, whose exposures the channel provides).
-        p_buy: base conversion of an exposed user at this level.
-        p_share: an exposed user shares to their friends (opens the next level).
+        p_view: chance that a user reached from the previous level's sharers sees the post
+            (ignored at level 1, whose exposures the channel provides).
+        p_buy: base conversion of an exposed user at this level (the trust a viewer puts in a
+            post from this distance: the merchant's friend, a friend's share, a stranger's tool).
+        p_share: an exposed user shares the post onward (opens the next level).
+        n_strangers: 0 if the level is reached through the sharers' friends; otherwise each sharer
+            reaches this many strangers in its own city (group buying, price cutting and live
+            fission put the post in front of people outside the sharer's circle).
     """
 
     p_view: float
     p_buy: float
     p_share: float
+    n_strangers: int = 0
+
+
+def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer: int, p_view: float,
+                     city: Any, city_start: Any, key: int, *, xp: ModuleType) -> tuple[Any, Any]:
+    """Strangers reached by sharers' tools: ``n_per_sharer`` uniform draws from each sharer's city.
+
+    Args:
+        sharers: (int64[F]) users sharing; cascade (int64[F]) their cascades' local indices.
+        cascade_key: (int64[C]) stable key per cascade.
+        city: (int32[N]) city of each user; city_start (int64[K+1]) first user of each city
+            (user ids are contiguous within a city).
+        key: stream key; draw j of sharer u in cascade k has index ((k * N + u) * n + j).
+
+    Returns:
+        (cascade (int64[X]), user (int64[X])) of the draws that saw the post (``p_view``).
+    """
+    n_users = city.shape[0]
+    owner = xp.repeat(xp.arange(sharers.shape[0], dtype=xp.int64), n_per_sharer)
+    j = xp.tile(xp.arange(n_per_sharer, dtype=xp.int64), sharers.shape[0])
+    base = (cascade_key[cascade[owner]] * n_users + sharers[owner]) * n_per_sharer + j
+    home = city[sharers[owner]].astype(xp.int64)
+    size = city_start[home + 1] - city_start[home]
+    user = city_start[home] + rng.integers(key, base, size, xp=xp)
+    seen = rng.bernoulli(rng.stream_key(key, "seen"), base, p_view, xp=xp)
+    return cascade[owner][seen], user[seen]
 
 
 @dataclass
@@ -108,7 +138,7 @@ class CascadeOutcome:
         order_cascade: (int64[O]) local index of the cascade each order came from.
         order_buyer: (int64[O]) buying user.
         order_level: (int8[O]) level (1-based) of the purchase.
-        order_quantity: (int64[O]) units bought (1-3).
+        order_quantity: (int64[O]) units bought (1 to the post's basket limit).
     """
 
     exposures: Any
@@ -171,23 +201,32 @@ def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: i
 
 
 def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, *,
-              cascade_key: Any, origin: Any, category_bit: Any, rel_price: Any,
+              cascade_key: Any, origin: Any, category_bit: Any, rel_post: Any, max_quantity: Any,
               interests: Any, rel_buy: Any, rel_off_interest: float,
-              levels: tuple[LevelRule, ...], seed: int, tick: int, xp: ModuleType) -> CascadeOutcome:
+              levels: tuple[LevelRule, ...], seed: int, tick: int, xp: ModuleType,
+              city: Any = None, city_start: Any = None) -> CascadeOutcome:
     """Spread all of a tick's cascades level by level.
+
+    Update rule at each level: exposures are first exposures only (a user sees a post at most
+    once, and never the merchant's own account); an exposed user u of post k buys with
+    probability ``p_buy * rel_buy[u] * rel_post[k]``, times ``rel_off_interest`` when k's
+    category is not among u's interests, and shares with ``p_share``; sharers open the next
+    level through their friends (``p_view`` per friend) or, for a stranger level, through tools.
 
     Args:
         indptr, indices: friend graph CSR (int64[N+1], int32[E]).
         level1_cascade, level1_user: (int64[X]) the channel's level-1 exposures.
         cascade_key: (int64[C]) stable key per cascade (for the draws).
-        origin: (int64[C]) account of the posting merchant (never exposed to its own post).
+        origin: (int64[C]) account of the posting merchant.
         category_bit: (uint16[C]) the post's product category as a bit.
-        rel_price: (float64[C]) conversion multiplier from price.
+        rel_post: (float64[C]) conversion multiplier of each post (price, channel, style).
+        max_quantity: (int64[C]) most units one order of the post can hold.
         interests: (uint16[N]) users' interest bitmasks.
         rel_buy: (float32[N]) users' conversion propensity.
         rel_off_interest: conversion multiplier when the category is not among the interests.
         levels: one :class:`LevelRule` per level, level 1 first.
         seed, tick: for the stream keys.
+        city, city_start: user cities and city offsets, needed by stranger levels.
 
     Returns:
         A :class:`CascadeOutcome`.
@@ -202,15 +241,18 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     seen = xp.zeros(0, dtype=xp.int64)
     cascade, user = level1_cascade, level1_user
     for level, rule in enumerate(levels, start=1):
-        if level > 1:
-            key_view = rng.stream_key(seed, f"cascade.view.l{level}", tick)
+        key_view = rng.stream_key(seed, f"cascade.view.l{level}", tick)
+        if level > 1 and rule.n_strangers:
+            cascade, user = expose_strangers(user, cascade, cascade_key, rule.n_strangers, rule.p_view,
+                                             city, city_start, key_view, xp=xp)
+        elif level > 1:
             cascade, user = expose_neighbours(indptr, indices, user, cascade, cascade_key,
                                               rule.p_view, key_view, xp=xp)
         cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp)
         exposures[:, level - 1] = xp.bincount(cascade, minlength=n_cascades)
         draw_index = cascade_key[cascade] * n_users + user
         match = (interests[user] & category_bit[cascade]) != 0
-        p_buy = rule.p_buy * rel_buy[user].astype(xp.float64) * rel_price[cascade]
+        p_buy = rule.p_buy * rel_buy[user].astype(xp.float64) * rel_post[cascade]
         p_buy = xp.where(match, p_buy, p_buy * rel_off_interest)
         bought = rng.bernoulli(rng.stream_key(seed, f"cascade.buy.l{level}", tick), draw_index, p_buy, xp=xp)
         buys[:, level - 1] = xp.bincount(cascade[bought], minlength=n_cascades)
@@ -226,5 +268,6 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     order_buyer = xp.concatenate([u for _, u, _ in orders])
     order_level = xp.concatenate([xp.full(c.shape[0], lvl, dtype=xp.int8) for c, _, lvl in orders])
     qty_index = cascade_key[order_cascade] * n_users + order_buyer
-    order_quantity = 1 + rng.integers(rng.stream_key(seed, "cascade.quantity", tick), qty_index, 3, xp=xp)
+    order_quantity = 1 + rng.integers(rng.stream_key(seed, "cascade.quantity", tick), qty_index,
+                                      max_quantity[order_cascade], xp=xp)
     return CascadeOutcome(exposures, shares, buys, order_cascade, order_buyer, order_level, order_quantity)

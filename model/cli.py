@@ -94,13 +94,15 @@ def summary_table(summary: dict[str, Any], manifest: dict[str, Any]) -> Table:
     table = Table(title="run summary", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    fmt = {
-        "gmv_cny": "{:,.0f}", "reach_l1_per_post": "{:.1f}", "reach_l2_per_post": "{:.1f}",
-        "conversion_l1": "{:.2%}", "conversion_l2": "{:.2%}", "official_share_of_value": "{:.1%}",
-        "mesa_share_of_tick_time": "{:.1%}",
-    }
+    def fmt(key: str, value: Any) -> str:
+        if key.startswith(("conversion", "official_share", "mesa_share")):
+            return f"{value:.2%}"
+        if key.startswith(("reach", "aov", "gmv")):
+            return f"{value:,.1f}"
+        return f"{value:,}"
+
     for key, value in summary.items():
-        table.add_row(key, fmt.get(key, "{:,}").format(value))
+        table.add_row(key, fmt(key, value))
     timings = manifest.get("timings", {})
     table.add_row("backend", f"{manifest['backend']['name']} ({manifest['backend']['device']})")
     table.add_row("build seconds", f"{timings.get('build_seconds', 0):.1f}")

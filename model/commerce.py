@@ -25,7 +25,7 @@ from model.governance import flag_merchants
 from model.merchant import COMPLIANCE_TYPES, Merchant
 from model.payments import Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population
-from model.traffic import TickPosts, group_read_probability, level1_exposures, plan_posts
+from model.traffic import OFFICIAL_ACCOUNT, SEARCH, TickPosts, group_read_probability, level1_exposures, plan_posts
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,11 @@ class CommerceModel(mesa.Model):
                                               platform.group_downweight, xp=self.xp)
         c = config.cascade
         self.levels = (LevelRule(p_view=1.0, p_buy=c.p_buy_friend, p_share=c.p_share_friend),
-                       LevelRule(p_view=c.p_view_share, p_buy=c.p_buy_share, p_share=0.0))
+                       LevelRule(p_view=c.p_view_share, p_buy=c.p_buy_share, p_share=c.p_share_tool),
+                       LevelRule(p_view=c.p_view_stranger, p_buy=c.p_buy_stranger, p_share=0.0,
+                                 n_strangers=c.n_stranger_views))
+        city_sizes = np.bincount(self.backend.to_host(pop.state["city"]))
+        self.city_start = self.backend.to_device(np.concatenate([[0], np.cumsum(city_sizes)]).astype(np.int64))
 
     # ------------------------------------------------------------------ set-up
 
@@ -115,6 +119,8 @@ class CommerceModel(mesa.Model):
         self.price_fen = np.round(price * 100).astype(np.int64)
         self.category_bit = (1 << category).astype(np.uint16)
         self.rel_price = (mc.price_median / price) ** cfg.cascade.price_elasticity
+        # search ranks cheaper offers higher: more searchers see a cheaper merchant's listing
+        self.search_rank = (mc.price_median / price) ** cfg.channels.search_price_weight
         self.uses_component = uses_tc
         self.violating = compliance != 0
 
@@ -161,29 +167,39 @@ class CommerceModel(mesa.Model):
     def allocate_traffic(self) -> None:
         """Platform: lay out the posts, choose their channels, draw level-1 exposures."""
         cfg, seed, tick, xp = self.config, self.config.run.seed, self.tick, self.xp
+        ch = cfg.channels
         n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64, count=self.n_merchants)
         posts = plan_posts(n_posts, self.population.merchant_uids, self._group_start, self._group_count,
-                           cfg.channels.share_moments, seed, tick)
+                           (ch.share_moments, ch.share_official_account, ch.share_search, ch.share_groups),
+                           seed, tick)
+        expected = ch.search_candidates * self.search_rank[posts.merchant]
+        search_candidates = np.floor(expected + rng.uniform(rng.stream_key(seed, "traffic.search.n", tick), posts.key))
+        search_candidates[posts.channel != SEARCH] = 0
+        max_quantity = np.where(posts.channel == OFFICIAL_ACCOUNT, ch.mall_max_quantity, ch.max_quantity)
+        # trust: searchers meet the post as a system recommendation from a stranger
+        rel_post = self.rel_price[posts.merchant] * np.where(posts.channel == SEARCH, cfg.cascade.trust_stranger, 1.0)
         dev = self.backend.to_device
         self.data.posts = posts
         self.data.posts_dev = {"key": dev(posts.key), "origin": dev(posts.origin),
                                "channel": dev(posts.channel), "group": dev(posts.group),
-                               "merchant": dev(posts.merchant)}
-        self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg.cascade.p_view_friend,
-                                            self._p_read, seed, tick, xp=xp)
+                               "merchant": dev(posts.merchant),
+                               "category_bit": dev(self.category_bit[posts.merchant]),
+                               "search_candidates": dev(search_candidates.astype(np.int64)),
+                               "rel_post": dev(rel_post), "max_quantity": dev(max_quantity.astype(np.int64))}
+        self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg, self._p_read,
+                                            self.city_start, seed, tick, xp=xp)
 
     def propagate_cascades(self) -> None:
-        """Kernel: spread every post through friends (level 1) and friends of friends (level 2)."""
-        cfg, xp, dev = self.config, self.xp, self.backend.to_device
+        """Kernel: spread every post through friends (1), friends of friends (2), strangers (3)."""
+        cfg, xp = self.config, self.xp
         pop, posts = self.population, self.data.posts_dev
-        merchant = self.data.posts.merchant
         self.data.outcome = propagate(
             pop.indptr, pop.indices, *self.data.level1,
-            cascade_key=posts["key"], origin=posts["origin"],
-            category_bit=dev(self.category_bit[merchant]), rel_price=dev(self.rel_price[merchant]),
+            cascade_key=posts["key"], origin=posts["origin"], category_bit=posts["category_bit"],
+            rel_post=posts["rel_post"], max_quantity=posts["max_quantity"],
             interests=pop.state["interests"], rel_buy=pop.state["rel_buy"],
             rel_off_interest=cfg.cascade.rel_off_interest, levels=self.levels,
-            seed=cfg.run.seed, tick=self.tick, xp=xp)
+            seed=cfg.run.seed, tick=self.tick, xp=xp, city=pop.state["city"], city_start=self.city_start)
 
     def make_payments(self) -> None:
         """Orders become payments: official or off-platform, scenario, fee; queued to settle."""
@@ -256,7 +272,9 @@ class CommerceModel(mesa.Model):
         scatter_add(gmv_per_merchant, pay.merchant, pay.amount, xp=xp)
         self.data.orders_per_merchant = host(orders_per_merchant)
         self.data.gmv_per_merchant = host(gmv_per_merchant)
+        gmv_per_cascade = xp.zeros(out.exposures.shape[0], dtype=xp.int64)
+        scatter_add(gmv_per_cascade, out.order_cascade, pay.amount, xp=xp)
         self.data.aggregates = {
             "exposures": host(out.exposures), "shares": host(out.shares), "buys": host(out.buys),
-            "gmv_by_scenario_fen": host(gmv_by_scenario),
+            "gmv_by_scenario_fen": host(gmv_by_scenario), "gmv_per_cascade_fen": host(gmv_per_cascade),
         }

@@ -88,26 +88,56 @@ class MerchantsConfig(_Section):
 
 
 class ChannelsConfig(_Section):
-    """Where merchants post (SPEC section 1); shares of a merchant's posts by channel."""
+    """Where merchants post (SPEC section 1) and how each channel finds its viewers.
 
-    share_moments: float = Field(0.7, ge=0, le=1, description="share of posts to Moments (friends)")
-    share_groups: float = Field(0.3, ge=0, le=1, description="share of posts to the merchant's groups")
+    Social channels reach the merchant's friends (Moments, the official account's followers) or
+    its groups; mini-program search is public traffic: the platform matches a searcher's city
+    (LBS) and interest tags to the shop, and ranks cheaper offers higher.
+    """
+
+    share_moments: float = Field(0.45, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_official_account: float = Field(0.2, ge=0, le=1,
+                                          description="share of posts pushed through the official-account mall")
+    share_search: float = Field(0.15, ge=0, le=1, description="share of posts listed in mini-program search")
+    share_groups: float = Field(0.2, ge=0, le=1, description="share of posts to the merchant's groups")
+    p_follow_account: float = Field(0.3, ge=0, le=1, description="a friend follows the merchant's official account")
+    search_candidates: int = Field(400, ge=0, le=1_000_000,
+                                   description="searchers per listing drawn from the merchant's city before interest matching")
+    search_price_weight: float = Field(1.5, ge=0, le=10,
+                                       description="search ranking: candidates scale with (price_median / price) ** this")
+    max_quantity: int = Field(2, ge=1, le=100, description="most units in an order from a post")
+    mall_max_quantity: int = Field(4, ge=1, le=100,
+                                   description="most units in an order from the mall, whose catalogue invites baskets")
 
     @model_validator(mode="after")
     def _shares(self) -> "ChannelsConfig":
-        if abs(self.share_moments + self.share_groups - 1.0) > 1e-9:
-            raise ValueError("share_moments + share_groups must sum to 1")
+        total = self.share_moments + self.share_official_account + self.share_search + self.share_groups
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"share_moments + share_official_account + share_search + share_groups must sum to 1, got {total:g}")
         return self
 
 
 class CascadeConfig(_Section):
-    """Social fission through the friend graph (SPEC section 2)."""
+    """Social fission through the friend graph (SPEC section 2): three levels.
 
-    p_view_friend: float = Field(0.12, ge=0, le=1, description="a friend sees a merchant's post")
-    p_buy_friend: float = Field(0.10, ge=0, le=1, description="base conversion of a level-1 viewer")
+    Level 1: the channel's viewers (the merchant's friends, or searchers). Level 2: friends of
+    level-1 sharers. Level 3: strangers reached by level-2 sharers' tools (group buying, price
+    cutting, live fission). Conversion falls with distance because trust does.
+    """
+
+    p_view_friend: float = Field(0.12, ge=0, le=1, description="a friend sees a merchant's Moments post")
+    p_buy_friend: float = Field(0.10, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
     p_share_friend: float = Field(0.04, ge=0, le=1, description="a level-1 viewer shares the post")
     p_view_share: float = Field(0.10, ge=0, le=1, description="a sharer's friend sees the share")
     p_buy_share: float = Field(0.035, ge=0, le=1, description="base conversion of a level-2 viewer")
+    p_share_tool: float = Field(0.02, ge=0, le=1,
+                                description="a level-2 viewer shares through a tool (group buying, price cutting, live fission)")
+    n_stranger_views: int = Field(40, ge=0, le=100_000,
+                                  description="strangers in the sharer's city a tool share is put in front of")
+    p_view_stranger: float = Field(0.5, ge=0, le=1, description="a stranger shown a tool share looks at it")
+    p_buy_stranger: float = Field(0.02, ge=0, le=1, description="base conversion of a level-3 viewer")
+    trust_stranger: float = Field(0.35, ge=0, le=1,
+                                  description="trust in a system recommendation relative to a friend's (search viewers)")
     rel_off_interest: float = Field(0.25, ge=0, le=1,
                                     description="conversion multiplier when the category is not among the viewer's interests")
     price_elasticity: float = Field(0.8, ge=0, le=5,
@@ -142,6 +172,7 @@ class CommunityConfig(_Section):
     group_size_mean: float = Field(286.0, ge=2, le=100_000, description="mean members of a merchant group")
     groups_per_merchant: float = Field(1.0, ge=0, le=100, description="mean groups run by a merchant")
     weekly_active: float = Field(0.67, ge=0, le=1, description="share of members active in a week")
+    push_open_rate: float = Field(0.41, ge=0, le=1, description="share of targeted pushes opened")
 
 
 class GovernanceConfig(_Section):

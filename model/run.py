@@ -25,9 +25,9 @@ from model import __version__
 from model.commerce import CommerceModel
 from model.config import ScenarioConfig
 from model.recorder import RunWriter, check_run_dir_free
-from model.traffic import CHANNELS
+from model.traffic import CHANNELS, SEARCH, SOCIAL
 
-LEVELS = (1, 2)
+LEVELS = (1, 2, 3)
 
 
 @dataclass
@@ -63,26 +63,50 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator else 0.0
+
+
 def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
-    """One tick's rows of the ticks, merchants and cascades tables (host arrays)."""
+    """One tick's rows of the ticks, merchants and cascades tables (host arrays).
+
+    Channel figures count every level of a channel's cascades (a visit is any exposure, an order
+    any purchase); ``conversion_friend_rec`` is level 1 of the social channels (viewers who are the
+    merchant's friends or group members) and ``conversion_system_rec`` level 1 of search.
+    """
     d, tick = model.data, model.tick
     agg, posts = d.aggregates, d.posts
     exposures, shares, buys = agg["exposures"], agg["shares"], agg["buys"]
-    gmv_fen = agg["gmv_by_scenario_fen"]
-    exp_total, buy_total = exposures.sum(axis=0), buys.sum(axis=0)
+    gmv_fen, cascade_gmv = agg["gmv_by_scenario_fen"], agg["gmv_per_cascade_fen"]
+    exp_total, buy_total, share_total = exposures.sum(axis=0), buys.sum(axis=0), shares.sum(axis=0)
     merchants = model.merchant_list
     active = np.fromiter((m.active for m in merchants), dtype=bool, count=len(merchants))
     n_posts = np.fromiter((m.n_posts for m in merchants), dtype=np.int64, count=len(merchants))
-    ticks = {
+    social = np.isin(posts.channel, SOCIAL)
+    search = posts.channel == SEARCH
+    ticks: dict[str, list] = {
         "tick": [tick],
         "n_active_merchants": [int(active.sum())],
         "n_posts": [posts.n],
-        **{f"n_posts_{name}": [int((posts.channel == i).sum())] for i, name in enumerate(CHANNELS)},
-        **{f"exposures_l{lv}": [int(exp_total[lv - 1])] for lv in LEVELS},
-        "shares_l1": [int(shares.sum(axis=0)[0])],
-        **{f"buys_l{lv}": [int(buy_total[lv - 1])] for lv in LEVELS},
-        **{f"conversion_l{lv}": [float(buy_total[lv - 1] / exp_total[lv - 1]) if exp_total[lv - 1] else 0.0]
-           for lv in LEVELS},
+    }
+    for lv in LEVELS:
+        ticks[f"exposures_l{lv}"] = [int(exp_total[lv - 1])]
+        ticks[f"buys_l{lv}"] = [int(buy_total[lv - 1])]
+        ticks[f"conversion_l{lv}"] = [_ratio(buy_total[lv - 1], exp_total[lv - 1])]
+        if lv < LEVELS[-1]:
+            ticks[f"shares_l{lv}"] = [int(share_total[lv - 1])]
+    for i, name in enumerate(CHANNELS):
+        mine = posts.channel == i
+        visits, orders, gmv = int(exposures[mine].sum()), int(buys[mine].sum()), cascade_gmv[mine].sum() / 100.0
+        ticks[f"n_posts_{name}"] = [int(mine.sum())]
+        ticks[f"visits_{name}"] = [visits]
+        ticks[f"orders_{name}"] = [orders]
+        ticks[f"gmv_{name}"] = [gmv]
+        ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
+        ticks[f"aov_{name}"] = [_ratio(gmv, orders)]
+    ticks["conversion_friend_rec"] = [_ratio(buys[social, 0].sum(), exposures[social, 0].sum())]
+    ticks["conversion_system_rec"] = [_ratio(buys[search, 0].sum(), exposures[search, 0].sum())]
+    ticks.update({
         "n_orders": [int(buy_total.sum())],
         "gmv": [gmv_fen.sum() / 100.0],
         "gmv_qr": [gmv_fen[0] / 100.0],
@@ -95,7 +119,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "n_removed": [d.removed],
         "n_exits": [d.exits],
         "seconds": [seconds],
-    }
+    })
     merchant_rows = {
         "tick": np.full(len(merchants), tick, dtype=np.int32),
         "merchant": np.arange(len(merchants), dtype=np.int32),
@@ -114,8 +138,9 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "merchant": posts.merchant.astype(np.int32),
         "channel": np.asarray(CHANNELS, dtype=object)[posts.channel],
         **{f"exposures_l{lv}": exposures[:, lv - 1] for lv in LEVELS},
-        "shares_l1": shares[:, 0],
+        **{f"shares_l{lv}": shares[:, lv - 1] for lv in LEVELS[:-1]},
         **{f"buys_l{lv}": buys[:, lv - 1] for lv in LEVELS},
+        "gmv": cascade_gmv / 100.0,
     }
     return ticks, merchant_rows, cascade_rows
 
@@ -126,7 +151,7 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
     gmv = totals["gmv"]
     mesa_seconds = sum(model.phase_seconds[p.name] for p in model.plan() if p.engine == "mesa")
     tick_seconds = sum(model.phase_seconds.values())
-    return {
+    summary = {
         "ticks": model.tick + 1,
         "users": model.population.n_users,
         "merchants": model.n_merchants,
@@ -134,15 +159,22 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
         "gmv_cny": round(gmv, 2),
         "orders": int(totals["n_orders"]),
         "posts": int(totals["n_posts"]),
-        "reach_l1_per_post": totals["exposures_l1"] / posts,
-        "reach_l2_per_post": totals["exposures_l2"] / posts,
-        "conversion_l1": totals["buys_l1"] / max(totals["exposures_l1"], 1),
-        "conversion_l2": totals["buys_l2"] / max(totals["exposures_l2"], 1),
+    }
+    for lv in LEVELS:
+        summary[f"reach_l{lv}_per_post"] = totals[f"exposures_l{lv}"] / posts
+    for lv in LEVELS:
+        summary[f"conversion_l{lv}"] = _ratio(totals[f"buys_l{lv}"], totals[f"exposures_l{lv}"])
+    for name in CHANNELS:
+        summary[f"conversion_{name}"] = _ratio(totals[f"orders_{name}"], totals[f"visits_{name}"])
+    for name in CHANNELS:
+        summary[f"aov_{name}"] = _ratio(totals[f"gmv_{name}"], totals[f"orders_{name}"])
+    summary.update({
         "official_share_of_value": 1.0 - totals["gmv_off_platform"] / gmv if gmv else 0.0,
         "exits": int(totals["n_exits"]),
         "removed": int(totals["n_removed"]),
         "mesa_share_of_tick_time": mesa_seconds / tick_seconds if tick_seconds else 0.0,
-    }
+    })
+    return summary
 
 
 def prepare_run(config: ScenarioConfig, out_dir: str | Path | None) -> tuple[Path, Backend]:

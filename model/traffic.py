@@ -5,12 +5,19 @@ Channels modelled so far:
 
 * ``moments``: the post appears in the merchant's friends' Moments feeds; each friend sees it
   with ``cascade.p_view_friend``.
+* ``official_account``: the mall pushes the post to the account's followers: each friend follows
+  with ``channels.p_follow_account`` and opens a push with ``community.push_open_rate``.
+* ``search``: mini-program search, public traffic ("system recommendation"): searchers are drawn
+  from the merchant's city (LBS) and kept when the post's category is among their interest tags;
+  the ranking gives cheaper offers more searchers (``channels.search_price_weight``). Searchers
+  are strangers, so they trust the post less (``cascade.trust_stranger``).
 * ``groups``: the post goes to one of the merchant's groups; each member reads it with the daily
   chance implied by ``community.weekly_active``, times ``platform.group_downweight`` when the
   group has more than ``platform.group_downweight_threshold`` members.
 
-Official-account malls, mini-program search (public traffic by location and interest), live
-streams and external links are not yet modelled (issue 3).
+Social channels are allocated first: a merchant's friends and groups see its posts before any
+public traffic does. Live streams, external links and video-account commerce are not yet
+modelled (issue 3 continues).
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ from typing import Any
 import numpy as np
 
 from kernels import rng
+from kernels.backend import repeat_ids
 from kernels.cascade import expose_neighbours
 from model.merchant import MAX_POSTS_PER_TICK
 
-CHANNELS = ("moments", "groups")
+CHANNELS = ("moments", "official_account", "search", "groups")
+MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS = range(4)
+SOCIAL = (MOMENTS, OFFICIAL_ACCOUNT, GROUPS)
 
 
 @dataclass
@@ -52,7 +62,8 @@ class TickPosts:
 
 
 def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.ndarray,
-               group_count: np.ndarray, share_moments: float, seed: int, tick: int) -> TickPosts:
+               group_count: np.ndarray, channel_shares: tuple[float, float, float, float],
+               seed: int, tick: int) -> TickPosts:
     """Lay out the tick's posts and pick each post's channel.
 
     Args:
@@ -60,41 +71,77 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
         merchant_uid: (int64[M]) merchants' accounts.
         group_start, group_count: (int64[M]) each merchant's groups are
             ``group_start[m] .. group_start[m] + group_count[m] - 1``.
-        share_moments: share of posts to Moments; the rest go to a group when the merchant
-            has one (and to Moments otherwise).
+        channel_shares: shares of posts by channel, in :data:`CHANNELS` order; a post drawn for
+            groups by a merchant without a group goes to Moments.
     """
     merchant = np.repeat(np.arange(n_posts.shape[0], dtype=np.int64), n_posts)
     slot = np.arange(merchant.shape[0], dtype=np.int64) - np.repeat(np.cumsum(n_posts) - n_posts, n_posts)
     key = merchant * MAX_POSTS_PER_TICK + slot
-    to_group = ~rng.bernoulli(rng.stream_key(seed, "traffic.channel", tick), key, share_moments)
-    to_group &= group_count[merchant] > 0
+    u = rng.uniform(rng.stream_key(seed, "traffic.channel", tick), key)
+    channel = np.minimum(np.searchsorted(np.cumsum(channel_shares), u, side="right"), len(CHANNELS) - 1)
+    channel[(channel == GROUPS) & (group_count[merchant] == 0)] = MOMENTS
     which = rng.integers(rng.stream_key(seed, "traffic.group", tick), key, np.maximum(group_count[merchant], 1))
-    group = np.where(to_group, group_start[merchant] + which, -1)
+    group = np.where(channel == GROUPS, group_start[merchant] + which, -1)
     return TickPosts(key=key, merchant=merchant, origin=merchant_uid[merchant],
-                     channel=to_group.astype(np.int8), group=group)
+                     channel=channel.astype(np.int8), group=group)
 
 
-def level1_exposures(posts_dev: dict[str, Any], pop: Any, p_view_friend: float, p_read: Any,
+def expose_searchers(origin: Any, category_bit: Any, n_candidates: Any, city: Any, city_start: Any,
+                     interests: Any, cascade: Any, cascade_key: Any, key: int, *, xp: ModuleType) -> tuple[Any, Any]:
+    """Searchers matched to listings: candidates from the merchant's city, kept on interest match.
+
+    Args:
+        origin: (int64[S]) merchants' accounts of the listed posts; category_bit (uint16[S]).
+        n_candidates: (int64[S]) searchers drawn per listing.
+        city (int32[N]), city_start (int64[K+1]): cities, contiguous in user id.
+        interests: (uint16[N]) interest bitmasks.
+        cascade: (int64[S]) local cascade index of each listing; cascade_key (int64[C]).
+        key: stream key; candidate j of post k has draw index ``k * 2^20 + j``.
+
+    Returns:
+        (cascade (int64[X]), user (int64[X])) of matched searchers.
+    """
+    owner = repeat_ids(n_candidates, xp=xp)
+    j = xp.arange(owner.shape[0], dtype=xp.int64) - (xp.cumsum(n_candidates) - n_candidates)[owner]
+    home = city[origin[owner]].astype(xp.int64)
+    size = city_start[home + 1] - city_start[home]
+    user = city_start[home] + rng.integers(key, cascade_key[cascade[owner]] * (1 << 20) + j, size, xp=xp)
+    match = (interests[user] & category_bit[owner]) != 0
+    return cascade[owner][match], user[match]
+
+
+def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, p_read: Any, city_start: Any,
                      seed: int, tick: int, *, xp: ModuleType) -> tuple[Any, Any]:
     """The channels' level-1 exposures, (cascade (int64[X]), user (int64[X])) on the device.
 
     Args:
-        posts_dev: the :class:`TickPosts` arrays on the device, by field name.
+        posts_dev: the :class:`TickPosts` arrays on the device, by field name, plus
+            ``category_bit`` (uint16[C]) and ``search_candidates`` (int64[C]).
         pop: the :class:`~model.population.Population`.
+        config: the :class:`~model.config.ScenarioConfig`.
         p_read: (float64[G]) chance that a member of each group reads a post there today.
+        city_start: (int64[K+1]) first user of each city.
     """
     channel = posts_dev["channel"]
+    keys = posts_dev["key"]
     local = xp.arange(channel.shape[0], dtype=xp.int64)
-    moments = local[channel == 0]
-    c1, u1 = expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][moments], moments,
-                               posts_dev["key"], p_view_friend,
-                               rng.stream_key(seed, "traffic.moments.view", tick), xp=xp)
-    grouped = local[channel == 1]
-    groups = posts_dev["group"][grouped]
-    c2, u2 = expose_neighbours(pop.group_indptr, pop.group_members, groups, grouped,
-                               posts_dev["key"], p_read[groups],
-                               rng.stream_key(seed, "traffic.groups.read", tick), xp=xp)
-    return xp.concatenate([c1, c2]), xp.concatenate([u1, u2])
+    parts = []
+    friend_views = ((MOMENTS, config.cascade.p_view_friend),
+                    (OFFICIAL_ACCOUNT, config.channels.p_follow_account * config.community.push_open_rate))
+    for ch, p_view in friend_views:
+        posts = local[channel == ch]
+        parts.append(expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][posts], posts, keys, p_view,
+                                       rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick), xp=xp))
+    posts = local[channel == SEARCH]
+    parts.append(expose_searchers(posts_dev["origin"][posts], posts_dev["category_bit"][posts],
+                                  posts_dev["search_candidates"][posts], pop.state["city"], city_start,
+                                  pop.state["interests"], posts, keys,
+                                  rng.stream_key(seed, "traffic.search.candidates", tick), xp=xp))
+    posts = local[channel == GROUPS]
+    groups = posts_dev["group"][posts]
+    parts.append(expose_neighbours(pop.group_indptr, pop.group_members, groups, posts, keys, p_read[groups],
+                                   rng.stream_key(seed, "traffic.groups.read", tick), xp=xp))
+    return xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts])
 
 
 def group_read_probability(group_size: Any, weekly_active: float, threshold: int, downweight: float,

@@ -14,7 +14,8 @@ def draw(stream, index):
     return float(rng.uniform(rng.stream_key(SEED, stream, TICK), np.array([index], dtype=np.int64))[0])
 
 
-def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interests, rel_buy, off, levels):
+def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interests, rel_buy, off, levels,
+              city=None, city_start=None):
     """Plain loops: one cascade at a time, sets for 'exposed at most once'."""
     n, e = interests.shape[0], indices.shape[0]
     results = []
@@ -25,7 +26,19 @@ def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interes
         per_level = []
         orders = []
         for level, rule in enumerate(levels, start=1):
-            if level > 1:
+            if level > 1 and rule.n_strangers:
+                reached = set()
+                view_key = rng.stream_key(SEED, f"cascade.view.l{level}", TICK)
+                for s in frontier:
+                    home = city[s]
+                    size = city_start[home + 1] - city_start[home]
+                    for j in range(rule.n_strangers):
+                        index = np.array([(k * n + s) * rule.n_strangers + j])
+                        stranger = city_start[home] + int(rng.uniform(view_key, index)[0] * size)
+                        if rng.uniform(rng.stream_key(view_key, "seen"), index)[0] < rule.p_view:
+                            reached.add(int(stranger))
+                frontier = sorted(reached)
+            elif level > 1:
                 reached = set()
                 for s in frontier:
                     for pos in range(indptr[s], indptr[s + 1]):
@@ -69,7 +82,9 @@ def test_propagate_matches_reference(small_graph, p_view, p_buy, p_share):
     rel_price = rs.uniform(0.5, 1.5, n_casc)
     interests = rs.integers(0, 16, n).astype(np.uint16)
     rel_buy = rs.uniform(0.5, 1.5, n).astype(np.float32)
-    levels = (LevelRule(1.0, p_buy, p_share), LevelRule(p_view, p_buy * 0.5, p_share), LevelRule(p_view, p_buy * 0.3, 0.0))
+    levels = (LevelRule(1.0, p_buy, p_share), LevelRule(p_view, p_buy * 0.5, p_share),
+              LevelRule(p_view, p_buy * 0.3, 0.0, n_strangers=4))
+    city_start = np.concatenate([[0], np.cumsum(np.bincount(g.city))]).astype(np.int64)
     # level 1: each origin's friends, plus a repeated user and the origin itself (both must drop)
     l1_c, l1_u = [], []
     level1 = []
@@ -80,10 +95,12 @@ def test_propagate_matches_reference(small_graph, p_view, p_buy, p_share):
         l1_c += [c] * len(users)
         l1_u += users
     out = propagate(g.indptr, g.indices, np.array(l1_c, np.int64), np.array(l1_u, np.int64),
-                    cascade_key=keys, origin=origin, category_bit=cat_bit, rel_price=rel_price,
-                    interests=interests, rel_buy=rel_buy, rel_off_interest=0.25, levels=levels,
-                    seed=SEED, tick=TICK, xp=np)
-    ref = reference(g.indptr, g.indices, level1, keys, origin, cat_bit, rel_price, interests, rel_buy, 0.25, levels)
+                    cascade_key=keys, origin=origin, category_bit=cat_bit, rel_post=rel_price,
+                    max_quantity=np.full(n_casc, 3), interests=interests, rel_buy=rel_buy,
+                    rel_off_interest=0.25, levels=levels, seed=SEED, tick=TICK, xp=np,
+                    city=g.city, city_start=city_start)
+    ref = reference(g.indptr, g.indices, level1, keys, origin, cat_bit, rel_price, interests, rel_buy, 0.25, levels,
+                    g.city, city_start)
     for c, (per_level, orders) in enumerate(ref):
         for lv, (exposed, shares, buys) in enumerate(per_level):
             assert out.exposures[c, lv] == exposed
@@ -118,10 +135,12 @@ def test_propagate_identical_on_cupy(small_graph, gpu_backend):
     origin = np.array([1, 2, 3], dtype=np.int64)
     l1_c = np.repeat(np.arange(3), g.degree()[origin])
     l1_u = np.concatenate([g.indices[g.indptr[o]:g.indptr[o + 1]] for o in origin]).astype(np.int64)
+    city_start = np.concatenate([[0], np.cumsum(np.bincount(g.city))]).astype(np.int64)
     args = dict(cascade_key=np.array([1, 2, 3], np.int64), origin=origin,
-                category_bit=np.array([1, 2, 4], np.uint16), rel_price=np.array([1.0, 0.8, 1.2]),
+                category_bit=np.array([1, 2, 4], np.uint16), rel_post=np.array([1.0, 0.8, 1.2]),
+                max_quantity=np.array([3, 5, 1]), city=g.city, city_start=city_start,
                 interests=np.full(n, 7, np.uint16), rel_buy=np.ones(n, np.float32))
-    levels = (LevelRule(1.0, 0.3, 0.4), LevelRule(0.5, 0.2, 0.0))
+    levels = (LevelRule(1.0, 0.3, 0.4), LevelRule(0.5, 0.2, 0.3), LevelRule(0.6, 0.1, 0.0, n_strangers=5))
     host = propagate(g.indptr, g.indices, l1_c, l1_u, **args, rel_off_interest=0.25, levels=levels,
                      seed=1, tick=0, xp=np)
     gpu = propagate(dev(g.indptr), dev(g.indices), dev(l1_c), dev(l1_u),

@@ -32,7 +32,7 @@ def test_duckdb_and_polars_read_the_run(run_dir):
     # per-merchant GMV adds up to the tick's GMV (both from the same integer fen sums)
     by_tick = merchants.group_by("tick").agg(pl.col("gmv").sum()).sort("tick")["gmv"].to_numpy()
     assert np.allclose(by_tick, ticks["gmv"].to_numpy())
-    cascades = duckdb.sql(f"select sum(buys_l1 + buys_l2) as n from '{run_dir / 'cascades.parquet'}'").fetchall()[0][0]
+    cascades = duckdb.sql(f"select sum(buys_l1 + buys_l2 + buys_l3) as n from '{run_dir / 'cascades.parquet'}'").fetchall()[0][0]
     assert cascades == ticks["n_orders"].sum() > 0
 
 
