@@ -104,7 +104,7 @@ class LevelRule:
     n_strangers: int = 0
 
 
-def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer: int, p_view: float,
+def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer: int, p_view: Any,
                      city: Any, city_start: Any, key: int, *, xp: ModuleType) -> tuple[Any, Any]:
     """Strangers reached by sharers' tools: ``n_per_sharer`` uniform draws from each sharer's city.
 
@@ -113,6 +113,7 @@ def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer:
         cascade_key: (int64[C]) stable key per cascade.
         city: (int32[N]) city of each user; city_start (int64[K+1]) first user of each city
             (user ids are contiguous within a city).
+        p_view: scalar, or (float64[F]) per sharer.
         key: stream key; draw j of sharer u in cascade k has index ((k * N + u) * n + j).
 
     Returns:
@@ -125,7 +126,8 @@ def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer:
     home = city[sharers[owner]].astype(xp.int64)
     size = city_start[home + 1] - city_start[home]
     user = city_start[home] + rng.integers(key, base, size, xp=xp)
-    seen = rng.bernoulli(rng.stream_key(key, "seen"), base, p_view, xp=xp)
+    seen = rng.bernoulli(rng.stream_key(key, "seen"), base,
+                         p_view[owner] if getattr(p_view, "ndim", 0) > 0 else p_view, xp=xp)
     return cascade[owner][seen], user[seen]
 
 
@@ -204,14 +206,16 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
               cascade_key: Any, origin: Any, category_bit: Any, rel_post: Any, max_quantity: Any,
               interests: Any, rel_buy: Any, rel_off_interest: float,
               levels: tuple[LevelRule, ...], seed: int, tick: int, xp: ModuleType,
-              city: Any = None, city_start: Any = None) -> CascadeOutcome:
+              city: Any = None, city_start: Any = None, rel_view: Any = None,
+              rel_share: Any = None) -> CascadeOutcome:
     """Spread all of a tick's cascades level by level.
 
     Update rule at each level: exposures are first exposures only (a user sees a post at most
     once, and never the merchant's own account); an exposed user u of post k buys with
     probability ``p_buy * rel_buy[u] * rel_post[k]``, times ``rel_off_interest`` when k's
-    category is not among u's interests, and shares with ``p_share``; sharers open the next
-    level through their friends (``p_view`` per friend) or, for a stranger level, through tools.
+    category is not among u's interests, and shares with ``p_share * rel_share[k]`` (at most 1);
+    sharers open the next level through their friends (``p_view * rel_view[k]`` per friend) or,
+    for a stranger level, through tools.
 
     Args:
         indptr, indices: friend graph CSR (int64[N+1], int32[E]).
@@ -227,6 +231,9 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         levels: one :class:`LevelRule` per level, level 1 first.
         seed, tick: for the stream keys.
         city, city_start: user cities and city offsets, needed by stranger levels.
+        rel_view: (float64[C]) optional reach multiplier of each post beyond level 1 (a penalised
+            post is passed on to fewer people).
+        rel_share: (float64[C]) optional share multiplier of each post (content quality, inducement).
 
     Returns:
         A :class:`CascadeOutcome`.
@@ -242,12 +249,14 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     cascade, user = level1_cascade, level1_user
     for level, rule in enumerate(levels, start=1):
         key_view = rng.stream_key(seed, f"cascade.view.l{level}", tick)
+        if level > 1:
+            p_view = rule.p_view if rel_view is None else xp.minimum(rule.p_view * rel_view[cascade], 1.0)
         if level > 1 and rule.n_strangers:
-            cascade, user = expose_strangers(user, cascade, cascade_key, rule.n_strangers, rule.p_view,
+            cascade, user = expose_strangers(user, cascade, cascade_key, rule.n_strangers, p_view,
                                              city, city_start, key_view, xp=xp)
         elif level > 1:
             cascade, user = expose_neighbours(indptr, indices, user, cascade, cascade_key,
-                                              rule.p_view, key_view, xp=xp)
+                                              p_view, key_view, xp=xp)
         cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp)
         exposures[:, level - 1] = xp.bincount(cascade, minlength=n_cascades)
         draw_index = cascade_key[cascade] * n_users + user
@@ -259,8 +268,8 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         orders.append((cascade[bought], user[bought], level))
         if level == n_levels:
             break
-        shared = rng.bernoulli(rng.stream_key(seed, f"cascade.share.l{level}", tick), draw_index,
-                               rule.p_share, xp=xp)
+        p_share = rule.p_share if rel_share is None else xp.minimum(rule.p_share * rel_share[cascade], 1.0)
+        shared = rng.bernoulli(rng.stream_key(seed, f"cascade.share.l{level}", tick), draw_index, p_share, xp=xp)
         shares[:, level - 1] = xp.bincount(cascade[shared], minlength=n_cascades)
         cascade, user = cascade[shared], user[shared]
 

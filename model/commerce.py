@@ -22,7 +22,7 @@ from kernels.backend import Backend, resolve_backend, scatter_add
 from kernels.cascade import CascadeOutcome, LevelRule, propagate
 from model.config import ScenarioConfig
 from model.governance import flag_merchants
-from model.merchant import COMPLIANCE_TYPES, Merchant
+from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, Merchant
 from model.payments import Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population
 from model.traffic import OFFICIAL_ACCOUNT, SEARCH, TickPosts, group_read_probability, level1_exposures, plan_posts
@@ -112,9 +112,11 @@ class CommerceModel(mesa.Model):
         mc = cfg.merchants
         compliance = np.where(u < mc.share_no_brand, 1, np.where(u < mc.share_no_brand + mc.share_exaggerated, 2, 0))
         uses_tc = rng.bernoulli(rng.stream_key(seed, "merchant.transaction_component"), m, mc.share_transaction_component)
+        u = rng.uniform(rng.stream_key(seed, "merchant.style"), m)
+        style = np.where(u < mc.share_content, 0, np.where(u < 1.0 - mc.share_inducement, 1, 2))
         for i in range(m):
             Merchant(self, i, int(uids[i]), int(category[i]), float(price[i]),
-                     COMPLIANCE_TYPES[compliance[i]], bool(uses_tc[i]))
+                     COMPLIANCE_TYPES[compliance[i]], bool(uses_tc[i]), MARKETING_STYLES[style[i]])
         self.merchant_list: list[Merchant] = sorted(self.agents_by_type[Merchant], key=lambda a: a.index)
         self.price_fen = np.round(price * 100).astype(np.int64)
         self.category_bit = (1 << category).astype(np.uint16)
@@ -122,6 +124,7 @@ class CommerceModel(mesa.Model):
         # search ranks cheaper offers higher: more searchers see a cheaper merchant's listing
         self.search_rank = (mc.price_median / price) ** cfg.channels.search_price_weight
         self.uses_component = uses_tc
+        self.style = style
         self.violating = compliance != 0
 
     @property
@@ -176,8 +179,7 @@ class CommerceModel(mesa.Model):
         search_candidates = np.floor(expected + rng.uniform(rng.stream_key(seed, "traffic.search.n", tick), posts.key))
         search_candidates[posts.channel != SEARCH] = 0
         max_quantity = np.where(posts.channel == OFFICIAL_ACCOUNT, ch.mall_max_quantity, ch.max_quantity)
-        # trust: searchers meet the post as a system recommendation from a stranger
-        rel_post = self.rel_price[posts.merchant] * np.where(posts.channel == SEARCH, cfg.cascade.trust_stranger, 1.0)
+        rel_post, rel_share, rel_view = self._post_multipliers(posts)
         dev = self.backend.to_device
         self.data.posts = posts
         self.data.posts_dev = {"key": dev(posts.key), "origin": dev(posts.origin),
@@ -185,9 +187,37 @@ class CommerceModel(mesa.Model):
                                "merchant": dev(posts.merchant),
                                "category_bit": dev(self.category_bit[posts.merchant]),
                                "search_candidates": dev(search_candidates.astype(np.int64)),
-                               "rel_post": dev(rel_post), "max_quantity": dev(max_quantity.astype(np.int64))}
+                               "rel_post": dev(rel_post), "rel_share": dev(rel_share), "rel_view": dev(rel_view),
+                               "max_quantity": dev(max_quantity.astype(np.int64))}
         self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg, self._p_read,
                                             self.city_start, seed, tick, xp=xp)
+
+    def _post_multipliers(self, posts: TickPosts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-post multipliers (float64[C]) of conversion, sharing and onward reach.
+
+        * retention: a quality content post keeps ``retention_content`` of its viewers, a plain
+          ad link or inducement post ``retention_ad``; only viewers who read on buy or share.
+          Conversion parameters are those of a content post, so others scale by the ratio.
+        * trust: searchers meet the post as a stranger's (system) recommendation, and pass it on
+          as seldom as they trust it.
+        * price: cheaper than the median converts better (``price_elasticity``).
+        * share appeal: log-normal per post (a few go viral), times the inducement boost.
+        * under the induced-sharing ban, inducement posts lose ``inducement_penalty`` of the
+          reach their shares would have had.
+        """
+        c, plat, seed = self.config.cascade, self.config.platform, self.config.run.seed
+        style = self.style[posts.merchant]
+        retention = np.where(style == 0, c.retention_content, c.retention_ad) / c.retention_content
+        trust = np.where(posts.channel == SEARCH, c.trust_stranger, 1.0)
+        rel_post = self.rel_price[posts.merchant] * trust * retention
+        z = rng.normal(rng.stream_key(seed, "traffic.virality", self.tick), posts.key)
+        appeal = np.exp(c.virality_sigma * z - c.virality_sigma**2 / 2)
+        induced = style == 2
+        # a searcher owes the shop nothing: it vouches for it to friends as rarely as it trusts it
+        rel_share = retention * trust * appeal * np.where(induced, c.inducement_share_boost, 1.0)
+        penalty = plat.inducement_penalty if plat.induced_sharing_ban else 0.0
+        rel_view = np.where(induced, 1.0 - penalty, 1.0)
+        return rel_post, rel_share, rel_view
 
     def propagate_cascades(self) -> None:
         """Kernel: spread every post through friends (1), friends of friends (2), strangers (3)."""
@@ -199,7 +229,8 @@ class CommerceModel(mesa.Model):
             rel_post=posts["rel_post"], max_quantity=posts["max_quantity"],
             interests=pop.state["interests"], rel_buy=pop.state["rel_buy"],
             rel_off_interest=cfg.cascade.rel_off_interest, levels=self.levels,
-            seed=cfg.run.seed, tick=self.tick, xp=xp, city=pop.state["city"], city_start=self.city_start)
+            seed=cfg.run.seed, tick=self.tick, xp=xp, city=pop.state["city"], city_start=self.city_start,
+            rel_view=posts["rel_view"], rel_share=posts["rel_share"])
 
     def make_payments(self) -> None:
         """Orders become payments: official or off-platform, scenario, fee; queued to settle."""

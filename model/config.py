@@ -79,11 +79,17 @@ class MerchantsConfig(_Section):
         0.4, ge=0, le=1, description="share of merchants using the transaction component")
     share_no_brand: float = Field(0.03, ge=0, le=1, description="share without brand qualification")
     share_exaggerated: float = Field(0.05, ge=0, le=1, description="share advertising exaggeratedly")
+    share_content: float = Field(0.4, ge=0, le=1,
+                                 description="share of merchants whose style is content marketing (quality posts)")
+    share_inducement: float = Field(0.2, ge=0, le=1,
+                                    description="share whose style is induced sharing; the rest post plain ad links")
 
     @model_validator(mode="after")
-    def _compliance_shares(self) -> "MerchantsConfig":
+    def _shares(self) -> "MerchantsConfig":
         if self.share_no_brand + self.share_exaggerated > 1:
             raise ValueError("share_no_brand + share_exaggerated must be at most 1")
+        if self.share_content + self.share_inducement > 1:
+            raise ValueError("share_content + share_inducement must be at most 1")
         return self
 
 
@@ -136,6 +142,12 @@ class CascadeConfig(_Section):
                                   description="strangers in the sharer's city a tool share is put in front of")
     p_view_stranger: float = Field(0.5, ge=0, le=1, description="a stranger shown a tool share looks at it")
     p_buy_stranger: float = Field(0.02, ge=0, le=1, description="base conversion of a level-3 viewer")
+    retention_content: float = Field(0.38, ge=0, le=1, description="share of viewers a quality content post keeps")
+    retention_ad: float = Field(0.16, ge=0, le=1, description="share of viewers a plain ad link keeps")
+    inducement_share_boost: float = Field(3.0, ge=1, le=100,
+                                          description="share multiplier of an induced-sharing post (rewards for sharing)")
+    virality_sigma: float = Field(1.0, ge=0, le=5,
+                                  description="log-normal spread of posts' share appeal (a few posts go viral)")
     trust_stranger: float = Field(0.35, ge=0, le=1,
                                   description="trust in a system recommendation relative to a friend's (search viewers)")
     rel_off_interest: float = Field(0.25, ge=0, le=1,
@@ -188,6 +200,9 @@ class GovernanceConfig(_Section):
 class PlatformConfig(_Section):
     """The platform's traffic rules (SPEC sections 2, 4, 8)."""
 
+    induced_sharing_ban: bool = Field(True, description="ban induced sharing (e.g. template-message abuse)")
+    inducement_penalty: float = Field(0.8, ge=0, le=1,
+                                      description="under the ban, the share of an inducement post's onward reach removed")
     group_downweight_threshold: int = Field(500, ge=1, description="groups above this many members are down-weighted")
     group_downweight: float = Field(0.5, ge=0, le=1, description="reach multiplier of a down-weighted group")
 

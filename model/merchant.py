@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from model.commerce import CommerceModel
 
 COMPLIANCE_TYPES = ("compliant", "no_brand", "exaggerated")
+#: marketing styles: quality content posts, plain ad links, induced sharing
+MARKETING_STYLES = ("content", "ad", "inducement")
 #: at most this many posts per merchant per tick; part of each post's stable cascade key
 MAX_POSTS_PER_TICK = 16
 #: onboarding takes 3 days, or 2 hours (inside the first day) with the transaction component
@@ -33,6 +35,7 @@ class Merchant(mesa.Agent):
         price: unit price (CNY).
         compliance: one of :data:`COMPLIANCE_TYPES`.
         uses_transaction_component: onboards fast, pays the transaction fee.
+        style: one of :data:`MARKETING_STYLES`.
         ti_onboarded: first tick the merchant can post.
         active: False once exited or removed.
         n_posts: posts decided this tick.
@@ -41,7 +44,7 @@ class Merchant(mesa.Agent):
     """
 
     def __init__(self, model: "CommerceModel", index: int, uid: int, category: int, price: float,
-                 compliance: str, uses_transaction_component: bool) -> None:
+                 compliance: str, uses_transaction_component: bool, style: str) -> None:
         super().__init__(model)
         self.index = index
         self.uid = uid
@@ -49,6 +52,7 @@ class Merchant(mesa.Agent):
         self.price = price
         self.compliance = compliance
         self.uses_transaction_component = uses_transaction_component
+        self.style = style
         self.ti_onboarded = 0 if uses_transaction_component else ONBOARDING_TICKS
         self.active = True
         self.ti_exit = -1

@@ -104,8 +104,11 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         ticks[f"gmv_{name}"] = [gmv]
         ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
         ticks[f"aov_{name}"] = [_ratio(gmv, orders)]
-    ticks["conversion_friend_rec"] = [_ratio(buys[social, 0].sum(), exposures[social, 0].sum())]
-    ticks["conversion_system_rec"] = [_ratio(buys[search, 0].sum(), exposures[search, 0].sum())]
+    for name, posts_of in (("friend_rec", social), ("system_rec", search)):
+        visits, orders = int(exposures[posts_of, 0].sum()), int(buys[posts_of, 0].sum())
+        ticks[f"visits_{name}"] = [visits]
+        ticks[f"orders_{name}"] = [orders]
+        ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
     ticks.update({
         "n_orders": [int(buy_total.sum())],
         "gmv": [gmv_fen.sum() / 100.0],
@@ -164,7 +167,7 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
         summary[f"reach_l{lv}_per_post"] = totals[f"exposures_l{lv}"] / posts
     for lv in LEVELS:
         summary[f"conversion_l{lv}"] = _ratio(totals[f"buys_l{lv}"], totals[f"exposures_l{lv}"])
-    for name in CHANNELS:
+    for name in ("friend_rec", "system_rec", *CHANNELS):
         summary[f"conversion_{name}"] = _ratio(totals[f"orders_{name}"], totals[f"visits_{name}"])
     for name in CHANNELS:
         summary[f"aov_{name}"] = _ratio(totals[f"gmv_{name}"], totals[f"orders_{name}"])

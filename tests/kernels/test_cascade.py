@@ -15,12 +15,14 @@ def draw(stream, index):
 
 
 def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interests, rel_buy, off, levels,
-              city=None, city_start=None):
+              city=None, city_start=None, rel_view=None, rel_share=None):
     """Plain loops: one cascade at a time, sets for 'exposed at most once'."""
     n, e = interests.shape[0], indices.shape[0]
     results = []
     for c in range(keys.shape[0]):
         k = int(keys[c])
+        view_mult = 1.0 if rel_view is None else rel_view[c]
+        share_mult = 1.0 if rel_share is None else rel_share[c]
         seen = set()
         frontier = sorted(set(level1[c]))
         per_level = []
@@ -35,14 +37,14 @@ def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interes
                     for j in range(rule.n_strangers):
                         index = np.array([(k * n + s) * rule.n_strangers + j])
                         stranger = city_start[home] + int(rng.uniform(view_key, index)[0] * size)
-                        if rng.uniform(rng.stream_key(view_key, "seen"), index)[0] < rule.p_view:
+                        if rng.uniform(rng.stream_key(view_key, "seen"), index)[0] < min(rule.p_view * view_mult, 1.0):
                             reached.add(int(stranger))
                 frontier = sorted(reached)
             elif level > 1:
                 reached = set()
                 for s in frontier:
                     for pos in range(indptr[s], indptr[s + 1]):
-                        if draw(f"cascade.view.l{level}", k * e + pos) < rule.p_view:
+                        if draw(f"cascade.view.l{level}", k * e + pos) < min(rule.p_view * view_mult, 1.0):
                             reached.add(int(indices[pos]))
                 frontier = sorted(reached)
             exposed = [u for u in frontier if u not in seen and u != origin[c]]
@@ -56,7 +58,7 @@ def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interes
                 if draw(f"cascade.buy.l{level}", k * n + u) < p:
                     buys += 1
                     orders.append((c, u, level))
-                if level < len(levels) and draw(f"cascade.share.l{level}", k * n + u) < rule.p_share:
+                if level < len(levels) and draw(f"cascade.share.l{level}", k * n + u) < min(rule.p_share * share_mult, 1.0):
                     shares += 1
                     sharers.append(u)
             per_level.append((len(exposed), shares if level < len(levels) else 0, buys))
@@ -70,8 +72,9 @@ def small_graph():
     return generate_friend_graph(600, GraphParams(n_cities=2, mean_degree=12, circle_size=10), seed=4)
 
 
-@pytest.mark.parametrize("p_view,p_buy,p_share", [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.3, 0.2, 0.25)])
-def test_propagate_matches_reference(small_graph, p_view, p_buy, p_share):
+@pytest.mark.parametrize("p_view,p_buy,p_share,per_post", [
+    (0.0, 0.0, 0.0, False), (1.0, 1.0, 1.0, False), (0.3, 0.2, 0.25, False), (0.3, 0.2, 0.25, True)])
+def test_propagate_matches_reference(small_graph, p_view, p_buy, p_share, per_post):
     g = small_graph
     n = g.n_users
     rs = np.random.default_rng(0)
@@ -85,6 +88,8 @@ def test_propagate_matches_reference(small_graph, p_view, p_buy, p_share):
     levels = (LevelRule(1.0, p_buy, p_share), LevelRule(p_view, p_buy * 0.5, p_share),
               LevelRule(p_view, p_buy * 0.3, 0.0, n_strangers=4))
     city_start = np.concatenate([[0], np.cumsum(np.bincount(g.city))]).astype(np.int64)
+    rel_view = rs.uniform(0.2, 3.0, n_casc) if per_post else None
+    rel_share = rs.uniform(0.2, 3.0, n_casc) if per_post else None
     # level 1: each origin's friends, plus a repeated user and the origin itself (both must drop)
     l1_c, l1_u = [], []
     level1 = []
@@ -98,9 +103,9 @@ def test_propagate_matches_reference(small_graph, p_view, p_buy, p_share):
                     cascade_key=keys, origin=origin, category_bit=cat_bit, rel_post=rel_price,
                     max_quantity=np.full(n_casc, 3), interests=interests, rel_buy=rel_buy,
                     rel_off_interest=0.25, levels=levels, seed=SEED, tick=TICK, xp=np,
-                    city=g.city, city_start=city_start)
+                    city=g.city, city_start=city_start, rel_view=rel_view, rel_share=rel_share)
     ref = reference(g.indptr, g.indices, level1, keys, origin, cat_bit, rel_price, interests, rel_buy, 0.25, levels,
-                    g.city, city_start)
+                    g.city, city_start, rel_view, rel_share)
     for c, (per_level, orders) in enumerate(ref):
         for lv, (exposed, shares, buys) in enumerate(per_level):
             assert out.exposures[c, lv] == exposed
