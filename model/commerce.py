@@ -25,7 +25,13 @@ from model.governance import flag_merchants
 from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, Merchant
 from model.payments import Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population
-from model.traffic import OFFICIAL_ACCOUNT, SEARCH, TickPosts, group_read_probability, level1_exposures, plan_posts
+from model.traffic import (EXTERNAL_LINK, LIVE_STREAM, OFFICIAL_ACCOUNT, SEARCH, TickPosts, external_link_weight,
+                           group_read_probability, level1_exposures, plan_posts)
+
+
+#: retention at which the cascade's conversion and share parameters are quoted: the SPEC's
+#: quality content post (section 2)
+REFERENCE_RETENTION = 0.38
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class CommerceModel(mesa.Model):
         self.settlement = SettlementQueue(self.n_merchants)
         self.merchant_draws: dict[str, np.ndarray] = {}
         self.data = TickData()
+        #: external-link posts per merchant in each of the last 7 ticks (a ring buffer)
+        self._recent_links = np.zeros((7, self.n_merchants), dtype=np.int64)
         pop = self.population
         group_owner = self.backend.to_host(pop.group_owner)
         self._group_start = np.searchsorted(group_owner, np.arange(self.n_merchants)).astype(np.int64)
@@ -173,8 +181,13 @@ class CommerceModel(mesa.Model):
         ch = cfg.channels
         n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64, count=self.n_merchants)
         posts = plan_posts(n_posts, self.population.merchant_uids, self._group_start, self._group_count,
-                           (ch.share_moments, ch.share_official_account, ch.share_search, ch.share_groups),
-                           seed, tick)
+                           ch.channel_shares(), seed, tick)
+        # stepwise down-weighting: a merchant's links this tick are weighted by its trailing count
+        plat = cfg.platform
+        link_weight = external_link_weight(self._recent_links.sum(axis=0), plat.external_link_steps,
+                                           plat.external_link_weights)[posts.merchant]
+        self._recent_links[tick % self._recent_links.shape[0]] = np.bincount(
+            posts.merchant[posts.channel == EXTERNAL_LINK], minlength=self.n_merchants)
         expected = ch.search_candidates * self.search_rank[posts.merchant]
         search_candidates = np.floor(expected + rng.uniform(rng.stream_key(seed, "traffic.search.n", tick), posts.key))
         search_candidates[posts.channel != SEARCH] = 0
@@ -188,6 +201,7 @@ class CommerceModel(mesa.Model):
                                "category_bit": dev(self.category_bit[posts.merchant]),
                                "search_candidates": dev(search_candidates.astype(np.int64)),
                                "rel_post": dev(rel_post), "rel_share": dev(rel_share), "rel_view": dev(rel_view),
+                               "link_weight": dev(link_weight),
                                "max_quantity": dev(max_quantity.astype(np.int64))}
         self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg, self._p_read,
                                             self.city_start, seed, tick, xp=xp)
@@ -200,6 +214,7 @@ class CommerceModel(mesa.Model):
           Conversion parameters are those of a content post, so others scale by the ratio.
         * trust: searchers meet the post as a stranger's (system) recommendation, and pass it on
           as seldom as they trust it.
+        * live: watching a live demonstration lifts conversion (``live_conversion_boost``).
         * price: cheaper than the median converts better (``price_elasticity``).
         * share appeal: log-normal per post (a few go viral), times the inducement boost.
         * under the induced-sharing ban, inducement posts lose ``inducement_penalty`` of the
@@ -207,9 +222,10 @@ class CommerceModel(mesa.Model):
         """
         c, plat, seed = self.config.cascade, self.config.platform, self.config.run.seed
         style = self.style[posts.merchant]
-        retention = np.where(style == 0, c.retention_content, c.retention_ad) / c.retention_content
+        retention = np.where(style == 0, c.retention_content, c.retention_ad) / REFERENCE_RETENTION
         trust = np.where(posts.channel == SEARCH, c.trust_stranger, 1.0)
-        rel_post = self.rel_price[posts.merchant] * trust * retention
+        live = np.where(posts.channel == LIVE_STREAM, self.config.channels.live_conversion_boost, 1.0)
+        rel_post = self.rel_price[posts.merchant] * trust * retention * live
         z = rng.normal(rng.stream_key(seed, "traffic.virality", self.tick), posts.key)
         appeal = np.exp(c.virality_sigma * z - c.virality_sigma**2 / 2)
         induced = style == 2
@@ -238,8 +254,10 @@ class CommerceModel(mesa.Model):
         merchant = posts["merchant"][out.order_cascade]
         amount = self.backend.to_device(self.price_fen)[merchant] * out.order_quantity
         order_key = posts["key"][out.order_cascade] * self.population.n_users + out.order_buyer
+        outside = posts["channel"][out.order_cascade] == EXTERNAL_LINK
         payments = make_payments(order_key, merchant, amount, self.backend.to_device(self.uses_component),
-                                 self.config.payments, self.config.run.seed, self.tick, xp=xp)
+                                 self.config.payments, self.config.run.seed, self.tick, xp=xp,
+                                 off_platform=outside)
         due, fees = per_merchant_by_lag(payments, self.n_merchants, xp=xp)
         self.settlement.add(self.backend.to_host(due))
         self.data.payments = payments

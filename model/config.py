@@ -105,7 +105,14 @@ class ChannelsConfig(_Section):
     share_official_account: float = Field(0.2, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
     share_search: float = Field(0.15, ge=0, le=1, description="share of posts listed in mini-program search")
-    share_groups: float = Field(0.2, ge=0, le=1, description="share of posts to the merchant's groups")
+    share_groups: float = Field(0.1, ge=0, le=1, description="share of posts to the merchant's groups")
+    share_live_stream: float = Field(0.05, ge=0, le=1, description="share of posts that are mini-program live streams")
+    share_external_link: float = Field(0.05, ge=0, le=1,
+                                       description="share of posts linking out to other platforms (Taobao, Pinduoduo)")
+    p_view_live: float = Field(0.1, ge=0, le=1, description="a friend joins the merchant's live stream")
+    live_conversion_boost: float = Field(1.5, ge=0, le=10,
+                                         description="conversion multiplier of live demonstration and interaction "
+                                                     "(SPEC section 7 reports 19.7% for mini-program live)")
     p_follow_account: float = Field(0.3, ge=0, le=1, description="a friend follows the merchant's official account")
     search_candidates: int = Field(400, ge=0, le=1_000_000,
                                    description="searchers per listing drawn from the merchant's city before interest matching")
@@ -117,10 +124,15 @@ class ChannelsConfig(_Section):
 
     @model_validator(mode="after")
     def _shares(self) -> "ChannelsConfig":
-        total = self.share_moments + self.share_official_account + self.share_search + self.share_groups
+        total = sum(self.channel_shares())
         if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"share_moments + share_official_account + share_search + share_groups must sum to 1, got {total:g}")
+            raise ValueError(f"the channel shares (share_*) must sum to 1, got {total:g}")
         return self
+
+    def channel_shares(self) -> tuple[float, ...]:
+        """Shares of posts by channel, in :data:`model.traffic.CHANNELS` order."""
+        return (self.share_moments, self.share_official_account, self.share_search, self.share_groups,
+                self.share_live_stream, self.share_external_link)
 
 
 class CascadeConfig(_Section):
@@ -159,7 +171,10 @@ class CascadeConfig(_Section):
 class PaymentsConfig(_Section):
     """Payment scenarios and settlement (SPEC section 3)."""
 
-    official_share: float = Field(0.923, ge=0, le=1, description="share of orders paid through the official channel")
+    p_private_transfer: float = Field(
+        0.015, ge=0, le=1,
+        description="an order placed inside WeChat is settled by private transfer outside the official channel; "
+                    "with external links' orders, this makes the off-platform share of value (SPEC: 7.7%)")
     mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")
     mix_mini_program: float = Field(0.392, ge=0, le=1, description="share by mini-program (T+1)")
     mix_cross_border: float = Field(0.056, ge=0, le=1, description="share cross-border (T+3)")
@@ -200,11 +215,27 @@ class GovernanceConfig(_Section):
 class PlatformConfig(_Section):
     """The platform's traffic rules (SPEC sections 2, 4, 8)."""
 
+    external_link_steps: list[int] = Field(
+        [2, 5], max_length=10,
+        description="external-link posts by a merchant in the last 7 ticks at which its next link is down-weighted a step")
+    external_link_weights: list[float] = Field(
+        [1.0, 0.5, 0.2], min_length=1, max_length=11,
+        description="reach multiplier of an external link below the first step, between steps, and past the last")
     induced_sharing_ban: bool = Field(True, description="ban induced sharing (e.g. template-message abuse)")
     inducement_penalty: float = Field(0.8, ge=0, le=1,
                                       description="under the ban, the share of an inducement post's onward reach removed")
     group_downweight_threshold: int = Field(500, ge=1, description="groups above this many members are down-weighted")
     group_downweight: float = Field(0.5, ge=0, le=1, description="reach multiplier of a down-weighted group")
+
+    @model_validator(mode="after")
+    def _steps(self) -> "PlatformConfig":
+        if len(self.external_link_weights) != len(self.external_link_steps) + 1:
+            raise ValueError("external_link_weights needs one more entry than external_link_steps")
+        if any(b <= a for a, b in zip(self.external_link_steps, self.external_link_steps[1:])):
+            raise ValueError("external_link_steps must increase")
+        if any(not 0 <= w <= 1 for w in self.external_link_weights):
+            raise ValueError("external_link_weights must lie in [0, 1]")
+        return self
 
 
 class OutputConfig(_Section):

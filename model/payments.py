@@ -2,8 +2,8 @@
 settlement lag, and the transaction component's fee.
 
 Official payments go through QR code (T+0), mini-program (T+1) or cross-border (T+3) in the
-configured mix; off-platform payments (1 - official share of value) settle at once and escape
-risk control. Per-merchant sums are made on the device; only they cross to the host.
+configured mix. Off-platform payments (orders from external links, and private transfers) settle
+at once and escape risk control; the official share of value (SPEC: 92.3%) comes out of those two. Per-merchant sums are made on the device; only they cross to the host.
 
 Money is counted in integer fen (0.01 CNY): integer sums are exact in any order, so NumPy and
 CuPy (whose scatter-adds run in no fixed order) agree to the fen.
@@ -45,7 +45,7 @@ class Payments:
 
 
 def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: Any,
-                  cfg: PaymentsConfig, seed: int, tick: int, *, xp: ModuleType) -> Payments:
+                  cfg: PaymentsConfig, seed: int, tick: int, *, xp: ModuleType, off_platform: Any = None) -> Payments:
     """Assign each order a payment scenario and fee.
 
     Args:
@@ -53,8 +53,13 @@ def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: An
         merchant: (int64[O]) merchant index of each order.
         amount: (int64[O]) order value in fen.
         uses_component: (bool[M]) whether each merchant uses the transaction component.
+        off_platform: (bool[O]) optional: orders that left WeChat (external links) and are paid
+            outside it whatever the draw says.
     """
-    official = rng.bernoulli(rng.stream_key(seed, "payments.official", tick), order_key, cfg.official_share, xp=xp)
+    official = ~rng.bernoulli(rng.stream_key(seed, "payments.private_transfer", tick), order_key,
+                              cfg.p_private_transfer, xp=xp)
+    if off_platform is not None:
+        official &= ~off_platform
     u = rng.uniform(rng.stream_key(seed, "payments.scenario", tick), order_key, xp=xp)
     scenario = xp.where(u < cfg.mix_qr, 0, xp.where(u < cfg.mix_qr + cfg.mix_mini_program, 1, 2)).astype(xp.int8)
     scenario = xp.where(official, scenario, xp.int8(OFF_PLATFORM)).astype(xp.int8)

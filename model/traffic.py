@@ -14,10 +14,15 @@ Channels modelled so far:
 * ``groups``: the post goes to one of the merchant's groups; each member reads it with the daily
   chance implied by ``community.weekly_active``, times ``platform.group_downweight`` when the
   group has more than ``platform.group_downweight_threshold`` members.
+* ``live_stream``: a mini-program live stream; friends join with ``channels.p_view_live`` and
+  convert better while watching (``channels.live_conversion_boost``); its level-3 (live fission)
+  reaches strangers like any other post's.
+* ``external_link``: a Moments post linking out to another platform; its reach is down-weighted
+  step by step as the merchant posts more of them (``platform.external_link_steps`` and
+  ``external_link_weights``), and its orders are paid outside WeChat.
 
 Social channels are allocated first: a merchant's friends and groups see its posts before any
-public traffic does. Live streams, external links and video-account commerce are not yet
-modelled (issue 3 continues).
+public traffic does. Video-account commerce is not yet modelled.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from kernels.backend import repeat_ids
 from kernels.cascade import expose_neighbours
 from model.merchant import MAX_POSTS_PER_TICK
 
-CHANNELS = ("moments", "official_account", "search", "groups")
-MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS = range(4)
-SOCIAL = (MOMENTS, OFFICIAL_ACCOUNT, GROUPS)
+CHANNELS = ("moments", "official_account", "search", "groups", "live_stream", "external_link")
+MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK = range(len(CHANNELS))
+#: channels whose level-1 viewers are the merchant's friends or group members
+SOCIAL = (MOMENTS, OFFICIAL_ACCOUNT, GROUPS, LIVE_STREAM, EXTERNAL_LINK)
 
 
 @dataclass
@@ -62,7 +68,7 @@ class TickPosts:
 
 
 def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.ndarray,
-               group_count: np.ndarray, channel_shares: tuple[float, float, float, float],
+               group_count: np.ndarray, channel_shares: tuple[float, ...],
                seed: int, tick: int) -> TickPosts:
     """Lay out the tick's posts and pick each post's channel.
 
@@ -116,7 +122,8 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, p_read: A
 
     Args:
         posts_dev: the :class:`TickPosts` arrays on the device, by field name, plus
-            ``category_bit`` (uint16[C]) and ``search_candidates`` (int64[C]).
+            ``category_bit`` (uint16[C]), ``search_candidates`` (int64[C]) and ``link_weight``
+            (float64[C], the external-link step weight).
         pop: the :class:`~model.population.Population`.
         config: the :class:`~model.config.ScenarioConfig`.
         p_read: (float64[G]) chance that a member of each group reads a post there today.
@@ -127,10 +134,14 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, p_read: A
     local = xp.arange(channel.shape[0], dtype=xp.int64)
     parts = []
     friend_views = ((MOMENTS, config.cascade.p_view_friend),
-                    (OFFICIAL_ACCOUNT, config.channels.p_follow_account * config.community.push_open_rate))
+                    (OFFICIAL_ACCOUNT, config.channels.p_follow_account * config.community.push_open_rate),
+                    (LIVE_STREAM, config.channels.p_view_live),
+                    (EXTERNAL_LINK, config.cascade.p_view_friend))
     for ch, p_view in friend_views:
         posts = local[channel == ch]
-        parts.append(expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][posts], posts, keys, p_view,
+        # external links carry their step-down weight per post
+        p = p_view * posts_dev["link_weight"][posts] if ch == EXTERNAL_LINK else p_view
+        parts.append(expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][posts], posts, keys, p,
                                        rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick), xp=xp))
     posts = local[channel == SEARCH]
     parts.append(expose_searchers(posts_dev["origin"][posts], posts_dev["category_bit"][posts],
@@ -153,3 +164,14 @@ def group_read_probability(group_size: Any, weekly_active: float, threshold: int
     """
     daily = 1.0 - (1.0 - weekly_active) ** (1.0 / 7.0)
     return xp.where(group_size > threshold, daily * downweight, daily)
+
+
+def external_link_weight(recent_links: np.ndarray, steps: list[int], weights: list[float]) -> np.ndarray:
+    """(float64[M]) reach weight of a merchant's next external link, stepped by its recent count.
+
+    Args:
+        recent_links: (int64[M]) external-link posts by each merchant in the trailing window.
+        steps: counts at which the weight steps down (increasing).
+        weights: one more weight than steps: below the first step, between steps, past the last.
+    """
+    return np.asarray(weights, dtype=np.float64)[np.searchsorted(np.asarray(steps), recent_links, side="right")]
