@@ -53,10 +53,6 @@ class Backend:
             return np.asarray(array)
         return self.xp.asnumpy(array)
 
-    def scalar(self, value: Any) -> Any:
-        """A device scalar (0-d array) as a Python number; syncs the device for CuPy."""
-        return value.item() if hasattr(value, "item") else value
-
 
 def _load_cupy() -> tuple[ModuleType | None, str]:
     """Import CuPy and check for a device; return (module or None, explanation)."""
@@ -129,21 +125,6 @@ def scatter_add(target: Any, indices: Any, values: Any, *, xp: ModuleType) -> No
     cupyx.scatter_add(target, indices, values)
 
 
-def segment_sum(values: Any, indptr: Any, *, xp: ModuleType) -> Any:
-    """Sum of ``values[indptr[i]:indptr[i+1]]`` for each segment i.
-
-    Args:
-        values: (T[E]) values laid out segment after segment.
-        indptr: (int64[S+1]) segment boundaries, non-decreasing, ``indptr[0] == 0``.
-
-    Returns:
-        (T[S]) per-segment sums; empty segments sum to 0. Computed from a cumulative sum, the
-        same way on both backends, so integer results are bit-identical.
-    """
-    csum = xp.concatenate([xp.zeros(1, dtype=values.dtype), xp.cumsum(values, dtype=values.dtype)])
-    return csum[indptr[1:]] - csum[indptr[:-1]]
-
-
 def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:
     """(int64[sum(counts)]) id ``i`` repeated ``counts[i]`` times, for ``counts`` (int[S]).
 
@@ -171,8 +152,3 @@ def concat_ranges(start: Any, length: Any, *, xp: ModuleType) -> Any:
     else:
         shifts = shift[repeat_ids(length, xp=xp)]
     return shifts + xp.arange(shifts.shape[0], dtype=xp.int64)
-
-
-def segment_ids(indptr: Any, *, xp: ModuleType) -> Any:
-    """(int64[E]) the segment each position belongs to, for CSR ``indptr`` (int64[S+1])."""
-    return repeat_ids(indptr[1:] - indptr[:-1], xp=xp)

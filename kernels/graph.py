@@ -86,10 +86,6 @@ class FriendGraph:
         """(int64[N]) number of friends of each user."""
         return np.diff(self.indptr)
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.indptr.nbytes + self.indices.nbytes + self.city.nbytes)
-
 
 # ---------------------------------------------------------------------------------------------
 # CSR from pairs

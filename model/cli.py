@@ -31,7 +31,7 @@ app.add_typer(config_app, name="config")
 USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError)
 
 err_console = Console(stderr=True)
-out_console = Console(width=max(Console().width, 110))  # tables stay readable in logs
+out_console = Console(width=max(Console().width, 140))  # tables stay readable in logs
 
 ScenarioArg = Annotated[Optional[Path], typer.Argument(help="scenario TOML file (default: the built-in default)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")]

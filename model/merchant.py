@@ -37,7 +37,8 @@ class Merchant(mesa.Agent):
         uses_transaction_component: onboards fast, pays the transaction fee.
         style: one of :data:`MARKETING_STYLES`.
         ti_onboarded: first tick the merchant can post.
-        active: False once exited or removed.
+        active: False once exited or removed; exit_reason then says why
+            ("unprofitable" or "removed").
         n_posts: posts decided this tick.
         cum_profit: CNY of profit so far: settled sales times margin, less fees and costs.
         violations: times flagged by review; ti_rectify_until: end of a rectification period.
@@ -55,11 +56,9 @@ class Merchant(mesa.Agent):
         self.style = style
         self.ti_onboarded = 0 if uses_transaction_component else ONBOARDING_TICKS
         self.active = True
-        self.ti_exit = -1
         self.exit_reason = ""
         self.n_posts = 0
         self.cum_profit = 0.0
-        self.cum_gmv = 0.0
         self.violations = 0
         self.ti_rectify_until = -1
         self.profit_window: deque[float] = deque(maxlen=model.config.merchants.exit_window)
@@ -94,5 +93,4 @@ class Merchant(mesa.Agent):
     def leave(self, reason: str) -> None:
         self.active = False
         self.n_posts = 0
-        self.ti_exit = self.model.tick
         self.exit_reason = reason

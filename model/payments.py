@@ -21,7 +21,6 @@ from kernels import rng
 from kernels.backend import scatter_add
 from model.config import PaymentsConfig
 
-SCENARIOS = ("qr", "mini_program", "cross_border")
 SETTLEMENT_LAG = np.array([0, 1, 3], dtype=np.int64)  # T+0, T+1, T+3
 OFF_PLATFORM = 3  # scenario code of an off-platform payment
 MAX_LAG = int(SETTLEMENT_LAG.max())

@@ -9,6 +9,7 @@ propensity, account ages and merchant groups, all from counter-based streams.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +43,6 @@ USER_STATE: tuple[StateField, ...] = (
     StateField("cum_spend", "float64", 0.0, "CNY spent during the run"),
     StateField("ti_last_purchase", "int32", -1, "tick of the latest purchase, -1 for none"),
 )
-
-#: bytes of per-user state, for the memory estimate
-BYTES_PER_USER_STATE = sum(np.dtype(f.dtype).itemsize for f in USER_STATE)
 
 
 @dataclass
@@ -193,8 +191,6 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
         backend: where the arrays live during the run.
         progress: optional callable(str) told about each build step.
     """
-    import time  # noqa: PLC0415
-
     say = progress or (lambda _msg: None)
     seed = config.run.seed
     pop = config.population

@@ -134,6 +134,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "settled": d.settled / 100.0,
         "cum_profit": np.fromiter((m.cum_profit for m in merchants), dtype=np.float64, count=len(merchants)),
         "violations": np.fromiter((m.violations for m in merchants), dtype=np.int32, count=len(merchants)),
+        "exit_reason": np.array([m.exit_reason for m in merchants], dtype=object),
     }
     cascade_rows = {
         "tick": np.full(posts.n, tick, dtype=np.int32),
