@@ -213,7 +213,8 @@ class CommerceModel(mesa.Model):
           ad link or inducement post ``retention_ad``; only viewers who read on buy or share.
           Conversion parameters are those of a content post, so others scale by the ratio.
         * trust: searchers meet the post as a stranger's (system) recommendation, and pass it on
-          as seldom as they trust it.
+          as seldom as they trust it; an official-account push is a brand broadcast, trusted
+          less than the merchant's personal post.
         * live: watching a live demonstration lifts conversion (``live_conversion_boost``).
         * price: cheaper than the median converts better (``price_elasticity``).
         * share appeal: log-normal per post (a few go viral), times the inducement boost.
@@ -223,7 +224,8 @@ class CommerceModel(mesa.Model):
         c, plat, seed = self.config.cascade, self.config.platform, self.config.run.seed
         style = self.style[posts.merchant]
         retention = np.where(style == 0, c.retention_content, c.retention_ad) / REFERENCE_RETENTION
-        trust = np.where(posts.channel == SEARCH, c.trust_stranger, 1.0)
+        trust = np.select([posts.channel == SEARCH, posts.channel == OFFICIAL_ACCOUNT],
+                          [c.trust_stranger, c.trust_account], 1.0)
         live = np.where(posts.channel == LIVE_STREAM, self.config.channels.live_conversion_boost, 1.0)
         rel_post = self.rel_price[posts.merchant] * trust * retention * live
         z = rng.normal(rng.stream_key(seed, "traffic.virality", self.tick), posts.key)

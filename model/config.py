@@ -69,7 +69,7 @@ class MerchantsConfig(_Section):
         None, ge=1, le=10_000_000,
         description="merchant agents; default scales with n_users (23M per 1.289B users)")
     post_rate: float = Field(0.6, ge=0, le=8, description="mean posts per merchant per tick")
-    price_median: float = Field(190.0, gt=0, description="median unit price (CNY)")
+    price_median: float = Field(215.0, gt=0, description="median unit price (CNY)")
     margin: float = Field(0.35, ge=0, le=1, description="gross margin on revenue")
     traffic_cost_per_post: float = Field(4.0, ge=0, description="cost of one post's traffic (CNY)")
     fixed_cost_per_tick: float = Field(3.0, ge=0, description="fixed cost per day (CNY)")
@@ -101,10 +101,10 @@ class ChannelsConfig(_Section):
     (LBS) and interest tags to the shop, and ranks cheaper offers higher.
     """
 
-    share_moments: float = Field(0.45, ge=0, le=1, description="share of posts to Moments (friends)")
-    share_official_account: float = Field(0.2, ge=0, le=1,
+    share_moments: float = Field(0.31, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_official_account: float = Field(0.225, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
-    share_search: float = Field(0.15, ge=0, le=1, description="share of posts listed in mini-program search")
+    share_search: float = Field(0.265, ge=0, le=1, description="share of posts listed in mini-program search")
     share_groups: float = Field(0.1, ge=0, le=1, description="share of posts to the merchant's groups")
     share_live_stream: float = Field(0.05, ge=0, le=1, description="share of posts that are mini-program live streams")
     share_external_link: float = Field(0.05, ge=0, le=1,
@@ -113,13 +113,13 @@ class ChannelsConfig(_Section):
     live_conversion_boost: float = Field(1.5, ge=0, le=10,
                                          description="conversion multiplier of live demonstration and interaction "
                                                      "(SPEC section 7 reports 19.7% for mini-program live)")
-    p_follow_account: float = Field(0.3, ge=0, le=1, description="a friend follows the merchant's official account")
-    search_candidates: int = Field(400, ge=0, le=1_000_000,
+    p_follow_account: float = Field(0.65, ge=0, le=1, description="a friend follows the merchant's official account")
+    search_candidates: int = Field(600, ge=0, le=1_000_000,
                                    description="searchers per listing drawn from the merchant's city before interest matching")
-    search_price_weight: float = Field(1.5, ge=0, le=10,
+    search_price_weight: float = Field(1.3, ge=0, le=10,
                                        description="search ranking: candidates scale with (price_median / price) ** this")
-    max_quantity: int = Field(2, ge=1, le=100, description="most units in an order from a post")
-    mall_max_quantity: int = Field(4, ge=1, le=100,
+    max_quantity: int = Field(1, ge=1, le=100, description="most units in an order from a post")
+    mall_max_quantity: int = Field(2, ge=1, le=100,
                                    description="most units in an order from the mall, whose catalogue invites baskets")
 
     @model_validator(mode="after")
@@ -143,24 +143,27 @@ class CascadeConfig(_Section):
     cutting, live fission). Conversion falls with distance because trust does.
     """
 
-    p_view_friend: float = Field(0.12, ge=0, le=1, description="a friend sees a merchant's Moments post")
-    p_buy_friend: float = Field(0.10, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
+    p_view_friend: float = Field(0.22, ge=0, le=1, description="a friend sees a merchant's Moments post")
+    p_buy_friend: float = Field(0.355, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
     p_share_friend: float = Field(0.04, ge=0, le=1, description="a level-1 viewer shares the post")
     p_view_share: float = Field(0.10, ge=0, le=1, description="a sharer's friend sees the share")
-    p_buy_share: float = Field(0.035, ge=0, le=1, description="base conversion of a level-2 viewer")
+    p_buy_share: float = Field(0.122, ge=0, le=1, description="base conversion of a level-2 viewer")
     p_share_tool: float = Field(0.02, ge=0, le=1,
                                 description="a level-2 viewer shares through a tool (group buying, price cutting, live fission)")
     n_stranger_views: int = Field(40, ge=0, le=100_000,
                                   description="strangers in the sharer's city a tool share is put in front of")
     p_view_stranger: float = Field(0.5, ge=0, le=1, description="a stranger shown a tool share looks at it")
-    p_buy_stranger: float = Field(0.02, ge=0, le=1, description="base conversion of a level-3 viewer")
+    p_buy_stranger: float = Field(0.06, ge=0, le=1, description="base conversion of a level-3 viewer")
     retention_content: float = Field(0.38, ge=0, le=1, description="share of viewers a quality content post keeps")
     retention_ad: float = Field(0.16, ge=0, le=1, description="share of viewers a plain ad link keeps")
     inducement_share_boost: float = Field(3.0, ge=1, le=100,
                                           description="share multiplier of an induced-sharing post (rewards for sharing)")
     virality_sigma: float = Field(1.0, ge=0, le=5,
                                   description="log-normal spread of posts' share appeal (a few posts go viral)")
-    trust_stranger: float = Field(0.35, ge=0, le=1,
+    trust_account: float = Field(0.7, ge=0, le=1,
+                                 description="trust in a brand broadcast from an official account relative to a "
+                                             "merchant's personal post")
+    trust_stranger: float = Field(0.13, ge=0, le=1,
                                   description="trust in a system recommendation relative to a friend's (search viewers)")
     rel_off_interest: float = Field(0.25, ge=0, le=1,
                                     description="conversion multiplier when the category is not among the viewer's interests")
@@ -172,7 +175,7 @@ class PaymentsConfig(_Section):
     """Payment scenarios and settlement (SPEC section 3)."""
 
     p_private_transfer: float = Field(
-        0.015, ge=0, le=1,
+        0.01, ge=0, le=1,
         description="an order placed inside WeChat is settled by private transfer outside the official channel; "
                     "with external links' orders, this makes the off-platform share of value (SPEC: 7.7%)")
     mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")

@@ -25,7 +25,7 @@ from model import __version__
 from model.commerce import CommerceModel
 from model.config import ScenarioConfig
 from model.recorder import RunWriter, check_run_dir_free
-from model.traffic import CHANNELS, SEARCH, SOCIAL
+from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, SEARCH
 
 LEVELS = (1, 2, 3)
 
@@ -71,8 +71,9 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
     """One tick's rows of the ticks, merchants and cascades tables (host arrays).
 
     Channel figures count every level of a channel's cascades (a visit is any exposure, an order
-    any purchase); ``conversion_friend_rec`` is level 1 of the social channels (viewers who are the
-    merchant's friends or group members) and ``conversion_system_rec`` level 1 of search.
+    any purchase); ``conversion_friend_rec`` is level 1 of the channels where a friend recommends
+    personally (Moments, groups, live, external links) and ``conversion_system_rec`` level 1 of
+    search.
     """
     d, tick = model.data, model.tick
     agg, posts = d.aggregates, d.posts
@@ -82,7 +83,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
     merchants = model.merchant_list
     active = np.fromiter((m.active for m in merchants), dtype=bool, count=len(merchants))
     n_posts = np.fromiter((m.n_posts for m in merchants), dtype=np.int64, count=len(merchants))
-    social = np.isin(posts.channel, SOCIAL)
+    friend_rec = np.isin(posts.channel, FRIEND_RECOMMENDATION)
     search = posts.channel == SEARCH
     ticks: dict[str, list] = {
         "tick": [tick],
@@ -104,7 +105,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         ticks[f"gmv_{name}"] = [gmv]
         ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
         ticks[f"aov_{name}"] = [_ratio(gmv, orders)]
-    for name, posts_of in (("friend_rec", social), ("system_rec", search)):
+    for name, posts_of in (("friend_rec", friend_rec), ("system_rec", search)):
         visits, orders = int(exposures[posts_of, 0].sum()), int(buys[posts_of, 0].sum())
         ticks[f"visits_{name}"] = [visits]
         ticks[f"orders_{name}"] = [orders]

@@ -40,8 +40,9 @@ from model.merchant import MAX_POSTS_PER_TICK
 
 CHANNELS = ("moments", "official_account", "search", "groups", "live_stream", "external_link")
 MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK = range(len(CHANNELS))
-#: channels whose level-1 viewers are the merchant's friends or group members
-SOCIAL = (MOMENTS, OFFICIAL_ACCOUNT, GROUPS, LIVE_STREAM, EXTERNAL_LINK)
+#: channels whose level-1 viewers get the post as a friend's personal recommendation (the
+#: official account's followers are friends too, but get a brand broadcast)
+FRIEND_RECOMMENDATION = (MOMENTS, GROUPS, LIVE_STREAM, EXTERNAL_LINK)
 
 
 @dataclass

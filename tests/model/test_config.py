@@ -68,3 +68,13 @@ def test_schema_lists_every_section():
     for section in ("run", "population", "merchants", "channels", "cascade", "payments", "risk",
                     "community", "governance", "platform", "output"):
         assert section in schema["properties"]
+
+
+def test_field_defaults_equal_the_shipped_default_scenario():
+    # the schema shows the fields' defaults; they must be the values the default scenario uses
+    from model.config import default_document
+
+    bare = ScenarioConfig().model_dump()
+    for section, values in default_document().items():
+        for key, value in values.items():
+            assert bare[section][key] == value, f"{section}.{key}"
