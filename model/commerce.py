@@ -24,7 +24,7 @@ from model.config import ScenarioConfig
 from model.governance import flag_merchants
 from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, Merchant
 from model.payments import Payments, SettlementQueue, make_payments, per_merchant_by_lag
-from model.population import Population, build_population
+from model.population import Population, build_population, draw_categories
 from model.traffic import (EXTERNAL_LINK, LIVE_STREAM, OFFICIAL_ACCOUNT, SEARCH, TickPosts, external_link_weight,
                            group_read_probability, level1_exposures, plan_posts)
 
@@ -109,11 +109,8 @@ class CommerceModel(mesa.Model):
         cfg, seed = self.config, self.config.run.seed
         uids = self.population.merchant_uids
         m = uids.shape[0]
-        n_cat = cfg.population.n_categories
-        weight = 1.0 / np.arange(1, n_cat + 1)
-        cdf = np.cumsum(weight / weight.sum())
-        category = np.minimum(np.searchsorted(cdf, rng.uniform(rng.stream_key(seed, "merchant.category"), m),
-                                              side="right"), n_cat - 1)
+        category = draw_categories(rng.uniform(rng.stream_key(seed, "merchant.category"), m),
+                                   cfg.population.n_categories)
         z = rng.normal(rng.stream_key(seed, "merchant.price"), m)
         price = np.round(cfg.merchants.price_median * np.exp(0.5 * z), 2)
         u = rng.uniform(rng.stream_key(seed, "merchant.compliance"), m)

@@ -100,15 +100,25 @@ def _choose_merchants(n_users: int, n_merchants: int, seed: int) -> np.ndarray:
     return order[:n_merchants].astype(np.int64)
 
 
+def category_cdf(n_categories: int) -> np.ndarray:
+    """(float64[K]) cumulative popularity of the product categories: Zipf, category 0 the most
+    popular. Users' interests and merchants' categories are both drawn from it."""
+    weight = 1.0 / np.arange(1, n_categories + 1)
+    return np.cumsum(weight / weight.sum())
+
+
+def draw_categories(u: np.ndarray, n_categories: int) -> np.ndarray:
+    """(int64[n]) categories for uniform draws ``u`` (float64[n]) by :func:`category_cdf`."""
+    return np.minimum(np.searchsorted(category_cdf(n_categories), u, side="right"), n_categories - 1)
+
+
 def _interests(n: int, n_categories: int, seed: int) -> np.ndarray:
     """(uint16[N]) 1-4 interest categories per user, popular categories more often (Zipf)."""
-    weight = 1.0 / np.arange(1, n_categories + 1)
-    cdf = np.cumsum(weight / weight.sum())
     mask = np.zeros(n, dtype=np.uint16)
     n_tags = 1 + rng.integers(rng.stream_key(seed, "population.n_interests"), n, 4)
     for slot in range(4):
         u = rng.uniform(rng.stream_key(seed, "population.interest", slot), n)
-        category = np.minimum(np.searchsorted(cdf, u, side="right"), n_categories - 1)
+        category = draw_categories(u, n_categories)
         mask |= np.where(slot < n_tags, (1 << category).astype(np.uint16), np.uint16(0))
     return mask
 
