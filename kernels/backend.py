@@ -12,6 +12,9 @@ and the only place that copies arrays between host and device (:meth:`Backend.to
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -152,3 +155,24 @@ def concat_ranges(start: Any, length: Any, *, xp: ModuleType) -> Any:
     else:
         shifts = shift[repeat_ids(length, xp=xp)]
     return shifts + xp.arange(shifts.shape[0], dtype=xp.int64)
+
+
+#: elements per chunk of :func:`map_chunks` on NumPy: small enough that a chunk's temporaries
+#: stay in the L2 cache
+CHUNK = 1 << 18
+_POOL: ThreadPoolExecutor | None = None
+
+
+def map_chunks(n: int, work: Callable[[int, int], None], *, xp: ModuleType) -> None:
+    """Run ``work(start, stop)`` over [0, n) for elementwise kernels writing into preallocated
+    outputs: on NumPy in cache-sized chunks on a thread pool (NumPy releases the GIL inside its
+    loops, so both cores work), on CuPy in one piece (the GPU is the parallelism). ``work`` must
+    make each element's result depend on that element alone, so chunking never changes a result.
+    """
+    global _POOL
+    if xp is not np or n <= CHUNK:
+        work(0, n)
+        return
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+    list(_POOL.map(lambda start: work(start, min(start + CHUNK, n)), range(0, n, CHUNK)))

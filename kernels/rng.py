@@ -18,12 +18,12 @@ mechanism with a new name never shifts the draws of an existing one.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from kernels.backend import map_chunks
 
 MASK64 = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, odd: SplitMix64's increment
@@ -75,18 +75,6 @@ def _mix64(z: Any, xp: ModuleType) -> Any:
     return z
 
 
-#: elements per chunk on NumPy: small enough that a chunk's temporaries stay in the L2 cache
-CHUNK = 1 << 18
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
-    return _POOL
-
-
 def _length(index: Any) -> int:
     return int(index) if isinstance(index, (int, np.integer)) else int(index.shape[0])
 
@@ -103,17 +91,6 @@ def _hashed(key: int, index: Any, start: int, stop: int, xp: ModuleType) -> Any:
     return _mix64(z, xp)
 
 
-def _fill(n: int, work: Any, xp: ModuleType) -> None:
-    """Run ``work(start, stop)`` over [0, n): on NumPy in cache-sized chunks on a thread pool
-    (NumPy releases the GIL inside these loops), on CuPy in one piece (the GPU is the parallelism).
-    Every element's value depends only on its own index, so chunking never changes a result.
-    """
-    if xp is not np or n <= CHUNK:
-        work(0, n)
-        return
-    list(_pool().map(lambda start: work(start, min(start + CHUNK, n)), range(0, n, CHUNK)))
-
-
 def bits(key: int, index: Any, *, xp: ModuleType = np) -> Any:
     """(uint64[n]) the raw 64-bit draws of a stream key at the given indices.
 
@@ -127,7 +104,7 @@ def bits(key: int, index: Any, *, xp: ModuleType = np) -> Any:
     def work(start: int, stop: int) -> None:
         out[start:stop] = _hashed(key, index, start, stop, xp)
 
-    _fill(n, work, xp)
+    map_chunks(n, work, xp=xp)
     return out
 
 
@@ -141,7 +118,7 @@ def uniform(key: int, index: Any, *, xp: ModuleType = np) -> Any:
         z >>= xp.uint64(11)
         xp.multiply(z.astype(xp.float64), _TWO_POW_MINUS_53, out=out[start:stop])
 
-    _fill(n, work, xp)
+    map_chunks(n, work, xp=xp)
     return out
 
 
@@ -171,7 +148,7 @@ def bernoulli(key: int, index: Any, p: Any, *, xp: ModuleType = np) -> Any:
             u *= _TWO_POW_MINUS_53
             xp.less(u, p[start:stop], out=out[start:stop])
 
-    _fill(n, work, xp)
+    map_chunks(n, work, xp=xp)
     return out
 
 

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from kernels import rng
+from kernels.backend import CHUNK
 
 
 @pytest.mark.parametrize("seed,stream,tick", [(0, "a", 0), (1, "cascade.view.l2", 17), (2**40 + 3, "x" * 50, 364)])
@@ -66,10 +67,10 @@ def test_cupy_bits_identical_to_numpy(gpu_backend):
 
 
 def test_chunked_threaded_draws_equal_reference_across_chunk_boundaries():
-    n = 3 * rng.CHUNK + 5
+    n = 3 * CHUNK + 5
     key = rng.stream_key(8, "chunks", 1)
     full = rng.bits(key, n)
-    positions = [0, rng.CHUNK - 1, rng.CHUNK, 2 * rng.CHUNK + 1, n - 1]
+    positions = [0, CHUNK - 1, CHUNK, 2 * CHUNK + 1, n - 1]
     assert [int(full[i]) for i in positions] == [rng.reference_bits(8, "chunks", 1, i) for i in positions]
     assert np.array_equal(rng.bits(key, np.arange(n)), full)
 
@@ -77,7 +78,7 @@ def test_chunked_threaded_draws_equal_reference_across_chunk_boundaries():
 @pytest.mark.parametrize("p", [0.0, 1e-9, 0.0213, 0.5, 0.999999, 1.0])
 def test_scalar_bernoulli_on_bits_equals_uniform_comparison(p):
     key = rng.stream_key(2, "thr")
-    n = rng.CHUNK + 1000
+    n = CHUNK + 1000
     assert np.array_equal(rng.bernoulli(key, n, p), rng.uniform(key, n) < p)
     per_element = np.full(n, p)
     assert np.array_equal(rng.bernoulli(key, n, per_element), rng.uniform(key, n) < p)
