@@ -43,13 +43,13 @@ class RiskWeights:
 
     bias: float = 0.0
     payer_velocity: float = 0.05
-    payer_burst: float = 0.6
-    amount_ratio: float = 0.25
-    new_account: float = 1.0
-    new_device: float = 1.5
-    merchant_velocity: float = 0.3
+    payer_burst: float = 0.3
+    amount_ratio: float = 0.3
+    new_account: float = 4.0
+    new_device: float = 3.0
+    merchant_velocity: float = 0.02
     merchant_flag: float = 0.8
-    scenario: tuple[float, float, float] = (0.0, 0.2, 1.0)
+    scenario: tuple[float, float, float] = (0.0, 0.2, 0.5)
 
 
 FEATURE_NAMES = tuple(f.name for f in fields(RiskWeights) if f.name not in ("bias",))

@@ -1,4 +1,4 @@
-"""Benchmarks that write Parquet: ``weishang bench graph`` and ``weishang bench cascade``.
+"""Benchmarks that write Parquet: ``weishang bench graph``, ``bench cascade`` and ``bench risk``.
 
 Each measurement runs in a fresh child process, so its peak resident memory is its own, and
 every row records the machine it ran on. Speed is reported next to a baseline measured in the
@@ -196,6 +196,41 @@ def bench_cascade(size: int, ndlib_size: int = 20_000, p: float = 0.01, n_seeds:
         r["items_per_s"] = r["items"] / r["seconds"]
         r["ratio"] = r["items_per_s"] / r["baseline_items_per_s"]
     return rows
+
+
+def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, repeats: int = 3,
+               reference_size: int = 20_000, seed: int = 1) -> list[dict[str, Any]]:
+    """Rows of the risk benchmark: ``size`` transactions scored in bulk (best of ``repeats``),
+    against the per-transaction reference scorer on ``reference_size`` of them, with velocity
+    history from three earlier ticks."""
+    import numpy as np
+
+    from kernels.risk import RiskState, RiskWeights, reference_scores, score_transactions, update_state
+
+    rs = np.random.default_rng(seed)
+    state = RiskState.empty(n_users, n_merchants, 7, xp=np)
+    for tick in range(3):
+        k = size // 10
+        update_state(state, rs.integers(0, n_users, k), rs.integers(0, n_merchants, k),
+                     rs.integers(100, 100_000, k), tick, xp=np)
+    tx = dict(payer=rs.integers(0, n_users, size), merchant=rs.integers(0, n_merchants, size),
+              amount=rs.integers(100, 100_000, size), scenario=rs.integers(0, 3, size).astype(np.int8),
+              new_device=rs.random(size) < 0.02, account_age=rs.integers(0, 3000, size))
+    common = dict(merchant_flag=rs.random(n_merchants) < 0.05, state=state, weights=RiskWeights(),
+                  reference_amount=21_500.0, new_account_ticks=30)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        score_transactions(**tx, **common, xp=np)
+        best = min(best, time.perf_counter() - t0)
+    sample = {k: v[:reference_size] for k, v in tx.items()}
+    t0 = time.perf_counter()
+    reference_scores(**sample, **common)
+    reference_rate = reference_size / (time.perf_counter() - t0)
+    rate = size / best
+    return [{"benchmark": "risk_score", "backend": "numpy", "size": size, "seconds": best, "items": size,
+             "items_per_s": rate, "baseline_items_per_s": reference_rate, "ratio": rate / reference_rate,
+             "machine": machine()}]
 
 
 GRAPH_STATS = ("mean_degree", "p99_degree", "max_degree", "clustering", "random_clustering")

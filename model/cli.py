@@ -167,6 +167,24 @@ def bench_cascade_cmd(
     out_console.print(f"written: [bold]{path}[/]")
 
 
+@bench_app.command("risk")
+def bench_risk_cmd(
+    size: Annotated[int, typer.Option("--size", min=1000, help="transactions scored at once")] = 10_000_000,
+    out: Annotated[Path, typer.Option("--out", help="folder for risk.parquet")] = Path("results/bench"),
+) -> None:
+    """Bulk risk scoring throughput (transactions per second) against the per-transaction reference."""
+    from model.bench import bench_risk, write_rows  # noqa: PLC0415
+
+    with err_console.status(f"scoring {size:,} transactions"):
+        rows = bench_risk(size)
+    path = write_rows(rows, out / "risk.parquet")
+    r = rows[0]
+    out_console.print(f"risk scoring ({r['machine']}): {size:,} transactions in {r['seconds']:.2f} s = "
+                      f"{r['items_per_s']:.3g}/s; per-transaction reference {r['baseline_items_per_s']:.3g}/s "
+                      f"({r['ratio']:.0f}x)")
+    out_console.print(f"written: [bold]{path}[/]")
+
+
 @config_app.command("show")
 def config_show(
     scenario: ScenarioArg = None,

@@ -25,9 +25,13 @@ from model.governance import flag_merchants
 from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, Merchant
 from model.payments import Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population, draw_categories
+from model.risk_engine import RiskEngine, Screening
 from model.traffic import (EXTERNAL_LINK, LIVE_STREAM, OFFICIAL_ACCOUNT, SEARCH, TickPosts, external_link_weight,
                            group_read_probability, level1_exposures, plan_posts)
 
+
+#: a merchant onboarded fewer ticks ago than this is new to the risk engine
+NEW_MERCHANT_TICKS = 7
 
 #: retention at which the cascade's conversion and share parameters are quoted: the SPEC's
 #: quality content post (section 2)
@@ -52,6 +56,8 @@ class TickData:
     level1: tuple[Any, Any] | None = None
     outcome: CascadeOutcome | None = None
     payments: Payments | None = None
+    order_key: Any = None
+    screening: Screening | None = None
     fees: np.ndarray | None = None
     settled: np.ndarray | None = None
     orders_per_merchant: np.ndarray | None = None
@@ -100,6 +106,11 @@ class CommerceModel(mesa.Model):
                        LevelRule(p_view=c.p_view_share, p_buy=c.p_buy_share, p_share=c.p_share_tool),
                        LevelRule(p_view=c.p_view_stranger, p_buy=c.p_buy_stranger, p_share=0.0,
                                  n_strangers=c.n_stranger_views))
+        n_fraud = round(config.fraud.share_fraud_merchants * self.n_merchants)
+        fraud_merchants = np.sort(np.argsort(rng.uniform(rng.stream_key(config.run.seed, "fraud.merchants"),
+                                                         self.n_merchants), kind="stable")[:n_fraud])
+        self.risk = RiskEngine(config, self.backend, pop.n_users, fraud_merchants.astype(np.int64),
+                               self.n_merchants, pop.state["ti_created"])
         city_sizes = np.bincount(self.backend.to_host(pop.state["city"]))
         self.city_start = self.backend.to_device(np.concatenate([[0], np.cumsum(city_sizes)]).astype(np.int64))
 
@@ -248,29 +259,41 @@ class CommerceModel(mesa.Model):
             rel_view=posts["rel_view"], rel_share=posts["rel_share"])
 
     def make_payments(self) -> None:
-        """Orders become payments: official or off-platform, scenario, fee; queued to settle."""
+        """Orders become payments: official or off-platform, scenario, fee."""
         xp, out, posts = self.xp, self.data.outcome, self.data.posts_dev
         merchant = posts["merchant"][out.order_cascade]
         amount = self.backend.to_device(self.price_fen)[merchant] * out.order_quantity
-        order_key = posts["key"][out.order_cascade] * self.population.n_users + out.order_buyer
+        self.data.order_key = posts["key"][out.order_cascade] * self.population.n_users + out.order_buyer
         outside = posts["channel"][out.order_cascade] == EXTERNAL_LINK
-        payments = make_payments(order_key, merchant, amount, self.backend.to_device(self.uses_component),
-                                 self.config.payments, self.config.run.seed, self.tick, xp=xp,
-                                 off_platform=outside)
-        due, fees = per_merchant_by_lag(payments, self.n_merchants, xp=xp)
-        self.settlement.add(self.backend.to_host(due))
-        self.data.payments = payments
-        self.data.fees = self.backend.to_host(fees)
+        self.data.payments = make_payments(self.data.order_key, merchant, amount,
+                                           self.backend.to_device(self.uses_component), self.config.payments,
+                                           self.config.run.seed, self.tick, xp=xp, off_platform=outside)
         state = self.population.state
         buyer = out.order_buyer
         state["n_purchases"][buyer] += 1  # a user buys at most once per cascade, maybe from several
         state["ti_last_purchase"][buyer] = self.tick
 
     def score_risk(self) -> None:
-        """Not yet modelled (issue 4): no payment is scored or intercepted."""
+        """Kernel: score official payments and injected fraud in bulk; intercepted ones never settle."""
+        tick = self.tick
+        flag = np.fromiter(((m.ti_rectify_until > tick) or (tick - m.ti_onboarded < NEW_MERCHANT_TICKS)
+                            for m in self.merchant_list), dtype=bool, count=self.n_merchants)
+        self.data.screening = self.risk.screen(self.data.payments, self.data.order_key,
+                                               self.data.outcome.order_buyer, flag, tick)
 
     def settle(self) -> None:
-        """Payments due today settle into the merchants' accounts (T+0, T+1, T+3)."""
+        """Payments that passed are queued by settlement lag; those due today settle (T+0/1/3)."""
+        xp, pay, screening = self.xp, self.data.payments, self.data.screening
+        passed = screening.legit_passed
+        fraud, dev = screening.fraud, self.backend.to_device
+        completed = Payments(
+            scenario=xp.concatenate([pay.scenario[passed], dev(fraud.scenario)[screening.fraud_passed]]),
+            amount=xp.concatenate([pay.amount[passed], dev(fraud.amount)[screening.fraud_passed]]),
+            fee=xp.concatenate([pay.fee[passed], xp.zeros(int(screening.fraud_passed.sum()), dtype=xp.int64)]),
+            merchant=xp.concatenate([pay.merchant[passed], dev(fraud.merchant)[screening.fraud_passed]]))
+        due, fees = per_merchant_by_lag(completed, self.n_merchants, xp=xp)
+        self.settlement.add(self.backend.to_host(due))
+        self.data.fees = self.backend.to_host(fees)
         self.data.settled = self.settlement.release()
 
     def govern(self) -> None:
@@ -312,17 +335,20 @@ class CommerceModel(mesa.Model):
         """
         xp, host, out, pay = self.xp, self.backend.to_host, self.data.outcome, self.data.payments
         n = self.n_merchants
+        # GMV counts completed orders: an intercepted payment's order did not happen
+        amount = xp.where(self.data.screening.legit_passed, pay.amount, 0)
         gmv_by_scenario = xp.zeros(4, dtype=xp.int64)
-        scatter_add(gmv_by_scenario, pay.scenario.astype(xp.int64), pay.amount, xp=xp)
+        scatter_add(gmv_by_scenario, pay.scenario.astype(xp.int64), amount, xp=xp)
         orders_per_merchant = xp.zeros(n, dtype=xp.int64)
-        scatter_add(orders_per_merchant, pay.merchant, xp.ones_like(pay.merchant), xp=xp)
+        scatter_add(orders_per_merchant, pay.merchant, self.data.screening.legit_passed.astype(xp.int64), xp=xp)
         gmv_per_merchant = xp.zeros(n, dtype=xp.int64)
-        scatter_add(gmv_per_merchant, pay.merchant, pay.amount, xp=xp)
+        scatter_add(gmv_per_merchant, pay.merchant, amount, xp=xp)
         self.data.orders_per_merchant = host(orders_per_merchant)
         self.data.gmv_per_merchant = host(gmv_per_merchant)
         gmv_per_cascade = xp.zeros(out.exposures.shape[0], dtype=xp.int64)
-        scatter_add(gmv_per_cascade, out.order_cascade, pay.amount, xp=xp)
+        scatter_add(gmv_per_cascade, out.order_cascade, amount, xp=xp)
         self.data.aggregates = {
             "exposures": host(out.exposures), "shares": host(out.shares), "buys": host(out.buys),
             "gmv_by_scenario_fen": host(gmv_by_scenario), "gmv_per_cascade_fen": host(gmv_per_cascade),
+            "risk": self.data.screening.metrics,
         }

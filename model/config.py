@@ -193,7 +193,48 @@ class PaymentsConfig(_Section):
 
 
 class RiskConfig(_Section):
-    """Bulk transaction risk scoring (SPEC section 3). Not yet modelled: issue 4 adds its fields."""
+    """The platform's bulk transaction risk scoring (SPEC section 3); see :mod:`kernels.risk`."""
+
+    target_fpr: float = Field(0.0002, ge=0, le=1,
+                              description="largest share of legitimate payments the threshold may intercept")
+    window_ticks: int = Field(7, ge=1, le=365, description="ticks of velocity history the features look back on")
+    threshold_history_ticks: int = Field(7, ge=1, le=365,
+                                         description="ticks of confirmed-legitimate scores the threshold is set from")
+    new_account_ticks: int = Field(30, ge=0, le=10_000, description="an account younger than this is new")
+    p_new_device: float = Field(0.02, ge=0, le=1,
+                                description="a legitimate payment comes from a device or place new to the payer")
+    w_payer_velocity: float = Field(0.05, description="weight of the payer's trailing transaction count")
+    w_payer_burst: float = Field(0.3, description="weight of the payer's transactions this tick")
+    w_amount_ratio: float = Field(0.3, description="weight of amount over the payer's mean")
+    w_new_account: float = Field(4.0, description="weight of a new account")
+    w_new_device: float = Field(3.0, description="weight of a new device or place")
+    w_merchant_velocity: float = Field(0.02, description="weight of the merchant's volume spike")
+    w_merchant_flag: float = Field(0.8, description="weight of a merchant under governance action or new")
+    w_scenario_mini_program: float = Field(0.2, description="weight of a mini-program payment (QR is 0)")
+    w_scenario_cross_border: float = Field(0.5, description="weight of a cross-border payment")
+
+
+class FraudConfig(_Section):
+    """Injected fraud with ground-truth labels (typologies of PaySim, AMLSim and brushing).
+
+    Rates are per million users per tick, so fraud scales with N like everything else.
+    """
+
+    ato_per_million: float = Field(3.0, ge=0, description="account takeovers, each cashed out to a mule merchant")
+    ato_payments: int = Field(3, ge=1, le=100, description="payments per takeover")
+    ato_amount_multiple: float = Field(8.0, ge=0, description="cash-out amount over the median price")
+    share_fraud_merchants: float = Field(0.002, ge=0, le=1,
+                                         description="merchants that brush fake orders and serve as mules")
+    brushing_orders: int = Field(3, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
+    burst_per_million: float = Field(2.0, ge=0, description="payers placing a burst of large orders")
+    burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
+    burst_amount_multiple: float = Field(5.0, ge=0, description="burst order amount over the median price")
+    laundering_per_million: float = Field(0.3, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
+    laundering_fan: int = Field(12, ge=2, le=1000, description="payers (fan-in) or merchants (fan-out) of a ring")
+    p_stop_after_interception: float = Field(0.3, ge=0, le=1,
+                                             description="intensity a typology loses per unit of intercepted share")
+    adapt_step: float = Field(0.3, ge=0, le=1,
+                              description="stealth a typology gains per unit of intercepted share (smaller, quieter fraud)")
 
 
 class CommunityConfig(_Section):
@@ -258,6 +299,7 @@ class ScenarioConfig(_Section):
     cascade: CascadeConfig = CascadeConfig()
     payments: PaymentsConfig = PaymentsConfig()
     risk: RiskConfig = RiskConfig()
+    fraud: FraudConfig = FraudConfig()
     community: CommunityConfig = CommunityConfig()
     governance: GovernanceConfig = GovernanceConfig()
     platform: PlatformConfig = PlatformConfig()

@@ -110,6 +110,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         ticks[f"visits_{name}"] = [visits]
         ticks[f"orders_{name}"] = [orders]
         ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
+    ticks.update({name: [value] for name, value in agg["risk"].items()})
     ticks.update({
         "n_orders": [int(buy_total.sum())],
         "gmv": [gmv_fen.sum() / 100.0],

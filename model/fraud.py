@@ -1,0 +1,151 @@
+"""Injected fraud with ground-truth labels (SPEC section 3), from typologies in the literature:
+
+* ``ato_mule``: account takeover then cash-out to a mule merchant (PaySim's TRANSFER/CASH_OUT):
+  large payments from an old account on a new device;
+* ``brushing``: fake orders (刷单) a fraudulent merchant places through sockpuppet accounts:
+  small amounts from brand-new accounts, a spike in the merchant's volume;
+* ``burst``: a burst of large orders by one payer within a tick;
+* ``laundering_fan_in`` / ``laundering_fan_out``: cross-border rings (AMLSim's fan-in and fan-out):
+  many payers into one merchant, or one payer out to many, amounts just under 50,000 CNY.
+
+Fraudsters react to interception: after a tick in which a typology lost a share s of its
+attempts, its intensity falls by ``p_stop_after_interception * s`` (some rings stop) and its
+stealth rises by ``adapt_step * s`` (the rest send smaller amounts, fewer at a time, from
+familiar devices, through older sockpuppets).
+
+Sockpuppets are not extra users: their payments are attributed to random user ids with the
+account age of a sockpuppet, so velocity features see them but the population stays fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels import rng
+from model.config import FraudConfig
+
+TYPOLOGIES = ("ato_mule", "brushing", "burst", "laundering_fan_in", "laundering_fan_out")
+ATO, BRUSHING, BURST, FAN_IN, FAN_OUT = range(len(TYPOLOGIES))
+#: just under the 50,000 CNY line that draws scrutiny, in fen
+LAUNDERING_AMOUNT = 4_900_000
+
+
+@dataclass
+class FraudBatch:
+    """One tick's fraudulent payments (host arrays).
+
+    Attributes:
+        payer, merchant: (int64[F]); amount (int64[F]) fen; scenario (int8[F]) 0 QR, 1
+        mini-program, 2 cross-border; new_device (bool[F]); account_age (int64[F]) ticks, or -1
+        for the payer's real age; typology (int8[F]) index into :data:`TYPOLOGIES`.
+    """
+
+    payer: np.ndarray
+    merchant: np.ndarray
+    amount: np.ndarray
+    scenario: np.ndarray
+    new_device: np.ndarray
+    account_age: np.ndarray
+    typology: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.payer.shape[0])
+
+
+class FraudInjector:
+    """Draws each tick's fraud and adapts it to what the risk engine intercepted.
+
+    Args:
+        cfg: the fraud section of the scenario.
+        n_users: N.
+        fraud_merchants: (int64[K]) merchants that brush and serve as mules.
+        n_merchants: M, for bursts and fan-out to ordinary merchants.
+        reference_fen: the median price in fen (amounts are multiples of it).
+        seed: base seed.
+    """
+
+    def __init__(self, cfg: FraudConfig, n_users: int, fraud_merchants: np.ndarray, n_merchants: int,
+                 reference_fen: int, seed: int) -> None:
+        self.cfg, self.n_users, self.seed = cfg, n_users, seed
+        self.fraud_merchants = fraud_merchants
+        self.n_merchants = n_merchants
+        self.reference_fen = reference_fen
+        self.intensity = np.ones(len(TYPOLOGIES))
+        self.stealth = np.zeros(len(TYPOLOGIES))
+
+    def _count(self, per_million: float, typology: int, tick: int) -> int:
+        expected = per_million * self.n_users / 1e6 * self.intensity[typology]
+        u = rng.uniform(rng.stream_key(self.seed, f"fraud.{TYPOLOGIES[typology]}.count", tick), 1)[0]
+        return int(np.floor(expected + u))
+
+    def draw(self, tick: int) -> FraudBatch:
+        cfg, seed, n = self.cfg, self.seed, self.n_users
+        parts: list[dict[str, np.ndarray]] = []
+
+        def key(name: str) -> int:
+            return rng.stream_key(seed, f"fraud.{name}", tick)
+
+        def add(typology: int, payer, merchant, amount, scenario: int, p_new_device: float, account_age) -> None:
+            m = payer.shape[0]
+            parts.append(dict(payer=payer.astype(np.int64), merchant=merchant.astype(np.int64),
+                              amount=np.maximum(amount, 100).astype(np.int64),
+                              scenario=np.full(m, scenario, dtype=np.int8),
+                              new_device=rng.bernoulli(key(f"{TYPOLOGIES[typology]}.device"), m, p_new_device),
+                              account_age=np.broadcast_to(account_age, (m,)).astype(np.int64),
+                              typology=np.full(m, typology, dtype=np.int8)))
+
+        quiet = 1.0 - 0.7 * self.stealth  # stealthier fraud looks more like ordinary payments
+        k = len(self.fraud_merchants)
+        if k:
+            victims = self._count(cfg.ato_per_million, ATO, tick)
+            m = victims * cfg.ato_payments
+            payer = np.repeat(rng.integers(key("ato.victim"), victims, n), cfg.ato_payments)
+            mule = self.fraud_merchants[rng.integers(key("ato.mule"), m, k)]
+            amount = self.reference_fen * cfg.ato_amount_multiple * quiet[ATO] * (0.5 + rng.uniform(key("ato.amount"), m))
+            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1)
+
+            per_merchant = cfg.brushing_orders * self.intensity[BRUSHING]
+            orders = np.floor(per_merchant + rng.uniform(key("brushing.n"), k)).astype(np.int64)
+            merchant = np.repeat(self.fraud_merchants, orders)
+            m = merchant.shape[0]
+            payer = rng.integers(key("brushing.puppet"), m, n)
+            amount = self.reference_fen * (0.5 + rng.uniform(key("brushing.amount"), m))
+            # adapted brushers use aged sockpuppets
+            age = rng.integers(key("brushing.age"), m, 1 + int(30 * (1 + 10 * self.stealth[BRUSHING])))
+            add(BRUSHING, payer, merchant, amount, 1, 0.5 * quiet[BRUSHING], age)
+
+            rings = self._count(cfg.laundering_per_million, FAN_IN, tick)
+            fan_in = rng.bernoulli(key("laundering.kind"), rings, 0.5)
+            for typology, mask in ((FAN_IN, fan_in), (FAN_OUT, ~fan_in)):
+                r = int(mask.sum())
+                fan = max(2, int(round(cfg.laundering_fan * quiet[typology])))
+                m = r * fan
+                ring = np.repeat(np.arange(r), fan)
+                hub_payer = rng.integers(key(f"{TYPOLOGIES[typology]}.hub"), r, n)[ring]
+                hub_merchant = self.fraud_merchants[rng.integers(key(f"{TYPOLOGIES[typology]}.mule"), r, k)][ring]
+                spread_payer = rng.integers(key(f"{TYPOLOGIES[typology]}.payers"), m, n)
+                spread_merchant = rng.integers(key(f"{TYPOLOGIES[typology]}.merchants"), m, self.n_merchants)
+                payer = spread_payer if typology == FAN_IN else hub_payer
+                merchant = hub_merchant if typology == FAN_IN else spread_merchant
+                amount = LAUNDERING_AMOUNT * quiet[typology] * (0.9 + 0.1 * rng.uniform(key(f"{TYPOLOGIES[typology]}.amt"), m))
+                add(typology, payer, merchant, amount, 2, 0.2 * quiet[typology], -1)
+
+        bursts = self._count(cfg.burst_per_million, BURST, tick)
+        size = max(1, int(round(cfg.burst_orders * (1.0 - 0.5 * self.stealth[BURST]))))
+        m = bursts * size
+        payer = np.repeat(rng.integers(key("burst.payer"), bursts, n), size)
+        merchant = rng.integers(key("burst.merchant"), m, self.n_merchants)
+        amount = self.reference_fen * cfg.burst_amount_multiple * quiet[BURST] * (0.5 + rng.uniform(key("burst.amount"), m))
+        add(BURST, payer, merchant, amount, 0, 0.3 * quiet[BURST], -1)
+
+        fields = ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology")
+        return FraudBatch(**{f: np.concatenate([p[f] for p in parts]) for f in fields})
+
+    def react(self, attempted: np.ndarray, intercepted: np.ndarray) -> None:
+        """Adapt to one tick's interceptions: per typology counts (int[len(TYPOLOGIES)])."""
+        share = np.where(attempted > 0, intercepted / np.maximum(attempted, 1), 0.0)
+        self.intensity *= 1.0 - self.cfg.p_stop_after_interception * share
+        self.stealth = np.minimum(1.0, self.stealth + self.cfg.adapt_step * share)

@@ -1,0 +1,139 @@
+"""The platform's risk engine in the tick: official payments plus injected fraud are scored in
+bulk (:mod:`kernels.risk`), payments above the threshold are intercepted and do not settle, and
+the threshold is reset from confirmed-legitimate scores of past ticks to hold the false-positive
+rate (SPEC section 3). Off-platform payments are never seen.
+
+Labels arrive one tick late, as chargebacks and reports would: the threshold a tick uses comes
+only from earlier ticks' legitimate scores.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from kernels import rng
+from kernels.backend import Backend
+from kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, update_state
+from model.config import ScenarioConfig
+from model.fraud import TYPOLOGIES, FraudBatch, FraudInjector
+from model.payments import OFF_PLATFORM, Payments
+
+SCENARIO_NAMES = ("qr", "mini_program", "cross_border")
+
+
+@dataclass
+class Screening:
+    """One tick's risk decisions.
+
+    Attributes:
+        legit_passed: (bool[O]) on the device: each legitimate payment that was not intercepted
+            (off-platform payments always pass: nobody screens them).
+        fraud: the tick's injected fraud (host); fraud_passed (bool[F], device): not intercepted.
+        metrics: per-tick counts and rates for the ticks table (host numbers).
+    """
+
+    legit_passed: Any
+    fraud: FraudBatch
+    fraud_passed: Any
+    metrics: dict[str, float]
+
+
+def weights_from(config: ScenarioConfig) -> RiskWeights:
+    r = config.risk
+    return RiskWeights(payer_velocity=r.w_payer_velocity, payer_burst=r.w_payer_burst,
+                       amount_ratio=r.w_amount_ratio, new_account=r.w_new_account, new_device=r.w_new_device,
+                       merchant_velocity=r.w_merchant_velocity, merchant_flag=r.w_merchant_flag,
+                       scenario=(0.0, r.w_scenario_mini_program, r.w_scenario_cross_border))
+
+
+class RiskEngine:
+    """Scores, intercepts and learns its threshold; owns the fraud injector.
+
+    Args:
+        config: the scenario; backend: where the arrays live.
+        n_users: N; fraud_merchants: (int64[K]) merchants that commit fraud; n_merchants: M.
+        ti_created: (int32[N], device) account creation ticks.
+    """
+
+    def __init__(self, config: ScenarioConfig, backend: Backend, n_users: int, fraud_merchants: np.ndarray,
+                 n_merchants: int, ti_created: Any) -> None:
+        self.config, self.backend, self.xp = config, backend, backend.xp
+        r = config.risk
+        self.weights = weights_from(config)
+        self.state = RiskState.empty(n_users, n_merchants, r.window_ticks, xp=self.xp)
+        self.legit_history: deque[Any] = deque(maxlen=r.threshold_history_ticks)
+        self.reference_fen = round(config.merchants.price_median * 100)
+        self.fraud = FraudInjector(config.fraud, n_users, fraud_merchants, n_merchants, self.reference_fen,
+                                   config.run.seed)
+        self.ti_created = ti_created
+
+    def screen(self, payments: Payments, order_key: Any, payer: Any, merchant_flag: np.ndarray, tick: int) -> Screening:
+        """Score this tick's official payments and fraud; intercept above the threshold."""
+        xp, dev, r, seed = self.xp, self.backend.to_device, self.config.risk, self.config.run.seed
+        official = payments.scenario != OFF_PLATFORM
+        legit_idx = xp.flatnonzero(official)
+        fraud = self.fraud.draw(tick)
+        n_legit = int(legit_idx.shape[0])
+        fraud_payer = dev(fraud.payer)
+        real_age = tick - self.ti_created[fraud_payer].astype(xp.int64)
+        fraud_age = xp.where(dev(fraud.account_age) >= 0, dev(fraud.account_age), real_age)
+        payer_all = xp.concatenate([payer[legit_idx], fraud_payer])
+        merchant_all = xp.concatenate([payments.merchant[legit_idx], dev(fraud.merchant)])
+        amount_all = xp.concatenate([payments.amount[legit_idx], dev(fraud.amount)])
+        scenario_all = xp.concatenate([payments.scenario[legit_idx], dev(fraud.scenario)])
+        legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), order_key[legit_idx],
+                                         r.p_new_device, xp=xp)
+        new_device_all = xp.concatenate([legit_new_device, dev(fraud.new_device)])
+        age_all = xp.concatenate([tick - self.ti_created[payer[legit_idx]].astype(xp.int64), fraud_age])
+        score = score_transactions(payer_all, merchant_all, amount_all, scenario_all, new_device_all, age_all,
+                                   dev(merchant_flag), self.state, self.weights, float(self.reference_fen),
+                                   r.new_account_ticks, xp=xp)
+        history = list(self.legit_history)
+        threshold = threshold_for_fpr(xp.concatenate(history) if history else xp.zeros(0), r.target_fpr, xp=xp)
+        intercepted = score > threshold
+        update_state(self.state, payer_all, merchant_all, amount_all, tick, xp=xp)
+        self.legit_history.append(score[:n_legit])
+
+        legit_passed = xp.ones(payments.scenario.shape[0], dtype=xp.bool_)
+        legit_passed[legit_idx] = ~intercepted[:n_legit]
+        fraud_passed = ~intercepted[n_legit:]
+        metrics = self._metrics(scenario_all, intercepted, n_legit, fraud, fraud_passed, threshold, xp=xp)
+        caught_by_type = np.bincount(fraud.typology[self.backend.to_host(~fraud_passed)], minlength=len(TYPOLOGIES))
+        self.fraud.react(np.bincount(fraud.typology, minlength=len(TYPOLOGIES)), caught_by_type)
+        return Screening(legit_passed, fraud, fraud_passed, metrics)
+
+    def _metrics(self, scenario: Any, intercepted: Any, n_legit: int, fraud: FraudBatch, fraud_passed: Any,
+                 threshold: float, *, xp: ModuleType) -> dict[str, float]:
+        host = self.backend.to_host
+        scen = host(scenario).astype(np.int64)
+        caught = host(intercepted)
+        is_fraud = np.zeros(caught.shape[0], dtype=bool)
+        is_fraud[n_legit:] = True
+        metrics: dict[str, float] = {}
+        for i, name in enumerate(SCENARIO_NAMES):
+            mine = scen == i
+            n, k = int(mine.sum()), int((caught & mine).sum())
+            metrics[f"n_tx_{name}"] = n
+            metrics[f"n_intercepted_{name}"] = k
+            metrics[f"interception_rate_{name}"] = k / n if n else 0.0
+        tp = int((caught & is_fraud).sum())
+        fp = int((caught & ~is_fraud).sum())
+        n_fraud = int(is_fraud.sum())
+        loss = int(fraud.amount[host(fraud_passed)].sum())
+        metrics.update({
+            "n_fraud": n_fraud, "n_fraud_intercepted": tp, "n_false_positives": fp,
+            "false_positive_rate": fp / n_legit if n_legit else 0.0,
+            "precision": tp / (tp + fp) if tp + fp else 0.0,
+            "recall": tp / n_fraud if n_fraud else 0.0,
+            "illicit_share": n_fraud / caught.shape[0] if caught.shape[0] else 0.0,
+            "fraud_loss": loss / 100.0,
+            "risk_threshold": threshold,
+        })
+        for t, name in enumerate(TYPOLOGIES):
+            metrics[f"n_fraud_{name}"] = int((fraud.typology == t).sum())
+        return metrics
