@@ -22,8 +22,9 @@ from kernels.backend import Backend, resolve_backend, scatter_add
 from kernels.cascade import CascadeOutcome, LevelRule, propagate
 from model.config import ScenarioConfig
 from model.governance import flag_merchants
+from model.fx import FxDesk, value_by_currency
 from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, Merchant
-from model.payments import Payments, SettlementQueue, make_payments, per_merchant_by_lag
+from model.payments import CROSS_BORDER, Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population, draw_categories
 from model.risk_engine import RiskEngine, Screening
 from model.traffic import (EXTERNAL_LINK, LIVE_STREAM, OFFICIAL_ACCOUNT, SEARCH, TickPosts, external_link_weight,
@@ -57,6 +58,8 @@ class TickData:
     outcome: CascadeOutcome | None = None
     payments: Payments | None = None
     order_key: Any = None
+    fx_locked: float = 0.0
+    fx_exposure: float = 0.0
     screening: Screening | None = None
     fees: np.ndarray | None = None
     settled: np.ndarray | None = None
@@ -89,6 +92,7 @@ class CommerceModel(mesa.Model):
         self.phase_seconds: dict[str, float] = defaultdict(float)
         self._create_merchants()
         self.settlement = SettlementQueue(self.n_merchants)
+        self.fx = FxDesk(config.payments.fx_daily_vol, config.run.seed)
         self.merchant_draws: dict[str, np.ndarray] = {}
         self.data = TickData()
         #: external-link posts per merchant in each of the last 7 ticks (a ring buffer)
@@ -295,6 +299,10 @@ class CommerceModel(mesa.Model):
         self.settlement.add(self.backend.to_host(due))
         self.data.fees = self.backend.to_host(fees)
         self.data.settled = self.settlement.release()
+        # legitimate cross-border payments lock their exchange rate until T+3
+        cross = passed & (pay.scenario == CROSS_BORDER)
+        locked = value_by_currency(self.data.order_key[cross], pay.amount[cross], self.config.run.seed, self.tick, xp=xp)
+        self.data.fx_locked, self.data.fx_exposure = self.fx.step(self.tick, self.backend.to_host(locked))
 
     def govern(self) -> None:
         """Machine review flags violating merchants' posts; penalties by compliance type."""

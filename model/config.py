@@ -183,6 +183,8 @@ class PaymentsConfig(_Section):
     mix_cross_border: float = Field(0.056, ge=0, le=1, description="share cross-border (T+3)")
     transaction_fee: float = Field(0.006, ge=0, le=0.2,
                                    description="technical service fee of the transaction component")
+    fx_daily_vol: float = Field(0.005, ge=0, le=0.2,
+                                description="daily volatility of the 28 settlement currencies against CNY")
 
     @model_validator(mode="after")
     def _mix(self) -> "PaymentsConfig":
@@ -287,6 +289,9 @@ class OutputConfig(_Section):
 
     dir: str = Field("results", min_length=1, description="parent folder of run directories")
     row_group_ticks: int = Field(30, ge=1, le=100_000, description="ticks buffered per Parquet row group")
+    transactions: Literal["none", "sample", "full"] = Field(
+        "none", description="write the scored transactions: none, a reproducible sample, or the full log")
+    transactions_sample: float = Field(0.01, gt=0, le=1, description="share of transactions kept by 'sample'")
 
 
 class ScenarioConfig(_Section):

@@ -22,6 +22,7 @@ from kernels.backend import scatter_add
 from model.config import PaymentsConfig
 
 SETTLEMENT_LAG = np.array([0, 1, 3], dtype=np.int64)  # T+0, T+1, T+3
+CROSS_BORDER = 2  # scenario code of a cross-border payment
 OFF_PLATFORM = 3  # scenario code of an off-platform payment
 MAX_LAG = int(SETTLEMENT_LAG.max())
 

@@ -6,6 +6,7 @@ Layout (DESIGN.md "Results")::
     RUN_DIR/ticks.parquet      one row per tick
     RUN_DIR/merchants.parquet  one row per tick x merchant
     RUN_DIR/cascades.parquet   one row per cascade (post)
+    RUN_DIR/transactions/      opt-in: scored transactions, one part file per tick
 
 Tables are streamed: rows are buffered for ``row_group_ticks`` ticks, then written as one row
 group, so memory does not grow with the number of ticks. Everything is written inside a hidden
@@ -68,6 +69,13 @@ class RunWriter:
         self._ticks_buffered[table] = self._ticks_buffered.get(table, 0) + 1
         if self._ticks_buffered[table] >= self._row_group_ticks:
             self._flush(table)
+
+    def write_part(self, folder: str, part: str, columns: dict[str, Any]) -> None:
+        """Write one part file ``folder/part-PART.parquet`` (for partitioned, opt-in tables)."""
+        directory = self.tmp_dir / folder
+        directory.mkdir(exist_ok=True)
+        table = pa.table({k: np.asarray(v) for k, v in columns.items()}).replace_schema_metadata(self._metadata)
+        pq.write_table(table, directory / f"part-{part}.parquet", compression="zstd")
 
     def _flush(self, table: str) -> None:
         chunks = self._buffers.get(table)

@@ -24,6 +24,9 @@ from model.fraud import TYPOLOGIES, FraudBatch, FraudInjector
 from model.payments import OFF_PLATFORM, Payments
 
 SCENARIO_NAMES = ("qr", "mini_program", "cross_border")
+#: fraud transactions' keys start above every order key (cascade key x N + buyer < 2^60)
+FRAUD_KEY_BASE = 1 << 60
+FRAUD_KEYS_PER_TICK = 1 << 24
 
 
 @dataclass
@@ -35,12 +38,15 @@ class Screening:
             (off-platform payments always pass: nobody screens them).
         fraud: the tick's injected fraud (host); fraud_passed (bool[F], device): not intercepted.
         metrics: per-tick counts and rates for the ticks table (host numbers).
+        log: the scored transactions kept for ``transactions/`` (host columns), or None when
+            ``output.transactions`` is "none".
     """
 
     legit_passed: Any
     fraud: FraudBatch
     fraud_passed: Any
     metrics: dict[str, float]
+    log: dict[str, np.ndarray] | None = None
 
 
 def weights_from(config: ScenarioConfig) -> RiskWeights:
@@ -105,7 +111,22 @@ class RiskEngine:
         metrics = self._metrics(scenario_all, intercepted, n_legit, fraud, fraud_passed, threshold, xp=xp)
         caught_by_type = np.bincount(fraud.typology[self.backend.to_host(~fraud_passed)], minlength=len(TYPOLOGIES))
         self.fraud.react(np.bincount(fraud.typology, minlength=len(TYPOLOGIES)), caught_by_type)
-        return Screening(legit_passed, fraud, fraud_passed, metrics)
+        log = None
+        if self.config.output.transactions != "none":
+            # a transaction's key: its order key, or for fraud a key above every order key
+            key = xp.concatenate([order_key[legit_idx],
+                                  FRAUD_KEY_BASE + tick * FRAUD_KEYS_PER_TICK + xp.arange(fraud.n, dtype=xp.int64)])
+            keep = xp.ones(key.shape[0], dtype=xp.bool_)
+            if self.config.output.transactions == "sample":
+                keep = rng.bernoulli(rng.stream_key(seed, "output.transactions"), key,
+                                     self.config.output.transactions_sample, xp=xp)
+            typology = xp.concatenate([xp.full(n_legit, -1, dtype=xp.int8), dev(fraud.typology)])
+            columns = {"key": key, "payer": payer_all, "merchant": merchant_all, "amount": amount_all,
+                       "scenario": scenario_all, "new_device": new_device_all, "account_age": age_all,
+                       "score": score, "intercepted": intercepted, "is_fraud": typology >= 0, "typology": typology}
+            log = {name: self.backend.to_host(col[keep]) for name, col in columns.items()}
+            log["amount"] = log["amount"] / 100.0
+        return Screening(legit_passed, fraud, fraud_passed, metrics, log)
 
     def _metrics(self, scenario: Any, intercepted: Any, n_legit: int, fraud: FraudBatch, fraud_passed: Any,
                  threshold: float, *, xp: ModuleType) -> dict[str, float]:

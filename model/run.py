@@ -119,6 +119,8 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "gmv_cross_border": [gmv_fen[2] / 100.0],
         "gmv_off_platform": [gmv_fen[3] / 100.0],
         "fees": [d.fees.sum() / 100.0],
+        "fx_locked": [d.fx_locked],
+        "fx_exposure": [d.fx_exposure],
         "settled": [d.settled.sum() / 100.0],
         "n_flagged": [int(d.flagged.sum())],
         "n_removed": [d.removed],
@@ -232,6 +234,9 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
             writer.append("ticks", ticks)
             writer.append("merchants", merchants)
             writer.append("cascades", cascades)
+            log = model.data.screening.log
+            if log is not None:
+                writer.write_part("transactions", f"{model.tick:06d}", {"tick": np.full(log["key"].shape[0], model.tick, np.int32), **log})
             for key, value in ticks.items():
                 if key != "tick" and isinstance(value[0], (int, float, np.integer, np.floating)):
                     totals[key] = totals.get(key, 0.0) + float(value[0])

@@ -81,3 +81,44 @@ def test_stricter_fpr_target_intercepts_less(tmp_path):
         return sum(t[f"n_intercepted_{s}"].sum() for s in ("qr", "mini_program", "cross_border"))
 
     assert intercepted("loose", 0.002) > intercepted("strict", 0.0001)
+
+
+def test_transactions_log_full_and_reproducible_sample(tmp_path):
+    base = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=4", 'run.backend="numpy"']
+
+    def log(name, *extra):
+        run = run_scenario(load_config(overrides=[*base, *extra]), tmp_path / name).run_dir
+        return pl.read_parquet(run / "transactions" / "*.parquet"), pl.read_parquet(run / "ticks.parquet")
+
+    full, ticks = log("full", 'output.transactions="full"')
+    scored = sum(ticks[f"n_tx_{s}"].sum() for s in ("qr", "mini_program", "cross_border"))
+    assert full.height == scored
+    assert full["is_fraud"].sum() == ticks["n_fraud"].sum()
+    assert full["intercepted"].sum() == sum(ticks[f"n_intercepted_{s}"].sum() for s in ("qr", "mini_program", "cross_border"))
+    sample, _ = log("sample", 'output.transactions="sample"', "output.transactions_sample=0.2")
+    again, _ = log("again", 'output.transactions="sample"', "output.transactions_sample=0.2")
+    assert sample.equals(again)
+    assert set(sample["key"]) <= set(full["key"])
+    # a binomial share of 0.2: 5 standard errors at this size
+    assert abs(sample.height / full.height - 0.2) < 5 * (0.2 * 0.8 / full.height) ** 0.5
+    none_run = run_scenario(load_config(overrides=base), tmp_path / "none").run_dir
+    assert not (none_run / "transactions").exists()
+
+
+def test_fx_exposure_follows_rate_moves():
+    from model.fx import CURRENCIES, LOCK_TICKS, FxDesk
+
+    still = FxDesk(0.0, seed=1)
+    moving = FxDesk(0.01, seed=1)
+    value = np.full(len(CURRENCIES), 1000.0)
+    exposures = [(still.step(t, value)[1], moving.step(t, value)[1]) for t in range(LOCK_TICKS + 3)]
+    assert all(e == 0.0 for e, _ in exposures)  # no rate move, no exposure
+    assert all(e == 0.0 for _, e in exposures[:LOCK_TICKS])  # nothing settles before T+3
+    assert any(e != 0.0 for _, e in exposures[LOCK_TICKS:])
+    # the measured exposure is the value times the currencies' moves since the lock
+    desk = FxDesk(0.01, seed=2)
+    rates = []
+    for t in range(LOCK_TICKS + 1):
+        _, exposure = desk.step(t, value if t == 0 else np.zeros(len(CURRENCIES)))
+        rates.append(desk.log_rate.copy())
+    assert exposure == pytest.approx(float(np.sum(value * np.expm1(rates[-1] - rates[0]))))
