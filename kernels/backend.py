@@ -50,6 +50,13 @@ class Backend:
             return np.asarray(array)
         return self.xp.asarray(array)
 
+    def free_device_bytes(self) -> int | None:
+        """Free device memory in bytes (None for NumPy, whose memory is the host's)."""
+        if self.name == "numpy":
+            return None
+        free, _total = self.xp.cuda.runtime.memGetInfo()
+        return int(free)
+
     def to_host(self, array: Any) -> np.ndarray:
         """Copy an array from this backend's device to a NumPy array (no copy for NumPy)."""
         if self.name == "numpy":

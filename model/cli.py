@@ -20,7 +20,8 @@ from rich.table import Table
 from kernels.backend import BackendUnavailable
 from model.config import ConfigError, ScenarioConfig, load_config
 from model.graph_io import GraphInputError
-from model.recorder import RunDirectoryError
+from model.preflight import PreflightError
+from model.recorder import RunDirectoryError, RunInterrupted
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="weishang: an agent-based model of WeChat's micro-commerce ecosystem.")
@@ -28,7 +29,7 @@ config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspe
 app.add_typer(config_app, name="config")
 
 #: errors that are the user's to fix: one line, exit 2
-USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError)
+USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError, PreflightError)
 
 err_console = Console(stderr=True)
 out_console = Console(width=max(Console().width, 140))  # tables stay readable in logs
@@ -62,12 +63,14 @@ def run(
     seed: Annotated[Optional[int], typer.Option("--seed", help="base seed (run.seed)")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="auto | numpy | cupy (run.backend)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="the run directory itself (must not exist)")] = None,
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight",
+                                                 help="run even if the memory estimate exceeds what is available")] = False,
 ) -> None:
     """Run a scenario and write its run directory of Parquet tables."""
     from model.run import prepare_run, run_scenario  # noqa: PLC0415  (keeps `weishang --help` fast)
 
     config = load_config(scenario, set_ or (), seed=seed, backend=backend)
-    out, _backend = prepare_run(config, out)  # fail on a bad --out or backend before printing
+    out, _backend = prepare_run(config, out, not skip_preflight)  # fail before printing anything
     pop = config.population
     err_console.print(f"[bold]{config.run.name}[/]: {pop.n_users:,} users, {config.n_merchants:,} merchants, "
                       f"{config.run.n_ticks} ticks, seed {config.run.seed}")
@@ -85,7 +88,7 @@ def run(
                 progress.update(ticks, visible=True)
             progress.update(ticks, completed=done)
 
-        result = run_scenario(config, out, on_build_step=on_build_step, on_tick=on_tick)
+        result = run_scenario(config, out, on_build_step=on_build_step, on_tick=on_tick, preflight=False)
     out_console.print(summary_table(result.summary, result.manifest))
     out_console.print(f"results: [bold]{result.run_dir}[/]")
 
@@ -221,6 +224,9 @@ def _main(argv: list[str] | None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _interrupted()
+    except RunInterrupted:
+        print("error: terminated; nothing was published (the partial run stays hidden)", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as shells report it
     except Exception as exc:
         # Typer's parser errors (bad option, missing value, bad choice) come from click, which
         # newer Typer releases vendor privately; both spell them as exceptions carrying

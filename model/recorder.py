@@ -32,6 +32,10 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
+class RunInterrupted(Exception):
+    """SIGTERM arrived during a run (a batch scheduler's cancel or time limit)."""
+
+
 class RunDirectoryError(ValueError):
     """The run directory cannot be created; the message is one line for the user."""
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import platform
 import resource
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,10 +26,27 @@ from kernels.backend import Backend, resolve_backend
 from model import __version__
 from model.commerce import CommerceModel
 from model.config import ScenarioConfig
-from model.recorder import RunWriter, check_run_dir_free
+from model.preflight import check as memory_check
+from model.recorder import RunInterrupted, RunWriter, check_run_dir_free
 from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, SEARCH
 
 LEVELS = (1, 2, 3)
+
+
+def _raise_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`RunInterrupted` while a run is going (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -185,20 +204,26 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
     return summary
 
 
-def prepare_run(config: ScenarioConfig, out_dir: str | Path | None) -> tuple[Path, Backend]:
-    """Check everything a run needs before anything is built or written.
+def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
+                preflight: bool = True) -> tuple[Path, Backend]:
+    """Check everything a run needs before anything is built or written: the run directory, the
+    backend, and (unless ``preflight`` is False) that the run fits in memory.
 
     Returns the run directory and the resolved backend; raises the user errors of
     :func:`run_scenario`.
     """
     final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
     check_run_dir_free(final_dir)
-    return final_dir, resolve_backend(config.run.backend)
+    backend = resolve_backend(config.run.backend)
+    if preflight:
+        memory_check(config, backend.name, backend.free_device_bytes())
+    return final_dir, backend
 
 
 def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
                  on_build_step: Callable[[str], None] | None = None,
-                 on_tick: Callable[[int, int], None] | None = None) -> RunResult:
+                 on_tick: Callable[[int, int], None] | None = None,
+                 preflight: bool = True) -> RunResult:
     """Run a scenario and publish its run directory.
 
     Args:
@@ -206,12 +231,16 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         out_dir: the run directory itself; a fresh name under ``output.dir`` when omitted.
         on_build_step: told about each population build step (for progress display).
         on_tick: called with (ticks done, ticks total) after every tick.
+        preflight: refuse a run whose memory estimate exceeds what is available.
 
     Raises:
         RunDirectoryError: the run directory exists and is not empty, or cannot be written.
         BackendUnavailable: ``cupy`` was requested without CuPy or a GPU.
+        PreflightError: the run will not fit in memory.
+        RunInterrupted: SIGTERM arrived (SIGINT raises KeyboardInterrupt); either way the partial
+            run stays hidden with status "interrupted".
     """
-    final_dir, backend = prepare_run(config, out_dir)
+    final_dir, backend = prepare_run(config, out_dir, preflight)
     started = dt.datetime.now(dt.timezone.utc)
     writer = RunWriter(final_dir, config.to_json(), config.output.row_group_ticks)
     manifest: dict[str, Any] = {
@@ -221,6 +250,7 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         "started_at": started.isoformat(),
     }
     totals: dict[str, float] = {}
+    previous_sigterm = _raise_on_sigterm()
     try:
         model = CommerceModel(config, backend, progress=on_build_step)
         pop = model.population
@@ -243,10 +273,12 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
             if on_tick is not None:
                 on_tick(model.tick + 1, config.run.n_ticks)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
         writer.abort({**manifest, "status": status, "error": f"{type(exc).__name__}: {exc}",
                       "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
         raise
+    finally:
+        _restore_sigterm(previous_sigterm)
     summary = summarize(totals, model)
     manifest.update({
         "summary": summary,

@@ -79,3 +79,31 @@ def test_console_script_exit_code_without_traceback():
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: run.backend") and "Traceback" not in proc.stderr
+
+
+def test_preflight_refuses_a_run_that_cannot_fit(capsys, tmp_path):
+    code, _out, err = run_cli(["run", "--set", "population.n_users=2000000000", "--out", str(tmp_path / "big")], capsys)
+    assert code == 2 and "GiB of host memory" in err and "--skip-preflight" in err
+    assert len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_marks_the_run_interrupted_and_publishes_nothing(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "long"
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "run", "--set", "population.n_users=20000",
+                             "--set", "run.n_ticks=100000", "--backend", "numpy", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".long.partial") for p in tmp_path.iterdir()):
+        time.sleep(0.2)
+    time.sleep(3)  # into the ticks
+    proc.send_signal(signal.SIGTERM)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("error: terminated")
+    assert not out.exists()
+    hidden = [p for p in tmp_path.iterdir() if p.name.startswith(".long.partial")]
+    assert len(hidden) == 1
+    assert json.loads((hidden[0] / "manifest.json").read_text())["status"] == "interrupted"
