@@ -22,6 +22,7 @@ from model.config import ConfigError, ScenarioConfig, load_config
 from model.graph_io import GraphInputError
 from model.preflight import PreflightError
 from model.recorder import RunDirectoryError, RunInterrupted
+from model.sweep import SweepInterrupted
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="weishang: an agent-based model of WeChat's micro-commerce ecosystem.")
@@ -29,7 +30,7 @@ config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspe
 app.add_typer(config_app, name="config")
 
 #: errors that are the user's to fix: one line, exit 2
-USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError, PreflightError)
+USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError, PreflightError, SweepInterrupted)
 
 err_console = Console(stderr=True)
 out_console = Console(width=max(Console().width, 140))  # tables stay readable in logs
@@ -186,6 +187,55 @@ def bench_risk_cmd(
                       f"{r['items_per_s']:.3g}/s; per-transaction reference {r['baseline_items_per_s']:.3g}/s "
                       f"({r['ratio']:.0f}x)")
     out_console.print(f"written: [bold]{path}[/]")
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep TOML file")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="sweep directory")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="runs at once (processes)")] = 1,
+    list_runs: Annotated[bool, typer.Option("--list", help="print the runs and exit")] = False,
+    task_index: Annotated[Optional[int], typer.Option("--task-index", help="run only run I (an array-job element)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue a sweep directory that has runs in it")] = False,
+) -> None:
+    """Run scenarios x parameter grid x replicate seeds; writes OUT/runs.parquet and one run directory per run."""
+    from model.sweep import load_sweep, run_sweep  # noqa: PLC0415
+
+    spec = load_sweep(sweep_file)
+    if list_runs:
+        table = Table(title=f"sweep {spec.name}: {len(spec.runs)} runs")
+        for col in ("run", "scenario", "point", "params", "replicate", "seed"):
+            table.add_column(col)
+        for r in spec.runs:
+            table.add_row(str(r.index), r.scenario, str(r.point), json.dumps(r.params), str(r.replicate), str(r.seed))
+        out_console.print(table)
+        return
+    if out is None:
+        raise ConfigError("weishang sweep needs --out DIR (the sweep directory)")
+    if (out / "runs.parquet").exists() and not resume and task_index is None:
+        raise ConfigError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        task = progress.add_task(f"sweep {spec.name}", total=1 if task_index is not None else len(spec.runs))
+        from model.sweep import is_complete  # noqa: PLC0415
+
+        already = 0 if task_index is not None else sum(is_complete(r, out) for r in spec.runs)
+        progress.update(task, completed=already)
+        results = run_sweep(spec, out, workers, task_index, on_done=lambda _rec: progress.advance(task))
+    failed = [r for r in results if r["status"] != "complete"]
+    out_console.print(f"{len(results) - len(failed)} runs completed, {len(failed)} failed, "
+                      f"{already if task_index is None else 0} already complete: [bold]{out / 'runs.parquet'}[/]")
+    for r in failed[:5]:
+        out_console.print(f"  run {r['run_id']} ({r['scenario']}, replicate {r['replicate']}): {r['error']}")
+
+
+@app.command()
+def report(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")]) -> None:
+    """Markdown report with plots (GMV by channel, cascade sizes, fraud, survival, scenario deltas)."""
+    from model.report import write_report  # noqa: PLC0415
+
+    path = write_report(directory)
+    out_console.print(f"report: [bold]{path}[/]")
 
 
 @config_app.command("show")

@@ -1,0 +1,237 @@
+"""Sweeps: scenarios x a parameter grid x replicate seeds, each run addressable by index.
+
+A sweep file (TOML)::
+
+    [sweep]
+    name = "ban"                      # optional
+    scenarios = ["baseline.toml", "no_inducement_ban.toml"]   # relative to the sweep file
+    replicates = 3
+    base_seed = 7
+
+    [set]                             # overrides applied to every run
+    "population.n_users" = 20000
+
+    [grid]                            # optional: every combination of these values
+    "cascade.p_view_friend" = [0.2, 0.25]
+
+Run ``i`` is (scenario, grid point, replicate) in that nesting order. Replicate k's seed is
+derived from ``base_seed`` and k alone, so replicate k of every scenario and grid point shares
+its random streams (common random numbers: paired differences are the rule's effect).
+
+Layout of ``OUT``::
+
+    OUT/runs.parquet                               one row per run: parameters, seed, status, error, timings
+    OUT/runs/scenario=S/point=P/replicate=K/       a run directory (ticks.parquet, ...)
+    OUT/status/run-000042.json                     each finished or failed run's record
+
+Hive-style directories let DuckDB, polars and pyarrow read the whole sweep as one table. A run
+is complete when its run directory exists (it is published by an atomic rename), so a sweep that
+was killed resumes by skipping complete runs, and no run is written twice. ``runs.parquet`` is
+rebuilt from the status records after every run, through a temporary file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kernels import rng
+from model.config import ConfigError, load_config
+
+
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before all runs finished; what finished is kept."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep."""
+
+    index: int
+    scenario: str
+    scenario_file: str
+    point: int
+    params: dict[str, Any]
+    replicate: int
+    seed: int
+
+    def overrides(self, common: dict[str, Any]) -> list[str]:
+        merged = {**common, **self.params}
+        return [f"{key}={json.dumps(value)}" for key, value in merged.items()]
+
+    def run_dir(self, out: Path) -> Path:
+        return out / "runs" / f"scenario={self.scenario}" / f"point={self.point}" / f"replicate={self.replicate}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    runs: tuple[RunSpec, ...]
+    common: dict[str, Any]
+
+
+def replicate_seed(base_seed: int, replicate: int) -> int:
+    """Seed of replicate k: a hash of (base seed, k), the same for every scenario and point."""
+    return rng.stream_key(base_seed, "sweep.replicate", replicate) >> 2  # fits run.seed's range
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file; every run's config is validated now, before anything runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file {str(path)!r} does not exist or is not a file")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"sweep file {str(path)!r} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    unknown = set(doc) - {"sweep", "set", "grid"}
+    if unknown:
+        raise ConfigError(f"sweep file: unknown section [{sorted(unknown)[0]}] (allowed: sweep, set, grid)")
+    head = doc.get("sweep", {})
+    allowed = {"name", "scenarios", "replicates", "base_seed"}
+    if set(head) - allowed:
+        raise ConfigError(f"sweep.{sorted(set(head) - allowed)[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+    scenarios = head.get("scenarios", [])
+    if not isinstance(scenarios, list) or not scenarios or not all(isinstance(s, str) for s in scenarios):
+        raise ConfigError("sweep.scenarios: a non-empty list of scenario files is required")
+    replicates = head.get("replicates", 1)
+    if not isinstance(replicates, int) or isinstance(replicates, bool) or not 1 <= replicates <= 10_000:
+        raise ConfigError(f"sweep.replicates = {replicates!r}: must be an integer from 1 to 10000")
+    base_seed = head.get("base_seed", 1)
+    if not isinstance(base_seed, int) or isinstance(base_seed, bool) or base_seed < 0:
+        raise ConfigError(f"sweep.base_seed = {base_seed!r}: must be a non-negative integer")
+    common = doc.get("set", {})
+    grid = doc.get("grid", {})
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: must be a non-empty list of values")
+    points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
+    runs = []
+    names = []
+    for scenario in scenarios:
+        file = (path.parent / scenario).resolve()
+        name = load_config(file).run.name  # validates the file
+        if name in names:
+            raise ConfigError(f"sweep.scenarios: two scenarios are named {name!r}; give each its own run.name")
+        names.append(name)
+        for p, params in enumerate(points):
+            overrides = [f"{k}={json.dumps(v)}" for k, v in {**common, **params}.items()]
+            load_config(file, overrides)  # every run's config is valid, or the sweep does not start
+            for k in range(replicates):
+                runs.append(RunSpec(len(runs), name, str(file), p, params, k, replicate_seed(base_seed, k)))
+    return Sweep(name=head.get("name", path.stem), runs=tuple(runs), common=common)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, default=str))
+    os.replace(tmp, path)
+
+
+def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
+    """Run one sweep run (in any process); returns its status record, never raises for a run error."""
+    from model.run import run_scenario  # noqa: PLC0415  (imported in the worker)
+
+    out_path = Path(out)
+    record: dict[str, Any] = {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point,
+                              "replicate": spec.replicate, "seed": spec.seed,
+                              "params": json.dumps(spec.params, sort_keys=True), "run_dir": str(spec.run_dir(out_path))}
+    started = time.perf_counter()
+    run_dir = spec.run_dir(out_path)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.parent.glob(f".{run_dir.name}.partial-*"):  # left by a killed attempt
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        config = load_config(spec.scenario_file, spec.overrides(common), seed=spec.seed)
+        result = run_scenario(config, spec.run_dir(out_path))
+        record.update(status="complete", error="", gmv=result.summary["gmv_cny"])
+    except Exception as exc:  # a failed run is recorded and the sweep carries on
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], gmv=None)
+    record["seconds"] = time.perf_counter() - started
+    status_dir = out_path / "status"
+    status_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(status_dir / f"run-{spec.index:06d}.json", record)
+    return record
+
+
+def is_complete(spec: RunSpec, out: Path) -> bool:
+    manifest = spec.run_dir(out) / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
+
+
+def write_runs_table(sweep: Sweep, out: Path) -> Path:
+    """Rebuild ``runs.parquet`` from the status records (pending runs included), atomically."""
+    records = {}
+    status_dir = out / "status"
+    if status_dir.is_dir():
+        for f in status_dir.glob("run-*.json"):
+            rec = json.loads(f.read_text())
+            records[rec["run_id"]] = rec
+    rows = []
+    for spec in sweep.runs:
+        rec = records.get(spec.index)
+        if rec is None or (rec["status"] == "failed" and is_complete(spec, out)):
+            rec = {"status": "complete" if is_complete(spec, out) else "pending", "error": "", "seconds": None,
+                   "gmv": None}
+        rows.append({"run_id": spec.index, "scenario": spec.scenario, "point": spec.point,
+                     "replicate": spec.replicate, "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True),
+                     **{f"param.{k}": v for k, v in spec.params.items()},
+                     "status": rec["status"], "error": rec.get("error", ""), "seconds": rec.get("seconds"),
+                     "gmv": rec.get("gmv"), "run_dir": str(spec.run_dir(out))})
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows)
+    target = out / "runs.parquet"
+    tmp = out / f".runs.parquet.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None = None,
+              on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run the sweep's pending runs (or only run ``task_index``) on ``workers`` processes."""
+    out.mkdir(parents=True, exist_ok=True)
+    if task_index is not None:
+        if not 0 <= task_index < len(sweep.runs):
+            raise ConfigError(f"--task-index {task_index}: the sweep has runs 0 to {len(sweep.runs) - 1}")
+        todo = [sweep.runs[task_index]]
+    else:
+        todo = list(sweep.runs)
+    todo = [spec for spec in todo if not is_complete(spec, out)]
+    done: list[dict[str, Any]] = []
+    if workers <= 1 or len(todo) <= 1:
+        for spec in todo:
+            done.append(execute(spec, sweep.common, str(out)))
+            write_runs_table(sweep, out)
+            if on_done:
+                on_done(done[-1])
+    else:
+        import multiprocessing as mp  # noqa: PLC0415
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(execute, spec, sweep.common, str(out)) for spec in todo]
+            for future in as_completed(futures):
+                try:
+                    done.append(future.result())
+                except BrokenProcessPool:
+                    # a worker died (killed, out of memory): the runs it held stay pending, and
+                    # rerunning the sweep with --resume picks them up; nothing half-written is visible
+                    write_runs_table(sweep, out)
+                    raise SweepInterrupted("a worker process died; run the sweep again with --resume") from None
+                write_runs_table(sweep, out)
+                if on_done:
+                    on_done(done[-1])
+    write_runs_table(sweep, out)
+    return done

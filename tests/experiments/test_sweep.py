@@ -1,0 +1,141 @@
+"""Sweeps: parallel runs, hive layout, common seeds, failures kept, kill and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from model.config import ConfigError
+from model.sweep import load_sweep, run_sweep
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def sweep_file(tmp_path, extra="", scenarios=("baseline.toml", "no_inducement_ban.toml"), n_ticks=3):
+    names = ", ".join(f'"{EXPERIMENTS / s}"' for s in scenarios)
+    path = tmp_path / "sweep.toml"
+    path.write_text(f"""
+[sweep]
+scenarios = [{names}]
+replicates = 3
+base_seed = 7
+[set]
+"population.n_users" = 4000
+"population.n_cities" = 4
+"run.n_ticks" = {n_ticks}
+"run.backend" = "numpy"
+{extra}
+""")
+    return path
+
+
+def test_two_scenarios_three_seeds_on_two_workers(tmp_path):
+    sweep = load_sweep(sweep_file(tmp_path))
+    out = tmp_path / "out"
+    results = run_sweep(sweep, out, workers=2)
+    assert sorted(r["run_id"] for r in results) == list(range(6))
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert runs.height == 6 and (runs["status"] == "complete").all()
+    # replicate k has the same seed in every scenario (common random numbers)
+    seeds = runs.group_by("replicate").agg(pl.col("seed").n_unique())
+    assert (seeds["seed"] == 1).all()
+    ticks = duckdb.sql(f"select scenario, replicate, count(*) as n from "
+                       f"read_parquet('{out}/runs/*/*/*/ticks.parquet', hive_partitioning=true) "
+                       f"group by scenario, replicate").df()
+    assert len(ticks) == 6 and (ticks["n"] == 3).all()
+
+
+def test_failed_run_is_recorded_and_the_others_finish(tmp_path):
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    path = sweep_file(tmp_path, extra=f'[grid]\n"population.edge_list" = ["", "{broken}"]\n', scenarios=("baseline.toml",))
+    out = tmp_path / "out"
+    run_sweep(load_sweep(path), out)
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert runs.height == 6
+    assert (runs.filter(pl.col("point") == 0)["status"] == "complete").all()
+    failed = runs.filter(pl.col("point") == 1)
+    assert (failed["status"] == "failed").all() and failed["error"].str.contains("cannot be read").all()
+
+
+def test_task_index_runs_one_run(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(load_sweep(sweep_file(tmp_path)), out, task_index=4)
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert runs.filter(pl.col("status") == "complete")["run_id"].to_list() == [4]
+    assert (runs.filter(pl.col("run_id") != 4)["status"] == "pending").all()
+    with pytest.raises(ConfigError, match="runs 0 to 5"):
+        run_sweep(load_sweep(sweep_file(tmp_path)), out, task_index=6)
+
+
+def test_bad_sweep_files(tmp_path):
+    for text, message in [("[sweep]\nreplicates = 2\n", "scenarios"),
+                          ('[sweep]\nscenarios = ["x.toml"]\n[gird]\n', "unknown section"),
+                          (f'[sweep]\nscenarios = ["{EXPERIMENTS / "baseline.toml"}"]\n[set]\n"run.n_ticks" = -1\n', "run.n_ticks")]:
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(path)
+
+
+def test_killed_sweep_resumes_without_duplicates(tmp_path):
+    path = sweep_file(tmp_path, n_ticks=30)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "model.cli", "sweep", str(path), "--out", str(out), "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    status = out / "status"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not status.exists() or len(list(status.glob("run-*.json"))) < 2):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = {p.name: p.read_text() for p in status.glob("run-*.json")}
+    assert 2 <= len(finished_before) < 6
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert runs.height == 6 and (runs["status"] == "complete").all()
+    # runs finished before the kill were not run again
+    for name, record in finished_before.items():
+        assert (status / name).read_text() == record
+    # no half-written or duplicate run directories
+    dirs = [p for p in (out / "runs").rglob("replicate=*")]
+    assert len(dirs) == 6 and not list((out / "runs").rglob(".*partial*"))
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+@pytest.mark.parametrize("path", sorted((EXPERIMENTS / "sweeps").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_sweep_files_load(path):
+    assert len(load_sweep(path).runs) >= 2
+
+
+def test_report_for_a_sweep_and_for_a_run(tmp_path):
+    from model.report import write_report
+
+    sweep = load_sweep(sweep_file(tmp_path))
+    out = tmp_path / "out"
+    run_sweep(sweep, out)
+    report = write_report(out)
+    text = report.read_text()
+    for png in ("gmv_by_channel.png", "cascade_sizes.png", "fraud.png", "survival.png", "deltas.png"):
+        assert (report.parent / png).stat().st_size > 1000 and png in text
+    deltas = pl.read_parquet(report.parent / "deltas.parquet")
+    # the paired GMV delta is the mean over replicates of (scenario - baseline)
+    ticks = pl.scan_parquet(f"{out}/runs/*/*/*/ticks.parquet", hive_partitioning=True).collect()
+    per_run = ticks.group_by(["scenario", "replicate"]).agg(pl.col("gmv").sum()).sort("replicate")
+    diff = (per_run.filter(pl.col("scenario") == "no_inducement_ban")["gmv"].to_numpy()
+            - per_run.filter(pl.col("scenario") == "baseline")["gmv"].to_numpy())
+    gmv = deltas.filter(pl.col("outcome") == "gmv")
+    assert gmv["delta"][0] == pytest.approx(diff.mean())
+    assert gmv["ci_low"][0] <= gmv["delta"][0] <= gmv["ci_high"][0]
+    one_run = out / "runs" / "scenario=baseline" / "point=0" / "replicate=0"
+    assert "Scenario minus" not in write_report(one_run).read_text()
+    with pytest.raises(ConfigError, match="neither a run directory"):
+        write_report(tmp_path)
