@@ -197,6 +197,7 @@ def sweep(
     list_runs: Annotated[bool, typer.Option("--list", help="print the runs and exit")] = False,
     task_index: Annotated[Optional[int], typer.Option("--task-index", help="run only run I (an array-job element)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue a sweep directory that has runs in it")] = False,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786)")] = None,
 ) -> None:
     """Run scenarios x parameter grid x replicate seeds; writes OUT/runs.parquet and one run directory per run."""
     from model.sweep import load_sweep, run_sweep  # noqa: PLC0415
@@ -221,7 +222,8 @@ def sweep(
 
         already = 0 if task_index is not None else sum(is_complete(r, out) for r in spec.runs)
         progress.update(task, completed=already)
-        results = run_sweep(spec, out, workers, task_index, on_done=lambda _rec: progress.advance(task))
+        results = run_sweep(spec, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
+                            scheduler=scheduler)
     failed = [r for r in results if r["status"] != "complete"]
     out_console.print(f"{len(results) - len(failed)} runs completed, {len(failed)} failed, "
                       f"{already if task_index is None else 0} already complete: [bold]{out / 'runs.parquet'}[/]")

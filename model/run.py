@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from model.config import ScenarioConfig
 from model.preflight import check as memory_check
 from model.recorder import RunInterrupted, RunWriter, check_run_dir_free
 from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, SEARCH
+
+if TYPE_CHECKING:
+    import pyarrow
 
 LEVELS = (1, 2, 3)
 
@@ -56,6 +59,16 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
     manifest: dict[str, Any]
+
+    def table(self, name: str) -> "pyarrow.Table":
+        """One of the run's tables (``ticks``, ``merchants``, ``cascades``, or ``transactions``
+        when logged) as an Arrow table."""
+        import pyarrow.dataset as ds  # noqa: PLC0415
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        if name == "transactions":
+            return ds.dataset(self.run_dir / "transactions", format="parquet").to_table()
+        return pq.read_table(self.run_dir / f"{name}.parquet")
 
 
 def default_run_dir(config: ScenarioConfig) -> Path:

@@ -199,9 +199,31 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
     return target
 
 
+def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
+                 on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    """Run ``todo`` on a Dask distributed cluster whose workers see ``out`` (a shared file system)."""
+    try:
+        from dask.distributed import Client, as_completed as dask_completed  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError("--scheduler needs Dask: pip install 'weishang[dist]'") from None
+    done = []
+    with Client(scheduler) as client:
+        # pure=False: each run executes once; keys name the run so the dashboard reads well
+        futures = [client.submit(execute, spec, sweep.common, str(out), key=f"weishang-run-{spec.index}", pure=False)
+                   for spec in todo]
+        for future in dask_completed(futures):
+            done.append(future.result())
+            write_runs_table(sweep, out)
+            if on_done:
+                on_done(done[-1])
+    return done
+
+
 def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None = None,
-              on_done: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run the sweep's pending runs (or only run ``task_index``) on ``workers`` processes."""
+              on_done: Callable[[dict[str, Any]], None] | None = None,
+              scheduler: str | None = None) -> list[dict[str, Any]]:
+    """Run the sweep's pending runs (or only run ``task_index``) on ``workers`` local processes,
+    or on the Dask cluster at ``scheduler`` (an address such as ``tcp://host:8786``)."""
     out.mkdir(parents=True, exist_ok=True)
     if task_index is not None:
         if not 0 <= task_index < len(sweep.runs):
@@ -211,7 +233,9 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
         todo = list(sweep.runs)
     todo = [spec for spec in todo if not is_complete(spec, out)]
     done: list[dict[str, Any]] = []
-    if workers <= 1 or len(todo) <= 1:
+    if scheduler is not None:
+        done = _run_on_dask(todo, sweep, out, scheduler, on_done)
+    elif workers <= 1 or len(todo) <= 1:
         for spec in todo:
             done.append(execute(spec, sweep.common, str(out)))
             write_runs_table(sweep, out)

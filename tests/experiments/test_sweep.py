@@ -139,3 +139,21 @@ def test_report_for_a_sweep_and_for_a_run(tmp_path):
     assert "Scenario minus" not in write_report(one_run).read_text()
     with pytest.raises(ConfigError, match="neither a run directory"):
         write_report(tmp_path)
+
+
+def test_dask_local_cluster_gives_identical_results(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+
+    sweep = load_sweep(sweep_file(tmp_path))
+    local, on_dask = tmp_path / "local", tmp_path / "dask"
+    run_sweep(sweep, local, workers=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        run_sweep(sweep, on_dask, scheduler=cluster.scheduler_address)
+    assert (pl.read_parquet(on_dask / "runs.parquet")["status"] == "complete").all()
+    for spec in sweep.runs:
+        for table in ("ticks", "merchants", "cascades"):
+            a = pl.read_parquet(spec.run_dir(local) / f"{table}.parquet")
+            b = pl.read_parquet(spec.run_dir(on_dask) / f"{table}.parquet")
+            if "seconds" in a.columns:
+                a, b = a.drop("seconds"), b.drop("seconds")
+            assert a.equals(b), (spec.index, table)

@@ -99,3 +99,10 @@ def test_cupy_run_identical_to_numpy(small_config, tmp_path, gpu_backend):
     a = run_scenario(small_config, tmp_path / "cpu").run_dir
     b = run_scenario(on_gpu, tmp_path / "gpu").run_dir
     assert table_digest(a) == table_digest(b)
+
+
+def test_python_api_returns_arrow_tables(small_config, tmp_path):
+    result = run_scenario(small_config, tmp_path / "api")
+    ticks = result.table("ticks")
+    assert ticks.num_rows == small_config.run.n_ticks and "gmv" in ticks.column_names
+    assert result.table("cascades").num_rows == result.summary["posts"]
