@@ -14,6 +14,11 @@ A sweep file (TOML)::
     [grid]                            # optional: every combination of these values
     "cascade.p_view_friend" = [0.2, 0.25]
 
+    [samples]                         # optional, instead of [grid]: Latin hypercube samples
+    n = 8
+    seed = 1
+    "cascade.trust_stranger" = [0.05, 0.3]    # [low, high] of each sampled parameter
+
 Run ``i`` is (scenario, grid point, replicate) in that nesting order. Replicate k's seed is
 derived from ``base_seed`` and k alone, so replicate k of every scenario and grid point shares
 its random streams (common random numbers: paired differences are the rule's effect).
@@ -96,9 +101,11 @@ def load_sweep(path: str | Path) -> Sweep:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"sweep file {str(path)!r} is not valid TOML: {str(exc).splitlines()[0]}") from None
-    unknown = set(doc) - {"sweep", "set", "grid"}
+    unknown = set(doc) - {"sweep", "set", "grid", "samples"}
     if unknown:
-        raise ConfigError(f"sweep file: unknown section [{sorted(unknown)[0]}] (allowed: sweep, set, grid)")
+        raise ConfigError(f"sweep file: unknown section [{sorted(unknown)[0]}] (allowed: sweep, set, grid, samples)")
+    if "grid" in doc and "samples" in doc:
+        raise ConfigError("sweep file: use [grid] or [samples], not both")
     head = doc.get("sweep", {})
     allowed = {"name", "scenarios", "replicates", "base_seed"}
     if set(head) - allowed:
@@ -118,6 +125,8 @@ def load_sweep(path: str | Path) -> Sweep:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}: must be a non-empty list of values")
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
+    if "samples" in doc:
+        points = latin_hypercube(doc["samples"])
     runs = []
     names = []
     for scenario in scenarios:
@@ -132,6 +141,31 @@ def load_sweep(path: str | Path) -> Sweep:
             for k in range(replicates):
                 runs.append(RunSpec(len(runs), name, str(file), p, params, k, replicate_seed(base_seed, k)))
     return Sweep(name=head.get("name", path.stem), runs=tuple(runs), common=common)
+
+
+def latin_hypercube(section: dict[str, Any]) -> list[dict[str, float]]:
+    """Points of a ``[samples]`` section: ``n`` Latin hypercube samples (scipy's qmc, seeded)
+    over the ``[low, high]`` range of each parameter."""
+    from scipy.stats import qmc  # noqa: PLC0415
+
+    spec = dict(section)
+    n = spec.pop("n", None)
+    seed = spec.pop("seed", 0)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100_000:
+        raise ConfigError(f"samples.n = {n!r}: must be an integer from 1 to 100000")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"samples.seed = {seed!r}: must be a non-negative integer")
+    if not spec:
+        raise ConfigError("samples: name at least one parameter with its [low, high] range")
+    for key, bounds in spec.items():
+        if (not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, (int, float)) for b in bounds)
+                or bounds[0] >= bounds[1]):
+            raise ConfigError(f"samples.{key} = {bounds!r}: must be [low, high] with low < high")
+    unit = qmc.LatinHypercube(d=len(spec), seed=seed).random(n)
+    lows = [b[0] for b in spec.values()]
+    highs = [b[1] for b in spec.values()]
+    scaled = qmc.scale(unit, lows, highs)
+    return [{key: float(value) for key, value in zip(spec, row)} for row in scaled]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

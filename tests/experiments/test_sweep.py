@@ -157,3 +157,15 @@ def test_dask_local_cluster_gives_identical_results(tmp_path):
             if "seconds" in a.columns:
                 a, b = a.drop("seconds"), b.drop("seconds")
             assert a.equals(b), (spec.index, table)
+
+
+def test_latin_hypercube_samples(tmp_path):
+    path = sweep_file(tmp_path, extra='[samples]\nn = 5\nseed = 3\n"cascade.trust_stranger" = [0.05, 0.3]\n'
+                                      '"cascade.p_view_friend" = [0.1, 0.3]\n', scenarios=("baseline.toml",))
+    sweep = load_sweep(path)
+    points = {r.point: r.params for r in sweep.runs}
+    assert len(points) == 5 and len(sweep.runs) == 15
+    trust = sorted(p["cascade.trust_stranger"] for p in points.values())
+    # a Latin hypercube puts exactly one sample in each fifth of every range
+    assert [int((t - 0.05) / 0.25 * 5) for t in trust] == [0, 1, 2, 3, 4]
+    assert load_sweep(path).runs == sweep.runs  # seeded: the same samples every time
