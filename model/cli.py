@@ -22,7 +22,6 @@ from model.config import ConfigError, ScenarioConfig, load_config
 from model.graph_io import GraphInputError
 from model.preflight import PreflightError
 from model.recorder import RunDirectoryError, RunInterrupted
-from model.sweep import SweepInterrupted
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="weishang: an agent-based model of WeChat's micro-commerce ecosystem.")
@@ -30,7 +29,7 @@ config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspe
 app.add_typer(config_app, name="config")
 
 #: errors that are the user's to fix: one line, exit 2
-USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError, PreflightError, SweepInterrupted)
+USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError, PreflightError)
 
 err_console = Console(stderr=True)
 out_console = Console(width=max(Console().width, 140))  # tables stay readable in logs

@@ -47,18 +47,17 @@ def read_edge_list(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise GraphInputError(f"edge list {str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv", ".txt"):
+        raise GraphInputError(f"edge list {str(path)!r}: unknown format {suffix!r} (allowed: .parquet, .csv)")
     try:
-        if suffix == ".parquet":
-            table = pq.read_table(path)
-        elif suffix in (".csv", ".txt"):
-            table = pacsv.read_csv(path)
-        else:
-            raise GraphInputError(f"edge list {str(path)!r}: unknown format {suffix!r} (allowed: .parquet, .csv)")
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise GraphInputError(f"edge list {str(path)!r} cannot be read: {str(exc).splitlines()[0]}") from None
-    if table.num_rows == 0:
-        raise GraphInputError(f"edge list {str(path)!r} has no edges")
-    src, dst = _endpoint_columns(table, path)
+        table = pq.read_table(path) if suffix == ".parquet" else pacsv.read_csv(path)
+        if table.num_rows == 0:
+            raise GraphInputError(f"edge list {str(path)!r} has no edges")
+        src, dst = _endpoint_columns(table, path)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        # a damaged file can fail anywhere in parsing, down to decoding its column names
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise GraphInputError(f"edge list {str(path)!r} cannot be read: {first}") from None
     if np.any(src < 0) or np.any(dst < 0):
         raise GraphInputError(f"edge list {str(path)!r}: user ids must be non-negative")
     return src, dst

@@ -139,6 +139,21 @@ def check_run_dir_free(path: Path) -> None:
         raise RunDirectoryError(f"cannot write under {str(parent)!r}: permission denied")
 
 
+def read_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """A run's manifest, checked: unreadable JSON or another format version is a clear
+    :class:`RunDirectoryError`, never a traceback deep in a reader."""
+    path = Path(run_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirectoryError(f"{str(path)!r} cannot be read ({type(exc).__name__}); the run is damaged") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise RunDirectoryError(f"{str(run_dir)!r} was written in results format {version!r}; this weishang reads "
+                                f"format {FORMAT_VERSION}: rerun it with this version")
+    return manifest
+
+
 def read_config_metadata(parquet_path: str | Path) -> dict[str, Any]:
     """The resolved config stored in a table's Parquet metadata."""
     metadata = pq.read_schema(parquet_path).metadata or {}

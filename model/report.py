@@ -9,7 +9,6 @@ paired difference removes the noise common to both (a t interval on the per-repl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -21,6 +20,7 @@ import polars as pl  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from model.config import ConfigError  # noqa: E402
+from model.recorder import read_manifest  # noqa: E402
 from model.traffic import CHANNELS  # noqa: E402
 
 #: per-run outcomes compared across scenarios: (column, how a run's ticks reduce to one number)
@@ -40,6 +40,8 @@ def _load(directory: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bo
         runs = pl.read_parquet(directory / "runs.parquet")
         if not (runs["status"] == "complete").any():
             raise ConfigError(f"{str(directory)!r}: the sweep has no complete run yet")
+        for run_dir in runs.filter(pl.col("status") == "complete")["run_dir"]:
+            read_manifest(run_dir)
         pattern = str(directory / "runs" / "*" / "*" / "*")
 
         def scan(table: str) -> pl.DataFrame:
@@ -47,7 +49,7 @@ def _load(directory: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bo
 
         return scan("ticks"), scan("merchants"), scan("cascades"), True
     if (directory / "manifest.json").is_file():
-        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest = read_manifest(directory)
         if manifest.get("status") != "complete":
             raise ConfigError(f"{str(directory)!r}: the run is not complete (status {manifest.get('status')!r})")
 

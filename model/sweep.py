@@ -54,10 +54,7 @@ import pyarrow.parquet as pq
 
 from kernels import rng
 from model.config import ConfigError, load_config
-
-
-class SweepInterrupted(RuntimeError):
-    """The sweep stopped before all runs finished; what finished is kept."""
+from model.recorder import read_manifest
 
 
 @dataclass(frozen=True)
@@ -185,6 +182,9 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     started = time.perf_counter()
     run_dir = spec.run_dir(out_path)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    status_dir = out_path / "status"
+    status_dir.mkdir(parents=True, exist_ok=True)
+    (status_dir / f"run-{spec.index:06d}.started").touch()  # lets the pool tell in-flight runs apart
     for stale in run_dir.parent.glob(f".{run_dir.name}.partial-*"):  # left by a killed attempt
         shutil.rmtree(stale, ignore_errors=True)
     try:
@@ -194,15 +194,15 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     except Exception as exc:  # a failed run is recorded and the sweep carries on
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], gmv=None)
     record["seconds"] = time.perf_counter() - started
-    status_dir = out_path / "status"
-    status_dir.mkdir(parents=True, exist_ok=True)
     _write_json(status_dir / f"run-{spec.index:06d}.json", record)
     return record
 
 
 def is_complete(spec: RunSpec, out: Path) -> bool:
-    manifest = spec.run_dir(out) / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete"
+    """A run is complete when its run directory was published (a damaged or older-format one
+    raises :class:`~model.recorder.RunDirectoryError` rather than being silently redone)."""
+    run_dir = spec.run_dir(out)
+    return (run_dir / "manifest.json").is_file() and read_manifest(run_dir).get("status") == "complete"
 
 
 def write_runs_table(sweep: Sweep, out: Path) -> Path:
@@ -253,6 +253,67 @@ def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
     return done
 
 
+#: times a run may be in flight in a worker that died before it is recorded as failed
+MAX_ATTEMPTS = 2
+
+
+def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
+                 on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+    """Run ``todo`` on a local process pool, surviving dead workers.
+
+    When a worker dies (killed, out of memory), the pool breaks and every unfinished run comes
+    back. Runs that had started (their ``.started`` marker exists) count an attempt; the pool is
+    rebuilt and the unfinished runs go again. A run caught in ``MAX_ATTEMPTS`` dead workers is
+    recorded as failed, so no run is lost silently and a run that kills its worker cannot stall
+    the sweep.
+    """
+    import multiprocessing as mp  # noqa: PLC0415
+
+    done: list[dict[str, Any]] = []
+    attempts: dict[int, int] = {}
+    pending = list(todo)
+    while pending:
+        for spec in pending:  # markers from earlier rounds (or an earlier process) do not count
+            (out / "status" / f"run-{spec.index:06d}.started").unlink(missing_ok=True)
+        finished: set[int] = set()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(execute, spec, sweep.common, str(out)): spec for spec in pending}
+            try:
+                for future in as_completed(futures):
+                    record = future.result()
+                    finished.add(record["run_id"])
+                    done.append(record)
+                    write_runs_table(sweep, out)
+                    if on_done:
+                        on_done(record)
+            except BrokenProcessPool:
+                pass
+        retry = []
+        for spec in pending:
+            if spec.index in finished or is_complete(spec, out):
+                continue
+            if (out / "status" / f"run-{spec.index:06d}.started").exists():
+                attempts[spec.index] = attempts.get(spec.index, 0) + 1
+            if attempts.get(spec.index, 0) >= MAX_ATTEMPTS:
+                record = _failed_record(spec, out, f"worker process died {MAX_ATTEMPTS} times while running it")
+                done.append(record)
+                if on_done:
+                    on_done(record)
+            else:
+                retry.append(spec)
+        pending = retry
+        write_runs_table(sweep, out)
+    return done
+
+
+def _failed_record(spec: RunSpec, out: Path, error: str) -> dict[str, Any]:
+    record = {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point, "replicate": spec.replicate,
+              "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True), "run_dir": str(spec.run_dir(out)),
+              "status": "failed", "error": error, "gmv": None, "seconds": None}
+    _write_json(out / "status" / f"run-{spec.index:06d}.json", record)
+    return record
+
+
 def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None = None,
               on_done: Callable[[dict[str, Any]], None] | None = None,
               scheduler: str | None = None) -> list[dict[str, Any]]:
@@ -276,20 +337,6 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
             if on_done:
                 on_done(done[-1])
     else:
-        import multiprocessing as mp  # noqa: PLC0415
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(execute, spec, sweep.common, str(out)) for spec in todo]
-            for future in as_completed(futures):
-                try:
-                    done.append(future.result())
-                except BrokenProcessPool:
-                    # a worker died (killed, out of memory): the runs it held stay pending, and
-                    # rerunning the sweep with --resume picks them up; nothing half-written is visible
-                    write_runs_table(sweep, out)
-                    raise SweepInterrupted("a worker process died; run the sweep again with --resume") from None
-                write_runs_table(sweep, out)
-                if on_done:
-                    on_done(done[-1])
+        done = _run_on_pool(todo, sweep, out, workers, on_done)
     write_runs_table(sweep, out)
     return done

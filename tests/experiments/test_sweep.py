@@ -169,3 +169,45 @@ def test_latin_hypercube_samples(tmp_path):
     # a Latin hypercube puts exactly one sample in each fifth of every range
     assert [int((t - 0.05) / 0.25 * 5) for t in trust] == [0, 1, 2, 3, 4]
     assert load_sweep(path).runs == sweep.runs  # seeded: the same samples every time
+
+
+def test_hundred_runs_survive_a_killed_worker(tmp_path):
+    path = tmp_path / "load.toml"
+    path.write_text(f"""
+[sweep]
+scenarios = ["{EXPERIMENTS / 'baseline.toml'}"]
+replicates = 100
+[set]
+"population.n_users" = 600
+"population.n_cities" = 2
+"run.n_ticks" = 2
+"run.backend" = "numpy"
+""")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "sweep", str(path), "--out", str(out), "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def workers():
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == proc.pid and b"spawn_main" in cmdline:
+                pids.append(int(stat.parent.name))
+        return pids
+
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "status").glob("*.json"))) < 5:
+        time.sleep(0.1)
+    victims = workers()
+    assert victims, "no worker process found"
+    os.kill(victims[0], signal.SIGKILL)
+    _stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert runs.height == 100
+    assert set(runs["status"]) <= {"complete", "failed"}  # every run accounted for: none pending or lost
+    assert (runs["status"] == "complete").sum() >= 98

@@ -106,3 +106,36 @@ def test_python_api_returns_arrow_tables(small_config, tmp_path):
     ticks = result.table("ticks")
     assert ticks.num_rows == small_config.run.n_ticks and "gmv" in ticks.column_names
     assert result.table("cascades").num_rows == result.summary["posts"]
+
+
+def test_damaged_or_old_results_give_a_clear_error(small_config, tmp_path):
+    from model.recorder import RunDirectoryError, read_manifest
+    from model.report import write_report
+
+    run = run_scenario(small_config, tmp_path / "r").run_dir
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "format_version": 0}))
+    with pytest.raises(RunDirectoryError, match="results format 0"):
+        write_report(run)
+    (run / "manifest.json").write_text('{"format_version": 1, "stat')  # truncated
+    with pytest.raises(RunDirectoryError, match="cannot be read"):
+        read_manifest(run)
+
+
+def test_sigkill_leaves_no_visible_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "run", "--set", "population.n_users=20000",
+                             "--set", "run.n_ticks=100000", "--backend", "numpy", "--out", str(tmp_path / "k")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".k.partial") for p in tmp_path.iterdir()):
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "k").exists()  # a reader listing the folder sees no run
+    assert all(p.name.startswith(".") for p in tmp_path.iterdir())
