@@ -65,11 +65,17 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", help="the run directory itself (must not exist)")] = None,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight",
                                                  help="run even if the memory estimate exceeds what is available")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", min=0,
+                                                            help="checkpoint every K ticks (output.checkpoint_every)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue this --out run from its latest checkpoint")] = False,
 ) -> None:
     """Run a scenario and write its run directory of Parquet tables."""
     from model.run import prepare_run, run_scenario  # noqa: PLC0415  (keeps `weishang --help` fast)
 
-    config = load_config(scenario, set_ or (), seed=seed, backend=backend)
+    overrides = [*(set_ or ()), *([f"output.checkpoint_every={checkpoint_every}"] if checkpoint_every is not None else [])]
+    config = load_config(scenario, overrides, seed=seed, backend=backend)
+    if resume and out is None:
+        raise ConfigError("--resume needs --out DIR: the run directory to continue")
     out, _backend = prepare_run(config, out, not skip_preflight)  # fail before printing anything
     pop = config.population
     err_console.print(f"[bold]{config.run.name}[/]: {pop.n_users:,} users, {config.n_merchants:,} merchants, "
@@ -88,7 +94,8 @@ def run(
                 progress.update(ticks, visible=True)
             progress.update(ticks, completed=done)
 
-        result = run_scenario(config, out, on_build_step=on_build_step, on_tick=on_tick, preflight=False)
+        result = run_scenario(config, out, on_build_step=on_build_step, on_tick=on_tick, preflight=False,
+                              resume=resume)
     out_console.print(summary_table(result.summary, result.manifest))
     out_console.print(f"results: [bold]{result.run_dir}[/]")
 

@@ -156,6 +156,56 @@ class CommerceModel(mesa.Model):
         """The current tick, 0-based (Mesa's ``steps`` counts ticks started)."""
         return max(self.steps - 1, 0)
 
+    # ------------------------------------------------------------------ checkpoints
+
+    #: merchant attributes that change during a run (the rest follow from the config)
+    MERCHANT_STATE = ("active", "exit_reason", "n_posts", "cum_profit", "violations", "ti_rectify_until")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that changes during a run, as host data (for a checkpoint)."""
+        host = self.backend.to_host
+        risk = self.risk
+        return {
+            "steps": self.steps,
+            "random": self.random.getstate(),
+            "rng": self.rng.bit_generator.state,
+            "population": {name: host(array) for name, array in self.population.state.items()},
+            "merchants": [{**{k: getattr(m, k) for k in self.MERCHANT_STATE}, "profit_window": list(m.profit_window)}
+                          for m in self.merchant_list],
+            "settlement": self.settlement.pending.copy(),
+            "recent_links": self._recent_links.copy(),
+            "risk_state": {k: host(v) for k, v in vars(risk.state).items()},
+            "risk_history": [host(s) for s in risk.legit_history],
+            "fraud": {"intensity": risk.fraud.intensity.copy(), "stealth": risk.fraud.stealth.copy()},
+            "fx": {"log_rate": self.fx.log_rate.copy(), "locked": list(self.fx.locked)},
+            "phase_seconds": dict(self.phase_seconds),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved, into a model built from the same config."""
+        dev = self.backend.to_device
+        self.steps = state["steps"]
+        self.random.setstate(state["random"])
+        self.rng.bit_generator.state = state["rng"]
+        for name, array in state["population"].items():
+            self.population.state[name][...] = dev(array)
+        for m, saved in zip(self.merchant_list, state["merchants"]):
+            for k in self.MERCHANT_STATE:
+                setattr(m, k, saved[k])
+            m.profit_window.clear()
+            m.profit_window.extend(saved["profit_window"])
+        self.settlement.pending[...] = state["settlement"]
+        self._recent_links[...] = state["recent_links"]
+        for k, v in state["risk_state"].items():
+            getattr(self.risk.state, k)[...] = dev(v)
+        self.risk.legit_history.clear()
+        self.risk.legit_history.extend(dev(s) for s in state["risk_history"])
+        self.risk.fraud.intensity[...] = state["fraud"]["intensity"]
+        self.risk.fraud.stealth[...] = state["fraud"]["stealth"]
+        self.fx.log_rate = state["fx"]["log_rate"].copy()
+        self.fx.locked = list(state["fx"]["locked"])
+        self.phase_seconds.update(state["phase_seconds"])
+
     # ------------------------------------------------------------------ the tick plan
 
     def plan(self) -> tuple[Phase, ...]:

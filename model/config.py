@@ -289,6 +289,8 @@ class OutputConfig(_Section):
 
     dir: str = Field("results", min_length=1, description="parent folder of run directories")
     row_group_ticks: int = Field(30, ge=1, le=100_000, description="ticks buffered per Parquet row group")
+    checkpoint_every: int = Field(0, ge=0, le=100_000,
+                                  description="write a checkpoint every this many ticks (0: never); see --resume")
     transactions: Literal["none", "sample", "full"] = Field(
         "none", description="write the scored transactions: none, a reproducible sample, or the full log")
     transactions_sample: float = Field(0.01, gt=0, le=1, description="share of transactions kept by 'sample'")

@@ -53,19 +53,44 @@ class RunWriter:
         row_group_ticks: ticks buffered per row group.
     """
 
-    def __init__(self, final_dir: Path, config_json: str, row_group_ticks: int) -> None:
+    def __init__(self, final_dir: Path, config_json: str, row_group_ticks: int,
+                 resume_from: Path | None = None, rows_written: dict[str, int] | None = None) -> None:
         self.final_dir = Path(final_dir)
         check_run_dir_free(self.final_dir)
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir = partial_dir_for(self.final_dir)
-        if self.tmp_dir.exists():
-            shutil.rmtree(self.tmp_dir)
-        self.tmp_dir.mkdir()
         self._metadata = {CONFIG_METADATA_KEY: config_json.encode()}
         self._row_group_ticks = row_group_ticks
         self._buffers: dict[str, list[dict[str, np.ndarray]]] = {}
         self._ticks_buffered: dict[str, int] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self.rows_written: dict[str, int] = {}
+        if resume_from is not None:
+            self.tmp_dir = Path(resume_from)
+            self._adopt(rows_written or {})
+            return
+        self.tmp_dir = partial_dir_for(self.final_dir)
+        if self.tmp_dir.exists():
+            shutil.rmtree(self.tmp_dir)
+        self.tmp_dir.mkdir()
+
+    def _adopt(self, rows_written: dict[str, int]) -> None:
+        """Continue a checkpointed partial run: keep each table's first ``rows_written`` rows
+        (what the checkpoint had flushed) and drop anything written after it."""
+        for path in self.tmp_dir.glob("*.parquet"):
+            table = path.stem
+            kept = pq.read_table(path).slice(0, rows_written.get(table, 0))
+            path.unlink()
+            if kept.num_rows:
+                writer = pq.ParquetWriter(self.tmp_dir / f"{table}.parquet", kept.schema, compression="zstd")
+                writer.write_table(kept)
+                self._writers[table] = writer
+            self.rows_written[table] = kept.num_rows
+
+    def flush(self) -> dict[str, int]:
+        """Write every buffered row (a checkpoint is about to record how many rows exist)."""
+        for table in list(self._buffers):
+            self._flush(table)
+        return dict(self.rows_written)
 
     def append(self, table: str, columns: dict[str, Any]) -> None:
         """Add one tick's rows to ``table`` (column name -> array or scalar list)."""
@@ -93,6 +118,7 @@ class RunWriter:
             writer = pq.ParquetWriter(self.tmp_dir / f"{table}.parquet", arrow.schema, compression="zstd")
             self._writers[table] = writer
         writer.write_table(arrow)
+        self.rows_written[table] = self.rows_written.get(table, 0) + arrow.num_rows
         self._buffers[table] = []
         self._ticks_buffered[table] = 0
 
@@ -106,6 +132,7 @@ class RunWriter:
     def finish(self, manifest: dict[str, Any]) -> Path:
         """Close every table, write the manifest, and publish the run directory."""
         self._close_tables()
+        (self.tmp_dir / "checkpoint.pkl").unlink(missing_ok=True)  # only a partial run needs one
         write_manifest(self.tmp_dir, {**manifest, "status": "complete"})
         if self.final_dir.exists():  # an empty folder the user named with --out
             self.final_dir.rmdir()

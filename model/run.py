@@ -27,7 +27,8 @@ from model import __version__
 from model.commerce import CommerceModel
 from model.config import ScenarioConfig
 from model.preflight import check as memory_check
-from model.recorder import RunInterrupted, RunWriter, check_run_dir_free
+from model import checkpoint
+from model.recorder import RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free
 from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, SEARCH
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
 def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
                  on_build_step: Callable[[str], None] | None = None,
                  on_tick: Callable[[int, int], None] | None = None,
-                 preflight: bool = True) -> RunResult:
+                 preflight: bool = True, resume: bool = False) -> RunResult:
     """Run a scenario and publish its run directory.
 
     Args:
@@ -245,6 +246,8 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         on_build_step: told about each population build step (for progress display).
         on_tick: called with (ticks done, ticks total) after every tick.
         preflight: refuse a run whose memory estimate exceeds what is available.
+        resume: continue from the newest checkpoint of this run directory (see
+            :mod:`model.checkpoint`); the result is identical to an uninterrupted run.
 
     Raises:
         RunDirectoryError: the run directory exists and is not empty, or cannot be written.
@@ -255,7 +258,13 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
     """
     final_dir, backend = prepare_run(config, out_dir, preflight)
     started = dt.datetime.now(dt.timezone.utc)
-    writer = RunWriter(final_dir, config.to_json(), config.output.row_group_ticks)
+    resume_dir = checkpoint.find(final_dir) if resume else None
+    if resume and resume_dir is None:
+        raise RunDirectoryError(f"nothing to resume: no checkpoint of {str(final_dir)!r} was found "
+                                f"(was the run started with --checkpoint-every?)")
+    saved = checkpoint.load(resume_dir, config.to_json()) if resume_dir is not None else None
+    writer = RunWriter(final_dir, config.to_json(), config.output.row_group_ticks,
+                       resume_from=resume_dir, rows_written=saved["rows_written"] if saved else None)
     manifest: dict[str, Any] = {
         "run_dir": str(final_dir), "scenario": config.run.name, "seed": config.run.seed,
         "config": config.resolved(), "versions": _versions(backend.name),
@@ -270,7 +279,11 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         manifest["population"] = {"users": pop.n_users, "directed_edges": pop.n_edges,
                                   "merchants": model.n_merchants, "groups": pop.n_groups,
                                   "bytes": pop.nbytes()}
-        for _ in range(config.run.n_ticks):
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            totals.update(saved["totals"])
+            manifest["resumed_from_tick"] = saved["tick"]
+        for _ in range(model.steps, config.run.n_ticks):
             t0 = time.perf_counter()
             model.step()
             ticks, merchants, cascades = tick_rows(model, time.perf_counter() - t0)
@@ -283,6 +296,11 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
             for key, value in ticks.items():
                 if key != "tick" and isinstance(value[0], (int, float, np.integer, np.floating)):
                     totals[key] = totals.get(key, 0.0) + float(value[0])
+            every = config.output.checkpoint_every
+            if every and (model.tick + 1) % every == 0 and model.tick + 1 < config.run.n_ticks:
+                checkpoint.save(writer.tmp_dir, {"tick": model.tick, "config_json": config.to_json(),
+                                                 "model": model.state_dict(), "totals": dict(totals),
+                                                 "rows_written": writer.flush()})
             if on_tick is not None:
                 on_tick(model.tick + 1, config.run.n_ticks)
     except BaseException as exc:

@@ -29,6 +29,8 @@ def run_cli(args, capsys):
     ["run", "does-not-exist.toml"],
     ["config", "show", "--set", "merchants.margin=2"],
     ["config", "nope"],
+    ["run", "--resume"],
+    ["run", "--checkpoint-every", "-2"],
 ])
 def test_bad_input_one_line_exit_2_nothing_written(args, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -10,13 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.commerce import CommerceModel
+from model.config import load_config
 from model.recorder import read_config_metadata
 from model.run import run_scenario
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from model.config import load_config
+
 
     config = load_config(overrides=["population.n_users=5000", "population.n_cities=10", "run.n_ticks=6",
                                     'run.backend="numpy"', "output.row_group_ticks=4"])
@@ -139,3 +140,53 @@ def test_sigkill_leaves_no_visible_run(tmp_path):
     proc.wait()
     assert not (tmp_path / "k").exists()  # a reader listing the folder sees no run
     assert all(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_checkpoint_resume_gives_the_uninterrupted_result(small_config, tmp_path):
+    config = load_config(overrides=["population.n_users=5000", "population.n_cities=10", "run.n_ticks=9",
+                                    'run.backend="numpy"', "output.checkpoint_every=3", "output.row_group_ticks=2",
+                                    'output.transactions="full"'])
+    whole = run_scenario(config, tmp_path / "whole").run_dir
+
+    def stop_after_seven(done, total):
+        if done == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(config, tmp_path / "cut", on_tick=stop_after_seven)
+    resumed = run_scenario(config, tmp_path / "cut", resume=True)
+    assert resumed.manifest["resumed_from_tick"] == 5  # the checkpoint after tick index 5 (6 ticks done)
+    assert table_digest(resumed.run_dir) == table_digest(whole)
+    import pyarrow.dataset as ds
+    a = ds.dataset(whole / "transactions").to_table().sort_by("key")
+    b = ds.dataset(resumed.run_dir / "transactions").to_table().sort_by("key")
+    assert a.equals(b)
+    timing = "mesa_share_of_tick_time"  # wall-clock, the one thing allowed to differ
+    again = run_scenario(config, tmp_path / "again").summary
+    assert {k: v for k, v in resumed.summary.items() if k != timing} == {k: v for k, v in again.items() if k != timing}
+    assert not (resumed.run_dir / "checkpoint.pkl").exists()
+
+
+def test_resume_errors(small_config, tmp_path):
+    from model.checkpoint import CHECKPOINT
+    from model.recorder import RunDirectoryError
+
+    with pytest.raises(RunDirectoryError, match="nothing to resume"):
+        run_scenario(small_config, tmp_path / "none", resume=True)
+    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", "run.n_ticks=6",
+                                    'run.backend="numpy"', "output.checkpoint_every=2"])
+
+    def stop(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(config, tmp_path / "r", on_tick=stop)
+    other = config.model_copy(update={"run": config.run.model_copy(update={"seed": 99})})
+    with pytest.raises(RunDirectoryError, match="different config"):
+        run_scenario(other, tmp_path / "r", resume=True)
+    partial = next(tmp_path.glob(".r.partial-*"))
+    data = (partial / CHECKPOINT).read_bytes()
+    (partial / CHECKPOINT).write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(RunDirectoryError, match="damaged"):
+        run_scenario(config, tmp_path / "r", resume=True)

@@ -1,0 +1,50 @@
+"""Opt-in checkpoints of a running model (``--checkpoint-every K``) and ``--resume``.
+
+A checkpoint is written inside the run's hidden partial directory, after the tables have been
+flushed, through a temporary file renamed into place: ``checkpoint.pkl`` holds the tick, the
+resolved config, the model's state (:meth:`CommerceModel.state_dict`), the running totals and
+how many rows each table had. Resuming rebuilds the population from the config (deterministic),
+restores the state, keeps exactly those rows, and goes on: the finished run is identical to one
+that was never interrupted (a test compares them).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from model.recorder import FORMAT_VERSION, RunDirectoryError
+
+CHECKPOINT = "checkpoint.pkl"
+
+
+def save(partial_dir: Path, payload: dict[str, Any]) -> None:
+    tmp = partial_dir / f".{CHECKPOINT}.tmp"
+    with open(tmp, "wb") as f:
+        pickle.dump({"format_version": FORMAT_VERSION, **payload}, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, partial_dir / CHECKPOINT)
+
+
+def find(final_dir: Path) -> Path | None:
+    """The newest hidden partial directory of ``final_dir`` that holds a checkpoint."""
+    candidates = [p for p in final_dir.parent.glob(f".{final_dir.name}.partial-*") if (p / CHECKPOINT).is_file()]
+    return max(candidates, key=lambda p: (p / CHECKPOINT).stat().st_mtime) if candidates else None
+
+
+def load(partial_dir: Path, config_json: str) -> dict[str, Any]:
+    """Read a checkpoint; a damaged one, another format or another config is a clear error."""
+    path = partial_dir / CHECKPOINT
+    try:
+        with open(path, "rb") as f:
+            payload = pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError) as exc:
+        raise RunDirectoryError(f"checkpoint {str(path)!r} is damaged ({type(exc).__name__}); "
+                                f"delete {str(partial_dir)!r} and start the run again") from None
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise RunDirectoryError(f"checkpoint {str(path)!r} was written by another weishang version")
+    if payload.get("config_json") != config_json:
+        raise RunDirectoryError(f"checkpoint {str(path)!r} belongs to a different config; resume with the same "
+                                f"scenario, --set and --seed, or delete it")
+    return payload
