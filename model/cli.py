@@ -76,7 +76,7 @@ def run(
     config = load_config(scenario, overrides, seed=seed, backend=backend)
     if resume and out is None:
         raise ConfigError("--resume needs --out DIR: the run directory to continue")
-    out, _backend = prepare_run(config, out, not skip_preflight)  # fail before printing anything
+    out, _backend = prepare_run(config, out, not skip_preflight, resume)  # fail before printing anything
     pop = config.population
     err_console.print(f"[bold]{config.run.name}[/]: {pop.n_users:,} users, {config.n_merchants:,} merchants, "
                       f"{config.run.n_ticks} ticks, seed {config.run.seed}")

@@ -219,15 +219,22 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
 
 
 def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
-                preflight: bool = True) -> tuple[Path, Backend]:
+                preflight: bool = True, resume: bool = False) -> tuple[Path, Backend]:
     """Check everything a run needs before anything is built or written: the run directory, the
-    backend, and (unless ``preflight`` is False) that the run fits in memory.
+    checkpoint to resume from, the backend, and (unless ``preflight`` is False) that the run
+    fits in memory.
 
     Returns the run directory and the resolved backend; raises the user errors of
     :func:`run_scenario`.
     """
     final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
     check_run_dir_free(final_dir)
+    if resume:
+        found = checkpoint.find(final_dir)
+        if found is None:
+            raise RunDirectoryError(f"nothing to resume: no checkpoint of {str(final_dir)!r} was found "
+                                    f"(was the run started with --checkpoint-every?)")
+        checkpoint.load(found, config.to_json())  # damaged or from another config: say so now
     backend = resolve_backend(config.run.backend)
     if preflight:
         memory_check(config, backend.name, backend.free_device_bytes())
@@ -256,12 +263,9 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         RunInterrupted: SIGTERM arrived (SIGINT raises KeyboardInterrupt); either way the partial
             run stays hidden with status "interrupted".
     """
-    final_dir, backend = prepare_run(config, out_dir, preflight)
+    final_dir, backend = prepare_run(config, out_dir, preflight, resume)
     started = dt.datetime.now(dt.timezone.utc)
     resume_dir = checkpoint.find(final_dir) if resume else None
-    if resume and resume_dir is None:
-        raise RunDirectoryError(f"nothing to resume: no checkpoint of {str(final_dir)!r} was found "
-                                f"(was the run started with --checkpoint-every?)")
     saved = checkpoint.load(resume_dir, config.to_json()) if resume_dir is not None else None
     writer = RunWriter(final_dir, config.to_json(), config.output.row_group_ticks,
                        resume_from=resume_dir, rows_written=saved["rows_written"] if saved else None)
