@@ -149,18 +149,55 @@ def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:
     return xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64)
 
 
+def sorted_unique(values: Any, *, xp: ModuleType) -> Any:
+    """(T[k]) the distinct values of ``values`` (T[n]), ascending.
+
+    A sort and a neighbour comparison: NumPy 2's ``unique`` on integers goes through a hash
+    table, several times slower than its SIMD sort at the sizes a tick produces.
+    """
+    ordered = xp.sort(values)
+    if ordered.shape[0] < 2:
+        return ordered
+    keep = xp.empty(ordered.shape[0], dtype=xp.bool_)
+    keep[0] = True
+    xp.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def merge_sorted(a: Any, b: Any, *, xp: ModuleType) -> Any:
+    """(T[n+m]) the sorted union (with repeats) of two sorted arrays a (T[n]) and b (T[m]).
+
+    Linear work and a binary search per element of b, instead of sorting n+m elements again.
+    """
+    if a.shape[0] == 0:
+        return b
+    if b.shape[0] == 0:
+        return a
+    slot_b = xp.searchsorted(a, b, side="right") + xp.arange(b.shape[0], dtype=xp.int64)
+    out = xp.empty(a.shape[0] + b.shape[0], dtype=a.dtype)
+    from_b = xp.zeros(out.shape[0], dtype=xp.bool_)
+    from_b[slot_b] = True
+    out[slot_b] = b
+    out[~from_b] = a
+    return out
+
+
+def repeat_values(values: Any, counts: Any, *, xp: ModuleType) -> Any:
+    """(T[sum(counts)]) ``values[i]`` repeated ``counts[i]`` times (CuPy's ``repeat`` takes no
+    array of counts, so there it gathers through :func:`repeat_ids`)."""
+    if xp is np:
+        return np.repeat(values, counts)
+    return values[repeat_ids(counts, xp=xp)]
+
+
 def concat_ranges(start: Any, length: Any, *, xp: ModuleType) -> Any:
     """(int64[sum(length)]) ``start[i], start[i]+1, ..., start[i]+length[i]-1`` for each i in turn.
 
-    The positions of CSR rows laid end to end: one repeat and one add per element on NumPy,
-    instead of two gathers through the owner of each element.
+    The positions of CSR rows laid end to end: one repeat and one add per element, instead of
+    two gathers through the owner of each element.
     """
     length = length.astype(xp.int64, copy=False)
-    shift = start.astype(xp.int64) - (xp.cumsum(length) - length)
-    if xp is np:
-        shifts = np.repeat(shift, length)
-    else:
-        shifts = shift[repeat_ids(length, xp=xp)]
+    shifts = repeat_values(start.astype(xp.int64) - (xp.cumsum(length) - length), length, xp=xp)
     return shifts + xp.arange(shifts.shape[0], dtype=xp.int64)
 
 

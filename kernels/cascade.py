@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kernels import rng
-from kernels.backend import array_module, concat_ranges, repeat_ids
+from kernels.backend import array_module, concat_ranges, merge_sorted, repeat_values, sorted_unique
 
 
 def independent_cascade(indptr: Any, indices: Any, seeds: Any, p: Any, *, seed: int = 0,
@@ -170,17 +170,16 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
     """
     start = indptr[sources]
     length = indptr[sources + 1] - start
-    owner = repeat_ids(length, xp=xp)
-    if owner.shape[0] == 0:
+    edge = concat_ranges(start, length, xp=xp)
+    if edge.shape[0] == 0:
         empty = xp.zeros(0, dtype=xp.int64)
         return empty, empty
-    offset_in_row = xp.arange(owner.shape[0], dtype=xp.int64) - (xp.cumsum(length) - length)[owner]
-    edge = start[owner] + offset_in_row
-    n_edges = indices.shape[0]
-    draw_index = cascade_key[cascade[owner]] * n_edges + edge
-    p = p_view[owner] if getattr(p_view, "ndim", 0) > 0 else p_view
-    kept = rng.bernoulli(key, draw_index, p, xp=xp)
-    return cascade[owner][kept], indices[edge[kept]].astype(xp.int64)
+    draw_index = edge + repeat_values(cascade_key[cascade] * indices.shape[0], length, xp=xp)
+    p = repeat_values(p_view, length, xp=xp) if getattr(p_view, "ndim", 0) > 0 else p_view
+    kept = xp.flatnonzero(rng.bernoulli(key, draw_index, p, xp=xp))
+    # the source of a kept edge: the row whose range holds its position (kept edges are few)
+    owner = xp.searchsorted(xp.cumsum(length), kept, side="right")
+    return cascade[owner], indices[edge[kept]].astype(xp.int64)
 
 
 def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: int, *, xp: ModuleType):
@@ -189,7 +188,7 @@ def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: i
     Returns (cascade, user, keys) of first exposures, sorted by key ``cascade * N + user``
     (local cascade index: keys are unique within the tick), and the merged sorted ``seen``.
     """
-    keys = xp.unique(cascade * n_users + user)
+    keys = sorted_unique(cascade * n_users + user, xp=xp)
     c = keys // n_users
     u = keys - c * n_users
     fresh = u != origin[c]
@@ -198,7 +197,7 @@ def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: i
         pos = xp.minimum(pos, seen.shape[0] - 1)
         fresh &= seen[pos] != keys
     keys, c, u = keys[fresh], c[fresh], u[fresh]
-    merged = xp.sort(xp.concatenate([seen, keys]))
+    merged = merge_sorted(seen, keys, xp=xp)
     return c, u, merged
 
 

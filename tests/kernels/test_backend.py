@@ -61,3 +61,13 @@ def test_concat_ranges():
 
     got = concat_ranges(np.array([5, 0, 9]), np.array([2, 0, 3]), xp=np)
     assert got.tolist() == [5, 6, 9, 10, 11]
+
+
+def test_merge_sorted_and_sorted_unique():
+    from kernels.backend import merge_sorted, sorted_unique
+
+    rs = np.random.default_rng(0)
+    a, b = np.sort(rs.integers(0, 50, 40)), np.sort(rs.integers(0, 50, 25))
+    assert np.array_equal(merge_sorted(a, b, xp=np), np.sort(np.concatenate([a, b])))
+    assert np.array_equal(merge_sorted(a[:0], b, xp=np), b) and np.array_equal(merge_sorted(a, b[:0], xp=np), a)
+    assert np.array_equal(sorted_unique(np.concatenate([a, b]), xp=np), np.unique(np.concatenate([a, b])))
