@@ -410,16 +410,16 @@ def validate_document(doc: dict[str, Any]) -> ScenarioConfig:
         raise ConfigError(_describe_error(errors[0], sections) + more) from None
 
 
-def read_scenario_file(path: str | Path) -> dict[str, Any]:
-    """Read a scenario TOML file; unreadable or malformed files raise :class:`ConfigError`."""
+def read_toml_file(path: str | Path, what: str = "scenario file") -> dict[str, Any]:
+    """Read a TOML file (a scenario or a sweep); a missing, unreadable or malformed file raises
+    :class:`ConfigError` naming ``what`` it was meant to be."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"scenario file {str(path)!r} does not exist or is not a file")
+        raise ConfigError(f"{what} {str(path)!r} does not exist or is not a file")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"scenario file {str(path)!r} is not valid TOML: {str(exc).splitlines()[0]}") from None
-    return doc
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {str(exc).splitlines()[0]}") from None
 
 
 def load_config(
@@ -436,7 +436,7 @@ def load_config(
     """
     doc = default_document()
     if scenario is not None:
-        user = read_scenario_file(scenario)
+        user = read_toml_file(scenario)
         if "population" in user and isinstance(user["population"], dict) and user["population"].get("edge_list"):
             edge_list = Path(user["population"]["edge_list"])
             if not edge_list.is_absolute():

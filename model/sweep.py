@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import time
-import tomllib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kernels import rng
-from model.config import ConfigError, load_config
+from model.config import ConfigError, load_config, read_toml_file
 from model.recorder import read_manifest
 
 
@@ -92,12 +91,7 @@ def replicate_seed(base_seed: int, replicate: int) -> int:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; every run's config is validated now, before anything runs."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {str(path)!r} does not exist or is not a file")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"sweep file {str(path)!r} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    doc = read_toml_file(path, "sweep file")
     unknown = set(doc) - {"sweep", "set", "grid", "samples"}
     if unknown:
         raise ConfigError(f"sweep file: unknown section [{sorted(unknown)[0]}] (allowed: sweep, set, grid, samples)")
