@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from kernels import rng
 from kernels.backend import array_module, concat_ranges, merge_sorted, repeat_values, sorted_unique
 

@@ -24,7 +24,7 @@ so that at most ``target_fpr`` of legitimate transactions would be intercepted
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -52,7 +52,6 @@ class RiskWeights:
     scenario: tuple[float, float, float] = (0.0, 0.2, 0.5)
 
 
-FEATURE_NAMES = tuple(f.name for f in fields(RiskWeights) if f.name not in ("bias",))
 
 
 @dataclass

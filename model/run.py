@@ -42,7 +42,7 @@ def _raise_on_sigterm() -> Any:
     if threading.current_thread() is not threading.main_thread():
         return None
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
         raise RunInterrupted("SIGTERM")
 
     return signal.signal(signal.SIGTERM, handler)
