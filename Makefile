@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(BIN)/weishang run $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/weishang bench graph $(ARGS)
+	$(BIN)/weishang bench $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

@@ -1,4 +1,5 @@
-"""Benchmarks that write Parquet: ``weishang bench graph``, ``bench cascade`` and ``bench risk``.
+"""Benchmarks that write Parquet: ``weishang bench`` (the whole suite), or one of ``bench graph``,
+``bench cascade``, ``bench risk`` and ``bench e2e``.
 
 Each measurement runs in a fresh child process, so its peak resident memory is its own, and
 every row records the machine it ran on. Speed is reported next to a baseline measured in the
@@ -16,13 +17,14 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import platform
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from model.preflight import peak_rss_bytes
 
 
 
@@ -32,10 +34,6 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _graph_child(size: int, mean_degree: float, seed: int, what: str, queue: Any) -> None:
     import numpy as np
 
@@ -43,12 +41,12 @@ def _graph_child(size: int, mean_degree: float, seed: int, what: str, queue: Any
                                generate_friend_graph, local_clustering)
 
     params = GraphParams(mean_degree=mean_degree)
-    rss_before = _peak_rss()  # the interpreter and imports, before any graph work
+    rss_before = peak_rss_bytes()  # the interpreter and imports, before any graph work
     if what == "generate":
         t0 = time.perf_counter()
         g = generate_friend_graph(size, params, seed=seed)
         seconds = time.perf_counter() - t0
-        peak = _peak_rss()
+        peak = peak_rss_bytes()
         degree = g.degree()
         sample = np.random.default_rng(seed).choice(size, min(size, 300), replace=False)
         queue.put({"seconds": seconds, "items": g.n_edges, "peak_rss_bytes": peak, "rss_before_bytes": rss_before,
@@ -64,7 +62,7 @@ def _graph_child(size: int, mean_degree: float, seed: int, what: str, queue: Any
     else:
         indptr, indices = csr_from_pairs_plain(u, v, size)
     seconds = time.perf_counter() - t0
-    queue.put({"seconds": seconds, "items": int(indices.shape[0]), "peak_rss_bytes": _peak_rss(),
+    queue.put({"seconds": seconds, "items": int(indices.shape[0]), "peak_rss_bytes": peak_rss_bytes(),
                "rss_before_bytes": rss_before})
 
 
@@ -233,9 +231,43 @@ def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, r
              "machine": machine()}]
 
 
+def _e2e_child(n_users: int, n_ticks: int, seed: int, queue: Any) -> None:
+    from model.commerce import CommerceModel
+    from model.config import load_config
+
+    config = load_config(overrides=[f"population.n_users={n_users}", f"run.n_ticks={n_ticks}",
+                                    'run.backend="numpy"'], seed=seed)
+    rss_before = peak_rss_bytes()
+    t0 = time.perf_counter()
+    model = CommerceModel(config)
+    build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    for _ in range(n_ticks):
+        model.step()
+    ticks = time.perf_counter() - t1
+    mesa = sum(model.phase_seconds[p.name] for p in model.plan() if p.engine == "mesa")
+    queue.put({"build_seconds": build, "seconds": ticks, "peak_rss_bytes": peak_rss_bytes(), "rss_before_bytes": rss_before,
+               "mesa_share": mesa / sum(model.phase_seconds.values())})
+
+
+def bench_end_to_end(sizes: tuple[int, ...] = (100_000, 1_000_000), n_ticks: int = 10, seed: int = 1) -> list[dict[str, Any]]:
+    """User-days per second of the default scenario (ticks only; the build is its own column),
+    and peak memory per user, each size in a fresh child process."""
+    rows = []
+    for n in sizes:
+        r = _in_child(_e2e_child, n, n_ticks, seed)
+        rows.append({"benchmark": "end_to_end", "backend": "numpy", "size": n, "seconds": r["seconds"],
+                     "items": n * n_ticks, "items_per_s": n * n_ticks / r["seconds"], "baseline_items_per_s": None,
+                     "ratio": None, "peak_rss_bytes": r["peak_rss_bytes"], "rss_before_bytes": r["rss_before_bytes"],
+                     "bytes_per_user": (r["peak_rss_bytes"] - r["rss_before_bytes"]) / n,
+                     "build_seconds": r["build_seconds"], "mesa_share": r["mesa_share"], "machine": machine()})
+    return rows
+
+
 GRAPH_STATS = ("mean_degree", "p99_degree", "max_degree", "clustering", "random_clustering")
 COLUMNS = ("benchmark", "backend", "size", "seconds", "items_per_s", "baseline_items_per_s", "ratio",
-           "items", "peak_rss_bytes", "rss_before_bytes", "bound_bytes", "baseline_seconds", "baseline_peak_rss_bytes", *GRAPH_STATS, "mean_spread", "baseline_mean_spread", "machine")
+           "items", "peak_rss_bytes", "rss_before_bytes", "bound_bytes", "baseline_seconds", "baseline_peak_rss_bytes", *GRAPH_STATS, "mean_spread", "baseline_mean_spread",
+           "bytes_per_user", "build_seconds", "mesa_share", "machine")
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -120,8 +120,54 @@ def summary_table(summary: dict[str, Any], manifest: dict[str, Any]) -> Table:
     return table
 
 
-bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks that write Parquet.")
+bench_app = typer.Typer(add_completion=False, help="Benchmarks that write Parquet (no subcommand: the whole suite).")
 app.add_typer(bench_app, name="bench")
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench_suite(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", help="folder for suite.parquet")] = Path("results/bench"),
+) -> None:
+    """Run every benchmark at its default size and write DIR/suite.parquet plus a Markdown table."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from model.bench import bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows  # noqa: PLC0415
+
+    rows = []
+    for name, run in (("graph build, 1M users", lambda: bench_graph(1_000_000)),
+                      ("cascade vs NDlib", lambda: bench_cascade(1_000_000)),
+                      ("risk scoring, 1e7 transactions", lambda: bench_risk(10_000_000)),
+                      ("end to end, 100k and 1M users", lambda: bench_end_to_end())):
+        with err_console.status(name):
+            rows += run()
+    path = write_rows(rows, out / "suite.parquet")
+    lines = ["| benchmark | size | seconds | items/s | baseline items/s | ratio | peak RSS | machine |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['benchmark']} | {r['size']:,} | {r['seconds']:.2f} | {r['items_per_s']:.3g} | "
+                     + (f"{r['baseline_items_per_s']:.3g} | {r['ratio']:.1f}x" if r.get("ratio") else "- | -")
+                     + f" | {(r.get('peak_rss_bytes') or 0) / 2**30:.2f} GiB | {r['machine']} |")
+    (out / "suite.md").write_text("\n".join(lines) + "\n")
+    typer.echo("\n".join(lines))
+    out_console.print(f"written: [bold]{path}[/] and {out / 'suite.md'}")
+
+
+@bench_app.command("e2e")
+def bench_e2e_cmd(
+    out: Annotated[Path, typer.Option("--out", help="folder for e2e.parquet")] = Path("results/bench"),
+    ticks: Annotated[int, typer.Option("--ticks", min=1, help="ticks per size")] = 10,
+) -> None:
+    """End-to-end user-days per second and peak memory per user at 100k and 1M users."""
+    from model.bench import bench_end_to_end, write_rows  # noqa: PLC0415
+
+    with err_console.status("running the default scenario at 100k and 1M users"):
+        rows = bench_end_to_end(n_ticks=ticks)
+    path = write_rows(rows, out / "e2e.parquet")
+    for r in rows:
+        out_console.print(f"{r['size']:,} users: {r['items_per_s']:.3g} user-days/s, build {r['build_seconds']:.1f} s, "
+                          f"{r['bytes_per_user']:.0f} bytes per user at peak, Mesa {r['mesa_share']:.1%} of tick time")
+    out_console.print(f"written: [bold]{path}[/]")
 
 
 @bench_app.command("graph")

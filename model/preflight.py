@@ -10,6 +10,7 @@ tick, 16 per user of amount history), and per-tick temporaries bounded by the po
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from model.config import ScenarioConfig
@@ -70,3 +71,19 @@ def check(config: ScenarioConfig, backend_name: str, device_free_bytes: int | No
                              f"{device_free_bytes / GIB:.1f} GiB is free; lower population.n_users, use "
                              f"--backend numpy, or pass --skip-preflight to try anyway")
     return need
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory in bytes. VmHWM belongs to the process's own address
+    space; ``ru_maxrss`` would carry a parent's peak over into a spawned child on Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource  # noqa: PLC0415  (not on Windows)
+
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-import resource
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from model import __version__
 from model.commerce import CommerceModel
 from model.config import ScenarioConfig
 from model.preflight import check as memory_check
+from model.preflight import peak_rss_bytes
 from model import checkpoint
 from model.recorder import RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free
 from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, SEARCH
@@ -88,12 +87,6 @@ def _versions(backend_name: str) -> dict[str, str]:
 
         versions["cupy"] = cupy.__version__
     return versions
-
-
-def _peak_rss_bytes() -> int:
-    # ru_maxrss is KiB on Linux, bytes on macOS
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -320,7 +313,7 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         "timings": {"build_seconds": model.build_seconds, "build_steps": pop.timings,
                     "tick_seconds_total": sum(model.phase_seconds.values()),
                     "phase_seconds": dict(model.phase_seconds)},
-        "peak_rss_bytes": _peak_rss_bytes(),
+        "peak_rss_bytes": peak_rss_bytes(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     })
     run_dir = writer.finish(manifest)
