@@ -46,16 +46,22 @@ def estimate(config: ScenarioConfig, backend_name: str) -> MemoryEstimate:
     return MemoryEstimate(host_bytes=int(BASELINE_BYTES + max(build, run)), device_bytes=0)
 
 
-def available_host_bytes() -> int:
-    """Memory available to a new allocation now (MemAvailable on Linux, else physical memory)."""
+def _proc_kib(path: str, field: str) -> int | None:
+    """A ``Field:  N kB`` line of a Linux /proc file, in bytes; None where there is no /proc."""
     try:
-        with open("/proc/meminfo", encoding="ascii") as f:
+        with open(path, encoding="ascii") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return None
+
+
+def available_host_bytes() -> int:
+    """Memory available to a new allocation now (MemAvailable on Linux, else physical memory)."""
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    return available if available is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def check(config: ScenarioConfig, backend_name: str, device_free_bytes: int | None = None) -> MemoryEstimate:
@@ -76,13 +82,9 @@ def check(config: ScenarioConfig, backend_name: str, device_free_bytes: int | No
 def peak_rss_bytes() -> int:
     """This process's peak resident memory in bytes. VmHWM belongs to the process's own address
     space; ``ru_maxrss`` would carry a parent's peak over into a spawned child on Linux."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = _proc_kib("/proc/self/status", "VmHWM")
+    if peak is not None:
+        return peak
     import resource  # noqa: PLC0415  (not on Windows)
 
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is bytes on macOS, KiB on Linux

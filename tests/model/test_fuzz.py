@@ -8,6 +8,7 @@ import os
 import string
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,24 +47,14 @@ def test_overrides_load_or_fail_with_one_line(overrides):
         assert str(exc) and "\n" not in str(exc)
 
 
+@pytest.mark.parametrize("loader", [load_config, load_sweep], ids=["scenario", "sweep"])
 @FAST
-@given(st.text(max_size=200))
-def test_scenario_files_load_or_fail_with_one_line(tmp_path_factory, text):
-    path = tmp_path_factory.mktemp("s") / "s.toml"
+@given(text=st.text(max_size=200))
+def test_toml_files_load_or_fail_with_one_line(tmp_path_factory, loader, text):
+    path = tmp_path_factory.mktemp("t") / "file.toml"
     path.write_text(text)
     try:
-        load_config(path)
-    except ConfigError as exc:
-        assert "\n" not in str(exc)
-
-
-@FAST
-@given(st.text(max_size=200))
-def test_sweep_files_load_or_fail_with_one_line(tmp_path_factory, text):
-    path = tmp_path_factory.mktemp("w") / "w.toml"
-    path.write_text(text)
-    try:
-        load_sweep(path)
+        loader(path)
     except ConfigError as exc:
         assert "\n" not in str(exc)
 
