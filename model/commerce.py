@@ -52,6 +52,7 @@ class Phase:
 class TickData:
     """What the phases of one tick hand each other (reset every tick)."""
 
+    n_posts: np.ndarray | None = None  # (int64[M]) posts each merchant decided on this tick
     posts: TickPosts | None = None
     posts_dev: dict[str, Any] = field(default_factory=dict)
     level1: tuple[Any, Any] | None = None
@@ -236,13 +237,14 @@ class CommerceModel(mesa.Model):
         seed, tick = self.config.run.seed, self.tick
         self.merchant_draws["posts"] = rng.uniform(rng.stream_key(seed, "merchant.posts", tick), self.n_merchants)
         self.agents_by_type[Merchant].shuffle_do("decide")
+        self.data.n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64,
+                                        count=self.n_merchants)
 
     def allocate_traffic(self) -> None:
         """Platform: lay out the posts, choose their channels, draw level-1 exposures."""
         cfg, seed, tick, xp = self.config, self.config.run.seed, self.tick, self.xp
         ch = cfg.channels
-        n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64, count=self.n_merchants)
-        posts = plan_posts(n_posts, self.population.merchant_uids, self._group_start, self._group_count,
+        posts = plan_posts(self.data.n_posts, self.population.merchant_uids, self._group_start, self._group_count,
                            ch.channel_shares(), seed, tick)
         # stepwise down-weighting: a merchant's links this tick are weighted by its trailing count
         plat = cfg.platform
@@ -273,7 +275,8 @@ class CommerceModel(mesa.Model):
 
         * retention: a quality content post keeps ``retention_content`` of its viewers, a plain
           ad link or inducement post ``retention_ad``; only viewers who read on buy or share.
-          Conversion parameters are those of a content post, so others scale by the ratio.
+          Conversion and share parameters are quoted for a post that keeps
+          :data:`REFERENCE_RETENTION` of its viewers, so a post scales by its retention over it.
         * trust: searchers meet the post as a stranger's (system) recommendation, and pass it on
           as seldom as they trust it; an official-account push is a brand broadcast, trusted
           less than the merchant's personal post.
@@ -357,8 +360,7 @@ class CommerceModel(mesa.Model):
     def govern(self) -> None:
         """Machine review flags violating merchants' posts; penalties by compliance type."""
         gov, seed, tick = self.config.governance, self.config.run.seed, self.tick
-        n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64, count=self.n_merchants)
-        flagged = flag_merchants(n_posts, self.violating, gov.machine_review_coverage, gov.p_detect_violation, seed, tick)
+        flagged = flag_merchants(self.data.n_posts, self.violating, gov.machine_review_coverage, gov.p_detect_violation, seed, tick)
         removed = 0
         for index in np.flatnonzero(flagged):
             merchant = self.merchant_list[index]

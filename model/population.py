@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from kernels import rng
-from kernels.backend import Backend
+from kernels.backend import Backend, concat_ranges
 from kernels.graph import GraphParams, city_sizes, generate_friend_graph, sociability_weights
 from model.config import ScenarioConfig
 from model.graph_io import csr_from_edge_arrays, read_edge_list
@@ -139,7 +139,7 @@ def _draw_groups(indptr: np.ndarray, indices: np.ndarray, n: int, merchant_uids:
     slot_group = np.repeat(np.arange(n_groups, dtype=np.int64), size)
     account = merchant_uids[owner[slot_group]]
     m = slot_group.shape[0]
-    slot_rank = np.arange(m, dtype=np.int64) - np.repeat(np.cumsum(size) - size, size)
+    slot_rank = concat_ranges(np.zeros_like(size), size, xp=np)  # 0, 1, ... within each group
     from_friend = rng.bernoulli(rng.stream_key(seed, "community.from_friend"), m, 0.5)
     # the k-th slot of a group takes the owner's friend k places after a random start, so a
     # group repeats no friend until it has gone round the owner's whole friend list

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from kernels import rng
-from kernels.backend import repeat_ids
+from kernels.backend import concat_ranges, repeat_ids
 from kernels.cascade import expose_neighbours
 from model.merchant import MAX_POSTS_PER_TICK
 
@@ -82,7 +82,7 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
             groups by a merchant without a group goes to Moments.
     """
     merchant = np.repeat(np.arange(n_posts.shape[0], dtype=np.int64), n_posts)
-    slot = np.arange(merchant.shape[0], dtype=np.int64) - np.repeat(np.cumsum(n_posts) - n_posts, n_posts)
+    slot = concat_ranges(np.zeros_like(n_posts), n_posts, xp=np)  # 0, 1, ... within each merchant
     key = merchant * MAX_POSTS_PER_TICK + slot
     u = rng.uniform(rng.stream_key(seed, "traffic.channel", tick), key)
     channel = np.minimum(np.searchsorted(np.cumsum(channel_shares), u, side="right"), len(CHANNELS) - 1)
@@ -109,7 +109,7 @@ def expose_searchers(origin: Any, category_bit: Any, n_candidates: Any, city: An
         (cascade (int64[X]), user (int64[X])) of matched searchers.
     """
     owner = repeat_ids(n_candidates, xp=xp)
-    j = xp.arange(owner.shape[0], dtype=xp.int64) - (xp.cumsum(n_candidates) - n_candidates)[owner]
+    j = concat_ranges(xp.zeros_like(n_candidates), n_candidates, xp=xp)  # candidate number within its post
     home = city[origin[owner]].astype(xp.int64)
     size = city_start[home + 1] - city_start[home]
     user = city_start[home] + rng.integers(key, cascade_key[cascade[owner]] * (1 << 20) + j, size, xp=xp)
