@@ -135,6 +135,7 @@ class CascadeOutcome:
 
     Attributes:
         exposures, shares, buys: (int64[C, L]) counts per cascade and level.
+        matched: (int64[C, L]) exposures whose viewer is interested in the post's category.
         order_cascade: (int64[O]) local index of the cascade each order came from.
         order_buyer: (int64[O]) buying user.
         order_level: (int8[O]) level (1-based) of the purchase.
@@ -144,6 +145,7 @@ class CascadeOutcome:
     exposures: Any
     shares: Any
     buys: Any
+    matched: Any
     order_cascade: Any
     order_buyer: Any
     order_level: Any
@@ -204,7 +206,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
               interests: Any, rel_buy: Any, rel_off_interest: float,
               levels: tuple[LevelRule, ...], seed: int, tick: int, xp: ModuleType,
               city: Any = None, city_start: Any = None, rel_view: Any = None,
-              rel_share: Any = None) -> CascadeOutcome:
+              rel_share: Any = None, rel_tool: Any = None) -> CascadeOutcome:
     """Spread all of a tick's cascades level by level.
 
     Update rule at each level: exposures are first exposures only (a user sees a post at most
@@ -231,6 +233,8 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         rel_view: (float64[C]) optional reach multiplier of each post beyond level 1 (a penalised
             post is passed on to fewer people).
         rel_share: (float64[C]) optional share multiplier of each post (content quality, inducement).
+        rel_tool: (float64[C]) optional multiplier of ``p_view`` at stranger levels only (a post
+            without group-buying or price-cutting tools reaches fewer strangers).
 
     Returns:
         A :class:`CascadeOutcome`.
@@ -241,6 +245,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     exposures = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
     shares = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
     buys = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
+    matched = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
     orders: list[tuple[Any, Any, int]] = []
     seen = xp.zeros(0, dtype=xp.int64)
     cascade, user = level1_cascade, level1_user
@@ -249,6 +254,8 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         if level > 1:
             p_view = rule.p_view if rel_view is None else xp.minimum(rule.p_view * rel_view[cascade], 1.0)
         if level > 1 and rule.n_strangers:
+            if rel_tool is not None:
+                p_view = xp.minimum(p_view * rel_tool[cascade], 1.0)
             cascade, user = expose_strangers(user, cascade, cascade_key, rule.n_strangers, p_view,
                                              city, city_start, key_view, xp=xp)
         elif level > 1:
@@ -258,6 +265,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         exposures[:, level - 1] = xp.bincount(cascade, minlength=n_cascades)
         draw_index = cascade_key[cascade] * n_users + user
         match = (interests[user] & category_bit[cascade]) != 0
+        matched[:, level - 1] = xp.bincount(cascade[match], minlength=n_cascades)
         p_buy = rule.p_buy * rel_buy[user].astype(xp.float64) * rel_post[cascade]
         p_buy = xp.where(match, p_buy, p_buy * rel_off_interest)
         bought = rng.bernoulli(rng.stream_key(seed, f"cascade.buy.l{level}", tick), draw_index, p_buy, xp=xp)
@@ -276,4 +284,4 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     qty_index = cascade_key[order_cascade] * n_users + order_buyer
     order_quantity = 1 + rng.integers(rng.stream_key(seed, "cascade.quantity", tick), qty_index,
                                       max_quantity[order_cascade], xp=xp)
-    return CascadeOutcome(exposures, shares, buys, order_cascade, order_buyer, order_level, order_quantity)
+    return CascadeOutcome(exposures, shares, buys, matched, order_cascade, order_buyer, order_level, order_quantity)

@@ -20,15 +20,20 @@ import numpy as np
 from kernels import rng
 from kernels.backend import Backend, resolve_backend, scatter_add
 from kernels.cascade import CascadeOutcome, LevelRule, propagate
+from model.community import GroupParts
 from model.config import ScenarioConfig
-from model.governance import flag_merchants
+from model.customers import CustomerLedger
+from model.diagnostics import Diagnostics
+from model.governance import ReviewDesk, ReviewOutcome, flag_merchants, user_reports
 from model.fx import FxDesk, value_by_currency
+from model.inventory import Stock, fill_orders
 from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, Merchant
 from model.payments import CROSS_BORDER, Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population, draw_categories
 from model.risk_engine import RiskEngine, Screening
+from model.tools import PROVIDERS, analytics_window, consultation_multiplier, draw_tools, forecast_sigma
 from model.traffic import (EXTERNAL_LINK, LIVE_STREAM, OFFICIAL_ACCOUNT, SEARCH, TickPosts, external_link_weight,
-                           group_read_probability, level1_exposures, plan_posts)
+                           level1_exposures, plan_posts)
 
 
 #: a merchant onboarded fewer ticks ago than this is new to the risk engine
@@ -67,8 +72,15 @@ class TickData:
     orders_per_merchant: np.ndarray | None = None
     gmv_per_merchant: np.ndarray | None = None
     flagged: np.ndarray | None = None
+    reports: np.ndarray | None = None
+    review: ReviewOutcome | None = None
     removed: int = 0
+    rectifications: int = 0
     exits: int = 0
+    units_sold: np.ndarray | None = None  # (int64[M]) units sold this tick
+    units_lost: np.ndarray | None = None  # (int64[M]) units demanded beyond stock
+    holding_cost: np.ndarray | None = None  # (float64[M]) CNY of holding stock this tick
+    groups_split: int = 0
     aggregates: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,20 +104,27 @@ class CommerceModel(mesa.Model):
         self.build_seconds = time.perf_counter() - t0
         self.phase_seconds: dict[str, float] = defaultdict(float)
         self._create_merchants()
-        self.settlement = SettlementQueue(self.n_merchants)
+        m = self.n_merchants
+        self.settlement = SettlementQueue(m)
         self.fx = FxDesk(config.payments.fx_daily_vol, config.run.seed)
         self.merchant_draws: dict[str, np.ndarray] = {}
         self.data = TickData()
         #: external-link posts per merchant in each of the last 7 ticks (a ring buffer)
-        self._recent_links = np.zeros((7, self.n_merchants), dtype=np.int64)
+        self._recent_links = np.zeros((7, m), dtype=np.int64)
         pop = self.population
-        group_owner = self.backend.to_host(pop.group_owner)
-        self._group_start = np.searchsorted(group_owner, np.arange(self.n_merchants)).astype(np.int64)
-        self._group_count = np.bincount(group_owner, minlength=self.n_merchants).astype(np.int64)
-        community, platform = config.community, config.platform
-        self._p_read = group_read_probability(pop.group_size, community.weekly_active,
-                                              platform.group_downweight_threshold,
-                                              platform.group_downweight, xp=self.xp)
+        self.group_parts = GroupParts(pop, m, config, self.backend)
+        self.stock = Stock(m, config)
+        self.customers = CustomerLedger(pop.n_users, m, xp=self.xp)
+        self.diagnostics = Diagnostics(m)
+        self.review_desk = ReviewDesk(m, config)
+        #: adopters' [before, after] adoption windows: completed GMV (fen), units sold, stock held
+        self.analytics_sums = np.zeros((2, 3, m), dtype=np.int64)
+        # homogeneous competition: merchants per interested user in each category, relative to
+        # the whole market's at the start (see _crowding)
+        interests = self.backend.to_host(pop.state["interests"])
+        bits = 1 << np.arange(config.population.n_categories, dtype=np.uint16)
+        self._interested = np.array([np.count_nonzero(interests & b) for b in bits], dtype=np.float64)
+        self._market_density = m / max(self._interested.sum(), 1.0)
         c = config.cascade
         self.levels = (LevelRule(p_view=1.0, p_buy=c.p_buy_friend, p_share=c.p_share_friend),
                        LevelRule(p_view=c.p_view_share, p_buy=c.p_buy_share, p_share=c.p_share_tool),
@@ -135,18 +154,32 @@ class CommerceModel(mesa.Model):
         uses_tc = rng.bernoulli(rng.stream_key(seed, "merchant.transaction_component"), m, mc.share_transaction_component)
         u = rng.uniform(rng.stream_key(seed, "merchant.style"), m)
         style = np.where(u < mc.share_content, 0, np.where(u < 1.0 - mc.share_inducement, 1, 2))
+        z = rng.normal(rng.stream_key(seed, "merchant.quality"), m)
+        quality = np.exp(mc.quality_sigma * z - mc.quality_sigma**2 / 2)
+        # no brand qualification, no certification; the rest are certified or only verified
+        certified = rng.bernoulli(rng.stream_key(seed, "merchant.certified"), m, mc.share_certified)
+        certification = np.where(compliance == 1, 0, np.where(certified, 2, 1))
+        self.tools = draw_tools(cfg, quality, seed)
         for i in range(m):
-            Merchant(self, i, int(uids[i]), int(category[i]), float(price[i]),
-                     COMPLIANCE_TYPES[compliance[i]], bool(uses_tc[i]), MARKETING_STYLES[style[i]])
+            Merchant(self, i, int(uids[i]), int(category[i]), float(price[i]), float(quality[i]),
+                     COMPLIANCE_TYPES[compliance[i]], int(certification[i]), PROVIDERS[self.tools.provider[i]],
+                     bool(uses_tc[i]), MARKETING_STYLES[style[i]])
         self.merchant_list: list[Merchant] = sorted(self.agents_by_type[Merchant], key=lambda a: a.index)
+        self.category = category
         self.price_fen = np.round(price * 100).astype(np.int64)
+        self.unit_cost = price * (1.0 - mc.margin)
         self.category_bit = (1 << category).astype(np.uint16)
         self.rel_price = (mc.price_median / price) ** cfg.cascade.price_elasticity
         # search ranks cheaper offers higher: more searchers see a cheaper merchant's listing
         self.search_rank = (mc.price_median / price) ** cfg.channels.search_price_weight
+        self.quality = quality
+        self.certification = certification
         self.uses_component = uses_tc
         self.style = style
         self.violating = compliance != 0
+        t = cfg.tools
+        self.consultation = consultation_multiplier(self.tools.ai_service, t.p_consult, t.p_unanswered, t.ai_resolution)
+        self.rel_tool = np.where(self.tools.marketing_tools, 1.0, t.no_tools_stranger_reach)
 
     @property
     def n_merchants(self) -> int:
@@ -160,7 +193,9 @@ class CommerceModel(mesa.Model):
     # ------------------------------------------------------------------ checkpoints
 
     #: merchant attributes that change during a run (the rest follow from the config)
-    MERCHANT_STATE = ("active", "exit_reason", "n_posts", "cum_profit", "violations", "ti_rectify_until")
+    MERCHANT_STATE = ("active", "exit_reason", "n_posts", "cum_profit", "violations", "ti_rectify_until",
+                      "style", "post_rate", "period_profit", "period_contribution", "period_posts",
+                      "last_period_profit", "budget_direction", "window_profit")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes during a run, as host data (for a checkpoint)."""
@@ -179,6 +214,12 @@ class CommerceModel(mesa.Model):
             "risk_history": [host(s) for s in risk.legit_history],
             "fraud": {"intensity": risk.fraud.intensity.copy(), "stealth": risk.fraud.stealth.copy()},
             "fx": {"log_rate": self.fx.log_rate.copy(), "locked": list(self.fx.locked)},
+            "stock": {"units": self.stock.units.copy(), "forecast": self.stock.forecast.copy()},
+            "customers": self.customers.state_dict(host),
+            "diagnostics": self.diagnostics.state_dict(),
+            "review_desk": self.review_desk.state_dict(),
+            "group_parts": self.group_parts.n_parts.copy(),
+            "analytics_sums": self.analytics_sums.copy(),
             "phase_seconds": dict(self.phase_seconds),
         }
 
@@ -205,6 +246,15 @@ class CommerceModel(mesa.Model):
         self.risk.fraud.stealth[...] = state["fraud"]["stealth"]
         self.fx.log_rate = state["fx"]["log_rate"].copy()
         self.fx.locked = list(state["fx"]["locked"])
+        self.stock.units[...] = state["stock"]["units"]
+        self.stock.forecast[...] = state["stock"]["forecast"]
+        self.customers.load_state_dict(state["customers"], dev)
+        self.diagnostics.load_state_dict(state["diagnostics"])
+        self.review_desk.load_state_dict(state["review_desk"])
+        self.group_parts.n_parts[...] = state["group_parts"]
+        self.group_parts.rebuild()
+        self.analytics_sums[...] = state["analytics_sums"]
+        self._gather_styles()
         self.phase_seconds.update(state["phase_seconds"])
 
     # ------------------------------------------------------------------ the tick plan
@@ -220,6 +270,7 @@ class CommerceModel(mesa.Model):
             Phase("settle", "arrays", self.settle),
             Phase("govern", "arrays", self.govern),
             Phase("community", "arrays", self.community),
+            Phase("restock", "arrays", self.restock),
             Phase("merchants_book", "mesa", self.merchants_book),
             Phase("aggregate", "arrays", self.aggregate),
         )
@@ -244,19 +295,24 @@ class CommerceModel(mesa.Model):
         """Platform: lay out the posts, choose their channels, draw level-1 exposures."""
         cfg, seed, tick, xp = self.config, self.config.run.seed, self.tick, self.xp
         ch = cfg.channels
-        posts = plan_posts(self.data.n_posts, self.population.merchant_uids, self._group_start, self._group_count,
-                           ch.channel_shares(), seed, tick)
+        parts = self.group_parts
+        posts = plan_posts(self.data.n_posts, self.population.merchant_uids, parts.part_start, parts.part_count,
+                           ch.channel_shares(), seed, tick, live=self.tools.live)
         # stepwise down-weighting: a merchant's links this tick are weighted by its trailing count
         plat = cfg.platform
         link_weight = external_link_weight(self._recent_links.sum(axis=0), plat.external_link_steps,
                                            plat.external_link_weights)[posts.merchant]
         self._recent_links[tick % self._recent_links.shape[0]] = np.bincount(
             posts.merchant[posts.channel == EXTERNAL_LINK], minlength=self.n_merchants)
-        expected = ch.search_candidates * self.search_rank[posts.merchant]
+        fatigue = self._fatigue()[posts.merchant]
+        reach_weight = np.where(posts.channel == EXTERNAL_LINK, link_weight, 1.0) * fatigue
+        expected = ch.search_candidates * self.search_rank[posts.merchant] * fatigue
         search_candidates = np.floor(expected + rng.uniform(rng.stream_key(seed, "traffic.search.n", tick), posts.key))
         search_candidates[posts.channel != SEARCH] = 0
         max_quantity = np.where(posts.channel == OFFICIAL_ACCOUNT, ch.mall_max_quantity, ch.max_quantity)
         rel_post, rel_share, rel_view = self._post_multipliers(posts)
+        # tiered data access: only merchants certified enough act on deep analytics (targeting)
+        deep = self.tools.analytics(tick) & (self.certification >= plat.deep_data_min_certification)
         dev = self.backend.to_device
         self.data.posts = posts
         self.data.posts_dev = {"key": dev(posts.key), "origin": dev(posts.origin),
@@ -265,10 +321,33 @@ class CommerceModel(mesa.Model):
                                "category_bit": dev(self.category_bit[posts.merchant]),
                                "search_candidates": dev(search_candidates.astype(np.int64)),
                                "rel_post": dev(rel_post), "rel_share": dev(rel_share), "rel_view": dev(rel_view),
-                               "link_weight": dev(link_weight),
+                               "rel_tool": dev(self.rel_tool[posts.merchant]),
+                               "reach_weight": dev(reach_weight), "targeted": dev(deep[posts.merchant]),
                                "max_quantity": dev(max_quantity.astype(np.int64))}
-        self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg, self._p_read,
+        self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg, parts,
                                             self.city_start, seed, tick, xp=xp)
+
+    def _fatigue(self) -> np.ndarray:
+        """(float64[M]) level-1 reach multiplier of each merchant's posts: ``min(1, (post_rate /
+        rate) ** post_fatigue)``. Friends fold and mute a merchant who posts more than the
+        default rate, so its extra posts reach fewer of them (diminishing returns to budget)."""
+        mc = self.config.merchants
+        rate = np.fromiter((mm.post_rate for mm in self.merchant_list), dtype=np.float64, count=self.n_merchants)
+        return np.minimum(1.0, (mc.post_rate / np.maximum(rate, 1e-12)) ** mc.post_fatigue)
+
+    def _crowding(self) -> np.ndarray:
+        """(float64[M]) homogeneous competition: conversion multiplier of each merchant's category.
+
+        ``(density at the start / density now of its category) ** competition_elasticity``, where
+        density is active merchants per user interested in the category and the start is the
+        whole market's: a category more crowded than the market converts worse, and exits lift
+        the survivors.
+        """
+        active = np.fromiter((mm.active for mm in self.merchant_list), dtype=bool, count=self.n_merchants)
+        per_category = np.bincount(self.category[active], minlength=self._interested.shape[0])
+        density = per_category / np.maximum(self._interested, 1.0)
+        ratio = self._market_density / np.maximum(density, 1e-12)
+        return (ratio ** self.config.merchants.competition_elasticity)[self.category]
 
     def _post_multipliers(self, posts: TickPosts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-post multipliers (float64[C]) of conversion, sharing and onward reach.
@@ -282,6 +361,8 @@ class CommerceModel(mesa.Model):
           less than the merchant's personal post.
         * live: watching a live demonstration lifts conversion (``live_conversion_boost``).
         * price: cheaper than the median converts better (``price_elasticity``).
+        * the merchant: product quality, sales not lost to unanswered questions (AI customer
+          service, :func:`model.tools.consultation_multiplier`), and its category's crowding.
         * share appeal: log-normal per post (a few go viral), times the inducement boost.
         * under the induced-sharing ban, inducement posts lose ``inducement_penalty`` of the
           reach their shares would have had.
@@ -292,7 +373,8 @@ class CommerceModel(mesa.Model):
         trust = np.select([posts.channel == SEARCH, posts.channel == OFFICIAL_ACCOUNT],
                           [c.trust_stranger, c.trust_account], 1.0)
         live = np.where(posts.channel == LIVE_STREAM, self.config.channels.live_conversion_boost, 1.0)
-        rel_post = self.rel_price[posts.merchant] * trust * retention * live
+        merchant_factor = self.rel_price * self.quality * self.consultation * self._crowding()
+        rel_post = merchant_factor[posts.merchant] * trust * retention * live
         z = rng.normal(rng.stream_key(seed, "traffic.virality", self.tick), posts.key)
         appeal = np.exp(c.virality_sigma * z - c.virality_sigma**2 / 2)
         induced = style == 2
@@ -313,12 +395,22 @@ class CommerceModel(mesa.Model):
             interests=pop.state["interests"], rel_buy=pop.state["rel_buy"],
             rel_off_interest=cfg.cascade.rel_off_interest, levels=self.levels,
             seed=cfg.run.seed, tick=self.tick, xp=xp, city=pop.state["city"], city_start=self.city_start,
-            rel_view=posts["rel_view"], rel_share=posts["rel_share"])
+            rel_view=posts["rel_view"], rel_share=posts["rel_share"], rel_tool=posts["rel_tool"])
 
     def make_payments(self) -> None:
-        """Orders become payments: official or off-platform, scenario, fee."""
+        """Stock fills orders (the rest are lost sales); filled orders become payments: official
+        or off-platform, scenario, fee."""
         xp, out, posts = self.xp, self.data.outcome, self.data.posts_dev
         merchant = posts["merchant"][out.order_cascade]
+        filled = fill_orders(merchant, out.order_quantity, self.backend.to_device(self.stock.units), xp=xp)
+        n = self.n_merchants
+        sold, lost = xp.zeros(n, dtype=xp.int64), xp.zeros(n, dtype=xp.int64)
+        scatter_add(sold, merchant[filled], out.order_quantity[filled], xp=xp)
+        scatter_add(lost, merchant[~filled], out.order_quantity[~filled], xp=xp)
+        self.data.units_sold, self.data.units_lost = self.backend.to_host(sold), self.backend.to_host(lost)
+        if not bool(filled.all()):
+            out = self.data.outcome = _keep_orders(out, filled, xp=xp)
+            merchant = merchant[filled]
         amount = self.backend.to_device(self.price_fen)[merchant] * out.order_quantity
         self.data.order_key = posts["key"][out.order_cascade] * self.population.n_users + out.order_buyer
         outside = posts["channel"][out.order_cascade] == EXTERNAL_LINK
@@ -358,11 +450,18 @@ class CommerceModel(mesa.Model):
         self.data.fx_locked, self.data.fx_exposure = self.fx.step(self.tick, self.backend.to_host(locked))
 
     def govern(self) -> None:
-        """Machine review flags violating merchants' posts; penalties by compliance type."""
-        gov, seed, tick = self.config.governance, self.config.run.seed, self.tick
-        flagged = flag_merchants(self.data.n_posts, self.violating, gov.machine_review_coverage, gov.p_detect_violation, seed, tick)
-        removed = 0
-        for index in np.flatnonzero(flagged):
+        """Machine review and user reports open cases; human review confirms them up to its
+        capacity; penalties by compliance type (see :mod:`model.governance`)."""
+        gov, seed, tick, xp = self.config.governance, self.config.run.seed, self.tick, self.xp
+        active = np.fromiter((mm.active for mm in self.merchant_list), dtype=bool, count=self.n_merchants)
+        flagged = flag_merchants(self.data.n_posts, self.violating, gov.machine_review_coverage,
+                                 gov.p_detect_violation, gov.p_false_flag, seed, tick)
+        viewers = xp.zeros(self.n_merchants, dtype=xp.int64)
+        scatter_add(viewers, self.data.posts_dev["merchant"], self.data.outcome.exposures[:, 0], xp=xp)
+        reports = user_reports(self.backend.to_host(viewers), self.violating, gov.p_report, seed, tick)
+        review = self.review_desk.review(flagged, reports, self.violating, active, seed, tick)
+        removed = rectified = 0
+        for index in np.flatnonzero(review.confirmed):
             merchant = self.merchant_list[index]
             merchant.violations += 1
             if merchant.compliance == "no_brand" or merchant.violations > 1:
@@ -370,23 +469,70 @@ class CommerceModel(mesa.Model):
                 removed += 1
             else:
                 merchant.ti_rectify_until = tick + 1 + gov.rectification_ticks
-        self.data.flagged = flagged
-        self.data.removed = removed
+                rectified += 1
+        self.data.flagged, self.data.reports, self.data.review = flagged, reports, review
+        self.data.removed, self.data.rectifications = removed, rectified
 
     def community(self) -> None:
-        """Not yet modelled (issue 5): group repurchase and push dynamics. Group posts are a
-        traffic channel already (see :mod:`model.traffic`)."""
+        """Record who bought from whom (completed orders): the repurchase of group members versus
+        other customers, and the customer counts behind LTV (see :mod:`model.customers`)."""
+        screening, pay = self.data.screening, self.data.payments
+        passed = screening.legit_passed
+        self.customers.record(pay.merchant[passed], self.data.outcome.order_buyer[passed], self.population,
+                              self.backend.to_host)
+
+    def traffic_cost(self) -> float:
+        """CNY per post this tick: the base cost grown at ``traffic_cost_growth`` a year."""
+        mc = self.config.merchants
+        return mc.traffic_cost_per_post * (1.0 + mc.traffic_cost_growth) ** (self.tick / 365.0)
+
+    def restock(self) -> None:
+        """Merchants' stock: sales leave the shelf, holding costs accrue, forecasts update and
+        each merchant orders up to its new level (see :mod:`model.inventory`)."""
+        tick = self.tick
+        self.stock.sell(self.data.units_sold)
+        self.data.holding_cost = self.stock.holding_cost(self.unit_cost)
+        sigma = forecast_sigma(self.tools.erp, self.tools.analytics(tick), self.config)
+        self.stock.restock(self.data.units_sold, self.data.units_lost, sigma, self.config.run.seed, tick)
 
     def merchants_book(self) -> None:
-        """Mesa: each merchant books the tick's profit and exits if its recent profit is negative."""
-        mc = self.config.merchants
-        settled, fees = self.data.settled, self.data.fees
-        active_before = sum(m.active for m in self.merchant_list)
-        for m in self.merchant_list:
-            profit = (settled[m.index] * mc.margin - fees[m.index]) / 100.0
-            profit -= m.n_posts * mc.traffic_cost_per_post + (mc.fixed_cost_per_tick if m.active else 0.0)
-            m.book(profit)
-        self.data.exits = active_before - sum(m.active for m in self.merchant_list)
+        """Mesa: each merchant books the tick's profit and exits if its recent profit is
+        negative; every ``adapt_every`` ticks each adapts budget, style and groups."""
+        mc, tick = self.config.merchants, self.tick
+        # the arithmetic is done for all merchants at once; agents only book and decide
+        contribution = (self.data.settled * mc.margin - self.data.fees) / 100.0 - self.data.n_posts * self.traffic_cost()
+        profit = contribution - mc.fixed_cost_per_tick - self.data.holding_cost
+        exits = 0
+        for m, p, c in zip(self.merchant_list, profit.tolist(), contribution.tolist()):
+            if m.active:
+                m.book(p, c)
+                exits += not m.active
+        self.data.exits = exits
+        if (tick + 1) % mc.adapt_every == 0:
+            self._adapt()
+
+    def _adapt(self) -> None:
+        """Mesa: every merchant adapts (random order); then the model applies their choices."""
+        seed, tick, m = self.config.run.seed, self.tick, self.n_merchants
+        self.merchant_draws["adapt.style"] = rng.uniform(rng.stream_key(seed, "merchant.adapt.style", tick), m)
+        self.merchant_draws["adapt.groups"] = rng.uniform(rng.stream_key(seed, "merchant.adapt.groups", tick), m)
+        earned: dict[str, float] = defaultdict(float)
+        posted: dict[str, int] = defaultdict(int)
+        for merchant in self.merchant_list:
+            if merchant.active and merchant.period_posts:
+                earned[merchant.style] += merchant.period_contribution
+                posted[merchant.style] += merchant.period_posts
+        payoff = {style: earned[style] / posted[style] for style in posted}
+        oversized = self.group_parts.oversized()
+        for merchant in self.agents_by_type[Merchant].shuffle(inplace=False):
+            merchant.adapt(payoff, bool(oversized[merchant.index]))
+        splitting = np.fromiter((mm.wants_split for mm in self.merchant_list), dtype=bool, count=m)
+        self.data.groups_split = self.group_parts.split(splitting)
+        self._gather_styles()
+
+    def _gather_styles(self) -> None:
+        self.style = np.fromiter((MARKETING_STYLES.index(mm.style) for mm in self.merchant_list), dtype=np.int64,
+                                 count=self.n_merchants)
 
     def aggregate(self) -> None:
         """Reduce the tick to the recorder's aggregates: the only device-to-host copies of results.
@@ -409,6 +555,38 @@ class CommerceModel(mesa.Model):
         scatter_add(gmv_per_cascade, out.order_cascade, amount, xp=xp)
         self.data.aggregates = {
             "exposures": host(out.exposures), "shares": host(out.shares), "buys": host(out.buys),
+            "matched": host(out.matched),
             "gmv_by_scenario_fen": host(gmv_by_scenario), "gmv_per_cascade_fen": host(gmv_per_cascade),
             "risk": self.data.screening.metrics,
         }
+        agg = self.data.aggregates
+        self.diagnostics.add(self.data.posts.merchant, agg["exposures"], agg["matched"],
+                             self.data.orders_per_merchant, self.data.gmv_per_merchant)
+        self._track_analytics_adopters()
+
+    def _track_analytics_adopters(self) -> None:
+        """Add the tick to adopters' before/after windows: completed GMV, units sold, stock held.
+
+        The windows are :func:`model.tools.analytics_window` ticks before and after each
+        adopter's adoption tick; their ratio is the quarter-on-quarter growth SPEC section 5
+        reports for analytics users (+132% GMV, +27% inventory turnover).
+        """
+        adopted = self.tools.analytics_tick
+        window, tick = analytics_window(self.config.run.n_ticks), self.tick
+        before = (adopted >= 0) & (tick >= adopted - window) & (tick < adopted)
+        after = (adopted >= 0) & (tick >= adopted) & (tick < adopted + window)
+        stock_held = self.stock.units  # after restocking: what sits on the shelf overnight
+        for side, mask in enumerate((before, after)):
+            self.analytics_sums[side, 0, mask] += self.data.gmv_per_merchant[mask]
+            self.analytics_sums[side, 1, mask] += self.data.units_sold[mask]
+            self.analytics_sums[side, 2, mask] += stock_held[mask]
+
+
+def _keep_orders(out: CascadeOutcome, keep: Any, *, xp: Any) -> CascadeOutcome:
+    """The outcome with only the kept orders (bool[O]), purchases recounted per cascade and level."""
+    n_cascades, n_levels = out.buys.shape
+    cascade, level = out.order_cascade[keep], out.order_level[keep]
+    flat = cascade * n_levels + (level.astype(xp.int64) - 1)
+    buys = xp.bincount(flat, minlength=n_cascades * n_levels).reshape(n_cascades, n_levels).astype(xp.int64)
+    return CascadeOutcome(out.exposures, out.shares, buys, out.matched, cascade, out.order_buyer[keep], level,
+                          out.order_quantity[keep])

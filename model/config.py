@@ -83,6 +83,38 @@ class MerchantsConfig(_Section):
                                  description="share of merchants whose style is content marketing (quality posts)")
     share_inducement: float = Field(0.2, ge=0, le=1,
                                     description="share whose style is induced sharing; the rest post plain ad links")
+    share_certified: float = Field(0.5, ge=0, le=1,
+                                   description="share of brand-qualified merchants with full (enterprise) certification; "
+                                               "the rest are verified only, and merchants without brand qualification "
+                                               "are uncertified")
+    quality_sigma: float = Field(0.3, ge=0, le=3,
+                                 description="log-normal spread of product quality, a conversion multiplier of mean 1")
+    traffic_cost_growth: float = Field(0.2, ge=-0.9, le=10,
+                                       description="yearly growth of the traffic cost per post (SPEC section 9)")
+    competition_elasticity: float = Field(
+        0.5, ge=0, le=5,
+        description="homogeneous competition: conversion scales with (active merchants in the category at the start / "
+                    "now) ** this, so rivals' exits lift the survivors")
+    adapt_every: int = Field(7, ge=1, le=10_000, description="ticks between merchants' adaptation decisions")
+    adapt_rate: float = Field(0.5, ge=0, le=1,
+                              description="adaptation: chance of acting on a payoff gap, times the relative gap")
+    budget_step: float = Field(0.1, ge=0, le=1,
+                               description="relative step of a merchant's post rate at each adaptation (hill climbing "
+                                           "on profit)")
+    post_rate_max: float = Field(4.0, ge=0, le=16, description="highest post rate budget growth can reach")
+    post_fatigue: float = Field(
+        0.7, ge=0, le=5,
+        description="friends fold and mute heavy posters: above the default post_rate, each post's level-1 reach "
+                    "scales with (post_rate / rate) ** this")
+    stock_cover_ticks: float = Field(7.0, gt=0, le=365,
+                                     description="ticks of forecast demand a merchant restocks to cover")
+    forecast_alpha: float = Field(0.2, gt=0, le=1, description="smoothing of a merchant's demand forecast (EWMA)")
+    forecast_sigma: float = Field(0.6, ge=0, le=5,
+                                  description="log-normal error of a forecast made without an ERP or analytics")
+    safety_z: float = Field(1.0, ge=0, le=5,
+                            description="safety stock: the order-up-to level is forecast x cover x exp(safety_z x sigma)")
+    initial_demand: float = Field(2.0, ge=0, le=1e6, description="units a day a new merchant expects to sell")
+    holding_cost: float = Field(0.003, ge=0, le=1, description="cost per tick of holding stock, share of its cost value")
 
     @model_validator(mode="after")
     def _shares(self) -> "MerchantsConfig":
@@ -90,6 +122,45 @@ class MerchantsConfig(_Section):
             raise ValueError("share_no_brand + share_exaggerated must be at most 1")
         if self.share_content + self.share_inducement > 1:
             raise ValueError("share_content + share_inducement must be at most 1")
+        return self
+
+
+class ToolsConfig(_Section):
+    """Tools and service providers (SPEC sections 5, 7, 8). Shares are inputs; the GMV carried by
+    service providers and the tools' effects on sales are outcomes."""
+
+    share_provider: float = Field(0.3, ge=0, le=1,
+                                  description="share of merchants run through a service provider (Weimob- or "
+                                              "Youzan-like), which brings marketing tools and an ERP; better "
+                                              "merchants are likelier to sign up")
+    share_weimob: float = Field(0.55, ge=0, le=1, description="Weimob-like share of provider merchants (the rest Youzan-like)")
+    share_marketing_tools: float = Field(0.83, ge=0, le=1,
+                                         description="share of all merchants with marketing tools (group buying, price cutting)")
+    share_erp: float = Field(0.61, ge=0, le=1, description="share of all merchants with an ERP")
+    share_live: float = Field(0.5, ge=0, le=1,
+                              description="share of merchants that live-stream; the others post to Moments instead")
+    share_ai_service: float = Field(0.4, ge=0, le=1, description="share of merchants with AI customer service")
+    share_analytics: float = Field(0.3, ge=0, le=1,
+                                   description="share of merchants adopting the official analytics tools during the run")
+    no_tools_stranger_reach: float = Field(
+        0.3, ge=0, le=1, description="level-3 reach of a post without marketing tools, relative to one with them")
+    p_consult: float = Field(0.5, ge=0, le=1, description="a would-be buyer asks a question before buying")
+    p_unanswered: float = Field(0.4, ge=0, le=1,
+                                description="a question left to the merchant alone goes unanswered in time (sale lost)")
+    ai_resolution: float = Field(0.68, ge=0, le=1, description="share of common questions AI customer service resolves")
+    erp_forecast_sigma: float = Field(0.35, ge=0, le=5, description="forecast error with an ERP")
+    analytics_forecast_sigma: float = Field(0.15, ge=0, le=5, description="forecast error with the analytics tools")
+    analytics_match_boost: float = Field(
+        2.0, ge=1, le=20,
+        description="deep analytics: interest-matched friends are pushed the post this many times as often")
+    analytics_offinterest_keep: float = Field(
+        0.5, ge=0, le=1, description="deep analytics: share of off-interest friends still pushed the post")
+
+    @model_validator(mode="after")
+    def _provider_fits(self) -> "ToolsConfig":
+        for name in ("share_marketing_tools", "share_erp"):
+            if getattr(self, name) < self.share_provider:
+                raise ValueError(f"{name} must be at least share_provider: every provider merchant has the tool")
         return self
 
 
@@ -101,12 +172,15 @@ class ChannelsConfig(_Section):
     (LBS) and interest tags to the shop, and ranks cheaper offers higher.
     """
 
-    share_moments: float = Field(0.31, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_moments: float = Field(0.26, ge=0, le=1, description="share of posts to Moments (friends)")
     share_official_account: float = Field(0.225, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
     share_search: float = Field(0.265, ge=0, le=1, description="share of posts listed in mini-program search")
     share_groups: float = Field(0.1, ge=0, le=1, description="share of posts to the merchant's groups")
-    share_live_stream: float = Field(0.05, ge=0, le=1, description="share of posts that are mini-program live streams")
+    share_live_stream: float = Field(
+        0.1, ge=0, le=1,
+        description="share of a live-streaming merchant's posts that are mini-program live streams; a merchant that "
+                    "does not live-stream (tools.share_live) posts these to Moments")
     share_external_link: float = Field(0.05, ge=0, le=1,
                                        description="share of posts linking out to other platforms (Taobao, Pinduoduo)")
     p_view_live: float = Field(0.1, ge=0, le=1, description="a friend joins the merchant's live stream")
@@ -246,16 +320,25 @@ class CommunityConfig(_Section):
     groups_per_merchant: float = Field(1.0, ge=0, le=100, description="mean groups run by a merchant")
     weekly_active: float = Field(0.67, ge=0, le=1, description="share of members active in a week")
     push_open_rate: float = Field(0.41, ge=0, le=1, description="share of targeted pushes opened")
+    profile_completeness: float = Field(
+        0.89, ge=0, le=1,
+        description="share of users whose customer profile enterprise-WeChat linkage completes; a group member with a "
+                    "complete profile and a matching interest gets the group post as a targeted push")
 
 
 class GovernanceConfig(_Section):
     """Review and penalties (SPEC section 6)."""
 
     machine_review_coverage: float = Field(0.95, ge=0, le=1, description="share of posts machine-reviewed")
-    p_detect_violation: float = Field(0.02, ge=0, le=1,
+    p_detect_violation: float = Field(0.0005, ge=0, le=1,
                                       description="a reviewed post of a violating merchant is flagged")
     rectification_ticks: int = Field(14, ge=0, le=10_000,
                                      description="ticks an exaggerated advertiser has to rectify")
+    p_false_flag: float = Field(0.001, ge=0, le=1, description="a reviewed post of a compliant merchant is flagged")
+    human_review_per_day: float = Field(30_000.0, ge=0,
+                                        description="cases human review closes a day at full scale (scaled by N / 1.289e9)")
+    human_review_minutes: float = Field(5.0, gt=0, le=10_000, description="minutes to handle one case")
+    p_report: float = Field(0.000003, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
 
 
 class PlatformConfig(_Section):
@@ -272,6 +355,10 @@ class PlatformConfig(_Section):
                                       description="under the ban, the share of an inducement post's onward reach removed")
     group_downweight_threshold: int = Field(500, ge=1, description="groups above this many members are down-weighted")
     group_downweight: float = Field(0.5, ge=0, le=1, description="reach multiplier of a down-weighted group")
+    deep_data_min_certification: int = Field(
+        2, ge=0, le=3,
+        description="tiered data access: the certification level (0 none, 1 verified, 2 certified) a merchant needs "
+                    "for deep user-behaviour analytics (targeting); 3 closes it to all, 0 opens it to all")
 
     @model_validator(mode="after")
     def _steps(self) -> "PlatformConfig":
@@ -307,6 +394,7 @@ class ScenarioConfig(_Section):
     payments: PaymentsConfig = PaymentsConfig()
     risk: RiskConfig = RiskConfig()
     fraud: FraudConfig = FraudConfig()
+    tools: ToolsConfig = ToolsConfig()
     community: CommunityConfig = CommunityConfig()
     governance: GovernanceConfig = GovernanceConfig()
     platform: PlatformConfig = PlatformConfig()

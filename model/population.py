@@ -38,6 +38,8 @@ USER_STATE: tuple[StateField, ...] = (
     StateField("interests", "uint16", 0, "bitmask of product categories the user is interested in"),
     StateField("rel_buy", "float32", 1.0, "conversion propensity multiplier (mean 1)"),
     StateField("ti_created", "int32", 0, "tick the account was created (negative: before the run)"),
+    StateField("profile_complete", "bool", False,
+               "enterprise-WeChat linkage completed the user's customer profile (targeted pushes)"),
     StateField("merchant", "int32", -1, "merchant index of the account, -1 for a consumer"),
     StateField("n_purchases", "int32", 0, "purchases made during the run"),
     StateField("cum_spend", "float64", 0.0, "CNY spent during the run"),
@@ -237,6 +239,8 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
     # account ages: up to 10 years, exponential-ish (1 - u) ** 2 puts more mass on young accounts
     u = rng.uniform(rng.stream_key(seed, "population.age"), n)
     state["ti_created"][:] = -np.floor(3650 * u * u).astype(np.int32)
+    state["profile_complete"][:] = rng.bernoulli(rng.stream_key(seed, "population.profile"), n,
+                                                 config.community.profile_completeness)
     state["merchant"][merchant_uids] = np.arange(merchant_uids.shape[0], dtype=np.int32)
     group_indptr, group_members, group_owner = _groups(indptr, indices, n, merchant_uids, config, seed)
     member_indptr, member_groups = _transpose_membership(group_indptr, group_members, n)

@@ -28,7 +28,9 @@ from model.preflight import check as memory_check
 from model.preflight import peak_rss_bytes
 from model import checkpoint
 from model.recorder import RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free
-from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, SEARCH
+from model.merchant import MARKETING_STYLES
+from model.tools import PROVIDERS
+from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, LIVE_STREAM, SEARCH
 
 if TYPE_CHECKING:
     import pyarrow
@@ -107,8 +109,13 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
     gmv_fen, cascade_gmv = agg["gmv_by_scenario_fen"], agg["gmv_per_cascade_fen"]
     exp_total, buy_total, share_total = exposures.sum(axis=0), buys.sum(axis=0), shares.sum(axis=0)
     merchants = model.merchant_list
-    active = np.fromiter((m.active for m in merchants), dtype=bool, count=len(merchants))
-    n_posts = np.fromiter((m.n_posts for m in merchants), dtype=np.int64, count=len(merchants))
+    m_count = len(merchants)
+    active = np.fromiter((m.active for m in merchants), dtype=bool, count=m_count)
+    n_posts = np.fromiter((m.n_posts for m in merchants), dtype=np.int64, count=m_count)
+    post_rate = np.fromiter((m.post_rate for m in merchants), dtype=np.float64, count=m_count)
+    tools, review = model.tools, d.review
+    provider = tools.provider > 0
+    live_posts = posts.channel == LIVE_STREAM
     friend_rec = np.isin(posts.channel, FRIEND_RECOMMENDATION)
     search = posts.channel == SEARCH
     ticks: dict[str, list] = {
@@ -136,6 +143,9 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         ticks[f"visits_{name}"] = [visits]
         ticks[f"orders_{name}"] = [orders]
         ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
+    # a live stream's viewers are its level-1 audience (SPEC section 7: viewer conversion)
+    ticks["visits_live_viewers"] = [int(exposures[live_posts, 0].sum())]
+    ticks["orders_live_viewers"] = [int(buys[live_posts, 0].sum())]
     ticks.update({name: [value] for name, value in agg["risk"].items()})
     ticks.update({
         "n_orders": [int(buy_total.sum())],
@@ -148,11 +158,34 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "fx_locked": [d.fx_locked],
         "fx_exposure": [d.fx_exposure],
         "settled": [d.settled.sum() / 100.0],
+        "gmv_provider": [d.gmv_per_merchant[provider].sum() / 100.0],
         "n_flagged": [int(d.flagged.sum())],
+        "n_false_flags": [int((d.flagged & ~model.violating).sum())],
+        "n_reports": [int(d.reports.sum())],
+        "n_reviewed": [review.reviewed],
+        "n_cleared": [review.cleared],
+        "review_backlog_reports": [review.backlog_reports],
+        "review_backlog_flags": [review.backlog_flags],
+        "report_response_minutes": [review.report_response_minutes],
         "n_removed": [d.removed],
+        "n_rectifications": [d.rectifications],
         "n_exits": [d.exits],
+        "n_active_compliant": [int((active & ~model.violating).sum())],
+        "traffic_cost_per_post": [model.traffic_cost()],
+        "mean_post_rate": [float(post_rate[active].mean()) if active.any() else 0.0],
+        **{f"n_style_{name}": [int((active & (model.style == i)).sum())] for i, name in enumerate(MARKETING_STYLES)},
+        "units_sold": [int(d.units_sold.sum())],
+        "units_lost": [int(d.units_lost.sum())],
+        "stock_units": [int(model.stock.units.sum())],
+        "customers": [int(model.customers.pairs.sum())],
+        "repurchase_rate_members": [model.customers.repurchase_rate()[1]],
+        "repurchase_rate_others": [model.customers.repurchase_rate()[0]],
+        "n_group_parts_oversized": [model.group_parts.n_oversized_parts()],
+        "n_groups_split": [d.groups_split],
         "seconds": [seconds],
     })
+    diagnostics = model.diagnostics.compute(model.customers.customers, model.customers.repeaters,
+                                            model.config.merchants.margin)
     merchant_rows = {
         "tick": np.full(len(merchants), tick, dtype=np.int32),
         "merchant": np.arange(len(merchants), dtype=np.int32),
@@ -162,9 +195,27 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "n_orders": d.orders_per_merchant,
         "gmv": d.gmv_per_merchant / 100.0,
         "settled": d.settled / 100.0,
-        "cum_profit": np.fromiter((m.cum_profit for m in merchants), dtype=np.float64, count=len(merchants)),
-        "violations": np.fromiter((m.violations for m in merchants), dtype=np.int32, count=len(merchants)),
+        "cum_profit": np.fromiter((m.cum_profit for m in merchants), dtype=np.float64, count=m_count),
+        "violations": np.fromiter((m.violations for m in merchants), dtype=np.int32, count=m_count),
         "exit_reason": np.array([m.exit_reason for m in merchants], dtype=object),
+        "category": model.category.astype(np.int16),
+        "quality": model.quality,
+        "compliance": np.array([m.compliance for m in merchants], dtype=object),
+        "certification": model.certification.astype(np.int8),
+        "provider": np.asarray(PROVIDERS, dtype=object)[tools.provider],
+        "marketing_tools": tools.marketing_tools,
+        "erp": tools.erp,
+        "live": tools.live,
+        "ai_service": tools.ai_service,
+        "analytics": tools.analytics(tick),
+        "style": np.asarray(MARKETING_STYLES, dtype=object)[model.style],
+        "post_rate": post_rate,
+        "stock_units": model.stock.units.copy(),
+        "units_sold": d.units_sold,
+        "units_lost": d.units_lost,
+        "customers": model.customers.customers.copy(),
+        "repeat_customers": model.customers.repeaters.copy(),
+        **diagnostics,
     }
     cascade_rows = {
         "tick": np.full(posts.n, tick, dtype=np.int32),
@@ -204,11 +255,47 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
         summary[f"aov_{name}"] = _ratio(totals[f"gmv_{name}"], totals[f"orders_{name}"])
     summary.update({
         "official_share_of_value": 1.0 - totals["gmv_off_platform"] / gmv if gmv else 0.0,
+        "conversion_live_viewers": _ratio(totals["orders_live_viewers"], totals["visits_live_viewers"]),
+        "provider_share_of_gmv": _ratio(totals["gmv_provider"], gmv),
         "exits": int(totals["n_exits"]),
         "removed": int(totals["n_removed"]),
         "mesa_share_of_tick_time": mesa_seconds / tick_seconds if tick_seconds else 0.0,
     })
+    summary.update(ecosystem_summary(totals, model))
     return summary
+
+
+def ecosystem_summary(totals: dict[str, float], model: CommerceModel) -> dict[str, float]:
+    """Governance, community and tool outcomes of a run, in SPEC sections 4-8's terms.
+
+    Yearly figures extrapolate the run's rate to 365 ticks; ``bans_per_year_full_scale`` also
+    divides by N / 1.289e9 (SPEC: 230,000 in 2022); ``compliant_survival_per_year`` is the
+    share of compliant merchants still active, compounded to a year (SPEC: 81%).
+    """
+    ticks = model.tick + 1
+    per_year = 365.0 / ticks
+    compliant = ~model.violating
+    active = np.fromiter((m.active for m in model.merchant_list), dtype=bool, count=model.n_merchants)
+    survival = _ratio(int((active & compliant).sum()), int(compliant.sum()))
+    sums = model.analytics_sums  # [before, after] x [gmv, units sold, stock held] x merchant
+    before, after = sums[0].sum(axis=1).astype(np.float64), sums[1].sum(axis=1).astype(np.float64)
+    turnover_before, turnover_after = _ratio(before[1], before[2]), _ratio(after[1], after[2])
+    outside, members = model.customers.repurchase_rate()
+    sold, lost = totals["units_sold"], totals["units_lost"]
+    return {
+        "bans_per_year_full_scale": totals["n_removed"] * per_year / model.config.scale,
+        "compliant_survival_per_year": survival ** per_year,
+        "report_response_minutes": totals["report_response_minutes"] / ticks,
+        "repurchase_rate_members": members,
+        "repurchase_rate_others": outside,
+        "repurchase_ratio_members": model.customers.repurchase_ratio(),
+        "analytics_gmv_growth": _ratio(after[0], before[0]) - 1.0 if before[0] else 0.0,
+        "analytics_turnover_gain": turnover_after / turnover_before - 1.0 if turnover_before else 0.0,
+        "stockout_share": _ratio(lost, sold + lost),
+        "inventory_turnover": _ratio(sold, totals["stock_units"]),
+        "share_content_style_at_end": _ratio(int((active & (model.style == 0)).sum()), int(active.sum())),
+        "share_inducement_style_at_end": _ratio(int((active & (model.style == 2)).sum()), int(active.sum())),
+    }
 
 
 def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,

@@ -11,18 +11,20 @@ Channels modelled so far:
   from the merchant's city (LBS) and kept when the post's category is among their interest tags;
   the ranking gives cheaper offers more searchers (``channels.search_price_weight``). Searchers
   are strangers, so they trust the post less (``cascade.trust_stranger``).
-* ``groups``: the post goes to one of the merchant's groups; each member reads it with the daily
-  chance implied by ``community.weekly_active``, times ``platform.group_downweight`` when the
-  group has more than ``platform.group_downweight_threshold`` members.
-* ``live_stream``: a mini-program live stream; friends join with ``channels.p_view_live`` and
-  convert better while watching (``channels.live_conversion_boost``); its level-3 (live fission)
+* ``groups``: the post goes to one part of one of the merchant's groups; members read it that
+  day or get it as a targeted push, down-weighted in parts over the threshold (see
+  :mod:`model.community`).
+* ``live_stream``: a mini-program live stream, by merchants that live-stream (``tools.share_live``;
+  the others post to Moments instead); friends join with ``channels.p_view_live`` and convert
+  better while watching (``channels.live_conversion_boost``); its level-3 (live fission)
   reaches strangers like any other post's.
 * ``external_link``: a Moments post linking out to another platform; its reach is down-weighted
   step by step as the merchant posts more of them (``platform.external_link_steps`` and
   ``external_link_weights``), and its orders are paid outside WeChat.
 
 Social channels are allocated first: a merchant's friends and groups see its posts before any
-public traffic does. Video-account commerce is not yet modelled.
+public traffic does. A merchant with deep analytics targets the pushes of its friend channels
+(:func:`model.tools.target_exposures`). Video-account commerce is not yet modelled.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import numpy as np
 from kernels import rng
 from kernels.backend import concat_ranges, repeat_ids
 from kernels.cascade import expose_neighbours
+from model.community import group_exposures
 from model.merchant import MAX_POSTS_PER_TICK
+from model.tools import target_exposures
 
 CHANNELS = ("moments", "official_account", "search", "groups", "live_stream", "external_link")
 MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK = range(len(CHANNELS))
@@ -54,7 +58,8 @@ class TickPosts:
         merchant: (int64[C]) merchant index.
         origin: (int64[C]) merchant's account.
         channel: (int8[C]) index into :data:`CHANNELS`.
-        group: (int64[C]) group posted to, -1 for Moments.
+        group: (int64[C]) group part posted to (see :class:`model.community.GroupParts`), -1 for
+            other channels.
     """
 
     key: np.ndarray
@@ -70,16 +75,18 @@ class TickPosts:
 
 def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.ndarray,
                group_count: np.ndarray, channel_shares: tuple[float, ...],
-               seed: int, tick: int) -> TickPosts:
+               seed: int, tick: int, live: np.ndarray | None = None) -> TickPosts:
     """Lay out the tick's posts and pick each post's channel.
 
     Args:
         n_posts: (int64[M]) posts each merchant makes this tick.
         merchant_uid: (int64[M]) merchants' accounts.
-        group_start, group_count: (int64[M]) each merchant's groups are
+        group_start, group_count: (int64[M]) each merchant's group parts are
             ``group_start[m] .. group_start[m] + group_count[m] - 1``.
         channel_shares: shares of posts by channel, in :data:`CHANNELS` order; a post drawn for
             groups by a merchant without a group goes to Moments.
+        live: (bool[M]) merchants that live-stream (all when omitted); a live post drawn by a
+            merchant that does not goes to Moments.
     """
     merchant = np.repeat(np.arange(n_posts.shape[0], dtype=np.int64), n_posts)
     slot = concat_ranges(np.zeros_like(n_posts), n_posts, xp=np)  # 0, 1, ... within each merchant
@@ -87,6 +94,8 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
     u = rng.uniform(rng.stream_key(seed, "traffic.channel", tick), key)
     channel = np.minimum(np.searchsorted(np.cumsum(channel_shares), u, side="right"), len(CHANNELS) - 1)
     channel[(channel == GROUPS) & (group_count[merchant] == 0)] = MOMENTS
+    if live is not None:
+        channel[(channel == LIVE_STREAM) & ~live[merchant]] = MOMENTS
     which = rng.integers(rng.stream_key(seed, "traffic.group", tick), key, np.maximum(group_count[merchant], 1))
     group = np.where(channel == GROUPS, group_start[merchant] + which, -1)
     return TickPosts(key=key, merchant=merchant, origin=merchant_uid[merchant],
@@ -117,17 +126,18 @@ def expose_searchers(origin: Any, category_bit: Any, n_candidates: Any, city: An
     return cascade[owner][match], user[match]
 
 
-def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, p_read: Any, city_start: Any,
+def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_parts: Any, city_start: Any,
                      seed: int, tick: int, *, xp: ModuleType) -> tuple[Any, Any]:
     """The channels' level-1 exposures, (cascade (int64[X]), user (int64[X])) on the device.
 
     Args:
         posts_dev: the :class:`TickPosts` arrays on the device, by field name, plus
-            ``category_bit`` (uint16[C]), ``search_candidates`` (int64[C]) and ``link_weight``
-            (float64[C], the external-link step weight).
+            ``category_bit`` (uint16[C]), ``search_candidates`` (int64[C]), ``reach_weight``
+            (float64[C], the external-link step weight times the poster's fatigue factor) and
+            ``targeted`` (bool[C], posts of merchants with deep analytics).
         pop: the :class:`~model.population.Population`.
         config: the :class:`~model.config.ScenarioConfig`.
-        p_read: (float64[G]) chance that a member of each group reads a post there today.
+        group_parts: the :class:`~model.community.GroupParts` group posts go to.
         city_start: (int64[K+1]) first user of each city.
     """
     channel = posts_dev["channel"]
@@ -138,33 +148,31 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, p_read: A
                     (OFFICIAL_ACCOUNT, config.channels.p_follow_account * config.community.push_open_rate),
                     (LIVE_STREAM, config.channels.p_view_live),
                     (EXTERNAL_LINK, config.cascade.p_view_friend))
+    tools = config.tools
+    targeted = posts_dev["targeted"]
     for ch, p_view in friend_views:
         posts = local[channel == ch]
-        # external links carry their step-down weight per post
-        p = p_view * posts_dev["link_weight"][posts] if ch == EXTERNAL_LINK else p_view
-        parts.append(expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][posts], posts, keys, p,
+        # a post's reach weight (external-link steps, fatigue); deep-analytics merchants push
+        # harder (matched friends keep all of it, off-interest friends are thinned below)
+        p = p_view * posts_dev["reach_weight"][posts] * xp.where(targeted[posts], tools.analytics_match_boost, 1.0)
+        parts.append(expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][posts], posts, keys,
+                                       xp.minimum(p, 1.0),
                                        rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick), xp=xp))
+    friend_cascade = xp.concatenate([c for c, _ in parts])
+    friend_user = xp.concatenate([u for _, u in parts])
+    parts = [target_exposures(friend_cascade, friend_user, targeted, posts_dev["category_bit"], pop.state["interests"],
+                              tools.analytics_offinterest_keep / tools.analytics_match_boost, keys,
+                              rng.stream_key(seed, "traffic.analytics.target", tick), xp=xp)]
     posts = local[channel == SEARCH]
     parts.append(expose_searchers(posts_dev["origin"][posts], posts_dev["category_bit"][posts],
                                   posts_dev["search_candidates"][posts], pop.state["city"], city_start,
                                   pop.state["interests"], posts, keys,
                                   rng.stream_key(seed, "traffic.search.candidates", tick), xp=xp))
     posts = local[channel == GROUPS]
-    groups = posts_dev["group"][posts]
-    parts.append(expose_neighbours(pop.group_indptr, pop.group_members, groups, posts, keys, p_read[groups],
-                                   rng.stream_key(seed, "traffic.groups.read", tick), xp=xp))
+    parts.append(group_exposures(group_parts, pop.group_members, posts_dev["group"][posts], posts, keys,
+                                 posts_dev["category_bit"], pop.state["profile_complete"], pop.state["interests"],
+                                 seed, tick, xp=xp, reach_weight=posts_dev["reach_weight"][posts]))
     return xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts])
-
-
-def group_read_probability(group_size: Any, weekly_active: float, threshold: int, downweight: float,
-                           *, xp: ModuleType) -> Any:
-    """(float64[G]) daily chance a member reads a group post.
-
-    A member active in a given week with probability ``weekly_active`` is active on a given day
-    with ``1 - (1 - weekly_active) ** (1/7)``; groups over ``threshold`` members are down-weighted.
-    """
-    daily = 1.0 - (1.0 - weekly_active) ** (1.0 / 7.0)
-    return xp.where(group_size > threshold, daily * downweight, daily)
 
 
 def external_link_weight(recent_links: np.ndarray, steps: list[int], weights: list[float]) -> np.ndarray:

@@ -50,7 +50,7 @@ def test_external_link_steps_cut_link_traffic(tmp_path):
     import polars as pl
 
     def link_visits(name, weights):
-        config = load_config(overrides=[*BASE, "channels.share_external_link=0.3", "channels.share_moments=0.06",
+        config = load_config(overrides=[*BASE, "channels.share_external_link=0.3", "channels.share_moments=0.01",
                                         "merchants.post_rate=3.0", f"platform.external_link_weights={weights}"])
         run = run_scenario(config, tmp_path / name).run_dir
         return pl.read_parquet(run / "ticks.parquet")["visits_external_link"].sum()
@@ -59,8 +59,8 @@ def test_external_link_steps_cut_link_traffic(tmp_path):
 
 
 def test_external_link_orders_are_paid_outside_wechat(tmp_path):
-    base = summary(tmp_path, "few", "channels.share_external_link=0.0", "channels.share_moments=0.36")
-    many = summary(tmp_path, "many", "channels.share_external_link=0.3", "channels.share_moments=0.06")
+    base = summary(tmp_path, "few", "channels.share_external_link=0.0", "channels.share_moments=0.31")
+    many = summary(tmp_path, "many", "channels.share_external_link=0.3", "channels.share_moments=0.01")
     assert many["official_share_of_value"] < base["official_share_of_value"]
 
 

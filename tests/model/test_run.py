@@ -145,8 +145,12 @@ def test_sigkill_leaves_no_visible_run(tmp_path):
 def test_checkpoint_resume_gives_the_uninterrupted_result(small_config, tmp_path):
     config = load_config(overrides=["population.n_users=5000", "population.n_cities=10", "run.n_ticks=9",
                                     'run.backend="numpy"', "output.checkpoint_every=3", "output.row_group_ticks=2",
-                                    'output.transactions="full"'])
+                                    'output.transactions="full"',
+                                    # adapt (and split groups) on both sides of the checkpoint
+                                    "merchants.adapt_every=2", "platform.group_downweight=0.0"])
     whole = run_scenario(config, tmp_path / "whole").run_dir
+    split = pl.read_parquet(whole / "ticks.parquet").filter(pl.col("tick") < 6)["n_groups_split"].sum()
+    assert split > 0  # group parts are part of the state the checkpoint must carry
 
     def stop_after_seven(done, total):
         if done == 7:

@@ -1,0 +1,140 @@
+"""Merchant groups as merchants post to them (SPEC section 4): parts, reads and targeted pushes.
+
+A merchant posts to a *part* of one of its groups. Every group starts as one part; a merchant
+that splits an oversized group (its adaptation to the platform down-weighting groups over the
+threshold, see :meth:`model.merchant.Merchant.adapt`) divides the member list into
+``ceil(size / threshold)`` contiguous parts, each a smaller group of its own. Members stay the
+merchant's group members, so the user -> groups index and repurchase accounting do not change;
+only the group -> members index is read through finer offsets (:attr:`GroupParts.part_indptr`).
+
+A member sees a group post in one of two ways:
+
+* it reads the group that day: ``1 - (1 - weekly_active) ** (1/7)``;
+* it gets the post as a targeted push (enterprise-WeChat linkage): members whose profile is
+  complete (``community.profile_completeness``) and who are interested in the category are
+  pushed the post and open it with ``community.push_open_rate``.
+
+Both are multiplied by ``platform.group_downweight`` in a part over the threshold.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from kernels import rng
+from kernels.backend import Backend, concat_ranges
+from kernels.cascade import expose_neighbours
+
+
+def group_read_probability(group_size: Any, weekly_active: float, threshold: int, downweight: float,
+                           *, xp: ModuleType) -> Any:
+    """(float64[G]) daily chance a member reads a group post.
+
+    A member active in a given week with probability ``weekly_active`` is active on a given day
+    with ``1 - (1 - weekly_active) ** (1/7)``; groups over ``threshold`` members are down-weighted.
+    """
+    daily = 1.0 - (1.0 - weekly_active) ** (1.0 / 7.0)
+    return xp.where(group_size > threshold, daily * downweight, daily)
+
+
+class GroupParts:
+    """The parts merchants post to (host bookkeeping, device offsets).
+
+    Attributes:
+        n_parts: (int64[G], host) parts of each group.
+        part_indptr: (int64[P+1], device) offsets of each part in ``population.group_members``.
+        part_start, part_count: (int64[M], host) a merchant's parts are
+            ``part_start[m] .. part_start[m] + part_count[m] - 1``.
+        part_size: (int64[P], host) members per part.
+        p_read, p_push: (float64[P], device) daily read and push-open probability per part.
+    """
+
+    def __init__(self, population: Any, n_merchants: int, config: Any, backend: Backend) -> None:
+        host = backend.to_host
+        self.backend = backend
+        self.config = config
+        self.n_merchants = n_merchants
+        self.group_indptr = host(population.group_indptr)
+        self.group_owner = host(population.group_owner).astype(np.int64)
+        self.group_size = np.diff(self.group_indptr)
+        self.n_parts = np.ones(self.group_size.shape[0], dtype=np.int64)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Recompute the part offsets and probabilities from ``n_parts``."""
+        part_group = np.repeat(np.arange(self.n_parts.shape[0], dtype=np.int64), self.n_parts)
+        j = concat_ranges(np.zeros_like(self.n_parts), self.n_parts, xp=np)  # part number within its group
+        size, parts = self.group_size[part_group], self.n_parts[part_group]
+        starts = self.group_indptr[part_group] + (j * size) // parts
+        part_indptr = np.append(starts, self.group_indptr[-1]).astype(np.int64)
+        self.part_size = np.diff(part_indptr)
+        owner = self.group_owner[part_group]
+        self.part_start = np.searchsorted(owner, np.arange(self.n_merchants)).astype(np.int64)
+        self.part_count = np.bincount(owner, minlength=self.n_merchants).astype(np.int64)
+        community, platform = self.config.community, self.config.platform
+        p_read = group_read_probability(self.part_size, community.weekly_active, platform.group_downweight_threshold,
+                                        platform.group_downweight, xp=np)
+        p_push = np.where(self.part_size > platform.group_downweight_threshold,
+                          community.push_open_rate * platform.group_downweight, community.push_open_rate)
+        dev = self.backend.to_device
+        self.part_indptr, self.p_read, self.p_push = dev(part_indptr), dev(p_read), dev(p_push)
+
+    def oversized(self) -> np.ndarray:
+        """(bool[M]) merchants with a part over the down-weighting threshold."""
+        over = self.part_size > self.config.platform.group_downweight_threshold
+        owner = np.repeat(self.group_owner, self.n_parts)
+        return np.bincount(owner[over], minlength=self.n_merchants) > 0
+
+    def split(self, merchants: np.ndarray) -> int:
+        """Split every oversized group of the given merchants (bool[M]) into parts of at most the
+        threshold; returns how many groups were split."""
+        threshold = self.config.platform.group_downweight_threshold
+        wanted = -(-self.group_size // threshold)  # ceil
+        chosen = merchants[self.group_owner] & (wanted > self.n_parts)
+        self.n_parts[chosen] = wanted[chosen]
+        if chosen.any():
+            self.rebuild()
+        return int(chosen.sum())
+
+    def n_oversized_parts(self) -> int:
+        return int((self.part_size > self.config.platform.group_downweight_threshold).sum())
+
+
+def group_exposures(parts: GroupParts, members: Any, part: Any, post: Any, cascade_key: Any, category_bit: Any,
+                    profile_complete: Any, interests: Any, seed: int, tick: int, *, xp: ModuleType,
+                    reach_weight: Any = None) -> tuple[Any, Any]:
+    """Level-1 viewers of group posts: daily readers, and targeted pushes opened.
+
+    Args:
+        parts: the :class:`GroupParts`; members (int32[...]) ``population.group_members``.
+        part: (int64[S]) part each group post went to; post (int64[S]) its local cascade index.
+        cascade_key: (int64[C]); category_bit (uint16[C]) per cascade.
+        profile_complete: (bool[N]); interests (uint16[N]).
+        reach_weight: (float64[S]) optional multiplier of both probabilities per post (fatigue).
+
+    Returns:
+        (cascade (int64[X]), user (int64[X])).
+
+    Each member is drawn once with the larger of the two probabilities, then kept with the
+    ratio of its own (push-open for a targeted member, read otherwise) to that larger one, so a
+    member sees a post at most once.
+    """
+    p_read, p_push = parts.p_read[part], parts.p_push[part]
+    if reach_weight is not None:
+        p_read, p_push = p_read * reach_weight, p_push * reach_weight
+    p_high = xp.maximum(p_read, p_push)
+    cascade, user = expose_neighbours(parts.part_indptr, members, part, post, cascade_key, p_high,
+                                      rng.stream_key(seed, "traffic.groups.read", tick), xp=xp)
+    if cascade.shape[0] == 0:
+        return cascade, user
+    # the post's position among the group posts: post is ascending, so search it
+    which = xp.searchsorted(post, cascade)
+    targeted = profile_complete[user] & ((interests[user] & category_bit[cascade]) != 0)
+    p_own = xp.where(targeted, p_push[which], p_read[which])
+    keep = rng.bernoulli(rng.stream_key(seed, "traffic.groups.push", tick),
+                         cascade_key[cascade] * interests.shape[0] + user,
+                         xp.where(p_high[which] > 0, p_own / xp.maximum(p_high[which], 1e-300), 0.0), xp=xp)
+    return cascade[keep], user[keep]

@@ -1,0 +1,171 @@
+"""Who bought from whom: the (merchant, buyer) ledger behind repurchase and LTV.
+
+A customer of a merchant is a user who bought from it at least once during the run; a repeat
+customer bought from it on at least two occasions. The ledger keeps one sorted entry per
+(merchant, buyer) pair on the device, with whether the pair has repeated and whether the buyer
+is a member of one of the merchant's groups at the time of the first purchase. Group
+membership does not change during a run (groups split into parts, members stay), so the flag
+holds.
+
+SPEC section 4's "group members repurchase 4.2x as often as ordinary buyers" is read here as:
+the share of a merchant's customers who come back, for customers in its groups over customers
+outside them, pooled over merchants (:meth:`CustomerLedger.repurchase_ratio`).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from kernels.backend import concat_ranges, merge_sorted, repeat_ids, scatter_add
+
+
+def is_group_member(merchant: Any, buyer: Any, member_indptr: Any, member_groups: Any, group_owner: Any,
+                    *, xp: ModuleType) -> Any:
+    """(bool[P]) whether each buyer belongs to one of the merchant's groups.
+
+    Args:
+        merchant, buyer: (int64[P]) pairs.
+        member_indptr: (int64[N+1]) user -> groups CSR; member_groups (int32[...]); group_owner (int32[G]).
+    """
+    start = member_indptr[buyer]
+    length = member_indptr[buyer + 1] - start
+    slots = concat_ranges(start, length, xp=xp)
+    pair = repeat_ids(length, xp=xp)  # the pair each slot belongs to
+    owned = group_owner[member_groups[slots]].astype(xp.int64) == merchant[pair]
+    hits = xp.zeros(buyer.shape[0], dtype=xp.int64)
+    scatter_add(hits, pair, owned.astype(xp.int64), xp=xp)
+    return hits > 0
+
+
+class SortedPairs:
+    """A sorted run of pair keys with two flags per pair (device arrays of length P)."""
+
+    def __init__(self, keys: Any, repeat: Any, member: Any) -> None:
+        self.keys, self.repeat, self.member = keys, repeat, member
+
+    @classmethod
+    def empty(cls, xp: ModuleType) -> "SortedPairs":
+        return cls(xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.bool_), xp.zeros(0, dtype=xp.bool_))
+
+    @property
+    def size(self) -> int:
+        return int(self.keys.shape[0])
+
+    def find(self, keys: Any, *, xp: ModuleType) -> tuple[Any, Any]:
+        """(found (bool[K]), position (int64[K])) of sorted, distinct ``keys`` in this run."""
+        if self.size == 0:
+            return xp.zeros(keys.shape[0], dtype=xp.bool_), xp.zeros(keys.shape[0], dtype=xp.int64)
+        pos = xp.minimum(xp.searchsorted(self.keys, keys), self.size - 1)
+        return self.keys[pos] == keys, pos
+
+    def merged_with(self, other: "SortedPairs", *, xp: ModuleType) -> "SortedPairs":
+        """This run and ``other`` (no key in both) as one sorted run; linear in the sizes."""
+        if other.size == 0:
+            return self
+        if self.size == 0:
+            return other
+        slot = xp.searchsorted(self.keys, other.keys, side="right") + xp.arange(other.size, dtype=xp.int64)
+        from_other = xp.zeros(self.size + other.size, dtype=xp.bool_)
+        from_other[slot] = True
+        flags = []
+        for mine, theirs in ((self.repeat, other.repeat), (self.member, other.member)):
+            out = xp.empty(self.size + other.size, dtype=xp.bool_)
+            out[slot], out[~from_other] = theirs, mine
+            flags.append(out)
+        return SortedPairs(merge_sorted(self.keys, other.keys, xp=xp), *flags)
+
+
+class CustomerLedger:
+    """Every (merchant, buyer) pair so far, and per-merchant customer counts.
+
+    Pairs are kept in two sorted runs, a large one and a small recent one (a two-level
+    log-structured merge): a tick's new pairs are merged into the small run, and the small run
+    into the large one only once it holds a quarter as many pairs, so a tick costs work in
+    proportion to the recent pairs, not to every pair of the run.
+
+    Attributes:
+        runs: [large, small] :class:`SortedPairs`; keys are ``merchant * N + buyer``.
+        customers, repeaters: (int64[M], host) per merchant.
+        pairs, repeat_pairs: (int64[2], host) pooled counts for [outside groups, group members].
+    """
+
+    #: the small run is merged into the large one past max(this, a quarter of the large run)
+    MIN_MERGE = 1 << 20
+
+    def __init__(self, n_users: int, n_merchants: int, *, xp: ModuleType) -> None:
+        self.n_users = n_users
+        self.xp = xp
+        self.runs = [SortedPairs.empty(xp), SortedPairs.empty(xp)]
+        self.customers = np.zeros(n_merchants, dtype=np.int64)
+        self.repeaters = np.zeros(n_merchants, dtype=np.int64)
+        self.pairs = np.zeros(2, dtype=np.int64)
+        self.repeat_pairs = np.zeros(2, dtype=np.int64)
+
+    def record(self, merchant: Any, buyer: Any, population: Any, to_host: Any) -> None:
+        """Add one tick's completed orders (int64[O] merchant and buyer on the device).
+
+        Two orders of the same pair in one tick (from two posts) are two occasions.
+        """
+        xp, n = self.xp, self.n_users
+        if merchant.shape[0] == 0:
+            return
+        ordered = xp.sort(merchant * n + buyer)
+        first = xp.ones(ordered.shape[0], dtype=xp.bool_)
+        first[1:] = ordered[1:] != ordered[:-1]
+        starts = xp.flatnonzero(first)
+        keys = ordered[starts]
+        times = xp.diff(xp.concatenate([starts, xp.asarray([ordered.shape[0]], dtype=starts.dtype)]))
+        known = xp.zeros(keys.shape[0], dtype=xp.bool_)
+        for run in self.runs:
+            found, pos = run.find(keys, xp=xp)
+            known |= found
+            # pairs seen before that now repeat for the first time
+            turning = pos[found][~run.repeat[pos[found]]]
+            run.repeat[turning] = True
+            self._count(run.keys[turning] // n, run.member[turning], xp.zeros(turning.shape[0], dtype=xp.bool_),
+                        to_host)
+        new_keys, new_repeat = keys[~known], times[~known] >= 2
+        new_merchant, new_buyer = new_keys // n, new_keys % n
+        new_member = is_group_member(new_merchant, new_buyer, population.member_indptr, population.member_groups,
+                                     population.group_owner, xp=xp)
+        self._count(new_merchant, new_member, xp.ones(new_keys.shape[0], dtype=xp.bool_), to_host, new_repeat)
+        large, small = self.runs
+        small = small.merged_with(SortedPairs(new_keys, new_repeat, new_member), xp=xp)
+        if small.size > max(self.MIN_MERGE, large.size // 4):
+            large, small = large.merged_with(small, xp=xp), SortedPairs.empty(xp)
+        self.runs = [large, small]
+
+    def _count(self, merchant: Any, member: Any, is_new: Any, to_host: Any, repeat: Any = None) -> None:
+        """Update the host counts: new pairs add a customer (and a repeater when they repeat
+        already); turning pairs add a repeater."""
+        merchant, member, is_new = to_host(merchant), to_host(member).astype(np.int64), to_host(is_new)
+        repeats = np.ones(merchant.shape[0], dtype=bool) if repeat is None else to_host(repeat)
+        np.add.at(self.customers, merchant[is_new], 1)
+        np.add.at(self.repeaters, merchant[repeats], 1)
+        self.pairs += np.bincount(member[is_new], minlength=2)
+        self.repeat_pairs += np.bincount(member[repeats], minlength=2)
+
+    def repurchase_rate(self) -> tuple[float, float]:
+        """(outside groups, group members): the share of customers who bought again."""
+        rates = self.repeat_pairs / np.maximum(self.pairs, 1)
+        return float(rates[0]), float(rates[1])
+
+    def repurchase_ratio(self) -> float:
+        """Group members' repurchase rate over other customers' (SPEC target 4.2)."""
+        outside, members = self.repurchase_rate()
+        return members / outside if outside > 0 else 0.0
+
+    def state_dict(self, to_host: Any) -> dict[str, Any]:
+        return {"runs": [{name: to_host(getattr(run, name)) for name in ("keys", "repeat", "member")}
+                         for run in self.runs],
+                "customers": self.customers.copy(), "repeaters": self.repeaters.copy(),
+                "pairs": self.pairs.copy(), "repeat_pairs": self.repeat_pairs.copy()}
+
+    def load_state_dict(self, state: dict[str, Any], to_device: Any) -> None:
+        self.runs = [SortedPairs(*(to_device(run[name]) for name in ("keys", "repeat", "member")))
+                     for run in state["runs"]]
+        for name in ("customers", "repeaters", "pairs", "repeat_pairs"):
+            getattr(self, name)[...] = state[name]
