@@ -292,6 +292,49 @@ def report(directory: Annotated[Path, typer.Argument(help="a run directory or a 
     out_console.print(f"report: [bold]{path}[/]")
 
 
+def print_validation(table: Any, title: str) -> None:
+    """The validation table as a rich table, misses in red, with the share within tolerance."""
+    import polars as pl  # noqa: PLC0415
+
+    from model.validation import share_within  # noqa: PLC0415
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float) and (abs(value) >= 1e5 or 0 < abs(value) < 1e-3):
+            return f"{value:.3g}"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    grid = Table(title=title)
+    for column in ("target", "section", "kind", "expected", "low", "high", "simulated", "ci", "within"):
+        grid.add_column(column, justify="right" if column not in ("target", "kind") else "left")
+    for row in table.iter_rows(named=True):
+        within = row["within"]
+        mark = "-" if within is None else ("yes" if within else "[red]no[/]")
+        ci = "-" if row["ci_low"] is None or row["ci_low"] == row["ci_high"] else \
+            f"{fmt(row['ci_low'])} .. {fmt(row['ci_high'])}"
+        scenario = f" ({row['scenario']}/{row['point']})" if "scenario" in row else ""
+        grid.add_row(row["target"] + scenario, row["section"], row["kind"], fmt(row["expected"]), fmt(row["low"]),
+                     fmt(row["high"]), fmt(row["simulated"]), ci, mark)
+    out_console.print(grid)
+    for scenario_table in (table.partition_by(["scenario", "point"]) if "scenario" in table.columns else [table]):
+        hit, measured = share_within(scenario_table)
+        where = f"{scenario_table['scenario'][0]}/{scenario_table['point'][0]}: " if "scenario" in table.columns else ""
+        out_console.print(f"{where}{hit} of {measured} targets within tolerance ({hit / max(measured, 1):.0%})")
+    del pl
+
+
+@app.command()
+def validate(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")]) -> None:
+    """Compare a run (or a sweep's replicates, with 95% intervals) with every figure of SPEC.md;
+    writes DIR/validation.parquet."""
+    from model.validation import validate as validate_dir  # noqa: PLC0415
+
+    table, path = validate_dir(directory)
+    print_validation(table, f"validation: {directory}")
+    out_console.print(f"written: [bold]{path}[/]")
+
+
 @config_app.command("show")
 def config_show(
     scenario: ScenarioArg = None,

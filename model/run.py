@@ -63,8 +63,8 @@ class RunResult:
     manifest: dict[str, Any]
 
     def table(self, name: str) -> "pyarrow.Table":
-        """One of the run's tables (``ticks``, ``merchants``, ``cascades``, or ``transactions``
-        when logged) as an Arrow table."""
+        """One of the run's tables (``ticks``, ``merchants``, ``cascades``, ``validation``, or
+        ``transactions`` when logged) as an Arrow table."""
         import pyarrow.dataset as ds  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 
@@ -404,4 +404,8 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     })
     run_dir = writer.finish(manifest)
+    # every run carries its validation against SPEC.md's figures (`weishang validate` redoes it)
+    from model.validation import validate  # noqa: PLC0415
+
+    validate(run_dir)
     return RunResult(run_dir=run_dir, summary=summary, manifest={**manifest, "status": "complete"})

@@ -1,0 +1,231 @@
+"""Validation: how a run (or a sweep's replicates) compares with every figure of SPEC.md.
+
+The figures live in ``model/targets.toml`` (:func:`load_targets`); each names how it is measured
+from a run's outputs. :func:`validate_run` measures one run directory; :func:`validate` measures a
+run or a sweep (with a 95% t interval over replicates per scenario and point) and writes
+``validation.parquet`` with the columns ``target, section, kind, expected, low, high, simulated,
+ci_low, ci_high, within`` (plus ``scenario, point, replicates`` for a sweep).
+
+``within`` is null for figures the model does not produce (``not_modelled``) and for runs that
+lack a measure's table; a target is within when its simulated value lies in ``[low, high]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from scipy import stats
+
+from model.config import PRACTITIONERS, WECHAT_MAU
+from model.fx import CURRENCIES
+from model.merchant import ONBOARDING_TICKS
+from model.payments import SETTLEMENT_LAG
+from model.recorder import RunDirectoryError
+
+#: the code's constants a target can read as an input
+CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURRENCIES": len(CURRENCIES),
+             "CROSS_BORDER_LAG": int(SETTLEMENT_LAG[2]), "ONBOARDING_TICKS": ONBOARDING_TICKS}
+KINDS = ("target", "input", "not_modelled")
+COLUMNS = ("target", "section", "kind", "figure", "expected", "low", "high", "simulated", "ci_low", "ci_high", "within")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One figure of SPEC.md (see ``model/targets.toml`` for the fields)."""
+
+    id: str
+    section: str
+    figure: str
+    kind: str
+    expected: float
+    low: float | None = None
+    high: float | None = None
+    measure: str = ""
+    scale: str = "none"
+    why: str = ""
+
+    def within(self, value: float) -> bool | None:
+        if self.kind == "not_modelled" or value is None or not math.isfinite(value):
+            return None
+        if self.kind == "input":
+            return bool(np.isclose(value, self.expected))
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def miss(self, value: float) -> float:
+        """Distance outside the band in units of the band's half-width (0 inside; for fitting)."""
+        lo = self.low if self.low is not None else -math.inf
+        hi = self.high if self.high is not None else math.inf
+        if lo <= value <= hi:
+            return 0.0
+        width = (hi - lo) / 2 if math.isfinite(hi - lo) else abs(self.expected) * 0.1 or 1.0
+        return (lo - value) / width if value < lo else (value - hi) / width
+
+
+def load_targets(path: str | Path | None = None) -> list[Target]:
+    """The SPEC's figures from ``targets.toml`` (the shipped one when ``path`` is None)."""
+    if path is None:
+        text = resources.files("model").joinpath("targets.toml").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    targets = [Target(**entry) for entry in tomllib.loads(text)["target"]]
+    for t in targets:
+        if t.kind not in KINDS:
+            raise ValueError(f"target {t.id}: kind {t.kind!r} is not one of {', '.join(KINDS)}")
+    return targets
+
+
+class RunMeasures:
+    """Reads a run directory's outputs once and measures targets on them."""
+
+    def __init__(self, run_dir: Path) -> None:
+        manifest_path = run_dir / "manifest.json"
+        if not manifest_path.is_file():
+            raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no manifest.json)")
+        self.run_dir = run_dir
+        self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if self.manifest.get("status") != "complete":
+            raise RunDirectoryError(f"run {str(run_dir)!r} did not complete (status {self.manifest.get('status')!r})")
+        self.summary = self.manifest["summary"]
+        self.config = self.manifest["config"]
+        self.scale = self.config["population"]["n_users"] / WECHAT_MAU
+        self._ticks: pl.DataFrame | None = None
+        self._reach: dict[int, float] | None = None
+
+    @property
+    def ticks(self) -> pl.DataFrame:
+        if self._ticks is None:
+            self._ticks = pl.read_parquet(self.run_dir / "ticks.parquet")
+        return self._ticks
+
+    def reached_mean(self, level: int) -> float:
+        if self._reach is None:
+            cascades = pl.read_parquet(self.run_dir / "cascades.parquet",
+                                       columns=[f"exposures_l{lv}" for lv in (1, 2, 3)])
+            self._reach = {}
+            for lv in (1, 2, 3):
+                reached = cascades[f"exposures_l{lv}"].filter(cascades[f"exposures_l{lv}"] > 0)
+                self._reach[lv] = float(reached.mean()) if reached.len() else 0.0
+        return self._reach[level]
+
+    def measure(self, target: Target) -> float | None:
+        if target.kind == "not_modelled" or not target.measure:
+            return None
+        how, _, what = target.measure.partition(":")
+        if how == "summary":
+            value = self.summary.get(what)
+        elif how == "ticks_mean":
+            value = float(self.ticks[what].mean())
+        elif how == "ticks_ratio":
+            num, den = what.split("/")
+            total = float(self.ticks[den].sum())
+            value = float(self.ticks[num].sum()) / total if total else float("nan")
+        elif how == "reached_mean":
+            value = self.reached_mean(int(what))
+        elif how == "config":
+            section, key = what.split(".")
+            value = self.config[section][key]
+        elif how == "constant":
+            value = CONSTANTS[what]
+        else:
+            raise ValueError(f"target {target.id}: unknown measure {target.measure!r}")
+        if value is None:
+            return None
+        value = float(value)
+        return value / self.scale if target.scale == "full" else value
+
+
+def validate_run(run_dir: str | Path, targets: list[Target] | None = None) -> pl.DataFrame:
+    """One row per target for one run (``ci_low``/``ci_high`` equal ``simulated``)."""
+    targets = targets if targets is not None else load_targets()
+    measures = RunMeasures(Path(run_dir))
+    rows = []
+    for t in targets:
+        value = measures.measure(t)
+        rows.append(_row(t, value, value, value))
+    return pl.DataFrame(rows, schema=_schema(), orient="row")
+
+
+def _row(t: Target, value: float | None, ci_low: float | None, ci_high: float | None) -> tuple:
+    return (t.id, t.section, t.kind, t.figure, float(t.expected), t.low, t.high, value, ci_low, ci_high,
+            t.within(value) if value is not None else None)
+
+
+def _schema() -> dict[str, Any]:
+    return {"target": pl.Utf8, "section": pl.Utf8, "kind": pl.Utf8, "figure": pl.Utf8, "expected": pl.Float64,
+            "low": pl.Float64, "high": pl.Float64, "simulated": pl.Float64, "ci_low": pl.Float64,
+            "ci_high": pl.Float64, "within": pl.Boolean}
+
+
+def _sweep_runs(sweep_dir: Path) -> list[tuple[str, str, Path]]:
+    runs = []
+    for path in sorted((sweep_dir / "runs").glob("scenario=*/point=*/replicate=*")):
+        if (path / "manifest.json").is_file():
+            scenario = path.parent.parent.name.split("=", 1)[1]
+            point = path.parent.name.split("=", 1)[1]
+            runs.append((scenario, point, path))
+    return runs
+
+
+def validate_sweep(sweep_dir: str | Path, targets: list[Target] | None = None) -> pl.DataFrame:
+    """Per scenario and point: the replicates' mean and its 95% t interval for each target."""
+    targets = targets if targets is not None else load_targets()
+    groups: dict[tuple[str, str], list[RunMeasures]] = {}
+    for scenario, point, path in _sweep_runs(Path(sweep_dir)):
+        try:
+            groups.setdefault((scenario, point), []).append(RunMeasures(path))
+        except RunDirectoryError:
+            continue  # failed or unfinished replicates are left out (runs.parquet says which)
+    if not groups:
+        raise RunDirectoryError(f"{str(sweep_dir)!r} holds no completed runs")
+    frames = []
+    for (scenario, point), runs in sorted(groups.items()):
+        rows = []
+        for t in targets:
+            values = [v for v in (r.measure(t) for r in runs) if v is not None and math.isfinite(v)]
+            if not values:
+                rows.append(_row(t, None, None, None))
+                continue
+            mean = float(np.mean(values))
+            half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))) \
+                if len(values) > 1 else 0.0
+            rows.append(_row(t, mean, mean - half, mean + half))
+        frame = pl.DataFrame(rows, schema=_schema(), orient="row")
+        frames.append(frame.with_columns(pl.lit(scenario).alias("scenario"), pl.lit(point).alias("point"),
+                                         pl.lit(len(runs)).alias("replicates")))
+    return pl.concat(frames)
+
+
+def validate(directory: str | Path, targets: list[Target] | None = None) -> tuple[pl.DataFrame, Path]:
+    """Validate a run or a sweep directory and write its ``validation.parquet`` (atomically)."""
+    directory = Path(directory)
+    if (directory / "manifest.json").is_file():
+        table = validate_run(directory, targets)
+    elif (directory / "runs").is_dir():
+        table = validate_sweep(directory, targets)
+    else:
+        raise RunDirectoryError(f"{str(directory)!r} is neither a run directory (manifest.json) "
+                                f"nor a sweep directory (runs/)")
+    return table, write_validation(table, directory)
+
+
+def write_validation(table: pl.DataFrame, directory: Path) -> Path:
+    target = directory / "validation.parquet"
+    tmp = directory / f".validation.parquet.tmp-{os.getpid()}"
+    table.write_parquet(tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def share_within(table: pl.DataFrame) -> tuple[int, int]:
+    """(targets within tolerance, targets measured) of a validation table (targets only)."""
+    measured = table.filter((pl.col("kind") == "target") & pl.col("within").is_not_null())
+    return int(measured["within"].sum()), measured.height
