@@ -335,6 +335,43 @@ def validate(directory: Annotated[Path, typer.Argument(help="a run directory or 
     out_console.print(f"written: [bold]{path}[/]")
 
 
+@app.command()
+def calibrate(
+    scenario: ScenarioArg = None,
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="calibration directory (study.db, calibrated.toml, ...)")] = Path(
+        "results/calibration"),
+    trials: Annotated[int, typer.Option("--trials", help="complete trials per stage (a resumed study tops up)")] = 60,
+    workers: Annotated[int, typer.Option("--workers", help="worker processes")] = 1,
+    replicates: Annotated[Optional[int], typer.Option("--replicates", help="seeds per trial (default: calibration.toml)")] = None,
+    hold_out: Annotated[Optional[str], typer.Option("--hold-out", help="comma-separated targets left out of the fit")] = None,
+    stages: Annotated[Optional[str], typer.Option("--stages", help="comma-separated stages to fit (default: all)")] = None,
+) -> None:
+    """Fit the free parameters (model/calibration.toml) to SPEC.md's targets with Optuna;
+    resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances."""
+    from model.calibrate import calibrate as run_calibration  # noqa: PLC0415
+
+    with Progress(TextColumn("stage {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=min(done, total))
+
+        result = run_calibration(out, scenario, set_ or (), trials=trials, workers=workers, replicates=replicates,
+                                 hold_out=[h.strip() for h in hold_out.split(",")] if hold_out else None,
+                                 stages=[s.strip() for s in stages.split(",")] if stages else None,
+                                 on_progress=on_progress)
+    for stage, value in result.losses.items():
+        out_console.print(f"stage {stage}: best loss {value:.4g}")
+    out_console.print(f"calibrated scenario: [bold]{result.scenario_file}[/]  (weishang run {result.scenario_file})")
+    out_console.print(f"trials: {result.trials_file}")
+    if result.importances_file is not None:
+        out_console.print(f"importances: {result.importances_file} and {result.importances_file.with_suffix('.png')}")
+
+
 @config_app.command("show")
 def config_show(
     scenario: ScenarioArg = None,

@@ -274,7 +274,7 @@ class RiskConfig(_Section):
     target_fpr: float = Field(0.0002, ge=0, le=1,
                               description="largest share of legitimate payments the threshold may intercept")
     window_ticks: int = Field(7, ge=1, le=365, description="ticks of velocity history the features look back on")
-    threshold_history_ticks: int = Field(7, ge=1, le=365,
+    threshold_history_ticks: int = Field(30, ge=1, le=365,
                                          description="ticks of confirmed-legitimate scores the threshold is set from")
     new_account_ticks: int = Field(30, ge=0, le=10_000, description="an account younger than this is new")
     p_new_device: float = Field(0.02, ge=0, le=1,

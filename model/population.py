@@ -9,6 +9,7 @@ propensity, account ages and merchant groups, all from counter-based streams.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,12 @@ class Population:
     member_groups: Any
     merchant_uids: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
+    #: the state as built (set by :meth:`keep_initial_state`, for :meth:`fresh`)
+    initial_state: dict[str, Any] = field(default_factory=dict)
+
+    def keep_initial_state(self) -> None:
+        """Keep a copy of the freshly built state so :meth:`fresh` can hand out clean copies."""
+        self.initial_state = {name: array.copy() for name, array in self.state.items()}
 
     @property
     def n_edges(self) -> int:
@@ -81,6 +88,11 @@ class Population:
     @property
     def n_groups(self) -> int:
         return int(self.group_owner.shape[0])
+
+    def fresh(self) -> "Population":
+        """A copy that shares the (read-only) graph and groups but has its own per-user state,
+        as it was after the build: for running several scenarios on one population."""
+        return dataclasses.replace(self, state={name: array.copy() for name, array in self.initial_state.items()})
 
     def nbytes(self) -> int:
         """Bytes held by all per-user, per-edge and per-membership arrays."""

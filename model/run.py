@@ -324,7 +324,7 @@ def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
 def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
                  on_build_step: Callable[[str], None] | None = None,
                  on_tick: Callable[[int, int], None] | None = None,
-                 preflight: bool = True, resume: bool = False) -> RunResult:
+                 preflight: bool = True, resume: bool = False, population: Any = None) -> RunResult:
     """Run a scenario and publish its run directory.
 
     Args:
@@ -335,6 +335,8 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         preflight: refuse a run whose memory estimate exceeds what is available.
         resume: continue from the newest checkpoint of this run directory (see
             :mod:`model.checkpoint`); the result is identical to an uninterrupted run.
+        population: a population already built from this config's population section and
+            seed (calibration reuses one across trials; see :meth:`Population.fresh`).
 
     Raises:
         RunDirectoryError: the run directory exists and is not empty, or cannot be written.
@@ -358,7 +360,7 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
     totals: dict[str, float] = {}
     previous_sigterm = _raise_on_sigterm()
     try:
-        model = CommerceModel(config, backend, progress=on_build_step)
+        model = CommerceModel(config, backend, population=population, progress=on_build_step)
         pop = model.population
         manifest["population"] = {"users": pop.n_users, "directed_edges": pop.n_edges,
                                   "merchants": model.n_merchants, "groups": pop.n_groups,

@@ -106,15 +106,17 @@ class RunMeasures:
             self._ticks = pl.read_parquet(self.run_dir / "ticks.parquet")
         return self._ticks
 
-    def reached_mean(self, level: int) -> float:
+    def reached(self, level: int, quantile: float | None) -> float:
+        """Level-``level`` exposures of the posts that reached that level: their mean, or a quantile."""
         if self._reach is None:
             cascades = pl.read_parquet(self.run_dir / "cascades.parquet",
                                        columns=[f"exposures_l{lv}" for lv in (1, 2, 3)])
-            self._reach = {}
-            for lv in (1, 2, 3):
-                reached = cascades[f"exposures_l{lv}"].filter(cascades[f"exposures_l{lv}"] > 0)
-                self._reach[lv] = float(reached.mean()) if reached.len() else 0.0
-        return self._reach[level]
+            self._reach = {lv: cascades[f"exposures_l{lv}"].filter(cascades[f"exposures_l{lv}"] > 0)
+                           for lv in (1, 2, 3)}
+        reached = self._reach[level]
+        if reached.len() == 0:
+            return 0.0
+        return float(reached.mean()) if quantile is None else float(reached.quantile(quantile, "linear"))
 
     def measure(self, target: Target) -> float | None:
         if target.kind == "not_modelled" or not target.measure:
@@ -129,7 +131,10 @@ class RunMeasures:
             total = float(self.ticks[den].sum())
             value = float(self.ticks[num].sum()) / total if total else float("nan")
         elif how == "reached_mean":
-            value = self.reached_mean(int(what))
+            value = self.reached(int(what), None)
+        elif how == "reached_quantile":
+            level, q = what.split(":")
+            value = self.reached(int(level), float(q))
         elif how == "config":
             section, key = what.split(".")
             value = self.config[section][key]

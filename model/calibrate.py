@@ -1,0 +1,389 @@
+"""``weishang calibrate``: fit the free mechanism parameters to SPEC.md's targets with Optuna.
+
+What is fitted is declared in ``model/calibration.toml``: stages of parameters with their search
+ranges (never a target, never a figure the SPEC gives as an input). Each stage runs a TPE study
+whose first trial is the scenario's current values; a trial runs the scenario on
+``run.replicates`` seeds (common to all trials, :func:`model.sweep.replicate_seed`) and scores
+the replicates' mean of every fitted target of ``model/targets.toml``:
+
+    loss = sum over fitted targets of miss ** 2  +  0.01 * sum of ((value - expected) / half-width) ** 2
+
+where ``miss`` is the distance outside the tolerance band in half-widths (0 inside): the first
+term brings targets into their bands, the small second one prefers the centre. The best values
+of a stage are fixed before the next. Targets named with ``--hold-out`` are left out of the
+loss, to check how the mechanisms reproduce patterns they were not fitted to.
+
+Everything is kept in ``OUT/study.db`` (an Optuna SQLite storage): running the command again
+with the same ``OUT`` resumes where it stopped, and a stage with enough complete trials is not
+run again. Outputs: ``OUT/calibrated.toml`` (a scenario file of the fitted values, loadable as
+``weishang run OUT/calibrated.toml``), ``OUT/trials.parquet`` (every trial's parameters and
+target values) and ``OUT/importances.parquet`` + ``importances.png`` (fANOVA importance of each
+parameter for each target: which parameters move which targets).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import shutil
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.config import ConfigError, ScenarioConfig, load_config
+from model.recorder import RunDirectoryError
+from model.validation import RunMeasures, Target, load_targets
+
+#: weight of the pull toward each target's centre, next to the band misses
+CENTRE_WEIGHT = 0.01
+#: sections whose parameters would change the population (which trials share)
+POPULATION_SECTIONS = ("population", "community")
+
+
+@dataclass
+class Stage:
+    """One block of parameters fitted together."""
+
+    name: str
+    why: str
+    params: dict[str, tuple[float, float]]
+    log: set[str] = field(default_factory=set)
+    integer: set[str] = field(default_factory=set)
+    remainder: str = ""
+
+
+@dataclass
+class CalibrationSpec:
+    stages: list[Stage]
+    replicates: int
+
+
+def load_spec(path: str | Path | None = None) -> CalibrationSpec:
+    """Read ``calibration.toml`` (the shipped one when ``path`` is None) and check its names."""
+    if path is None:
+        text = resources.files("model").joinpath("calibration.toml").read_text(encoding="utf-8")
+    else:
+        text = Path(path).read_text(encoding="utf-8")
+    doc = tomllib.loads(text)
+    defaults = ScenarioConfig().model_dump()
+    stages = []
+    for entry in doc["stage"]:
+        params = {name: (float(lo), float(hi)) for name, (lo, hi) in entry["params"].items()}
+        for name in [*params, *([entry["remainder"]] if entry.get("remainder") else [])]:
+            section, _, key = name.partition(".")
+            if section not in defaults or key not in defaults[section]:
+                raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} is not a config key")
+            if section in POPULATION_SECTIONS:
+                raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} would change the population, "
+                                  f"which trials share; fit it in a scenario sweep instead")
+        stages.append(Stage(entry["name"], entry.get("why", ""), params, set(entry.get("log", [])),
+                            set(entry.get("int", [])), entry.get("remainder", "")))
+    return CalibrationSpec(stages=stages, replicates=int(doc.get("run", {}).get("replicates", 1)))
+
+
+def loss(values: dict[str, float], targets: list[Target]) -> float:
+    """The fitting loss of a trial's target values (see the module docstring); a target that a
+    trial could not measure counts as a miss of 10 half-widths."""
+    total = 0.0
+    for t in targets:
+        value = values.get(t.id)
+        if value is None or not math.isfinite(value):
+            total += 100.0
+            continue
+        total += t.miss(value) ** 2
+        lo, hi = t.low, t.high
+        if lo is not None and hi is not None and hi > lo:
+            total += CENTRE_WEIGHT * ((value - t.expected) / ((hi - lo) / 2)) ** 2
+    return total
+
+
+def _format(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def overrides_of(values: dict[str, Any]) -> list[str]:
+    return [f"{name}={_format(value)}" for name, value in values.items()]
+
+
+def _remainder(config: ScenarioConfig, stage: Stage, values: dict[str, Any]) -> dict[str, Any]:
+    """Set the stage's remainder share so the channel shares still sum to 1."""
+    if not stage.remainder:
+        return {}
+    section, key = stage.remainder.split(".")
+    data = config.model_dump()
+    shares = {k: v for k, v in data[section].items() if k.startswith("share_")}
+    for name, value in values.items():
+        s, k = name.split(".")
+        if s == section and k in shares:
+            shares[k] = value
+    rest = 1.0 - sum(v for k, v in shares.items() if k != key)
+    return {stage.remainder: round(rest, 12)}
+
+
+# ------------------------------------------------------------------ trials (in worker processes)
+
+_POPULATIONS: dict[int, Any] = {}
+
+
+def _population(config: ScenarioConfig) -> Any:
+    """The population for this seed, built once per worker and copied fresh for each trial."""
+    from kernels.backend import resolve_backend  # noqa: PLC0415
+    from model.population import build_population  # noqa: PLC0415
+
+    seed = config.run.seed
+    if seed not in _POPULATIONS:
+        population = build_population(config, resolve_backend(config.run.backend))
+        population.keep_initial_state()
+        _POPULATIONS[seed] = population
+    return _POPULATIONS[seed].fresh()
+
+
+def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seeds: list[int],
+             targets: list[Target]) -> dict[str, float]:
+    """Run the scenario with ``values`` on each seed; the replicates' mean of every target."""
+    from model.run import run_scenario  # noqa: PLC0415
+
+    per_target: dict[str, list[float]] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="weishang-calibrate-"))
+    try:
+        for seed in seeds:
+            config = load_config(scenario, [*base, *overrides_of(values), f"run.seed={seed}"])
+            result = run_scenario(config, scratch / f"seed{seed}", preflight=False, population=_population(config))
+            measures = RunMeasures(result.run_dir)
+            for t in targets:
+                value = measures.measure(t)
+                if value is not None and math.isfinite(value):
+                    per_target.setdefault(t.id, []).append(value)
+            shutil.rmtree(result.run_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {tid: float(np.mean(v)) for tid, v in per_target.items()}
+
+
+def _work(storage: str, study_name: str, stage: Stage, base: list[str], scenario: str | None,
+          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int) -> None:
+    import optuna  # noqa: PLC0415
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    targets = load_targets()
+    fit = [t for t in targets if t.id in fitted]
+    measured = [t for t in targets if t.kind == "target" and t.measure]
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    base_config = load_config(scenario, [*base, *overrides_of(fixed)])
+
+    def objective(trial: optuna.Trial) -> float:
+        values: dict[str, Any] = {}
+        for name, (lo, hi) in stage.params.items():
+            if name in stage.integer:
+                values[name] = trial.suggest_int(name, int(lo), int(hi), log=name in stage.log)
+            else:
+                values[name] = trial.suggest_float(name, lo, hi, log=name in stage.log)
+        values.update(_remainder(base_config, stage, values))
+        if stage.remainder and values[stage.remainder] < 0:
+            raise optuna.TrialPruned(f"{stage.remainder} would be negative")
+        try:
+            result = evaluate(base, scenario, {**fixed, **values}, seeds, measured)
+        except ConfigError as exc:
+            raise optuna.TrialPruned(str(exc)) from None
+        for tid, value in result.items():
+            trial.set_user_attr(tid, value)
+        return loss(result, fit)
+
+    study.optimize(objective, n_trials=n_trials)
+
+
+# ------------------------------------------------------------------ the driver
+
+
+@dataclass
+class CalibrationResult:
+    scenario_file: Path
+    fitted: dict[str, Any]
+    losses: dict[str, float]
+    trials_file: Path
+    importances_file: Path | None
+
+
+def _complete(study: Any) -> int:
+    import optuna  # noqa: PLC0415
+
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def _fail_stale(study: Any) -> None:
+    """Trials left RUNNING by a killed calibration are marked failed before resuming."""
+    import optuna  # noqa: PLC0415
+
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+              trials: int = 60, workers: int = 1, replicates: int | None = None, hold_out: list[str] | None = None,
+              stages: list[str] | None = None, spec_path: str | Path | None = None,
+              on_progress: Callable[[str, int, int], None] | None = None) -> CalibrationResult:
+    """Fit the stages in order; see the module docstring. Returns what was written."""
+    import optuna  # noqa: PLC0415
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = load_spec(spec_path)
+    targets = load_targets()
+    known = {t.id for t in targets if t.kind == "target" and t.measure}
+    hold_out = list(hold_out or [])
+    unknown = [h for h in hold_out if h not in known]
+    if unknown:
+        raise ConfigError(f"--hold-out {', '.join(unknown)}: not a measured target "
+                          f"(allowed: {', '.join(sorted(known))})")
+    fitted = sorted(known - set(hold_out))
+    chosen = [s for s in spec.stages if stages is None or s.name in stages]
+    if stages is not None and len(chosen) != len(stages):
+        names = ", ".join(s.name for s in spec.stages)
+        raise ConfigError(f"--stages {', '.join(stages)}: unknown stage (allowed: {names})")
+    if trials < 1 or workers < 1:
+        raise ConfigError("--trials and --workers must be at least 1")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: {exc.strerror}") from None
+    scenario = str(scenario) if scenario is not None else None
+    base = list(overrides)
+    base_config = load_config(scenario, base)  # bad scenario or overrides: say so before any trial
+    from model.sweep import replicate_seed  # noqa: PLC0415
+
+    seeds = [replicate_seed(base_config.run.seed, k) for k in range(replicates or spec.replicates)]
+    storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    fixed: dict[str, Any] = {}
+    losses: dict[str, float] = {}
+    context = multiprocessing.get_context("spawn")
+    for stage in chosen:
+        study_name = f"stage-{stage.name}"
+        study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, direction="minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=base_config.run.seed, n_startup_trials=10))
+        _fail_stale(study)
+        if not study.trials:
+            # the first trial is the scenario as it stands (clipped into the search ranges)
+            start = load_config(scenario, [*base, *overrides_of(fixed)]).model_dump()
+            study.enqueue_trial({name: min(max(start[name.split(".")[0]][name.split(".")[1]], lo), hi)
+                                 for name, (lo, hi) in stage.params.items()})
+        remaining = trials - _complete(study)
+        if remaining > 0:
+            per_worker = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [pool.submit(_work, storage, study_name, stage, base, scenario, fixed, seeds, fitted, n)
+                           for n in per_worker if n > 0]
+                while not all(f.done() for f in futures):
+                    if on_progress is not None:
+                        on_progress(stage.name, _complete(study), trials)
+                    time.sleep(2.0)
+                for f in futures:
+                    f.result()  # a worker's error surfaces here
+        if on_progress is not None:
+            on_progress(stage.name, _complete(study), trials)
+        best = study.best_trial
+        before = load_config(scenario, [*base, *overrides_of(fixed)])
+        fixed.update(best.params)
+        fixed.update(_remainder(before, stage, best.params))
+        losses[stage.name] = float(best.value)
+    scenario_file = write_scenario(out / "calibrated.toml", fixed, losses, hold_out)
+    trials_file = write_trials(out, storage, [s.name for s in chosen])
+    importances_file = write_importances(out, storage, chosen, targets)
+    return CalibrationResult(scenario_file, fixed, losses, trials_file, importances_file)
+
+
+def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float], hold_out: list[str]) -> Path:
+    """The fitted values as a scenario file (sections of keys), written atomically."""
+    sections: dict[str, dict[str, Any]] = {}
+    for name, value in sorted(values.items()):
+        section, key = name.split(".")
+        sections.setdefault(section, {})[key] = value
+    lines = ["# Written by `weishang calibrate`: the fitted free parameters (model/calibration.toml).",
+             "# Best loss per stage: " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()),
+             f"# Held out of the fit: {', '.join(hold_out) if hold_out else 'nothing'}", ""]
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in keys.items():
+            if isinstance(value, float):
+                value = float(f"{value:.6g}")
+            lines.append(f"{key} = {_format(value)}")
+        lines.append("")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_trials(out: Path, storage: str, stage_names: list[str]) -> Path:
+    import optuna  # noqa: PLC0415
+    import polars as pl  # noqa: PLC0415
+
+    frames = []
+    for name in stage_names:
+        study = optuna.load_study(study_name=f"stage-{name}", storage=storage)
+        rows = [{"stage": name, "trial": t.number, "state": t.state.name, "loss": t.value,
+                 **{f"param.{k}": float(v) for k, v in t.params.items()},
+                 **{f"target.{k}": float(v) for k, v in t.user_attrs.items()}} for t in study.trials]
+        if rows:
+            frames.append(pl.DataFrame(rows))
+    path = out / "trials.parquet"
+    tmp = out / ".trials.parquet.tmp"
+    pl.concat(frames, how="diagonal").write_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_importances(out: Path, storage: str, stages: list[Stage], targets: list[Target]) -> Path | None:
+    """fANOVA importance of each stage parameter for each target (table and heat map)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import optuna  # noqa: PLC0415
+    import polars as pl  # noqa: PLC0415
+
+    rows = []
+    for stage in stages:
+        study = optuna.load_study(study_name=f"stage-{stage.name}", storage=storage)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(complete) < 5:
+            continue
+        for t in targets:
+            if not all(t.id in trial.user_attrs for trial in complete):
+                continue
+            values = [trial.user_attrs[t.id] for trial in complete]
+            if np.ptp(values) == 0:
+                continue
+            importance = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                target=lambda trial, tid=t.id: trial.user_attrs[tid])
+            rows += [{"stage": stage.name, "param": p, "target": t.id, "importance": float(v)}
+                     for p, v in importance.items()]
+    if not rows:
+        return None
+    table = pl.DataFrame(rows)
+    path = out / "importances.parquet"
+    tmp = out / ".importances.parquet.tmp"
+    table.write_parquet(tmp)
+    tmp.replace(path)
+    wide = table.pivot(on="target", index="param", values="importance", aggregate_function="max").fill_null(0.0)
+    params, names = wide["param"].to_list(), [c for c in wide.columns if c != "param"]
+    grid = wide.select(names).to_numpy()
+    fig, ax = plt.subplots(figsize=(0.38 * len(names) + 4, 0.32 * len(params) + 2))
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
+    ax.set_yticks(range(len(params)), params, fontsize=7)
+    fig.colorbar(im, ax=ax, label="fANOVA importance")
+    ax.set_title("which parameters move which targets")
+    fig.tight_layout()
+    fig.savefig(out / "importances.png", dpi=110)
+    plt.close(fig)
+    return path
