@@ -6,12 +6,16 @@ whose first trial is the scenario's current values; a trial runs the scenario on
 ``run.replicates`` seeds (common to all trials, :func:`model.sweep.replicate_seed`) and scores
 the replicates' mean of every fitted target of ``model/targets.toml``:
 
-    loss = sum over fitted targets of miss ** 2  +  0.01 * sum of ((value - expected) / half-width) ** 2
+    loss = sum over the stage's targets of min(miss, 3) ** 2  +  0.01 * sum of ((value - expected) / half-width) ** 2
 
 where ``miss`` is the distance outside the tolerance band in half-widths (0 inside): the first
-term brings targets into their bands, the small second one prefers the centre. The best values
-of a stage are fixed before the next. Targets named with ``--hold-out`` are left out of the
-loss, to check how the mechanisms reproduce patterns they were not fitted to.
+term brings targets into their bands, the small second one prefers the centre. A miss counts at
+most 3 half-widths, so a target the mechanisms cannot reach at this N (level-3 reach of 50,000
+in a 200k-user population) does not drag every other parameter after it. A stage fits the
+targets it lists (``targets`` in ``calibration.toml``; all when it lists none); every trial
+records all of them. The best values of a stage are fixed before the next. Targets named with
+``--hold-out`` are left out of every loss, to check how the mechanisms reproduce patterns they
+were not fitted to.
 
 Everything is kept in ``OUT/study.db`` (an Optuna SQLite storage): running the command again
 with the same ``OUT`` resumes where it stopped, and a stage with enough complete trials is not
@@ -44,6 +48,8 @@ from model.validation import RunMeasures, Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
 CENTRE_WEIGHT = 0.01
+#: a miss counts at most this many half-widths in the loss
+MAX_MISS = 3.0
 #: sections whose parameters would change the population (which trials share)
 POPULATION_SECTIONS = ("population", "community")
 
@@ -58,6 +64,7 @@ class Stage:
     log: set[str] = field(default_factory=set)
     integer: set[str] = field(default_factory=set)
     remainder: str = ""
+    targets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,7 +92,7 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
                 raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} would change the population, "
                                   f"which trials share; fit it in a scenario sweep instead")
         stages.append(Stage(entry["name"], entry.get("why", ""), params, set(entry.get("log", [])),
-                            set(entry.get("int", [])), entry.get("remainder", "")))
+                            set(entry.get("int", [])), entry.get("remainder", ""), list(entry.get("targets", []))))
     return CalibrationSpec(stages=stages, replicates=int(doc.get("run", {}).get("replicates", 1)))
 
 
@@ -98,7 +105,7 @@ def loss(values: dict[str, float], targets: list[Target]) -> float:
         if value is None or not math.isfinite(value):
             total += 100.0
             continue
-        total += t.miss(value) ** 2
+        total += min(t.miss(value), MAX_MISS) ** 2
         lo, hi = t.low, t.high
         if lo is not None and hi is not None and hi > lo:
             total += CENTRE_WEIGHT * ((value - t.expected) / ((hi - lo) / 2)) ** 2
@@ -174,7 +181,7 @@ def _work(storage: str, study_name: str, stage: Stage, base: list[str], scenario
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     targets = load_targets()
-    fit = [t for t in targets if t.id in fitted]
+    fit = [t for t in targets if t.id in fitted and (not stage.targets or t.id in stage.targets)]
     measured = [t for t in targets if t.kind == "target" and t.measure]
     study = optuna.load_study(study_name=study_name, storage=storage)
     base_config = load_config(scenario, [*base, *overrides_of(fixed)])
@@ -244,6 +251,10 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         raise ConfigError(f"--hold-out {', '.join(unknown)}: not a measured target "
                           f"(allowed: {', '.join(sorted(known))})")
     fitted = sorted(known - set(hold_out))
+    for stage in spec.stages:
+        strangers = [t for t in stage.targets if t not in known]
+        if strangers:
+            raise ConfigError(f"calibration stage {stage.name!r}: {', '.join(strangers)} is not a measured target")
     chosen = [s for s in spec.stages if stages is None or s.name in stages]
     if stages is not None and len(chosen) != len(stages):
         names = ", ".join(s.name for s in spec.stages)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import mesa
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from model.commerce import CommerceModel
 
 COMPLIANCE_TYPES = ("compliant", "no_brand", "exaggerated")
@@ -116,8 +118,11 @@ class Merchant(mesa.Agent):
         if len(window) == window.maxlen and self.window_profit < 0:
             self.leave("unprofitable")
 
-    def adapt(self, style_payoff: dict[str, float], oversized: bool) -> None:
+    def adapt(self, style_payoff: dict[str, float], oversized: "np.ndarray") -> None:
         """Move budget, style and groups toward what paid (every ``merchants.adapt_every`` ticks).
+
+        ``style_payoff`` maps each style to its peers' contribution per post this period;
+        ``oversized`` (bool[M]) says which merchants have a group part over the threshold.
 
         The rule, with ``rate = merchants.adapt_rate`` and this period's sums:
 
@@ -153,7 +158,8 @@ class Merchant(mesa.Agent):
         self.last_period_profit = self.period_profit
         self.post_rate = min(self.post_rate * (1.0 + mc.budget_step) ** self.budget_direction, mc.post_rate_max)
         downweight = model.config.platform.group_downweight
-        self.wants_split = oversized and draws["adapt.groups"][self.index] < mc.adapt_rate * (1.0 - downweight)
+        self.wants_split = bool(oversized[self.index]) and \
+            draws["adapt.groups"][self.index] < mc.adapt_rate * (1.0 - downweight)
         self.period_profit = self.period_contribution = 0.0
         self.period_posts = 0
 
@@ -161,3 +167,4 @@ class Merchant(mesa.Agent):
         self.active = False
         self.n_posts = 0
         self.exit_reason = reason
+        self.model.merchant_active[self.index] = False  # the array phases' mirror

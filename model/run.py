@@ -110,9 +110,9 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
     exp_total, buy_total, share_total = exposures.sum(axis=0), buys.sum(axis=0), shares.sum(axis=0)
     merchants = model.merchant_list
     m_count = len(merchants)
-    active = np.fromiter((m.active for m in merchants), dtype=bool, count=m_count)
+    active = model.merchant_active.copy()
     n_posts = np.fromiter((m.n_posts for m in merchants), dtype=np.int64, count=m_count)
-    post_rate = np.fromiter((m.post_rate for m in merchants), dtype=np.float64, count=m_count)
+    post_rate = model.merchant_post_rate.copy()
     tools, review = model.tools, d.review
     provider = tools.provider > 0
     live_posts = posts.channel == LIVE_STREAM
@@ -240,7 +240,7 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
         "ticks": model.tick + 1,
         "users": model.population.n_users,
         "merchants": model.n_merchants,
-        "active_merchants_at_end": sum(m.active for m in model.merchant_list),
+        "active_merchants_at_end": int(model.merchant_active.sum()),
         "gmv_cny": round(gmv, 2),
         "orders": int(totals["n_orders"]),
         "posts": int(totals["n_posts"]),
@@ -275,7 +275,7 @@ def ecosystem_summary(totals: dict[str, float], model: CommerceModel) -> dict[st
     ticks = model.tick + 1
     per_year = 365.0 / ticks
     compliant = ~model.violating
-    active = np.fromiter((m.active for m in model.merchant_list), dtype=bool, count=model.n_merchants)
+    active = model.merchant_active
     survival = _ratio(int((active & compliant).sum()), int(compliant.sum()))
     sums = model.analytics_sums  # [before, after] x [gmv, units sold, stock held] x merchant
     before, after = sums[0].sum(axis=1).astype(np.float64), sums[1].sum(axis=1).astype(np.float64)

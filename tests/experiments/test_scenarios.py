@@ -8,7 +8,8 @@ from model.config import load_config
 from model.run import run_scenario
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-SMALL = ["population.n_users=3000", "population.n_cities=3", "run.n_ticks=2", 'run.backend="numpy"']
+SMALL = ["population.n_users=3000", "population.n_cities=3", "run.n_ticks=2", 'run.backend="numpy"',
+         "merchants.post_rate=0.6"]  # enough posts in two ticks to exercise every phase
 
 
 @pytest.mark.parametrize("scenario", sorted(EXPERIMENTS.glob("*.toml")), ids=lambda p: p.stem)

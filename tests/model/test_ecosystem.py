@@ -16,7 +16,8 @@ from model.governance import ReviewDesk
 from model.inventory import fill_orders
 from model.run import run_scenario
 
-BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=30", 'run.backend="numpy"']
+BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=30", 'run.backend="numpy"',
+        "merchants.post_rate=0.6"]  # volumes the tests were sized for, whatever the calibrated default
 
 
 def run(tmp_path, name, *overrides):

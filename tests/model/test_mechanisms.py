@@ -9,7 +9,8 @@ import pytest
 from model.config import load_config
 from model.run import run_scenario
 
-BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=6", 'run.backend="numpy"']
+BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=6", 'run.backend="numpy"',
+        "merchants.post_rate=0.6"]  # volumes the tests were sized for, whatever the calibrated default
 
 
 def summary(tmp_path, name, *overrides):

@@ -1,0 +1,135 @@
+"""Targets as data, validation of runs and sweeps, and calibration (issue 7)."""
+
+import math
+import re
+import tomllib
+from pathlib import Path
+
+import optuna
+import polars as pl
+import pytest
+
+from model.calibrate import calibrate, load_spec, loss
+from model.cli import _main
+from model.config import ConfigError, load_config
+from model.run import run_scenario
+from model.sweep import load_sweep, run_sweep
+from model.validation import KINDS, Target, load_targets, validate, validate_run
+
+SMALL = ["population.n_users=5000", "population.n_cities=10", "run.n_ticks=8", 'run.backend="numpy"',
+         "merchants.post_rate=0.6"]
+SPEC = Path(__file__).resolve().parents[3] / "shared" / "SPEC.md"
+
+
+def test_targets_file_is_complete_and_well_formed():
+    targets = load_targets()
+    ids = [t.id for t in targets]
+    assert len(ids) == len(set(ids))
+    assert {t.kind for t in targets} <= set(KINDS)
+    assert {s.strip() for t in targets for s in t.section.split(",")} == {str(i) for i in range(1, 10)}
+    for t in targets:
+        if t.kind == "target":
+            assert t.measure and (t.low is not None or t.high is not None), t.id
+            assert (t.low is None or t.low <= t.expected) and (t.high is None or t.expected <= t.high), t.id
+        if t.kind == "input":
+            assert t.measure.split(":")[0] in ("config", "constant"), t.id
+        if t.kind == "not_modelled":
+            assert t.why, t.id
+
+
+@pytest.mark.skipif(not SPEC.is_file(), reason="SPEC.md lives outside the repository")
+def test_every_percentage_of_the_spec_is_listed():
+    spec = SPEC.read_text(encoding="utf-8")
+    percentages = {float(p) / 100 for p in re.findall(r"(\d+(?:\.\d+)?)%", spec)}
+    listed = {round(t.expected, 6) for t in load_targets()} | {round(t.expected - 1, 6) for t in load_targets()}
+    # +132% growth is listed as 1.32, +27% as 0.27; "7 points" and "22 points" are differences
+    missing = {p for p in percentages if round(p, 6) not in listed and round(p + 1, 6) not in listed}
+    assert not missing, f"SPEC percentages without a target row: {sorted(missing)}"
+
+
+def test_miss_and_loss():
+    t = Target(id="x", section="1", figure="", kind="target", expected=1.0, low=0.8, high=1.2, measure="summary:x")
+    assert t.miss(1.1) == 0 and t.within(1.1)
+    assert t.miss(1.4) == pytest.approx(1.0) and not t.within(1.4)  # 0.2 past the band, half-width 0.2
+    assert loss({"x": 1.0}, [t]) == 0
+    assert loss({"x": 1.4}, [t]) == pytest.approx(1.0 + 0.01 * 4.0)
+    assert loss({"x": 3.0}, [t]) == pytest.approx(9.0 + 0.01 * 100.0)  # the miss counts at most 3 half-widths
+    assert loss({}, [t]) == 100.0  # unmeasured counts as a big miss
+    one_sided = Target(id="y", section="6", figure="", kind="target", expected=15, low=0.0, high=15.0, measure="s:y")
+    assert one_sided.within(5.0) and not one_sided.within(16.0)
+
+
+def test_every_run_writes_its_validation_table(tmp_path):
+    result = run_scenario(load_config(overrides=SMALL), tmp_path / "r")
+    table = pl.read_parquet(result.run_dir / "validation.parquet")
+    for column in ("target", "section", "expected", "low", "high", "simulated", "ci_low", "ci_high", "within"):
+        assert column in table.columns
+    inputs = table.filter(pl.col("kind") == "input")
+    assert inputs["within"].all()  # the default scenario takes the SPEC's inputs
+    assert table.filter(pl.col("kind") == "not_modelled")["within"].is_null().all()
+    targets = table.filter(pl.col("kind") == "target")
+    assert targets["simulated"].is_not_null().all()
+    # a figure read back by hand: the summary's friend-recommendation conversion
+    row = targets.filter(pl.col("target") == "conversion_friend_rec")
+    assert row["simulated"][0] == pytest.approx(result.summary["conversion_friend_rec"])
+    assert table.equals(validate_run(result.run_dir))
+
+
+def test_sweep_validation_has_replicate_intervals(tmp_path):
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text('[sweep]\nname = "v"\nreplicates = 3\n[common]\n'
+                          + "\n".join(f'"{o.split("=")[0]}" = {o.split("=", 1)[1]}' for o in SMALL) + "\n",
+                          encoding="utf-8")
+    run_sweep(load_sweep(sweep_file), tmp_path / "out", workers=1)
+    table, path = validate(tmp_path / "out")
+    assert path.is_file()
+    assert set(table["replicates"]) == {3}
+    measured = table.filter(pl.col("simulated").is_not_null() & (pl.col("kind") == "target"))
+    assert (measured["ci_low"] <= measured["simulated"]).all() and (measured["simulated"] <= measured["ci_high"]).all()
+    assert (measured["ci_high"] > measured["ci_low"]).any()
+
+
+def test_validate_cli_and_bad_directory(tmp_path, capsys):
+    run_dir = run_scenario(load_config(overrides=SMALL), tmp_path / "r").run_dir
+    assert _main(["validate", str(run_dir)]) == 0
+    assert "targets within tolerance" in capsys.readouterr().out
+    assert _main(["validate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "neither a run directory" in err and "\n" not in err
+
+
+def test_calibration_spec_names_only_free_config_keys():
+    spec = load_spec()
+    targets = {t.id for t in load_targets()}
+    inputs = {t.measure.split(":", 1)[1] for t in load_targets() if t.kind == "input" and t.measure.startswith("config:")}
+    for stage in spec.stages:
+        for name, (lo, hi) in stage.params.items():
+            assert lo < hi, name
+            assert name not in inputs, f"{name} is a SPEC input, not a free parameter"
+            assert name.split(".")[1] not in targets
+
+
+def test_calibrate_writes_a_loadable_scenario_and_resumes(tmp_path):
+    small = ["population.n_users=3000", "population.n_cities=4", "run.n_ticks=4", 'run.backend="numpy"']
+    out = tmp_path / "cal"
+    first = calibrate(out, overrides=small, trials=3, workers=1, replicates=1, stages=["risk"])
+    config = load_config(first.scenario_file, small)
+    for name, value in first.fitted.items():
+        section, key = name.split(".")
+        assert getattr(getattr(config, section), key) == pytest.approx(value, rel=1e-5)
+    fitted_text = tomllib.loads(first.scenario_file.read_text(encoding="utf-8"))
+    assert set(fitted_text) == {"fraud", "risk"}
+    again = calibrate(out, overrides=small, trials=4, workers=1, replicates=1, stages=["risk"])
+    study = optuna.load_study(study_name="stage-risk", storage=f"sqlite:///{out / 'study.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4  # the second call topped the study up by one trial
+    trials = pl.read_parquet(again.trials_file)
+    assert trials.height == 4 and "target.conversion_friend_rec" in trials.columns
+    assert all(math.isfinite(v) for v in trials["loss"])
+
+
+def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
+    with pytest.raises(ConfigError, match="not a measured target"):
+        calibrate(tmp_path / "c", hold_out=["no_such_target"])
+    with pytest.raises(ConfigError, match="unknown stage"):
+        calibrate(tmp_path / "c", stages=["nope"])
