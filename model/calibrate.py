@@ -6,12 +6,13 @@ whose first trial is the scenario's current values; a trial runs the scenario on
 ``run.replicates`` seeds (common to all trials, :func:`model.sweep.replicate_seed`) and scores
 the replicates' mean of every fitted target of ``model/targets.toml``:
 
-    loss = sum over the stage's targets of min(miss, 3) ** 2  +  0.01 * sum of ((value - expected) / half-width) ** 2
+    loss = sum over the stage's targets of huber(miss)  +  0.01 * sum of ((value - expected) / half-width) ** 2
 
-where ``miss`` is the distance outside the tolerance band in half-widths (0 inside): the first
-term brings targets into their bands, the small second one prefers the centre. A miss counts at
-most 3 half-widths, so a target the mechanisms cannot reach at this N (level-3 reach of 50,000
-in a 200k-user population) does not drag every other parameter after it. A stage fits the
+where ``miss`` is the distance outside the tolerance band in half-widths (0 inside), and
+``huber(x)`` is ``x ** 2`` up to 3 and grows linearly beyond: the first term brings targets into
+their bands, the small second one prefers the centre. The linear tail keeps a target the
+mechanisms cannot reach at this N (level-3 reach of 50,000 in a 200k-user population) from
+dragging every other parameter after it, while a far miss still costs more than a near one. A stage fits the
 targets it lists (``targets`` in ``calibration.toml``; all when it lists none); every trial
 records all of them. The best values of a stage are fixed before the next. Targets named with
 ``--hold-out`` are left out of every loss, to check how the mechanisms reproduce patterns they
@@ -29,8 +30,10 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 import shutil
 import tempfile
+import threading
 import time
 import tomllib
 from collections.abc import Callable
@@ -48,8 +51,8 @@ from model.validation import RunMeasures, Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
 CENTRE_WEIGHT = 0.01
-#: a miss counts at most this many half-widths in the loss
-MAX_MISS = 3.0
+#: misses beyond this many half-widths grow the loss linearly, not quadratically
+HUBER_KNEE = 3.0
 #: sections whose parameters would change the population (which trials share)
 POPULATION_SECTIONS = ("population", "community")
 
@@ -71,6 +74,7 @@ class Stage:
 class CalibrationSpec:
     stages: list[Stage]
     replicates: int
+    rounds: int = 1
 
 
 def load_spec(path: str | Path | None = None) -> CalibrationSpec:
@@ -93,7 +97,13 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
                                   f"which trials share; fit it in a scenario sweep instead")
         stages.append(Stage(entry["name"], entry.get("why", ""), params, set(entry.get("log", [])),
                             set(entry.get("int", [])), entry.get("remainder", ""), list(entry.get("targets", []))))
-    return CalibrationSpec(stages=stages, replicates=int(doc.get("run", {}).get("replicates", 1)))
+    run = doc.get("run", {})
+    return CalibrationSpec(stages=stages, replicates=int(run.get("replicates", 1)), rounds=int(run.get("rounds", 1)))
+
+
+def study_name(stage: Stage, round_index: int) -> str:
+    """The Optuna study of a stage in a round (round 0 keeps the plain name)."""
+    return f"stage-{stage.name}" + (f"-round{round_index + 1}" if round_index else "")
 
 
 def loss(values: dict[str, float], targets: list[Target]) -> float:
@@ -105,7 +115,8 @@ def loss(values: dict[str, float], targets: list[Target]) -> float:
         if value is None or not math.isfinite(value):
             total += 100.0
             continue
-        total += min(t.miss(value), MAX_MISS) ** 2
+        miss = t.miss(value)
+        total += miss**2 if miss <= HUBER_KNEE else HUBER_KNEE * (2 * miss - HUBER_KNEE)
         lo, hi = t.low, t.high
         if lo is not None and hi is not None and hi > lo:
             total += CENTRE_WEIGHT * ((value - t.expected) / ((hi - lo) / 2)) ** 2
@@ -175,10 +186,22 @@ def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seed
     return {tid: float(np.mean(v)) for tid, v in per_target.items()}
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Stop this worker when the calibration that started it is gone (killed, even by SIGKILL),
+    so no orphan keeps writing trials into the study."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _work(storage: str, study_name: str, stage: Stage, base: list[str], scenario: str | None,
-          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int) -> None:
+          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int) -> None:
     import optuna  # noqa: PLC0415
 
+    _exit_with_parent(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     targets = load_targets()
     fit = [t for t in targets if t.id in fitted and (not stage.targets or t.id in stage.targets)]
@@ -276,9 +299,12 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
     fixed: dict[str, Any] = {}
     losses: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")
-    for stage in chosen:
-        study_name = f"stage-{stage.name}"
-        study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, direction="minimize",
+    studies: list[tuple[Stage, str]] = []
+    # stages interact (merchants' survival changes traffic): later rounds refit every stage
+    # from the previous round's best values
+    for stage, name in [(stage, study_name(stage, r)) for r in range(spec.rounds) for stage in chosen]:
+        studies.append((stage, name))
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
                                     sampler=optuna.samplers.TPESampler(seed=base_config.run.seed, n_startup_trials=10))
         _fail_stale(study)
         if not study.trials:
@@ -290,24 +316,24 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         if remaining > 0:
             per_worker = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = [pool.submit(_work, storage, study_name, stage, base, scenario, fixed, seeds, fitted, n)
-                           for n in per_worker if n > 0]
+                futures = [pool.submit(_work, storage, name, stage, base, scenario, fixed, seeds, fitted, n,
+                                       os.getpid()) for n in per_worker if n > 0]
                 while not all(f.done() for f in futures):
                     if on_progress is not None:
-                        on_progress(stage.name, _complete(study), trials)
+                        on_progress(name, _complete(study), trials)
                     time.sleep(2.0)
                 for f in futures:
                     f.result()  # a worker's error surfaces here
         if on_progress is not None:
-            on_progress(stage.name, _complete(study), trials)
+            on_progress(name, _complete(study), trials)
         best = study.best_trial
         before = load_config(scenario, [*base, *overrides_of(fixed)])
         fixed.update(best.params)
         fixed.update(_remainder(before, stage, best.params))
-        losses[stage.name] = float(best.value)
+        losses[name] = float(best.value)
     scenario_file = write_scenario(out / "calibrated.toml", fixed, losses, hold_out)
-    trials_file = write_trials(out, storage, [s.name for s in chosen])
-    importances_file = write_importances(out, storage, chosen, targets)
+    trials_file = write_trials(out, storage, [name for _, name in studies])
+    importances_file = write_importances(out, storage, studies, targets)
     return CalibrationResult(scenario_file, fixed, losses, trials_file, importances_file)
 
 
@@ -333,14 +359,14 @@ def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float],
     return path
 
 
-def write_trials(out: Path, storage: str, stage_names: list[str]) -> Path:
+def write_trials(out: Path, storage: str, study_names: list[str]) -> Path:
     import optuna  # noqa: PLC0415
     import polars as pl  # noqa: PLC0415
 
     frames = []
-    for name in stage_names:
-        study = optuna.load_study(study_name=f"stage-{name}", storage=storage)
-        rows = [{"stage": name, "trial": t.number, "state": t.state.name, "loss": t.value,
+    for name in study_names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        rows = [{"study": name, "trial": t.number, "state": t.state.name, "loss": t.value,
                  **{f"param.{k}": float(v) for k, v in t.params.items()},
                  **{f"target.{k}": float(v) for k, v in t.user_attrs.items()}} for t in study.trials]
         if rows:
@@ -352,8 +378,10 @@ def write_trials(out: Path, storage: str, stage_names: list[str]) -> Path:
     return path
 
 
-def write_importances(out: Path, storage: str, stages: list[Stage], targets: list[Target]) -> Path | None:
-    """fANOVA importance of each stage parameter for each target (table and heat map)."""
+def write_importances(out: Path, storage: str, studies: list[tuple[Stage, str]],
+                      targets: list[Target]) -> Path | None:
+    """fANOVA importance of each stage parameter for each target (table and heat map), from
+    each stage's last round."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -362,8 +390,9 @@ def write_importances(out: Path, storage: str, stages: list[Stage], targets: lis
     import polars as pl  # noqa: PLC0415
 
     rows = []
-    for stage in stages:
-        study = optuna.load_study(study_name=f"stage-{stage.name}", storage=storage)
+    last = {stage.name: (stage, name) for stage, name in studies}
+    for stage, name in last.values():
+        study = optuna.load_study(study_name=name, storage=storage)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if len(complete) < 5:
             continue

@@ -294,8 +294,6 @@ def report(directory: Annotated[Path, typer.Argument(help="a run directory or a 
 
 def print_validation(table: Any, title: str) -> None:
     """The validation table as a rich table, misses in red, with the share within tolerance."""
-    import polars as pl  # noqa: PLC0415
-
     from model.validation import share_within  # noqa: PLC0415
 
     def fmt(value: Any) -> str:
@@ -321,17 +319,23 @@ def print_validation(table: Any, title: str) -> None:
         hit, measured = share_within(scenario_table)
         where = f"{scenario_table['scenario'][0]}/{scenario_table['point'][0]}: " if "scenario" in table.columns else ""
         out_console.print(f"{where}{hit} of {measured} targets within tolerance ({hit / max(measured, 1):.0%})")
-    del pl
 
 
 @app.command()
-def validate(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")]) -> None:
+def validate(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")],
+             markdown: Annotated[bool, typer.Option("--markdown", help="print the targets as a Markdown table")] = False,
+             ) -> None:
     """Compare a run (or a sweep's replicates, with 95% intervals) with every figure of SPEC.md;
     writes DIR/validation.parquet."""
+    from model.validation import to_markdown  # noqa: PLC0415
     from model.validation import validate as validate_dir  # noqa: PLC0415
 
     table, path = validate_dir(directory)
-    print_validation(table, f"validation: {directory}")
+    if markdown:
+        for part in (table.partition_by(["scenario", "point"]) if "scenario" in table.columns else [table]):
+            typer.echo(to_markdown(part) + "\n")
+    else:
+        print_validation(table, f"validation: {directory}")
     out_console.print(f"written: [bold]{path}[/]")
 
 
@@ -351,7 +355,7 @@ def calibrate(
     resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances."""
     from model.calibrate import calibrate as run_calibration  # noqa: PLC0415
 
-    with Progress(TextColumn("stage {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         tasks: dict[str, Any] = {}
 
@@ -365,7 +369,7 @@ def calibrate(
                                  stages=[s.strip() for s in stages.split(",")] if stages else None,
                                  on_progress=on_progress)
     for stage, value in result.losses.items():
-        out_console.print(f"stage {stage}: best loss {value:.4g}")
+        out_console.print(f"{stage}: best loss {value:.4g}")
     out_console.print(f"calibrated scenario: [bold]{result.scenario_file}[/]  (weishang run {result.scenario_file})")
     out_console.print(f"trials: {result.trials_file}")
     if result.importances_file is not None:

@@ -502,9 +502,11 @@ class CommerceModel(mesa.Model):
         self.stock.restock(self.data.units_sold, self.data.units_lost, sigma, self.config.run.seed, tick)
 
     def merchants_book(self) -> None:
-        """Mesa: each merchant books the tick's profit and exits if its recent profit is
+        """Mesa: each merchant books the tick's profit and may exit if its recent profit is
         negative; every ``adapt_every`` ticks each adapts budget, style and groups."""
         mc, tick = self.config.merchants, self.tick
+        self.merchant_draws["exit"] = rng.uniform(rng.stream_key(self.config.run.seed, "merchant.exit", tick),
+                                                  self.n_merchants)
         # the arithmetic is done for all merchants at once; agents only book and decide
         contribution = (self.data.settled * mc.margin - self.data.fees) / 100.0 - self.data.n_posts * self.traffic_cost()
         profit = contribution - mc.fixed_cost_per_tick - self.data.holding_cost

@@ -101,8 +101,10 @@ class Merchant(mesa.Agent):
         """Record this tick's profit (settled margin less all costs) and the posts' contribution,
         and exit if the window lost money.
 
-        A merchant exits when its profit summed over the last ``exit_window`` ticks is negative,
-        which rising traffic cost and thin sales (homogeneous competition) bring about.
+        A merchant whose profit summed over the last ``exit_window`` ticks is negative (which
+        rising traffic cost and thin sales under homogeneous competition bring about) gives up
+        with probability ``exit_hazard`` a day: merchants differ in how long they hold on, so
+        exits spread out instead of falling on the day the window first fills.
         """
         if not self.active:
             return
@@ -115,7 +117,8 @@ class Merchant(mesa.Agent):
             self.window_profit -= window[0]
         window.append(profit)
         self.window_profit += profit
-        if len(window) == window.maxlen and self.window_profit < 0:
+        if len(window) == window.maxlen and self.window_profit < 0 and \
+                self.model.merchant_draws["exit"][self.index] < self.model.config.merchants.exit_hazard:
             self.leave("unprofitable")
 
     def adapt(self, style_payoff: dict[str, float], oversized: "np.ndarray") -> None:

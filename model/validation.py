@@ -234,3 +234,26 @@ def share_within(table: pl.DataFrame) -> tuple[int, int]:
     """(targets within tolerance, targets measured) of a validation table (targets only)."""
     measured = table.filter((pl.col("kind") == "target") & pl.col("within").is_not_null())
     return int(measured["within"].sum()), measured.height
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:.4g}"
+
+
+def to_markdown(table: pl.DataFrame) -> str:
+    """A validation table as Markdown (for READMEs and reports); one run or one sweep point."""
+    lines = ["| target | section | expected | band | simulated | 95% CI | within |", "|---|---|---|---|---|---|---|"]
+    for row in table.iter_rows(named=True):
+        if row["kind"] != "target":
+            continue
+        band = f"{_fmt(row['low'])} .. {_fmt(row['high'])}"
+        ci = "-" if row["ci_low"] is None or row["ci_low"] == row["ci_high"] else \
+            f"{_fmt(row['ci_low'])} .. {_fmt(row['ci_high'])}"
+        within = "-" if row["within"] is None else ("yes" if row["within"] else "**no**")
+        lines.append(f"| {row['target']} | {row['section']} | {_fmt(row['expected'])} | {band} | "
+                     f"{_fmt(row['simulated'])} | {ci} | {within} |")
+    return "\n".join(lines)

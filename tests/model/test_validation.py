@@ -53,7 +53,8 @@ def test_miss_and_loss():
     assert t.miss(1.4) == pytest.approx(1.0) and not t.within(1.4)  # 0.2 past the band, half-width 0.2
     assert loss({"x": 1.0}, [t]) == 0
     assert loss({"x": 1.4}, [t]) == pytest.approx(1.0 + 0.01 * 4.0)
-    assert loss({"x": 3.0}, [t]) == pytest.approx(9.0 + 0.01 * 100.0)  # the miss counts at most 3 half-widths
+    # past 3 half-widths a miss grows the loss linearly: miss 9 -> 3 * (18 - 3) = 45
+    assert loss({"x": 3.0}, [t]) == pytest.approx(45.0 + 0.01 * 100.0)
     assert loss({}, [t]) == 100.0  # unmeasured counts as a big miss
     one_sided = Target(id="y", section="6", figure="", kind="target", expected=15, low=0.0, high=15.0, measure="s:y")
     assert one_sided.within(5.0) and not one_sided.within(16.0)
