@@ -23,7 +23,8 @@ with the same ``OUT`` resumes where it stopped, and a stage with enough complete
 run again. Outputs: ``OUT/calibrated.toml`` (a scenario file of the fitted values, loadable as
 ``weishang run OUT/calibrated.toml``), ``OUT/trials.parquet`` (every trial's parameters and
 target values) and ``OUT/importances.parquet`` + ``importances.png`` (fANOVA importance of each
-parameter for each target: which parameters move which targets).
+parameter for each target that the stage moves by at least 5% (std / mean over its trials):
+which parameters move which targets; ``spread`` says how much the stage moved the target).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from model.validation import RunMeasures, Target, load_targets
 CENTRE_WEIGHT = 0.01
 #: misses beyond this many half-widths grow the loss linearly, not quadratically
 HUBER_KNEE = 3.0
+#: importances are reported for targets whose trials spread at least this much (std / |mean|)
+MIN_SPREAD = 0.05
 #: sections whose parameters would change the population (which trials share)
 POPULATION_SECTIONS = ("population", "community")
 
@@ -399,13 +402,16 @@ def write_importances(out: Path, storage: str, studies: list[tuple[Stage, str]],
         for t in targets:
             if not all(t.id in trial.user_attrs for trial in complete):
                 continue
-            values = [trial.user_attrs[t.id] for trial in complete]
-            if np.ptp(values) == 0:
+            values = np.asarray([trial.user_attrs[t.id] for trial in complete])
+            # importances are shares of the target's variance across the stage's trials; a target
+            # the stage hardly moves would show its noise as importance, so it is left out
+            spread = float(values.std() / abs(values.mean())) if values.mean() else float(values.std())
+            if spread < MIN_SPREAD:
                 continue
             importance = optuna.importance.get_param_importances(
                 study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
                 target=lambda trial, tid=t.id: trial.user_attrs[tid])
-            rows += [{"stage": stage.name, "param": p, "target": t.id, "importance": float(v)}
+            rows += [{"stage": stage.name, "param": p, "target": t.id, "importance": float(v), "spread": spread}
                      for p, v in importance.items()]
     if not rows:
         return None

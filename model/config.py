@@ -71,11 +71,11 @@ class MerchantsConfig(_Section):
     post_rate: float = Field(0.03772, ge=0, le=8, description="mean posts per merchant per tick")
     price_median: float = Field(215.0, gt=0, description="median unit price (CNY)")
     margin: float = Field(0.35, ge=0, le=1, description="gross margin on revenue")
-    traffic_cost_per_post: float = Field(2.973, ge=0, description="cost of one post's traffic (CNY)")
-    fixed_cost_per_tick: float = Field(24.59, ge=0, description="fixed cost per day (CNY)")
+    traffic_cost_per_post: float = Field(1.477, ge=0, description="cost of one post's traffic (CNY)")
+    fixed_cost_per_tick: float = Field(18.43, ge=0, description="fixed cost per day (CNY)")
     exit_window: int = Field(24, ge=1, le=10_000,
                              description="a merchant whose profit over this many ticks is negative may exit")
-    exit_hazard: float = Field(0.001715, ge=0, le=1,
+    exit_hazard: float = Field(0.001172, ge=0, le=1,
                                description="daily chance that a merchant whose window profit is negative gives up")
     share_transaction_component: float = Field(
         0.4, ge=0, le=1, description="share of merchants using the transaction component")
@@ -85,7 +85,7 @@ class MerchantsConfig(_Section):
                                  description="share of merchants whose style is content marketing (quality posts)")
     share_inducement: float = Field(0.2, ge=0, le=1,
                                     description="share whose style is induced sharing; the rest post plain ad links")
-    share_certified: float = Field(0.4733, ge=0, le=1,
+    share_certified: float = Field(0.6005, ge=0, le=1,
                                    description="share of brand-qualified merchants with full (enterprise) certification; "
                                                "the rest are verified only, and merchants without brand qualification "
                                                "are uncertified")
@@ -94,7 +94,7 @@ class MerchantsConfig(_Section):
     traffic_cost_growth: float = Field(0.2, ge=-0.9, le=10,
                                        description="yearly growth of the traffic cost per post (SPEC section 9)")
     competition_elasticity: float = Field(
-        1.432, ge=0, le=5,
+        1.052, ge=0, le=5,
         description="homogeneous competition: conversion scales with (active merchants in the category at the start / "
                     "now) ** this, so rivals' exits lift the survivors")
     adapt_every: int = Field(7, ge=1, le=10_000, description="ticks between merchants' adaptation decisions")
@@ -115,8 +115,8 @@ class MerchantsConfig(_Section):
                                   description="log-normal error of a forecast made without an ERP or analytics")
     safety_z: float = Field(1.0, ge=0, le=5,
                             description="safety stock: the order-up-to level is forecast x cover x exp(safety_z x sigma)")
-    initial_demand: float = Field(3.966, ge=0, le=1e6, description="units a day a new merchant expects to sell")
-    holding_cost: float = Field(0.0003322, ge=0, le=1, description="cost per tick of holding stock, share of its cost value")
+    initial_demand: float = Field(3.326, ge=0, le=1e6, description="units a day a new merchant expects to sell")
+    holding_cost: float = Field(0.0002804, ge=0, le=1, description="cost per tick of holding stock, share of its cost value")
 
     @model_validator(mode="after")
     def _shares(self) -> "MerchantsConfig":
@@ -131,7 +131,7 @@ class ToolsConfig(_Section):
     """Tools and service providers (SPEC sections 5, 7, 8). Shares are inputs; the GMV carried by
     service providers and the tools' effects on sales are outcomes."""
 
-    share_provider: float = Field(0.4149, ge=0, le=1,
+    share_provider: float = Field(0.5194, ge=0, le=1,
                                   description="share of merchants run through a service provider (Weimob- or "
                                               "Youzan-like), which brings marketing tools and an ERP; better "
                                               "merchants are likelier to sign up")
@@ -151,9 +151,9 @@ class ToolsConfig(_Section):
                                 description="a question left to the merchant alone goes unanswered in time (sale lost)")
     ai_resolution: float = Field(0.68, ge=0, le=1, description="share of common questions AI customer service resolves")
     erp_forecast_sigma: float = Field(0.35, ge=0, le=5, description="forecast error with an ERP")
-    analytics_forecast_sigma: float = Field(0.1938, ge=0, le=5, description="forecast error with the analytics tools")
+    analytics_forecast_sigma: float = Field(0.2726, ge=0, le=5, description="forecast error with the analytics tools")
     analytics_match_boost: float = Field(
-        7.059, ge=1, le=20,
+        8.594, ge=1, le=20,
         description="deep analytics: interest-matched friends are pushed the post this many times as often")
     analytics_offinterest_keep: float = Field(
         0.5, ge=0, le=1, description="deep analytics: share of off-interest friends still pushed the post")
@@ -174,11 +174,11 @@ class ChannelsConfig(_Section):
     (LBS) and interest tags to the shop, and ranks cheaper offers higher.
     """
 
-    share_moments: float = Field(0.29187, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_moments: float = Field(0.2803, ge=0, le=1, description="share of posts to Moments (friends)")
     share_official_account: float = Field(0.2011, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
     share_search: float = Field(0.2844, ge=0, le=1, description="share of posts listed in mini-program search")
-    share_groups: float = Field(0.07263, ge=0, le=1, description="share of posts to the merchant's groups")
+    share_groups: float = Field(0.0842, ge=0, le=1, description="share of posts to the merchant's groups")
     share_live_stream: float = Field(
         0.1, ge=0, le=1,
         description="share of a live-streaming merchant's posts that are mini-program live streams; a merchant that "
@@ -288,8 +288,8 @@ class RiskConfig(_Section):
     w_new_device: float = Field(3.0, description="weight of a new device or place")
     w_merchant_velocity: float = Field(0.02, description="weight of the merchant's volume spike")
     w_merchant_flag: float = Field(0.8, description="weight of a merchant under governance action or new")
-    w_scenario_mini_program: float = Field(0.02709, description="weight of a mini-program payment (QR is 0)")
-    w_scenario_cross_border: float = Field(0.5275, description="weight of a cross-border payment")
+    w_scenario_mini_program: float = Field(0.08256, description="weight of a mini-program payment (QR is 0)")
+    w_scenario_cross_border: float = Field(0.8456, description="weight of a cross-border payment")
 
 
 class FraudConfig(_Section):
@@ -298,16 +298,16 @@ class FraudConfig(_Section):
     Rates are per million users per tick, so fraud scales with N like everything else.
     """
 
-    ato_per_million: float = Field(0.09015, ge=0, description="account takeovers, each cashed out to a mule merchant")
+    ato_per_million: float = Field(0.06017, ge=0, description="account takeovers, each cashed out to a mule merchant")
     ato_payments: int = Field(3, ge=1, le=100, description="payments per takeover")
     ato_amount_multiple: float = Field(8.0, ge=0, description="cash-out amount over the median price")
     share_fraud_merchants: float = Field(0.002, ge=0, le=1,
                                          description="merchants that brush fake orders and serve as mules")
     brushing_orders: int = Field(3, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
-    burst_per_million: float = Field(0.1931, ge=0, description="payers placing a burst of large orders")
+    burst_per_million: float = Field(0.1898, ge=0, description="payers placing a burst of large orders")
     burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
     burst_amount_multiple: float = Field(5.0, ge=0, description="burst order amount over the median price")
-    laundering_per_million: float = Field(0.05289, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
+    laundering_per_million: float = Field(0.024, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
     laundering_fan: int = Field(12, ge=2, le=1000, description="payers (fan-in) or merchants (fan-out) of a ring")
     p_stop_after_interception: float = Field(0.3, ge=0, le=1,
                                              description="intensity a typology loses per unit of intercepted share")
@@ -332,7 +332,7 @@ class GovernanceConfig(_Section):
     """Review and penalties (SPEC section 6)."""
 
     machine_review_coverage: float = Field(0.95, ge=0, le=1, description="share of posts machine-reviewed")
-    p_detect_violation: float = Field(0.0002918, ge=0, le=1,
+    p_detect_violation: float = Field(0.004932, ge=0, le=1,
                                       description="a reviewed post of a violating merchant is flagged")
     rectification_ticks: int = Field(14, ge=0, le=10_000,
                                      description="ticks an exaggerated advertiser has to rectify")
@@ -340,7 +340,7 @@ class GovernanceConfig(_Section):
     human_review_per_day: float = Field(30_000.0, ge=0,
                                         description="cases human review closes a day at full scale (scaled by N / 1.289e9)")
     human_review_minutes: float = Field(5.0, gt=0, le=10_000, description="minutes to handle one case")
-    p_report: float = Field(1.801e-05, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
+    p_report: float = Field(5.394e-05, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
 
 
 class PlatformConfig(_Section):

@@ -58,7 +58,8 @@ def test_run_writes_complete_run_dir(capsys, tmp_path):
     assert str(out) in stdout and "run summary" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert {p.name for p in out.iterdir()} == {"manifest.json", "ticks.parquet", "merchants.parquet", "cascades.parquet"}
+    assert {p.name for p in out.iterdir()} == {"manifest.json", "ticks.parquet", "merchants.parquet", "cascades.parquet",
+                                               "validation.parquet"}
     assert [p.name for p in tmp_path.iterdir()] == ["myrun"]  # no hidden partial left behind
 
 

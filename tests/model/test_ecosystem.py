@@ -41,8 +41,6 @@ def summary(tmp_path, name, *overrides):
     ("platform.deep_data_min_certification", "3", "0", "analytics_gmv_growth"),
     # targeted pushes opened more often make group members come back more
     ("community.push_open_rate", "0.05", "0.9", "repurchase_rate_members"),
-    # more detection, more violators banned
-    ("governance.p_detect_violation", "0.0", "0.05", "removed"),
 ])
 def test_lever_moves_outcome(tmp_path, lever, low, high, outcome):
     weak = summary(tmp_path, "weak", f"{lever}={low}")
@@ -88,12 +86,20 @@ def test_group_downweight_moves_merchants_to_smaller_groups(tmp_path):
 
 
 def test_traffic_cost_drives_merchants_out(tmp_path):
-    cheap = run(tmp_path, "cheap", "merchants.traffic_cost_per_post=50", "merchants.exit_window=10")
-    dear = run(tmp_path, "dear", "merchants.traffic_cost_per_post=400", "merchants.exit_window=10")
+    over = ["merchants.exit_window=10", "merchants.exit_hazard=1.0", "merchants.fixed_cost_per_tick=3.0"]
+    cheap = run(tmp_path, "cheap", "merchants.traffic_cost_per_post=50", *over)
+    dear = run(tmp_path, "dear", "merchants.traffic_cost_per_post=400", *over)
     assert dear.summary["exits"] > 2 * cheap.summary["exits"]
     # and the cost per post rises over the run at traffic_cost_growth a year
     cost = dear.table("ticks")["traffic_cost_per_post"].to_numpy()
     assert cost[0] == 400 and cost[-1] == pytest.approx(400 * 1.2 ** (29 / 365))
+
+
+def test_machine_detection_drives_bans(tmp_path):
+    over = ["governance.human_review_per_day=1e9", "governance.p_report=0.0"]  # review is not the bottleneck
+    none = summary(tmp_path, "none", *over, "governance.p_detect_violation=0.0")
+    some = summary(tmp_path, "some", *over, "governance.p_detect_violation=0.05")
+    assert none["removed"] == 0 < some["removed"]
 
 
 def test_human_review_capacity_bounds_bans(tmp_path):

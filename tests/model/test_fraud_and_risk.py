@@ -9,8 +9,12 @@ from model.fraud import TYPOLOGIES, FraudInjector
 from model.run import run_scenario
 
 
+#: fraud volumes the tests were sized for (the calibrated default's are far smaller)
+VOLUMES = {"ato_per_million": 3.0, "burst_per_million": 2.0, "laundering_per_million": 0.3}
+
+
 def injector(**overrides):
-    cfg = load_config(overrides=[f"fraud.{k}={v}" for k, v in overrides.items()]).fraud
+    cfg = load_config(overrides=[f"fraud.{k}={v}" for k, v in {**VOLUMES, **overrides}.items()]).fraud
     return FraudInjector(cfg, 1_000_000, np.arange(10, dtype=np.int64), 500, 21_500, seed=1)
 
 
@@ -50,7 +54,9 @@ def test_same_seed_same_fraud():
 @pytest.fixture(scope="module")
 def risk_run(tmp_path_factory):
     config = load_config(overrides=["population.n_users=30000", "population.n_cities=10", "run.n_ticks=20",
-                                    'run.backend="numpy"', "fraud.ato_per_million=100", "fraud.burst_per_million=60"])
+                                    'run.backend="numpy"', "fraud.ato_per_million=100", "fraud.burst_per_million=60",
+                                    # enough legitimate payments for a week of history to set the threshold
+                                    "merchants.post_rate=0.6", "risk.threshold_history_ticks=7"])
     return run_scenario(config, tmp_path_factory.mktemp("risk") / "r").run_dir
 
 

@@ -11,6 +11,9 @@ from model.run import run_scenario
 
 BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=6", 'run.backend="numpy"',
         "merchants.post_rate=0.6"]  # volumes the tests were sized for, whatever the calibrated default
+#: channel shares other than Moments and external links, fixed so a test can trade the two
+SHARES = ["channels.share_official_account=0.2", "channels.share_search=0.25", "channels.share_groups=0.1",
+          "channels.share_live_stream=0.1"]
 
 
 def summary(tmp_path, name, *overrides):
@@ -51,7 +54,7 @@ def test_external_link_steps_cut_link_traffic(tmp_path):
     import polars as pl
 
     def link_visits(name, weights):
-        config = load_config(overrides=[*BASE, "channels.share_external_link=0.3", "channels.share_moments=0.01",
+        config = load_config(overrides=[*BASE, *SHARES, "channels.share_external_link=0.3", "channels.share_moments=0.05",
                                         "merchants.post_rate=3.0", f"platform.external_link_weights={weights}"])
         run = run_scenario(config, tmp_path / name).run_dir
         return pl.read_parquet(run / "ticks.parquet")["visits_external_link"].sum()
@@ -60,8 +63,8 @@ def test_external_link_steps_cut_link_traffic(tmp_path):
 
 
 def test_external_link_orders_are_paid_outside_wechat(tmp_path):
-    base = summary(tmp_path, "few", "channels.share_external_link=0.0", "channels.share_moments=0.31")
-    many = summary(tmp_path, "many", "channels.share_external_link=0.3", "channels.share_moments=0.01")
+    base = summary(tmp_path, "few", *SHARES, "channels.share_external_link=0.0", "channels.share_moments=0.35")
+    many = summary(tmp_path, "many", *SHARES, "channels.share_external_link=0.3", "channels.share_moments=0.05")
     assert many["official_share_of_value"] < base["official_share_of_value"]
 
 
@@ -72,8 +75,9 @@ def test_common_random_numbers_one_rule_leaves_other_draws_alone(tmp_path):
         run = run_scenario(load_config(overrides=[*BASE, "run.n_ticks=1", *extra]), tmp_path / name).run_dir
         return pl.read_parquet(run / "cascades.parquet").sort("cascade_key")
 
-    base = tick0("base")
-    other = tick0("stranger", "cascade.p_buy_stranger=0.2")
+    stocked = "merchants.initial_demand=1000"  # no stock-outs: every purchase the cascade draws is filled
+    base = tick0("base", stocked)
+    other = tick0("stranger", stocked, "cascade.p_buy_stranger=0.6")
     # the changed rule moves level-3 purchases only: every post, every exposure and every
     # purchase at levels 1 and 2 are the same draws
     same = ["cascade_key", "channel", "exposures_l1", "exposures_l2", "exposures_l3", "buys_l1", "buys_l2", "shares_l1"]

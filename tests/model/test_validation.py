@@ -77,8 +77,9 @@ def test_every_run_writes_its_validation_table(tmp_path):
 
 
 def test_sweep_validation_has_replicate_intervals(tmp_path):
+    (tmp_path / "base.toml").write_text('[run]\nname = "base"\n', encoding="utf-8")
     sweep_file = tmp_path / "s.toml"
-    sweep_file.write_text('[sweep]\nname = "v"\nreplicates = 3\n[common]\n'
+    sweep_file.write_text('[sweep]\nname = "v"\nscenarios = ["base.toml"]\nreplicates = 3\n[set]\n'
                           + "\n".join(f'"{o.split("=")[0]}" = {o.split("=", 1)[1]}' for o in SMALL) + "\n",
                           encoding="utf-8")
     run_sweep(load_sweep(sweep_file), tmp_path / "out", workers=1)
@@ -112,15 +113,19 @@ def test_calibration_spec_names_only_free_config_keys():
 
 def test_calibrate_writes_a_loadable_scenario_and_resumes(tmp_path):
     small = ["population.n_users=3000", "population.n_cities=4", "run.n_ticks=4", 'run.backend="numpy"']
+    spec = tmp_path / "spec.toml"  # one round of the risk stage keeps the test short
+    spec.write_text('[run]\nreplicates = 1\nrounds = 1\n[[stage]]\nname = "risk"\n[stage.params]\n'
+                    '"risk.w_scenario_mini_program" = [0.0, 2.0]\n"fraud.ato_per_million" = [0.1, 5.0]\n',
+                    encoding="utf-8")
     out = tmp_path / "cal"
-    first = calibrate(out, overrides=small, trials=3, workers=1, replicates=1, stages=["risk"])
+    first = calibrate(out, overrides=small, trials=3, workers=1, stages=["risk"], spec_path=spec)
     config = load_config(first.scenario_file, small)
     for name, value in first.fitted.items():
         section, key = name.split(".")
         assert getattr(getattr(config, section), key) == pytest.approx(value, rel=1e-5)
     fitted_text = tomllib.loads(first.scenario_file.read_text(encoding="utf-8"))
     assert set(fitted_text) == {"fraud", "risk"}
-    again = calibrate(out, overrides=small, trials=4, workers=1, replicates=1, stages=["risk"])
+    again = calibrate(out, overrides=small, trials=4, workers=1, stages=["risk"], spec_path=spec)
     study = optuna.load_study(study_name="stage-risk", storage=f"sqlite:///{out / 'study.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4  # the second call topped the study up by one trial
