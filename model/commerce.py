@@ -20,6 +20,7 @@ import numpy as np
 from kernels import rng
 from kernels.backend import Backend, resolve_backend, scatter_add
 from kernels.cascade import CascadeOutcome, LevelRule, propagate
+from model.accounts import MerchantAccounts
 from model.community import GroupParts
 from model.config import ScenarioConfig
 from model.customers import CustomerLedger
@@ -27,7 +28,7 @@ from model.diagnostics import Diagnostics
 from model.governance import ReviewDesk, ReviewOutcome, flag_merchants, user_reports
 from model.fx import FxDesk, value_by_currency
 from model.inventory import Stock, fill_orders
-from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, Merchant
+from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, ONBOARDING_TICKS, Merchant, posts_today
 from model.payments import CROSS_BORDER, Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population, draw_categories
 from model.risk_engine import RiskEngine, Screening
@@ -112,6 +113,7 @@ class CommerceModel(mesa.Model):
         #: external-link posts per merchant in each of the last 7 ticks (a ring buffer)
         self._recent_links = np.zeros((7, m), dtype=np.int64)
         pop = self.population
+        self.accounts = MerchantAccounts(m, config.merchants.exit_window)
         self.group_parts = GroupParts(pop, m, config, self.backend)
         self.stock = Stock(m, config)
         self.customers = CustomerLedger(pop.n_users, m, xp=self.xp)
@@ -160,6 +162,9 @@ class CommerceModel(mesa.Model):
         certified = rng.bernoulli(rng.stream_key(seed, "merchant.certified"), m, mc.share_certified)
         certification = np.where(compliance == 1, 0, np.where(certified, 2, 1))
         self.tools = draw_tools(cfg, quality, seed)
+        # arrays the agents read through properties
+        self.ti_onboarded = np.where(uses_tc, 0, ONBOARDING_TICKS).astype(np.int64)
+        self.rectify_until = np.full(m, -1, dtype=np.int64)
         for i in range(m):
             Merchant(self, i, int(uids[i]), int(category[i]), float(price[i]), float(quality[i]),
                      COMPLIANCE_TYPES[compliance[i]], int(certification[i]), PROVIDERS[self.tools.provider[i]],
@@ -194,9 +199,8 @@ class CommerceModel(mesa.Model):
     # ------------------------------------------------------------------ checkpoints
 
     #: merchant attributes that change during a run (the rest follow from the config)
-    MERCHANT_STATE = ("active", "exit_reason", "n_posts", "cum_profit", "violations", "ti_rectify_until",
-                      "style", "post_rate", "period_profit", "period_contribution", "period_posts",
-                      "last_period_profit", "budget_direction", "window_profit")
+    MERCHANT_STATE = ("active", "exit_reason", "violations", "style", "post_rate", "last_period_profit",
+                      "budget_direction")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes during a run, as host data (for a checkpoint)."""
@@ -207,8 +211,9 @@ class CommerceModel(mesa.Model):
             "random": self.random.getstate(),
             "rng": self.rng.bit_generator.state,
             "population": {name: host(array) for name, array in self.population.state.items()},
-            "merchants": [{**{k: getattr(m, k) for k in self.MERCHANT_STATE}, "profit_window": list(m.profit_window)}
-                          for m in self.merchant_list],
+            "merchants": [{k: getattr(m, k) for k in self.MERCHANT_STATE} for m in self.merchant_list],
+            "accounts": self.accounts.state_dict(),
+            "rectify_until": self.rectify_until.copy(),
             "settlement": self.settlement.pending.copy(),
             "recent_links": self._recent_links.copy(),
             "risk_state": {k: host(v) for k, v in vars(risk.state).items()},
@@ -235,8 +240,8 @@ class CommerceModel(mesa.Model):
         for m, saved in zip(self.merchant_list, state["merchants"]):
             for k in self.MERCHANT_STATE:
                 setattr(m, k, saved[k])
-            m.profit_window.clear()
-            m.profit_window.extend(saved["profit_window"])
+        self.accounts.load_state_dict(state["accounts"])
+        self.rectify_until[...] = state["rectify_until"]
         self.settlement.pending[...] = state["settlement"]
         self._recent_links[...] = state["recent_links"]
         for k, v in state["risk_state"].items():
@@ -263,7 +268,7 @@ class CommerceModel(mesa.Model):
     def plan(self) -> tuple[Phase, ...]:
         """The phases of one tick, in the order they run."""
         return (
-            Phase("merchants_decide", "mesa", self.merchants_decide),
+            Phase("merchants_post", "arrays", self.merchants_post),
             Phase("allocate_traffic", "arrays", self.allocate_traffic),
             Phase("propagate_cascades", "arrays", self.propagate_cascades),
             Phase("make_payments", "arrays", self.make_payments),
@@ -272,7 +277,8 @@ class CommerceModel(mesa.Model):
             Phase("govern", "arrays", self.govern),
             Phase("community", "arrays", self.community),
             Phase("restock", "arrays", self.restock),
-            Phase("merchants_book", "mesa", self.merchants_book),
+            Phase("book", "arrays", self.book),
+            Phase("merchants_act", "mesa", self.merchants_act),
             Phase("aggregate", "arrays", self.aggregate),
         )
 
@@ -284,18 +290,13 @@ class CommerceModel(mesa.Model):
             phase.run()
             self.phase_seconds[phase.name] += time.perf_counter() - t0
 
-    def merchants_decide(self) -> None:
-        """Mesa: each merchant decides how many posts to make.
-
-        Every random decision reads a draw made for its merchant index, so the order agents act
-        in cannot change the result: the agents are stepped with ``AgentSet.do`` rather than
-        ``shuffle_do``, whose shuffle costs more than the decisions at 20,000 merchants.
-        """
+    def merchants_post(self) -> None:
+        """Each merchant's posts today: its budget (post rate, set by its adaptation) applied by
+        :func:`model.merchant.posts_today`; none while onboarding, rectifying or gone."""
         seed, tick = self.config.run.seed, self.tick
-        self.merchant_draws["posts"] = rng.uniform(rng.stream_key(seed, "merchant.posts", tick), self.n_merchants)
-        self.agents_by_type[Merchant].do("decide")
-        self.data.n_posts = np.fromiter((m.n_posts for m in self.merchant_list), dtype=np.int64,
-                                        count=self.n_merchants)
+        can_post = self.merchant_active & (tick >= self.ti_onboarded) & (tick >= self.rectify_until)
+        draw = rng.uniform(rng.stream_key(seed, "merchant.posts", tick), self.n_merchants)
+        self.data.n_posts = posts_today(self.merchant_post_rate, can_post, draw)
 
     def allocate_traffic(self) -> None:
         """Platform: lay out the posts, choose their channels, draw level-1 exposures."""
@@ -431,8 +432,7 @@ class CommerceModel(mesa.Model):
     def score_risk(self) -> None:
         """Kernel: score official payments and injected fraud in bulk; intercepted ones never settle."""
         tick = self.tick
-        flag = np.fromiter(((m.ti_rectify_until > tick) or (tick - m.ti_onboarded < NEW_MERCHANT_TICKS)
-                            for m in self.merchant_list), dtype=bool, count=self.n_merchants)
+        flag = (self.rectify_until > tick) | (tick - self.ti_onboarded < NEW_MERCHANT_TICKS)
         self.data.screening = self.risk.screen(self.data.payments, self.data.order_key,
                                                self.data.outcome.order_buyer, flag, tick)
 
@@ -501,40 +501,49 @@ class CommerceModel(mesa.Model):
         sigma = forecast_sigma(self.tools.erp, self.tools.analytics(tick), self.config)
         self.stock.restock(self.data.units_sold, self.data.units_lost, sigma, self.config.run.seed, tick)
 
-    def merchants_book(self) -> None:
-        """Mesa: each merchant books the tick's profit and may exit if its recent profit is
-        negative; every ``adapt_every`` ticks each adapts budget, style and groups."""
+    def book(self) -> None:
+        """Every active merchant's books: settled margin less fees, traffic, fixed and holding
+        costs (see :class:`model.accounts.MerchantAccounts`)."""
+        mc = self.config.merchants
+        contribution = (self.data.settled * mc.margin - self.data.fees) / 100.0 - self.data.n_posts * self.traffic_cost()
+        profit = contribution - mc.fixed_cost_per_tick - self.data.holding_cost
+        self.accounts.book(self.merchant_active, profit, contribution, self.data.n_posts, self.tick)
+
+    def merchants_act(self) -> None:
+        """Mesa: merchants whose last ``exit_window`` days lost money consider giving up; every
+        ``adapt_every`` ticks every merchant adapts budget, style and groups."""
         mc, tick = self.config.merchants, self.tick
         self.merchant_draws["exit"] = rng.uniform(rng.stream_key(self.config.run.seed, "merchant.exit", tick),
                                                   self.n_merchants)
-        # the arithmetic is done for all merchants at once; agents only book and decide
-        contribution = (self.data.settled * mc.margin - self.data.fees) / 100.0 - self.data.n_posts * self.traffic_cost()
-        profit = contribution - mc.fixed_cost_per_tick - self.data.holding_cost
+        window = self.accounts.window_profit(tick)
         exits = 0
-        for m, p, c in zip(self.merchant_list, profit.tolist(), contribution.tolist()):
-            if m.active:
-                m.book(p, c)
-                exits += not m.active
+        if window is not None:
+            # only the losing merchants have a decision to make
+            for index in np.flatnonzero(self.merchant_active & (window < 0)):
+                merchant = self.merchant_list[index]
+                merchant.consider_exit(float(window[index]))
+                exits += not merchant.active
         self.data.exits = exits
         if (tick + 1) % mc.adapt_every == 0:
             self._adapt()
 
     def _adapt(self) -> None:
-        """Mesa: every merchant adapts (order-free, see :meth:`merchants_decide`); then the model
-        applies their choices."""
+        """Mesa: every merchant adapts (order-free, see :meth:`merchants_post`); then the model
+        applies their choices and opens a new period."""
         seed, tick, m = self.config.run.seed, self.tick, self.n_merchants
         self.merchant_draws["adapt.style"] = rng.uniform(rng.stream_key(seed, "merchant.adapt.style", tick), m)
         self.merchant_draws["adapt.groups"] = rng.uniform(rng.stream_key(seed, "merchant.adapt.groups", tick), m)
-        earned: dict[str, float] = defaultdict(float)
-        posted: dict[str, int] = defaultdict(int)
-        for merchant in self.merchant_list:
-            if merchant.active and merchant.period_posts:
-                earned[merchant.style] += merchant.period_contribution
-                posted[merchant.style] += merchant.period_posts
-        payoff = {style: earned[style] / posted[style] for style in posted}
+        books, active = self.accounts, self.merchant_active
+        payoff: dict[str, float] = {}
+        for code, style in enumerate(MARKETING_STYLES):
+            peers = active & (self.style == code)
+            posted = int(books.period_posts[peers].sum())
+            if posted:
+                payoff[style] = float(books.period_contribution[peers].sum()) / posted
         self.agents_by_type[Merchant].do("adapt", payoff, self.group_parts.oversized())
         splitting = np.fromiter((mm.wants_split for mm in self.merchant_list), dtype=bool, count=m)
-        self.data.groups_split = self.group_parts.split(splitting)
+        self.data.groups_split = self.group_parts.split(splitting & active)
+        books.close_period(active)
         self._gather_styles()
 
     def _gather_styles(self) -> None:

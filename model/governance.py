@@ -52,7 +52,10 @@ def user_reports(viewers: np.ndarray, violating: np.ndarray, p_report: float, se
     merchants (the binomial's limit at these tiny rates), none for compliant ones."""
     u = rng.uniform(rng.stream_key(seed, "governance.reports", tick), viewers.shape[0])
     rate = np.where(violating, viewers * p_report, 0.0)
-    return np.where(rate > 0, poisson.ppf(u, np.maximum(rate, 1e-300)), 0).astype(np.int64)
+    reports = np.zeros(viewers.shape[0], dtype=np.int64)
+    seen = np.flatnonzero(rate > 0)  # the inverse CDF is slow: only where a report can happen
+    reports[seen] = poisson.ppf(u[seen], rate[seen]).astype(np.int64)
+    return reports
 
 
 @dataclass

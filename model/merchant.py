@@ -1,21 +1,24 @@
 """Merchant agents (``mesa.Agent``): the accounts that post, sell, pay for traffic and exit.
 
-A merchant's decisions are Python; its numbers are plain attributes that the model gathers into
-arrays once per tick for the kernels. Random decisions read per-tick draws the model made for all
-merchants at once from counter-based streams (index = merchant index), so a merchant's draws do
-not depend on the order Mesa steps the agents in, nor on which other merchants exist.
+A merchant's decisions are Python methods: whether to give up (:meth:`Merchant.consider_exit`),
+how to adapt its budget, style and groups (:meth:`Merchant.adapt`), and what a penalty does to it
+(:meth:`Merchant.leave`, rectification set by the model's governance). Its running numbers live
+in the model's arrays, read through properties: the daily post count (the budget rule applied,
+:func:`posts_today`) and the books (:class:`model.accounts.MerchantAccounts`) are the same
+arithmetic for every merchant, done for all at once. Random decisions read per-tick draws the
+model made for all merchants from counter-based streams (index = merchant index), so a
+merchant's draws do not depend on the order Mesa steps the agents in, nor on which other
+merchants exist.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING
 
 import mesa
+import numpy as np
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from model.commerce import CommerceModel
 
 COMPLIANCE_TYPES = ("compliant", "no_brand", "exaggerated")
@@ -25,6 +28,19 @@ MARKETING_STYLES = ("content", "ad", "inducement")
 MAX_POSTS_PER_TICK = 16
 #: onboarding takes 3 days, or 2 hours (inside the first day) with the transaction component
 ONBOARDING_TICKS = 3
+
+
+def posts_today(post_rate: np.ndarray, can_post: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    """(int64[M]) each merchant's posts this tick: its post rate, stochastically rounded (the
+    integer part, plus one with the fractional part's probability), none when it cannot post,
+    at most :data:`MAX_POSTS_PER_TICK`.
+
+    Args:
+        post_rate: (float64[M]) budgets; can_post (bool[M]); draw (float64[M]) uniform draws.
+    """
+    whole = np.floor(post_rate)
+    n = whole.astype(np.int64) + (draw < post_rate - whole)
+    return np.where(can_post, np.minimum(n, MAX_POSTS_PER_TICK), 0)
 
 
 class Merchant(mesa.Agent):
@@ -41,16 +57,14 @@ class Merchant(mesa.Agent):
         uses_transaction_component: onboards in hours instead of days, pays the transaction fee.
         style: one of :data:`MARKETING_STYLES`; changes by :meth:`adapt`.
         post_rate: mean posts per tick, the merchant's traffic budget; changes by :meth:`adapt`.
-        ti_onboarded: first tick the merchant can post.
         active: False once exited or removed; exit_reason then says why
             ("unprofitable" or "removed").
-        n_posts: posts decided this tick.
-        cum_profit: CNY of profit so far: settled sales times margin, less fees and costs.
-        period_profit, period_contribution, period_posts: sums since the last adaptation
-            (contribution is margin less fees and traffic cost: what the posts themselves earned).
+        violations: confirmed violations.
         last_period_profit, budget_direction: the budget rule's memory (see :meth:`adapt`).
-        violations: confirmed violations; ti_rectify_until: end of a rectification period.
         wants_split: the merchant decided to split its oversized groups (read by the model).
+
+    Read from the model's arrays: ``ti_onboarded``, ``ti_rectify_until`` (end of a rectification
+    period), ``n_posts`` (this tick), ``cum_profit`` and the period sums.
     """
 
     def __init__(self, model: "CommerceModel", index: int, uid: int, category: int, price: float,
@@ -68,60 +82,48 @@ class Merchant(mesa.Agent):
         self.uses_transaction_component = uses_transaction_component
         self.style = style
         self.post_rate = model.config.merchants.post_rate
-        self.ti_onboarded = 0 if uses_transaction_component else ONBOARDING_TICKS
         self.active = True
         self.exit_reason = ""
-        self.n_posts = 0
-        self.cum_profit = 0.0
-        self.period_profit = 0.0
-        self.period_contribution = 0.0
-        self.period_posts = 0
+        self.violations = 0
         self.last_period_profit: float | None = None
         self.budget_direction = 1
-        self.violations = 0
-        self.ti_rectify_until = -1
         self.wants_split = False
-        self.profit_window: deque[float] = deque(maxlen=model.config.merchants.exit_window)
-        self.window_profit = 0.0  # running sum of profit_window (a sum per tick would cost O(window))
 
-    def can_post(self, tick: int) -> bool:
-        return self.active and tick >= self.ti_onboarded and tick >= self.ti_rectify_until
+    # the model's arrays, seen from the agent
+    @property
+    def ti_onboarded(self) -> int:
+        return int(self.model.ti_onboarded[self.index])
 
-    def decide(self) -> None:
-        """Choose this tick's number of posts: the post rate, stochastically rounded."""
-        tick = self.model.tick
-        if not self.can_post(tick):
-            self.n_posts = 0
-            return
-        rate = self.post_rate
-        draw = self.model.merchant_draws["posts"][self.index]
-        self.n_posts = min(MAX_POSTS_PER_TICK, int(rate) + (1 if draw < rate - int(rate) else 0))
+    @property
+    def ti_rectify_until(self) -> int:
+        return int(self.model.rectify_until[self.index])
 
-    def book(self, profit: float, contribution: float) -> None:
-        """Record this tick's profit (settled margin less all costs) and the posts' contribution,
-        and exit if the window lost money.
+    @ti_rectify_until.setter
+    def ti_rectify_until(self, tick: int) -> None:
+        self.model.rectify_until[self.index] = tick
 
-        A merchant whose profit summed over the last ``exit_window`` ticks is negative (which
-        rising traffic cost and thin sales under homogeneous competition bring about) gives up
-        with probability ``exit_hazard`` a day: merchants differ in how long they hold on, so
-        exits spread out instead of falling on the day the window first fills.
+    @property
+    def n_posts(self) -> int:
+        n_posts = self.model.data.n_posts
+        return int(n_posts[self.index]) if n_posts is not None else 0
+
+    @property
+    def cum_profit(self) -> float:
+        return float(self.model.accounts.cum_profit[self.index])
+
+    def consider_exit(self, window_profit: float) -> None:
+        """Give up when the last ``exit_window`` ticks lost money, with probability
+        ``exit_hazard`` a day.
+
+        Losses come from rising traffic cost and thin sales under homogeneous competition;
+        merchants differ in how long they hold on, so exits spread out instead of falling on
+        the day the window first fills.
         """
-        if not self.active:
-            return
-        self.cum_profit += profit
-        self.period_profit += profit
-        self.period_contribution += contribution
-        self.period_posts += self.n_posts
-        window = self.profit_window
-        if len(window) == window.maxlen:
-            self.window_profit -= window[0]
-        window.append(profit)
-        self.window_profit += profit
-        if len(window) == window.maxlen and self.window_profit < 0 and \
+        if self.active and window_profit < 0 and \
                 self.model.merchant_draws["exit"][self.index] < self.model.config.merchants.exit_hazard:
             self.leave("unprofitable")
 
-    def adapt(self, style_payoff: dict[str, float], oversized: "np.ndarray") -> None:
+    def adapt(self, style_payoff: dict[str, float], oversized: np.ndarray) -> None:
         """Move budget, style and groups toward what paid (every ``merchants.adapt_every`` ticks).
 
         ``style_payoff`` maps each style to its peers' contribution per post this period;
@@ -145,29 +147,26 @@ class Merchant(mesa.Agent):
         """
         if not self.active:
             return
-        model, mc = self.model, self.model.config.merchants
-        draws = model.merchant_draws
-        if self.period_posts > 0 and style_payoff:
-            own = self.period_contribution / self.period_posts
+        model, mc, i = self.model, self.model.config.merchants, self.index
+        draws, books = model.merchant_draws, model.accounts
+        posts, profit = int(books.period_posts[i]), float(books.period_profit[i])
+        if posts > 0 and style_payoff:
+            own = float(books.period_contribution[i]) / posts
             best = max(style_payoff, key=lambda name: (style_payoff[name], name))
             scale = abs(style_payoff[best]) + abs(own)
             gap = (style_payoff[best] - own) / scale if scale > 0 else 0.0
-            if best != self.style and draws["adapt.style"][self.index] < mc.adapt_rate * gap:
+            if best != self.style and draws["adapt.style"][i] < mc.adapt_rate * gap:
                 self.style = best
         if self.last_period_profit is None:
-            self.budget_direction = 1 if self.period_profit > 0 else -1
-        elif self.period_profit < self.last_period_profit:
+            self.budget_direction = 1 if profit > 0 else -1
+        elif profit < self.last_period_profit:
             self.budget_direction = -self.budget_direction
-        self.last_period_profit = self.period_profit
+        self.last_period_profit = profit
         self.post_rate = min(self.post_rate * (1.0 + mc.budget_step) ** self.budget_direction, mc.post_rate_max)
         downweight = model.config.platform.group_downweight
-        self.wants_split = bool(oversized[self.index]) and \
-            draws["adapt.groups"][self.index] < mc.adapt_rate * (1.0 - downweight)
-        self.period_profit = self.period_contribution = 0.0
-        self.period_posts = 0
+        self.wants_split = bool(oversized[i]) and draws["adapt.groups"][i] < mc.adapt_rate * (1.0 - downweight)
 
     def leave(self, reason: str) -> None:
         self.active = False
-        self.n_posts = 0
         self.exit_reason = reason
         self.model.merchant_active[self.index] = False  # the array phases' mirror

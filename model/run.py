@@ -111,7 +111,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
     merchants = model.merchant_list
     m_count = len(merchants)
     active = model.merchant_active.copy()
-    n_posts = np.fromiter((m.n_posts for m in merchants), dtype=np.int64, count=m_count)
+    n_posts = d.n_posts
     post_rate = model.merchant_post_rate.copy()
     tools, review = model.tools, d.review
     provider = tools.provider > 0
@@ -195,7 +195,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "n_orders": d.orders_per_merchant,
         "gmv": d.gmv_per_merchant / 100.0,
         "settled": d.settled / 100.0,
-        "cum_profit": np.fromiter((m.cum_profit for m in merchants), dtype=np.float64, count=m_count),
+        "cum_profit": model.accounts.cum_profit.copy(),
         "violations": np.fromiter((m.violations for m in merchants), dtype=np.int32, count=m_count),
         "exit_reason": np.array([m.exit_reason for m in merchants], dtype=object),
         "category": model.category.astype(np.int16),

@@ -48,7 +48,7 @@ def test_manifest_records_what_ran(run_dir):
     assert m["status"] == "complete" and m["seed"] == 1
     assert m["backend"]["name"] == "numpy"
     assert set(m["versions"]) >= {"weishang", "numpy", "mesa", "pyarrow", "python"}
-    assert set(m["timings"]["phase_seconds"]) >= {"merchants_decide", "propagate_cascades", "make_payments"}
+    assert set(m["timings"]["phase_seconds"]) >= {"merchants_post", "propagate_cascades", "make_payments"}
 
 
 def table_digest(directory):
@@ -86,7 +86,7 @@ def test_interrupted_run_is_not_published(small_config, tmp_path):
 def test_tick_plan_is_ordered_timed_and_mesa_driven(small_config):
     model = CommerceModel(small_config)
     names = [p.name for p in model.plan()]
-    assert names[0] == "merchants_decide" and names.index("propagate_cascades") < names.index("make_payments")
+    assert names[0] == "merchants_post" and names.index("propagate_cascades") < names.index("make_payments")
     model.step()
     model.step()
     assert model.steps == 2 and model.tick == 1
