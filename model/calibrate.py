@@ -200,7 +200,7 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _work(storage: str, study_name: str, stage: Stage, base: list[str], scenario: str | None,
+def _work(storage: str, name: str, stage: Stage, base: list[str], scenario: str | None,
           fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int) -> None:
     import optuna  # noqa: PLC0415
 
@@ -209,7 +209,7 @@ def _work(storage: str, study_name: str, stage: Stage, base: list[str], scenario
     targets = load_targets()
     fit = [t for t in targets if t.id in fitted and (not stage.targets or t.id in stage.targets)]
     measured = [t for t in targets if t.kind == "target" and t.measure]
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
     base_config = load_config(scenario, [*base, *overrides_of(fixed)])
 
     def objective(trial: optuna.Trial) -> float:
@@ -313,8 +313,8 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         if not study.trials:
             # the first trial is the scenario as it stands (clipped into the search ranges)
             start = load_config(scenario, [*base, *overrides_of(fixed)]).model_dump()
-            study.enqueue_trial({name: min(max(start[name.split(".")[0]][name.split(".")[1]], lo), hi)
-                                 for name, (lo, hi) in stage.params.items()})
+            study.enqueue_trial({param: min(max(start[param.split(".")[0]][param.split(".")[1]], lo), hi)
+                                 for param, (lo, hi) in stage.params.items()})
         remaining = trials - _complete(study)
         if remaining > 0:
             per_worker = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
