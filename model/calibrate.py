@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from model.config import ConfigError, ScenarioConfig, load_config
+from model.config import ConfigError, ScenarioConfig, load_config, read_toml_file
 from model.recorder import RunDirectoryError
 from model.validation import RunMeasures, Target, load_targets
 
@@ -83,14 +83,22 @@ class CalibrationSpec:
 def load_spec(path: str | Path | None = None) -> CalibrationSpec:
     """Read ``calibration.toml`` (the shipped one when ``path`` is None) and check its names."""
     if path is None:
-        text = resources.files("model").joinpath("calibration.toml").read_text(encoding="utf-8")
+        doc = tomllib.loads(resources.files("model").joinpath("calibration.toml").read_text(encoding="utf-8"))
     else:
-        text = Path(path).read_text(encoding="utf-8")
-    doc = tomllib.loads(text)
+        doc = read_toml_file(path, "calibration spec")
     defaults = ScenarioConfig().model_dump()
     stages = []
-    for entry in doc["stage"]:
-        params = {name: (float(lo), float(hi)) for name, (lo, hi) in entry["params"].items()}
+    try:
+        entries = list(doc["stage"])
+        for entry in entries:
+            entry["params"] = {name: (float(lo), float(hi)) for name, (lo, hi) in entry["params"].items()}
+            if not entry.get("name"):
+                raise ValueError("a stage needs a name")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"calibration spec: each [[stage]] needs a name and [stage.params] of "
+                          f"name = [low, high] ({type(exc).__name__}: {exc})") from None
+    for entry in entries:
+        params = entry["params"]
         for name in [*params, *([entry["remainder"]] if entry.get("remainder") else [])]:
             section, _, key = name.partition(".")
             if section not in defaults or key not in defaults[section]:

@@ -350,6 +350,7 @@ def calibrate(
     replicates: Annotated[Optional[int], typer.Option("--replicates", help="seeds per trial (default: calibration.toml)")] = None,
     hold_out: Annotated[Optional[str], typer.Option("--hold-out", help="comma-separated targets left out of the fit")] = None,
     stages: Annotated[Optional[str], typer.Option("--stages", help="comma-separated stages to fit (default: all)")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="calibration spec (default: model/calibration.toml)")] = None,
 ) -> None:
     """Fit the free parameters (model/calibration.toml) to SPEC.md's targets with Optuna;
     resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances."""
@@ -367,7 +368,7 @@ def calibrate(
         result = run_calibration(out, scenario, set_ or (), trials=trials, workers=workers, replicates=replicates,
                                  hold_out=[h.strip() for h in hold_out.split(",")] if hold_out else None,
                                  stages=[s.strip() for s in stages.split(",")] if stages else None,
-                                 on_progress=on_progress)
+                                 spec_path=spec, on_progress=on_progress)
     for stage, value in result.losses.items():
         out_console.print(f"{stage}: best loss {value:.4g}")
     out_console.print(f"calibrated scenario: [bold]{result.scenario_file}[/]  (weishang run {result.scenario_file})")

@@ -139,3 +139,12 @@ def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
         calibrate(tmp_path / "c", hold_out=["no_such_target"])
     with pytest.raises(ConfigError, match="unknown stage"):
         calibrate(tmp_path / "c", stages=["nope"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[stage]]\nname = "x"\n[stage.params]\n"cascade.p_buy_friend" = 3\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="name = \\[low, high\\]"):
+        calibrate(tmp_path / "c", spec_path=bad)
+    bad.write_text('[[stage]]\nname = "x"\n[stage.params]\n"community.push_open_rate" = [0.1, 0.5]\n',
+                   encoding="utf-8")
+    with pytest.raises(ConfigError, match="would change the population"):
+        calibrate(tmp_path / "c", spec_path=bad)
+    assert not (tmp_path / "c").exists()  # refused before anything was written
