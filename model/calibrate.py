@@ -45,10 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 from model.config import ConfigError, ScenarioConfig, load_config, read_toml_file
 from model.recorder import RunDirectoryError
-from model.validation import RunMeasures, Target, load_targets
+from model.validation import Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
 CENTRE_WEIGHT = 0.01
@@ -180,17 +181,18 @@ def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seed
     """Run the scenario with ``values`` on each seed; the replicates' mean of every target."""
     from model.run import run_scenario  # noqa: PLC0415
 
+    wanted = {t.id for t in targets}
     per_target: dict[str, list[float]] = {}
     scratch = Path(tempfile.mkdtemp(prefix="weishang-calibrate-"))
     try:
         for seed in seeds:
             config = load_config(scenario, [*base, *overrides_of(values), f"run.seed={seed}"])
             result = run_scenario(config, scratch / f"seed{seed}", preflight=False, population=_population(config))
-            measures = RunMeasures(result.run_dir)
-            for t in targets:
-                value = measures.measure(t)
-                if value is not None and math.isfinite(value):
-                    per_target.setdefault(t.id, []).append(value)
+            # every run measures itself against the targets (validation.parquet): read, not redo
+            measured = pl.read_parquet(result.run_dir / "validation.parquet", columns=["target", "simulated"])
+            for tid, value in zip(measured["target"], measured["simulated"]):
+                if tid in wanted and value is not None and math.isfinite(value):
+                    per_target.setdefault(tid, []).append(value)
             shutil.rmtree(result.run_dir, ignore_errors=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -294,14 +294,8 @@ def report(directory: Annotated[Path, typer.Argument(help="a run directory or a 
 
 def print_validation(table: Any, title: str) -> None:
     """The validation table as a rich table, misses in red, with the share within tolerance."""
-    from model.validation import share_within  # noqa: PLC0415
-
-    def fmt(value: Any) -> str:
-        if value is None:
-            return "-"
-        if isinstance(value, float) and (abs(value) >= 1e5 or 0 < abs(value) < 1e-3):
-            return f"{value:.3g}"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
+    from model.validation import format_ci, share_within  # noqa: PLC0415
+    from model.validation import format_value as fmt  # noqa: PLC0415
 
     grid = Table(title=title)
     for column in ("target", "section", "kind", "expected", "low", "high", "simulated", "ci", "within"):
@@ -309,11 +303,9 @@ def print_validation(table: Any, title: str) -> None:
     for row in table.iter_rows(named=True):
         within = row["within"]
         mark = "-" if within is None else ("yes" if within else "[red]no[/]")
-        ci = "-" if row["ci_low"] is None or row["ci_low"] == row["ci_high"] else \
-            f"{fmt(row['ci_low'])} .. {fmt(row['ci_high'])}"
         scenario = f" ({row['scenario']}/{row['point']})" if "scenario" in row else ""
         grid.add_row(row["target"] + scenario, row["section"], row["kind"], fmt(row["expected"]), fmt(row["low"]),
-                     fmt(row["high"]), fmt(row["simulated"]), ci, mark)
+                     fmt(row["high"]), fmt(row["simulated"]), format_ci(row), mark)
     out_console.print(grid)
     for scenario_table in (table.partition_by(["scenario", "point"]) if "scenario" in table.columns else [table]):
         hit, measured = share_within(scenario_table)

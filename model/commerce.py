@@ -181,7 +181,6 @@ class CommerceModel(mesa.Model):
         self.quality = quality
         self.certification = certification
         self.uses_component = uses_tc
-        self.style = style
         self.violating = compliance != 0
         t = cfg.tools
         self.consultation = consultation_multiplier(self.tools.ai_service, t.p_consult, t.p_unanswered, t.ai_resolution)

@@ -46,6 +46,7 @@ class GroupParts:
     Attributes:
         n_parts: (int64[G], host) parts of each group.
         part_indptr: (int64[P+1], device) offsets of each part in ``population.group_members``.
+        part_owner: (int64[P], host) merchant owning each part.
         part_start, part_count: (int64[M], host) a merchant's parts are
             ``part_start[m] .. part_start[m] + part_count[m] - 1``.
         part_size: (int64[P], host) members per part.
@@ -71,9 +72,9 @@ class GroupParts:
         starts = self.group_indptr[part_group] + (j * size) // parts
         part_indptr = np.append(starts, self.group_indptr[-1]).astype(np.int64)
         self.part_size = np.diff(part_indptr)
-        owner = self.group_owner[part_group]
-        self.part_start = np.searchsorted(owner, np.arange(self.n_merchants)).astype(np.int64)
-        self.part_count = np.bincount(owner, minlength=self.n_merchants).astype(np.int64)
+        self.part_owner = self.group_owner[part_group]
+        self.part_start = np.searchsorted(self.part_owner, np.arange(self.n_merchants)).astype(np.int64)
+        self.part_count = np.bincount(self.part_owner, minlength=self.n_merchants).astype(np.int64)
         community, platform = self.config.community, self.config.platform
         p_read = group_read_probability(self.part_size, community.weekly_active, platform.group_downweight_threshold,
                                         platform.group_downweight, xp=np)
@@ -85,8 +86,7 @@ class GroupParts:
     def oversized(self) -> np.ndarray:
         """(bool[M]) merchants with a part over the down-weighting threshold."""
         over = self.part_size > self.config.platform.group_downweight_threshold
-        owner = np.repeat(self.group_owner, self.n_parts)
-        return np.bincount(owner[over], minlength=self.n_merchants) > 0
+        return np.bincount(self.part_owner[over], minlength=self.n_merchants) > 0
 
     def split(self, merchants: np.ndarray) -> int:
         """Split every oversized group of the given merchants (bool[M]) into parts of at most the

@@ -114,6 +114,7 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
     n_posts = d.n_posts
     post_rate = model.merchant_post_rate.copy()
     tools, review = model.tools, d.review
+    repurchase_others, repurchase_members = model.customers.repurchase_rate()
     provider = tools.provider > 0
     live_posts = posts.channel == LIVE_STREAM
     friend_rec = np.isin(posts.channel, FRIEND_RECOMMENDATION)
@@ -178,8 +179,8 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
         "units_lost": [int(d.units_lost.sum())],
         "stock_units": [int(model.stock.units.sum())],
         "customers": [int(model.customers.pairs.sum())],
-        "repurchase_rate_members": [model.customers.repurchase_rate()[1]],
-        "repurchase_rate_others": [model.customers.repurchase_rate()[0]],
+        "repurchase_rate_members": [repurchase_members],
+        "repurchase_rate_others": [repurchase_others],
         "n_group_parts_oversized": [model.group_parts.n_oversized_parts()],
         "n_groups_split": [d.groups_split],
         "seconds": [seconds],
@@ -293,8 +294,9 @@ def ecosystem_summary(totals: dict[str, float], model: CommerceModel) -> dict[st
         "analytics_turnover_gain": turnover_after / turnover_before - 1.0 if turnover_before else 0.0,
         "stockout_share": _ratio(lost, sold + lost),
         "inventory_turnover": _ratio(sold, totals["stock_units"]),
-        "share_content_style_at_end": _ratio(int((active & (model.style == 0)).sum()), int(active.sum())),
-        "share_inducement_style_at_end": _ratio(int((active & (model.style == 2)).sum()), int(active.sum())),
+        **{f"share_{style}_style_at_end": _ratio(int((active & (model.style == MARKETING_STYLES.index(style))).sum()),
+                                                  int(active.sum()))
+           for style in ("content", "inducement")},
     }
 
 

@@ -236,12 +236,21 @@ def share_within(table: pl.DataFrame) -> tuple[int, int]:
     return int(measured["within"].sum()), measured.height
 
 
-def _fmt(value: float | None) -> str:
+def format_value(value: float | None) -> str:
+    """A figure for a table: 4 significant digits, 3 in exponent form when very large or small,
+    "-" when there is none."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
         return f"{value:.3g}"
     return f"{value:.4g}"
+
+
+def format_ci(row: dict[str, Any]) -> str:
+    """A row's interval as "low .. high", or "-" for a single run (no interval)."""
+    if row["ci_low"] is None or row["ci_low"] == row["ci_high"]:
+        return "-"
+    return f"{format_value(row['ci_low'])} .. {format_value(row['ci_high'])}"
 
 
 def to_markdown(table: pl.DataFrame) -> str:
@@ -250,10 +259,8 @@ def to_markdown(table: pl.DataFrame) -> str:
     for row in table.iter_rows(named=True):
         if row["kind"] != "target":
             continue
-        band = f"{_fmt(row['low'])} .. {_fmt(row['high'])}"
-        ci = "-" if row["ci_low"] is None or row["ci_low"] == row["ci_high"] else \
-            f"{_fmt(row['ci_low'])} .. {_fmt(row['ci_high'])}"
+        band = f"{format_value(row['low'])} .. {format_value(row['high'])}"
         within = "-" if row["within"] is None else ("yes" if row["within"] else "**no**")
-        lines.append(f"| {row['target']} | {row['section']} | {_fmt(row['expected'])} | {band} | "
-                     f"{_fmt(row['simulated'])} | {ci} | {within} |")
+        lines.append(f"| {row['target']} | {row['section']} | {format_value(row['expected'])} | {band} | "
+                     f"{format_value(row['simulated'])} | {format_ci(row)} | {within} |")
     return "\n".join(lines)
