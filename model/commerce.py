@@ -28,7 +28,8 @@ from model.diagnostics import Diagnostics
 from model.governance import ReviewDesk, ReviewOutcome, flag_merchants, user_reports
 from model.fx import FxDesk, value_by_currency
 from model.inventory import Stock, fill_orders
-from model.merchant import COMPLIANCE_TYPES, MARKETING_STYLES, ONBOARDING_TICKS, Merchant, posts_today
+from model.merchant import (COMPLIANCE_TYPES, MARKETING_STYLES, MAX_POSTS_PER_TICK, ONBOARDING_TICKS, Merchant,
+                            posts_today)
 from model.payments import CROSS_BORDER, Payments, SettlementQueue, make_payments, per_merchant_by_lag
 from model.population import Population, build_population, draw_categories
 from model.risk_engine import RiskEngine, Screening
@@ -58,7 +59,8 @@ class Phase:
 class TickData:
     """What the phases of one tick hand each other (reset every tick)."""
 
-    n_posts: np.ndarray | None = None  # (int64[M]) posts each merchant decided on this tick
+    n_posts: np.ndarray | None = None  # (int64[M]) paid posts each merchant decided on this tick
+    n_group_posts: np.ndarray | None = None  # (int64[M]) its free posts to its own groups this tick
     posts: TickPosts | None = None
     posts_dev: dict[str, Any] = field(default_factory=dict)
     level1: tuple[Any, Any] | None = None
@@ -116,7 +118,9 @@ class CommerceModel(mesa.Model):
         self.accounts = MerchantAccounts(m, config.merchants.exit_window)
         self.group_parts = GroupParts(pop, m, config, self.backend)
         self.stock = Stock(m, config)
-        self.customers = CustomerLedger(pop.n_users, m, xp=self.xp)
+        runs_group = self.backend.to_device(self.group_parts.part_count > 0)
+        self.customers = CustomerLedger(pop.n_users, m, xp=self.xp, p_join=config.community.p_join_after_purchase,
+                                        runs_group=runs_group, seed=config.run.seed)
         self.diagnostics = Diagnostics(m)
         self.review_desk = ReviewDesk(m, config)
         #: adopters' [before, after] adoption windows: completed GMV (fen), units sold, stock held
@@ -296,6 +300,11 @@ class CommerceModel(mesa.Model):
         can_post = self.merchant_active & (tick >= self.ti_onboarded) & (tick >= self.rectify_until)
         draw = rng.uniform(rng.stream_key(seed, "merchant.posts", tick), self.n_merchants)
         self.data.n_posts = posts_today(self.merchant_post_rate, can_post, draw)
+        # community operation: group posts cost no traffic, so they are not part of the budget
+        draw = rng.uniform(rng.stream_key(seed, "merchant.group_posts", tick), self.n_merchants)
+        group_rate = np.full(self.n_merchants, self.config.community.group_post_rate)
+        n_group = posts_today(group_rate, can_post & (self.group_parts.part_count > 0), draw)
+        self.data.n_group_posts = np.minimum(n_group, MAX_POSTS_PER_TICK - self.data.n_posts)
 
     def allocate_traffic(self) -> None:
         """Platform: lay out the posts, choose their channels, draw level-1 exposures."""
@@ -303,7 +312,7 @@ class CommerceModel(mesa.Model):
         ch = cfg.channels
         parts = self.group_parts
         posts = plan_posts(self.data.n_posts, self.population.merchant_uids, parts.part_start, parts.part_count,
-                           ch.channel_shares(), seed, tick, live=self.tools.live)
+                           ch.channel_shares(), seed, tick, live=self.tools.live, n_group_posts=self.data.n_group_posts)
         # stepwise down-weighting: a merchant's links this tick are weighted by its trailing count
         plat = cfg.platform
         link_weight = external_link_weight(self._recent_links.sum(axis=0), plat.external_link_steps,
@@ -331,7 +340,8 @@ class CommerceModel(mesa.Model):
                                "reach_weight": dev(reach_weight), "targeted": dev(deep[posts.merchant]),
                                "max_quantity": dev(max_quantity.astype(np.int64))}
         self.data.level1 = level1_exposures(self.data.posts_dev, self.population, cfg, parts,
-                                            self.city_start, seed, tick, xp=xp)
+                                            self.city_start, seed, tick, xp=xp,
+                                            recruits=self.customers.recruit_index())
 
     def _fatigue(self) -> np.ndarray:
         """(float64[M]) level-1 reach multiplier of each merchant's posts: ``min(1, (post_rate /
@@ -459,7 +469,7 @@ class CommerceModel(mesa.Model):
         capacity; penalties by compliance type (see :mod:`model.governance`)."""
         gov, seed, tick, xp = self.config.governance, self.config.run.seed, self.tick, self.xp
         active = self.merchant_active
-        flagged = flag_merchants(self.data.n_posts, self.violating, gov.machine_review_coverage,
+        flagged = flag_merchants(self.data.n_posts + self.data.n_group_posts, self.violating, gov.machine_review_coverage,
                                  gov.p_detect_violation, gov.p_false_flag, seed, tick)
         viewers = xp.zeros(self.n_merchants, dtype=xp.int64)
         scatter_add(viewers, self.data.posts_dev["merchant"], self.data.outcome.exposures[:, 0], xp=xp)
@@ -479,8 +489,9 @@ class CommerceModel(mesa.Model):
         self.data.removed, self.data.rectifications = removed, rectified
 
     def community(self) -> None:
-        """Record who bought from whom (completed orders): the repurchase of group members versus
-        other customers, and the customer counts behind LTV (see :mod:`model.customers`)."""
+        """Record who bought from whom (completed orders): merchants invite new buyers into their
+        groups (private traffic), and the ledger keeps the repurchase of group members versus
+        other customers and the customer counts behind LTV (see :mod:`model.customers`)."""
         screening, pay = self.data.screening, self.data.payments
         passed = screening.legit_passed
         self.customers.record(pay.merchant[passed], self.data.outcome.order_buyer[passed], self.population,

@@ -14,7 +14,10 @@ A member sees a group post in one of two ways:
   complete (``community.profile_completeness``) and who are interested in the category are
   pushed the post and open it with ``community.push_open_rate``.
 
-Both are multiplied by ``platform.group_downweight`` in a part over the threshold.
+Both are multiplied by ``platform.group_downweight`` in a part over the threshold. Buyers a
+merchant recruited into its group after a purchase (private traffic, see
+:mod:`model.customers`) read its group posts the same way; they do not count towards a part's
+size (the down-weighting threshold applies to the members a merchant started with).
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ class GroupParts:
 
 def group_exposures(parts: GroupParts, members: Any, part: Any, post: Any, cascade_key: Any, category_bit: Any,
                     profile_complete: Any, interests: Any, seed: int, tick: int, *, xp: ModuleType,
-                    reach_weight: Any = None) -> tuple[Any, Any]:
+                    reach_weight: Any = None, recruits: tuple[Any, Any] | None = None,
+                    merchant: Any = None) -> tuple[Any, Any]:
     """Level-1 viewers of group posts: daily readers, and targeted pushes opened.
 
     Args:
@@ -114,27 +118,45 @@ def group_exposures(parts: GroupParts, members: Any, part: Any, post: Any, casca
         cascade_key: (int64[C]); category_bit (uint16[C]) per cascade.
         profile_complete: (bool[N]); interests (uint16[N]).
         reach_weight: (float64[S]) optional multiplier of both probabilities per post (fatigue).
+        recruits: optional merchant -> buyers CSR (int64[M+1], int64[R]) of buyers who joined
+            the merchant's group after buying (:meth:`model.customers.CustomerLedger.recruit_index`);
+            they read every group post of the merchant with the probabilities of the part posted
+            to. merchant: (int64[S]) the posting merchant, needed with ``recruits``.
 
     Returns:
         (cascade (int64[X]), user (int64[X])).
-
-    Each member is drawn once with the larger of the two probabilities, then kept with the
-    ratio of its own (push-open for a targeted member, read otherwise) to that larger one, so a
-    member sees a post at most once.
     """
     p_read, p_push = parts.p_read[part], parts.p_push[part]
     if reach_weight is not None:
         p_read, p_push = p_read * reach_weight, p_push * reach_weight
+    seen = _read_or_push(parts.part_indptr, members, part, post, p_read, p_push, cascade_key, category_bit,
+                         profile_complete, interests, seed, tick, "groups", xp=xp)
+    if recruits is None:
+        return seen
+    recruited = _read_or_push(*recruits, merchant, post, p_read, p_push, cascade_key, category_bit,
+                              profile_complete, interests, seed, tick, "recruits", xp=xp)
+    return xp.concatenate([seen[0], recruited[0]]), xp.concatenate([seen[1], recruited[1]])
+
+
+def _read_or_push(indptr: Any, users: Any, rows: Any, post: Any, p_read: Any, p_push: Any, cascade_key: Any,
+                  category_bit: Any, profile_complete: Any, interests: Any, seed: int, tick: int, stream: str,
+                  *, xp: ModuleType) -> tuple[Any, Any]:
+    """Readers of the posts (int64[S]) among the users of CSR rows ``rows`` (int64[S]).
+
+    Each user is drawn once with the larger of the two probabilities (float64[S] per post), then
+    kept with the ratio of its own (push-open for a targeted user: complete profile, interested
+    in the category; read otherwise) to that larger one, so a user sees a post at most once.
+    """
     p_high = xp.maximum(p_read, p_push)
-    cascade, user = expose_neighbours(parts.part_indptr, members, part, post, cascade_key, p_high,
-                                      rng.stream_key(seed, "traffic.groups.read", tick), xp=xp)
+    cascade, user = expose_neighbours(indptr, users, rows, post, cascade_key, p_high,
+                                      rng.stream_key(seed, f"traffic.{stream}.read", tick), xp=xp)
     if cascade.shape[0] == 0:
         return cascade, user
     # the post's position among the group posts: post is ascending, so search it
     which = xp.searchsorted(post, cascade)
     targeted = profile_complete[user] & ((interests[user] & category_bit[cascade]) != 0)
     p_own = xp.where(targeted, p_push[which], p_read[which])
-    keep = rng.bernoulli(rng.stream_key(seed, "traffic.groups.push", tick),
+    keep = rng.bernoulli(rng.stream_key(seed, f"traffic.{stream}.push", tick),
                          cascade_key[cascade] * interests.shape[0] + user,
                          xp.where(p_high[which] > 0, p_own / xp.maximum(p_high[which], 1e-300), 0.0), xp=xp)
     return cascade[keep], user[keep]

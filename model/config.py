@@ -326,6 +326,14 @@ class CommunityConfig(_Section):
         0.89, ge=0, le=1,
         description="share of users whose customer profile enterprise-WeChat linkage completes; a group member with a "
                     "complete profile and a matching interest gets the group post as a targeted push")
+    group_post_rate: float = Field(
+        0.05, ge=0, le=4,
+        description="free community posts a day a merchant running a group makes to it (community operation), "
+                    "besides its paid posts; they cost no traffic")
+    p_join_after_purchase: float = Field(
+        0.3, ge=0, le=1,
+        description="a new buyer of a merchant that runs a group is invited in and joins (private traffic); it then "
+                    "reads the merchant's group posts like a member")
 
 
 class GovernanceConfig(_Section):

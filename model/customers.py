@@ -3,13 +3,20 @@
 A customer of a merchant is a user who bought from it at least once during the run; a repeat
 customer bought from it on at least two occasions. The ledger keeps one sorted entry per
 (merchant, buyer) pair on the device, with whether the pair has repeated and whether the buyer
-is a member of one of the merchant's groups at the time of the first purchase. Group
-membership does not change during a run (groups split into parts, members stay), so the flag
-holds.
+is a member of the merchant's community after the first purchase.
+
+Private traffic (SPEC section 4): a merchant that runs a group invites each new buyer into it,
+and the buyer joins with ``community.p_join_after_purchase`` (one draw per pair, keyed by the
+pair). Joined buyers, the *recruits*, read the merchant's group posts like the members it
+started with (:meth:`CustomerLedger.recruit_index`, used by
+:func:`model.community.group_exposures`). A member stays a member for the rest of the run
+(groups split into parts, members stay), so the flag holds.
 
 SPEC section 4's "group members repurchase 4.2x as often as ordinary buyers" is read here as:
-the share of a merchant's customers who come back, for customers in its groups over customers
-outside them, pooled over merchants (:meth:`CustomerLedger.repurchase_ratio`).
+the share of a merchant's customers who come back, for customers in its community (members
+before the first purchase, or recruited by it) over customers outside it, pooled over merchants
+(:meth:`CustomerLedger.repurchase_ratio`). Joining is drawn independently of anything the buyer
+does later, so the ratio measures what the group posts do, not who would have come back anyway.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from kernels import rng
 from kernels.backend import concat_ranges, merge_sorted, repeat_ids, scatter_add
 
 
@@ -88,6 +96,8 @@ class CustomerLedger:
 
     Attributes:
         runs: [large, small] :class:`SortedPairs`; keys are ``merchant * N + buyer``.
+        recruits: (int64[R], device) sorted keys of the buyers who joined the merchant's group
+            after buying (members before the first purchase are not repeated here).
         customers, repeaters: (int64[M], host) per merchant.
         pairs, repeat_pairs: (int64[2], host) pooled counts for [outside groups, group members].
     """
@@ -95,10 +105,18 @@ class CustomerLedger:
     #: the small run is merged into the large one past max(this, a quarter of the large run)
     MIN_MERGE = 1 << 20
 
-    def __init__(self, n_users: int, n_merchants: int, *, xp: ModuleType) -> None:
+    def __init__(self, n_users: int, n_merchants: int, *, xp: ModuleType, p_join: float = 0.0,
+                 runs_group: Any = None, seed: int = 0) -> None:
+        """``runs_group`` (bool[M], device): merchants with a group to invite buyers into (none
+        when omitted); ``p_join``: a new buyer of such a merchant joins its group."""
         self.n_users = n_users
+        self.n_merchants = n_merchants
         self.xp = xp
+        self.p_join = p_join
+        self.runs_group = xp.zeros(n_merchants, dtype=xp.bool_) if runs_group is None else runs_group
+        self.join_key = rng.stream_key(seed, "community.join")
         self.runs = [SortedPairs.empty(xp), SortedPairs.empty(xp)]
+        self.recruits = xp.zeros(0, dtype=xp.int64)
         self.customers = np.zeros(n_merchants, dtype=np.int64)
         self.repeaters = np.zeros(n_merchants, dtype=np.int64)
         self.pairs = np.zeros(2, dtype=np.int64)
@@ -131,12 +149,21 @@ class CustomerLedger:
         new_merchant, new_buyer = new_keys // n, new_keys % n
         new_member = is_group_member(new_merchant, new_buyer, population.member_indptr, population.member_groups,
                                      population.group_owner, xp=xp)
+        joined = ~new_member & self.runs_group[new_merchant] & rng.bernoulli(self.join_key, new_keys, self.p_join, xp=xp)
+        self.recruits = merge_sorted(self.recruits, new_keys[joined], xp=xp)  # a subset of sorted keys is sorted
+        new_member = new_member | joined
         self._count(new_merchant, new_member, xp.ones(new_keys.shape[0], dtype=xp.bool_), to_host, new_repeat)
         large, small = self.runs
         small = small.merged_with(SortedPairs(new_keys, new_repeat, new_member), xp=xp)
         if small.size > max(self.MIN_MERGE, large.size // 4):
             large, small = large.merged_with(small, xp=xp), SortedPairs.empty(xp)
         self.runs = [large, small]
+
+    def recruit_index(self) -> tuple[Any, Any]:
+        """The recruits as a merchant -> buyers CSR: (indptr (int64[M+1]), buyer (int64[R]))."""
+        xp, n = self.xp, self.n_users
+        bounds = xp.arange(self.n_merchants + 1, dtype=xp.int64) * n
+        return xp.searchsorted(self.recruits, bounds).astype(xp.int64), self.recruits % n
 
     def _count(self, merchant: Any, member: Any, is_new: Any, to_host: Any, repeat: Any = None) -> None:
         """Update the host counts: new pairs add a customer (and a repeater when they repeat
@@ -161,11 +188,12 @@ class CustomerLedger:
     def state_dict(self, to_host: Any) -> dict[str, Any]:
         return {"runs": [{name: to_host(getattr(run, name)) for name in ("keys", "repeat", "member")}
                          for run in self.runs],
-                "customers": self.customers.copy(), "repeaters": self.repeaters.copy(),
-                "pairs": self.pairs.copy(), "repeat_pairs": self.repeat_pairs.copy()}
+                "recruits": to_host(self.recruits), "customers": self.customers.copy(),
+                "repeaters": self.repeaters.copy(), "pairs": self.pairs.copy(), "repeat_pairs": self.repeat_pairs.copy()}
 
     def load_state_dict(self, state: dict[str, Any], to_device: Any) -> None:
         self.runs = [SortedPairs(*(to_device(run[name]) for name in ("keys", "repeat", "member")))
                      for run in state["runs"]]
+        self.recruits = to_device(state["recruits"])
         for name in ("customers", "repeaters", "pairs", "repeat_pairs"):
             getattr(self, name)[...] = state[name]

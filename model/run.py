@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     import pyarrow
 
 LEVELS = (1, 2, 3)
+#: levels whose exposures are visits to a channel's link (the post's audience, friends' shares)
+VISIT_LEVELS = 2
 
 
 def _raise_on_sigterm() -> Any:
@@ -98,9 +100,14 @@ def _ratio(numerator: float, denominator: float) -> float:
 def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
     """One tick's rows of the ticks, merchants and cascades tables (host arrays).
 
-    Channel figures count every level of a channel's cascades (a visit is any exposure, an order
-    any purchase); ``conversion_friend_rec`` is level 1 of the channels where a friend recommends
-    personally (Moments, groups, live, external links) and ``conversion_system_rec`` level 1 of
+    A channel's *visits* are the people who open its posts' links: the post's own audience
+    (level 1) and friends opening a friend's share (level 2); ``visit_orders_C`` are their
+    purchases and ``conversion_C`` their ratio. Level 3, strangers put in front of the post by
+    fission tools, is awareness (the SPEC's level-3 funnel starts at "awareness", not a visit):
+    it is the channel's ``awareness_C``, counted in reach, not visits. ``orders_C`` and
+    ``gmv_C`` count every level, so a channel's GMV and order value include what its fission
+    sells. ``conversion_friend_rec`` is level 1 of the channels where a friend recommends
+    personally (Moments, groups, live, external links), ``conversion_system_rec`` level 1 of
     search.
     """
     d, tick = model.data, model.tick
@@ -132,21 +139,24 @@ def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
             ticks[f"shares_l{lv}"] = [int(share_total[lv - 1])]
     for i, name in enumerate(CHANNELS):
         mine = posts.channel == i
-        visits, orders, gmv = int(exposures[mine].sum()), int(buys[mine].sum()), cascade_gmv[mine].sum() / 100.0
+        visits, visit_orders = int(exposures[mine, :VISIT_LEVELS].sum()), int(buys[mine, :VISIT_LEVELS].sum())
+        orders, gmv = int(buys[mine].sum()), cascade_gmv[mine].sum() / 100.0
         ticks[f"n_posts_{name}"] = [int(mine.sum())]
         ticks[f"visits_{name}"] = [visits]
+        ticks[f"visit_orders_{name}"] = [visit_orders]
+        ticks[f"awareness_{name}"] = [int(exposures[mine, VISIT_LEVELS:].sum())]
         ticks[f"orders_{name}"] = [orders]
         ticks[f"gmv_{name}"] = [gmv]
-        ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
+        ticks[f"conversion_{name}"] = [_ratio(visit_orders, visits)]
         ticks[f"aov_{name}"] = [_ratio(gmv, orders)]
     for name, posts_of in (("friend_rec", friend_rec), ("system_rec", search)):
         visits, orders = int(exposures[posts_of, 0].sum()), int(buys[posts_of, 0].sum())
         ticks[f"visits_{name}"] = [visits]
-        ticks[f"orders_{name}"] = [orders]
+        ticks[f"visit_orders_{name}"] = [orders]
         ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
     # a live stream's viewers are its level-1 audience (SPEC section 7: viewer conversion)
     ticks["visits_live_viewers"] = [int(exposures[live_posts, 0].sum())]
-    ticks["orders_live_viewers"] = [int(buys[live_posts, 0].sum())]
+    ticks["visit_orders_live_viewers"] = [int(buys[live_posts, 0].sum())]
     ticks.update({name: [value] for name, value in agg["risk"].items()})
     ticks.update({
         "n_orders": [int(buy_total.sum())],
@@ -251,12 +261,12 @@ def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
     for lv in LEVELS:
         summary[f"conversion_l{lv}"] = _ratio(totals[f"buys_l{lv}"], totals[f"exposures_l{lv}"])
     for name in ("friend_rec", "system_rec", *CHANNELS):
-        summary[f"conversion_{name}"] = _ratio(totals[f"orders_{name}"], totals[f"visits_{name}"])
+        summary[f"conversion_{name}"] = _ratio(totals[f"visit_orders_{name}"], totals[f"visits_{name}"])
     for name in CHANNELS:
         summary[f"aov_{name}"] = _ratio(totals[f"gmv_{name}"], totals[f"orders_{name}"])
     summary.update({
         "official_share_of_value": 1.0 - totals["gmv_off_platform"] / gmv if gmv else 0.0,
-        "conversion_live_viewers": _ratio(totals["orders_live_viewers"], totals["visits_live_viewers"]),
+        "conversion_live_viewers": _ratio(totals["visit_orders_live_viewers"], totals["visits_live_viewers"]),
         "provider_share_of_gmv": _ratio(totals["gmv_provider"], gmv),
         "exits": int(totals["n_exits"]),
         "removed": int(totals["n_removed"]),

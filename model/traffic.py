@@ -13,7 +13,9 @@ Channels modelled so far:
   are strangers, so they trust the post less (``cascade.trust_stranger``).
 * ``groups``: the post goes to one part of one of the merchant's groups; members read it that
   day or get it as a targeted push, down-weighted in parts over the threshold (see
-  :mod:`model.community`).
+  :mod:`model.community`). Besides the paid posts drawn for groups, a merchant running a group
+  operates it with free community posts (``community.group_post_rate`` a day), and buyers it
+  recruited into the group read them too (private traffic).
 * ``live_stream``: a mini-program live stream, by merchants that live-stream (``tools.share_live``;
   the others post to Moments instead); friends join with ``channels.p_view_live`` and convert
   better while watching (``channels.live_conversion_boost``); its level-3 (live fission)
@@ -75,11 +77,16 @@ class TickPosts:
 
 def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.ndarray,
                group_count: np.ndarray, channel_shares: tuple[float, ...],
-               seed: int, tick: int, live: np.ndarray | None = None) -> TickPosts:
+               seed: int, tick: int, live: np.ndarray | None = None,
+               n_group_posts: np.ndarray | None = None) -> TickPosts:
     """Lay out the tick's posts and pick each post's channel.
 
     Args:
-        n_posts: (int64[M]) posts each merchant makes this tick.
+        n_posts: (int64[M]) paid posts each merchant makes this tick; their channels are drawn.
+        n_group_posts: (int64[M]) community posts each merchant makes to its own groups (channel
+            ``groups``), after its paid posts in slot order, so a paid post's key and draws do
+            not depend on them. ``n_posts + n_group_posts`` must not exceed
+            :data:`~model.merchant.MAX_POSTS_PER_TICK`.
         merchant_uid: (int64[M]) merchants' accounts.
         group_start, group_count: (int64[M]) each merchant's group parts are
             ``group_start[m] .. group_start[m] + group_count[m] - 1``.
@@ -88,11 +95,14 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
         live: (bool[M]) merchants that live-stream (all when omitted); a live post drawn by a
             merchant that does not goes to Moments.
     """
-    merchant = np.repeat(np.arange(n_posts.shape[0], dtype=np.int64), n_posts)
-    slot = concat_ranges(np.zeros_like(n_posts), n_posts, xp=np)  # 0, 1, ... within each merchant
+    n_group_posts = np.zeros_like(n_posts) if n_group_posts is None else n_group_posts
+    total = n_posts + n_group_posts
+    merchant = np.repeat(np.arange(n_posts.shape[0], dtype=np.int64), total)
+    slot = concat_ranges(np.zeros_like(total), total, xp=np)  # 0, 1, ... within each merchant
     key = merchant * MAX_POSTS_PER_TICK + slot
     u = rng.uniform(rng.stream_key(seed, "traffic.channel", tick), key)
     channel = np.minimum(np.searchsorted(np.cumsum(channel_shares), u, side="right"), len(CHANNELS) - 1)
+    channel[slot >= n_posts[merchant]] = GROUPS
     channel[(channel == GROUPS) & (group_count[merchant] == 0)] = MOMENTS
     if live is not None:
         channel[(channel == LIVE_STREAM) & ~live[merchant]] = MOMENTS
@@ -127,7 +137,8 @@ def expose_searchers(origin: Any, category_bit: Any, n_candidates: Any, city: An
 
 
 def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_parts: Any, city_start: Any,
-                     seed: int, tick: int, *, xp: ModuleType) -> tuple[Any, Any]:
+                     seed: int, tick: int, *, xp: ModuleType,
+                     recruits: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
     """The channels' level-1 exposures, (cascade (int64[X]), user (int64[X])) on the device.
 
     Args:
@@ -139,6 +150,8 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_par
         config: the :class:`~model.config.ScenarioConfig`.
         group_parts: the :class:`~model.community.GroupParts` group posts go to.
         city_start: (int64[K+1]) first user of each city.
+        recruits: merchant -> buyers CSR of buyers recruited into the merchant's group (they
+            read its group posts), see :func:`model.community.group_exposures`.
     """
     channel = posts_dev["channel"]
     keys = posts_dev["key"]
@@ -171,7 +184,8 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_par
     posts = local[channel == GROUPS]
     parts.append(group_exposures(group_parts, pop.group_members, posts_dev["group"][posts], posts, keys,
                                  posts_dev["category_bit"], pop.state["profile_complete"], pop.state["interests"],
-                                 seed, tick, xp=xp, reach_weight=posts_dev["reach_weight"][posts]))
+                                 seed, tick, xp=xp, reach_weight=posts_dev["reach_weight"][posts],
+                                 recruits=recruits, merchant=posts_dev["merchant"][posts]))
     return xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts])
 
 
