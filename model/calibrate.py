@@ -57,8 +57,10 @@ CENTRE_WEIGHT = 0.01
 HUBER_KNEE = 3.0
 #: importances are reported for targets whose trials spread at least this much (std / |mean|)
 MIN_SPREAD = 0.05
-#: sections whose parameters would change the population (which trials share)
-POPULATION_SECTIONS = ("population", "community")
+#: parameters that would change the population (which trials share): the whole population
+#: section, and the community keys the groups and profiles are drawn with
+POPULATION_SECTIONS = ("population",)
+POPULATION_KEYS = ("community.group_size_mean", "community.groups_per_merchant", "community.profile_completeness")
 
 
 @dataclass
@@ -104,7 +106,7 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
             section, _, key = name.partition(".")
             if section not in defaults or key not in defaults[section]:
                 raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} is not a config key")
-            if section in POPULATION_SECTIONS:
+            if section in POPULATION_SECTIONS or name in POPULATION_KEYS:
                 raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} would change the population, "
                                   f"which trials share; fit it in a scenario sweep instead")
         stages.append(Stage(entry["name"], entry.get("why", ""), params, set(entry.get("log", [])),
