@@ -257,6 +257,18 @@ class PaymentsConfig(_Section):
     mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")
     mix_mini_program: float = Field(0.392, ge=0, le=1, description="share by mini-program (T+1)")
     mix_cross_border: float = Field(0.056, ge=0, le=1, description="share cross-border (T+3)")
+    daily_tx_qr: float = Field(1.2e8, ge=0, description="QR-code payments a day at full scale, all of WeChat Pay's "
+                               "(SPEC section 3: 12,000 x 10k); everyday payments top micro-commerce's up to it")
+    daily_tx_mini_program: float = Field(8.5e7, ge=0, description="mini-program payments a day at full scale")
+    daily_tx_cross_border: float = Field(1.2e7, ge=0, description="cross-border payments a day at full scale")
+    everyday_median_qr: float = Field(30.0, gt=0, le=1e6,
+                                      description="median CNY of an everyday (non-micro-commerce) QR payment")
+    everyday_median_mini_program: float = Field(60.0, gt=0, le=1e6,
+                                                description="median CNY of an everyday mini-program payment")
+    everyday_median_cross_border: float = Field(400.0, gt=0, le=1e6,
+                                                description="median CNY of an everyday cross-border payment")
+    everyday_amount_sigma: float = Field(1.0, ge=0, le=5,
+                                         description="log-normal spread of everyday payment amounts")
     transaction_fee: float = Field(0.006, ge=0, le=0.2,
                                    description="technical service fee of the transaction component")
     fx_daily_vol: float = Field(0.005, ge=0, le=0.2,

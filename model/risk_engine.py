@@ -1,7 +1,9 @@
-"""The platform's risk engine in the tick: official payments plus injected fraud are scored in
-bulk (:mod:`kernels.risk`), payments above the threshold are intercepted and do not settle, and
-the threshold is reset from confirmed-legitimate scores of past ticks to hold the false-positive
-rate (SPEC section 3). Off-platform payments are never seen.
+"""The platform's risk engine in the tick: official payments, everyday WeChat Pay payments
+(:mod:`model.everyday`) and injected fraud are scored in bulk (:mod:`kernels.risk`), payments
+above the threshold are intercepted and do not settle, and the threshold is reset from
+confirmed-legitimate scores of past ticks to hold the false-positive rate (SPEC section 3).
+Off-platform payments are never seen. Everyday payments go to one merchant slot past the
+modelled merchants (shops outside micro-commerce); the transactions log writes it as -1.
 
 Labels arrive one tick late, as chargebacks and reports would: the threshold a tick uses comes
 only from earlier ticks' legitimate scores.
@@ -20,6 +22,7 @@ from kernels import rng
 from kernels.backend import Backend
 from kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, update_state
 from model.config import ScenarioConfig
+from model.everyday import draw_everyday
 from model.fraud import TYPOLOGIES, FraudBatch, FraudInjector
 from model.payments import OFF_PLATFORM, Payments
 
@@ -71,7 +74,9 @@ class RiskEngine:
         self.config, self.backend, self.xp = config, backend, backend.xp
         r = config.risk
         self.weights = weights_from(config)
-        self.state = RiskState.empty(n_users, n_merchants, r.window_ticks, xp=self.xp)
+        self.n_users, self.n_merchants = n_users, n_merchants
+        # one more merchant slot: the shops outside micro-commerce that everyday payments go to
+        self.state = RiskState.empty(n_users, n_merchants + 1, r.window_ticks, xp=self.xp)
         self.legit_history: deque[Any] = deque(maxlen=r.threshold_history_ticks)
         self.reference_fen = round(config.merchants.price_median * 100)
         self.fraud = FraudInjector(config.fraud, n_users, fraud_merchants, n_merchants, self.reference_fen,
@@ -79,25 +84,33 @@ class RiskEngine:
         self.ti_created = ti_created
 
     def screen(self, payments: Payments, order_key: Any, payer: Any, merchant_flag: np.ndarray, tick: int) -> Screening:
-        """Score this tick's official payments and fraud; intercept above the threshold."""
+        """Score this tick's official payments, everyday payments and fraud; intercept above the
+        threshold. Transactions are laid out as [orders (O'), everyday (E), fraud (F)]."""
         xp, dev, r, seed = self.xp, self.backend.to_device, self.config.risk, self.config.run.seed
         official = payments.scenario != OFF_PLATFORM
         legit_idx = xp.flatnonzero(official)
+        n_orders = int(legit_idx.shape[0])
+        orders_by_scenario = self.backend.to_host(
+            xp.bincount(payments.scenario[legit_idx].astype(xp.int64), minlength=len(SCENARIO_NAMES)))
+        everyday = draw_everyday(self.config, self.n_users, orders_by_scenario, tick, xp=xp)
+        n_legit = n_orders + everyday.n
         fraud = self.fraud.draw(tick)
-        n_legit = int(legit_idx.shape[0])
         fraud_payer = dev(fraud.payer)
         real_age = tick - self.ti_created[fraud_payer].astype(xp.int64)
         fraud_age = xp.where(dev(fraud.account_age) >= 0, dev(fraud.account_age), real_age)
-        payer_all = xp.concatenate([payer[legit_idx], fraud_payer])
-        merchant_all = xp.concatenate([payments.merchant[legit_idx], dev(fraud.merchant)])
-        amount_all = xp.concatenate([payments.amount[legit_idx], dev(fraud.amount)])
-        scenario_all = xp.concatenate([payments.scenario[legit_idx], dev(fraud.scenario)])
-        legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), order_key[legit_idx],
-                                         r.p_new_device, xp=xp)
+        legit_payer = xp.concatenate([payer[legit_idx], everyday.payer])
+        legit_key = xp.concatenate([order_key[legit_idx], everyday.key])
+        payer_all = xp.concatenate([legit_payer, fraud_payer])
+        merchant_all = xp.concatenate([payments.merchant[legit_idx],
+                                       xp.full(everyday.n, self.n_merchants, dtype=xp.int64), dev(fraud.merchant)])
+        amount_all = xp.concatenate([payments.amount[legit_idx], everyday.amount, dev(fraud.amount)])
+        scenario_all = xp.concatenate([payments.scenario[legit_idx], everyday.scenario, dev(fraud.scenario)])
+        legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), legit_key, r.p_new_device, xp=xp)
         new_device_all = xp.concatenate([legit_new_device, dev(fraud.new_device)])
-        age_all = xp.concatenate([tick - self.ti_created[payer[legit_idx]].astype(xp.int64), fraud_age])
+        age_all = xp.concatenate([tick - self.ti_created[legit_payer].astype(xp.int64), fraud_age])
+        flag = xp.concatenate([dev(merchant_flag), xp.zeros(1, dtype=xp.bool_)])  # everyday shops: never flagged
         score = score_transactions(payer_all, merchant_all, amount_all, scenario_all, new_device_all, age_all,
-                                   dev(merchant_flag), self.state, self.weights, float(self.reference_fen),
+                                   flag, self.state, self.weights, float(self.reference_fen),
                                    r.new_account_ticks, xp=xp)
         history = list(self.legit_history)
         threshold = threshold_for_fpr(xp.concatenate(history) if history else xp.zeros(0), r.target_fpr, xp=xp)
@@ -106,15 +119,15 @@ class RiskEngine:
         self.legit_history.append(score[:n_legit])
 
         legit_passed = xp.ones(payments.scenario.shape[0], dtype=xp.bool_)
-        legit_passed[legit_idx] = ~intercepted[:n_legit]
+        legit_passed[legit_idx] = ~intercepted[:n_orders]
         fraud_passed = ~intercepted[n_legit:]
-        metrics = self._metrics(scenario_all, intercepted, n_legit, fraud, fraud_passed, threshold, xp=xp)
+        metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_passed, threshold, xp=xp)
         caught_by_type = np.bincount(fraud.typology[self.backend.to_host(~fraud_passed)], minlength=len(TYPOLOGIES))
         self.fraud.react(np.bincount(fraud.typology, minlength=len(TYPOLOGIES)), caught_by_type)
         log = None
         if self.config.output.transactions != "none":
             # a transaction's key: its order key, or for fraud a key above every order key
-            key = xp.concatenate([order_key[legit_idx],
+            key = xp.concatenate([legit_key,
                                   FRAUD_KEY_BASE + tick * FRAUD_KEYS_PER_TICK + xp.arange(fraud.n, dtype=xp.int64)])
             keep = xp.ones(key.shape[0], dtype=xp.bool_)
             if self.config.output.transactions == "sample":
@@ -126,32 +139,39 @@ class RiskEngine:
                        "score": score, "intercepted": intercepted, "is_fraud": typology >= 0, "typology": typology}
             log = {name: self.backend.to_host(col[keep]) for name, col in columns.items()}
             log["amount"] = log["amount"] / 100.0
+            log["merchant"][log["merchant"] == self.n_merchants] = -1  # everyday shops
         return Screening(legit_passed, fraud, fraud_passed, metrics, log)
 
-    def _metrics(self, scenario: Any, intercepted: Any, n_legit: int, fraud: FraudBatch, fraud_passed: Any,
-                 threshold: float, *, xp: ModuleType) -> dict[str, float]:
+    def _metrics(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
+                 fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float]:
+        """The tick's counts, reduced on the device: only a few numbers come back to the host.
+
+        ``scenario`` and ``intercepted`` are laid out [orders (n_orders), everyday, fraud], the
+        first ``n_legit`` legitimate.
+        """
         host = self.backend.to_host
-        scen = host(scenario).astype(np.int64)
-        caught = host(intercepted)
-        is_fraud = np.zeros(caught.shape[0], dtype=bool)
-        is_fraud[n_legit:] = True
+        k = len(SCENARIO_NAMES)
+        scen = scenario.astype(xp.int64)
+        n_by = host(xp.bincount(scen, minlength=k))
+        caught_by = host(xp.bincount(scen[intercepted], minlength=k))
         metrics: dict[str, float] = {}
         for i, name in enumerate(SCENARIO_NAMES):
-            mine = scen == i
-            n, k = int(mine.sum()), int((caught & mine).sum())
-            metrics[f"n_tx_{name}"] = n
-            metrics[f"n_intercepted_{name}"] = k
-            metrics[f"interception_rate_{name}"] = k / n if n else 0.0
-        tp = int((caught & is_fraud).sum())
-        fp = int((caught & ~is_fraud).sum())
-        n_fraud = int(is_fraud.sum())
+            metrics[f"n_tx_{name}"] = int(n_by[i])
+            metrics[f"n_intercepted_{name}"] = int(caught_by[i])
+            metrics[f"interception_rate_{name}"] = int(caught_by[i]) / int(n_by[i]) if n_by[i] else 0.0
+        fp_orders = int(intercepted[:n_orders].sum())
+        fp = int(intercepted[:n_legit].sum())
+        tp = int(intercepted[n_legit:].sum())
+        n_fraud = fraud.n
         loss = int(fraud.amount[host(fraud_passed)].sum())
+        n_all = int(scenario.shape[0])
         metrics.update({
+            "n_everyday": n_legit - n_orders, "n_orders_intercepted": fp_orders,
             "n_fraud": n_fraud, "n_fraud_intercepted": tp, "n_false_positives": fp,
             "false_positive_rate": fp / n_legit if n_legit else 0.0,
             "precision": tp / (tp + fp) if tp + fp else 0.0,
             "recall": tp / n_fraud if n_fraud else 0.0,
-            "illicit_share": n_fraud / caught.shape[0] if caught.shape[0] else 0.0,
+            "illicit_share": n_fraud / n_all if n_all else 0.0,
             "fraud_loss": loss / 100.0,
             "risk_threshold": threshold,
         })

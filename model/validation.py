@@ -56,8 +56,8 @@ class Target:
     def within(self, value: float) -> bool | None:
         if self.kind == "not_modelled" or value is None or not math.isfinite(value):
             return None
-        if self.kind == "input":
-            return bool(np.isclose(value, self.expected))
+        if self.kind == "input" and self.low is None and self.high is None:
+            return bool(np.isclose(value, self.expected))  # a config value or constant: read back exactly
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
 
     def miss(self, value: float) -> float:

@@ -8,13 +8,16 @@ import numpy as np
 import polars as pl
 import pytest
 
+from kernels.backend import resolve_backend
 from model.commerce import CommerceModel
 from model.config import load_config
 from model.customers import CustomerLedger
 from model.diagnostics import Diagnostics
 from model.governance import ReviewDesk
 from model.inventory import fill_orders
+from model.community import GroupParts, group_exposures
 from model.run import run_scenario
+from model.traffic import CHANNELS, GROUPS, plan_posts
 
 BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=30", 'run.backend="numpy"',
         "merchants.post_rate=0.6"]  # volumes the tests were sized for, whatever the calibrated default
@@ -41,6 +44,10 @@ def summary(tmp_path, name, *overrides):
     ("platform.deep_data_min_certification", "3", "0", "analytics_gmv_growth"),
     # targeted pushes opened more often make group members come back more
     ("community.push_open_rate", "0.05", "0.9", "repurchase_rate_members"),
+    # merchants that operate their groups more often bring their members back more
+    ("community.group_post_rate", "0.0", "0.5", "repurchase_ratio_members"),
+    # buyers recruited into groups see the community posts: more group traffic
+    ("community.p_join_after_purchase", "0.0", "1.0", "reach_l1_per_post"),
 ])
 def test_lever_moves_outcome(tmp_path, lever, low, high, outcome):
     weak = summary(tmp_path, "weak", f"{lever}={low}")
@@ -212,3 +219,59 @@ def test_review_desk_serves_reports_first_within_capacity():
     assert out.confirmed[2]  # the reported merchant was reviewed first
     assert out.confirmed.sum() + out.cleared == 2
     assert out.backlog_flags == 1 and out.backlog_reports == 0
+
+
+def test_ledger_recruits_new_buyers_of_group_merchants_only(monkeypatch):
+    # merchant 0 runs a group (user 0 is in it), merchant 1 does not; everyone invited joins
+    ledger = CustomerLedger(n_users=3, n_merchants=2, xp=np, p_join=1.0, runs_group=np.array([True, False]))
+    ledger.record(np.array([0, 0, 1]), np.array([0, 1, 1]), _Groups, np.asarray)
+    # (0,0) was a member already; (0,1) is recruited; merchant 1 has no group to recruit into
+    assert ledger.recruits.tolist() == [0 * 3 + 1]
+    indptr, buyer = ledger.recruit_index()
+    assert indptr.tolist() == [0, 1, 1] and buyer.tolist() == [1]
+    assert ledger.pairs.tolist() == [1, 2]  # recruited buyers count as members
+    never = CustomerLedger(n_users=3, n_merchants=2, xp=np, p_join=0.0, runs_group=np.array([True, True]))
+    never.record(np.array([0, 0, 1]), np.array([0, 1, 1]), _Groups, np.asarray)
+    assert never.recruits.shape[0] == 0 and never.pairs.tolist() == [2, 1]
+
+
+def test_recruits_read_their_merchants_group_posts():
+    config = load_config(overrides=["population.n_users=1289", "community.weekly_active=1.0",
+                                    "community.push_open_rate=1.0"])
+
+    class Pop:  # one merchant (account 0) with one group of users 1 and 2
+        group_indptr = np.array([0, 2])
+        group_owner = np.array([0], dtype=np.int32)
+
+    parts = GroupParts(Pop, 1, config, resolve_backend("numpy"))
+    members = np.array([1, 2], dtype=np.int32)
+    n_users = 6
+    kwargs = dict(part=np.array([0]), post=np.array([0]), cascade_key=np.array([5]),
+                  category_bit=np.array([1], dtype=np.uint16), profile_complete=np.ones(n_users, dtype=bool),
+                  interests=np.ones(n_users, dtype=np.uint16), seed=1, tick=0, xp=np)
+    _, alone = group_exposures(parts, members, **kwargs)
+    assert sorted(alone.tolist()) == [1, 2]
+    recruits = (np.array([0, 2]), np.array([4, 5]))  # merchant 0 recruited users 4 and 5
+    _, users = group_exposures(parts, members, **kwargs, recruits=recruits, merchant=np.array([0]))
+    assert sorted(users.tolist()) == [1, 2, 4, 5]
+
+
+def test_community_posts_go_to_groups_and_leave_paid_posts_alone():
+    args = (np.array([3, 2]), np.array([10, 20]), np.array([0, 1]), np.array([1, 1]), (0.5, 0.2, 0.3, 0.0, 0.0, 0.0))
+    paid = plan_posts(*args, seed=3, tick=4)
+    both = plan_posts(*args, seed=3, tick=4, n_group_posts=np.array([1, 2]))
+    assert both.n == paid.n + 3
+    same = np.isin(both.key, paid.key)
+    assert (both.channel[same] == paid.channel).all() and (both.key[same] == paid.key).all()
+    assert (both.channel[~same] == GROUPS).all() and both.group[~same].tolist() == [0, 1, 1]
+
+
+def test_channel_visits_are_levels_one_and_two(tmp_path):
+    result = run(tmp_path, "r", "run.n_ticks=6")
+    ticks, cascades = result.table("ticks").to_pandas(), result.table("cascades").to_pandas()
+    for name in CHANNELS:
+        mine = cascades[cascades["channel"] == name]
+        assert ticks[f"visits_{name}"].sum() == (mine["exposures_l1"] + mine["exposures_l2"]).sum()
+        assert ticks[f"awareness_{name}"].sum() == mine["exposures_l3"].sum()
+        assert ticks[f"visit_orders_{name}"].sum() == (mine["buys_l1"] + mine["buys_l2"]).sum()
+        assert ticks[f"orders_{name}"].sum() == mine[["buys_l1", "buys_l2", "buys_l3"]].sum().sum()

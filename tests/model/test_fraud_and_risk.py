@@ -4,7 +4,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from model.config import load_config
+from model.config import WECHAT_MAU, load_config
+from model.everyday import daily_everyday_counts, draw_everyday
 from model.fraud import TYPOLOGIES, FraudInjector
 from model.run import run_scenario
 
@@ -101,6 +102,8 @@ def test_transactions_log_full_and_reproducible_sample(tmp_path):
     assert full.height == scored
     assert full["is_fraud"].sum() == ticks["n_fraud"].sum()
     assert full["intercepted"].sum() == sum(ticks[f"n_intercepted_{s}"].sum() for s in ("qr", "mini_program", "cross_border"))
+    everyday = full.filter(pl.col("merchant") == -1)  # everyday payments go to shops outside micro-commerce
+    assert everyday.height == ticks["n_everyday"].sum() > 0 and not everyday["is_fraud"].any()
     sample, _ = log("sample", 'output.transactions="sample"', "output.transactions_sample=0.2")
     again, _ = log("again", 'output.transactions="sample"', "output.transactions_sample=0.2")
     assert sample.equals(again)
@@ -128,3 +131,32 @@ def test_fx_exposure_follows_rate_moves():
         _, exposure = desk.step(t, value if t == 0 else np.zeros(len(CURRENCIES)))
         rates.append(desk.log_rate.copy())
     assert exposure == pytest.approx(float(np.sum(value * np.expm1(rates[-1] - rates[0]))))
+
+
+def test_everyday_payments_top_each_scenario_up_to_the_payment_table():
+    config = load_config(overrides=["population.n_users=1289000"])  # 1/1000 of WeChat
+    orders = np.array([1000, 50, 20_000])
+    counts = daily_everyday_counts(config, 1_289_000, orders)
+    assert counts.tolist() == [120_000 - 1000, 85_000 - 50, 0]  # cross-border already over its volume
+    first = draw_everyday(config, 1_289_000, orders, tick=3, xp=np)
+    again = draw_everyday(config, 1_289_000, orders, tick=3, xp=np)
+    assert np.array_equal(first.amount, again.amount) and np.array_equal(first.payer, again.payer)
+    assert np.bincount(first.scenario, minlength=3).tolist() == counts.tolist()
+    assert np.unique(first.key).shape[0] == first.n
+    qr = first.amount[first.scenario == 0]
+    assert abs(np.median(qr) / 100.0 - config.payments.everyday_median_qr) < 0.05 * config.payments.everyday_median_qr
+    # the same payments come back when the micro-commerce orders before them change
+    fewer = draw_everyday(config, 1_289_000, orders + np.array([500, 0, 0]), tick=3, xp=np)
+    assert np.array_equal(fewer.amount[fewer.scenario == 0], qr[: qr.shape[0] - 500])
+
+
+def test_risk_engine_screens_the_scenarios_full_volume(risk_run):
+    t = pl.read_parquet(risk_run / "ticks.parquet")
+    config = load_config(overrides=["population.n_users=30000"])
+    table = {"qr": config.payments.daily_tx_qr, "mini_program": config.payments.daily_tx_mini_program,
+             "cross_border": config.payments.daily_tx_cross_border}
+    for name, daily in table.items():  # orders plus everyday payments make the table; fraud comes on top
+        screened = t[f"n_tx_{name}"].to_numpy()
+        assert (screened >= round(daily * 30000 / WECHAT_MAU)).all()
+    # this run's orders (post rate 0.6) outgrow the table in later ticks; then no top-up is needed
+    assert t["n_everyday"][0] > 0 and (t["n_everyday"] >= 0).all()
