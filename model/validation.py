@@ -98,7 +98,7 @@ class RunMeasures:
         self.config = self.manifest["config"]
         self.scale = self.config["population"]["n_users"] / WECHAT_MAU
         self._ticks: pl.DataFrame | None = None
-        self._reach: dict[int, float] | None = None
+        self._cascades: pl.DataFrame | None = None
 
     @property
     def ticks(self) -> pl.DataFrame:
@@ -106,14 +106,17 @@ class RunMeasures:
             self._ticks = pl.read_parquet(self.run_dir / "ticks.parquet")
         return self._ticks
 
-    def reached(self, level: int, quantile: float | None) -> float:
-        """Level-``level`` exposures of the posts that reached that level: their mean, or a quantile."""
-        if self._reach is None:
-            cascades = pl.read_parquet(self.run_dir / "cascades.parquet",
-                                       columns=[f"exposures_l{lv}" for lv in (1, 2, 3)])
-            self._reach = {lv: cascades[f"exposures_l{lv}"].filter(cascades[f"exposures_l{lv}"] > 0)
-                           for lv in (1, 2, 3)}
-        reached = self._reach[level]
+    def reached(self, level: int, quantile: float | None, channels: tuple[str, ...] = ()) -> float:
+        """Level-``level`` exposures of the posts that reached that level (of the given channels,
+        all when none): their mean, or a quantile."""
+        if self._cascades is None:
+            self._cascades = pl.read_parquet(self.run_dir / "cascades.parquet",
+                                             columns=["channel", *(f"exposures_l{lv}" for lv in (1, 2, 3))])
+        column = f"exposures_l{level}"
+        posts = self._cascades.filter(pl.col(column) > 0)
+        if channels:
+            posts = posts.filter(pl.col("channel").cast(pl.Utf8).is_in(list(channels)))
+        reached = posts[column]
         if reached.len() == 0:
             return 0.0
         return float(reached.mean()) if quantile is None else float(reached.quantile(quantile, "linear"))
@@ -131,7 +134,8 @@ class RunMeasures:
             total = float(self.ticks[den].sum())
             value = float(self.ticks[num].sum()) / total if total else float("nan")
         elif how == "reached_mean":
-            value = self.reached(int(what), None)
+            level, _, channels = what.partition(":")
+            value = self.reached(int(level), None, tuple(c for c in channels.split(",") if c))
         elif how == "reached_quantile":
             level, q = what.split(":")
             value = self.reached(int(level), float(q))
