@@ -48,6 +48,7 @@ def test_threshold_holds_the_false_positive_rate():
     assert (scores > thr).mean() <= 0.0003
     assert (scores >= thr).mean() > 0.0002  # and is not needlessly strict
     assert threshold_for_fpr(scores[:100], 0.0003, xp=np) == float("inf")
+    assert thr == np.sort(scores)[100_000 - 1 - 30]  # the order statistic itself (selection, not a sort)
 
 
 @pytest.mark.gpu
