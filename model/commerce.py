@@ -469,8 +469,9 @@ class CommerceModel(mesa.Model):
         capacity; penalties by compliance type (see :mod:`model.governance`)."""
         gov, seed, tick, xp = self.config.governance, self.config.run.seed, self.tick, self.xp
         active = self.merchant_active
-        flagged = flag_merchants(self.data.n_posts + self.data.n_group_posts, self.violating, gov.machine_review_coverage,
-                                 gov.p_detect_violation, gov.p_false_flag, seed, tick)
+        reviewed_posts = self.data.n_posts + self.data.n_group_posts  # community posts are content too
+        flagged = flag_merchants(reviewed_posts, self.violating, gov.machine_review_coverage, gov.p_detect_violation,
+                                 gov.p_false_flag, seed, tick)
         viewers = xp.zeros(self.n_merchants, dtype=xp.int64)
         scatter_add(viewers, self.data.posts_dev["merchant"], self.data.outcome.exposures[:, 0], xp=xp)
         reports = user_reports(self.backend.to_host(viewers), self.violating, gov.p_report, seed, tick)

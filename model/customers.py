@@ -149,7 +149,8 @@ class CustomerLedger:
         new_merchant, new_buyer = new_keys // n, new_keys % n
         new_member = is_group_member(new_merchant, new_buyer, population.member_indptr, population.member_groups,
                                      population.group_owner, xp=xp)
-        joined = ~new_member & self.runs_group[new_merchant] & rng.bernoulli(self.join_key, new_keys, self.p_join, xp=xp)
+        invited = ~new_member & self.runs_group[new_merchant]
+        joined = invited & rng.bernoulli(self.join_key, new_keys, self.p_join, xp=xp)
         self.recruits = merge_sorted(self.recruits, new_keys[joined], xp=xp)  # a subset of sorted keys is sorted
         new_member = new_member | joined
         self._count(new_merchant, new_member, xp.ones(new_keys.shape[0], dtype=xp.bool_), to_host, new_repeat)
@@ -189,7 +190,8 @@ class CustomerLedger:
         return {"runs": [{name: to_host(getattr(run, name)) for name in ("keys", "repeat", "member")}
                          for run in self.runs],
                 "recruits": to_host(self.recruits), "customers": self.customers.copy(),
-                "repeaters": self.repeaters.copy(), "pairs": self.pairs.copy(), "repeat_pairs": self.repeat_pairs.copy()}
+                "repeaters": self.repeaters.copy(), "pairs": self.pairs.copy(),
+                "repeat_pairs": self.repeat_pairs.copy()}
 
     def load_state_dict(self, state: dict[str, Any], to_device: Any) -> None:
         self.runs = [SortedPairs(*(to_device(run[name]) for name in ("keys", "repeat", "member")))

@@ -105,7 +105,8 @@ class RiskEngine:
                                        xp.full(everyday.n, self.n_merchants, dtype=xp.int64), dev(fraud.merchant)])
         amount_all = xp.concatenate([payments.amount[legit_idx], everyday.amount, dev(fraud.amount)])
         scenario_all = xp.concatenate([payments.scenario[legit_idx], everyday.scenario, dev(fraud.scenario)])
-        legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), legit_key, r.p_new_device, xp=xp)
+        legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), legit_key, r.p_new_device,
+                                         xp=xp)
         new_device_all = xp.concatenate([legit_new_device, dev(fraud.new_device)])
         age_all = xp.concatenate([tick - self.ti_created[legit_payer].astype(xp.int64), fraud_age])
         flag = xp.concatenate([dev(merchant_flag), xp.zeros(1, dtype=xp.bool_)])  # everyday shops: never flagged
