@@ -117,7 +117,8 @@ def group_exposures(parts: GroupParts, members: Any, part: Any, post: Any, casca
         part: (int64[S]) part each group post went to; post (int64[S]) its local cascade index.
         cascade_key: (int64[C]); category_bit (uint16[C]) per cascade.
         profile_complete: (bool[N]); interests (uint16[N]).
-        reach_weight: (float64[S]) optional multiplier of both probabilities per post (fatigue).
+        reach_weight: (float64[S]) optional multiplier of both probabilities per post (fatigue,
+            analytics targeting), capped at 1.
         recruits: optional merchant -> buyers CSR (int64[M+1], int64[R]) of buyers who joined
             the merchant's group after buying (:meth:`model.customers.CustomerLedger.recruit_index`);
             they read every group post of the merchant with the probabilities of the part posted
@@ -127,8 +128,8 @@ def group_exposures(parts: GroupParts, members: Any, part: Any, post: Any, casca
         (cascade (int64[X]), user (int64[X])).
     """
     p_read, p_push = parts.p_read[part], parts.p_push[part]
-    if reach_weight is not None:
-        p_read, p_push = p_read * reach_weight, p_push * reach_weight
+    if reach_weight is not None:  # a weight above 1 (analytics targeting) saturates at certainty
+        p_read, p_push = xp.minimum(p_read * reach_weight, 1.0), xp.minimum(p_push * reach_weight, 1.0)
     seen = _read_or_push(parts.part_indptr, members, part, post, p_read, p_push, cascade_key, category_bit,
                          profile_complete, interests, seed, tick, "groups", xp=xp)
     if recruits is None:

@@ -26,7 +26,7 @@ Channels modelled so far:
 
 Social channels are allocated first: a merchant's friends and groups see its posts before any
 public traffic does. A merchant with deep analytics targets the pushes of its friend channels
-(:func:`model.tools.target_exposures`). Video-account commerce is not yet modelled.
+and its groups (:func:`model.tools.target_exposures`). Video-account commerce is not yet modelled.
 """
 
 from __future__ import annotations
@@ -182,10 +182,16 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_par
                                   pop.state["interests"], posts, keys,
                                   rng.stream_key(seed, "traffic.search.candidates", tick), xp=xp))
     posts = local[channel == GROUPS]
-    parts.append(group_exposures(group_parts, pop.group_members, posts_dev["group"][posts], posts, keys,
-                                 posts_dev["category_bit"], pop.state["profile_complete"], pop.state["interests"],
-                                 seed, tick, xp=xp, reach_weight=posts_dev["reach_weight"][posts],
-                                 recruits=recruits, merchant=posts_dev["merchant"][posts]))
+    # deep analytics target group pushes as they do friend pushes: interested members are
+    # reached more, off-interest members thinned (a separate stream from the friend channels')
+    boost = xp.where(targeted[posts], tools.analytics_match_boost, 1.0)
+    group_cascade, group_user = group_exposures(
+        group_parts, pop.group_members, posts_dev["group"][posts], posts, keys, posts_dev["category_bit"],
+        pop.state["profile_complete"], pop.state["interests"], seed, tick, xp=xp,
+        reach_weight=posts_dev["reach_weight"][posts] * boost, recruits=recruits, merchant=posts_dev["merchant"][posts])
+    parts.append(target_exposures(group_cascade, group_user, targeted, posts_dev["category_bit"],
+                                  pop.state["interests"], tools.analytics_offinterest_keep / tools.analytics_match_boost,
+                                  keys, rng.stream_key(seed, "traffic.analytics.target_groups", tick), xp=xp))
     return xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts])
 
 
