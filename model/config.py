@@ -68,14 +68,14 @@ class MerchantsConfig(_Section):
     n_merchants: int | None = Field(
         None, ge=1, le=10_000_000,
         description="merchant agents; default scales with n_users (23M per 1.289B users)")
-    post_rate: float = Field(0.03772, ge=0, le=8, description="mean posts per merchant per tick")
+    post_rate: float = Field(0.03183, ge=0, le=8, description="mean posts per merchant per tick")
     price_median: float = Field(215.0, gt=0, description="median unit price (CNY)")
     margin: float = Field(0.35, ge=0, le=1, description="gross margin on revenue")
-    traffic_cost_per_post: float = Field(1.477, ge=0, description="cost of one post's traffic (CNY)")
-    fixed_cost_per_tick: float = Field(18.43, ge=0, description="fixed cost per day (CNY)")
-    exit_window: int = Field(24, ge=1, le=10_000,
+    traffic_cost_per_post: float = Field(10.95, ge=0, description="cost of one post's traffic (CNY)")
+    fixed_cost_per_tick: float = Field(22.49, ge=0, description="fixed cost per day (CNY)")
+    exit_window: int = Field(38, ge=1, le=10_000,
                              description="a merchant whose profit over this many ticks is negative may exit")
-    exit_hazard: float = Field(0.001172, ge=0, le=1,
+    exit_hazard: float = Field(0.005221, ge=0, le=1,
                                description="daily chance that a merchant whose window profit is negative gives up")
     share_transaction_component: float = Field(
         0.4, ge=0, le=1, description="share of merchants using the transaction component")
@@ -85,7 +85,7 @@ class MerchantsConfig(_Section):
                                  description="share of merchants whose style is content marketing (quality posts)")
     share_inducement: float = Field(0.2, ge=0, le=1,
                                     description="share whose style is induced sharing; the rest post plain ad links")
-    share_certified: float = Field(0.6005, ge=0, le=1,
+    share_certified: float = Field(0.521, ge=0, le=1,
                                    description="share of brand-qualified merchants with full (enterprise) certification; "
                                                "the rest are verified only, and merchants without brand qualification "
                                                "are uncertified")
@@ -94,7 +94,7 @@ class MerchantsConfig(_Section):
     traffic_cost_growth: float = Field(0.2, ge=-0.9, le=10,
                                        description="yearly growth of the traffic cost per post (SPEC section 9)")
     competition_elasticity: float = Field(
-        1.052, ge=0, le=5,
+        1.537, ge=0, le=5,
         description="homogeneous competition: conversion scales with (active merchants in the category at the start / "
                     "now) ** this, so rivals' exits lift the survivors")
     adapt_every: int = Field(7, ge=1, le=10_000, description="ticks between merchants' adaptation decisions")
@@ -115,8 +115,8 @@ class MerchantsConfig(_Section):
                                   description="log-normal error of a forecast made without an ERP or analytics")
     safety_z: float = Field(1.0, ge=0, le=5,
                             description="safety stock: the order-up-to level is forecast x cover x exp(safety_z x sigma)")
-    initial_demand: float = Field(3.326, ge=0, le=1e6, description="units a day a new merchant expects to sell")
-    holding_cost: float = Field(0.0002804, ge=0, le=1, description="cost per tick of holding stock, share of its cost value")
+    initial_demand: float = Field(1.805, ge=0, le=1e6, description="units a day a new merchant expects to sell")
+    holding_cost: float = Field(0.0005916, ge=0, le=1, description="cost per tick of holding stock, share of its cost value")
 
     @model_validator(mode="after")
     def _shares(self) -> "MerchantsConfig":
@@ -131,7 +131,7 @@ class ToolsConfig(_Section):
     """Tools and service providers (SPEC sections 5, 7, 8). Shares are inputs; the GMV carried by
     service providers and the tools' effects on sales are outcomes."""
 
-    share_provider: float = Field(0.5194, ge=0, le=1,
+    share_provider: float = Field(0.5222, ge=0, le=1,
                                   description="share of merchants run through a service provider (Weimob- or "
                                               "Youzan-like), which brings marketing tools and an ERP; better "
                                               "merchants are likelier to sign up")
@@ -151,9 +151,9 @@ class ToolsConfig(_Section):
                                 description="a question left to the merchant alone goes unanswered in time (sale lost)")
     ai_resolution: float = Field(0.68, ge=0, le=1, description="share of common questions AI customer service resolves")
     erp_forecast_sigma: float = Field(0.35, ge=0, le=5, description="forecast error with an ERP")
-    analytics_forecast_sigma: float = Field(0.2726, ge=0, le=5, description="forecast error with the analytics tools")
+    analytics_forecast_sigma: float = Field(0.1493, ge=0, le=5, description="forecast error with the analytics tools")
     analytics_match_boost: float = Field(
-        8.594, ge=1, le=20,
+        8.819, ge=1, le=20,
         description="deep analytics: interest-matched friends are pushed the post this many times as often")
     analytics_offinterest_keep: float = Field(
         0.5, ge=0, le=1, description="deep analytics: share of off-interest friends still pushed the post")
@@ -174,11 +174,11 @@ class ChannelsConfig(_Section):
     (LBS) and interest tags to the shop, and ranks cheaper offers higher.
     """
 
-    share_moments: float = Field(0.2803, ge=0, le=1, description="share of posts to Moments (friends)")
-    share_official_account: float = Field(0.2011, ge=0, le=1,
+    share_moments: float = Field(0.30292, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_official_account: float = Field(0.2592, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
-    share_search: float = Field(0.2844, ge=0, le=1, description="share of posts listed in mini-program search")
-    share_groups: float = Field(0.0842, ge=0, le=1, description="share of posts to the merchant's groups")
+    share_search: float = Field(0.2696, ge=0, le=1, description="share of posts listed in mini-program search")
+    share_groups: float = Field(0.01828, ge=0, le=1, description="share of posts to the merchant's groups")
     share_live_stream: float = Field(
         0.1, ge=0, le=1,
         description="share of a live-streaming merchant's posts that are mini-program live streams; a merchant that "
@@ -186,11 +186,11 @@ class ChannelsConfig(_Section):
     share_external_link: float = Field(0.05, ge=0, le=1,
                                        description="share of posts linking out to other platforms (Taobao, Pinduoduo)")
     p_view_live: float = Field(0.1, ge=0, le=1, description="a friend joins the merchant's live stream")
-    live_conversion_boost: float = Field(2.295, ge=0, le=10,
+    live_conversion_boost: float = Field(1.58, ge=0, le=10,
                                          description="conversion multiplier of live demonstration and interaction "
                                                      "(SPEC section 7 reports 19.7% for mini-program live)")
-    p_follow_account: float = Field(0.6537, ge=0, le=1, description="a friend follows the merchant's official account")
-    search_candidates: int = Field(453, ge=0, le=1_000_000,
+    p_follow_account: float = Field(0.7827, ge=0, le=1, description="a friend follows the merchant's official account")
+    search_candidates: int = Field(665, ge=0, le=1_000_000,
                                    description="searchers per listing drawn from the merchant's city before interest matching")
     search_price_weight: float = Field(1.3, ge=0, le=10,
                                        description="search ranking: candidates scale with (price_median / price) ** this")
@@ -219,14 +219,14 @@ class CascadeConfig(_Section):
     cutting, live fission). Conversion falls with distance because trust does.
     """
 
-    p_view_friend: float = Field(0.1332, ge=0, le=1, description="a friend sees a merchant's Moments post")
-    p_buy_friend: float = Field(0.4009, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
-    p_share_friend: float = Field(0.01141, ge=0, le=1, description="a level-1 viewer shares the post")
-    p_view_share: float = Field(0.10, ge=0, le=1, description="a sharer's friend sees the share")
-    p_buy_share: float = Field(0.1897, ge=0, le=1, description="base conversion of a level-2 viewer")
+    p_view_friend: float = Field(0.3045, ge=0, le=1, description="a friend sees a merchant's Moments post")
+    p_buy_friend: float = Field(0.2725, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
+    p_share_friend: float = Field(0.02395, ge=0, le=1, description="a level-1 viewer shares the post")
+    p_view_share: float = Field(0.2556, ge=0, le=1, description="a sharer's friend sees the share")
+    p_buy_share: float = Field(0.2238, ge=0, le=1, description="base conversion of a level-2 viewer")
     p_share_tool: float = Field(0.02, ge=0, le=1,
                                 description="a level-2 viewer shares through a tool (group buying, price cutting, live fission)")
-    n_stranger_views: int = Field(185, ge=0, le=100_000,
+    n_stranger_views: int = Field(174, ge=0, le=100_000,
                                   description="strangers in the sharer's city a tool share is put in front of")
     p_view_stranger: float = Field(0.5, ge=0, le=1, description="a stranger shown a tool share looks at it")
     p_buy_stranger: float = Field(0.06, ge=0, le=1, description="base conversion of a level-3 viewer")
@@ -234,12 +234,12 @@ class CascadeConfig(_Section):
     retention_ad: float = Field(0.16, ge=0, le=1, description="share of viewers a plain ad link keeps")
     inducement_share_boost: float = Field(3.0, ge=1, le=100,
                                           description="share multiplier of an induced-sharing post (rewards for sharing)")
-    virality_sigma: float = Field(1.928, ge=0, le=5,
+    virality_sigma: float = Field(1.817, ge=0, le=5,
                                   description="log-normal spread of posts' share appeal (a few posts go viral)")
-    trust_account: float = Field(0.862, ge=0, le=1,
+    trust_account: float = Field(0.694, ge=0, le=1,
                                  description="trust in a brand broadcast from an official account relative to a "
                                              "merchant's personal post")
-    trust_stranger: float = Field(0.1343, ge=0, le=1,
+    trust_stranger: float = Field(0.1744, ge=0, le=1,
                                   description="trust in a system recommendation relative to a friend's (search viewers)")
     rel_off_interest: float = Field(0.25, ge=0, le=1,
                                     description="conversion multiplier when the category is not among the viewer's interests")
@@ -251,7 +251,7 @@ class PaymentsConfig(_Section):
     """Payment scenarios and settlement (SPEC section 3)."""
 
     p_private_transfer: float = Field(
-        0.02242, ge=0, le=1,
+        0.0254, ge=0, le=1,
         description="an order placed inside WeChat is settled by private transfer outside the official channel; "
                     "with external links' orders, this makes the off-platform share of value (SPEC: 7.7%)")
     mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")
@@ -261,13 +261,13 @@ class PaymentsConfig(_Section):
                                "(SPEC section 3: 12,000 x 10k); everyday payments top micro-commerce's up to it")
     daily_tx_mini_program: float = Field(8.5e7, ge=0, description="mini-program payments a day at full scale")
     daily_tx_cross_border: float = Field(1.2e7, ge=0, description="cross-border payments a day at full scale")
-    everyday_median_qr: float = Field(30.0, gt=0, le=1e6,
+    everyday_median_qr: float = Field(37.63, gt=0, le=1e6,
                                       description="median CNY of an everyday (non-micro-commerce) QR payment")
-    everyday_median_mini_program: float = Field(60.0, gt=0, le=1e6,
+    everyday_median_mini_program: float = Field(26.33, gt=0, le=1e6,
                                                 description="median CNY of an everyday mini-program payment")
-    everyday_median_cross_border: float = Field(400.0, gt=0, le=1e6,
+    everyday_median_cross_border: float = Field(39.56, gt=0, le=1e6,
                                                 description="median CNY of an everyday cross-border payment")
-    everyday_amount_sigma: float = Field(1.0, ge=0, le=5,
+    everyday_amount_sigma: float = Field(1.309, ge=0, le=5,
                                          description="log-normal spread of everyday payment amounts")
     transaction_fee: float = Field(0.006, ge=0, le=0.2,
                                    description="technical service fee of the transaction component")
@@ -295,13 +295,13 @@ class RiskConfig(_Section):
                                 description="a legitimate payment comes from a device or place new to the payer")
     w_payer_velocity: float = Field(0.05, description="weight of the payer's trailing transaction count")
     w_payer_burst: float = Field(0.3, description="weight of the payer's transactions this tick")
-    w_amount_ratio: float = Field(0.3, description="weight of amount over the payer's mean")
+    w_amount_ratio: float = Field(0.5829, description="weight of amount over the payer's mean")
     w_new_account: float = Field(4.0, description="weight of a new account")
     w_new_device: float = Field(3.0, description="weight of a new device or place")
     w_merchant_velocity: float = Field(0.02, description="weight of the merchant's volume spike")
     w_merchant_flag: float = Field(0.8, description="weight of a merchant under governance action or new")
-    w_scenario_mini_program: float = Field(0.08256, description="weight of a mini-program payment (QR is 0)")
-    w_scenario_cross_border: float = Field(0.8456, description="weight of a cross-border payment")
+    w_scenario_mini_program: float = Field(1.848, description="weight of a mini-program payment (QR is 0)")
+    w_scenario_cross_border: float = Field(2.02, description="weight of a cross-border payment")
 
 
 class FraudConfig(_Section):
@@ -310,16 +310,16 @@ class FraudConfig(_Section):
     Rates are per million users per tick, so fraud scales with N like everything else.
     """
 
-    ato_per_million: float = Field(0.06017, ge=0, description="account takeovers, each cashed out to a mule merchant")
+    ato_per_million: float = Field(0.1109, ge=0, description="account takeovers, each cashed out to a mule merchant")
     ato_payments: int = Field(3, ge=1, le=100, description="payments per takeover")
     ato_amount_multiple: float = Field(8.0, ge=0, description="cash-out amount over the median price")
     share_fraud_merchants: float = Field(0.002, ge=0, le=1,
                                          description="merchants that brush fake orders and serve as mules")
     brushing_orders: int = Field(3, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
-    burst_per_million: float = Field(0.1898, ge=0, description="payers placing a burst of large orders")
+    burst_per_million: float = Field(0.3776, ge=0, description="payers placing a burst of large orders")
     burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
     burst_amount_multiple: float = Field(5.0, ge=0, description="burst order amount over the median price")
-    laundering_per_million: float = Field(0.024, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
+    laundering_per_million: float = Field(0.1372, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
     laundering_fan: int = Field(12, ge=2, le=1000, description="payers (fan-in) or merchants (fan-out) of a ring")
     p_stop_after_interception: float = Field(0.3, ge=0, le=1,
                                              description="intensity a typology loses per unit of intercepted share")
@@ -339,11 +339,11 @@ class CommunityConfig(_Section):
         description="share of users whose customer profile enterprise-WeChat linkage completes; a group member with a "
                     "complete profile and a matching interest gets the group post as a targeted push")
     group_post_rate: float = Field(
-        0.05, ge=0, le=4,
+        0.07483, ge=0, le=4,
         description="free community posts a day a merchant running a group makes to it (community operation), "
                     "besides its paid posts; they cost no traffic")
     p_join_after_purchase: float = Field(
-        0.3, ge=0, le=1,
+        0.9321, ge=0, le=1,
         description="a new buyer of a merchant that runs a group is invited in and joins (private traffic); it then "
                     "reads the merchant's group posts like a member")
 
@@ -352,7 +352,7 @@ class GovernanceConfig(_Section):
     """Review and penalties (SPEC section 6)."""
 
     machine_review_coverage: float = Field(0.95, ge=0, le=1, description="share of posts machine-reviewed")
-    p_detect_violation: float = Field(0.004932, ge=0, le=1,
+    p_detect_violation: float = Field(0.003384, ge=0, le=1,
                                       description="a reviewed post of a violating merchant is flagged")
     rectification_ticks: int = Field(14, ge=0, le=10_000,
                                      description="ticks an exaggerated advertiser has to rectify")
@@ -360,7 +360,7 @@ class GovernanceConfig(_Section):
     human_review_per_day: float = Field(30_000.0, ge=0,
                                         description="cases human review closes a day at full scale (scaled by N / 1.289e9)")
     human_review_minutes: float = Field(5.0, gt=0, le=10_000, description="minutes to handle one case")
-    p_report: float = Field(5.394e-05, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
+    p_report: float = Field(2.236e-05, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
 
 
 class PlatformConfig(_Section):
