@@ -131,7 +131,7 @@ class ToolsConfig(_Section):
     """Tools and service providers (SPEC sections 5, 7, 8). Shares are inputs; the GMV carried by
     service providers and the tools' effects on sales are outcomes."""
 
-    share_provider: float = Field(0.5222, ge=0, le=1,
+    share_provider: float = Field(0.3948, ge=0, le=1,
                                   description="share of merchants run through a service provider (Weimob- or "
                                               "Youzan-like), which brings marketing tools and an ERP; better "
                                               "merchants are likelier to sign up")
@@ -174,7 +174,7 @@ class ChannelsConfig(_Section):
     (LBS) and interest tags to the shop, and ranks cheaper offers higher.
     """
 
-    share_moments: float = Field(0.30292, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_moments: float = Field(0.3029, ge=0, le=1, description="share of posts to Moments (friends)")
     share_official_account: float = Field(0.2592, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
     share_search: float = Field(0.2696, ge=0, le=1, description="share of posts listed in mini-program search")
@@ -186,7 +186,7 @@ class ChannelsConfig(_Section):
     share_external_link: float = Field(0.05, ge=0, le=1,
                                        description="share of posts linking out to other platforms (Taobao, Pinduoduo)")
     p_view_live: float = Field(0.1, ge=0, le=1, description="a friend joins the merchant's live stream")
-    live_conversion_boost: float = Field(1.58, ge=0, le=10,
+    live_conversion_boost: float = Field(1.883, ge=0, le=10,
                                          description="conversion multiplier of live demonstration and interaction "
                                                      "(SPEC section 7 reports 19.7% for mini-program live)")
     p_follow_account: float = Field(0.7827, ge=0, le=1, description="a friend follows the merchant's official account")
@@ -221,9 +221,9 @@ class CascadeConfig(_Section):
 
     p_view_friend: float = Field(0.3045, ge=0, le=1, description="a friend sees a merchant's Moments post")
     p_buy_friend: float = Field(0.2725, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
-    p_share_friend: float = Field(0.02395, ge=0, le=1, description="a level-1 viewer shares the post")
-    p_view_share: float = Field(0.2556, ge=0, le=1, description="a sharer's friend sees the share")
-    p_buy_share: float = Field(0.2238, ge=0, le=1, description="base conversion of a level-2 viewer")
+    p_share_friend: float = Field(0.02063, ge=0, le=1, description="a level-1 viewer shares the post")
+    p_view_share: float = Field(0.1572, ge=0, le=1, description="a sharer's friend sees the share")
+    p_buy_share: float = Field(0.2217, ge=0, le=1, description="base conversion of a level-2 viewer")
     p_share_tool: float = Field(0.02, ge=0, le=1,
                                 description="a level-2 viewer shares through a tool (group buying, price cutting, live fission)")
     n_stranger_views: int = Field(174, ge=0, le=100_000,
@@ -234,9 +234,9 @@ class CascadeConfig(_Section):
     retention_ad: float = Field(0.16, ge=0, le=1, description="share of viewers a plain ad link keeps")
     inducement_share_boost: float = Field(3.0, ge=1, le=100,
                                           description="share multiplier of an induced-sharing post (rewards for sharing)")
-    virality_sigma: float = Field(1.817, ge=0, le=5,
+    virality_sigma: float = Field(2.502, ge=0, le=5,
                                   description="log-normal spread of posts' share appeal (a few posts go viral)")
-    trust_account: float = Field(0.694, ge=0, le=1,
+    trust_account: float = Field(0.8218, ge=0, le=1,
                                  description="trust in a brand broadcast from an official account relative to a "
                                              "merchant's personal post")
     trust_stranger: float = Field(0.1744, ge=0, le=1,
@@ -251,7 +251,7 @@ class PaymentsConfig(_Section):
     """Payment scenarios and settlement (SPEC section 3)."""
 
     p_private_transfer: float = Field(
-        0.0254, ge=0, le=1,
+        0.04779, ge=0, le=1,
         description="an order placed inside WeChat is settled by private transfer outside the official channel; "
                     "with external links' orders, this makes the off-platform share of value (SPEC: 7.7%)")
     mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")
@@ -343,7 +343,7 @@ class CommunityConfig(_Section):
         description="free community posts a day a merchant running a group makes to it (community operation), "
                     "besides its paid posts; they cost no traffic")
     p_join_after_purchase: float = Field(
-        0.9321, ge=0, le=1,
+        0.9813, ge=0, le=1,
         description="a new buyer of a merchant that runs a group is invited in and joins (private traffic); it then "
                     "reads the merchant's group posts like a member")
 
@@ -360,7 +360,7 @@ class GovernanceConfig(_Section):
     human_review_per_day: float = Field(30_000.0, ge=0,
                                         description="cases human review closes a day at full scale (scaled by N / 1.289e9)")
     human_review_minutes: float = Field(5.0, gt=0, le=10_000, description="minutes to handle one case")
-    p_report: float = Field(2.236e-05, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
+    p_report: float = Field(9.336e-05, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
 
 
 class PlatformConfig(_Section):
