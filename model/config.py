@@ -174,7 +174,7 @@ class ChannelsConfig(_Section):
     (LBS) and interest tags to the shop, and ranks cheaper offers higher.
     """
 
-    share_moments: float = Field(0.3029, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_moments: float = Field(0.30292, ge=0, le=1, description="share of posts to Moments (friends)")
     share_official_account: float = Field(0.2592, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
     share_search: float = Field(0.2696, ge=0, le=1, description="share of posts listed in mini-program search")
