@@ -346,19 +346,21 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         fixed.update(best.params)
         fixed.update(_remainder(before, stage, best.params))
         losses[name] = float(best.value)
-    scenario_file = write_scenario(out / "calibrated.toml", fixed, losses, hold_out)
+    scenario_file = write_scenario(out / "calibrated.toml", fixed, losses, hold_out,
+                                   spec_name=str(spec_path) if spec_path else "model/calibration.toml")
     trials_file = write_trials(out, storage, [name for _, name in studies])
     importances_file = write_importances(out, storage, studies, targets)
     return CalibrationResult(scenario_file, fixed, losses, trials_file, importances_file)
 
 
-def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float], hold_out: list[str]) -> Path:
+def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float], hold_out: list[str],
+                   spec_name: str = "model/calibration.toml") -> Path:
     """The fitted values as a scenario file (sections of keys), written atomically."""
     sections: dict[str, dict[str, Any]] = {}
     for name, value in sorted(values.items()):
         section, key = name.split(".")
         sections.setdefault(section, {})[key] = value
-    lines = ["# Written by `weishang calibrate`: the fitted free parameters (model/calibration.toml).",
+    lines = [f"# Written by `weishang calibrate`: the fitted free parameters ({spec_name}).",
              "# Best loss per stage: " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()),
              f"# Held out of the fit: {', '.join(hold_out) if hold_out else 'nothing'}", ""]
     for section, keys in sections.items():

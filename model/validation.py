@@ -125,14 +125,21 @@ class RunMeasures:
         if target.kind == "not_modelled" or not target.measure:
             return None
         how, _, what = target.measure.partition(":")
+        ticks = self.ticks
+        if how.endswith("_from"):  # ticks_mean_from:T:..., ticks_ratio_from:T:...: past a warm-up
+            first, _, what = what.partition(":")
+            how = how.removesuffix("_from")
+            ticks = ticks.filter(pl.col("tick") >= int(first))
+            if ticks.height == 0:
+                return None
         if how == "summary":
             value = self.summary.get(what)
         elif how == "ticks_mean":
-            value = float(self.ticks[what].mean())
+            value = float(ticks[what].mean())
         elif how == "ticks_ratio":
             num, den = what.split("/")
-            total = float(self.ticks[den].sum())
-            value = float(self.ticks[num].sum()) / total if total else float("nan")
+            total = float(ticks[den].sum())
+            value = float(ticks[num].sum()) / total if total else float("nan")
         elif how == "reached_mean":
             level, _, channels = what.partition(":")
             value = self.reached(int(level), None, tuple(c for c in channels.split(",") if c))
