@@ -1,5 +1,6 @@
 """Targets as data, validation of runs and sweeps, and calibration (issue 7)."""
 
+import json
 import math
 import re
 import tomllib
@@ -14,7 +15,7 @@ from model.cli import _main
 from model.config import ConfigError, load_config
 from model.run import run_scenario
 from model.sweep import load_sweep, run_sweep
-from model.validation import KINDS, Target, load_targets, validate, validate_run
+from model.validation import KINDS, RunMeasures, Target, load_targets, validate, validate_run
 
 SMALL = ["population.n_users=5000", "population.n_cities=10", "run.n_ticks=8", 'run.backend="numpy"',
          "merchants.post_rate=0.6"]
@@ -70,7 +71,11 @@ def test_every_run_writes_its_validation_table(tmp_path):
     assert inputs["within"].all()  # the default scenario takes the SPEC's inputs
     assert table.filter(pl.col("kind") == "not_modelled")["within"].is_null().all()
     targets = table.filter(pl.col("kind") == "target")
-    assert targets["simulated"].is_not_null().all()
+    # the risk figures are measured past a 30-tick cold start, which this short run never leaves
+    after_warmup = [t.id for t in load_targets() if "_from:" in t.measure]
+    assert len(after_warmup) == 4
+    assert targets.filter(~pl.col("target").is_in(after_warmup))["simulated"].is_not_null().all()
+    assert targets.filter(pl.col("target").is_in(after_warmup))["simulated"].is_null().all()
     # a figure read back by hand: the summary's friend-recommendation conversion
     row = targets.filter(pl.col("target") == "conversion_friend_rec")
     assert row["simulated"][0] == pytest.approx(result.summary["conversion_friend_rec"])
@@ -149,3 +154,19 @@ def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
     with pytest.raises(ConfigError, match="would change the population"):
         calibrate(tmp_path / "c", spec_path=bad)
     assert not (tmp_path / "c").exists()  # refused before anything was written
+
+
+def test_measures_past_a_warmup_skip_the_first_ticks(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "summary": {},
+                                                        "config": {"population": {"n_users": 1289}}}))
+    pl.DataFrame({"tick": [0, 1, 2, 3], "caught": [9, 9, 1, 3], "seen": [10, 10, 100, 100]}).write_parquet(
+        tmp_path / "ticks.parquet")
+    measures = RunMeasures(tmp_path)
+
+    def target(measure):
+        return Target(id="x", section="3", figure="", kind="target", expected=0.02, low=0.0, high=1.0, measure=measure)
+
+    assert measures.measure(target("ticks_ratio:caught/seen")) == pytest.approx(22 / 220)
+    assert measures.measure(target("ticks_ratio_from:2:caught/seen")) == pytest.approx(4 / 200)
+    assert measures.measure(target("ticks_mean_from:3:caught")) == 3.0
+    assert measures.measure(target("ticks_mean_from:9:caught")) is None  # the run never left its warm-up
