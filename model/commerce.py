@@ -119,8 +119,10 @@ class CommerceModel(mesa.Model):
         self.group_parts = GroupParts(pop, m, config, self.backend)
         self.stock = Stock(m, config)
         runs_group = self.backend.to_device(self.group_parts.part_count > 0)
-        self.customers = CustomerLedger(pop.n_users, m, xp=self.xp, p_join=config.community.p_join_after_purchase,
-                                        runs_group=runs_group, seed=config.run.seed)
+        community = config.community
+        self.customers = CustomerLedger(pop.n_users, m, xp=self.xp, p_join=community.p_join_after_purchase,
+                                        runs_group=runs_group, seed=config.run.seed,
+                                        p_leave=community.recruit_leave_rate)
         self.diagnostics = Diagnostics(m)
         self.review_desk = ReviewDesk(m, config)
         #: adopters' [before, after] adoption windows: completed GMV (fen), units sold, stock held
@@ -495,6 +497,7 @@ class CommerceModel(mesa.Model):
         other customers and the customer counts behind LTV (see :mod:`model.customers`)."""
         screening, pay = self.data.screening, self.data.payments
         passed = screening.legit_passed
+        self.customers.churn_recruits(self.tick)
         self.customers.record(pay.merchant[passed], self.data.outcome.order_buyer[passed], self.population,
                               self.backend.to_host)
 

@@ -342,6 +342,10 @@ class CommunityConfig(_Section):
         0.07483, ge=0, le=4,
         description="free community posts a day a merchant running a group makes to it (community operation), "
                     "besides its paid posts; they cost no traffic")
+    recruit_leave_rate: float = Field(
+        0.01, ge=0, le=1,
+        description="a buyer recruited into a merchant's group leaves it again, a day (not fitted: no SPEC figure; "
+                    "it bounds a merchant's private audience)")
     p_join_after_purchase: float = Field(
         0.9813, ge=0, le=1,
         description="a new buyer of a merchant that runs a group is invited in and joins (private traffic); it then "

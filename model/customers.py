@@ -9,8 +9,11 @@ Private traffic (SPEC section 4): a merchant that runs a group invites each new 
 and the buyer joins with ``community.p_join_after_purchase`` (one draw per pair, keyed by the
 pair). Joined buyers, the *recruits*, read the merchant's group posts like the members it
 started with (:meth:`CustomerLedger.recruit_index`, used by
-:func:`model.community.group_exposures`). A member stays a member for the rest of the run
-(groups split into parts, members stay), so the flag holds.
+:func:`model.community.group_exposures`), until they leave the group again
+(``community.recruit_leave_rate`` a day, :meth:`CustomerLedger.churn_recruits`), so a
+merchant's private audience settles where recruiting and leaving balance instead of growing
+for ever. The ledger's flag says whether the customer was in the merchant's community after
+its first purchase, and does not change when a recruit leaves.
 
 SPEC section 4's "group members repurchase 4.2x as often as ordinary buyers" is read here as:
 the share of a merchant's customers who come back, for customers in its community (members
@@ -106,15 +109,17 @@ class CustomerLedger:
     MIN_MERGE = 1 << 20
 
     def __init__(self, n_users: int, n_merchants: int, *, xp: ModuleType, p_join: float = 0.0,
-                 runs_group: Any = None, seed: int = 0) -> None:
+                 runs_group: Any = None, seed: int = 0, p_leave: float = 0.0) -> None:
         """``runs_group`` (bool[M], device): merchants with a group to invite buyers into (none
-        when omitted); ``p_join``: a new buyer of such a merchant joins its group."""
+        when omitted); ``p_join``: a new buyer of such a merchant joins its group; ``p_leave``: a
+        recruit leaves the group again, a day."""
         self.n_users = n_users
         self.n_merchants = n_merchants
         self.xp = xp
         self.p_join = p_join
         self.runs_group = xp.zeros(n_merchants, dtype=xp.bool_) if runs_group is None else runs_group
         self.join_key = rng.stream_key(seed, "community.join")
+        self.seed, self.p_leave = seed, p_leave
         self.runs = [SortedPairs.empty(xp), SortedPairs.empty(xp)]
         self.recruits = xp.zeros(0, dtype=xp.int64)
         self.customers = np.zeros(n_merchants, dtype=np.int64)
@@ -159,6 +164,16 @@ class CustomerLedger:
         if small.size > max(self.MIN_MERGE, large.size // 4):
             large, small = large.merged_with(small, xp=xp), SortedPairs.empty(xp)
         self.runs = [large, small]
+
+    def churn_recruits(self, tick: int) -> int:
+        """Recruits leave their groups, each with ``p_leave`` this tick (a draw keyed by the pair
+        and the tick); returns how many left."""
+        if self.p_leave <= 0.0 or self.recruits.shape[0] == 0:
+            return 0
+        leave = rng.bernoulli(rng.stream_key(self.seed, "community.leave", tick), self.recruits, self.p_leave,
+                              xp=self.xp)
+        self.recruits = self.recruits[~leave]  # a subset of sorted keys stays sorted
+        return int(leave.sum())
 
     def recruit_index(self) -> tuple[Any, Any]:
         """The recruits as a merchant -> buyers CSR: (indptr (int64[M+1]), buyer (int64[R]))."""
