@@ -261,13 +261,13 @@ class PaymentsConfig(_Section):
                                "(SPEC section 3: 12,000 x 10k); everyday payments top micro-commerce's up to it")
     daily_tx_mini_program: float = Field(8.5e7, ge=0, description="mini-program payments a day at full scale")
     daily_tx_cross_border: float = Field(1.2e7, ge=0, description="cross-border payments a day at full scale")
-    everyday_median_qr: float = Field(37.63, gt=0, le=1e6,
+    everyday_median_qr: float = Field(27.53, gt=0, le=1e6,
                                       description="median CNY of an everyday (non-micro-commerce) QR payment")
-    everyday_median_mini_program: float = Field(26.33, gt=0, le=1e6,
+    everyday_median_mini_program: float = Field(56.33, gt=0, le=1e6,
                                                 description="median CNY of an everyday mini-program payment")
-    everyday_median_cross_border: float = Field(39.56, gt=0, le=1e6,
+    everyday_median_cross_border: float = Field(95.67, gt=0, le=1e6,
                                                 description="median CNY of an everyday cross-border payment")
-    everyday_amount_sigma: float = Field(1.309, ge=0, le=5,
+    everyday_amount_sigma: float = Field(0.4406, ge=0, le=5,
                                          description="log-normal spread of everyday payment amounts")
     transaction_fee: float = Field(0.006, ge=0, le=0.2,
                                    description="technical service fee of the transaction component")
@@ -285,7 +285,7 @@ class PaymentsConfig(_Section):
 class RiskConfig(_Section):
     """The platform's bulk transaction risk scoring (SPEC section 3); see :mod:`kernels.risk`."""
 
-    target_fpr: float = Field(0.0002, ge=0, le=1,
+    target_fpr: float = Field(0.0002889, ge=0, le=1,
                               description="largest share of legitimate payments the threshold may intercept")
     window_ticks: int = Field(7, ge=1, le=365, description="ticks of velocity history the features look back on")
     threshold_history_ticks: int = Field(30, ge=1, le=365,
@@ -295,13 +295,13 @@ class RiskConfig(_Section):
                                 description="a legitimate payment comes from a device or place new to the payer")
     w_payer_velocity: float = Field(0.05, description="weight of the payer's trailing transaction count")
     w_payer_burst: float = Field(0.3, description="weight of the payer's transactions this tick")
-    w_amount_ratio: float = Field(0.5829, description="weight of amount over the payer's mean")
+    w_amount_ratio: float = Field(0.5631, description="weight of amount over the payer's mean")
     w_new_account: float = Field(4.0, description="weight of a new account")
     w_new_device: float = Field(3.0, description="weight of a new device or place")
     w_merchant_velocity: float = Field(0.02, description="weight of the merchant's volume spike")
     w_merchant_flag: float = Field(0.8, description="weight of a merchant under governance action or new")
-    w_scenario_mini_program: float = Field(1.848, description="weight of a mini-program payment (QR is 0)")
-    w_scenario_cross_border: float = Field(2.02, description="weight of a cross-border payment")
+    w_scenario_mini_program: float = Field(0.1338, description="weight of a mini-program payment (QR is 0)")
+    w_scenario_cross_border: float = Field(0.8583, description="weight of a cross-border payment")
 
 
 class FraudConfig(_Section):
@@ -310,16 +310,16 @@ class FraudConfig(_Section):
     Rates are per million users per tick, so fraud scales with N like everything else.
     """
 
-    ato_per_million: float = Field(0.1109, ge=0, description="account takeovers, each cashed out to a mule merchant")
+    ato_per_million: float = Field(4.211, ge=0, description="account takeovers, each cashed out to a mule merchant")
     ato_payments: int = Field(3, ge=1, le=100, description="payments per takeover")
     ato_amount_multiple: float = Field(8.0, ge=0, description="cash-out amount over the median price")
     share_fraud_merchants: float = Field(0.002, ge=0, le=1,
                                          description="merchants that brush fake orders and serve as mules")
     brushing_orders: int = Field(3, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
-    burst_per_million: float = Field(0.3776, ge=0, description="payers placing a burst of large orders")
+    burst_per_million: float = Field(0.0773, ge=0, description="payers placing a burst of large orders")
     burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
     burst_amount_multiple: float = Field(5.0, ge=0, description="burst order amount over the median price")
-    laundering_per_million: float = Field(0.1372, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
+    laundering_per_million: float = Field(0.4531, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
     laundering_fan: int = Field(12, ge=2, le=1000, description="payers (fan-in) or merchants (fan-out) of a ring")
     p_stop_after_interception: float = Field(0.3, ge=0, le=1,
                                              description="intensity a typology loses per unit of intercepted share")
