@@ -127,7 +127,8 @@ class RiskEngine:
         self.fraud.react(np.bincount(fraud.typology, minlength=len(TYPOLOGIES)), caught_by_type)
         log = None
         if self.config.output.transactions != "none":
-            # a transaction's key: its order key, or for fraud a key above every order key
+            # a transaction's key: its order key, an everyday payment's key (from EVERYDAY_KEY_BASE),
+            # or for fraud a key above every order key
             key = xp.concatenate([legit_key,
                                   FRAUD_KEY_BASE + tick * FRAUD_KEYS_PER_TICK + xp.arange(fraud.n, dtype=xp.int64)])
             keep = xp.ones(key.shape[0], dtype=xp.bool_)
