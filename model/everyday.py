@@ -26,10 +26,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-
-from kernels import rng
 from scipy.special import ndtri
 
+from kernels import rng
 from kernels.backend import concat_ranges, repeat_ids
 from model.config import WECHAT_MAU, ScenarioConfig
 
@@ -72,25 +71,31 @@ def daily_everyday_counts(config: ScenarioConfig, n_users: int, orders_by_scenar
     return np.maximum(np.rint(daily).astype(np.int64) - orders_by_scenario, 0)
 
 
-def amount_table(median_cny: list[float], sigma: float) -> np.ndarray:
-    """(int64[3, Q]) fen at the midpoint quantiles of each scenario's log-normal amount."""
+def amount_table(config: ScenarioConfig) -> np.ndarray:
+    """(int64[3 * Q]) fen at the midpoint quantiles of each scenario's log-normal amount, the
+    scenarios one after another (QR, mini-program, cross-border)."""
+    p = config.payments
+    medians = np.array([p.everyday_median_qr, p.everyday_median_mini_program, p.everyday_median_cross_border])
     z = ndtri((np.arange(AMOUNT_QUANTILES) + 0.5) / AMOUNT_QUANTILES)
-    fen = np.asarray(median_cny, dtype=np.float64)[:, None] * 100.0 * np.exp(sigma * z)[None, :]
-    return np.maximum(np.rint(fen), 1).astype(np.int64)
+    fen = medians[:, None] * 100.0 * np.exp(p.everyday_amount_sigma * z)[None, :]
+    return np.maximum(np.rint(fen), 1).astype(np.int64).ravel()
 
 
 def draw_everyday(config: ScenarioConfig, n_users: int, orders_by_scenario: np.ndarray, tick: int,
-                  *, xp: ModuleType) -> EverydayPayments:
-    """This tick's everyday payments (see the module docstring)."""
-    p, seed = config.payments, config.run.seed
+                  *, xp: ModuleType, amounts: Any = None) -> EverydayPayments:
+    """This tick's everyday payments (see the module docstring).
+
+    ``amounts``: :func:`amount_table` on the device, made once per run by the caller (made here
+    when omitted).
+    """
+    seed = config.run.seed
     counts = daily_everyday_counts(config, n_users, orders_by_scenario)
     scenario = repeat_ids(xp.asarray(counts), xp=xp).astype(xp.int8)
     number = concat_ranges(xp.zeros(3, dtype=xp.int64), xp.asarray(counts), xp=xp)
     index = scenario.astype(xp.int64) * (1 << 30) + number
     payer = rng.integers(rng.stream_key(seed, "everyday.payer", tick), index, n_users, xp=xp)
     quantile = rng.integers(rng.stream_key(seed, "everyday.amount", tick), index, AMOUNT_QUANTILES, xp=xp)
-    medians = [p.everyday_median_qr, p.everyday_median_mini_program, p.everyday_median_cross_border]
-    table = xp.asarray(amount_table(medians, p.everyday_amount_sigma).ravel())
+    table = xp.asarray(amount_table(config)) if amounts is None else amounts
     amount = table[scenario.astype(xp.int64) * AMOUNT_QUANTILES + quantile]
     key = EVERYDAY_KEY_BASE + tick * EVERYDAY_KEYS_PER_TICK + index
     return EverydayPayments(key=key, payer=payer, amount=amount, scenario=scenario)

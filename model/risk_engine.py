@@ -22,7 +22,7 @@ from kernels import rng
 from kernels.backend import Backend
 from kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, update_state
 from model.config import ScenarioConfig
-from model.everyday import draw_everyday
+from model.everyday import amount_table, draw_everyday
 from model.fraud import TYPOLOGIES, FraudBatch, FraudInjector
 from model.payments import OFF_PLATFORM, Payments
 
@@ -77,6 +77,7 @@ class RiskEngine:
         self.n_users, self.n_merchants = n_users, n_merchants
         # one more merchant slot: the shops outside micro-commerce that everyday payments go to
         self.state = RiskState.empty(n_users, n_merchants + 1, r.window_ticks, xp=self.xp)
+        self.everyday_amounts = backend.to_device(amount_table(config))  # made once, not every tick
         self.legit_history: deque[Any] = deque(maxlen=r.threshold_history_ticks)
         self.reference_fen = round(config.merchants.price_median * 100)
         self.fraud = FraudInjector(config.fraud, n_users, fraud_merchants, n_merchants, self.reference_fen,
@@ -92,7 +93,8 @@ class RiskEngine:
         n_orders = int(legit_idx.shape[0])
         orders_by_scenario = self.backend.to_host(
             xp.bincount(payments.scenario[legit_idx].astype(xp.int64), minlength=len(SCENARIO_NAMES)))
-        everyday = draw_everyday(self.config, self.n_users, orders_by_scenario, tick, xp=xp)
+        everyday = draw_everyday(self.config, self.n_users, orders_by_scenario, tick, xp=xp,
+                                 amounts=self.everyday_amounts)
         n_legit = n_orders + everyday.n
         fraud = self.fraud.draw(tick)
         fraud_payer = dev(fraud.payer)

@@ -163,35 +163,40 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_par
                     (EXTERNAL_LINK, config.cascade.p_view_friend))
     tools = config.tools
     targeted = posts_dev["targeted"]
+
+    def boost(posts: Any) -> Any:
+        """(float64[S]) deep-analytics merchants push harder (matched viewers keep all of it,
+        off-interest viewers are thinned by ``targeted_only``)."""
+        return xp.where(targeted[posts], tools.analytics_match_boost, 1.0)
+
+    def targeted_only(cascade: Any, user: Any, stream: str) -> tuple[Any, Any]:
+        return target_exposures(cascade, user, targeted, posts_dev["category_bit"], pop.state["interests"],
+                                tools.analytics_offinterest_keep / tools.analytics_match_boost, keys,
+                                rng.stream_key(seed, stream, tick), xp=xp)
+
     for ch, p_view in friend_views:
         posts = local[channel == ch]
-        # a post's reach weight (external-link steps, fatigue); deep-analytics merchants push
-        # harder (matched friends keep all of it, off-interest friends are thinned below)
-        p = p_view * posts_dev["reach_weight"][posts] * xp.where(targeted[posts], tools.analytics_match_boost, 1.0)
+        # a post's reach weight: external-link steps and fatigue
+        p = p_view * posts_dev["reach_weight"][posts] * boost(posts)
         parts.append(expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][posts], posts, keys,
                                        xp.minimum(p, 1.0),
                                        rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick), xp=xp))
     friend_cascade = xp.concatenate([c for c, _ in parts])
     friend_user = xp.concatenate([u for _, u in parts])
-    parts = [target_exposures(friend_cascade, friend_user, targeted, posts_dev["category_bit"], pop.state["interests"],
-                              tools.analytics_offinterest_keep / tools.analytics_match_boost, keys,
-                              rng.stream_key(seed, "traffic.analytics.target", tick), xp=xp)]
+    parts = [targeted_only(friend_cascade, friend_user, "traffic.analytics.target")]
     posts = local[channel == SEARCH]
     parts.append(expose_searchers(posts_dev["origin"][posts], posts_dev["category_bit"][posts],
                                   posts_dev["search_candidates"][posts], pop.state["city"], city_start,
                                   pop.state["interests"], posts, keys,
                                   rng.stream_key(seed, "traffic.search.candidates", tick), xp=xp))
     posts = local[channel == GROUPS]
-    # deep analytics target group pushes as they do friend pushes: interested members are
-    # reached more, off-interest members thinned (a separate stream from the friend channels')
-    boost = xp.where(targeted[posts], tools.analytics_match_boost, 1.0)
+    # deep analytics target group pushes as they do friend pushes (a stream of their own)
     group_cascade, group_user = group_exposures(
         group_parts, pop.group_members, posts_dev["group"][posts], posts, keys, posts_dev["category_bit"],
         pop.state["profile_complete"], pop.state["interests"], seed, tick, xp=xp,
-        reach_weight=posts_dev["reach_weight"][posts] * boost, recruits=recruits, merchant=posts_dev["merchant"][posts])
-    parts.append(target_exposures(group_cascade, group_user, targeted, posts_dev["category_bit"],
-                                  pop.state["interests"], tools.analytics_offinterest_keep / tools.analytics_match_boost,
-                                  keys, rng.stream_key(seed, "traffic.analytics.target_groups", tick), xp=xp))
+        reach_weight=posts_dev["reach_weight"][posts] * boost(posts), recruits=recruits,
+        merchant=posts_dev["merchant"][posts])
+    parts.append(targeted_only(group_cascade, group_user, "traffic.analytics.target_groups"))
     return xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts])
 
 
