@@ -149,19 +149,73 @@ def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:
     return xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64)
 
 
-def sorted_unique(values: Any, *, xp: ModuleType) -> Any:
+def sort_in_runs(values: Any, run: Any, *, xp: ModuleType) -> Any:
+    """(T[n]) ``values`` (T[n]) ascending, given ``run`` (int[n]) that orders them coarsely.
+
+    Precondition: a value of a lower run is smaller than every value of a higher run (as for a
+    key ``run * M + x`` with ``0 <= x < M``). When ``run`` is non-decreasing, the array is cut
+    between runs into cache-sized pieces that the thread pool sorts side by side (NumPy's sort
+    holds one core; a tick's exposures are millions of keys already laid out cascade by
+    cascade). A piece whose keys lie within 2^32 of each other is sorted as 32-bit offsets.
+    Otherwise, and on CuPy, one sort.
+    """
+    n = values.shape[0]
+    if xp is not np or n <= 2 * CHUNK or not bool(np.all(run[1:] >= run[:-1])):
+        return xp.sort(values)
+    cuts = np.searchsorted(run, run[np.arange(CHUNK, n, CHUNK)], side="left")
+    bounds = np.unique(np.concatenate([[0], cuts, [n]]))
+    out = np.empty_like(values)
+
+    narrow = np.issubdtype(values.dtype, np.integer) and values.dtype.itemsize > 4
+
+    def sort_piece(i: int) -> None:
+        piece = values[bounds[i]:bounds[i + 1]]
+        low = piece.min()
+        if narrow and int(piece.max()) - int(low) < 2**32:
+            # a piece spans a few cascades: offsets from its least key fit 32 bits, and a
+            # 32-bit sort takes about half the time of a 64-bit one
+            offset = np.sort((piece - low).astype(np.uint32))
+            np.add(offset, low, out=out[bounds[i]:bounds[i + 1]], dtype=values.dtype)
+        else:
+            out[bounds[i]:bounds[i + 1]] = np.sort(piece)
+
+    list(_pool().map(sort_piece, range(bounds.shape[0] - 1)))
+    return out
+
+
+def sorted_unique(values: Any, *, xp: ModuleType, run: Any = None) -> Any:
     """(T[k]) the distinct values of ``values`` (T[n]), ascending.
 
     A sort and a neighbour comparison: NumPy 2's ``unique`` on integers goes through a hash
-    table, several times slower than its SIMD sort at the sizes a tick produces.
+    table, several times slower than its SIMD sort at the sizes a tick produces. ``run``: see
+    :func:`sort_in_runs`.
     """
-    ordered = xp.sort(values)
+    ordered = xp.sort(values) if run is None else sort_in_runs(values, run, xp=xp)
     if ordered.shape[0] < 2:
         return ordered
     keep = xp.empty(ordered.shape[0], dtype=xp.bool_)
     keep[0] = True
     xp.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
+
+
+def isin_sorted(values: Any, members: Any, *, xp: ModuleType) -> Any:
+    """(bool[n]) which of ``values`` (T[n], sorted, distinct) are among ``members`` (T[m], sorted,
+    distinct).
+
+    Binary-searches the shorter array in the longer: ``n log m`` or ``m log n``, whichever is
+    less (a tick's last level holds millions of candidate keys against a few hundred thousand
+    already seen, and a search's cache misses dominate its cost).
+    """
+    found = xp.zeros(values.shape[0], dtype=xp.bool_)
+    if values.shape[0] == 0 or members.shape[0] == 0:
+        return found
+    if values.shape[0] <= members.shape[0]:
+        pos = xp.minimum(xp.searchsorted(members, values), members.shape[0] - 1)
+        return members[pos] == values
+    pos = xp.minimum(xp.searchsorted(values, members), values.shape[0] - 1)
+    found[pos[values[pos] == members]] = True
+    return found
 
 
 def merge_sorted(a: Any, b: Any, *, xp: ModuleType) -> Any:
@@ -213,10 +267,15 @@ def map_chunks(n: int, work: Callable[[int, int], None], *, xp: ModuleType) -> N
     loops, so both cores work), on CuPy in one piece (the GPU is the parallelism). ``work`` must
     make each element's result depend on that element alone, so chunking never changes a result.
     """
-    global _POOL
     if xp is not np or n <= CHUNK:
         work(0, n)
         return
+    list(_pool().map(lambda start: work(start, min(start + CHUNK, n)), range(0, n, CHUNK)))
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The NumPy path's worker threads, started on first use."""
+    global _POOL
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
-    list(_POOL.map(lambda start: work(start, min(start + CHUNK, n)), range(0, n, CHUNK)))
+    return _POOL

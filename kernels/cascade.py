@@ -23,7 +23,8 @@ from types import ModuleType
 from typing import Any
 
 from kernels import rng
-from kernels.backend import array_module, concat_ranges, merge_sorted, repeat_values, sorted_unique
+from kernels.backend import (array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
+                             repeat_values, sorted_unique)
 
 
 def independent_cascade(indptr: Any, indices: Any, seeds: Any, p: Any, *, seed: int = 0,
@@ -104,7 +105,13 @@ class LevelRule:
 
 def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer: int, p_view: Any,
                      city: Any, city_start: Any, key: int, *, xp: ModuleType) -> tuple[Any, Any]:
-    """Strangers reached by sharers' tools: ``n_per_sharer`` uniform draws from each sharer's city.
+    """Strangers reached by sharers' tools: of ``n_per_sharer`` uniform draws from each sharer's
+    city, each sees the post with probability ``p_view``.
+
+    The number that see it is drawn first (Binomial(n_per_sharer, p_view), one draw per sharer)
+    and only those strangers are drawn: the same law as drawing every candidate and keeping each
+    with ``p_view``, at a fraction of the work when ``p_view`` is small (a tick's sharers would
+    otherwise draw millions of candidates to keep a fifth of them).
 
     Args:
         sharers: (int64[F]) users sharing; cascade (int64[F]) their cascades' local indices.
@@ -112,21 +119,26 @@ def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer:
         city: (int32[N]) city of each user; city_start (int64[K+1]) first user of each city
             (user ids are contiguous within a city).
         p_view: scalar, or (float64[F]) per sharer.
-        key: stream key; draw j of sharer u in cascade k has index ((k * N + u) * n + j).
+        key: stream key. Sharer u of cascade k draws its count at index ``k * N + u`` of the
+            sub-stream "count"; its j-th stranger at index ``(k * N + u) * n_per_sharer + j``.
 
     Returns:
-        (cascade (int64[X]), user (int64[X])) of the draws that saw the post (``p_view``).
+        (cascade (int64[X]), user (int64[X])) of the strangers who saw the post, sharer by sharer.
     """
     n_users = city.shape[0]
-    owner = xp.repeat(xp.arange(sharers.shape[0], dtype=xp.int64), n_per_sharer)
-    j = xp.tile(xp.arange(n_per_sharer, dtype=xp.int64), sharers.shape[0])
-    base = (cascade_key[cascade[owner]] * n_users + sharers[owner]) * n_per_sharer + j
-    home = city[sharers[owner]].astype(xp.int64)
-    size = city_start[home + 1] - city_start[home]
-    user = city_start[home] + rng.integers(key, base, size, xp=xp)
-    seen = rng.bernoulli(rng.stream_key(key, "seen"), base,
-                         p_view[owner] if getattr(p_view, "ndim", 0) > 0 else p_view, xp=xp)
-    return cascade[owner][seen], user[seen]
+    pair = cascade_key[cascade] * n_users + sharers
+    count = rng.binomial(rng.stream_key(key, "count"), pair, n_per_sharer, p_view, xp=xp)
+    owner = repeat_ids(count, xp=xp)
+    # per sharer first (F values), then one gather per draw: draw j of a sharer whose run
+    # starts at position `first` has index pair * n + (position - first)
+    first = xp.cumsum(count) - count
+    index = (pair * n_per_sharer - first)[owner] + xp.arange(owner.shape[0], dtype=xp.int64)
+    home = city[sharers].astype(xp.int64)
+    city_first = city_start[home]
+    city_size = city_start[home + 1] - city_first
+    user = rng.integers(key, index, city_size[owner], xp=xp)
+    user += city_first[owner]
+    return cascade[owner], user
 
 
 @dataclass
@@ -182,23 +194,20 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
     return cascade[owner], indices[edge[kept]].astype(xp.int64)
 
 
-def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: int, *, xp: ModuleType):
+def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: int, *, xp: ModuleType,
+                     merge: bool = True):
     """Drop repeats within the batch, the origin account itself, and users already exposed.
 
-    Returns (cascade, user, keys) of first exposures, sorted by key ``cascade * N + user``
-    (local cascade index: keys are unique within the tick), and the merged sorted ``seen``.
+    Returns (cascade, user) of first exposures, sorted by key ``cascade * N + user`` (local
+    cascade index: keys are unique within the tick), and the merged sorted ``seen`` (``seen``
+    unchanged when ``merge`` is false: after the last level nothing reads it).
     """
-    keys = sorted_unique(cascade * n_users + user, xp=xp)
+    keys = sorted_unique(cascade * n_users + user, xp=xp, run=cascade)
     c = keys // n_users
     u = keys - c * n_users
-    fresh = u != origin[c]
-    if seen.shape[0]:
-        pos = xp.searchsorted(seen, keys)
-        pos = xp.minimum(pos, seen.shape[0] - 1)
-        fresh &= seen[pos] != keys
+    fresh = (u != origin[c]) & ~isin_sorted(keys, seen, xp=xp)
     keys, c, u = keys[fresh], c[fresh], u[fresh]
-    merged = merge_sorted(seen, keys, xp=xp)
-    return c, u, merged
+    return c, u, (merge_sorted(seen, keys, xp=xp) if merge else seen)
 
 
 def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, *,
@@ -261,7 +270,8 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         elif level > 1:
             cascade, user = expose_neighbours(indptr, indices, user, cascade, cascade_key,
                                               p_view, key_view, xp=xp)
-        cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp)
+        cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp,
+                                               merge=level < n_levels)
         exposures[:, level - 1] = xp.bincount(cascade, minlength=n_cascades)
         draw_index = cascade_key[cascade] * n_users + user
         match = (interests[user] & category_bit[cascade]) != 0

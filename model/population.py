@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from kernels import rng
-from kernels.backend import Backend, concat_ranges
+from kernels.backend import Backend, concat_ranges, sorted_unique
 from kernels.graph import GraphParams, city_sizes, generate_friend_graph, sociability_weights
 from model.config import ScenarioConfig
 from model.graph_io import csr_from_edge_arrays, read_edge_list
@@ -168,7 +168,7 @@ def _draw_groups(indptr: np.ndarray, indices: np.ndarray, n: int, merchant_uids:
     jitter = rng.integers(rng.stream_key(seed, "community.local"), m, bucket)
     local = (account - size[slot_group] * bucket // 2 + bucket * slot_rank + jitter) % n
     member = np.where(from_friend & (owner_degree[slot_group] > 0), friend, local).astype(np.int64)
-    keys = np.unique(slot_group * n + member)
+    keys = sorted_unique(slot_group * n + member, xp=np)
     members = (keys % n).astype(np.int32)
     group_indptr = np.zeros(n_groups + 1, dtype=np.int64)
     np.cumsum(np.bincount(keys // n, minlength=n_groups), out=group_indptr[1:])

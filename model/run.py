@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kernels.backend import Backend, resolve_backend
+from kernels.host_allocator import retain_freed_memory
 from model import __version__
 from model.commerce import CommerceModel
 from model.config import ScenarioConfig
@@ -358,6 +359,8 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
             run stays hidden with status "interrupted".
     """
     final_dir, backend = prepare_run(config, out_dir, preflight, resume)
+    if backend.name == "numpy":
+        retain_freed_memory()  # ticks reuse mapped pages instead of faulting them in again
     started = dt.datetime.now(dt.timezone.utc)
     resume_dir = checkpoint.find(final_dir) if resume else None
     saved = checkpoint.load(resume_dir, config.to_json()) if resume_dir is not None else None

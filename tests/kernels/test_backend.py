@@ -71,3 +71,42 @@ def test_merge_sorted_and_sorted_unique():
     assert np.array_equal(merge_sorted(a, b, xp=np), np.sort(np.concatenate([a, b])))
     assert np.array_equal(merge_sorted(a[:0], b, xp=np), b) and np.array_equal(merge_sorted(a, b[:0], xp=np), a)
     assert np.array_equal(sorted_unique(np.concatenate([a, b]), xp=np), np.unique(np.concatenate([a, b])))
+
+
+@pytest.mark.parametrize("n_values,n_members", [(200, 30), (30, 200), (0, 10), (10, 0), (1, 1)])
+def test_isin_sorted_either_way_round(n_values, n_members):
+    from kernels.backend import isin_sorted
+
+    rs = np.random.default_rng(n_values + n_members)
+    values = np.unique(rs.integers(0, 300, n_values))
+    members = np.unique(rs.integers(0, 300, n_members))
+    assert np.array_equal(isin_sorted(values, members, xp=np), np.isin(values, members))
+
+
+@pytest.mark.gpu
+def test_isin_sorted_identical_on_cupy(gpu_backend):
+    from kernels.backend import isin_sorted
+
+    xp = gpu_backend.xp
+    rs = np.random.default_rng(1)
+    for n_values, n_members in ((5000, 300), (300, 5000)):
+        values = np.unique(rs.integers(0, 10_000, n_values))
+        members = np.unique(rs.integers(0, 10_000, n_members))
+        got = isin_sorted(xp.asarray(values), xp.asarray(members), xp=xp)
+        assert np.array_equal(gpu_backend.to_host(got), np.isin(values, members))
+
+
+@pytest.mark.parametrize("shuffled_runs,scale", [(False, 1000), (True, 1000), (False, 2**40)])
+def test_sort_in_runs_equals_one_sort(shuffled_runs, scale):
+    from kernels.backend import CHUNK, sort_in_runs, sorted_unique
+
+    rs = np.random.default_rng(3)
+    n = 5 * CHUNK + 17
+    # one very long run (longer than a piece) among short ones, keys run * M + x; pieces of a
+    # small M are sorted as 32-bit offsets, of a large M as they are
+    run = np.sort(np.concatenate([rs.integers(0, 40, n - 2 * CHUNK), np.full(2 * CHUNK, 17)]))
+    if shuffled_runs:
+        run = rs.permutation(run)
+    keys = run * scale + rs.integers(0, scale, n)
+    assert np.array_equal(sort_in_runs(keys, run, xp=np), np.sort(keys))
+    assert np.array_equal(sorted_unique(keys, xp=np, run=run), np.unique(keys))

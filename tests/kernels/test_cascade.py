@@ -14,6 +14,24 @@ def draw(stream, index):
     return float(rng.uniform(rng.stream_key(SEED, stream, TICK), np.array([index], dtype=np.int64))[0])
 
 
+def reference_binomial(u, n, p):
+    """Inversion of one uniform, one trial at a time in Python floats (the same IEEE operations)."""
+    q = 1.0 - p if p > 0.5 else p
+    pmf = 1.0
+    power, exponent = 1.0 - q, n
+    while exponent:
+        if exponent & 1:
+            pmf *= power
+        power *= power
+        exponent >>= 1
+    cdf, count = pmf, 0
+    while count < n and u >= cdf:
+        pmf = pmf * ((n - count) / (count + 1)) * (q / (1.0 - q))
+        cdf += pmf
+        count += 1
+    return n - count if p > 0.5 else count
+
+
 def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interests, rel_buy, off, levels,
               city=None, city_start=None, rel_view=None, rel_share=None):
     """Plain loops: one cascade at a time, sets for 'exposed at most once'."""
@@ -34,11 +52,10 @@ def reference(indptr, indices, level1, keys, origin, cat_bit, rel_price, interes
                 for s in frontier:
                     home = city[s]
                     size = city_start[home + 1] - city_start[home]
-                    for j in range(rule.n_strangers):
+                    u = float(rng.uniform(rng.stream_key(view_key, "count"), np.array([k * n + s]))[0])
+                    for j in range(reference_binomial(u, rule.n_strangers, min(rule.p_view * view_mult, 1.0))):
                         index = np.array([(k * n + s) * rule.n_strangers + j])
-                        stranger = city_start[home] + int(rng.uniform(view_key, index)[0] * size)
-                        if rng.uniform(rng.stream_key(view_key, "seen"), index)[0] < min(rule.p_view * view_mult, 1.0):
-                            reached.add(int(stranger))
+                        reached.add(int(city_start[home] + int(rng.uniform(view_key, index)[0] * size)))
                 frontier = sorted(reached)
             elif level > 1:
                 reached = set()

@@ -82,3 +82,58 @@ def test_scalar_bernoulli_on_bits_equals_uniform_comparison(p):
     assert np.array_equal(rng.bernoulli(key, n, p), rng.uniform(key, n) < p)
     per_element = np.full(n, p)
     assert np.array_equal(rng.bernoulli(key, n, per_element), rng.uniform(key, n) < p)
+
+
+@pytest.mark.parametrize("n,p", [(174, 0.2), (174, 0.5), (40, 0.9), (7, 0.03), (1000, 0.5)])
+def test_binomial_follows_the_binomial_law(n, p):
+    from scipy import stats
+
+    draws = rng.binomial(rng.stream_key(6, "binom"), 200_000, n, p)
+    assert draws.min() >= 0 and draws.max() <= n
+    observed = np.bincount(draws, minlength=n + 1)
+    expected = stats.binom.pmf(np.arange(n + 1), n, p) * draws.shape[0]
+    # chi-square over the cells expecting at least 5 (the rest pooled): a correct sampler
+    # fails this at the 1e-6 level once in a million runs
+    big = expected >= 5
+    obs = np.append(observed[big], observed[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    keep = exp > 0
+    chi2 = float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum())
+    assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-6
+
+
+def test_binomial_is_the_inverse_cdf_of_the_uniform_draw():
+    from scipy import stats
+
+    key = rng.stream_key(6, "binom-inv")
+    p = np.linspace(0.0, 1.0, 10_001)
+    draws = rng.binomial(key, p.shape[0], 30, p)
+    u = rng.uniform(key, p.shape[0])
+    # successes for p <= 1/2, failures (with 1-p) above: scipy's quantile function of the same
+    # uniform, wherever the uniform is not within rounding of a CDF step
+    flip = p > 0.5
+    q = np.where(flip, 1.0 - p, p)
+    counted = np.where(flip, 30 - draws, draws)
+    clear = ((np.abs(u - stats.binom.cdf(counted - 1, 30, q)) > 1e-12)
+             & (np.abs(u - stats.binom.cdf(counted, 30, q)) > 1e-12))
+    assert clear.mean() > 0.99
+    assert np.array_equal(counted[clear], stats.binom.ppf(u, 30, q)[clear])
+    assert np.all(draws[p == 0.0] == 0) and np.all(draws[p == 1.0] == 30)
+
+
+def test_binomial_edges_and_bad_n():
+    key = rng.stream_key(6, "binom-edge")
+    assert np.all(rng.binomial(key, 50, 0, 0.4) == 0)
+    assert np.array_equal(rng.binomial(key, 50, 12, 0.3), rng.binomial(key, np.arange(50), 12, np.full(50, 0.3)))
+    with pytest.raises(ValueError, match="outside 0..1000"):
+        rng.binomial(key, 5, 1001, 0.5)
+
+
+@pytest.mark.gpu
+def test_cupy_binomial_identical_to_numpy(gpu_backend):
+    xp = gpu_backend.xp
+    key = rng.stream_key(11, "gpu-binom", 2)
+    p = np.linspace(0.0, 1.0, 100_003)
+    host = rng.binomial(key, p.shape[0], 174, p)
+    dev = rng.binomial(key, p.shape[0], 174, xp.asarray(p), xp=xp)
+    assert np.array_equal(host, gpu_backend.to_host(dev))
