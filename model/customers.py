@@ -183,13 +183,15 @@ class CustomerLedger:
 
     def _count(self, merchant: Any, member: Any, is_new: Any, to_host: Any, repeat: Any = None) -> None:
         """Update the host counts: new pairs add a customer (and a repeater when they repeat
-        already); turning pairs add a repeater."""
-        merchant, member, is_new = to_host(merchant), to_host(member).astype(np.int64), to_host(is_new)
-        repeats = np.ones(merchant.shape[0], dtype=bool) if repeat is None else to_host(repeat)
-        np.add.at(self.customers, merchant[is_new], 1)
-        np.add.at(self.repeaters, merchant[repeats], 1)
-        self.pairs += np.bincount(member[is_new], minlength=2)
-        self.repeat_pairs += np.bincount(member[repeats], minlength=2)
+        already); turning pairs add a repeater. Counted on the device: only per-merchant totals
+        (M values) come back, never the pairs themselves."""
+        xp, m = self.xp, self.n_merchants
+        member = member.astype(xp.int64)
+        repeats = xp.ones(merchant.shape[0], dtype=xp.bool_) if repeat is None else repeat
+        self.customers += to_host(xp.bincount(merchant[is_new], minlength=m))
+        self.repeaters += to_host(xp.bincount(merchant[repeats], minlength=m))
+        self.pairs += to_host(xp.bincount(member[is_new], minlength=2))
+        self.repeat_pairs += to_host(xp.bincount(member[repeats], minlength=2))
 
     def repurchase_rate(self) -> tuple[float, float]:
         """(outside groups, group members): the share of customers who bought again."""

@@ -125,7 +125,8 @@ class RiskEngine:
         legit_passed[legit_idx] = ~intercepted[:n_orders]
         fraud_passed = ~intercepted[n_legit:]
         metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_passed, threshold, xp=xp)
-        caught_by_type = np.bincount(fraud.typology[self.backend.to_host(~fraud_passed)], minlength=len(TYPOLOGIES))
+        caught_by_type = self.backend.to_host(
+            xp.bincount(dev(fraud.typology.astype(np.int64))[~fraud_passed], minlength=len(TYPOLOGIES)))
         self.fraud.react(np.bincount(fraud.typology, minlength=len(TYPOLOGIES)), caught_by_type)
         log = None
         if self.config.output.transactions != "none":
@@ -167,7 +168,7 @@ class RiskEngine:
         fp = int(intercepted[:n_legit].sum())
         tp = int(intercepted[n_legit:].sum())
         n_fraud = fraud.n
-        loss = int(fraud.amount[host(fraud_passed)].sum())
+        loss = int(xp.where(fraud_passed, self.backend.to_device(fraud.amount), 0).sum())
         n_all = int(scenario.shape[0])
         metrics.update({
             "n_everyday": n_legit - n_orders, "n_orders_intercepted": fp_orders,
