@@ -24,14 +24,32 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kernels.backend import Backend, resolve_backend
 from model.preflight import peak_rss_bytes
 
 
 
-def machine() -> str:
-    """One line naming the machine: CPU count, memory, processor and Python."""
+def machine(backend: Backend | None = None) -> str:
+    """One line naming the machine: CPU count, memory, processor and Python, and the GPU when
+    the benchmark ran on one."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    line = f"{os.cpu_count()} cores, {mem:.0f} GiB, {platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    if backend is not None and backend.name != "numpy":
+        line += f", {backend.name} on {backend.device}"
+    return line
+
+
+def _synchronize(backend: Backend) -> None:
+    """Wait for the device's queued work, so a timer read after it counts that work."""
+    if backend.name == "cupy":
+        backend.xp.cuda.Device().synchronize()
+
+
+def _device_pool_bytes(backend: Backend) -> int | None:
+    """Bytes CuPy's memory pool holds (it keeps what it allocated: about the peak); None on CPU."""
+    if backend.name != "cupy":
+        return None
+    return int(backend.xp.get_default_memory_pool().total_bytes())
 
 
 def _graph_child(size: int, mean_degree: float, seed: int, what: str, queue: Any) -> None:
@@ -102,8 +120,10 @@ def bench_graph(size: int, mean_degree: float = 175.0, seed: int = 1, baseline: 
     return rows
 
 
-def _ic_edges_per_s(indptr: Any, indices: Any, seeds: Any, p: float, repeats: int) -> tuple[float, int, float]:
-    """Our independent cascade: (seconds, directed edges examined, mean spread) over repeats.
+def _ic_edges_per_s(indptr: Any, indices: Any, seeds: Any, p: float, repeats: int,
+                    backend: Backend) -> tuple[float, int, float]:
+    """Our independent cascade: (seconds, directed edges examined, mean spread) over repeats,
+    on ``backend`` (the graph is copied to the device first, outside the timing).
 
     Edges examined: every out-edge of every activated node gets its one attempt.
     """
@@ -112,12 +132,14 @@ def _ic_edges_per_s(indptr: Any, indices: Any, seeds: Any, p: float, repeats: in
     from kernels.cascade import independent_cascade
 
     degree = np.diff(indptr)
+    dev_indptr, dev_indices = backend.to_device(indptr), backend.to_device(indices)
     seconds, examined, spread = 0.0, 0, 0
     for r in range(repeats):
         t0 = time.perf_counter()
-        step = independent_cascade(indptr, indices, seeds, p, seed=r)
+        step = independent_cascade(dev_indptr, dev_indices, seeds, p, seed=r, xp=backend.xp)
+        _synchronize(backend)
         seconds += time.perf_counter() - t0
-        active = step >= 0
+        active = backend.to_host(step) >= 0
         examined += int(degree[active].sum())
         spread += int(active.sum())
     return seconds, examined, spread / repeats
@@ -161,22 +183,25 @@ def _ndlib_edges_per_s(indptr: Any, indices: Any, seeds: Any, p: float, repeats:
 
 
 def bench_cascade(size: int, ndlib_size: int = 20_000, p: float = 0.01, n_seeds: int = 10,
-                  repeats: int = 10, ndlib_repeats: int = 2, seed: int = 1) -> list[dict[str, Any]]:
+                  repeats: int = 10, ndlib_repeats: int = 2, seed: int = 1,
+                  backend: str = "numpy") -> list[dict[str, Any]]:
     """Rows of the cascade benchmark.
 
     ``ic_vs_ndlib``: our kernel and NDlib on the same ``ndlib_size``-user graph, side by side.
     ``ic``: our kernel alone on a ``size``-user graph (NDlib cannot hold that graph here: networkx
     needs tens of GiB for 175M directed edges), with NDlib's per-edge rate from the first row as
-    its baseline, since both are rates per edge examined.
+    its baseline, since both are rates per edge examined. Ours runs on ``backend`` (NDlib on
+    the CPU, as it only can).
     """
     import numpy as np
 
     from kernels.graph import GraphParams, generate_friend_graph
 
+    resolved = resolve_backend(backend)
     rows = []
     small = generate_friend_graph(ndlib_size, GraphParams(), seed=seed)
     seeds = np.random.default_rng(seed).choice(ndlib_size, n_seeds, replace=False)
-    ours = _ic_edges_per_s(small.indptr, small.indices, seeds, p, repeats)
+    ours = _ic_edges_per_s(small.indptr, small.indices, seeds, p, repeats, resolved)
     theirs = _ndlib_edges_per_s(small.indptr, small.indices, seeds, p, ndlib_repeats)
     ndlib_rate = theirs[1] / theirs[0]
     rows.append({"benchmark": "ic_vs_ndlib", "size": ndlib_size, "seconds": ours[0], "items": ours[1],
@@ -185,89 +210,106 @@ def bench_cascade(size: int, ndlib_size: int = 20_000, p: float = 0.01, n_seeds:
     del small
     big = generate_friend_graph(size, GraphParams(), seed=seed)
     seeds = np.random.default_rng(seed).choice(size, n_seeds, replace=False)
-    ours = _ic_edges_per_s(big.indptr, big.indices, seeds, p, max(1, repeats // 3))
+    ours = _ic_edges_per_s(big.indptr, big.indices, seeds, p, max(1, repeats // 3), resolved)
     rows.append({"benchmark": "ic", "size": size, "seconds": ours[0], "items": ours[1],
                  "baseline_items_per_s": ndlib_rate, "mean_spread": ours[2]})
-    where = machine()
+    where = machine(resolved)
     for r in rows:
-        r.update(backend="numpy", machine=where)
+        r.update(backend=resolved.name, machine=where)
         r["items_per_s"] = r["items"] / r["seconds"]
         r["ratio"] = r["items_per_s"] / r["baseline_items_per_s"]
     return rows
 
 
 def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, repeats: int = 3,
-               reference_size: int = 20_000, seed: int = 1) -> list[dict[str, Any]]:
-    """Rows of the risk benchmark: ``size`` transactions scored in bulk (best of ``repeats``),
-    against the per-transaction reference scorer on ``reference_size`` of them, with velocity
-    history from three earlier ticks."""
+               reference_size: int = 20_000, seed: int = 1, backend: str = "numpy") -> list[dict[str, Any]]:
+    """Rows of the risk benchmark: ``size`` transactions scored in bulk on ``backend`` (best of
+    ``repeats``; inputs already on the device), against the per-transaction reference scorer on
+    ``reference_size`` of them, with velocity history from three earlier ticks."""
     import numpy as np
 
     from kernels.risk import RiskState, RiskWeights, reference_scores, score_transactions, update_state
 
+    resolved = resolve_backend(backend)
+    xp, dev = resolved.xp, resolved.to_device
     rs = np.random.default_rng(seed)
-    state = RiskState.empty(n_users, n_merchants, 7, xp=np)
+    host_state = RiskState.empty(n_users, n_merchants, 7, xp=np)
+    device_state = RiskState.empty(n_users, n_merchants, 7, xp=xp)
     for tick in range(3):
         k = size // 10
-        update_state(state, rs.integers(0, n_users, k), rs.integers(0, n_merchants, k),
-                     rs.integers(100, 100_000, k), tick, xp=np)
+        history = (rs.integers(0, n_users, k), rs.integers(0, n_merchants, k), rs.integers(100, 100_000, k))
+        update_state(host_state, *history, tick, xp=np)
+        update_state(device_state, *(dev(a) for a in history), tick, xp=xp)
     tx = dict(payer=rs.integers(0, n_users, size), merchant=rs.integers(0, n_merchants, size),
               amount=rs.integers(100, 100_000, size), scenario=rs.integers(0, 3, size).astype(np.int8),
               new_device=rs.random(size) < 0.02, account_age=rs.integers(0, 3000, size))
-    common = dict(merchant_flag=rs.random(n_merchants) < 0.05, state=state, weights=RiskWeights(),
-                  reference_amount=21_500.0, new_account_ticks=30)
+    flag = rs.random(n_merchants) < 0.05
+    common = dict(weights=RiskWeights(), reference_amount=21_500.0, new_account_ticks=30)
+    on_device = {k: dev(v) for k, v in tx.items()}
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        score_transactions(**tx, **common, xp=np)
+        score_transactions(**on_device, merchant_flag=dev(flag), state=device_state, **common, xp=xp)
+        _synchronize(resolved)
         best = min(best, time.perf_counter() - t0)
     sample = {k: v[:reference_size] for k, v in tx.items()}
     t0 = time.perf_counter()
-    reference_scores(**sample, **common)
+    reference_scores(**sample, merchant_flag=flag, state=host_state, **common)
     reference_rate = reference_size / (time.perf_counter() - t0)
     rate = size / best
-    return [{"benchmark": "risk_score", "backend": "numpy", "size": size, "seconds": best, "items": size,
+    return [{"benchmark": "risk_score", "backend": resolved.name, "size": size, "seconds": best, "items": size,
              "items_per_s": rate, "baseline_items_per_s": reference_rate, "ratio": rate / reference_rate,
-             "machine": machine()}]
+             "machine": machine(resolved)}]
 
 
-def _e2e_child(n_users: int, n_ticks: int, seed: int, queue: Any) -> None:
+def _e2e_child(n_users: int, n_ticks: int, seed: int, backend: str, queue: Any) -> None:
+    from kernels.host_allocator import retain_freed_memory
     from model.commerce import CommerceModel
     from model.config import load_config
 
     config = load_config(overrides=[f"population.n_users={n_users}", f"run.n_ticks={n_ticks}",
-                                    'run.backend="numpy"'], seed=seed)
+                                    f'run.backend="{backend}"'], seed=seed)
+    resolved = resolve_backend(backend)
+    if resolved.name == "numpy":
+        retain_freed_memory()  # as `weishang run` does
     rss_before = peak_rss_bytes()
     t0 = time.perf_counter()
-    model = CommerceModel(config)
+    model = CommerceModel(config, resolved)
+    _synchronize(resolved)
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
     for _ in range(n_ticks):
         model.step()
+    _synchronize(resolved)
     ticks = time.perf_counter() - t1
     mesa = sum(model.phase_seconds[p.name] for p in model.plan() if p.engine == "mesa")
     queue.put({"build_seconds": build, "seconds": ticks, "peak_rss_bytes": peak_rss_bytes(), "rss_before_bytes": rss_before,
-               "mesa_share": mesa / sum(model.phase_seconds.values())})
+               "mesa_share": mesa / sum(model.phase_seconds.values()), "backend": resolved.name,
+               "machine": machine(resolved), "device_pool_bytes": _device_pool_bytes(resolved)})
 
 
-def bench_end_to_end(sizes: tuple[int, ...] = (100_000, 1_000_000), n_ticks: int = 10, seed: int = 1) -> list[dict[str, Any]]:
-    """User-days per second of the default scenario (ticks only; the build is its own column),
-    and peak memory per user, each size in a fresh child process."""
+def bench_end_to_end(sizes: tuple[int, ...] = (100_000, 1_000_000), n_ticks: int = 10, seed: int = 1,
+                     backend: str = "numpy") -> list[dict[str, Any]]:
+    """User-days per second of the default scenario on ``backend`` (ticks only; the build is its
+    own column), and peak memory per user (host; on a GPU also the device pool), each size in a
+    fresh child process."""
+    resolve_backend(backend)  # a clear error here rather than in the child
     rows = []
     for n in sizes:
-        r = _in_child(_e2e_child, n, n_ticks, seed)
-        rows.append({"benchmark": "end_to_end", "backend": "numpy", "size": n, "seconds": r["seconds"],
+        r = _in_child(_e2e_child, n, n_ticks, seed, backend)
+        rows.append({"benchmark": "end_to_end", "backend": r["backend"], "size": n, "seconds": r["seconds"],
                      "items": n * n_ticks, "items_per_s": n * n_ticks / r["seconds"], "baseline_items_per_s": None,
                      "ratio": None, "peak_rss_bytes": r["peak_rss_bytes"], "rss_before_bytes": r["rss_before_bytes"],
                      "bytes_per_user": (r["peak_rss_bytes"] - r["rss_before_bytes"]) / n,
-                     "build_seconds": r["build_seconds"], "mesa_share": r["mesa_share"], "machine": machine()})
+                     "device_pool_bytes": r["device_pool_bytes"],
+                     "build_seconds": r["build_seconds"], "mesa_share": r["mesa_share"], "machine": r["machine"]})
     return rows
 
 
 GRAPH_STATS = ("mean_degree", "p99_degree", "max_degree", "clustering", "random_clustering")
 COLUMNS = ("benchmark", "backend", "size", "seconds", "items_per_s", "baseline_items_per_s", "ratio",
            "items", "peak_rss_bytes", "rss_before_bytes", "bound_bytes", "baseline_seconds", "baseline_peak_rss_bytes", *GRAPH_STATS, "mean_spread", "baseline_mean_spread",
-           "bytes_per_user", "build_seconds", "mesa_share", "machine")
+           "bytes_per_user", "device_pool_bytes", "build_seconds", "mesa_share", "machine")
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:

@@ -7,6 +7,7 @@ stderr starting ``error:``, exit code 2, no traceback, nothing written.
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from pathlib import Path
@@ -124,21 +125,36 @@ bench_app = typer.Typer(add_completion=False, help="Benchmarks that write Parque
 app.add_typer(bench_app, name="bench")
 
 
+class BenchBackend(str, enum.Enum):
+    """Where our kernels run in a benchmark (baselines stay on the CPU)."""
+
+    auto = "auto"
+    numpy = "numpy"
+    cupy = "cupy"
+
+
+BackendOption = Annotated[BenchBackend, typer.Option(
+    "--backend", help="numpy, cupy (a GPU), or auto; the graph build and the baselines run on the CPU")]
+
+
 @bench_app.callback(invoke_without_command=True)
 def bench_suite(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="folder for suite.parquet")] = Path("results/bench"),
+    backend: BackendOption = BenchBackend.numpy,
 ) -> None:
     """Run every benchmark at its default size and write DIR/suite.parquet plus a Markdown table."""
     if ctx.invoked_subcommand is not None:
         return
+    from kernels.backend import resolve_backend  # noqa: PLC0415
     from model.bench import bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows  # noqa: PLC0415
 
+    on = resolve_backend(backend.value).name  # refuse cupy without a GPU before anything runs
     rows = []
     for name, run in (("graph build, 1M users", lambda: bench_graph(1_000_000)),
-                      ("cascade vs NDlib", lambda: bench_cascade(1_000_000)),
-                      ("risk scoring, 1e7 transactions", lambda: bench_risk(10_000_000)),
-                      ("end to end, 100k and 1M users", lambda: bench_end_to_end())):
+                      ("cascade vs NDlib", lambda: bench_cascade(1_000_000, backend=on)),
+                      ("risk scoring, 1e7 transactions", lambda: bench_risk(10_000_000, backend=on)),
+                      ("end to end, 100k and 1M users", lambda: bench_end_to_end(backend=on))):
         with err_console.status(name):
             rows += run()
     path = write_rows(rows, out / "suite.parquet")
@@ -157,16 +173,22 @@ def bench_suite(
 def bench_e2e_cmd(
     out: Annotated[Path, typer.Option("--out", help="folder for e2e.parquet")] = Path("results/bench"),
     ticks: Annotated[int, typer.Option("--ticks", min=1, help="ticks per size")] = 10,
+    sizes: Annotated[Optional[list[int]], typer.Option("--size", min=1000, help="users (repeatable; default 100k and 1M)")] = None,
+    backend: BackendOption = BenchBackend.numpy,
 ) -> None:
     """End-to-end user-days per second and peak memory per user at 100k and 1M users."""
     from model.bench import bench_end_to_end, write_rows  # noqa: PLC0415
 
-    with err_console.status("running the default scenario at 100k and 1M users"):
-        rows = bench_end_to_end(n_ticks=ticks)
+    chosen = tuple(sizes) if sizes else (100_000, 1_000_000)
+    with err_console.status(f"running the default scenario at {', '.join(f'{n:,}' for n in chosen)} users"):
+        rows = bench_end_to_end(sizes=chosen, n_ticks=ticks, backend=backend.value)
     path = write_rows(rows, out / "e2e.parquet")
     for r in rows:
-        out_console.print(f"{r['size']:,} users: {r['items_per_s']:.3g} user-days/s, build {r['build_seconds']:.1f} s, "
-                          f"{r['bytes_per_user']:.0f} bytes per user at peak, Mesa {r['mesa_share']:.1%} of tick time")
+        device = (f", device pool {r['device_pool_bytes'] / r['size']:.0f} bytes per user"
+                  if r.get("device_pool_bytes") is not None else "")
+        out_console.print(f"{r['size']:,} users on {r['backend']}: {r['items_per_s']:.3g} user-days/s, "
+                          f"build {r['build_seconds']:.1f} s, {r['bytes_per_user']:.0f} host bytes per user at peak"
+                          f"{device}, Mesa {r['mesa_share']:.1%} of tick time")
     out_console.print(f"written: [bold]{path}[/]")
 
 
@@ -205,12 +227,13 @@ def bench_cascade_cmd(
     ndlib_size: Annotated[int, typer.Option("--ndlib-size", min=100, help="users in the graph NDlib also runs on")] = 20_000,
     p: Annotated[float, typer.Option("--p", min=0.0, max=1.0, help="edge activation probability")] = 0.01,
     out: Annotated[Path, typer.Option("--out", help="folder for cascade.parquet")] = Path("results/bench"),
+    backend: BackendOption = BenchBackend.numpy,
 ) -> None:
     """Independent cascade throughput (directed edges examined per second) against NDlib."""
     from model.bench import bench_cascade, write_rows  # noqa: PLC0415
 
     with err_console.status("running our kernel and NDlib on the same graph, then ours at full size"):
-        rows = bench_cascade(size, ndlib_size=ndlib_size, p=p)
+        rows = bench_cascade(size, ndlib_size=ndlib_size, p=p, backend=backend.value)
     path = write_rows(rows, out / "cascade.parquet")
     table = Table(title=f"cascade benchmark ({rows[0]['machine']})")
     for col in ("benchmark", "users", "seconds", "edges/s", "NDlib edges/s", "ratio", "mean spread", "NDlib spread"):
@@ -227,12 +250,13 @@ def bench_cascade_cmd(
 def bench_risk_cmd(
     size: Annotated[int, typer.Option("--size", min=1000, help="transactions scored at once")] = 10_000_000,
     out: Annotated[Path, typer.Option("--out", help="folder for risk.parquet")] = Path("results/bench"),
+    backend: BackendOption = BenchBackend.numpy,
 ) -> None:
     """Bulk risk scoring throughput (transactions per second) against the per-transaction reference."""
     from model.bench import bench_risk, write_rows  # noqa: PLC0415
 
     with err_console.status(f"scoring {size:,} transactions"):
-        rows = bench_risk(size)
+        rows = bench_risk(size, backend=backend.value)
     path = write_rows(rows, out / "risk.parquet")
     r = rows[0]
     out_console.print(f"risk scoring ({r['machine']}): {size:,} transactions in {r['seconds']:.2f} s = "

@@ -31,6 +31,8 @@ def run_cli(args, capsys):
     ["config", "nope"],
     ["run", "--resume"],
     ["run", "--checkpoint-every", "-2"],
+    ["bench", "e2e", "--backend", "gpu"],
+    ["bench", "--backend", "tpu"],
 ])
 def test_bad_input_one_line_exit_2_nothing_written(args, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
