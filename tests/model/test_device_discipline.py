@@ -81,3 +81,36 @@ def test_a_run_on_the_stand_in_equals_numpy_through_a_checkpoint(tmp_path, stric
     a = ds.dataset(on_numpy / "transactions").to_table().sort_by("key")
     b = ds.dataset(resumed.run_dir / "transactions").to_table().sort_by("key")
     assert a.equals(b)
+
+
+def test_per_tick_copies_to_the_host_are_aggregates(strict):
+    # issue 8: the tick stays on the device, only aggregates come back. Every device-to-host
+    # copy made during a tick must be per merchant (M, M+1, or a few rows of M), per cascade
+    # (C, or C x levels), or a short fixed table (scenarios, typologies, 28 currencies): never
+    # per user, order, exposure or payment.
+    from dataclasses import dataclass
+
+    from kernels.backend import Backend
+    from model.commerce import CommerceModel
+
+    copied: list[int] = []
+
+    @dataclass(frozen=True)
+    class Recording(Backend):
+        def to_host(self, array):
+            copied.append(int(array.size))
+            return super().to_host(array)
+
+    config = load_config(overrides=["population.n_users=20000", "run.n_ticks=6", 'run.backend="numpy"'])
+    model = CommerceModel(config, Recording(strict.name, strict.xp, strict.device, strict.reason))
+    m, levels = model.n_merchants, len(model.levels)
+    discriminating = 0
+    for _ in range(config.run.n_ticks):
+        copied.clear()
+        model.step()
+        c = model.data.posts.key.shape[0]
+        allowed = {m, m + 1, c, c * levels} | {k * m for k in range(2, 9)}
+        assert copied and all(size <= 32 or size in allowed for size in copied), (sorted(set(copied)), allowed)
+        n_orders = int(model.data.aggregates["buys"].sum())
+        discriminating += n_orders > 32 and n_orders not in allowed and n_orders < m * 8
+    assert discriminating > 0  # a per-order copy would have been caught on some tick
