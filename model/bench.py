@@ -246,10 +246,11 @@ def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, r
     flag = rs.random(n_merchants) < 0.05
     common = dict(weights=RiskWeights(), reference_amount=21_500.0, new_account_ticks=30)
     on_device = {k: dev(v) for k, v in tx.items()}
+    flag_on_device = dev(flag)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        score_transactions(**on_device, merchant_flag=dev(flag), state=device_state, **common, xp=xp)
+        score_transactions(**on_device, merchant_flag=flag_on_device, state=device_state, **common, xp=xp)
         _synchronize(resolved)
         best = min(best, time.perf_counter() - t0)
     sample = {k: v[:reference_size] for k, v in tx.items()}
