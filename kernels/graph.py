@@ -40,6 +40,8 @@ from kernels import rng
 CHUNK = 1 << 23
 #: directed edges per block of the CSR build: two blocks' sort keys (16 bytes each) are live at once
 BLOCK_KEYS = 6_000_000
+#: pairs kept for one group of blocks of the CSR build (8 bytes each: about 0.8 GB)
+GROUP_PAIRS = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -147,25 +149,64 @@ def csr_from_pairs(
     indices = np.empty(total, dtype=np.int32)
     filled = 0
     workers = max(1, min(2, os.cpu_count() or 1))
+    blocks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        # a sliding window of `workers` blocks keeps at most that many key arrays alive
-        pending = []
-        blocks = list(zip(bounds[:-1], bounds[1:]))
-        next_block = 0
-        while next_block < len(blocks) or pending:
-            while next_block < len(blocks) and len(pending) < workers:
-                lo, hi = (int(x) for x in blocks[next_block])
-                pending.append((lo, hi, pool.submit(_block_keys, u, v, lo, hi, n, int(cum[hi - 1] - (cum[lo - 1] if lo else 0)))))
-                next_block += 1
-            lo, hi, future = pending.pop(0)
-            keys = future.result()
-            row_starts = np.searchsorted(keys, np.arange(hi - lo + 1, dtype=np.int64) * n)
-            indptr[lo + 1 : hi + 1] = filled + row_starts[1:]
-            indices[filled : filled + keys.shape[0]] = keys % n
-            filled += keys.shape[0]
-            del keys
+        for group in _block_groups(blocks, u.shape[0]):
+            # the pairs with an end in this group's rows, found in one scan: each block of the
+            # group then scans these instead of every pair (one scan per block made the build
+            # quadratic in N: 300 blocks of 6M keys at 10M users, each reading all 0.9B pairs)
+            if len(group) == len(blocks):
+                u_group, v_group = u, v
+            else:
+                u_group, v_group = _pairs_touching(u, v, group[0][0], group[-1][1], pool)
+            # a sliding window of `workers` blocks keeps at most that many key arrays alive
+            pending = []
+            next_block = 0
+            while next_block < len(group) or pending:
+                while next_block < len(group) and len(pending) < workers:
+                    lo, hi = group[next_block]
+                    bound = int(cum[hi - 1] - (cum[lo - 1] if lo else 0))
+                    pending.append((lo, hi, pool.submit(_block_keys, u_group, v_group, lo, hi, n, bound)))
+                    next_block += 1
+                lo, hi, future = pending.pop(0)
+                keys = future.result()
+                row_starts = np.searchsorted(keys, np.arange(hi - lo + 1, dtype=np.int64) * n)
+                indptr[lo + 1 : hi + 1] = filled + row_starts[1:]
+                indices[filled : filled + keys.shape[0]] = keys % n
+                filled += keys.shape[0]
+                del keys
+            del u_group, v_group
     indices.resize(filled, refcheck=False)  # shrink in place: duplicates were removed
     return indptr, indices
+
+
+def _block_groups(blocks: list[tuple[int, int]], n_pairs: int) -> list[list[tuple[int, int]]]:
+    """Consecutive blocks taken together, G at a time.
+
+    With B blocks and P pairs, finding each group's pairs costs B/G scans of all P pairs, and
+    its G blocks then scan about 2PG/B pairs each: B P/G + 2 P G^2/B, least at G = (B^2/4)^(1/3).
+    G is also capped so a group's pairs (8 bytes each) stay within about GROUP_PAIRS.
+    """
+    n_blocks = len(blocks)
+    size = max(1, round((n_blocks**2 / 4) ** (1 / 3)))
+    if n_pairs:
+        size = max(1, min(size, int(GROUP_PAIRS * n_blocks / (2 * n_pairs))))
+    return [blocks[i:i + size] for i in range(0, n_blocks, size)]
+
+
+def _pairs_touching(u: np.ndarray, v: np.ndarray, lo: int, hi: int,
+                    pool: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray]:
+    """(u, v) of the pairs with at least one end in ``[lo, hi)``, in their original order,
+    scanned in chunks on the pool."""
+    def scan(start: int) -> tuple[np.ndarray, np.ndarray]:
+        uc, vc = u[start:start + CHUNK], v[start:start + CHUNK]
+        keep = ((uc >= lo) & (uc < hi)) | ((vc >= lo) & (vc < hi))
+        return uc[keep], vc[keep]
+
+    parts = list(pool.map(scan, range(0, u.shape[0], CHUNK)))
+    if not parts:
+        return u[:0], v[:0]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 # ---------------------------------------------------------------------------------------------
