@@ -40,8 +40,9 @@ from kernels import rng
 CHUNK = 1 << 23
 #: directed edges per block of the CSR build: two blocks' sort keys (16 bytes each) are live at once
 BLOCK_KEYS = 6_000_000
-#: pairs kept for one group of blocks of the CSR build (8 bytes each: about 0.8 GB)
-GROUP_PAIRS = 100_000_000
+#: the share of all pairs one group of blocks of the CSR build may copy (it holds them twice
+#: while they are gathered): 5% adds at most 0.4 bytes per directed edge to the build's peak
+GROUP_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def csr_from_pairs(
     workers = max(1, min(2, os.cpu_count() or 1))
     blocks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for group in _block_groups(blocks, u.shape[0]):
+        for group in _block_groups(blocks):
             # the pairs with an end in this group's rows, found in one scan: each block of the
             # group then scans these instead of every pair (one scan per block made the build
             # quadratic in N: 300 blocks of 6M keys at 10M users, each reading all 0.9B pairs)
@@ -180,17 +181,19 @@ def csr_from_pairs(
     return indptr, indices
 
 
-def _block_groups(blocks: list[tuple[int, int]], n_pairs: int) -> list[list[tuple[int, int]]]:
-    """Consecutive blocks taken together, G at a time.
+def _block_groups(blocks: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Consecutive blocks taken together, G at a time (G = 1: one group of all blocks, each
+    scanning every pair, as extracting a one-block group's pairs would cost a scan of its own).
 
     With B blocks and P pairs, finding each group's pairs costs B/G scans of all P pairs, and
     its G blocks then scan about 2PG/B pairs each: B P/G + 2 P G^2/B, least at G = (B^2/4)^(1/3).
-    G is also capped so a group's pairs (8 bytes each) stay within about GROUP_PAIRS.
+    G is also capped so a group's pairs, about 2G/B of all, stay within GROUP_SHARE of them:
+    at 1M users (30 blocks) that leaves G = 1, at 10M (300 blocks) G = 7.
     """
     n_blocks = len(blocks)
-    size = max(1, round((n_blocks**2 / 4) ** (1 / 3)))
-    if n_pairs:
-        size = max(1, min(size, int(GROUP_PAIRS * n_blocks / (2 * n_pairs))))
+    size = max(1, min(round((n_blocks**2 / 4) ** (1 / 3)), int(GROUP_SHARE * n_blocks / 2)))
+    if size == 1:
+        return [blocks]
     return [blocks[i:i + size] for i in range(0, n_blocks, size)]
 
 

@@ -101,14 +101,14 @@ def test_csr_from_pairs_matches_networkx():
         assert indices[indptr[node]:indptr[node + 1]].tolist() == sorted(G.neighbors(node))
 
 
-@pytest.mark.parametrize("group_pairs", [10**9, 50])
-def test_csr_from_pairs_many_blocks(monkeypatch, group_pairs):
+@pytest.mark.parametrize("group_share", [1.0, 0.0])
+def test_csr_from_pairs_many_blocks(monkeypatch, group_share):
     import kernels.graph as graph_module
 
     monkeypatch.setattr(graph_module, "BLOCK_KEYS", 97)  # force dozens of blocks and threads
     monkeypatch.setattr(graph_module, "CHUNK", 41)
     # blocks in groups of about ten (each group's pairs found in one scan), or one by one
-    monkeypatch.setattr(graph_module, "GROUP_PAIRS", group_pairs)
+    monkeypatch.setattr(graph_module, "GROUP_SHARE", group_share)
     rs = np.random.default_rng(1)
     u = rs.integers(0, 500, 3000).astype(np.int32)
     v = rs.integers(0, 500, 3000).astype(np.int32)
