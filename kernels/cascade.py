@@ -128,17 +128,34 @@ def expose_strangers(sharers: Any, cascade: Any, cascade_key: Any, n_per_sharer:
     n_users = city.shape[0]
     pair = cascade_key[cascade] * n_users + sharers
     count = rng.binomial(rng.stream_key(key, "count"), pair, n_per_sharer, p_view, xp=xp)
+    owner, user = draw_in_home_city(sharers, count, pair * n_per_sharer, city, city_start, key, xp=xp)
+    return cascade[owner], user
+
+
+def draw_in_home_city(source: Any, count: Any, index_base: Any, city: Any, city_start: Any, key: int, *,
+                      xp: ModuleType) -> tuple[Any, Any]:
+    """``count[i]`` users drawn uniformly from the city of user ``source[i]``, for each i.
+
+    Args:
+        source: (int64[F]) users whose cities the draws come from.
+        count: (int64[F]) draws per source.
+        index_base: (int64[F]) draw j of source i has index ``index_base[i] + j`` in stream ``key``.
+        city: (int32[N]); city_start (int64[K+1]): cities, contiguous in user id.
+
+    Returns:
+        (owner (int64[X]) the source index of each draw, source by source; user (int64[X])).
+    """
     owner = repeat_ids(count, xp=xp)
-    # per sharer first (F values), then one gather per draw: draw j of a sharer whose run
-    # starts at position `first` has index pair * n + (position - first)
+    # per source first (F values), then one gather per draw: draw j of a source whose run
+    # starts at position `first` has index index_base + (position - first)
     first = xp.cumsum(count) - count
-    index = (pair * n_per_sharer - first)[owner] + xp.arange(owner.shape[0], dtype=xp.int64)
-    home = city[sharers].astype(xp.int64)
+    index = (index_base - first)[owner] + xp.arange(owner.shape[0], dtype=xp.int64)
+    home = city[source].astype(xp.int64)
     city_first = city_start[home]
     city_size = city_start[home + 1] - city_first
     user = rng.integers(key, index, city_size[owner], xp=xp)
     user += city_first[owner]
-    return cascade[owner], user
+    return owner, user
 
 
 @dataclass

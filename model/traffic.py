@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from kernels import rng
-from kernels.backend import concat_ranges, repeat_ids
-from kernels.cascade import expose_neighbours
+from kernels.backend import concat_ranges
+from kernels.cascade import draw_in_home_city, expose_neighbours
 from model.community import group_exposures
 from model.merchant import MAX_POSTS_PER_TICK
 from model.tools import target_exposures
@@ -127,11 +127,8 @@ def expose_searchers(origin: Any, category_bit: Any, n_candidates: Any, city: An
     Returns:
         (cascade (int64[X]), user (int64[X])) of matched searchers.
     """
-    owner = repeat_ids(n_candidates, xp=xp)
-    j = concat_ranges(xp.zeros_like(n_candidates), n_candidates, xp=xp)  # candidate number within its post
-    home = city[origin[owner]].astype(xp.int64)
-    size = city_start[home + 1] - city_start[home]
-    user = city_start[home] + rng.integers(key, cascade_key[cascade[owner]] * (1 << 20) + j, size, xp=xp)
+    owner, user = draw_in_home_city(origin, n_candidates, cascade_key[cascade] * (1 << 20), city, city_start, key,
+                                    xp=xp)
     match = (interests[user] & category_bit[owner]) != 0
     return cascade[owner][match], user[match]
 
