@@ -97,15 +97,16 @@ class RiskEngine:
                                  amounts=self.everyday_amounts)
         n_legit = n_orders + everyday.n
         fraud = self.fraud.draw(tick)
-        fraud_payer = dev(fraud.payer)
+        fraud_payer, fraud_amount, fraud_typology = dev(fraud.payer), dev(fraud.amount), dev(fraud.typology)
         real_age = tick - self.ti_created[fraud_payer].astype(xp.int64)
-        fraud_age = xp.where(dev(fraud.account_age) >= 0, dev(fraud.account_age), real_age)
+        stated_age = dev(fraud.account_age)  # -1: the payer account's real age
+        fraud_age = xp.where(stated_age >= 0, stated_age, real_age)
         legit_payer = xp.concatenate([payer[legit_idx], everyday.payer])
         legit_key = xp.concatenate([order_key[legit_idx], everyday.key])
         payer_all = xp.concatenate([legit_payer, fraud_payer])
         merchant_all = xp.concatenate([payments.merchant[legit_idx],
                                        xp.full(everyday.n, self.n_merchants, dtype=xp.int64), dev(fraud.merchant)])
-        amount_all = xp.concatenate([payments.amount[legit_idx], everyday.amount, dev(fraud.amount)])
+        amount_all = xp.concatenate([payments.amount[legit_idx], everyday.amount, fraud_amount])
         scenario_all = xp.concatenate([payments.scenario[legit_idx], everyday.scenario, dev(fraud.scenario)])
         legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), legit_key, r.p_new_device,
                                          xp=xp)
@@ -124,9 +125,10 @@ class RiskEngine:
         legit_passed = xp.ones(payments.scenario.shape[0], dtype=xp.bool_)
         legit_passed[legit_idx] = ~intercepted[:n_orders]
         fraud_passed = ~intercepted[n_legit:]
-        metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_passed, threshold, xp=xp)
+        metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_amount, fraud_passed,
+                                threshold, xp=xp)
         caught_by_type = self.backend.to_host(
-            xp.bincount(dev(fraud.typology.astype(np.int64))[~fraud_passed], minlength=len(TYPOLOGIES)))
+            xp.bincount(fraud_typology[~fraud_passed].astype(xp.int64), minlength=len(TYPOLOGIES)))
         self.fraud.react(np.bincount(fraud.typology, minlength=len(TYPOLOGIES)), caught_by_type)
         log = None
         if self.config.output.transactions != "none":
@@ -138,7 +140,7 @@ class RiskEngine:
             if self.config.output.transactions == "sample":
                 keep = rng.bernoulli(rng.stream_key(seed, "output.transactions"), key,
                                      self.config.output.transactions_sample, xp=xp)
-            typology = xp.concatenate([xp.full(n_legit, -1, dtype=xp.int8), dev(fraud.typology)])
+            typology = xp.concatenate([xp.full(n_legit, -1, dtype=xp.int8), fraud_typology])
             columns = {"key": key, "payer": payer_all, "merchant": merchant_all, "amount": amount_all,
                        "scenario": scenario_all, "new_device": new_device_all, "account_age": age_all,
                        "score": score, "intercepted": intercepted, "is_fraud": typology >= 0, "typology": typology}
@@ -148,11 +150,12 @@ class RiskEngine:
         return Screening(legit_passed, fraud, fraud_passed, metrics, log)
 
     def _metrics(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
-                 fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float]:
+                 fraud_amount: Any, fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float]:
         """The tick's counts, reduced on the device: only a few numbers come back to the host.
 
         ``scenario`` and ``intercepted`` are laid out [orders (n_orders), everyday, fraud], the
-        first ``n_legit`` legitimate.
+        first ``n_legit`` legitimate; ``fraud_amount`` (int64[F]) is the fraud batch's amounts on
+        the device.
         """
         host = self.backend.to_host
         k = len(SCENARIO_NAMES)
@@ -168,7 +171,7 @@ class RiskEngine:
         fp = int(intercepted[:n_legit].sum())
         tp = int(intercepted[n_legit:].sum())
         n_fraud = fraud.n
-        loss = int(xp.where(fraud_passed, self.backend.to_device(fraud.amount), 0).sum())
+        loss = int(xp.where(fraud_passed, fraud_amount, 0).sum())
         n_all = int(scenario.shape[0])
         metrics.update({
             "n_everyday": n_legit - n_orders, "n_orders_intercepted": fp_orders,
