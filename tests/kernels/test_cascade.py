@@ -150,9 +150,15 @@ def test_expose_neighbours_extremes(small_graph):
     assert c.shape[0] == 0
 
 
-@pytest.mark.gpu
-def test_propagate_identical_on_cupy(small_graph, gpu_backend):
-    g, xp, dev = small_graph, gpu_backend.xp, gpu_backend.to_device
+#: the arrays of a CascadeOutcome
+OUTCOME_ARRAYS = ("exposures", "shares", "buys", "matched", "order_cascade", "order_buyer", "order_level",
+                  "order_quantity")
+
+
+def propagate_host_and_device(g, backend, n_strangers):
+    """Three posts by accounts 1-3 spread through ``g`` over three levels (the last through
+    strangers), once on NumPy and once on ``backend``: (host outcome, device outcome)."""
+    xp, dev = backend.xp, backend.to_device
     n = g.n_users
     origin = np.array([1, 2, 3], dtype=np.int64)
     l1_c = np.repeat(np.arange(3), g.degree()[origin])
@@ -161,12 +167,19 @@ def test_propagate_identical_on_cupy(small_graph, gpu_backend):
     args = dict(cascade_key=np.array([1, 2, 3], np.int64), origin=origin,
                 category_bit=np.array([1, 2, 4], np.uint16), rel_post=np.array([1.0, 0.8, 1.2]),
                 max_quantity=np.array([3, 5, 1]), city=g.city, city_start=city_start,
-                interests=np.full(n, 7, np.uint16), rel_buy=np.ones(n, np.float32))
-    levels = (LevelRule(1.0, 0.3, 0.4), LevelRule(0.5, 0.2, 0.3), LevelRule(0.6, 0.1, 0.0, n_strangers=5))
+                interests=np.full(n, 7, np.uint16), rel_buy=np.ones(n, np.float32),
+                rel_view=np.array([1.0, 0.5, 1.5]), rel_tool=np.array([1.0, 0.3, 1.0]))
+    levels = (LevelRule(1.0, 0.3, 0.4), LevelRule(0.5, 0.2, 0.3), LevelRule(0.6, 0.1, 0.0, n_strangers=n_strangers))
     host = propagate(g.indptr, g.indices, l1_c, l1_u, **args, rel_off_interest=0.25, levels=levels,
                      seed=1, tick=0, xp=np)
-    gpu = propagate(dev(g.indptr), dev(g.indices), dev(l1_c), dev(l1_u),
-                    **{k: dev(v) for k, v in args.items()}, rel_off_interest=0.25, levels=levels,
-                    seed=1, tick=0, xp=xp)
-    for name in ("exposures", "shares", "buys", "order_cascade", "order_buyer", "order_level", "order_quantity"):
+    device = propagate(dev(g.indptr), dev(g.indices), dev(l1_c), dev(l1_u),
+                       **{k: dev(v) for k, v in args.items()}, rel_off_interest=0.25, levels=levels,
+                       seed=1, tick=0, xp=xp)
+    return host, device
+
+
+@pytest.mark.gpu
+def test_propagate_identical_on_cupy(small_graph, gpu_backend):
+    host, gpu = propagate_host_and_device(small_graph, gpu_backend, n_strangers=5)
+    for name in OUTCOME_ARRAYS:
         assert np.array_equal(getattr(host, name), gpu_backend.to_host(getattr(gpu, name))), name

@@ -9,10 +9,10 @@ import pyarrow.dataset as ds
 import pytest
 
 import model.run
-from kernels.cascade import LevelRule, propagate
 from kernels.graph import GraphParams, generate_friend_graph
 from model.config import load_config
 from tests import strict_device
+from tests.kernels.test_cascade import OUTCOME_ARRAYS, propagate_host_and_device
 from tests.model.test_run import table_digest
 
 
@@ -37,27 +37,10 @@ def test_stand_in_refuses_what_cupy_refuses(strict):
 
 
 def test_cascade_kernel_on_the_stand_in_equals_numpy(strict):
-    xp, dev = strict.xp, strict.to_device
     g = generate_friend_graph(2000, GraphParams(n_cities=3, mean_degree=12, circle_size=10), seed=4)
-    n = g.n_users
-    origin = np.array([1, 2, 3], dtype=np.int64)
-    l1_c = np.repeat(np.arange(3), g.degree()[origin])
-    l1_u = np.concatenate([g.indices[g.indptr[o]:g.indptr[o + 1]] for o in origin]).astype(np.int64)
-    city_start = np.concatenate([[0], np.cumsum(np.bincount(g.city))]).astype(np.int64)
-    args = dict(cascade_key=np.array([1, 2, 3], np.int64), origin=origin,
-                category_bit=np.array([1, 2, 4], np.uint16), rel_post=np.array([1.0, 0.8, 1.2]),
-                max_quantity=np.array([3, 5, 1]), city=g.city, city_start=city_start,
-                interests=np.full(n, 7, np.uint16), rel_buy=np.ones(n, np.float32),
-                rel_view=np.array([1.0, 0.5, 1.5]), rel_tool=np.array([1.0, 0.3, 1.0]))
-    levels = (LevelRule(1.0, 0.3, 0.4), LevelRule(0.5, 0.2, 0.3), LevelRule(0.6, 0.1, 0.0, n_strangers=40))
-    host = propagate(g.indptr, g.indices, l1_c, l1_u, **args, rel_off_interest=0.25, levels=levels,
-                     seed=1, tick=0, xp=np)
-    on_device = propagate(dev(g.indptr), dev(g.indices), dev(l1_c), dev(l1_u),
-                          **{k: dev(v) for k, v in args.items()}, rel_off_interest=0.25, levels=levels,
-                          seed=1, tick=0, xp=xp)
+    host, on_device = propagate_host_and_device(g, strict, n_strangers=40)
     assert host.exposures[:, 2].sum() > 0
-    for name in ("exposures", "shares", "buys", "matched", "order_cascade", "order_buyer", "order_level",
-                 "order_quantity"):
+    for name in OUTCOME_ARRAYS:
         assert np.array_equal(getattr(host, name), strict.to_host(getattr(on_device, name))), name
 
 
