@@ -14,8 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from model.config import load_config
-from model.run import run_scenario
+from weishang.model.config import load_config
+from weishang.model.run import run_scenario
 
 SIZES = [int(x) for x in sys.argv[1:]] or [50_000, 200_000, 1_000_000]
 TICKS = 5

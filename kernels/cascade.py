@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from kernels import rng
-from kernels.backend import (array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
+from . import rng
+from .backend import (array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
                              repeat_values, sorted_unique)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels import rng
+from . import rng
 
 #: pairs processed per vectorised step when drawing picks and scanning pairs (bounds temporaries)
 CHUNK = 1 << 23

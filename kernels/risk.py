@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.backend import map_chunks, scatter_add
+from .backend import map_chunks, scatter_add
 
 VELOCITY_CAP = 50
 BURST_CAP = 20

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.backend import map_chunks
+from .backend import map_chunks
 
 MASK64 = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15  # 2^64 / golden ratio, odd: SplitMix64's increment

@@ -1,9 +1,12 @@
 """Merchants' books as arrays (length M): the numbers the agents' decisions read.
 
 Booking a day's profit is the same arithmetic for every merchant, so it is done for all of them
-at once; the agents (:class:`model.merchant.Merchant`) read their row when they decide whether to
-give up or how to adapt. Keeping the books here, not in 20,000 Python objects, is what keeps
-Mesa's share of a tick small at a million users.
+at once; the agents (:class:`weishang.model.merchant.Merchant`) read their row when they decide
+whether to give up or how to adapt. Keeping the books here, not in 20,000 Python objects, is what
+keeps Mesa's share of a tick small at a million users.
+
+A day's contribution is the settled sales' margin less fees and the traffic its paid posts cost;
+its profit also pays the fixed and holding costs.
 """
 
 from __future__ import annotations
@@ -12,8 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from .codes import TICKS_PER_YEAR
+from .inventory import Restock
+from .plan import Mechanism
+from .posting import PostCounts
+from .settlement import SettlementOut
+from .state import Stateful
 
-class MerchantAccounts:
+
+class MerchantAccounts(Stateful):
     """Running books of every merchant.
 
     Attributes:
@@ -24,7 +34,7 @@ class MerchantAccounts:
         recent: (float64[W, M]) profit of the last W = ``exit_window`` ticks (a ring by tick).
     """
 
-    ARRAYS = ("cum_profit", "period_profit", "period_contribution", "period_posts", "recent")
+    STATE = ("cum_profit", "period_profit", "period_contribution", "period_posts", "recent")
 
     def __init__(self, n_merchants: int, exit_window: int) -> None:
         self.cum_profit = np.zeros(n_merchants, dtype=np.float64)
@@ -56,9 +66,27 @@ class MerchantAccounts:
         self.period_contribution[merchants] = 0.0
         self.period_posts[merchants] = 0
 
-    def state_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name).copy() for name in self.ARRAYS}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name in self.ARRAYS:
-            getattr(self, name)[...] = state[name]
+def traffic_cost_per_post(config: Any, tick: int) -> float:
+    """CNY per post at ``tick``: the base cost grown at ``traffic_cost_growth`` a year."""
+    mc = config.merchants
+    return mc.traffic_cost_per_post * (1.0 + mc.traffic_cost_growth) ** (tick / float(TICKS_PER_YEAR))
+
+
+class Books(Mechanism):
+    name = "books"
+    engine = "arrays"
+    sections = ("merchants",)
+    does = "every active merchant's books: settled margin less fees, traffic, fixed and holding costs"
+    STATE = ("accounts",)
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self.accounts = MerchantAccounts(model.merchants.n, self.config.merchants.exit_window)
+
+    def step(self, tick: int, posting: PostCounts, settlement: SettlementOut, inventory: Restock) -> None:
+        mc = self.config.merchants
+        contribution = ((settlement.settled * mc.margin - settlement.fees) / 100.0
+                        - posting.paid * traffic_cost_per_post(self.config, tick))
+        profit = contribution - mc.fixed_cost_per_tick - inventory.holding_cost
+        self.accounts.book(self.model.merchants.active, profit, contribution, posting.paid, tick)

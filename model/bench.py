@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kernels.backend import Backend, resolve_backend
-from model.preflight import peak_rss_bytes
+from ..kernels.backend import Backend, resolve_backend
+from .preflight import peak_rss_bytes
 
 
 
@@ -55,7 +55,7 @@ def _device_pool_bytes(backend: Backend) -> int | None:
 def _graph_child(size: int, mean_degree: float, seed: int, what: str, queue: Any) -> None:
     import numpy as np
 
-    from kernels.graph import (GraphParams, csr_from_pairs, csr_from_pairs_plain, friend_pairs,
+    from ..kernels.graph import (GraphParams, csr_from_pairs, csr_from_pairs_plain, friend_pairs,
                                generate_friend_graph, local_clustering)
 
     params = GraphParams(mean_degree=mean_degree)
@@ -129,7 +129,7 @@ def _ic_edges_per_s(indptr: Any, indices: Any, seeds: Any, p: float, repeats: in
     """
     import numpy as np
 
-    from kernels.cascade import independent_cascade
+    from ..kernels.cascade import independent_cascade
 
     degree = np.diff(indptr)
     dev_indptr, dev_indices = backend.to_device(indptr), backend.to_device(indices)
@@ -195,7 +195,7 @@ def bench_cascade(size: int, ndlib_size: int = 20_000, p: float = 0.01, n_seeds:
     """
     import numpy as np
 
-    from kernels.graph import GraphParams, generate_friend_graph
+    from ..kernels.graph import GraphParams, generate_friend_graph
 
     resolved = resolve_backend(backend)
     rows = []
@@ -228,7 +228,7 @@ def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, r
     ``reference_size`` of them, with velocity history from three earlier ticks."""
     import numpy as np
 
-    from kernels.risk import RiskState, RiskWeights, reference_scores, score_transactions, update_state
+    from ..kernels.risk import RiskState, RiskWeights, reference_scores, score_transactions, update_state
 
     resolved = resolve_backend(backend)
     xp, dev = resolved.xp, resolved.to_device
@@ -264,9 +264,9 @@ def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, r
 
 
 def _e2e_child(n_users: int, n_ticks: int, seed: int, backend: str, queue: Any) -> None:
-    from kernels.host_allocator import retain_freed_memory
-    from model.commerce import CommerceModel
-    from model.config import load_config
+    from ..kernels.host_allocator import retain_freed_memory
+    from .commerce import CommerceModel
+    from .config import load_config
 
     config = load_config(overrides=[f"population.n_users={n_users}", f"run.n_ticks={n_ticks}",
                                     f'run.backend="{backend}"'], seed=seed)
@@ -275,7 +275,7 @@ def _e2e_child(n_users: int, n_ticks: int, seed: int, backend: str, queue: Any) 
         retain_freed_memory()  # as `weishang run` does
     rss_before = peak_rss_bytes()
     t0 = time.perf_counter()
-    model = CommerceModel(config, resolved)
+    model = CommerceModel(config, backend=resolved)
     _synchronize(resolved)
     build = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -283,9 +283,8 @@ def _e2e_child(n_users: int, n_ticks: int, seed: int, backend: str, queue: Any) 
         model.step()
     _synchronize(resolved)
     ticks = time.perf_counter() - t1
-    mesa = sum(model.phase_seconds[p.name] for p in model.plan() if p.engine == "mesa")
     queue.put({"build_seconds": build, "seconds": ticks, "peak_rss_bytes": peak_rss_bytes(), "rss_before_bytes": rss_before,
-               "mesa_share": mesa / sum(model.phase_seconds.values()), "backend": resolved.name,
+               "mesa_share": model.plan.share_of_time("mesa"), "backend": resolved.name,
                "machine": machine(resolved), "device_pool_bytes": _device_pool_bytes(resolved)})
 
 

@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from model.config import ConfigError, ScenarioConfig, load_config, read_toml_file
-from model.recorder import RunDirectoryError
-from model.validation import Target, load_targets
+from .config import ConfigError, ScenarioConfig, load_config, read_toml_file
+from .recorder import RunDirectoryError
+from .validation import Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
 CENTRE_WEIGHT = 0.01
@@ -86,7 +86,7 @@ class CalibrationSpec:
 def load_spec(path: str | Path | None = None) -> CalibrationSpec:
     """Read ``calibration.toml`` (the shipped one when ``path`` is None) and check its names."""
     if path is None:
-        doc = tomllib.loads(resources.files("model").joinpath("calibration.toml").read_text(encoding="utf-8"))
+        doc = tomllib.loads(resources.files(__package__).joinpath("calibration.toml").read_text(encoding="utf-8"))
     else:
         doc = read_toml_file(path, "calibration spec")
     defaults = ScenarioConfig().model_dump()
@@ -166,22 +166,21 @@ _POPULATIONS: dict[int, Any] = {}
 
 
 def _population(config: ScenarioConfig) -> Any:
-    """The population for this seed, built once per worker and copied fresh for each trial."""
-    from kernels.backend import resolve_backend  # noqa: PLC0415
-    from model.population import build_population  # noqa: PLC0415
+    """The population for this seed, built once per worker and shared by its trials (a
+    population is read-only: no run changes it)."""
+    from ..kernels.backend import resolve_backend  # noqa: PLC0415
+    from .population import build_population  # noqa: PLC0415
 
     seed = config.run.seed
     if seed not in _POPULATIONS:
-        population = build_population(config, resolve_backend(config.run.backend))
-        population.keep_initial_state()
-        _POPULATIONS[seed] = population
-    return _POPULATIONS[seed].fresh()
+        _POPULATIONS[seed] = build_population(config, resolve_backend(config.run.backend))
+    return _POPULATIONS[seed]
 
 
 def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seeds: list[int],
              targets: list[Target]) -> dict[str, float]:
     """Run the scenario with ``values`` on each seed; the replicates' mean of every target."""
-    from model.run import run_scenario  # noqa: PLC0415
+    from .run import run_scenario  # noqa: PLC0415
 
     wanted = {t.id for t in targets}
     per_target: dict[str, list[float]] = {}
@@ -307,7 +306,7 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
     scenario = str(scenario) if scenario is not None else None
     base = list(overrides)
     base_config = load_config(scenario, base)  # bad scenario or overrides: say so before any trial
-    from model.sweep import replicate_seed  # noqa: PLC0415
+    from .sweep import replicate_seed  # noqa: PLC0415
 
     seeds = [replicate_seed(base_config.run.seed, k) for k in range(replicates or spec.replicates)]
     storage = f"sqlite:///{(out / 'study.db').resolve()}"

@@ -15,7 +15,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from model.recorder import FORMAT_VERSION, RunDirectoryError
+from .recorder import FORMAT_VERSION, RunDirectoryError
 
 CHECKPOINT = "checkpoint.pkl"
 

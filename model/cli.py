@@ -18,16 +18,30 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from kernels.backend import BackendUnavailable
-from model.config import ConfigError, ScenarioConfig, load_config
-from model.graph_io import GraphInputError
-from model.preflight import PreflightError
-from model.recorder import RunDirectoryError, RunInterrupted
+from ..kernels.backend import BackendUnavailable
+from .config import ConfigError, ScenarioConfig, load_config
+from .graph_io import GraphInputError
+from .preflight import PreflightError
+from .recorder import RunDirectoryError, RunInterrupted
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="weishang: an agent-based model of WeChat's micro-commerce ecosystem.")
 config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspect scenario configs.")
 app.add_typer(config_app, name="config")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from weishang import __version__  # noqa: PLC0415
+
+        typer.echo(f"weishang {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """weishang: an agent-based model of WeChat's micro-commerce ecosystem."""
 
 #: errors that are the user's to fix: one line, exit 2
 USER_ERRORS = (ConfigError, RunDirectoryError, BackendUnavailable, GraphInputError, PreflightError)
@@ -71,7 +85,7 @@ def run(
     resume: Annotated[bool, typer.Option("--resume", help="continue this --out run from its latest checkpoint")] = False,
 ) -> None:
     """Run a scenario and write its run directory of Parquet tables."""
-    from model.run import prepare_run, run_scenario  # noqa: PLC0415  (keeps `weishang --help` fast)
+    from .run import prepare_run, run_scenario  # noqa: PLC0415  (keeps `weishang --help` fast)
 
     overrides = [*(set_ or ()), *([f"output.checkpoint_every={checkpoint_every}"] if checkpoint_every is not None else [])]
     config = load_config(scenario, overrides, seed=seed, backend=backend)
@@ -102,18 +116,15 @@ def run(
 
 
 def summary_table(summary: dict[str, Any], manifest: dict[str, Any]) -> Table:
+    """The run summary, each figure formatted by its unit in the column registry."""
+    from weishang.model.columns import SUMMARY, display  # noqa: PLC0415
+
     table = Table(title="run summary", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    def fmt(key: str, value: Any) -> str:
-        if key.startswith(("conversion", "official_share", "mesa_share")):
-            return f"{value:.2%}"
-        if key.startswith(("reach", "aov", "gmv")):
-            return f"{value:,.1f}"
-        return f"{value:,}"
-
-    for key, value in summary.items():
-        table.add_row(key, fmt(key, value))
+    for column in SUMMARY:
+        if column.name in summary:
+            table.add_row(column.name, display(column, summary[column.name]))
     timings = manifest.get("timings", {})
     table.add_row("backend", f"{manifest['backend']['name']} ({manifest['backend']['device']})")
     table.add_row("build seconds", f"{timings.get('build_seconds', 0):.1f}")
@@ -146,8 +157,8 @@ def bench_suite(
     """Run every benchmark at its default size and write DIR/suite.parquet plus a Markdown table."""
     if ctx.invoked_subcommand is not None:
         return
-    from kernels.backend import resolve_backend  # noqa: PLC0415
-    from model.bench import bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows  # noqa: PLC0415
+    from ..kernels.backend import resolve_backend  # noqa: PLC0415
+    from .bench import bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows  # noqa: PLC0415
 
     on = resolve_backend(backend.value).name  # refuse cupy without a GPU before anything runs
     rows = []
@@ -177,7 +188,7 @@ def bench_e2e_cmd(
     backend: BackendOption = BenchBackend.numpy,
 ) -> None:
     """End-to-end user-days per second and peak memory per user at 100k and 1M users."""
-    from model.bench import bench_end_to_end, write_rows  # noqa: PLC0415
+    from .bench import bench_end_to_end, write_rows  # noqa: PLC0415
 
     chosen = tuple(sizes) if sizes else (100_000, 1_000_000)
     with err_console.status(f"running the default scenario at {', '.join(f'{n:,}' for n in chosen)} users"):
@@ -199,7 +210,7 @@ def bench_graph_cmd(
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="also time the plain sort build")] = True,
 ) -> None:
     """Friend-graph build: time and peak memory, and the CSR step against a plain sort build."""
-    from model.bench import bench_graph, write_rows  # noqa: PLC0415
+    from .bench import bench_graph, write_rows  # noqa: PLC0415
 
     with err_console.status(f"building a {size:,}-user graph in child processes"):
         rows = bench_graph(size, baseline=baseline)
@@ -230,7 +241,7 @@ def bench_cascade_cmd(
     backend: BackendOption = BenchBackend.numpy,
 ) -> None:
     """Independent cascade throughput (directed edges examined per second) against NDlib."""
-    from model.bench import bench_cascade, write_rows  # noqa: PLC0415
+    from .bench import bench_cascade, write_rows  # noqa: PLC0415
 
     with err_console.status("running our kernel and NDlib on the same graph, then ours at full size"):
         rows = bench_cascade(size, ndlib_size=ndlib_size, p=p, backend=backend.value)
@@ -253,7 +264,7 @@ def bench_risk_cmd(
     backend: BackendOption = BenchBackend.numpy,
 ) -> None:
     """Bulk risk scoring throughput (transactions per second) against the per-transaction reference."""
-    from model.bench import bench_risk, write_rows  # noqa: PLC0415
+    from .bench import bench_risk, write_rows  # noqa: PLC0415
 
     with err_console.status(f"scoring {size:,} transactions"):
         rows = bench_risk(size, backend=backend.value)
@@ -276,7 +287,7 @@ def sweep(
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786)")] = None,
 ) -> None:
     """Run scenarios x parameter grid x replicate seeds; writes OUT/runs.parquet and one run directory per run."""
-    from model.sweep import load_sweep, run_sweep  # noqa: PLC0415
+    from .sweep import load_sweep, run_sweep  # noqa: PLC0415
 
     spec = load_sweep(sweep_file)
     if list_runs:
@@ -294,7 +305,7 @@ def sweep(
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         task = progress.add_task(f"sweep {spec.name}", total=1 if task_index is not None else len(spec.runs))
-        from model.sweep import is_complete  # noqa: PLC0415
+        from .sweep import is_complete  # noqa: PLC0415
 
         already = 0 if task_index is not None else sum(is_complete(r, out) for r in spec.runs)
         progress.update(task, completed=already)
@@ -310,7 +321,7 @@ def sweep(
 @app.command()
 def report(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")]) -> None:
     """Markdown report with plots (GMV by channel, cascade sizes, fraud, survival, scenario deltas)."""
-    from model.report import write_report  # noqa: PLC0415
+    from .report import write_report  # noqa: PLC0415
 
     path = write_report(directory)
     out_console.print(f"report: [bold]{path}[/]")
@@ -318,8 +329,8 @@ def report(directory: Annotated[Path, typer.Argument(help="a run directory or a 
 
 def print_validation(table: Any, title: str) -> None:
     """The validation table as a rich table, misses in red, with the share within tolerance."""
-    from model.validation import format_ci, share_within  # noqa: PLC0415
-    from model.validation import format_value as fmt  # noqa: PLC0415
+    from .validation import format_ci, share_within  # noqa: PLC0415
+    from .validation import format_value as fmt  # noqa: PLC0415
 
     grid = Table(title=title)
     for column in ("target", "section", "kind", "expected", "low", "high", "simulated", "ci", "within"):
@@ -343,8 +354,8 @@ def validate(directory: Annotated[Path, typer.Argument(help="a run directory or 
              ) -> None:
     """Compare a run (or a sweep's replicates, with 95% intervals) with every figure of SPEC.md;
     writes DIR/validation.parquet."""
-    from model.validation import to_markdown  # noqa: PLC0415
-    from model.validation import validate as validate_dir  # noqa: PLC0415
+    from .validation import to_markdown  # noqa: PLC0415
+    from .validation import validate as validate_dir  # noqa: PLC0415
 
     table, path = validate_dir(directory)
     if markdown:
@@ -370,7 +381,7 @@ def calibrate(
 ) -> None:
     """Fit the free parameters (model/calibration.toml) to SPEC.md's targets with Optuna;
     resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances."""
-    from model.calibrate import calibrate as run_calibration  # noqa: PLC0415
+    from .calibrate import calibrate as run_calibration  # noqa: PLC0415
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:

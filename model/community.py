@@ -16,7 +16,7 @@ A member sees a group post in one of two ways:
 
 Both are multiplied by ``platform.group_downweight`` in a part over the threshold. Buyers a
 merchant recruited into its group after a purchase (private traffic, see
-:mod:`model.customers`) read its group posts the same way; they do not count towards a part's
+:mod:`weishang.model.customers`) read its group posts the same way; they do not count towards a part's
 size (the down-weighting threshold applies to the members a merchant started with).
 """
 
@@ -27,9 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from kernels import rng
-from kernels.backend import Backend, concat_ranges
-from kernels.cascade import expose_neighbours
+from ..kernels import rng
+from ..kernels.backend import Backend, concat_ranges
+from ..kernels.cascade import expose_neighbours
+from .customers import CustomerLedger
+from .plan import Mechanism
+from .state import Stateful
 
 
 def group_read_probability(group_size: Any, weekly_active: float, threshold: int, downweight: float,
@@ -43,11 +46,11 @@ def group_read_probability(group_size: Any, weekly_active: float, threshold: int
     return xp.where(group_size > threshold, daily * downweight, daily)
 
 
-class GroupParts:
+class GroupParts(Stateful):
     """The parts merchants post to (host bookkeeping, device offsets).
 
     Attributes:
-        n_parts: (int64[G], host) parts of each group.
+        n_parts: (int64[G], host) parts of each group: the state; everything else derives from it.
         part_indptr: (int64[P+1], device) offsets of each part in ``population.group_members``.
         part_owner: (int64[P], host) merchant owning each part.
         part_start, part_count: (int64[M], host) a merchant's parts are
@@ -65,6 +68,11 @@ class GroupParts:
         self.group_owner = host(population.group_owner).astype(np.int64)
         self.group_size = np.diff(self.group_indptr)
         self.n_parts = np.ones(self.group_size.shape[0], dtype=np.int64)
+        self.rebuild()
+
+    STATE = ("n_parts",)
+
+    def after_restore(self) -> None:
         self.rebuild()
 
     def rebuild(self) -> None:
@@ -120,7 +128,7 @@ def group_exposures(parts: GroupParts, members: Any, part: Any, post: Any, casca
         reach_weight: (float64[S]) optional multiplier of both probabilities per post (fatigue,
             analytics targeting), capped at 1.
         recruits: optional merchant -> buyers CSR (int64[M+1], int64[R]) of buyers who joined
-            the merchant's group after buying (:meth:`model.customers.CustomerLedger.recruit_index`);
+            the merchant's group after buying (:meth:`weishang.model.customers.CustomerLedger.recruit_index`);
             they read every group post of the merchant with the probabilities of the part posted
             to. merchant: (int64[S]) the posting merchant, needed with ``recruits``.
 
@@ -161,3 +169,31 @@ def _read_or_push(indptr: Any, users: Any, rows: Any, post: Any, p_read: Any, p_
                          cascade_key[cascade] * interests.shape[0] + user,
                          xp.where(p_high[which] > 0, p_own / xp.maximum(p_high[which], 1e-300), 0.0), xp=xp)
     return cascade[keep], user[keep]
+
+
+class Community(Mechanism):
+    """Merchants' groups and the (merchant, buyer) ledger: who posts to which group part, who
+    joined after buying, and who came back."""
+
+    name = "community"
+    engine = "arrays"
+    sections = ("community", "platform")
+    does = ("the (merchant, buyer) ledger records completed orders; merchants running a group recruit new buyers "
+            "into it (private traffic); repurchase by community members and others, customers behind LTV")
+    STATE = ("parts", "ledger")
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        pop, community, m = model.population, self.config.community, model.merchants.n
+        self.parts = GroupParts(pop, m, self.config, self.backend)
+        self.ledger = CustomerLedger(pop.n_users, m, xp=self.xp, p_join=community.p_join_after_purchase,
+                                     runs_group=self.backend.to_device(self.parts.part_count > 0),
+                                     seed=self.config.run.seed, p_leave=community.recruit_leave_rate)
+
+    def step(self, tick: int, payments: Any, risk: Any) -> None:
+        """Record who bought from whom (completed orders: ``payments``' orders that ``risk``
+        passed); recruits leave first (see :mod:`weishang.model.customers`)."""
+        passed = risk.legit_passed
+        self.ledger.churn_recruits(tick)
+        self.ledger.record(payments.payments.merchant[passed], payments.buyer[passed], self.model.population,
+                           self.backend.to_host)

@@ -70,6 +70,7 @@ class MerchantsConfig(_Section):
         description="merchant agents; default scales with n_users (23M per 1.289B users)")
     post_rate: float = Field(0.03183, ge=0, le=8, description="mean posts per merchant per tick")
     price_median: float = Field(215.0, gt=0, description="median unit price (CNY)")
+    price_sigma: float = Field(0.5, ge=0, le=3, description="log-normal spread of merchants' unit prices")
     margin: float = Field(0.35, ge=0, le=1, description="gross margin on revenue")
     traffic_cost_per_post: float = Field(10.95, ge=0, description="cost of one post's traffic (CNY)")
     fixed_cost_per_tick: float = Field(22.49, ge=0, description="fixed cost per day (CNY)")
@@ -372,7 +373,10 @@ class PlatformConfig(_Section):
 
     external_link_steps: list[int] = Field(
         [2, 5], max_length=10,
-        description="external-link posts by a merchant in the last 7 ticks at which its next link is down-weighted a step")
+        description="external-link posts by a merchant in the trailing window (external_link_window_ticks) at which "
+                    "its next link is down-weighted a step")
+    external_link_window_ticks: int = Field(
+        7, ge=1, le=365, description="ticks of a merchant's past external links the down-weighting counts")
     external_link_weights: list[float] = Field(
         [1.0, 0.5, 0.2], min_length=1, max_length=11,
         description="reach multiplier of an external link below the first step, between steps, and past the last")
@@ -462,7 +466,7 @@ class ScenarioConfig(_Section):
 
 def default_document() -> dict[str, Any]:
     """The shipped default scenario as a TOML document (nested dicts)."""
-    text = resources.files("model").joinpath("scenarios/default.toml").read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath("scenarios/default.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
 
 
@@ -565,4 +569,31 @@ def load_config(
     for key, value in shortcuts.items():
         if value is not None:
             doc.setdefault("run", {})[key] = value
+    return validate_document(doc)
+
+
+def configure(config: ScenarioConfig | str | Path | None = None, seed: int | None = None,
+              **overrides: Any) -> ScenarioConfig:
+    """A config from a :class:`ScenarioConfig`, a scenario file or the default, with Python values
+    laid over it: ``overrides`` by ``"section.key"`` (or ``section__key``, for keyword calls) and
+    ``seed`` for ``run.seed``. How :class:`~weishang.model.commerce.CommerceModel` (and so
+    ``mesa.batch_run``) takes its parameters.
+
+    Raises:
+        ConfigError: an override names no config key, or a value is invalid.
+    """
+    if isinstance(config, ScenarioConfig):
+        if seed is None and not overrides:
+            return config
+        doc = config.model_dump(mode="json")
+    else:
+        doc = load_config(config).model_dump(mode="json")
+    for name, value in {**overrides, **({"run.seed": seed} if seed is not None else {})}.items():
+        path = name.replace("__", ".").split(".")
+        if len(path) != 2 or not all(path):
+            raise ConfigError(f"{name!r}: a config override is section.key (for example population.n_users)")
+        section, key = path
+        if not isinstance(doc.get(section), dict):
+            raise ConfigError(f"{name}: unknown section (allowed sections: {', '.join(ScenarioConfig.model_fields)})")
+        doc[section][key] = value
     return validate_document(doc)

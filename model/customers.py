@@ -24,13 +24,15 @@ does later, so the ratio measures what the group posts do, not who would have co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from kernels import rng
-from kernels.backend import concat_ranges, merge_sorted, repeat_ids, scatter_add
+from ..kernels import rng
+from ..kernels.backend import concat_ranges, merge_sorted, repeat_ids, scatter_add
+from .state import Stateful
 
 
 def is_group_member(merchant: Any, buyer: Any, member_indptr: Any, member_groups: Any, group_owner: Any,
@@ -51,11 +53,13 @@ def is_group_member(merchant: Any, buyer: Any, member_indptr: Any, member_groups
     return hits > 0
 
 
+@dataclass
 class SortedPairs:
     """A sorted run of pair keys with two flags per pair (device arrays of length P)."""
 
-    def __init__(self, keys: Any, repeat: Any, member: Any) -> None:
-        self.keys, self.repeat, self.member = keys, repeat, member
+    keys: Any
+    repeat: Any
+    member: Any
 
     @classmethod
     def empty(cls, xp: ModuleType) -> "SortedPairs":
@@ -89,7 +93,7 @@ class SortedPairs:
         return SortedPairs(merge_sorted(self.keys, other.keys, xp=xp), *flags)
 
 
-class CustomerLedger:
+class CustomerLedger(Stateful):
     """Every (merchant, buyer) pair so far, and per-merchant customer counts.
 
     Pairs are kept in two sorted runs, a large one and a small recent one (a two-level
@@ -107,6 +111,7 @@ class CustomerLedger:
 
     #: the small run is merged into the large one past max(this, a quarter of the large run)
     MIN_MERGE = 1 << 20
+    STATE = ("runs", "recruits", "customers", "repeaters", "pairs", "repeat_pairs")
 
     def __init__(self, n_users: int, n_merchants: int, *, xp: ModuleType, p_join: float = 0.0,
                  runs_group: Any = None, seed: int = 0, p_leave: float = 0.0) -> None:
@@ -202,17 +207,3 @@ class CustomerLedger:
         """Group members' repurchase rate over other customers' (SPEC target 4.2)."""
         outside, members = self.repurchase_rate()
         return members / outside if outside > 0 else 0.0
-
-    def state_dict(self, to_host: Any) -> dict[str, Any]:
-        return {"runs": [{name: to_host(getattr(run, name)) for name in ("keys", "repeat", "member")}
-                         for run in self.runs],
-                "recruits": to_host(self.recruits), "customers": self.customers.copy(),
-                "repeaters": self.repeaters.copy(), "pairs": self.pairs.copy(),
-                "repeat_pairs": self.repeat_pairs.copy()}
-
-    def load_state_dict(self, state: dict[str, Any], to_device: Any) -> None:
-        self.runs = [SortedPairs(*(to_device(run[name]) for name in ("keys", "repeat", "member")))
-                     for run in state["runs"]]
-        self.recruits = to_device(state["recruits"])
-        for name in ("customers", "repeaters", "pairs", "repeat_pairs"):
-            getattr(self, name)[...] = state[name]

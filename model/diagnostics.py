@@ -17,8 +17,8 @@ For merchant m, over the run so far:
       CMD_m = level-1 viewers interested in m's category / level-1 viewers
 
 Merchants with no orders (LTV) or no level-1 viewers (SII, CMD) get NaN: undefined, not zero.
-Only certified merchants see deep diagnostics on the real platform (``platform.
-deep_data_min_certification``); the model computes them for every merchant so researchers can
+Only certified merchants see deep diagnostics on the real platform
+(``platform.deep_data_min_certification``); the model computes them for every merchant so researchers can
 compare, and the tier gates what merchants can *act* on (targeting).
 """
 
@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from .state import Stateful
+
 #: retention is capped so LTV stays finite for a merchant whose few customers all came back
 MAX_RETENTION = 0.95
 
 
-class Diagnostics:
+class Diagnostics(Stateful):
     """Running per-merchant sums the diagnostics are computed from (host arrays, length M)."""
 
-    SUMS = ("exposures_l1", "exposures_beyond", "matched_l1", "orders", "gmv_fen")
+    STATE = ("exposures_l1", "exposures_beyond", "matched_l1", "orders", "gmv_fen")
 
     def __init__(self, n_merchants: int) -> None:
-        for name in self.SUMS:
+        for name in self.STATE:
             setattr(self, name, np.zeros(n_merchants, dtype=np.int64))
 
     def add(self, merchant_of_post: np.ndarray, exposures: np.ndarray, matched: np.ndarray,
@@ -66,10 +68,3 @@ class Diagnostics:
             sii = np.where(seen, self.exposures_beyond / self.exposures_l1, np.nan)
             cmd = np.where(seen, self.matched_l1 / self.exposures_l1, np.nan)
         return {"ltv": ltv, "sii": sii, "cmd": cmd}
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name).copy() for name in self.SUMS}
-
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for name in self.SUMS:
-            getattr(self, name)[...] = state[name]

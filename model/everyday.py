@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtri
 
-from kernels import rng
-from kernels.backend import concat_ranges, repeat_ids
-from model.config import WECHAT_MAU, ScenarioConfig
+from ..kernels import rng
+from ..kernels.backend import concat_ranges, repeat_ids
+from .config import WECHAT_MAU, ScenarioConfig
 
 #: everyday payments' keys (transactions log) start above the fraud keys' range
 EVERYDAY_KEY_BASE = 1 << 61

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels import rng
-from model.config import FraudConfig
+from ..kernels import rng
+from .config import FraudConfig
+from .state import Stateful
 
 TYPOLOGIES = ("ato_mule", "brushing", "burst", "laundering_fan_in", "laundering_fan_out")
 ATO, BRUSHING, BURST, FAN_IN, FAN_OUT = range(len(TYPOLOGIES))
@@ -55,8 +56,10 @@ class FraudBatch:
         return int(self.payer.shape[0])
 
 
-class FraudInjector:
+class FraudInjector(Stateful):
     """Draws each tick's fraud and adapts it to what the risk engine intercepted.
+
+    State: each typology's ``intensity`` and ``stealth`` (float64[len(TYPOLOGIES)]).
 
     Args:
         cfg: the fraud section of the scenario.
@@ -75,6 +78,8 @@ class FraudInjector:
         self.reference_fen = reference_fen
         self.intensity = np.ones(len(TYPOLOGIES))
         self.stealth = np.zeros(len(TYPOLOGIES))
+
+    STATE = ("intensity", "stealth")
 
     def _count(self, per_million: float, typology: int, tick: int) -> int:
         expected = per_million * self.n_users / 1e6 * self.intensity[typology]

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from kernels import rng
+from ..kernels import rng
+from .state import Stateful
 
 CURRENCIES = ("USD", "EUR", "JPY", "HKD", "GBP", "AUD", "CAD", "SGD", "KRW", "THB", "MYR", "NZD", "CHF", "SEK",
               "NOK", "DKK", "RUB", "AED", "SAR", "MOP", "PHP", "IDR", "VND", "ZAR", "BRL", "MXN", "QAR", "KWD")
@@ -34,13 +35,18 @@ def value_by_currency(order_key: Any, amount: Any, seed: int, tick: int, *, xp: 
     return xp.bincount(currency, weights=amount.astype(xp.float64), minlength=len(CURRENCIES)) / 100.0
 
 
-class FxDesk:
+class FxDesk(Stateful):
     """Rates, locked value by currency and tick, and the exposure measured at settlement.
+
+    State: ``log_rate`` (float64[28]) and ``locked``, the value locked on each of the last
+    ``LOCK_TICKS`` ticks with the rates it was locked at.
 
     Args:
         daily_vol: standard deviation of a currency's daily log-return.
         seed: base seed (rates are a pure function of seed and tick).
     """
+
+    STATE = ("log_rate", "locked")
 
     def __init__(self, daily_vol: float, seed: int) -> None:
         self.daily_vol, self.seed = daily_vol, seed

@@ -11,9 +11,9 @@
    confirmed (and penalised by the model) or the flags are cleared. What capacity leaves over
    waits for the next day.
 
-Penalties (applied by :meth:`model.commerce.CommerceModel.govern`): a merchant without brand
-qualification is removed at its first confirmed violation; an exaggerated advertiser gets a
-rectification period (``rectification_ticks``, no posting) and is removed if confirmed again.
+Penalties (:func:`apply_penalties`): a merchant without brand qualification is removed at its
+first confirmed violation; an exaggerated advertiser gets a rectification period
+(``rectification_ticks``, no posting) and is removed if confirmed again.
 
 Report response time is a fluid-queue estimate at full scale (the model's counts divided by
 N / 1.289e9): a report waits for the reports queued before it at the start of the day, plus,
@@ -29,7 +29,14 @@ from typing import Any
 import numpy as np
 from scipy.stats import poisson
 
-from kernels import rng
+from ..kernels import rng
+from ..kernels.backend import scatter_add
+from .codes import Compliance, ExitReason
+from .payments import Orders
+from .plan import Mechanism
+from .posting import PostCounts
+from .state import Stateful
+from .traffic import TrafficOut
 
 MINUTES_PER_DAY = 1440.0
 
@@ -77,8 +84,13 @@ class ReviewOutcome:
     report_response_minutes: float
 
 
-class ReviewDesk:
-    """Open cases per merchant and the human review that closes them (host arrays, length M)."""
+class ReviewDesk(Stateful):
+    """Open cases per merchant and the human review that closes them (host arrays, length M).
+
+    State: ``open_reports`` and ``open_flags`` (int64[M]) waiting for review.
+    """
+
+    STATE = ("open_reports", "open_flags")
 
     def __init__(self, n_merchants: int, config: Any) -> None:
         self.config = config
@@ -125,9 +137,60 @@ class ReviewDesk:
                              backlog_flags=int(((self.open_reports == 0) & (self.open_flags > 0)).sum()),
                              report_response_minutes=float(response))
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"open_reports": self.open_reports.copy(), "open_flags": self.open_flags.copy()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.open_reports[...] = state["open_reports"]
-        self.open_flags[...] = state["open_flags"]
+def apply_penalties(merchants: Any, confirmed: np.ndarray, tick: int, rectification_ticks: int) -> tuple[int, int]:
+    """Penalise the merchants whose violation was confirmed today (bool[M]); returns (removed,
+    put under rectification).
+
+    A merchant without brand qualification, or confirmed for the second time, is removed; an
+    exaggerated advertiser's first confirmation starts a rectification period.
+    """
+    merchants.violations[confirmed] += 1
+    removed = confirmed & ((merchants.compliance == Compliance.NO_BRAND) | (merchants.violations > 1))
+    rectified = confirmed & ~removed
+    merchants.leave(removed, ExitReason.REMOVED)
+    merchants.ti_rectify_until[rectified] = tick + 1 + rectification_ticks
+    return int(removed.sum()), int(rectified.sum())
+
+
+@dataclass(frozen=True)
+class GovernanceOut:
+    """One tick of governance.
+
+    Attributes:
+        flagged: (bool[M]) merchants machine review flagged; reports (int64[M]) user reports.
+        review: the day's :class:`ReviewOutcome`.
+        removed, rectifications: merchants removed, and put under rectification, today.
+    """
+
+    flagged: np.ndarray
+    reports: np.ndarray
+    review: ReviewOutcome
+    removed: int
+    rectifications: int
+
+
+class Governance(Mechanism):
+    name = "governance"
+    engine = "arrays"
+    sections = ("governance",)
+    does = ("machine review and user reports open cases; human review closes them up to its capacity; no brand "
+            "qualification: removed; exaggerated advertising: rectification period, removed on a repeat")
+    STATE = ("desk",)
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self.desk = ReviewDesk(model.merchants.n, self.config)
+
+    def step(self, tick: int, posting: PostCounts, traffic: TrafficOut, payments: Orders) -> GovernanceOut:
+        gov, seed, xp, merchants = self.config.governance, self.config.run.seed, self.xp, self.model.merchants
+        violating = merchants.compliance != Compliance.COMPLIANT
+        flagged = flag_merchants(posting.reviewed, violating, gov.machine_review_coverage, gov.p_detect_violation,
+                                 gov.p_false_flag, seed, tick)
+        viewers = xp.zeros(merchants.n, dtype=xp.int64)
+        scatter_add(viewers, traffic.on_device.merchant, payments.outcome.exposures[:, 0], xp=xp)
+        reports = user_reports(self.backend.to_host(viewers), violating, gov.p_report, seed, tick)
+        review = self.desk.review(flagged, reports, violating, merchants.active, seed, tick)
+        removed, rectifications = apply_penalties(merchants, review.confirmed, tick, gov.rectification_ticks)
+        return GovernanceOut(flagged=flagged, reports=reports, review=review, removed=removed,
+                             rectifications=rectifications)

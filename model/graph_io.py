@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.graph import graph_from_edges
+from ..kernels.graph import graph_from_edges
 
 
 class GraphInputError(ValueError):

@@ -7,7 +7,7 @@ The stocking rule is order-up-to with a safety margin that grows with forecast e
     estimate   = forecast * exp(sigma * eps - sigma^2 / 2)             (the merchant's noisy view)
     stock     <- max(stock, ceil(estimate * cover * exp(safety_z * sigma)))
 
-``sigma`` is the merchant's forecast error, set by its tools (:func:`model.tools.forecast_sigma`):
+``sigma`` is the merchant's forecast error, set by its tools (:func:`weishang.model.tools.forecast_sigma`):
 a merchant who forecasts badly holds more idle safety stock, and, for the same safety margin,
 runs out more often (its estimate falls short more often), so sharper forecasts (ERP,
 analytics) raise inventory turnover (units sold / mean stock) and, at a given ``safety_z``,
@@ -16,12 +16,19 @@ lower lost sales. Restocked units arrive by the next tick.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kernels import rng
+from ..kernels import rng
+from .plan import Mechanism
+from .state import Stateful
+from .tools import forecast_sigma
+
+if TYPE_CHECKING:
+    from .payments import Orders
 
 
 def fill_orders(merchant: Any, quantity: Any, stock: Any, *, xp: ModuleType) -> Any:
@@ -51,13 +58,15 @@ def fill_orders(merchant: Any, quantity: Any, stock: Any, *, xp: ModuleType) -> 
     return filled
 
 
-class Stock:
+class Stock(Stateful):
     """Units on hand and demand forecasts of every merchant (host arrays, length M).
 
     Attributes:
         units: (int64[M]) on hand at the start of the tick.
         forecast: (float64[M]) smoothed units demanded per tick.
     """
+
+    STATE = ("units", "forecast")
 
     def __init__(self, n_merchants: int, config: Any) -> None:
         mc = config.merchants
@@ -87,3 +96,31 @@ class Stock:
     def holding_cost(self, unit_cost: np.ndarray) -> np.ndarray:
         """(float64[M]) CNY this tick of holding the stock on hand (call between sell and restock)."""
         return self.units * unit_cost * self.config.merchants.holding_cost
+
+
+@dataclass(frozen=True)
+class Restock:
+    """One tick's restocking: ``holding_cost`` (float64[M]) CNY of holding the stock on hand."""
+
+    holding_cost: np.ndarray
+
+
+class Inventory(Mechanism):
+    name = "inventory"
+    engine = "arrays"
+    sections = ("merchants", "tools")
+    does = "sales leave the shelf, holding costs accrue, forecasts update, merchants order up to their new level"
+    STATE = ("stock",)
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        self.stock = Stock(model.merchants.n, self.config)
+        self.unit_cost = model.merchants.price * (1.0 - self.config.merchants.margin)
+
+    def step(self, tick: int, payments: "Orders") -> Restock:
+        merchants = self.model.merchants
+        self.stock.sell(payments.units_sold)
+        holding_cost = self.stock.holding_cost(self.unit_cost)
+        sigma = forecast_sigma(merchants.erp, merchants.analytics(tick), self.config)
+        self.stock.restock(payments.units_sold, payments.units_lost, sigma, self.config.run.seed, tick)
+        return Restock(holding_cost=holding_cost)

@@ -1,130 +1,186 @@
-"""Merchant agents (``mesa.Agent``): the accounts that post, sell, pay for traffic and exit.
+"""Merchants: their table of numbers, declared once, and the Mesa agents that decide.
 
-A merchant's decisions are Python methods: whether to give up (:meth:`Merchant.consider_exit`),
-how to adapt its budget, style and groups (:meth:`Merchant.adapt`), and what a penalty does to it
-(:meth:`Merchant.leave`, rectification set by the model's governance). Its running numbers live
-in the model's arrays, read through properties: the daily post count (the budget rule applied,
-:func:`posts_today`) and the books (:class:`model.accounts.MerchantAccounts`) are the same
-arithmetic for every merchant, done for all at once. Random decisions read per-tick draws the
-model made for all merchants from counter-based streams (index = merchant index), so a
-merchant's draws do not depend on the order Mesa steps the agents in, nor on which other
-merchants exist.
+Every merchant's numbers live in one struct-of-arrays :class:`MerchantTable` (the columns of
+:data:`MERCHANT_STATE`), which the mechanisms and kernels read and write for all merchants at
+once. A :class:`Merchant` agent keeps only its decision memory (:data:`Merchant.MEMORY`) and sees
+its row of the table through attributes (``merchant.style``, ``merchant.active``, ...): its
+decisions, whether to give up (:meth:`Merchant.consider_exit`) and how to adapt budget, style and
+groups (:meth:`Merchant.adapt`), are Python. Random decisions read per-tick draws made for all
+merchants from counter-based streams (index = merchant index), so a merchant's draws depend
+neither on the order Mesa steps the agents in nor on which other merchants exist.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import mesa
 import numpy as np
 
-if TYPE_CHECKING:
-    from model.commerce import CommerceModel
+from ..kernels import rng
+from .codes import Certification, Compliance, ExitReason, Provider, Style
+from .population import draw_categories
+from .state import StateField, Stateful
+from .tools import draw_tools
 
-COMPLIANCE_TYPES = ("compliant", "no_brand", "exaggerated")
-#: marketing styles: quality content posts, plain ad links, induced sharing
-MARKETING_STYLES = ("content", "ad", "inducement")
-#: at most this many posts per merchant per tick; part of each post's stable cascade key
-MAX_POSTS_PER_TICK = 16
+if TYPE_CHECKING:
+    from .accounts import MerchantAccounts
+    from .commerce import CommerceModel
+
 #: onboarding takes 3 days, or 2 hours (inside the first day) with the transaction component
 ONBOARDING_TICKS = 3
 
+#: The merchants' numbers: the only place they are declared. ``changes`` marks the columns a run
+#: changes (a checkpoint carries them); the rest are drawn once from the config and seed.
+MERCHANT_STATE: tuple[StateField, ...] = (
+    StateField("uid", "int64", -1, "the merchant's account (user id)"),
+    StateField("category", "int16", 0, "product category, 0 the most popular"),
+    StateField("price", "float64", 0.0, "unit price (CNY), log-normal around merchants.price_median"),
+    StateField("quality", "float64", 1.0, "product quality: a conversion multiplier of mean 1"),
+    StateField("compliance", "int8", Compliance.COMPLIANT, "a Compliance code"),
+    StateField("certification", "int8", Certification.NONE, "a Certification code (sets the data tier)"),
+    StateField("uses_component", "bool", False,
+               "uses the transaction component: onboards in hours, pays the technical service fee"),
+    StateField("provider", "int8", Provider.NONE, "a Provider code: the service provider it runs through"),
+    StateField("marketing_tools", "bool", False, "has marketing tools (group buying, price cutting)"),
+    StateField("erp", "bool", False, "has an ERP"),
+    StateField("live", "bool", False, "live-streams"),
+    StateField("ai_service", "bool", False, "has AI customer service"),
+    StateField("ti_analytics", "int64", -1, "tick it adopts the official analytics tools, -1 for never"),
+    StateField("ti_onboarded", "int64", 0, "tick its shop opens (posting starts)"),
+    StateField("active", "bool", True, "still in business", changes=True),
+    StateField("exit_reason", "int8", ExitReason.ACTIVE, "an ExitReason code", changes=True),
+    StateField("violations", "int32", 0, "confirmed violations", changes=True),
+    StateField("ti_rectify_until", "int64", -1, "end of its rectification period (no posting before)",
+               changes=True),
+    StateField("style", "int8", Style.CONTENT, "a Style code: its marketing style", changes=True),
+    StateField("post_rate", "float64", 0.0, "mean paid posts per tick: its traffic budget", changes=True),
+)
 
-def posts_today(post_rate: np.ndarray, can_post: np.ndarray, draw: np.ndarray) -> np.ndarray:
-    """(int64[M]) each merchant's posts this tick: its post rate, stochastically rounded (the
-    integer part, plus one with the fractional part's probability), none when it cannot post,
-    at most :data:`MAX_POSTS_PER_TICK`.
+#: the code type of each coded column (agents see the code, tables write its label)
+CODED = {"compliance": Compliance, "certification": Certification, "provider": Provider,
+         "exit_reason": ExitReason, "style": Style}
 
-    Args:
-        post_rate: (float64[M]) budgets; can_post (bool[M]); draw (float64[M]) uniform draws.
-    """
-    whole = np.floor(post_rate)
-    n = whole.astype(np.int64) + (draw < post_rate - whole)
-    return np.where(can_post, np.minimum(n, MAX_POSTS_PER_TICK), 0)
+
+class MerchantTable(Stateful):
+    """Every merchant's numbers, one host array of length M per :data:`MERCHANT_STATE` column."""
+
+    STATE = tuple(f.name for f in MERCHANT_STATE if f.changes)
+
+    def __init__(self, n_merchants: int) -> None:
+        for f in MERCHANT_STATE:
+            setattr(self, f.name, np.full(n_merchants, f.default, dtype=f.dtype))
+
+    @property
+    def n(self) -> int:
+        return int(self.uid.shape[0])
+
+    def analytics(self, tick: int) -> np.ndarray:
+        """(bool[M]) merchants using the analytics tools at ``tick``."""
+        return (self.ti_analytics >= 0) & (self.ti_analytics <= tick)
+
+    def can_post(self, tick: int) -> np.ndarray:
+        """(bool[M]) active, onboarded and not rectifying."""
+        return self.active & (tick >= self.ti_onboarded) & (tick >= self.ti_rectify_until)
+
+    def leave(self, merchants: Any, reason: ExitReason) -> None:
+        """Take the given merchants (mask or indices) out of business for ``reason``."""
+        self.active[merchants] = False
+        self.exit_reason[merchants] = reason
+
+
+def draw_merchants(config: Any, uids: np.ndarray) -> MerchantTable:
+    """The merchants' table at the start of a run: every column drawn from counter-based streams."""
+    seed, mc = config.run.seed, config.merchants
+    m = uids.shape[0]
+    table = MerchantTable(m)
+    table.uid[:] = uids
+    table.category[:] = draw_categories(rng.uniform(rng.stream_key(seed, "merchant.category"), m),
+                                        config.population.n_categories)
+    z = rng.normal(rng.stream_key(seed, "merchant.price"), m)
+    table.price[:] = np.round(mc.price_median * np.exp(mc.price_sigma * z), 2)
+    u = rng.uniform(rng.stream_key(seed, "merchant.compliance"), m)
+    table.compliance[:] = np.where(u < mc.share_no_brand, Compliance.NO_BRAND,
+                                   np.where(u < mc.share_no_brand + mc.share_exaggerated, Compliance.EXAGGERATED,
+                                            Compliance.COMPLIANT))
+    table.uses_component[:] = rng.bernoulli(rng.stream_key(seed, "merchant.transaction_component"), m,
+                                            mc.share_transaction_component)
+    u = rng.uniform(rng.stream_key(seed, "merchant.style"), m)
+    table.style[:] = np.where(u < mc.share_content, Style.CONTENT,
+                              np.where(u < 1.0 - mc.share_inducement, Style.AD, Style.INDUCEMENT))
+    z = rng.normal(rng.stream_key(seed, "merchant.quality"), m)
+    table.quality[:] = np.exp(mc.quality_sigma * z - mc.quality_sigma**2 / 2)
+    # no brand qualification, no certification; the rest are certified or only verified
+    certified = rng.bernoulli(rng.stream_key(seed, "merchant.certified"), m, mc.share_certified)
+    table.certification[:] = np.where(table.compliance == Compliance.NO_BRAND, Certification.NONE,
+                                      np.where(certified, Certification.CERTIFIED, Certification.VERIFIED))
+    for name, column in draw_tools(config, table.quality, seed).items():
+        getattr(table, name)[:] = column
+    table.ti_onboarded[:] = np.where(table.uses_component, 0, ONBOARDING_TICKS)
+    table.post_rate[:] = mc.post_rate
+    return table
+
+
+class _Row:
+    """A column of the model's :class:`MerchantTable`, seen from one agent (a Python number, or
+    the code for coded columns); setting it writes the table."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.code = name, CODED.get(name)
+
+    def __get__(self, agent: "Merchant | None", owner: type) -> Any:
+        if agent is None:
+            return self
+        value = getattr(agent.model.merchants, self.name)[agent.index].item()
+        return self.code(value) if self.code is not None else value
+
+    def __set__(self, agent: "Merchant", value: Any) -> None:
+        getattr(agent.model.merchants, self.name)[agent.index] = value
+
+
+@dataclass(frozen=True)
+class AdaptDraws:
+    """One adaptation's uniform draws (float64[M] each, index = merchant index)."""
+
+    style: np.ndarray
+    groups: np.ndarray
 
 
 class Merchant(mesa.Agent):
     """One merchant, owning an account in the friend graph.
 
-    Attributes:
-        index: position in the model's merchant arrays (0..M-1), stable for the run.
-        uid: the merchant's account (user id).
-        category: product category (0..n_categories-1).
-        price: unit price (CNY); quality: product quality (a conversion multiplier, mean 1).
-        compliance: one of :data:`COMPLIANCE_TYPES`.
-        certification: 0 none, 1 verified, 2 certified (sets the data tier).
-        provider: service provider, one of :data:`model.tools.PROVIDERS`.
-        uses_transaction_component: onboards in hours instead of days, pays the transaction fee.
-        style: one of :data:`MARKETING_STYLES`; changes by :meth:`adapt`.
-        post_rate: mean posts per tick, the merchant's traffic budget; changes by :meth:`adapt`.
-        active: False once exited or removed; exit_reason then says why
-            ("unprofitable" or "removed").
-        violations: confirmed violations.
-        last_period_profit, budget_direction: the budget rule's memory (see :meth:`adapt`).
-        wants_split: the merchant decided to split its oversized groups (read by the model).
-
-    Read from the model's arrays: ``ti_onboarded``, ``ti_rectify_until`` (end of a rectification
-    period), ``n_posts`` (this tick), ``cum_profit`` and the period sums.
+    Its numbers are its row of the model's :class:`MerchantTable`, read and written as
+    attributes (``uid``, ``category``, ``price``, ``quality``, ``compliance``, ``certification``,
+    ``provider``, the tools, ``active``, ``exit_reason``, ``violations``, ``style``,
+    ``post_rate``, ...; see :data:`MERCHANT_STATE`). Its own memory is the budget rule's:
+    ``last_period_profit`` (None before the first adaptation) and ``budget_direction``.
     """
 
-    def __init__(self, model: "CommerceModel", index: int, uid: int, category: int, price: float,
-                 quality: float, compliance: str, certification: int, provider: str,
-                 uses_transaction_component: bool, style: str) -> None:
+    #: the agent's own state: the budget rule's memory
+    MEMORY = ("last_period_profit", "budget_direction")
+
+    def __init__(self, model: "CommerceModel", index: int) -> None:
         super().__init__(model)
         self.index = index
-        self.uid = uid
-        self.category = category
-        self.price = price
-        self.quality = quality
-        self.compliance = compliance
-        self.certification = certification
-        self.provider = provider
-        self.uses_transaction_component = uses_transaction_component
-        self.style = style
-        self.post_rate = model.config.merchants.post_rate
-        self.active = True
-        self.exit_reason = ""
-        self.violations = 0
         self.last_period_profit: float | None = None
         self.budget_direction = 1
-        self.wants_split = False
 
-    # the model's arrays, seen from the agent
-    @property
-    def ti_onboarded(self) -> int:
-        return int(self.model.ti_onboarded[self.index])
-
-    @property
-    def ti_rectify_until(self) -> int:
-        return int(self.model.rectify_until[self.index])
-
-    @ti_rectify_until.setter
-    def ti_rectify_until(self, tick: int) -> None:
-        self.model.rectify_until[self.index] = tick
-
-    @property
-    def n_posts(self) -> int:
-        n_posts = self.model.data.n_posts
-        return int(n_posts[self.index]) if n_posts is not None else 0
-
-    @property
-    def cum_profit(self) -> float:
-        return float(self.model.accounts.cum_profit[self.index])
-
-    def consider_exit(self, window_profit: float) -> None:
+    def consider_exit(self, window_profit: float, draw: float) -> None:
         """Give up when the last ``exit_window`` ticks lost money, with probability
-        ``exit_hazard`` a day.
+        ``exit_hazard`` a day (``draw`` is this tick's uniform draw).
 
         Losses come from rising traffic cost and thin sales under homogeneous competition;
         merchants differ in how long they hold on, so exits spread out instead of falling on
         the day the window first fills.
         """
-        if self.active and window_profit < 0 and \
-                self.model.merchant_draws["exit"][self.index] < self.model.config.merchants.exit_hazard:
-            self.leave("unprofitable")
+        if self.active and window_profit < 0 and draw < self.model.config.merchants.exit_hazard:
+            self.model.merchants.leave(self.index, ExitReason.UNPROFITABLE)
 
-    def adapt(self, style_payoff: dict[str, float], oversized: np.ndarray) -> None:
-        """Move budget, style and groups toward what paid (every ``merchants.adapt_every`` ticks).
+    def adapt(self, style_payoff: dict[Style, float], oversized: np.ndarray, draws: AdaptDraws,
+              books: "MerchantAccounts") -> bool:
+        """Move budget, style and groups toward what paid (every ``merchants.adapt_every`` ticks);
+        returns whether the merchant splits its oversized groups.
 
         ``style_payoff`` maps each style to its peers' contribution per post this period;
         ``oversized`` (bool[M]) says which merchants have a group part over the threshold.
@@ -146,16 +202,15 @@ class Merchant(mesa.Agent):
           the likelier it moves to smaller groups.
         """
         if not self.active:
-            return
-        model, mc, i = self.model, self.model.config.merchants, self.index
-        draws, books = model.merchant_draws, model.accounts
+            return False
+        mc, i = self.model.config.merchants, self.index
         posts, profit = int(books.period_posts[i]), float(books.period_profit[i])
         if posts > 0 and style_payoff:
             own = float(books.period_contribution[i]) / posts
-            best = max(style_payoff, key=lambda name: (style_payoff[name], name))
+            best = max(style_payoff, key=lambda style: (style_payoff[style], style.label))
             scale = abs(style_payoff[best]) + abs(own)
             gap = (style_payoff[best] - own) / scale if scale > 0 else 0.0
-            if best != self.style and draws["adapt.style"][i] < mc.adapt_rate * gap:
+            if best != self.style and draws.style[i] < mc.adapt_rate * gap:
                 self.style = best
         if self.last_period_profit is None:
             self.budget_direction = 1 if profit > 0 else -1
@@ -163,10 +218,9 @@ class Merchant(mesa.Agent):
             self.budget_direction = -self.budget_direction
         self.last_period_profit = profit
         self.post_rate = min(self.post_rate * (1.0 + mc.budget_step) ** self.budget_direction, mc.post_rate_max)
-        downweight = model.config.platform.group_downweight
-        self.wants_split = bool(oversized[i]) and draws["adapt.groups"][i] < mc.adapt_rate * (1.0 - downweight)
+        downweight = self.model.config.platform.group_downweight
+        return bool(oversized[i]) and draws.groups[i] < mc.adapt_rate * (1.0 - downweight)
 
-    def leave(self, reason: str) -> None:
-        self.active = False
-        self.exit_reason = reason
-        self.model.merchant_active[self.index] = False  # the array phases' mirror
+
+for _field in MERCHANT_STATE:
+    setattr(Merchant, _field.name, _Row(_field.name))

@@ -1,9 +1,11 @@
-"""Orders become payments (SPEC section 3): official or off-platform, a payment scenario, a
-settlement lag, and the transaction component's fee.
+"""Orders become payments (SPEC section 3): stock fills them, then each is paid officially or
+off-platform, in a payment scenario, with the transaction component's fee.
 
-Official payments go through QR code (T+0), mini-program (T+1) or cross-border (T+3) in the
-configured mix. Off-platform payments (orders from external links, and private transfers) settle
-at once and escape risk control; the official share of value (SPEC: 92.3%) comes out of those two. Per-merchant sums are made on the device; only they cross to the host.
+Stock fills the cascade's orders first come first served (:func:`weishang.model.inventory.fill_orders`);
+the rest are lost sales. Official payments go through QR code (T+0), mini-program (T+1) or
+cross-border (T+3) in the configured mix. Off-platform payments (orders from external links,
+and private transfers) settle at once and escape risk control; the official share of value
+(SPEC: 92.3%) comes out of those two.
 
 Money is counted in integer fen (0.01 CNY): integer sums are exact in any order, so NumPy and
 CuPy (whose scatter-adds run in no fixed order) agree to the fen.
@@ -17,22 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from kernels import rng
-from kernels.backend import scatter_add
-from model.config import PaymentsConfig
-
-SETTLEMENT_LAG = np.array([0, 1, 3], dtype=np.int64)  # T+0, T+1, T+3
-CROSS_BORDER = 2  # scenario code of a cross-border payment
-OFF_PLATFORM = 3  # scenario code of an off-platform payment
-MAX_LAG = int(SETTLEMENT_LAG.max())
+from ..kernels import rng
+from ..kernels.backend import scatter_add
+from ..kernels.cascade import CascadeOutcome
+from .codes import Channel, PaymentScenario
+from .config import PaymentsConfig
+from .inventory import fill_orders
+from .plan import Mechanism
+from .traffic import TrafficOut
 
 
 @dataclass
-class Payments:
+class PaymentBatch:
     """One tick's payments, on the device.
 
     Attributes:
-        scenario: (int8[O]) 0 qr, 1 mini_program, 2 cross_border, 3 off-platform.
+        scenario: (int8[O]) a :class:`~weishang.model.codes.PaymentScenario` code.
         amount: (int64[O]) fen.
         fee: (int64[O]) fen of transaction component fee (0 without the component, and off-platform).
         merchant: (int64[O]) merchant index.
@@ -45,7 +47,7 @@ class Payments:
 
 
 def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: Any,
-                  cfg: PaymentsConfig, seed: int, tick: int, *, xp: ModuleType, off_platform: Any = None) -> Payments:
+                  cfg: PaymentsConfig, seed: int, tick: int, *, xp: ModuleType, off_platform: Any = None) -> PaymentBatch:
     """Assign each order a payment scenario and fee.
 
     Args:
@@ -61,40 +63,79 @@ def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: An
     if off_platform is not None:
         official &= ~off_platform
     u = rng.uniform(rng.stream_key(seed, "payments.scenario", tick), order_key, xp=xp)
-    scenario = xp.where(u < cfg.mix_qr, 0, xp.where(u < cfg.mix_qr + cfg.mix_mini_program, 1, 2)).astype(xp.int8)
-    scenario = xp.where(official, scenario, xp.int8(OFF_PLATFORM)).astype(xp.int8)
+    # plain ints on the device: CuPy takes Python scalars by exact type, not enum subclasses
+    scenario = xp.where(u < cfg.mix_qr, int(PaymentScenario.QR),
+                        xp.where(u < cfg.mix_qr + cfg.mix_mini_program, int(PaymentScenario.MINI_PROGRAM),
+                                 int(PaymentScenario.CROSS_BORDER))).astype(xp.int8)
+    scenario = xp.where(official, scenario, xp.int8(PaymentScenario.OFF_PLATFORM)).astype(xp.int8)
     fee_ppm = round(cfg.transaction_fee * 1_000_000)
     fee = xp.where(official & uses_component[merchant], amount * fee_ppm // 1_000_000, 0)
-    return Payments(scenario=scenario, amount=amount, fee=fee, merchant=merchant)
+    return PaymentBatch(scenario=scenario, amount=amount, fee=fee, merchant=merchant)
 
 
-def per_merchant_by_lag(payments: Payments, n_merchants: int, *, xp: ModuleType) -> tuple[Any, Any]:
-    """Amounts due per merchant per settlement lag, and fees per merchant, in fen.
+def keep_orders(out: CascadeOutcome, keep: Any, *, xp: ModuleType) -> CascadeOutcome:
+    """The outcome with only the kept orders (bool[O]), purchases recounted per cascade and level."""
+    n_cascades, n_levels = out.buys.shape
+    cascade, level = out.order_cascade[keep], out.order_level[keep]
+    flat = cascade * n_levels + (level.astype(xp.int64) - 1)
+    buys = xp.bincount(flat, minlength=n_cascades * n_levels).reshape(n_cascades, n_levels).astype(xp.int64)
+    return CascadeOutcome(out.exposures, out.shares, buys, out.matched, cascade, out.order_buyer[keep], level,
+                          out.order_quantity[keep])
 
-    Returns:
-        due (int64[MAX_LAG+1, M]): gross amounts by ticks until settlement;
-        fees (int64[M]): charged when the payment is made.
+
+@dataclass(frozen=True)
+class Orders:
+    """The tick's filled orders and their payments.
+
+    Attributes:
+        outcome: the cascade outcome with only the orders stock could fill (buys recounted).
+        key: (int64[O], device) stable key of each filled order: cascade key * N + buyer.
+        payments: their :class:`PaymentBatch` (device).
+        units_sold, units_lost: (int64[M], host) units each merchant sold, and units demanded
+            beyond its stock.
     """
-    lag = xp.asarray(np.append(SETTLEMENT_LAG, 0))[payments.scenario.astype(xp.int64)]
-    due = xp.zeros((MAX_LAG + 1) * n_merchants, dtype=xp.int64)
-    scatter_add(due, lag * n_merchants + payments.merchant, payments.amount, xp=xp)
-    fees = xp.zeros(n_merchants, dtype=xp.int64)
-    scatter_add(fees, payments.merchant, payments.fee, xp=xp)
-    return due.reshape(MAX_LAG + 1, n_merchants), fees
+
+    outcome: CascadeOutcome
+    key: Any
+    payments: PaymentBatch
+    units_sold: np.ndarray
+    units_lost: np.ndarray
+
+    @property
+    def buyer(self) -> Any:
+        """(int64[O], device) who placed each filled order."""
+        return self.outcome.order_buyer
 
 
-class SettlementQueue:
-    """Fen waiting to settle, by ticks from now (host, int64[MAX_LAG+1, M])."""
+class Payments(Mechanism):
+    name = "payments"
+    engine = "arrays"
+    sections = ("payments",)
+    does = ("stock fills orders (the rest are lost sales); in-app orders are paid officially by QR (T+0), "
+            "mini-program (T+1) or cross-border (T+3), or by private transfer; external-link orders are paid "
+            "outside WeChat; 0.6% fee for transaction-component users")
 
-    def __init__(self, n_merchants: int) -> None:
-        self.pending = np.zeros((MAX_LAG + 1, n_merchants), dtype=np.int64)
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        merchants, dev = model.merchants, model.backend.to_device
+        self.price_fen = dev(np.round(merchants.price * 100).astype(np.int64))
+        self.uses_component = dev(merchants.uses_component)
 
-    def add(self, due: np.ndarray) -> None:
-        self.pending += due
-
-    def release(self) -> np.ndarray:
-        """Fen settling this tick (int64[M]); the queue moves one tick on."""
-        today = self.pending[0].copy()
-        self.pending[:-1] = self.pending[1:]
-        self.pending[-1] = 0
-        return today
+    def step(self, tick: int, traffic: TrafficOut, cascade: CascadeOutcome) -> Orders:
+        xp, dev, host = self.xp, self.backend.to_device, self.backend.to_host
+        merchants, posts = self.model.merchants, traffic.on_device
+        out = cascade
+        merchant = posts.merchant[out.order_cascade]
+        filled = fill_orders(merchant, out.order_quantity, dev(self.model.inventory.stock.units), xp=xp)
+        sold, lost = xp.zeros(merchants.n, dtype=xp.int64), xp.zeros(merchants.n, dtype=xp.int64)
+        scatter_add(sold, merchant[filled], out.order_quantity[filled], xp=xp)
+        scatter_add(lost, merchant[~filled], out.order_quantity[~filled], xp=xp)
+        if not bool(filled.all()):
+            out = keep_orders(out, filled, xp=xp)
+            merchant = merchant[filled]
+        amount = self.price_fen[merchant] * out.order_quantity
+        key = posts.key[out.order_cascade] * self.model.population.n_users + out.order_buyer
+        outside = posts.channel[out.order_cascade] == int(Channel.EXTERNAL_LINK)
+        payments = make_payments(key, merchant, amount, self.uses_component, self.config.payments,
+                                 self.config.run.seed, tick, xp=xp, off_platform=outside)
+        return Orders(outcome=out, key=key, payments=payments, units_sold=host(sold), units_lost=host(lost))

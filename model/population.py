@@ -9,31 +9,23 @@ propensity, account ages and merchant groups, all from counter-based streams.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kernels import rng
-from kernels.backend import Backend, concat_ranges, sorted_unique
-from kernels.graph import GraphParams, city_sizes, generate_friend_graph, sociability_weights
-from model.config import ScenarioConfig
-from model.graph_io import csr_from_edge_arrays, read_edge_list
+from ..kernels import rng
+from ..kernels.backend import Backend, concat_ranges, sorted_unique
+from ..kernels.graph import GraphParams, city_sizes, generate_friend_graph, sociability_weights
+from .config import ScenarioConfig
+from .graph_io import csr_from_edge_arrays, read_edge_list
+from .state import StateField
 
 
-@dataclass(frozen=True)
-class StateField:
-    """One per-user array: its name, dtype, initial value and meaning."""
-
-    name: str
-    dtype: str
-    default: Any
-    meaning: str
-
-
-#: The per-user state: the only place it is declared.
+#: The per-user state: the only place it is declared. None of it changes during a run (the model
+#: keeps what changes per merchant, per (merchant, buyer) pair or per payer window), so a
+#: population can serve several runs and checkpoints need not carry it.
 USER_STATE: tuple[StateField, ...] = (
     StateField("city", "int32", 0, "city id; user ids are contiguous within a generated city"),
     StateField("interests", "uint16", 0, "bitmask of product categories the user is interested in"),
@@ -41,16 +33,13 @@ USER_STATE: tuple[StateField, ...] = (
     StateField("ti_created", "int32", 0, "tick the account was created (negative: before the run)"),
     StateField("profile_complete", "bool", False,
                "enterprise-WeChat linkage completed the user's customer profile (targeted pushes)"),
-    StateField("merchant", "int32", -1, "merchant index of the account, -1 for a consumer"),
-    StateField("n_purchases", "int32", 0, "purchases made during the run"),
-    StateField("cum_spend", "float64", 0.0, "CNY spent during the run"),
-    StateField("ti_last_purchase", "int32", -1, "tick of the latest purchase, -1 for none"),
 )
 
 
 @dataclass
 class Population:
-    """Users, friend graph and groups, on one device.
+    """Users, friend graph and groups, on one device; read-only once built (on the host, the
+    arrays refuse writes), so several runs can share one population.
 
     Attributes:
         n_users: N.
@@ -74,12 +63,6 @@ class Population:
     member_groups: Any
     merchant_uids: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
-    #: the state as built (set by :meth:`keep_initial_state`, for :meth:`fresh`)
-    initial_state: dict[str, Any] = field(default_factory=dict)
-
-    def keep_initial_state(self) -> None:
-        """Keep a copy of the freshly built state so :meth:`fresh` can hand out clean copies."""
-        self.initial_state = {name: array.copy() for name, array in self.state.items()}
 
     @property
     def n_edges(self) -> int:
@@ -89,16 +72,14 @@ class Population:
     def n_groups(self) -> int:
         return int(self.group_owner.shape[0])
 
-    def fresh(self) -> "Population":
-        """A copy that shares the (read-only) graph and groups but has its own per-user state,
-        as it was after the build: for running several scenarios on one population."""
-        return dataclasses.replace(self, state={name: array.copy() for name, array in self.initial_state.items()})
+    def arrays(self) -> list[Any]:
+        """Every per-user, per-edge and per-membership array."""
+        return [*self.state.values(), self.indptr, self.indices, self.group_indptr, self.group_members,
+                self.group_owner, self.group_size, self.member_indptr, self.member_groups]
 
     def nbytes(self) -> int:
         """Bytes held by all per-user, per-edge and per-membership arrays."""
-        arrays = [*self.state.values(), self.indptr, self.indices, self.group_indptr, self.group_members,
-                  self.group_owner, self.group_size, self.member_indptr, self.member_groups]
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(a.nbytes for a in self.arrays()))
 
 
 def graph_params(config: ScenarioConfig) -> GraphParams:
@@ -253,7 +234,6 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
     state["ti_created"][:] = -np.floor(3650 * u * u).astype(np.int32)
     state["profile_complete"][:] = rng.bernoulli(rng.stream_key(seed, "population.profile"), n,
                                                  config.community.profile_completeness)
-    state["merchant"][merchant_uids] = np.arange(merchant_uids.shape[0], dtype=np.int32)
     group_indptr, group_members, group_owner = _groups(indptr, indices, n, merchant_uids, config, seed)
     member_indptr, member_groups = _transpose_membership(group_indptr, group_members, n)
     timings["attributes"] = time.perf_counter() - t1
@@ -275,4 +255,7 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
         timings=timings,
     )
     timings["to_device"] = time.perf_counter() - t2
+    for array in population.arrays():
+        if isinstance(array, np.ndarray):  # host arrays are shared by every run on this population
+            array.flags.writeable = False
     return population

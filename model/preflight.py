@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from model.config import ScenarioConfig
+from .config import ScenarioConfig
 
 GIB = 2**30
 BUILD_BYTES_PER_EDGE = 10.5

@@ -12,7 +12,8 @@ Tables are streamed: rows are buffered for ``row_group_ticks`` ticks, then writt
 group, so memory does not grow with the number of ticks. Everything is written inside a hidden
 sibling directory ``.NAME.partial-PID`` and renamed to ``RUN_DIR`` only when complete, so a
 reader never sees half a run. The resolved config rides in each table's Parquet metadata under
-``weishang.config``.
+``weishang.config``; each field carries its unit and meaning from :mod:`weishang.model.columns`
+(``field.metadata[b"unit"]``, ``[b"meaning"]``), and undefined values are nulls.
 """
 
 from __future__ import annotations
@@ -27,9 +28,52 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .columns import REGISTRY
+
 CONFIG_METADATA_KEY = b"weishang.config"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+#: 2: undefined values are nulls, fields carry unit and meaning
+FORMAT_VERSION = 2
+
+_ARROW_TYPES = {"int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),
+                "float64": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
+
+
+def schema(table: str) -> pa.Schema:
+    """The Arrow schema of an output table, from the column registry (unit and meaning as field
+    metadata)."""
+    return pa.schema([pa.field(c.name, _ARROW_TYPES[c.dtype], nullable=True,
+                               metadata={b"unit": c.unit.encode(), b"meaning": c.meaning.encode()})
+                      for c in REGISTRY[table]])
+
+
+def to_arrow(table: str, columns: dict[str, Any]) -> pa.Table:
+    """One batch of rows of ``table`` (column -> array, or -> scalar for a single row) as Arrow,
+    typed and ordered by the registry.
+
+    Raises:
+        ValueError: the columns are not exactly the registry's, or a column that cannot be
+            undefined holds NaN. In a nullable float column, NaN marks an undefined value and is
+            written as null; elsewhere None is null.
+    """
+    declared = REGISTRY[table]
+    names = {c.name for c in declared}
+    if set(columns) != names:
+        missing, extra = sorted(names - set(columns)), sorted(set(columns) - names)
+        raise ValueError(f"{table} rows do not match the column registry: missing {missing}, undeclared {extra}")
+    arrays = []
+    for c in declared:
+        value = columns[c.name]
+        values = np.asarray([value], dtype=object if value is None else None) if np.ndim(value) == 0 else value
+        mask = None
+        if c.dtype == "float64" and values.dtype != object:
+            nan = np.isnan(values)
+            if nan.any():
+                if not c.nullable:
+                    raise ValueError(f"{table}.{c.name} holds NaN, but it is never undefined")
+                mask = nan
+        arrays.append(pa.array(values, type=_ARROW_TYPES[c.dtype], mask=mask, from_pandas=False))
+    return pa.Table.from_arrays(arrays, schema=schema(table))
 
 
 class RunInterrupted(Exception):
@@ -60,7 +104,7 @@ class RunWriter:
         self.final_dir.parent.mkdir(parents=True, exist_ok=True)
         self._metadata = {CONFIG_METADATA_KEY: config_json.encode()}
         self._row_group_ticks = row_group_ticks
-        self._buffers: dict[str, list[dict[str, np.ndarray]]] = {}
+        self._buffers: dict[str, list[pa.Table]] = {}
         self._ticks_buffered: dict[str, int] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self.rows_written: dict[str, int] = {}
@@ -93,25 +137,26 @@ class RunWriter:
         return dict(self.rows_written)
 
     def append(self, table: str, columns: dict[str, Any]) -> None:
-        """Add one tick's rows to ``table`` (column name -> array or scalar list)."""
-        self._buffers.setdefault(table, []).append({k: np.asarray(v) for k, v in columns.items()})
+        """Add one tick's rows to ``table`` (column name -> array, or -> scalar for one row)."""
+        self._buffers.setdefault(table, []).append(to_arrow(table, columns))
         self._ticks_buffered[table] = self._ticks_buffered.get(table, 0) + 1
         if self._ticks_buffered[table] >= self._row_group_ticks:
             self._flush(table)
 
     def write_part(self, folder: str, part: str, columns: dict[str, Any]) -> None:
-        """Write one part file ``folder/part-PART.parquet`` (for partitioned, opt-in tables)."""
+        """Write one part file ``folder/part-PART.parquet`` of the table ``folder`` (for
+        partitioned, opt-in tables)."""
         directory = self.tmp_dir / folder
         directory.mkdir(exist_ok=True)
-        table = pa.table({k: np.asarray(v) for k, v in columns.items()}).replace_schema_metadata(self._metadata)
+        table = to_arrow(folder, columns)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **self._metadata})
         pq.write_table(table, directory / f"part-{part}.parquet", compression="zstd")
 
     def _flush(self, table: str) -> None:
         chunks = self._buffers.get(table)
         if not chunks:
             return
-        names = list(chunks[0])
-        arrow = pa.table({name: np.concatenate([np.atleast_1d(c[name]) for c in chunks]) for name in names})
+        arrow = pa.concat_tables(chunks).combine_chunks()
         arrow = arrow.replace_schema_metadata(self._metadata)
         writer = self._writers.get(table)
         if writer is None:

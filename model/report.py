@@ -19,9 +19,11 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from model.config import ConfigError  # noqa: E402
-from model.recorder import read_manifest  # noqa: E402
-from model.traffic import CHANNELS  # noqa: E402
+from .config import ConfigError  # noqa: E402
+from .recorder import read_manifest  # noqa: E402
+from .codes import Channel  # noqa: E402
+
+CHANNELS = Channel.labels()
 
 #: per-run outcomes compared across scenarios: (column, how a run's ticks reduce to one number)
 OUTCOMES = {

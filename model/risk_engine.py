@@ -18,15 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from kernels import rng
-from kernels.backend import Backend
-from kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, update_state
-from model.config import ScenarioConfig
-from model.everyday import amount_table, draw_everyday
-from model.fraud import TYPOLOGIES, FraudBatch, FraudInjector
-from model.payments import OFF_PLATFORM, Payments
+from ..kernels import rng
+from ..kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, update_state
+from .codes import OFFICIAL_SCENARIOS, PaymentScenario
+from .columns import ratio
+from .config import ScenarioConfig
+from .everyday import amount_table, draw_everyday
+from .fraud import TYPOLOGIES, FraudBatch, FraudInjector
+from .payments import Orders
+from .plan import Mechanism
 
-SCENARIO_NAMES = ("qr", "mini_program", "cross_border")
+#: a merchant onboarded fewer ticks ago than this is new to the risk engine
+NEW_MERCHANT_TICKS = 7
+SCENARIO_NAMES = tuple(s.label for s in OFFICIAL_SCENARIOS)
 #: fraud transactions' keys start above every order key (cascade key x N + buyer < 2^60)
 FRAUD_KEY_BASE = 1 << 60
 FRAUD_KEYS_PER_TICK = 1 << 24
@@ -48,7 +52,7 @@ class Screening:
     legit_passed: Any
     fraud: FraudBatch
     fraud_passed: Any
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     log: dict[str, np.ndarray] | None = None
 
 
@@ -60,35 +64,63 @@ def weights_from(config: ScenarioConfig) -> RiskWeights:
                        scenario=(0.0, r.w_scenario_mini_program, r.w_scenario_cross_border))
 
 
-class RiskEngine:
+def draw_fraud_merchants(seed: int, n_merchants: int, share: float) -> np.ndarray:
+    """(int64[K]) the merchants that brush fake orders and serve as mules, sorted."""
+    n_fraud = round(share * n_merchants)
+    order = np.argsort(rng.uniform(rng.stream_key(seed, "fraud.merchants"), n_merchants), kind="stable")
+    return np.sort(order[:n_fraud]).astype(np.int64)
+
+
+class RiskEngine(Mechanism):
     """Scores, intercepts and learns its threshold; owns the fraud injector.
 
-    Args:
-        config: the scenario; backend: where the arrays live.
-        n_users: N; fraud_merchants: (int64[K]) merchants that commit fraud; n_merchants: M.
-        ti_created: (int32[N], device) account creation ticks.
+    State: the payers' and merchants' velocity windows (``state``), the legitimate scores of
+    recent ticks the threshold is set from (``legit_history``) and the fraudsters' adaptation
+    (``fraud``).
     """
 
-    def __init__(self, config: ScenarioConfig, backend: Backend, n_users: int, fraud_merchants: np.ndarray,
-                 n_merchants: int, ti_created: Any) -> None:
-        self.config, self.backend, self.xp = config, backend, backend.xp
+    name = "risk"
+    engine = "kernel"
+    sections = ("risk", "fraud", "payments")
+    does = ("official payments, everyday WeChat Pay payments (topping each scenario up to the SPEC's payment "
+            "table) and injected fraud are scored in bulk; those above the threshold are intercepted; "
+            "fraudsters adapt")
+    STATE = ("state", "legit_history", "fraud")
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        config, pop = self.config, model.population
         r = config.risk
         self.weights = weights_from(config)
-        self.n_users, self.n_merchants = n_users, n_merchants
+        self.n_users, self.n_merchants = pop.n_users, model.merchants.n
         # one more merchant slot: the shops outside micro-commerce that everyday payments go to
-        self.state = RiskState.empty(n_users, n_merchants + 1, r.window_ticks, xp=self.xp)
-        self.everyday_amounts = backend.to_device(amount_table(config))  # made once, not every tick
+        self.state = RiskState.empty(self.n_users, self.n_merchants + 1, r.window_ticks, xp=self.xp)
+        self.everyday_amounts = self.backend.to_device(amount_table(config))  # made once, not every tick
         self.legit_history: deque[Any] = deque(maxlen=r.threshold_history_ticks)
         self.reference_fen = round(config.merchants.price_median * 100)
-        self.fraud = FraudInjector(config.fraud, n_users, fraud_merchants, n_merchants, self.reference_fen,
-                                   config.run.seed)
-        self.ti_created = ti_created
+        fraud_merchants = draw_fraud_merchants(config.run.seed, self.n_merchants, config.fraud.share_fraud_merchants)
+        self.fraud = FraudInjector(config.fraud, self.n_users, fraud_merchants, self.n_merchants,
+                                   self.reference_fen, config.run.seed)
+        self.ti_created = pop.state["ti_created"]
 
-    def screen(self, payments: Payments, order_key: Any, payer: Any, merchant_flag: np.ndarray, tick: int) -> Screening:
+    def merchant_flag(self, tick: int) -> np.ndarray:
+        """(bool[M]) merchants the engine watches: under rectification, or onboarded recently."""
+        merchants = self.model.merchants
+        return (merchants.ti_rectify_until > tick) | (tick - merchants.ti_onboarded < NEW_MERCHANT_TICKS)
+
+    def step(self, tick: int, payments: Orders) -> Screening:
+        return self.screen(payments.payments, payments.key, payments.buyer, self.merchant_flag(tick), tick)
+
+    def screen(self, payments: Any, order_key: Any, payer: Any, merchant_flag: np.ndarray, tick: int) -> Screening:
         """Score this tick's official payments, everyday payments and fraud; intercept above the
-        threshold. Transactions are laid out as [orders (O'), everyday (E), fraud (F)]."""
+        threshold. Transactions are laid out as [orders (O'), everyday (E), fraud (F)].
+
+        Args:
+            payments: the tick's :class:`~weishang.model.payments.PaymentBatch`; order_key and
+                payer (int64[O], device) of each; merchant_flag (bool[M], host).
+        """
         xp, dev, r, seed = self.xp, self.backend.to_device, self.config.risk, self.config.run.seed
-        official = payments.scenario != OFF_PLATFORM
+        official = payments.scenario != int(PaymentScenario.OFF_PLATFORM)
         legit_idx = xp.flatnonzero(official)
         n_orders = int(legit_idx.shape[0])
         orders_by_scenario = self.backend.to_host(
@@ -150,8 +182,9 @@ class RiskEngine:
         return Screening(legit_passed, fraud, fraud_passed, metrics, log)
 
     def _metrics(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
-                 fraud_amount: Any, fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float]:
+                 fraud_amount: Any, fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float | None]:
         """The tick's counts, reduced on the device: only a few numbers come back to the host.
+        Keys are ``ticks`` columns of :mod:`weishang.model.columns`; a ratio over nothing is None.
 
         ``scenario`` and ``intercepted`` are laid out [orders (n_orders), everyday, fraud], the
         first ``n_legit`` legitimate; ``fraud_amount`` (int64[F]) is the fraud batch's amounts on
@@ -166,7 +199,7 @@ class RiskEngine:
         for i, name in enumerate(SCENARIO_NAMES):
             metrics[f"n_tx_{name}"] = int(n_by[i])
             metrics[f"n_intercepted_{name}"] = int(caught_by[i])
-            metrics[f"interception_rate_{name}"] = int(caught_by[i]) / int(n_by[i]) if n_by[i] else 0.0
+            metrics[f"interception_rate_{name}"] = ratio(int(caught_by[i]), int(n_by[i]))
         fp_orders = int(intercepted[:n_orders].sum())
         fp = int(intercepted[:n_legit].sum())
         tp = int(intercepted[n_legit:].sum())
@@ -176,10 +209,10 @@ class RiskEngine:
         metrics.update({
             "n_everyday": n_legit - n_orders, "n_orders_intercepted": fp_orders,
             "n_fraud": n_fraud, "n_fraud_intercepted": tp, "n_false_positives": fp,
-            "false_positive_rate": fp / n_legit if n_legit else 0.0,
-            "precision": tp / (tp + fp) if tp + fp else 0.0,
-            "recall": tp / n_fraud if n_fraud else 0.0,
-            "illicit_share": n_fraud / n_all if n_all else 0.0,
+            "false_positive_rate": ratio(fp, n_legit),
+            "precision": ratio(tp, tp + fp),
+            "recall": ratio(tp, n_fraud),
+            "illicit_share": ratio(n_fraud, n_all),
             "fraud_loss": loss / 100.0,
             "risk_threshold": threshold,
         })

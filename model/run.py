@@ -20,26 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kernels.backend import Backend, resolve_backend
-from kernels.host_allocator import retain_freed_memory
-from model import __version__
-from model.commerce import CommerceModel
-from model.config import ScenarioConfig
-from model.preflight import check as memory_check
-from model.preflight import peak_rss_bytes
-from model import checkpoint
-from model.recorder import RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free
-from model.merchant import MARKETING_STYLES
-from model.tools import PROVIDERS
-from model.traffic import CHANNELS, FRIEND_RECOMMENDATION, LIVE_STREAM, SEARCH
+from ..kernels.backend import Backend, resolve_backend
+from ..kernels.host_allocator import retain_freed_memory
+from weishang import __version__
+from . import checkpoint
+from .columns import SUMMARY, RunTotals
+from .commerce import CommerceModel
+from .config import ScenarioConfig
+from .preflight import check as memory_check
+from .preflight import peak_rss_bytes
+from .recorder import RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free
 
 if TYPE_CHECKING:
     import pyarrow
-
-LEVELS = (1, 2, 3)
-#: levels whose exposures are visits to a channel's link (the post's audience, friends' shares)
-VISIT_LEVELS = 2
-
 
 def _raise_on_sigterm() -> Any:
     """Turn SIGTERM into :class:`RunInterrupted` while a run is going (main thread only)."""
@@ -94,221 +87,15 @@ def _versions(backend_name: str) -> dict[str, str]:
     return versions
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    return float(numerator / denominator) if denominator else 0.0
-
-
-def tick_rows(model: CommerceModel, seconds: float) -> tuple[dict, dict, dict]:
-    """One tick's rows of the ticks, merchants and cascades tables (host arrays).
-
-    A channel's *visits* are the people who open its posts' links: the post's own audience
-    (level 1) and friends opening a friend's share (level 2); ``visit_orders_C`` are their
-    purchases and ``conversion_C`` their ratio. Level 3, strangers put in front of the post by
-    fission tools, is awareness (the SPEC's level-3 funnel starts at "awareness", not a visit):
-    it is the channel's ``awareness_C``, counted in reach, not visits. ``orders_C`` and
-    ``gmv_C`` count every level, so a channel's GMV and order value include what its fission
-    sells. ``conversion_friend_rec`` is level 1 of the channels where a friend recommends
-    personally (Moments, groups, live, external links), ``conversion_system_rec`` level 1 of
-    search.
-    """
-    d, tick = model.data, model.tick
-    agg, posts = d.aggregates, d.posts
-    exposures, shares, buys = agg["exposures"], agg["shares"], agg["buys"]
-    gmv_fen, cascade_gmv = agg["gmv_by_scenario_fen"], agg["gmv_per_cascade_fen"]
-    exp_total, buy_total, share_total = exposures.sum(axis=0), buys.sum(axis=0), shares.sum(axis=0)
-    merchants = model.merchant_list
-    m_count = len(merchants)
-    active = model.merchant_active.copy()
-    n_posts = d.n_posts
-    post_rate = model.merchant_post_rate.copy()
-    tools, review = model.tools, d.review
-    repurchase_others, repurchase_members = model.customers.repurchase_rate()
-    provider = tools.provider > 0
-    live_posts = posts.channel == LIVE_STREAM
-    friend_rec = np.isin(posts.channel, FRIEND_RECOMMENDATION)
-    search = posts.channel == SEARCH
-    ticks: dict[str, list] = {
-        "tick": [tick],
-        "n_active_merchants": [int(active.sum())],
-        "n_posts": [posts.n],
-    }
-    for lv in LEVELS:
-        ticks[f"exposures_l{lv}"] = [int(exp_total[lv - 1])]
-        ticks[f"buys_l{lv}"] = [int(buy_total[lv - 1])]
-        ticks[f"conversion_l{lv}"] = [_ratio(buy_total[lv - 1], exp_total[lv - 1])]
-        if lv < LEVELS[-1]:
-            ticks[f"shares_l{lv}"] = [int(share_total[lv - 1])]
-    for i, name in enumerate(CHANNELS):
-        mine = posts.channel == i
-        visits, visit_orders = int(exposures[mine, :VISIT_LEVELS].sum()), int(buys[mine, :VISIT_LEVELS].sum())
-        orders, gmv = int(buys[mine].sum()), cascade_gmv[mine].sum() / 100.0
-        ticks[f"n_posts_{name}"] = [int(mine.sum())]
-        ticks[f"visits_{name}"] = [visits]
-        ticks[f"visit_orders_{name}"] = [visit_orders]
-        ticks[f"awareness_{name}"] = [int(exposures[mine, VISIT_LEVELS:].sum())]
-        ticks[f"orders_{name}"] = [orders]
-        ticks[f"gmv_{name}"] = [gmv]
-        ticks[f"conversion_{name}"] = [_ratio(visit_orders, visits)]
-        ticks[f"aov_{name}"] = [_ratio(gmv, orders)]
-    for name, posts_of in (("friend_rec", friend_rec), ("system_rec", search)):
-        visits, orders = int(exposures[posts_of, 0].sum()), int(buys[posts_of, 0].sum())
-        ticks[f"visits_{name}"] = [visits]
-        ticks[f"visit_orders_{name}"] = [orders]
-        ticks[f"conversion_{name}"] = [_ratio(orders, visits)]
-    # a live stream's viewers are its level-1 audience (SPEC section 7: viewer conversion)
-    ticks["visits_live_viewers"] = [int(exposures[live_posts, 0].sum())]
-    ticks["visit_orders_live_viewers"] = [int(buys[live_posts, 0].sum())]
-    ticks.update({name: [value] for name, value in agg["risk"].items()})
-    ticks.update({
-        "n_orders": [int(buy_total.sum())],
-        "gmv": [gmv_fen.sum() / 100.0],
-        "gmv_qr": [gmv_fen[0] / 100.0],
-        "gmv_mini_program": [gmv_fen[1] / 100.0],
-        "gmv_cross_border": [gmv_fen[2] / 100.0],
-        "gmv_off_platform": [gmv_fen[3] / 100.0],
-        "fees": [d.fees.sum() / 100.0],
-        "fx_locked": [d.fx_locked],
-        "fx_exposure": [d.fx_exposure],
-        "settled": [d.settled.sum() / 100.0],
-        "gmv_provider": [d.gmv_per_merchant[provider].sum() / 100.0],
-        "n_flagged": [int(d.flagged.sum())],
-        "n_false_flags": [int((d.flagged & ~model.violating).sum())],
-        "n_reports": [int(d.reports.sum())],
-        "n_reviewed": [review.reviewed],
-        "n_cleared": [review.cleared],
-        "review_backlog_reports": [review.backlog_reports],
-        "review_backlog_flags": [review.backlog_flags],
-        "report_response_minutes": [review.report_response_minutes],
-        "n_removed": [d.removed],
-        "n_rectifications": [d.rectifications],
-        "n_exits": [d.exits],
-        "n_active_compliant": [int((active & ~model.violating).sum())],
-        "traffic_cost_per_post": [model.traffic_cost()],
-        "mean_post_rate": [float(post_rate[active].mean()) if active.any() else 0.0],
-        **{f"n_style_{name}": [int((active & (model.style == i)).sum())] for i, name in enumerate(MARKETING_STYLES)},
-        "units_sold": [int(d.units_sold.sum())],
-        "units_lost": [int(d.units_lost.sum())],
-        "stock_units": [int(model.stock.units.sum())],
-        "customers": [int(model.customers.pairs.sum())],
-        "repurchase_rate_members": [repurchase_members],
-        "repurchase_rate_others": [repurchase_others],
-        "n_group_parts_oversized": [model.group_parts.n_oversized_parts()],
-        "n_groups_split": [d.groups_split],
-        "seconds": [seconds],
-    })
-    diagnostics = model.diagnostics.compute(model.customers.customers, model.customers.repeaters,
-                                            model.config.merchants.margin)
-    merchant_rows = {
-        "tick": np.full(len(merchants), tick, dtype=np.int32),
-        "merchant": np.arange(len(merchants), dtype=np.int32),
-        "uid": model.population.merchant_uids,
-        "active": active,
-        "n_posts": n_posts,
-        "n_orders": d.orders_per_merchant,
-        "gmv": d.gmv_per_merchant / 100.0,
-        "settled": d.settled / 100.0,
-        "cum_profit": model.accounts.cum_profit.copy(),
-        "violations": np.fromiter((m.violations for m in merchants), dtype=np.int32, count=m_count),
-        "exit_reason": np.array([m.exit_reason for m in merchants], dtype=object),
-        "category": model.category.astype(np.int16),
-        "quality": model.quality,
-        "compliance": np.array([m.compliance for m in merchants], dtype=object),
-        "certification": model.certification.astype(np.int8),
-        "provider": np.asarray(PROVIDERS, dtype=object)[tools.provider],
-        "marketing_tools": tools.marketing_tools,
-        "erp": tools.erp,
-        "live": tools.live,
-        "ai_service": tools.ai_service,
-        "analytics": tools.analytics(tick),
-        "style": np.asarray(MARKETING_STYLES, dtype=object)[model.style],
-        "post_rate": post_rate,
-        "stock_units": model.stock.units.copy(),
-        "units_sold": d.units_sold,
-        "units_lost": d.units_lost,
-        "customers": model.customers.customers.copy(),
-        "repeat_customers": model.customers.repeaters.copy(),
-        **diagnostics,
-    }
-    cascade_rows = {
-        "tick": np.full(posts.n, tick, dtype=np.int32),
-        "cascade_key": posts.key,
-        "merchant": posts.merchant.astype(np.int32),
-        "channel": np.asarray(CHANNELS, dtype=object)[posts.channel],
-        **{f"exposures_l{lv}": exposures[:, lv - 1] for lv in LEVELS},
-        **{f"shares_l{lv}": shares[:, lv - 1] for lv in LEVELS[:-1]},
-        **{f"buys_l{lv}": buys[:, lv - 1] for lv in LEVELS},
-        "gmv": cascade_gmv / 100.0,
-    }
-    return ticks, merchant_rows, cascade_rows
-
-
-def summarize(totals: dict[str, float], model: CommerceModel) -> dict[str, Any]:
-    """Headline numbers of a run (shown by the CLI and stored in the manifest)."""
-    posts = max(totals["n_posts"], 1)
-    gmv = totals["gmv"]
-    mesa_seconds = sum(model.phase_seconds[p.name] for p in model.plan() if p.engine == "mesa")
-    tick_seconds = sum(model.phase_seconds.values())
-    summary = {
-        "ticks": model.tick + 1,
-        "users": model.population.n_users,
-        "merchants": model.n_merchants,
-        "active_merchants_at_end": int(model.merchant_active.sum()),
-        "gmv_cny": round(gmv, 2),
-        "orders": int(totals["n_orders"]),
-        "posts": int(totals["n_posts"]),
-    }
-    for lv in LEVELS:
-        summary[f"reach_l{lv}_per_post"] = totals[f"exposures_l{lv}"] / posts
-    for lv in LEVELS:
-        summary[f"conversion_l{lv}"] = _ratio(totals[f"buys_l{lv}"], totals[f"exposures_l{lv}"])
-    for name in ("friend_rec", "system_rec", *CHANNELS):
-        summary[f"conversion_{name}"] = _ratio(totals[f"visit_orders_{name}"], totals[f"visits_{name}"])
-    for name in CHANNELS:
-        summary[f"aov_{name}"] = _ratio(totals[f"gmv_{name}"], totals[f"orders_{name}"])
-    summary.update({
-        "official_share_of_value": 1.0 - totals["gmv_off_platform"] / gmv if gmv else 0.0,
-        "conversion_live_viewers": _ratio(totals["visit_orders_live_viewers"], totals["visits_live_viewers"]),
-        "provider_share_of_gmv": _ratio(totals["gmv_provider"], gmv),
-        "exits": int(totals["n_exits"]),
-        "removed": int(totals["n_removed"]),
-        "mesa_share_of_tick_time": mesa_seconds / tick_seconds if tick_seconds else 0.0,
-    })
-    summary.update(ecosystem_summary(totals, model))
+def summarize(totals: RunTotals, model: CommerceModel) -> dict[str, Any]:
+    """Headline numbers of a run (shown by the CLI and stored in the manifest): the ``summary``
+    entries of :mod:`weishang.model.columns`, each its reduction of the run's ticks (None when
+    undefined)."""
+    summary: dict[str, Any] = {}
+    for column in SUMMARY:
+        value = column.reduction.value(totals, model)
+        summary[column.name] = None if value is None else (int(value) if column.dtype == "int64" else float(value))
     return summary
-
-
-def ecosystem_summary(totals: dict[str, float], model: CommerceModel) -> dict[str, float]:
-    """Governance, community and tool outcomes of a run, in SPEC sections 4-8's terms.
-
-    Yearly figures extrapolate the run's rate to 365 ticks; ``bans_per_year_full_scale`` also
-    divides by N / 1.289e9 (SPEC: 230,000 in 2022); ``compliant_survival_per_year`` is the
-    share of compliant merchants still active, compounded to a year (SPEC: 81%).
-    """
-    ticks = model.tick + 1
-    per_year = 365.0 / ticks
-    compliant = ~model.violating
-    active = model.merchant_active
-    survival = _ratio(int((active & compliant).sum()), int(compliant.sum()))
-    sums = model.analytics_sums  # [before, after] x [gmv, units sold, stock held] x merchant
-    before, after = sums[0].sum(axis=1).astype(np.float64), sums[1].sum(axis=1).astype(np.float64)
-    turnover_before, turnover_after = _ratio(before[1], before[2]), _ratio(after[1], after[2])
-    outside, members = model.customers.repurchase_rate()
-    sold, lost = totals["units_sold"], totals["units_lost"]
-    return {
-        "bans_per_year_full_scale": totals["n_removed"] * per_year / model.config.scale,
-        "compliant_survival_per_year": survival ** per_year,
-        "report_response_minutes": totals["report_response_minutes"] / ticks,
-        "repurchase_rate_members": members,
-        "repurchase_rate_others": outside,
-        "repurchase_ratio_members": model.customers.repurchase_ratio(),
-        "analytics_gmv_growth": _ratio(after[0], before[0]) - 1.0 if before[0] else 0.0,
-        "analytics_turnover_gain": turnover_after / turnover_before - 1.0 if turnover_before else 0.0,
-        "stockout_share": _ratio(lost, sold + lost),
-        "inventory_turnover": _ratio(sold, totals["stock_units"]),
-        **{f"share_{style}_style_at_end": _ratio(int((active & (model.style == MARKETING_STYLES.index(style))).sum()),
-                                                  int(active.sum()))
-           for style in ("content", "inducement")},
-    }
 
 
 def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
@@ -372,35 +159,31 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         "backend": {"name": backend.name, "device": backend.device, "reason": backend.reason},
         "started_at": started.isoformat(),
     }
-    totals: dict[str, float] = {}
+    totals = RunTotals()
     previous_sigterm = _raise_on_sigterm()
     try:
-        model = CommerceModel(config, backend, population=population, progress=on_build_step)
+        model = CommerceModel(config, backend=backend, population=population, progress=on_build_step)
         pop = model.population
         manifest["population"] = {"users": pop.n_users, "directed_edges": pop.n_edges,
                                   "merchants": model.n_merchants, "groups": pop.n_groups,
                                   "bytes": pop.nbytes()}
         if saved is not None:
             model.load_state_dict(saved["model"])
-            totals.update(saved["totals"])
+            totals = saved["totals"]
             manifest["resumed_from_tick"] = saved["tick"]
-        for _ in range(model.steps, config.run.n_ticks):
-            t0 = time.perf_counter()
+        while model.running:
             model.step()
-            ticks, merchants, cascades = tick_rows(model, time.perf_counter() - t0)
-            writer.append("ticks", ticks)
-            writer.append("merchants", merchants)
-            writer.append("cascades", cascades)
-            log = model.data.screening.log
-            if log is not None:
-                writer.write_part("transactions", f"{model.tick:06d}", {"tick": np.full(log["key"].shape[0], model.tick, np.int32), **log})
-            for key, value in ticks.items():
-                if key != "tick" and isinstance(value[0], (int, float, np.integer, np.floating)):
-                    totals[key] = totals.get(key, 0.0) + float(value[0])
+            rows = model.rows
+            writer.append("ticks", rows.ticks)
+            writer.append("merchants", rows.merchants)
+            writer.append("cascades", rows.cascades)
+            if rows.transactions is not None:
+                writer.write_part("transactions", f"{model.tick:06d}", rows.transactions)
+            totals.add(rows.ticks)
             every = config.output.checkpoint_every
-            if every and (model.tick + 1) % every == 0 and model.tick + 1 < config.run.n_ticks:
+            if every and (model.tick + 1) % every == 0 and model.running:
                 checkpoint.save(writer.tmp_dir, {"tick": model.tick, "config_json": config.to_json(),
-                                                 "model": model.state_dict(), "totals": dict(totals),
+                                                 "model": model.state_dict(), "totals": totals,
                                                  "rows_written": writer.flush()})
             if on_tick is not None:
                 on_tick(model.tick + 1, config.run.n_ticks)
@@ -415,14 +198,14 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
     manifest.update({
         "summary": summary,
         "timings": {"build_seconds": model.build_seconds, "build_steps": pop.timings,
-                    "tick_seconds_total": sum(model.phase_seconds.values()),
-                    "phase_seconds": dict(model.phase_seconds)},
+                    "tick_seconds_total": sum(model.plan.seconds.values()),
+                    "phase_seconds": dict(model.plan.seconds)},
         "peak_rss_bytes": peak_rss_bytes(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     })
     run_dir = writer.finish(manifest)
     # every run carries its validation against SPEC.md's figures (`weishang validate` redoes it)
-    from model.validation import validate  # noqa: PLC0415
+    from .validation import validate  # noqa: PLC0415
 
     validate(run_dir)
     return RunResult(run_dir=run_dir, summary=summary, manifest={**manifest, "status": "complete"})

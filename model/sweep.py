@@ -51,9 +51,9 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kernels import rng
-from model.config import ConfigError, load_config, read_toml_file
-from model.recorder import read_manifest
+from ..kernels import rng
+from .config import ConfigError, load_config, read_toml_file
+from .recorder import read_manifest
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     """Run one sweep run (in any process); returns its status record, never raises for a run error."""
-    from model.run import run_scenario  # noqa: PLC0415  (imported in the worker)
+    from .run import run_scenario  # noqa: PLC0415  (imported in the worker)
 
     out_path = Path(out)
     record: dict[str, Any] = {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point,

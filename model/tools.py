@@ -22,39 +22,13 @@ merchants are created in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from kernels import rng
-
-PROVIDERS = ("none", "weimob", "youzan")
-#: certification levels: uncertified (no brand qualification), verified, certified (enterprise)
-CERTIFICATION_LEVELS = ("none", "verified", "certified")
-
-
-@dataclass
-class MerchantTools:
-    """Tool adoption per merchant (host arrays, length M).
-
-    Attributes:
-        provider: (int8[M]) index into :data:`PROVIDERS`.
-        marketing_tools, erp, live, ai_service: (bool[M]) the merchant has the tool.
-        analytics_tick: (int64[M]) tick the merchant adopts the analytics tools, -1 for never.
-    """
-
-    provider: np.ndarray
-    marketing_tools: np.ndarray
-    erp: np.ndarray
-    live: np.ndarray
-    ai_service: np.ndarray
-    analytics_tick: np.ndarray
-
-    def analytics(self, tick: int) -> np.ndarray:
-        """(bool[M]) merchants using the analytics tools at ``tick``."""
-        return (self.analytics_tick >= 0) & (self.analytics_tick <= tick)
+from ..kernels import rng
+from .codes import Provider
 
 
 def analytics_window(n_ticks: int) -> int:
@@ -62,8 +36,10 @@ def analytics_window(n_ticks: int) -> int:
     return max(1, min(90, n_ticks // 3))
 
 
-def draw_tools(config: Any, quality: np.ndarray, seed: int) -> MerchantTools:
-    """Draw each merchant's provider and tools.
+def draw_tools(config: Any, quality: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Draw each merchant's provider and tools: the :class:`~weishang.model.merchant.MerchantTable`
+    columns ``provider`` (a Provider code), ``marketing_tools``, ``erp``, ``live``,
+    ``ai_service`` and ``ti_analytics`` (tick of adopting the analytics tools, -1 for never).
 
     Args:
         config: the :class:`~model.config.ScenarioConfig`.
@@ -77,7 +53,7 @@ def draw_tools(config: Any, quality: np.ndarray, seed: int) -> MerchantTools:
     p_provider = np.minimum(t.share_provider * quality / max(float(quality.mean()), 1e-12), 1.0)
     has_provider = u < p_provider
     which = rng.uniform(rng.stream_key(seed, "merchant.provider.which"), m) < t.share_weimob
-    provider = np.where(has_provider, np.where(which, 1, 2), 0).astype(np.int8)
+    provider = np.where(has_provider, np.where(which, Provider.WEIMOB, Provider.YOUZAN), Provider.NONE).astype(np.int8)
 
     def among_the_rest(stream: str, share: float) -> np.ndarray:
         # provider merchants always have the tool; others draw so the overall share is `share`
@@ -91,14 +67,14 @@ def draw_tools(config: Any, quality: np.ndarray, seed: int) -> MerchantTools:
     # a full window of sales before and after (the SPEC's quarter-on-quarter comparison)
     span = max(config.run.n_ticks - 2 * window + 1, 1)
     start = window + rng.integers(rng.stream_key(seed, "merchant.analytics.tick"), m, span)
-    return MerchantTools(
-        provider=provider,
-        marketing_tools=among_the_rest("merchant.marketing_tools", t.share_marketing_tools),
-        erp=among_the_rest("merchant.erp", t.share_erp),
-        live=rng.bernoulli(rng.stream_key(seed, "merchant.live"), m, t.share_live),
-        ai_service=rng.bernoulli(rng.stream_key(seed, "merchant.ai_service"), m, t.share_ai_service),
-        analytics_tick=np.where(adopts, start, -1).astype(np.int64),
-    )
+    return {
+        "provider": provider,
+        "marketing_tools": among_the_rest("merchant.marketing_tools", t.share_marketing_tools),
+        "erp": among_the_rest("merchant.erp", t.share_erp),
+        "live": rng.bernoulli(rng.stream_key(seed, "merchant.live"), m, t.share_live),
+        "ai_service": rng.bernoulli(rng.stream_key(seed, "merchant.ai_service"), m, t.share_ai_service),
+        "ti_analytics": np.where(adopts, start, -1).astype(np.int64),
+    }
 
 
 def consultation_multiplier(ai_service: np.ndarray, p_consult: float, p_unanswered: float,

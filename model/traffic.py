@@ -37,18 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from kernels import rng
-from kernels.backend import concat_ranges
-from kernels.cascade import draw_in_home_city, expose_neighbours
-from model.community import group_exposures
-from model.merchant import MAX_POSTS_PER_TICK
-from model.tools import target_exposures
+from ..kernels import rng
+from ..kernels.backend import concat_ranges
+from ..kernels.cascade import draw_in_home_city, expose_neighbours
+from .appeal import PostAppeal
+from .codes import Channel
+from .community import group_exposures
+from .plan import Mechanism
+from .posting import MAX_POSTS_PER_TICK, PostCounts
+from .tools import target_exposures
 
-CHANNELS = ("moments", "official_account", "search", "groups", "live_stream", "external_link")
-MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK = range(len(CHANNELS))
-#: channels whose level-1 viewers get the post as a friend's personal recommendation (the
-#: official account's followers are friends too, but get a brand broadcast)
-FRIEND_RECOMMENDATION = (MOMENTS, GROUPS, LIVE_STREAM, EXTERNAL_LINK)
+CHANNELS = Channel.labels()
+MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK = Channel
 
 
 @dataclass
@@ -73,6 +73,54 @@ class TickPosts:
     @property
     def n(self) -> int:
         return int(self.key.shape[0])
+
+
+@dataclass(frozen=True)
+class PostArrays:
+    """The tick's posts on the device, with what the channels and the cascade need (length C).
+
+    Attributes:
+        key, merchant, origin, group (int64), channel (int8): :class:`TickPosts`' fields.
+        category_bit: (uint16[C]) the merchant's category as an interest bit.
+        search_candidates: (int64[C]) searchers drawn for a search listing (0 for other channels).
+        rel_post, rel_share, rel_view, rel_tool: (float64[C]) conversion, sharing, onward-reach
+            and level-3 multipliers (see :mod:`weishang.model.appeal`).
+        reach_weight: (float64[C]) level-1 reach: the external-link step weight times fatigue.
+        targeted: (bool[C]) posts of merchants with deep analytics.
+        max_quantity: (int64[C]) most units in one order.
+    """
+
+    key: Any
+    merchant: Any
+    origin: Any
+    channel: Any
+    group: Any
+    category_bit: Any
+    search_candidates: Any
+    rel_post: Any
+    rel_share: Any
+    rel_view: Any
+    rel_tool: Any
+    reach_weight: Any
+    targeted: Any
+    max_quantity: Any
+
+
+@dataclass(frozen=True)
+class Exposures:
+    """Who saw which post: (cascade (int64[X]) local post index, user (int64[X])) on the device."""
+
+    cascade: Any
+    user: Any
+
+
+@dataclass(frozen=True)
+class TrafficOut:
+    """The traffic step's output: the posts (host and device) and their level-1 exposures."""
+
+    posts: TickPosts
+    on_device: PostArrays
+    level1: Exposures
 
 
 def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.ndarray,
@@ -133,25 +181,22 @@ def expose_searchers(origin: Any, category_bit: Any, n_candidates: Any, city: An
     return cascade[owner][match], user[match]
 
 
-def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_parts: Any, city_start: Any,
+def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts: Any, city_start: Any,
                      seed: int, tick: int, *, xp: ModuleType,
-                     recruits: tuple[Any, Any] | None = None) -> tuple[Any, Any]:
-    """The channels' level-1 exposures, (cascade (int64[X]), user (int64[X])) on the device.
+                     recruits: tuple[Any, Any] | None = None) -> Exposures:
+    """The channels' level-1 exposures, on the device.
 
     Args:
-        posts_dev: the :class:`TickPosts` arrays on the device, by field name, plus
-            ``category_bit`` (uint16[C]), ``search_candidates`` (int64[C]), ``reach_weight``
-            (float64[C], the external-link step weight times the poster's fatigue factor) and
-            ``targeted`` (bool[C], posts of merchants with deep analytics).
-        pop: the :class:`~model.population.Population`.
-        config: the :class:`~model.config.ScenarioConfig`.
-        group_parts: the :class:`~model.community.GroupParts` group posts go to.
+        post_arrays: the tick's :class:`PostArrays`.
+        pop: the :class:`~weishang.model.population.Population`.
+        config: the :class:`~weishang.model.config.ScenarioConfig`.
+        group_parts: the :class:`~weishang.model.community.GroupParts` group posts go to.
         city_start: (int64[K+1]) first user of each city.
         recruits: merchant -> buyers CSR of buyers recruited into the merchant's group (they
-            read its group posts), see :func:`model.community.group_exposures`.
+            read its group posts), see :func:`weishang.model.community.group_exposures`.
     """
-    channel = posts_dev["channel"]
-    keys = posts_dev["key"]
+    channel = post_arrays.channel
+    keys = post_arrays.key
     local = xp.arange(channel.shape[0], dtype=xp.int64)
     parts = []
     friend_views = ((MOMENTS, config.cascade.p_view_friend),
@@ -159,7 +204,7 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_par
                     (LIVE_STREAM, config.channels.p_view_live),
                     (EXTERNAL_LINK, config.cascade.p_view_friend))
     tools = config.tools
-    targeted = posts_dev["targeted"]
+    targeted = post_arrays.targeted
 
     def boost(posts: Any) -> Any:
         """(float64[S]) deep-analytics merchants push harder (matched viewers keep all of it,
@@ -167,34 +212,34 @@ def level1_exposures(posts_dev: dict[str, Any], pop: Any, config: Any, group_par
         return xp.where(targeted[posts], tools.analytics_match_boost, 1.0)
 
     def targeted_only(cascade: Any, user: Any, stream: str) -> tuple[Any, Any]:
-        return target_exposures(cascade, user, targeted, posts_dev["category_bit"], pop.state["interests"],
+        return target_exposures(cascade, user, targeted, post_arrays.category_bit, pop.state["interests"],
                                 tools.analytics_offinterest_keep / tools.analytics_match_boost, keys,
                                 rng.stream_key(seed, stream, tick), xp=xp)
 
     for ch, p_view in friend_views:
         posts = local[channel == ch]
         # a post's reach weight: external-link steps and fatigue
-        p = p_view * posts_dev["reach_weight"][posts] * boost(posts)
-        parts.append(expose_neighbours(pop.indptr, pop.indices, posts_dev["origin"][posts], posts, keys,
+        p = p_view * post_arrays.reach_weight[posts] * boost(posts)
+        parts.append(expose_neighbours(pop.indptr, pop.indices, post_arrays.origin[posts], posts, keys,
                                        xp.minimum(p, 1.0),
                                        rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick), xp=xp))
     friend_cascade = xp.concatenate([c for c, _ in parts])
     friend_user = xp.concatenate([u for _, u in parts])
     parts = [targeted_only(friend_cascade, friend_user, "traffic.analytics.target")]
     posts = local[channel == SEARCH]
-    parts.append(expose_searchers(posts_dev["origin"][posts], posts_dev["category_bit"][posts],
-                                  posts_dev["search_candidates"][posts], pop.state["city"], city_start,
+    parts.append(expose_searchers(post_arrays.origin[posts], post_arrays.category_bit[posts],
+                                  post_arrays.search_candidates[posts], pop.state["city"], city_start,
                                   pop.state["interests"], posts, keys,
                                   rng.stream_key(seed, "traffic.search.candidates", tick), xp=xp))
     posts = local[channel == GROUPS]
     # deep analytics target group pushes as they do friend pushes (a stream of their own)
     group_cascade, group_user = group_exposures(
-        group_parts, pop.group_members, posts_dev["group"][posts], posts, keys, posts_dev["category_bit"],
+        group_parts, pop.group_members, post_arrays.group[posts], posts, keys, post_arrays.category_bit,
         pop.state["profile_complete"], pop.state["interests"], seed, tick, xp=xp,
-        reach_weight=posts_dev["reach_weight"][posts] * boost(posts), recruits=recruits,
-        merchant=posts_dev["merchant"][posts])
+        reach_weight=post_arrays.reach_weight[posts] * boost(posts), recruits=recruits,
+        merchant=post_arrays.merchant[posts])
     parts.append(targeted_only(group_cascade, group_user, "traffic.analytics.target_groups"))
-    return xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts])
+    return Exposures(xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts]))
 
 
 def external_link_weight(recent_links: np.ndarray, steps: list[int], weights: list[float]) -> np.ndarray:
@@ -206,3 +251,65 @@ def external_link_weight(recent_links: np.ndarray, steps: list[int], weights: li
         weights: one more weight than steps: below the first step, between steps, past the last.
     """
     return np.asarray(weights, dtype=np.float64)[np.searchsorted(np.asarray(steps), recent_links, side="right")]
+
+
+class Traffic(Mechanism):
+    """The platform allocates traffic: lays out the tick's posts, picks their channels, weighs
+    their reach, and draws their level-1 viewers.
+
+    State: each merchant's external-link posts in the trailing window (``recent_links``), for the
+    stepwise down-weighting.
+    """
+
+    name = "traffic"
+    engine = "arrays"
+    sections = ("channels", "platform", "tools", "community")
+    does = ("posts go to six channels, social first (see \"Channels and the cascade\"); level-1 viewers are drawn "
+            "per channel, group posts as reads or targeted pushes (to members and recruited buyers), "
+            "deep-analytics merchants target their pushes")
+    STATE = ("recent_links",)
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        m = model.merchants.n
+        #: (int64[W, M]) external-link posts per merchant in each of the last W ticks (a ring)
+        self.recent_links = np.zeros((self.config.platform.external_link_window_ticks, m), dtype=np.int64)
+        self.appeal = PostAppeal(self.config, model.merchants, model.population, model.backend)
+        mc, ch = self.config.merchants, self.config.channels
+        # search ranks cheaper offers higher: more searchers see a cheaper merchant's listing
+        self.search_rank = (mc.price_median / model.merchants.price) ** ch.search_price_weight
+        self.category_bit = (np.uint16(1) << model.merchants.category.astype(np.uint16)).astype(np.uint16)
+        city_sizes = np.bincount(self.backend.to_host(model.population.state["city"]))
+        self.city_start = self.backend.to_device(np.concatenate([[0], np.cumsum(city_sizes)]).astype(np.int64))
+
+    def step(self, tick: int, posting: PostCounts) -> TrafficOut:
+        cfg, seed, merchants = self.config, self.config.run.seed, self.model.merchants
+        ch, plat = cfg.channels, cfg.platform
+        parts = self.model.community.parts
+        posts = plan_posts(posting.paid, merchants.uid, parts.part_start, parts.part_count, ch.channel_shares(),
+                           seed, tick, live=merchants.live, n_group_posts=posting.community)
+        # stepwise down-weighting: a merchant's links this tick are weighted by its trailing count
+        link_weight = external_link_weight(self.recent_links.sum(axis=0), plat.external_link_steps,
+                                           plat.external_link_weights)[posts.merchant]
+        self.recent_links[tick % self.recent_links.shape[0]] = np.bincount(
+            posts.merchant[posts.channel == EXTERNAL_LINK], minlength=merchants.n)
+        fatigue = self.appeal.fatigue()[posts.merchant]
+        reach_weight = np.where(posts.channel == EXTERNAL_LINK, link_weight, 1.0) * fatigue
+        expected = ch.search_candidates * self.search_rank[posts.merchant] * fatigue
+        search_candidates = np.floor(expected + rng.uniform(rng.stream_key(seed, "traffic.search.n", tick), posts.key))
+        search_candidates[posts.channel != SEARCH] = 0
+        max_quantity = np.where(posts.channel == OFFICIAL_ACCOUNT, ch.mall_max_quantity, ch.max_quantity)
+        rel_post, rel_share, rel_view = self.appeal.post_multipliers(posts, tick)
+        # tiered data access: only merchants certified enough act on deep analytics (targeting)
+        deep = merchants.analytics(tick) & (merchants.certification >= plat.deep_data_min_certification)
+        dev = self.backend.to_device
+        on_device = PostArrays(
+            key=dev(posts.key), merchant=dev(posts.merchant), origin=dev(posts.origin), channel=dev(posts.channel),
+            group=dev(posts.group), category_bit=dev(self.category_bit[posts.merchant]),
+            search_candidates=dev(search_candidates.astype(np.int64)), rel_post=dev(rel_post),
+            rel_share=dev(rel_share), rel_view=dev(rel_view), rel_tool=dev(self.appeal.rel_tool[posts.merchant]),
+            reach_weight=dev(reach_weight), targeted=dev(deep[posts.merchant]),
+            max_quantity=dev(max_quantity.astype(np.int64)))
+        level1 = level1_exposures(on_device, self.model.population, cfg, parts, self.city_start, seed, tick,
+                                  xp=self.xp, recruits=self.model.community.ledger.recruit_index())
+        return TrafficOut(posts=posts, on_device=on_device, level1=level1)

@@ -25,11 +25,11 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from model.config import PRACTITIONERS, WECHAT_MAU
-from model.fx import CURRENCIES
-from model.merchant import ONBOARDING_TICKS
-from model.payments import SETTLEMENT_LAG
-from model.recorder import RunDirectoryError
+from .config import PRACTITIONERS, WECHAT_MAU
+from .fx import CURRENCIES
+from .merchant import ONBOARDING_TICKS
+from .settlement import SETTLEMENT_LAG
+from .recorder import RunDirectoryError
 
 #: the code's constants a target can read as an input
 CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURRENCIES": len(CURRENCIES),
@@ -73,7 +73,7 @@ class Target:
 def load_targets(path: str | Path | None = None) -> list[Target]:
     """The SPEC's figures from ``targets.toml`` (the shipped one when ``path`` is None)."""
     if path is None:
-        text = resources.files("model").joinpath("targets.toml").read_text(encoding="utf-8")
+        text = resources.files(__package__).joinpath("targets.toml").read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
     targets = [Target(**entry) for entry in tomllib.loads(text)["target"]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kernels.backend import BackendUnavailable, resolve_backend
-from model.config import load_config
+from weishang.kernels.backend import BackendUnavailable, resolve_backend
+from weishang.model.config import load_config
 
 
 def cupy_backend():

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kernels.backend import Backend
+from weishang.kernels.backend import Backend
 
 
 class HostDeviceMix(TypeError):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from model.config import load_config
-from model.run import run_scenario
+from weishang.model.config import load_config
+from weishang.model.run import run_scenario
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 SMALL = ["population.n_users=3000", "population.n_cities=3", "run.n_ticks=2", 'run.backend="numpy"',

@@ -11,8 +11,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from model.config import ConfigError
-from model.sweep import load_sweep, run_sweep
+from weishang.model.config import ConfigError
+from weishang.model.sweep import load_sweep, run_sweep
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -87,7 +87,7 @@ def test_bad_sweep_files(tmp_path):
 def test_killed_sweep_resumes_without_duplicates(tmp_path):
     path = sweep_file(tmp_path, n_ticks=30)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "model.cli", "sweep", str(path), "--out", str(out), "--workers", "1"]
+    cmd = [sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out), "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     status = out / "status"
     deadline = time.time() + 120
@@ -117,7 +117,7 @@ def test_shipped_sweep_files_load(path):
 
 
 def test_report_for_a_sweep_and_for_a_run(tmp_path):
-    from model.report import write_report
+    from weishang.model.report import write_report
 
     sweep = load_sweep(sweep_file(tmp_path))
     out = tmp_path / "out"
@@ -184,7 +184,7 @@ replicates = 100
 "run.backend" = "numpy"
 """)
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "sweep", str(path), "--out", str(out), "--workers", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out), "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def workers():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kernels.backend import BackendUnavailable, repeat_ids, resolve_backend, scatter_add
+from weishang.kernels.backend import BackendUnavailable, repeat_ids, resolve_backend, scatter_add
 from tests.conftest import cupy_backend
 
 
@@ -57,14 +57,14 @@ def test_helpers_identical_on_cupy(gpu_backend):
 
 
 def test_concat_ranges():
-    from kernels.backend import concat_ranges
+    from weishang.kernels.backend import concat_ranges
 
     got = concat_ranges(np.array([5, 0, 9]), np.array([2, 0, 3]), xp=np)
     assert got.tolist() == [5, 6, 9, 10, 11]
 
 
 def test_merge_sorted_and_sorted_unique():
-    from kernels.backend import merge_sorted, sorted_unique
+    from weishang.kernels.backend import merge_sorted, sorted_unique
 
     rs = np.random.default_rng(0)
     a, b = np.sort(rs.integers(0, 50, 40)), np.sort(rs.integers(0, 50, 25))
@@ -75,7 +75,7 @@ def test_merge_sorted_and_sorted_unique():
 
 @pytest.mark.parametrize("n_values,n_members", [(200, 30), (30, 200), (0, 10), (10, 0), (1, 1)])
 def test_isin_sorted_either_way_round(n_values, n_members):
-    from kernels.backend import isin_sorted
+    from weishang.kernels.backend import isin_sorted
 
     rs = np.random.default_rng(n_values + n_members)
     values = np.unique(rs.integers(0, 300, n_values))
@@ -85,7 +85,7 @@ def test_isin_sorted_either_way_round(n_values, n_members):
 
 @pytest.mark.gpu
 def test_isin_sorted_identical_on_cupy(gpu_backend):
-    from kernels.backend import isin_sorted
+    from weishang.kernels.backend import isin_sorted
 
     xp = gpu_backend.xp
     rs = np.random.default_rng(1)
@@ -98,7 +98,7 @@ def test_isin_sorted_identical_on_cupy(gpu_backend):
 
 @pytest.mark.parametrize("shuffled_runs,scale", [(False, 1000), (True, 1000), (False, 2**40)])
 def test_sort_in_runs_equals_one_sort(shuffled_runs, scale):
-    from kernels.backend import CHUNK, sort_in_runs, sorted_unique
+    from weishang.kernels.backend import CHUNK, sort_in_runs, sorted_unique
 
     rs = np.random.default_rng(3)
     n = 5 * CHUNK + 17

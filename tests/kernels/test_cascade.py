@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from kernels import rng
-from kernels.cascade import LevelRule, expose_neighbours, propagate
-from kernels.graph import GraphParams, generate_friend_graph
+from weishang.kernels import rng
+from weishang.kernels.cascade import LevelRule, expose_neighbours, propagate
+from weishang.kernels.graph import GraphParams, generate_friend_graph
 
 SEED, TICK = 5, 3
 

@@ -2,7 +2,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from kernels.graph import (GraphParams, circle_picks_for_degree, city_sizes, csr_from_pairs,
+from weishang.kernels.graph import (GraphParams, circle_picks_for_degree, city_sizes, csr_from_pairs,
                            generate_friend_graph, graph_from_edges, local_clustering)
 
 
@@ -133,7 +133,7 @@ def test_circle_picks_solve_the_repeat_equation():
 
 
 def test_block_build_equals_plain_sort_build():
-    from kernels.graph import csr_from_pairs_plain, friend_pairs
+    from weishang.kernels.graph import csr_from_pairs_plain, friend_pairs
 
     u, v, bound, _city = friend_pairs(4000, GraphParams(n_cities=3), seed=9)
     fast = csr_from_pairs(u, v, 4000, degree_bound=bound)

@@ -12,7 +12,7 @@ import pytest
 # the minor page faults of allocating and freeing a 64 MiB array, the second time
 SECOND_ALLOCATION_FAULTS = """
 import resource, numpy as np
-from kernels.host_allocator import retain_freed_memory
+from weishang.kernels.host_allocator import retain_freed_memory
 if {tune}:
     assert retain_freed_memory()
 faults = []

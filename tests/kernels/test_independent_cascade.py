@@ -6,9 +6,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from kernels.cascade import independent_cascade
-from kernels.graph import GraphParams, generate_friend_graph
-from model.graph_io import csr_from_networkx
+from weishang.kernels.cascade import independent_cascade
+from weishang.kernels.graph import GraphParams, generate_friend_graph
+from weishang.model.graph_io import csr_from_networkx
 
 
 def directed_csr(edges, n):

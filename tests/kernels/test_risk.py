@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kernels.risk import RiskState, RiskWeights, reference_scores, score_transactions, threshold_for_fpr, update_state
+from weishang.kernels.risk import RiskState, RiskWeights, reference_scores, score_transactions, threshold_for_fpr, update_state
 
 
 def random_tick(rs, n_users, n_merchants, t):

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from kernels import rng
-from kernels.backend import CHUNK
+from weishang.kernels import rng
+from weishang.kernels.backend import CHUNK
 
 
 @pytest.mark.parametrize("seed,stream,tick", [(0, "a", 0), (1, "cascade.view.l2", 17), (2**40 + 3, "x" * 50, 364)])

@@ -3,7 +3,7 @@
 
 import pyarrow.parquet as pq
 
-from model.bench import COLUMNS, bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows
+from weishang.model.bench import COLUMNS, bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows
 
 
 def test_benchmarks_produce_rows_with_the_documented_columns(tmp_path):
@@ -25,13 +25,13 @@ def test_device_benchmarks_run_their_kernels_on_the_device(monkeypatch):
     # come back explicitly, and rows name the backend and the device they ran on
     import sys
 
-    import model.bench
+    from weishang.model import bench
     from tests import strict_device
 
     monkeypatch.setitem(sys.modules, "cupyx", strict_device.cupyx)
-    monkeypatch.setattr(model.bench, "resolve_backend", lambda name: strict_device.backend())
-    rows = (model.bench.bench_cascade(3000, ndlib_size=400, repeats=1, ndlib_repeats=1, backend="cupy")
-            + model.bench.bench_risk(20_000, n_users=2000, n_merchants=50, reference_size=500, backend="cupy"))
+    monkeypatch.setattr(bench, "resolve_backend", lambda name: strict_device.backend())
+    rows = (bench.bench_cascade(3000, ndlib_size=400, repeats=1, ndlib_repeats=1, backend="cupy")
+            + bench.bench_risk(20_000, n_users=2000, n_merchants=50, reference_size=500, backend="cupy"))
     assert {r["backend"] for r in rows} == {"strict"}
     assert all("strict host/device stand-in" in r["machine"] for r in rows)
     assert all(r["items_per_s"] > 0 for r in rows)

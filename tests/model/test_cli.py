@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from model.cli import main
+from weishang.model.cli import main
 
 SMALL = ["--set", "population.n_users=3000", "--set", "population.n_cities=3", "--set", "run.n_ticks=3"]
 
@@ -80,7 +80,7 @@ def test_config_schema_is_json(capsys):
 
 
 def test_console_script_exit_code_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "model.cli", "run", "--set", "run.backend=tpu"],
+    proc = subprocess.run([sys.executable, "-m", "weishang", "run", "--set", "run.backend=tpu"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: run.backend") and "Traceback" not in proc.stderr
@@ -97,7 +97,7 @@ def test_sigterm_marks_the_run_interrupted_and_publishes_nothing(tmp_path):
     import time
 
     out = tmp_path / "long"
-    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "run", "--set", "population.n_users=20000",
+    proc = subprocess.Popen([sys.executable, "-m", "weishang", "run", "--set", "population.n_users=20000",
                              "--set", "run.n_ticks=100000", "--backend", "numpy", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60

@@ -1,6 +1,6 @@
 import pytest
 
-from model.config import ConfigError, ScenarioConfig, load_config, parse_override
+from weishang.model.config import ConfigError, ScenarioConfig, load_config, parse_override
 
 
 def test_default_loads_with_public_keys():
@@ -72,7 +72,7 @@ def test_schema_lists_every_section():
 
 def test_field_defaults_equal_the_shipped_default_scenario():
     # the schema shows the fields' defaults; they must be the values the default scenario uses
-    from model.config import default_document
+    from weishang.model.config import default_document
 
     bare = ScenarioConfig().model_dump()
     for section, values in default_document().items():
@@ -81,7 +81,7 @@ def test_field_defaults_equal_the_shipped_default_scenario():
 
 
 def test_preflight_estimate_grows_with_users_and_degree():
-    from model.preflight import BASELINE_BYTES, estimate
+    from weishang.model.preflight import BASELINE_BYTES, estimate
 
     small = estimate(load_config(), "numpy").host_bytes
     big = estimate(load_config(overrides=["population.n_users=1000000"]), "numpy").host_bytes

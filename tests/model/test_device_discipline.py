@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-import model.run
-from kernels.graph import GraphParams, generate_friend_graph
-from model.config import load_config
+from weishang.model import run as model_run
+from weishang.kernels.graph import GraphParams, generate_friend_graph
+from weishang.model.config import load_config
 from tests import strict_device
 from tests.kernels.test_cascade import OUTCOME_ARRAYS, propagate_host_and_device
 from tests.model.test_run import table_digest
@@ -49,16 +49,16 @@ def test_a_run_on_the_stand_in_equals_numpy_through_a_checkpoint(tmp_path, stric
     config = load_config(overrides=["population.n_users=5000", "population.n_cities=10", "run.n_ticks=9",
                                     'run.backend="numpy"', "output.checkpoint_every=3",
                                     'output.transactions="full"', "merchants.adapt_every=2"])
-    on_numpy = model.run.run_scenario(config, tmp_path / "numpy").run_dir
-    monkeypatch.setattr(model.run, "resolve_backend", lambda name: strict)
+    on_numpy = model_run.run_scenario(config, tmp_path / "numpy").run_dir
+    monkeypatch.setattr(model_run, "resolve_backend", lambda name: strict)
 
     def stop_after_seven(done, total):
         if done == 7:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        model.run.run_scenario(config, tmp_path / "strict", on_tick=stop_after_seven)
-    resumed = model.run.run_scenario(config, tmp_path / "strict", resume=True)
+        model_run.run_scenario(config, tmp_path / "strict", on_tick=stop_after_seven)
+    resumed = model_run.run_scenario(config, tmp_path / "strict", resume=True)
     assert resumed.manifest["backend"]["name"] == "strict" and resumed.manifest["resumed_from_tick"] == 5
     assert table_digest(resumed.run_dir) == table_digest(on_numpy)
     a = ds.dataset(on_numpy / "transactions").to_table().sort_by("key")
@@ -73,8 +73,8 @@ def test_per_tick_copies_to_the_host_are_aggregates(strict):
     # per user, order, exposure or payment.
     from dataclasses import dataclass
 
-    from kernels.backend import Backend
-    from model.commerce import CommerceModel
+    from weishang.kernels.backend import Backend
+    from weishang.model.commerce import CommerceModel
 
     copied: list[int] = []
 
@@ -85,15 +85,15 @@ def test_per_tick_copies_to_the_host_are_aggregates(strict):
             return super().to_host(array)
 
     config = load_config(overrides=["population.n_users=20000", "run.n_ticks=6", 'run.backend="numpy"'])
-    model = CommerceModel(config, Recording(strict.name, strict.xp, strict.device, strict.reason))
-    m, levels = model.n_merchants, len(model.levels)
+    model = CommerceModel(config, backend=Recording(strict.name, strict.xp, strict.device, strict.reason))
+    m, levels = model.n_merchants, len(model.cascade.levels)
     discriminating = 0
     for _ in range(config.run.n_ticks):
         copied.clear()
         model.step()
-        c = model.data.posts.key.shape[0]
+        c = model.record.traffic.posts.n
         allowed = {m, m + 1, c, c * levels} | {k * m for k in range(2, 9)}
         assert copied and all(size <= 32 or size in allowed for size in copied), (sorted(set(copied)), allowed)
-        n_orders = int(model.data.aggregates["buys"].sum())
+        n_orders = int(model.record.aggregation.buys.sum())
         discriminating += n_orders > 32 and n_orders not in allowed and n_orders < m * 8
     assert discriminating > 0  # a per-order copy would have been caught on some tick

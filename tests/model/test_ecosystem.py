@@ -8,16 +8,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from kernels.backend import resolve_backend
-from model.commerce import CommerceModel
-from model.config import load_config
-from model.customers import CustomerLedger
-from model.diagnostics import Diagnostics
-from model.governance import ReviewDesk
-from model.inventory import fill_orders
-from model.community import GroupParts, group_exposures
-from model.run import run_scenario
-from model.traffic import CHANNELS, GROUPS, plan_posts
+from weishang.kernels.backend import resolve_backend
+from weishang.model.commerce import CommerceModel
+from weishang.model.config import load_config
+from weishang.model.customers import CustomerLedger
+from weishang.model.diagnostics import Diagnostics
+from weishang.model.governance import ReviewDesk
+from weishang.model.inventory import fill_orders
+from weishang.model.community import GroupParts, group_exposures
+from weishang.model.run import run_scenario
+from weishang.model.traffic import CHANNELS, GROUPS, plan_posts
 
 BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=30", 'run.backend="numpy"',
         "merchants.post_rate=0.6"]  # volumes the tests were sized for, whatever the calibrated default
@@ -120,7 +120,7 @@ def test_onboarding_takes_three_days_without_the_transaction_component(tmp_path)
     merchants = pl.read_parquet(run(tmp_path, "r", "run.n_ticks=5", "merchants.post_rate=3.0").run_dir
                                 / "merchants.parquet")
     model = CommerceModel(load_config(overrides=[*BASE, "run.n_ticks=5"]))
-    fast = np.flatnonzero(model.uses_component)
+    fast = np.flatnonzero(model.merchants.uses_component)
     early = merchants.filter(pl.col("tick") < 3)
     posted = early.group_by("merchant").agg(pl.col("n_posts").sum())
     posted_ids = set(posted.filter(pl.col("n_posts") > 0)["merchant"].to_list())

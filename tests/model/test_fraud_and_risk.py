@@ -4,10 +4,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from model.config import WECHAT_MAU, load_config
-from model.everyday import daily_everyday_counts, draw_everyday
-from model.fraud import TYPOLOGIES, FraudInjector
-from model.run import run_scenario
+from weishang.model.config import WECHAT_MAU, load_config
+from weishang.model.everyday import daily_everyday_counts, draw_everyday
+from weishang.model.fraud import TYPOLOGIES, FraudInjector
+from weishang.model.run import run_scenario
 
 
 #: fraud volumes the tests were sized for (the calibrated default's are far smaller)
@@ -115,7 +115,7 @@ def test_transactions_log_full_and_reproducible_sample(tmp_path):
 
 
 def test_fx_exposure_follows_rate_moves():
-    from model.fx import CURRENCIES, LOCK_TICKS, FxDesk
+    from weishang.model.fx import CURRENCIES, LOCK_TICKS, FxDesk
 
     still = FxDesk(0.0, seed=1)
     moving = FxDesk(0.01, seed=1)

@@ -6,8 +6,8 @@ so a difference in the outcome is the lever's effect, not noise.
 
 import pytest
 
-from model.config import load_config
-from model.run import run_scenario
+from weishang.model.config import load_config
+from weishang.model.run import run_scenario
 
 BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=6", 'run.backend="numpy"',
         "merchants.post_rate=0.6"]  # volumes the tests were sized for, whatever the calibrated default

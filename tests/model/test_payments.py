@@ -1,8 +1,12 @@
 import numpy as np
 import pytest
 
-from model.config import load_config
-from model.payments import OFF_PLATFORM, SettlementQueue, make_payments, per_merchant_by_lag
+from weishang.model.config import load_config
+from weishang.model.codes import PaymentScenario
+from weishang.model.payments import make_payments
+from weishang.model.settlement import SettlementQueue, per_merchant_by_lag
+
+OFF_PLATFORM = PaymentScenario.OFF_PLATFORM
 
 CFG = load_config().payments
 

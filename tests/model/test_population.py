@@ -3,10 +3,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kernels.backend import resolve_backend
-from model.config import ConfigError, load_config
-from model.graph_io import GraphInputError, csr_from_networkx, read_edge_list
-from model.population import USER_STATE, build_population
+from weishang.kernels.backend import resolve_backend
+from weishang.model.config import ConfigError, load_config
+from weishang.model.graph_io import GraphInputError, csr_from_networkx, read_edge_list
+from weishang.model.population import USER_STATE, build_population
 
 NUMPY = resolve_backend("numpy")
 
@@ -33,9 +33,18 @@ def test_memory_within_bound(population):
 def test_merchants_are_accounts_with_many_friends(population):
     config, pop = population
     assert pop.merchant_uids.shape == (config.n_merchants,)
-    assert np.array_equal(pop.state["merchant"][pop.merchant_uids], np.arange(config.n_merchants))
+    # every merchant owns its own account (the user state no longer mirrors the merchant index)
+    assert np.unique(pop.merchant_uids).shape == (config.n_merchants,)
+    assert pop.merchant_uids.min() >= 0 and pop.merchant_uids.max() < pop.n_users
     degree = np.diff(pop.indptr)
     assert degree[pop.merchant_uids].mean() > 3 * degree.mean()  # merchant_sociability = 8
+
+
+def test_population_is_read_only_so_runs_can_share_it(population):
+    _, pop = population
+    for array in (pop.state["interests"], pop.indices, pop.group_members):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 1
 
 
 def test_groups_both_ways_and_mean_size(population):

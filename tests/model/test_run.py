@@ -9,10 +9,10 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from model.commerce import CommerceModel
-from model.config import load_config
-from model.recorder import read_config_metadata
-from model.run import run_scenario
+from weishang.model.commerce import CommerceModel
+from weishang.model.config import load_config
+from weishang.model.recorder import read_config_metadata
+from weishang.model.run import run_scenario
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_manifest_records_what_ran(run_dir):
     assert m["status"] == "complete" and m["seed"] == 1
     assert m["backend"]["name"] == "numpy"
     assert set(m["versions"]) >= {"weishang", "numpy", "mesa", "pyarrow", "python"}
-    assert set(m["timings"]["phase_seconds"]) >= {"merchants_post", "propagate_cascades", "make_payments"}
+    assert set(m["timings"]["phase_seconds"]) >= {"posting", "cascade", "payments"}
 
 
 def table_digest(directory):
@@ -85,13 +85,13 @@ def test_interrupted_run_is_not_published(small_config, tmp_path):
 
 def test_tick_plan_is_ordered_timed_and_mesa_driven(small_config):
     model = CommerceModel(small_config)
-    names = [p.name for p in model.plan()]
-    assert names[0] == "merchants_post" and names.index("propagate_cascades") < names.index("make_payments")
+    names = [m.name for m in model.plan.mechanisms]
+    assert names[0] == "posting" and names.index("cascade") < names.index("payments")
     model.step()
     model.step()
     assert model.steps == 2 and model.tick == 1
-    assert set(model.phase_seconds) == set(names)
-    assert {p.engine for p in model.plan()} == {"mesa", "arrays"}
+    assert set(model.plan.seconds) == set(names)
+    assert {m.engine for m in model.plan.mechanisms} == {"mesa", "arrays", "kernel"}
 
 
 @pytest.mark.gpu
@@ -110,8 +110,8 @@ def test_python_api_returns_arrow_tables(small_config, tmp_path):
 
 
 def test_damaged_or_old_results_give_a_clear_error(small_config, tmp_path):
-    from model.recorder import RunDirectoryError, read_manifest
-    from model.report import write_report
+    from weishang.model.recorder import RunDirectoryError, read_manifest
+    from weishang.model.report import write_report
 
     run = run_scenario(small_config, tmp_path / "r").run_dir
     manifest = json.loads((run / "manifest.json").read_text())
@@ -129,7 +129,7 @@ def test_sigkill_leaves_no_visible_run(tmp_path):
     import sys
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "model.cli", "run", "--set", "population.n_users=20000",
+    proc = subprocess.Popen([sys.executable, "-m", "weishang", "run", "--set", "population.n_users=20000",
                              "--set", "run.n_ticks=100000", "--backend", "numpy", "--out", str(tmp_path / "k")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -172,8 +172,8 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(small_config, tmp_path
 
 
 def test_resume_errors(small_config, tmp_path):
-    from model.checkpoint import CHECKPOINT
-    from model.recorder import RunDirectoryError
+    from weishang.model.checkpoint import CHECKPOINT
+    from weishang.model.recorder import RunDirectoryError
 
     with pytest.raises(RunDirectoryError, match="nothing to resume"):
         run_scenario(small_config, tmp_path / "none", resume=True)

@@ -10,12 +10,12 @@ import optuna
 import polars as pl
 import pytest
 
-from model.calibrate import calibrate, load_spec, loss
-from model.cli import _main
-from model.config import ConfigError, load_config
-from model.run import run_scenario
-from model.sweep import load_sweep, run_sweep
-from model.validation import KINDS, RunMeasures, Target, load_targets, validate, validate_run
+from weishang.model.calibrate import calibrate, load_spec, loss
+from weishang.model.cli import _main
+from weishang.model.config import ConfigError, load_config
+from weishang.model.run import run_scenario
+from weishang.model.sweep import load_sweep, run_sweep
+from weishang.model.validation import KINDS, RunMeasures, Target, load_targets, validate, validate_run
 
 SMALL = ["population.n_users=5000", "population.n_cities=10", "run.n_ticks=8", 'run.backend="numpy"',
          "merchants.post_rate=0.6"]

@@ -1,0 +1,97 @@
+"""The model's vocabulary: every coded category, named once.
+
+Arrays hold the integer codes (``int8``/``int16``); tables write the lowercase labels
+(``Channel.SEARCH.label == "search"``). A code's value is its position in its label tuple
+(``Channel.labels()``), which is also the order of columns and plots.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+#: ticks are days
+TICKS_PER_YEAR = 365
+#: cascade levels: 1 friends, 2 friends of sharers, 3 strangers reached by tools
+LEVELS = (1, 2, 3)
+
+
+class Code(IntEnum):
+    """An integer code with a lowercase label for tables."""
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def labels(cls) -> tuple[str, ...]:
+        """Every label, in code order (index = code)."""
+        return tuple(member.label for member in cls)
+
+
+class Channel(Code):
+    """Where a post goes (SPEC section 1; see :mod:`weishang.model.traffic`)."""
+
+    MOMENTS = 0
+    OFFICIAL_ACCOUNT = 1
+    SEARCH = 2
+    GROUPS = 3
+    LIVE_STREAM = 4
+    EXTERNAL_LINK = 5
+
+
+#: channels whose level-1 viewers get the post as a friend's personal recommendation (the
+#: official account's followers are friends too, but get a brand broadcast)
+FRIEND_RECOMMENDATION = (Channel.MOMENTS, Channel.GROUPS, Channel.LIVE_STREAM, Channel.EXTERNAL_LINK)
+
+
+class PaymentScenario(Code):
+    """How an order is paid (SPEC section 3): three official scenarios, or outside WeChat."""
+
+    QR = 0
+    MINI_PROGRAM = 1
+    CROSS_BORDER = 2
+    OFF_PLATFORM = 3
+
+
+#: the official scenarios, the ones the risk engine screens
+OFFICIAL_SCENARIOS = (PaymentScenario.QR, PaymentScenario.MINI_PROGRAM, PaymentScenario.CROSS_BORDER)
+
+
+class Style(Code):
+    """A merchant's marketing style: quality content posts, plain ad links, induced sharing."""
+
+    CONTENT = 0
+    AD = 1
+    INDUCEMENT = 2
+
+
+class Compliance(Code):
+    """A merchant's compliance type (SPEC section 6 names the two violations)."""
+
+    COMPLIANT = 0
+    NO_BRAND = 1
+    EXAGGERATED = 2
+
+
+class Certification(Code):
+    """Certification level: uncertified (no brand qualification), verified, certified (enterprise)."""
+
+    NONE = 0
+    VERIFIED = 1
+    CERTIFIED = 2
+
+
+class Provider(Code):
+    """Third-party service provider a merchant runs through (SPEC section 8)."""
+
+    NONE = 0
+    WEIMOB = 1
+    YOUZAN = 2
+
+
+class ExitReason(Code):
+    """Why a merchant left; ``ACTIVE`` while it has not (written as null)."""
+
+    ACTIVE = 0
+    UNPROFITABLE = 1
+    REMOVED = 2

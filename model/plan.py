@@ -1,0 +1,112 @@
+"""The tick plan: the mechanisms of a tick, in order, as data.
+
+A :class:`Mechanism` owns its state, its config sections and its step. Its ``step(tick, ...)``
+names, as keyword parameters, the earlier mechanisms whose outputs it reads; it returns its own
+small typed output, which later mechanisms read under its name. :class:`TickPlan` checks that
+wiring once, runs the steps in order, times each one, and hands back the tick's outputs as a
+:class:`TickRecord` (``record.payments.units_sold``). The order itself is written out once,
+in :data:`weishang.model.commerce.TICK_PLAN`; the README's tick-plan table is generated from it
+(:func:`markdown_table`).
+
+Learnt from Starsim's loop (a list of module steps, each timed) and module lifecycle (a module
+declares its state; the loop never lists it by hand).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from .state import Stateful
+
+if TYPE_CHECKING:
+    from .commerce import CommerceModel
+
+#: what a mechanism's step runs on: Mesa agents' decisions, bulk host/device array code, or a
+#: kernel of :mod:`weishang.kernels` doing the heavy part on the device
+Engine = Literal["mesa", "arrays", "kernel"]
+ENGINES = ("mesa", "arrays", "kernel")
+
+
+class Mechanism(Stateful):
+    """One mechanism of the tick.
+
+    Class attributes:
+        name: how the plan and later steps refer to it (and its output).
+        engine: one of :data:`ENGINES`.
+        sections: the config sections it reads.
+        does: one line for the README's tick-plan table.
+        STATE: the attributes a run changes (see :class:`~weishang.model.state.Stateful`).
+    """
+
+    name: ClassVar[str]
+    engine: ClassVar[Engine]
+    sections: ClassVar[tuple[str, ...]] = ()
+    does: ClassVar[str] = ""
+
+    def __init__(self, model: "CommerceModel") -> None:
+        self.model = model
+        self.config = model.config
+        self.backend = model.backend
+        self.xp = model.backend.xp
+
+    def step(self, tick: int, **inputs: Any) -> Any:
+        raise NotImplementedError
+
+
+class TickRecord:
+    """One tick's outputs, by mechanism name (``record.traffic``, ``record.risk``, ...)."""
+
+    def __init__(self, tick: int, outputs: dict[str, Any]) -> None:
+        self.tick = tick
+        self.__dict__.update(outputs)
+
+
+class TickPlan:
+    """The mechanisms in order, with each step's inputs resolved once.
+
+    Raises:
+        ValueError: a step reads a mechanism that does not run before it.
+    """
+
+    def __init__(self, mechanisms: Sequence[Mechanism]) -> None:
+        self.mechanisms = tuple(mechanisms)
+        self.inputs: dict[str, tuple[str, ...]] = {}
+        earlier: list[str] = []
+        for mech in self.mechanisms:
+            if mech.engine not in ENGINES:
+                raise ValueError(f"mechanism {mech.name}: engine {mech.engine!r} is not one of {ENGINES}")
+            reads = tuple(p for p in inspect.signature(mech.step).parameters if p != "tick")
+            unknown = [name for name in reads if name not in earlier]
+            if unknown:
+                raise ValueError(f"mechanism {mech.name} reads {unknown}, which do not run before it")
+            self.inputs[mech.name] = reads
+            earlier.append(mech.name)
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def run(self, tick: int) -> TickRecord:
+        """Run every step in order; each step's wall time adds to :attr:`seconds`."""
+        outputs: dict[str, Any] = {}
+        for mech in self.mechanisms:
+            t0 = time.perf_counter()
+            outputs[mech.name] = mech.step(tick, **{name: outputs[name] for name in self.inputs[mech.name]})
+            self.seconds[mech.name] += time.perf_counter() - t0
+        return TickRecord(tick, outputs)
+
+    def share_of_time(self, engine: str) -> float | None:
+        """The share of the ticks' wall time spent in steps of ``engine`` (None before a tick)."""
+        total = sum(self.seconds.values())
+        if not total:
+            return None
+        return sum(self.seconds[m.name] for m in self.mechanisms if m.engine == engine) / total
+
+    def markdown_table(self) -> str:
+        """The plan as the README's table: step, engine, what it reads, what it does."""
+        lines = ["| step | engine | reads | what it does |", "|---|---|---|---|"]
+        for mech in self.mechanisms:
+            reads = ", ".join(f"`{name}`" for name in self.inputs[mech.name]) or "-"
+            lines.append(f"| `{mech.name}` | {mech.engine} | {reads} | {mech.does} |")
+        return "\n".join(lines)
