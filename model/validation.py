@@ -1,7 +1,8 @@
 """Validation: how a run (or a sweep's replicates) compares with every figure of SPEC.md.
 
 The figures live in ``model/targets.toml`` (:func:`load_targets`); each names how it is measured
-from a run's outputs. :func:`validate_run` measures one run directory; :func:`validate` measures a
+from a run's outputs as a :class:`Measure` over entries of the column registry
+(:mod:`weishang.model.columns`), checked when the targets load. :func:`validate_run` measures one run directory; :func:`validate` measures a
 run or a sweep (with a 95% t interval over replicates per scenario and point) and writes
 ``validation.parquet`` with the columns ``target, section, kind, expected, low, high, simulated,
 ci_low, ci_high, within`` (plus ``scenario, point, replicates`` for a sweep).
@@ -25,7 +26,9 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
-from .config import PRACTITIONERS, WECHAT_MAU
+from .codes import Channel
+from .columns import column
+from .config import PRACTITIONERS, WECHAT_MAU, ScenarioConfig
 from .fx import CURRENCIES
 from .merchant import ONBOARDING_TICKS
 from .settlement import SETTLEMENT_LAG
@@ -36,6 +39,73 @@ CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURREN
              "CROSS_BORDER_LAG": int(SETTLEMENT_LAG[2]), "ONBOARDING_TICKS": ONBOARDING_TICKS}
 KINDS = ("target", "input", "not_modelled")
 COLUMNS = ("target", "section", "kind", "figure", "expected", "low", "high", "simulated", "ci_low", "ci_high", "within")
+
+
+#: what each source of a :class:`Measure` can be reduced by
+REDUCTIONS = {"summary": ("value",), "ticks": ("mean", "ratio"), "cascades": ("mean_reached", "quantile_reached"),
+              "config": ("value",), "constant": ("value",)}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Which output of a run a target is measured on (see ``model/targets.toml``).
+
+    Attributes:
+        source: "summary", "ticks", "cascades" (registry tables), "config" or "constant".
+        name: the registry column (or ``section.key``, or constant name).
+        reduce: how: one of :data:`REDUCTIONS` for the source.
+        over: the denominator column of a ticks ratio; from_tick: ticks before it are left out.
+        q: the quantile of ``quantile_reached``; channels: the posts' channels (all when empty).
+    """
+
+    source: str
+    name: str
+    reduce: str = "value"
+    over: str = ""
+    from_tick: int = 0
+    q: float | None = None
+    channels: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: dict[str, Any], where: str) -> "Measure":
+        """A measure from its TOML table, checked against the registry, the config and the
+        constants; a ValueError names what is wrong."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"{where}: measure must be a table such as {{ summary = \"gmv_cny\" }}")
+        sources = [key for key in REDUCTIONS if key in spec]
+        if len(sources) != 1:
+            raise ValueError(f"{where}: measure names exactly one of {', '.join(REDUCTIONS)}")
+        source = sources[0]
+        extra = set(spec) - {source, "reduce", "over", "from_tick", "q", "channels"}
+        if extra:
+            raise ValueError(f"{where}: measure has unknown key(s) {sorted(extra)}")
+        measure = cls(source, spec[source], spec.get("reduce", "value"), spec.get("over", ""),
+                      spec.get("from_tick", 0), spec.get("q"), tuple(spec.get("channels", ())))
+        measure.check(where)
+        return measure
+
+    def check(self, where: str) -> None:
+        if self.reduce not in REDUCTIONS[self.source]:
+            raise ValueError(f"{where}: a {self.source} measure reduces by {' or '.join(REDUCTIONS[self.source])}, "
+                             f"not {self.reduce!r}")
+        if self.source in ("summary", "ticks", "cascades"):
+            column(self.source, self.name)
+            if self.over:
+                column(self.source, self.over)
+            if self.reduce == "ratio" and not self.over:
+                raise ValueError(f"{where}: a ratio measure needs over = COLUMN")
+            if self.reduce == "quantile_reached" and not (self.q is not None and 0 <= self.q <= 1):
+                raise ValueError(f"{where}: quantile_reached needs q in [0, 1]")
+            unknown = set(self.channels) - set(Channel.labels())
+            if unknown:
+                raise ValueError(f"{where}: unknown channel(s) {sorted(unknown)}")
+        elif self.source == "config":
+            section, _, key = self.name.partition(".")
+            fields = ScenarioConfig.model_fields
+            if section not in fields or key not in fields[section].annotation.model_fields:
+                raise ValueError(f"{where}: {self.name!r} is not a config key")
+        elif self.name not in CONSTANTS:
+            raise ValueError(f"{where}: unknown constant {self.name!r} (known: {', '.join(CONSTANTS)})")
 
 
 @dataclass(frozen=True)
@@ -49,7 +119,7 @@ class Target:
     expected: float
     low: float | None = None
     high: float | None = None
-    measure: str = ""
+    measure: Measure | None = None
     scale: str = "none"
     why: str = ""
 
@@ -76,10 +146,15 @@ def load_targets(path: str | Path | None = None) -> list[Target]:
         text = resources.files(__package__).joinpath("targets.toml").read_text(encoding="utf-8")
     else:
         text = Path(path).read_text(encoding="utf-8")
-    targets = [Target(**entry) for entry in tomllib.loads(text)["target"]]
-    for t in targets:
+    targets = []
+    for entry in tomllib.loads(text)["target"]:
+        where = f"target {entry.get('id', '?')}"
+        if "measure" in entry:
+            entry = {**entry, "measure": Measure.parse(entry["measure"], where)}
+        t = Target(**entry)
         if t.kind not in KINDS:
-            raise ValueError(f"target {t.id}: kind {t.kind!r} is not one of {', '.join(KINDS)}")
+            raise ValueError(f"{where}: kind {t.kind!r} is not one of {', '.join(KINDS)}")
+        targets.append(t)
     return targets
 
 
@@ -106,53 +181,46 @@ class RunMeasures:
             self._ticks = pl.read_parquet(self.run_dir / "ticks.parquet")
         return self._ticks
 
-    def reached(self, level: int, quantile: float | None, channels: tuple[str, ...] = ()) -> float:
+    def reached(self, level: int, quantile: float | None, channels: tuple[str, ...] = ()) -> float | None:
         """Level-``level`` exposures of the posts that reached that level (of the given channels,
-        all when none): their mean, or a quantile."""
+        all when none): their mean, or a quantile; None when no post reached it."""
         if self._cascades is None:
             self._cascades = pl.read_parquet(self.run_dir / "cascades.parquet",
                                              columns=["channel", *(f"exposures_l{lv}" for lv in (1, 2, 3))])
-        column = f"exposures_l{level}"
-        posts = self._cascades.filter(pl.col(column) > 0)
+        exposures = f"exposures_l{level}"
+        posts = self._cascades.filter(pl.col(exposures) > 0)
         if channels:
             posts = posts.filter(pl.col("channel").cast(pl.Utf8).is_in(list(channels)))
-        reached = posts[column]
+        reached = posts[exposures]
         if reached.len() == 0:
-            return 0.0
+            return None
         return float(reached.mean()) if quantile is None else float(reached.quantile(quantile, "linear"))
 
     def measure(self, target: Target) -> float | None:
-        if target.kind == "not_modelled" or not target.measure:
+        """The run's value of ``target`` (None when the run lacks it, e.g. a ticks measure past
+        ``from_tick`` on a shorter run)."""
+        m = target.measure
+        if target.kind == "not_modelled" or m is None:
             return None
-        how, _, what = target.measure.partition(":")
-        ticks = self.ticks
-        if how.endswith("_from"):  # ticks_mean_from:T:..., ticks_ratio_from:T:...: past a warm-up
-            first, _, what = what.partition(":")
-            how = how.removesuffix("_from")
-            ticks = ticks.filter(pl.col("tick") >= int(first))
+        if m.source == "summary":
+            value = self.summary.get(m.name)
+        elif m.source == "ticks":
+            ticks = self.ticks.filter(pl.col("tick") >= m.from_tick)
             if ticks.height == 0:
                 return None
-        if how == "summary":
-            value = self.summary.get(what)
-        elif how == "ticks_mean":
-            value = float(ticks[what].mean())
-        elif how == "ticks_ratio":
-            num, den = what.split("/")
-            total = float(ticks[den].sum())
-            value = float(ticks[num].sum()) / total if total else float("nan")
-        elif how == "reached_mean":
-            level, _, channels = what.partition(":")
-            value = self.reached(int(level), None, tuple(c for c in channels.split(",") if c))
-        elif how == "reached_quantile":
-            level, q = what.split(":")
-            value = self.reached(int(level), float(q))
-        elif how == "config":
-            section, key = what.split(".")
+            if m.reduce == "mean":
+                value = ticks[m.name].mean()
+            else:
+                total = float(ticks[m.over].sum())
+                value = float(ticks[m.name].sum()) / total if total else None
+        elif m.source == "cascades":
+            level = int(m.name.removeprefix("exposures_l"))
+            value = self.reached(level, m.q if m.reduce == "quantile_reached" else None, m.channels)
+        elif m.source == "config":
+            section, key = m.name.split(".")
             value = self.config[section][key]
-        elif how == "constant":
-            value = CONSTANTS[what]
         else:
-            raise ValueError(f"target {target.id}: unknown measure {target.measure!r}")
+            value = CONSTANTS[m.name]
         if value is None:
             return None
         value = float(value)

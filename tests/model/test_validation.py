@@ -15,7 +15,7 @@ from weishang.model.cli import _main
 from weishang.model.config import ConfigError, load_config
 from weishang.model.run import run_scenario
 from weishang.model.sweep import load_sweep, run_sweep
-from weishang.model.validation import KINDS, RunMeasures, Target, load_targets, validate, validate_run
+from weishang.model.validation import KINDS, Measure, RunMeasures, Target, load_targets, validate, validate_run
 
 SMALL = ["population.n_users=5000", "population.n_cities=10", "run.n_ticks=8", 'run.backend="numpy"',
          "merchants.post_rate=0.6"]
@@ -34,7 +34,7 @@ def test_targets_file_is_complete_and_well_formed():
             assert (t.low is None or t.low <= t.expected) and (t.high is None or t.expected <= t.high), t.id
         if t.kind == "input":  # reads the parameter back, or measures what it drives within a band
             banded = t.low is not None and t.high is not None and t.low <= t.expected <= t.high
-            assert t.measure.split(":")[0] in ("config", "constant") or banded, t.id
+            assert t.measure.source in ("config", "constant") or banded, t.id
         if t.kind == "not_modelled":
             assert t.why, t.id
 
@@ -50,7 +50,7 @@ def test_every_percentage_of_the_spec_is_listed():
 
 
 def test_miss_and_loss():
-    t = Target(id="x", section="1", figure="", kind="target", expected=1.0, low=0.8, high=1.2, measure="summary:x")
+    t = Target(id="x", section="1", figure="", kind="target", expected=1.0, low=0.8, high=1.2, measure=Measure("summary", "x"))
     assert t.miss(1.1) == 0 and t.within(1.1)
     assert t.miss(1.4) == pytest.approx(1.0) and not t.within(1.4)  # 0.2 past the band, half-width 0.2
     assert loss({"x": 1.0}, [t]) == 0
@@ -58,7 +58,7 @@ def test_miss_and_loss():
     # past 3 half-widths a miss grows the loss linearly: miss 9 -> 3 * (18 - 3) = 45
     assert loss({"x": 3.0}, [t]) == pytest.approx(45.0 + 0.01 * 100.0)
     assert loss({}, [t]) == 100.0  # unmeasured counts as a big miss
-    one_sided = Target(id="y", section="6", figure="", kind="target", expected=15, low=0.0, high=15.0, measure="s:y")
+    one_sided = Target(id="y", section="6", figure="", kind="target", expected=15, low=0.0, high=15.0, measure=Measure("summary", "y"))
     assert one_sided.within(5.0) and not one_sided.within(16.0)
 
 
@@ -72,7 +72,7 @@ def test_every_run_writes_its_validation_table(tmp_path):
     assert table.filter(pl.col("kind") == "not_modelled")["within"].is_null().all()
     targets = table.filter(pl.col("kind") == "target")
     # the risk figures are measured past a 30-tick cold start, which this short run never leaves
-    after_warmup = [t.id for t in load_targets() if "_from:" in t.measure]
+    after_warmup = [t.id for t in load_targets() if t.measure and t.measure.from_tick > 0]
     assert len(after_warmup) == 4
     assert targets.filter(~pl.col("target").is_in(after_warmup))["simulated"].is_not_null().all()
     assert targets.filter(pl.col("target").is_in(after_warmup))["simulated"].is_null().all()
@@ -109,7 +109,7 @@ def test_validate_cli_and_bad_directory(tmp_path, capsys):
 def test_calibration_spec_names_only_free_config_keys():
     spec = load_spec()
     targets = {t.id for t in load_targets()}
-    inputs = {t.measure.split(":", 1)[1] for t in load_targets() if t.kind == "input" and t.measure.startswith("config:")}
+    inputs = {t.measure.name for t in load_targets() if t.kind == "input" and t.measure.source == "config"}
     for stage in spec.stages:
         for name, (lo, hi) in stage.params.items():
             assert lo < hi, name
@@ -159,14 +159,32 @@ def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
 def test_measures_past_a_warmup_skip_the_first_ticks(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "summary": {},
                                                         "config": {"population": {"n_users": 1289}}}))
-    pl.DataFrame({"tick": [0, 1, 2, 3], "caught": [9, 9, 1, 3], "seen": [10, 10, 100, 100]}).write_parquet(
+    pl.DataFrame({"tick": [0, 1, 2, 3], "n_intercepted_qr": [9, 9, 1, 3], "n_tx_qr": [10, 10, 100, 100]}).write_parquet(
         tmp_path / "ticks.parquet")
     measures = RunMeasures(tmp_path)
 
-    def target(measure):
+    def target(**spec):
+        measure = Measure.parse(spec, "target x")
         return Target(id="x", section="3", figure="", kind="target", expected=0.02, low=0.0, high=1.0, measure=measure)
 
-    assert measures.measure(target("ticks_ratio:caught/seen")) == pytest.approx(22 / 220)
-    assert measures.measure(target("ticks_ratio_from:2:caught/seen")) == pytest.approx(4 / 200)
-    assert measures.measure(target("ticks_mean_from:3:caught")) == 3.0
-    assert measures.measure(target("ticks_mean_from:9:caught")) is None  # the run never left its warm-up
+    ratio = {"ticks": "n_intercepted_qr", "over": "n_tx_qr", "reduce": "ratio"}
+    assert measures.measure(target(**ratio)) == pytest.approx(22 / 220)
+    assert measures.measure(target(**ratio, from_tick=2)) == pytest.approx(4 / 200)
+    assert measures.measure(target(ticks="n_intercepted_qr", reduce="mean", from_tick=3)) == 3.0
+    # the run never left its warm-up
+    assert measures.measure(target(ticks="n_intercepted_qr", reduce="mean", from_tick=9)) is None
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"summary": "gmv"}, "summary has no column 'gmv'"),
+    ({"ticks": "visits_moments", "reduce": "median"}, "reduces by mean or ratio"),
+    ({"ticks": "n_intercepted_qr", "reduce": "ratio"}, "needs over = COLUMN"),
+    ({"cascades": "exposures_l2", "reduce": "quantile_reached"}, "needs q in"),
+    ({"config": "cascade.p_fly"}, "not a config key"),
+    ({"constant": "PI"}, "unknown constant"),
+    ({"summary": "gmv_cny", "ticks": "gmv"}, "exactly one of"),
+    ("summary:gmv_cny", "must be a table"),
+])
+def test_measures_refer_to_registry_entries_checked_on_load(spec, message):
+    with pytest.raises(ValueError, match=message):
+        Measure.parse(spec, "target x")
