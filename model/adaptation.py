@@ -34,7 +34,7 @@ class Adaptation(Mechanism):
     engine = "mesa"
     sections = ("merchants",)
     does = ("a merchant whose last `exit_window` days lost money gives up with a daily chance `exit_hazard`; every "
-            "7 days each merchant adapts budget, style and groups")
+            "`adapt_every` days each merchant adapts budget, style and groups")
     #: the agents' own memory (everything else they know is in the merchants' table)
     STATE = ("memory",)
 

@@ -152,7 +152,8 @@ class Column:
         reduction: how a run's ticks reduce it: "sum", "last", "mean", "none", or a
             :class:`Reduction` (summary entries).
         meaning: one sentence; says when the value is null for ``nullable`` columns.
-        family: the template it was generated from (``"exposures_l{level}"``), for the docs.
+        family: the template it was generated from (``"exposures_l{x}"``), and family_meaning
+            the meaning of the whole family, for the docs.
     """
 
     name: str
@@ -163,6 +164,7 @@ class Column:
     meaning: str
     nullable: bool = False
     family: str = ""
+    family_meaning: str = ""
 
 
 def col(table: str, name: str, dtype: str, unit: str, reduction: str | Reduction, meaning: str,
@@ -171,15 +173,20 @@ def col(table: str, name: str, dtype: str, unit: str, reduction: str | Reduction
 
 
 def family(table: str, template: str, values: dict[str, str], dtype: str, unit: str,
-           reduction: str | Callable[[str], Reduction], meaning: str, nullable: bool = False) -> list[Column]:
+           reduction: str | Callable[[str], Reduction], meaning: str, nullable: bool = False,
+           of: dict[str, str] | None = None) -> list[Column]:
     """One column per value: ``template`` and ``meaning`` are formatted with ``{x}`` (the value) and
-    ``{what}`` (its description); a callable reduction gets the value."""
+    ``{what}`` (its description); a callable reduction gets the value. ``of``: the whole family's
+    values when ``values`` is a part of it (to interleave families column by column)."""
+    whole = meaning.format(x="{x}", what=" / ".join((of or values).values()))
     return [Column(template.format(x=x), table, dtype, unit, reduction(x) if callable(reduction) else reduction,
-                   meaning.format(x=x, what=what), nullable, template)
+                   meaning.format(x=x, what=what), nullable, template, whole)
             for x, what in values.items()]
 
 
 LEVEL = {str(lv): f"level {lv}" for lv in LEVELS}
+#: the levels whose viewers can share onward (level 3's strangers do not)
+SHARING = {k: v for k, v in LEVEL.items() if int(k) < LEVELS[-1]}
 CHANNEL = {c.label: c.label.replace("_", " ") for c in Channel}
 SCENARIO = {s.label: s.label.replace("_", " ") for s in OFFICIAL_SCENARIOS}
 STYLE = {s.label: s.label for s in Style}
@@ -195,42 +202,48 @@ TICKS: tuple[Column, ...] = tuple(
     + col(T, "n_posts", "int64", "posts", "sum", "posts made (paid and community)")
     + [c for lv in LEVELS for c in (
         family(T, "exposures_l{x}", {str(lv): f"level {lv}"}, "int64", "people", "sum",
-               "people who saw a post at {what} (1 friends or channel viewers, 2 friends of sharers, 3 strangers)")
-        + family(T, "buys_l{x}", {str(lv): f"level {lv}"}, "int64", "orders", "sum", "filled orders at {what}")
+               "people who saw a post at {what} (1 friends or channel viewers, 2 friends of sharers, 3 strangers)",
+               of=LEVEL)
+        + family(T, "buys_l{x}", {str(lv): f"level {lv}"}, "int64", "orders", "sum", "filled orders at {what}", of=LEVEL)
         + family(T, "conversion_l{x}", {str(lv): f"level {lv}"}, "float64", "share",
                  lambda x: Ratio(f"buys_l{x}", f"exposures_l{x}"),
-                 "buys over exposures at {what}; null without exposures", nullable=True)
+                 "buys over exposures at {what}; null without exposures", nullable=True, of=LEVEL)
         + (family(T, "shares_l{x}", {str(lv): f"level {lv}"}, "int64", "people", "sum",
-                  "viewers at {what} who shared the post onward") if lv < LEVELS[-1] else []))]
+                  "viewers at {what} who shared the post onward", of=SHARING) if lv < LEVELS[-1] else []))]
     + [c for ch, what in CHANNEL.items() for c in (
-        family(T, "n_posts_{x}", {ch: what}, "int64", "posts", "sum", "posts to {what}")
+        family(T, "n_posts_{x}", {ch: what}, "int64", "posts", "sum", "posts to {what}", of=CHANNEL)
         + family(T, "visits_{x}", {ch: what}, "int64", "people", "sum",
-                 "visits to {what} posts' links: their audience (level 1) and friends opening a share (level 2)")
-        + family(T, "visit_orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} visits")
+                 "visits to {what} posts' links: their audience (level 1) and friends opening a share (level 2)",
+                 of=CHANNEL)
+        + family(T, "visit_orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} visits",
+                 of=CHANNEL)
         + family(T, "awareness_{x}", {ch: what}, "int64", "people", "sum",
-                 "strangers fission tools put {what} posts in front of (level 3)")
-        + family(T, "orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} posts, every level")
+                 "strangers fission tools put {what} posts in front of (level 3)", of=CHANNEL)
+        + family(T, "orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} posts, every level",
+                 of=CHANNEL)
         + family(T, "gmv_{x}", {ch: what}, "float64", "CNY", "sum",
-                 "completed GMV of {what} posts' orders, every level")
-        + family(T, "conversion_{x}", {ch: what}, "float64", "share", lambda x: Ratio(f"visit_orders_{x}", f"visits_{x}"),
-                 "visit orders over visits of {what}; null without visits", nullable=True)
+                 "completed GMV of {what} posts' orders, every level", of=CHANNEL)
+        + family(T, "conversion_{x}", {ch: what}, "float64", "share",
+                 lambda x: Ratio(f"visit_orders_{x}", f"visits_{x}"),
+                 "visit orders over visits of {what}; null without visits", nullable=True, of=CHANNEL)
         + family(T, "aov_{x}", {ch: what}, "float64", "CNY", lambda x: Ratio(f"gmv_{x}", f"orders_{x}"),
-                 "average order value of {what} (GMV over orders); null without orders", nullable=True))]
+                 "average order value of {what} (GMV over orders); null without orders", nullable=True, of=CHANNEL))]
     + [c for rec, what in RECOMMENDATION.items() for c in (
-        family(T, "visits_{x}", {rec: what}, "int64", "people", "sum", "level-1 viewers of {what}")
-        + family(T, "visit_orders_{x}", {rec: what}, "int64", "orders", "sum", "their filled orders")
+        family(T, "visits_{x}", {rec: what}, "int64", "people", "sum", "level-1 viewers of {what}", of=RECOMMENDATION)
+        + family(T, "visit_orders_{x}", {rec: what}, "int64", "orders", "sum", "their filled orders",
+                 of=RECOMMENDATION)
         + family(T, "conversion_{x}", {rec: what}, "float64", "share",
                  lambda x: Ratio(f"visit_orders_{x}", f"visits_{x}"),
-                 "their conversion; null without viewers", nullable=True))]
+                 "their conversion; null without viewers", nullable=True, of=RECOMMENDATION))]
     + col(T, "visits_live_viewers", "int64", "people", "sum", "viewers of live streams (their level 1)")
     + col(T, "visit_orders_live_viewers", "int64", "orders", "sum", "live-stream viewers' filled orders")
     + [c for s, what in SCENARIO.items() for c in (
         family(T, "n_tx_{x}", {s: what}, "int64", "payments", "sum",
-               "{what} payments the risk engine screened (orders, everyday payments and fraud)")
-        + family(T, "n_intercepted_{x}", {s: what}, "int64", "payments", "sum", "of those, intercepted")
+               "{what} payments the risk engine screened (orders, everyday payments and fraud)", of=SCENARIO)
+        + family(T, "n_intercepted_{x}", {s: what}, "int64", "payments", "sum", "of those, intercepted", of=SCENARIO)
         + family(T, "interception_rate_{x}", {s: what}, "float64", "share",
                  lambda x: Ratio(f"n_intercepted_{x}", f"n_tx_{x}"),
-                 "intercepted over screened {what} payments; null without any", nullable=True))]
+                 "intercepted over screened {what} payments; null without any", nullable=True, of=SCENARIO))]
     + col(T, "n_everyday", "int64", "payments", "sum",
           "everyday WeChat Pay payments screened besides micro-commerce orders")
     + col(T, "n_orders_intercepted", "int64", "payments", "sum", "micro-commerce orders intercepted (all legitimate)")
@@ -338,7 +351,7 @@ CASCADES: tuple[Column, ...] = tuple(
     + col(C, "merchant", "int32", "id", "none", "merchant index")
     + col(C, "channel", "string", "label", "none", "the channel the post went to")
     + family(C, "exposures_l{x}", LEVEL, "int64", "people", "sum", "people who saw the post at {what}")
-    + family(C, "shares_l{x}", {k: v for k, v in LEVEL.items() if int(k) < LEVELS[-1]}, "int64", "people", "sum",
+    + family(C, "shares_l{x}", SHARING, "int64", "people", "sum",
              "viewers at {what} who shared it onward")
     + family(C, "buys_l{x}", LEVEL, "int64", "orders", "sum", "filled orders at {what}")
     + col(C, "gmv", "float64", "CNY", "sum", "completed GMV of its orders"))

@@ -6,7 +6,7 @@ small typed output, which later mechanisms read under its name. :class:`TickPlan
 wiring once, runs the steps in order, times each one, and hands back the tick's outputs as a
 :class:`TickRecord` (``record.payments.units_sold``). The order itself is written out once,
 in :data:`weishang.model.commerce.TICK_PLAN`; the README's tick-plan table is generated from it
-(:func:`markdown_table`).
+(:func:`markdown_table`, ``python -m weishang.model.docs``).
 
 Learnt from Starsim's loop (a list of module steps, each timed) and module lifecycle (a module
 declares its state; the loop never lists it by hand).
@@ -65,26 +65,40 @@ class TickRecord:
         self.__dict__.update(outputs)
 
 
-class TickPlan:
-    """The mechanisms in order, with each step's inputs resolved once.
+def wiring(plan: Sequence[type[Mechanism]]) -> dict[str, tuple[str, ...]]:
+    """Each mechanism's inputs: the names its step reads, in the order of the plan.
 
     Raises:
-        ValueError: a step reads a mechanism that does not run before it.
+        ValueError: an engine is unknown, or a step reads a mechanism that does not run before it.
     """
+    inputs: dict[str, tuple[str, ...]] = {}
+    for mech in plan:
+        if mech.engine not in ENGINES:
+            raise ValueError(f"mechanism {mech.name}: engine {mech.engine!r} is not one of {ENGINES}")
+        reads = tuple(p for p in inspect.signature(mech.step).parameters if p not in ("self", "tick"))
+        unknown = [name for name in reads if name not in inputs]
+        if unknown:
+            raise ValueError(f"mechanism {mech.name} reads {unknown}, which do not run before it")
+        inputs[mech.name] = reads
+    return inputs
+
+
+def markdown_table(plan: Sequence[type[Mechanism]]) -> str:
+    """The plan as the README's table: step, engine, what it reads, what it does."""
+    inputs = wiring(plan)
+    lines = ["| step | engine | reads | what it does |", "|---|---|---|---|"]
+    for mech in plan:
+        reads = ", ".join(f"`{name}`" for name in inputs[mech.name]) or "-"
+        lines.append(f"| `{mech.name}` | {mech.engine} | {reads} | {mech.does} |")
+    return "\n".join(lines)
+
+
+class TickPlan:
+    """The mechanisms in order, with each step's inputs resolved once (see :func:`wiring`)."""
 
     def __init__(self, mechanisms: Sequence[Mechanism]) -> None:
         self.mechanisms = tuple(mechanisms)
-        self.inputs: dict[str, tuple[str, ...]] = {}
-        earlier: list[str] = []
-        for mech in self.mechanisms:
-            if mech.engine not in ENGINES:
-                raise ValueError(f"mechanism {mech.name}: engine {mech.engine!r} is not one of {ENGINES}")
-            reads = tuple(p for p in inspect.signature(mech.step).parameters if p != "tick")
-            unknown = [name for name in reads if name not in earlier]
-            if unknown:
-                raise ValueError(f"mechanism {mech.name} reads {unknown}, which do not run before it")
-            self.inputs[mech.name] = reads
-            earlier.append(mech.name)
+        self.inputs = wiring([type(mech) for mech in self.mechanisms])
         self.seconds: dict[str, float] = defaultdict(float)
 
     def run(self, tick: int) -> TickRecord:
@@ -102,11 +116,3 @@ class TickPlan:
         if not total:
             return None
         return sum(self.seconds[m.name] for m in self.mechanisms if m.engine == engine) / total
-
-    def markdown_table(self) -> str:
-        """The plan as the README's table: step, engine, what it reads, what it does."""
-        lines = ["| step | engine | reads | what it does |", "|---|---|---|---|"]
-        for mech in self.mechanisms:
-            reads = ", ".join(f"`{name}`" for name in self.inputs[mech.name]) or "-"
-            lines.append(f"| `{mech.name}` | {mech.engine} | {reads} | {mech.does} |")
-        return "\n".join(lines)

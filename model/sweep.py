@@ -184,7 +184,7 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     try:
         config = load_config(spec.scenario_file, spec.overrides(common), seed=spec.seed)
         result = run_scenario(config, spec.run_dir(out_path))
-        record.update(status="complete", error="", gmv=result.summary["gmv_cny"])
+        record.update(status="complete", error=None, gmv=result.summary["gmv_cny"])
     except Exception as exc:  # a failed run is recorded and the sweep carries on
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], gmv=None)
     record["seconds"] = time.perf_counter() - started
@@ -211,15 +211,18 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
     for spec in sweep.runs:
         rec = records.get(spec.index)
         if rec is None or (rec["status"] == "failed" and is_complete(spec, out)):
-            rec = {"status": "complete" if is_complete(spec, out) else "pending", "error": "", "seconds": None,
+            rec = {"status": "complete" if is_complete(spec, out) else "pending", "error": None, "seconds": None,
                    "gmv": None}
         rows.append({"run_id": spec.index, "scenario": spec.scenario, "point": spec.point,
                      "replicate": spec.replicate, "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True),
                      **{f"param.{k}": v for k, v in spec.params.items()},
-                     "status": rec["status"], "error": rec.get("error", ""), "seconds": rec.get("seconds"),
+                     "status": rec["status"], "error": rec.get("error") or None, "seconds": rec.get("seconds"),
                      "gmv": rec.get("gmv"), "run_dir": str(spec.run_dir(out))})
     out.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows)
+    # typed even when every value is null so far (no run failed, none finished)
+    for name, kind in (("error", pa.string()), ("seconds", pa.float64()), ("gmv", pa.float64())):
+        table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
     target = out / "runs.parquet"
     tmp = out / f".runs.parquet.tmp-{os.getpid()}"
     pq.write_table(table, tmp)
