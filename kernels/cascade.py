@@ -8,7 +8,7 @@ buys with a level's conversion probability times the user's propensity, the inte
 the price factor, and shares with a level's share probability; a share exposes the sharer's
 friends at the next level. A user is exposed to a given cascade at most once.
 
-Draws are counter-based (:mod:`kernels.rng`): the view of edge ``e`` by cascade ``k`` uses index
+Draws are counter-based (:mod:`weishang.kernels.rng`): the view of edge ``e`` by cascade ``k`` uses index
 ``k * E + e``, the buy and share of user ``u`` use index ``k * N + u``, so the kernel gives the
 same result on NumPy and CuPy, batch by batch.
 

@@ -3,7 +3,7 @@
 What is fitted is declared in ``model/calibration.toml``: stages of parameters with their search
 ranges (never a target, never a figure the SPEC gives as an input). Each stage runs a TPE study
 whose first trial is the scenario's current values; a trial runs the scenario on
-``run.replicates`` seeds (common to all trials, :func:`model.sweep.replicate_seed`) and scores
+``run.replicates`` seeds (common to all trials, :func:`weishang.model.sweep.replicate_seed`) and scores
 the replicates' mean of every fitted target of ``model/targets.toml``:
 
     loss = sum over the stage's targets of huber(miss)  +  0.01 * sum of ((value - expected) / half-width) ** 2

@@ -58,9 +58,9 @@ class CommerceModel(mesa.Model):
         overrides: config values by ``"section.key"`` (or ``section__key``), e.g. from
             ``mesa.batch_run(CommerceModel, parameters={"cascade.p_view_friend": [0.2, 0.3]})``.
 
-    Each mechanism of :data:`TICK_PLAN` is an attribute under its name (``model.traffic``,
-    ``model.risk``, ...); the merchants' numbers are ``model.merchants``; after a step,
-    ``model.record`` holds the tick's mechanism outputs and ``model.rows`` its table rows, and
+    Each mechanism of :data:`TICK_PLAN` is an attribute under its name (``weishang.model.traffic``,
+    ``weishang.model.risk``, ...); the merchants' numbers are ``weishang.model.merchants``; after a step,
+    ``weishang.model.record`` holds the tick's mechanism outputs and ``weishang.model.rows`` its table rows, and
     the figures of :data:`~weishang.model.columns.MODEL_FIGURES` are properties.
     """
 

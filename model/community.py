@@ -2,7 +2,7 @@
 
 A merchant posts to a *part* of one of its groups. Every group starts as one part; a merchant
 that splits an oversized group (its adaptation to the platform down-weighting groups over the
-threshold, see :meth:`model.merchant.Merchant.adapt`) divides the member list into
+threshold, see :meth:`weishang.model.merchant.Merchant.adapt`) divides the member list into
 ``ceil(size / threshold)`` contiguous parts, each a smaller group of its own. Members stay the
 merchant's group members, so the user -> groups index and repurchase accounting do not change;
 only the group -> members index is read through finer offsets (:attr:`GroupParts.part_indptr`).

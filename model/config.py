@@ -207,7 +207,7 @@ class ChannelsConfig(_Section):
         return self
 
     def channel_shares(self) -> tuple[float, ...]:
-        """Shares of posts by channel, in :data:`model.traffic.CHANNELS` order."""
+        """Shares of posts by channel, in :data:`weishang.model.traffic.CHANNELS` order."""
         return (self.share_moments, self.share_official_account, self.share_search, self.share_groups,
                 self.share_live_stream, self.share_external_link)
 
@@ -284,7 +284,7 @@ class PaymentsConfig(_Section):
 
 
 class RiskConfig(_Section):
-    """The platform's bulk transaction risk scoring (SPEC section 3); see :mod:`kernels.risk`."""
+    """The platform's bulk transaction risk scoring (SPEC section 3); see :mod:`weishang.kernels.risk`."""
 
     target_fpr: float = Field(0.0002889, ge=0, le=1,
                               description="largest share of legitimate payments the threshold may intercept")

@@ -9,7 +9,7 @@ Private traffic (SPEC section 4): a merchant that runs a group invites each new 
 and the buyer joins with ``community.p_join_after_purchase`` (one draw per pair, keyed by the
 pair). Joined buyers, the *recruits*, read the merchant's group posts like the members it
 started with (:meth:`CustomerLedger.recruit_index`, used by
-:func:`model.community.group_exposures`), until they leave the group again
+:func:`weishang.model.community.group_exposures`), until they leave the group again
 (``community.recruit_leave_rate`` a day, :meth:`CustomerLedger.churn_recruits`), so a
 merchant's private audience settles where recruiting and leaving balance instead of growing
 for ever. The ledger's flag says whether the customer was in the merchant's community after

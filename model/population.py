@@ -18,6 +18,7 @@ import numpy as np
 from ..kernels import rng
 from ..kernels.backend import Backend, concat_ranges, sorted_unique
 from ..kernels.graph import GraphParams, city_sizes, generate_friend_graph, sociability_weights
+from .codes import TICKS_PER_YEAR
 from .config import ScenarioConfig
 from .graph_io import csr_from_edge_arrays, read_edge_list
 from .state import StateField
@@ -231,7 +232,7 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
     state["rel_buy"][:] = np.exp(0.5 * z - 0.125)
     # account ages: up to 10 years, exponential-ish (1 - u) ** 2 puts more mass on young accounts
     u = rng.uniform(rng.stream_key(seed, "population.age"), n)
-    state["ti_created"][:] = -np.floor(3650 * u * u).astype(np.int32)
+    state["ti_created"][:] = -np.floor(10 * TICKS_PER_YEAR * u * u).astype(np.int32)
     state["profile_complete"][:] = rng.bernoulli(rng.stream_key(seed, "population.profile"), n,
                                                  config.community.profile_completeness)
     group_indptr, group_members, group_owner = _groups(indptr, indices, n, merchant_uids, config, seed)

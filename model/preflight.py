@@ -3,7 +3,7 @@ run that will not fit (DESIGN.md; issue 9). ``--skip-preflight`` overrides.
 
 The estimate uses figures measured here (README, "The population"): the graph build peaks at
 about 10.5 bytes per directed edge plus 250 per user; a running model holds 4 bytes per edge plus
-about 90 per user for the population, the risk engine's windows (4 bytes per user per window
+about 70 per user for the population, the risk engine's windows (4 bytes per user per window
 tick, 16 per user of amount history), and per-tick temporaries bounded by the posts' reach.
 """
 
@@ -19,7 +19,7 @@ GIB = 2**30
 BUILD_BYTES_PER_EDGE = 10.5
 BUILD_BYTES_PER_USER = 250
 RUN_BYTES_PER_EDGE = 4
-RUN_BYTES_PER_USER = 90 + 16
+RUN_BYTES_PER_USER = 70 + 16
 #: the interpreter, NumPy, Mesa and pyarrow before any model state
 BASELINE_BYTES = 300 * 2**20
 

@@ -1,5 +1,5 @@
 """The platform's risk engine in the tick: official payments, everyday WeChat Pay payments
-(:mod:`model.everyday`) and injected fraud are scored in bulk (:mod:`kernels.risk`), payments
+(:mod:`weishang.model.everyday`) and injected fraud are scored in bulk (:mod:`weishang.kernels.risk`), payments
 above the threshold are intercepted and do not settle, and the threshold is reset from
 confirmed-legitimate scores of past ticks to hold the false-positive rate (SPEC section 3).
 Off-platform payments are never seen. Everyday payments go to one merchant slot past the

@@ -12,7 +12,6 @@ import datetime as dt
 import platform
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +133,7 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         on_tick: called with (ticks done, ticks total) after every tick.
         preflight: refuse a run whose memory estimate exceeds what is available.
         resume: continue from the newest checkpoint of this run directory (see
-            :mod:`model.checkpoint`); the result is identical to an uninterrupted run.
+            :mod:`weishang.model.checkpoint`); the result is identical to an uninterrupted run.
         population: a population already built from this config's population section and
             seed (calibration reuses one across trials; see :meth:`Population.fresh`).
 

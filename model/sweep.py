@@ -194,7 +194,7 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
 
 def is_complete(spec: RunSpec, out: Path) -> bool:
     """A run is complete when its run directory was published (a damaged or older-format one
-    raises :class:`~model.recorder.RunDirectoryError` rather than being silently redone)."""
+    raises :class:`~weishang.model.recorder.RunDirectoryError` rather than being silently redone)."""
     run_dir = spec.run_dir(out)
     return (run_dir / "manifest.json").is_file() and read_manifest(run_dir).get("status") == "complete"
 

@@ -8,7 +8,7 @@ is mechanism, and the service providers' share of GMV (SPEC: 47%) is an outcome 
 * **marketing tools** (group buying, price cutting, live fission) carry level 3: a post without
   them reaches ``no_tools_stranger_reach`` as many strangers;
 * an **ERP** and the **analytics tools** make the demand forecast sharper, so stock runs out less
-  and less safety stock sits idle (see :mod:`model.inventory`);
+  and less safety stock sits idle (see :mod:`weishang.model.inventory`);
 * **deep analytics** (certified merchants only, see ``platform.deep_data_min_certification``)
   also targets pushes: interest-matched friends are pushed the post more often and off-interest
   friends less (see :func:`target_exposures`);
@@ -42,7 +42,7 @@ def draw_tools(config: Any, quality: np.ndarray, seed: int) -> dict[str, np.ndar
     ``ai_service`` and ``ti_analytics`` (tick of adopting the analytics tools, -1 for never).
 
     Args:
-        config: the :class:`~model.config.ScenarioConfig`.
+        config: the :class:`~weishang.model.config.ScenarioConfig`.
         quality: (float64[M]) product quality (mean about 1).
         seed: the run's seed.
     """

@@ -13,7 +13,7 @@ Channels modelled so far:
   are strangers, so they trust the post less (``cascade.trust_stranger``).
 * ``groups``: the post goes to one part of one of the merchant's groups; members read it that
   day or get it as a targeted push, down-weighted in parts over the threshold (see
-  :mod:`model.community`). Besides the paid posts drawn for groups, a merchant running a group
+  :mod:`weishang.model.community`). Besides the paid posts drawn for groups, a merchant running a group
   operates it with free community posts (``community.group_post_rate`` a day), and buyers it
   recruited into the group read them too (private traffic).
 * ``live_stream``: a mini-program live stream, by merchants that live-stream (``tools.share_live``;
@@ -26,7 +26,7 @@ Channels modelled so far:
 
 Social channels are allocated first: a merchant's friends and groups see its posts before any
 public traffic does. A merchant with deep analytics targets the pushes of its friend channels
-and its groups (:func:`model.tools.target_exposures`). Video-account commerce is not yet modelled.
+and its groups (:func:`weishang.model.tools.target_exposures`). Video-account commerce is not yet modelled.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class TickPosts:
         merchant: (int64[C]) merchant index.
         origin: (int64[C]) merchant's account.
         channel: (int8[C]) index into :data:`CHANNELS`.
-        group: (int64[C]) group part posted to (see :class:`model.community.GroupParts`), -1 for
+        group: (int64[C]) group part posted to (see :class:`weishang.model.community.GroupParts`), -1 for
             other channels.
     """
 
@@ -134,7 +134,7 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
         n_group_posts: (int64[M]) community posts each merchant makes to its own groups (channel
             ``groups``), after its paid posts in slot order, so a paid post's key and draws do
             not depend on them. ``n_posts + n_group_posts`` must not exceed
-            :data:`~model.merchant.MAX_POSTS_PER_TICK`.
+            :data:`~weishang.model.merchant.MAX_POSTS_PER_TICK`.
         merchant_uid: (int64[M]) merchants' accounts.
         group_start, group_count: (int64[M]) each merchant's group parts are
             ``group_start[m] .. group_start[m] + group_count[m] - 1``.
