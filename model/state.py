@@ -52,36 +52,35 @@ def _is_array(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not np.isscalar(value)
 
 
-def _to_host(value: Any, backend: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if _is_array(value):
-        return _OnDevice(backend.to_host(value))
-    if isinstance(value, Stateful):
-        return capture(value, backend)
+def _walk(value: Any, leaf: Any) -> Any:
+    """``value`` with ``leaf`` applied to every array and stateful component in it; lists, tuples,
+    deques (keeping their ``maxlen``) and dataclasses are rebuilt around the results."""
+    if _is_array(value) or isinstance(value, (_OnDevice, Stateful)):
+        return leaf(value)
     if isinstance(value, deque):
-        return deque((_to_host(v, backend) for v in value), maxlen=value.maxlen)
+        return deque((_walk(v, leaf) for v in value), maxlen=value.maxlen)
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_host(v, backend) for v in value)
+        return type(value)(_walk(v, leaf) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _to_host(getattr(value, f.name), backend)
+        return dataclasses.replace(value, **{f.name: _walk(getattr(value, f.name), leaf)
                                              for f in dataclasses.fields(value)})
     return value
+
+
+def _to_host(value: Any, backend: Any) -> Any:
+    def leaf(item: Any) -> Any:
+        if isinstance(item, Stateful):
+            return capture(item, backend)
+        return item.copy() if isinstance(item, np.ndarray) else _OnDevice(backend.to_host(item))
+
+    return _walk(value, leaf)
 
 
 def _to_device(value: Any, backend: Any) -> Any:
-    if isinstance(value, _OnDevice):
-        return backend.to_device(value.host)
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, deque):
-        return deque((_to_device(v, backend) for v in value), maxlen=value.maxlen)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, backend) for v in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _to_device(getattr(value, f.name), backend)
-                                             for f in dataclasses.fields(value)})
-    return value
+    def leaf(item: Any) -> Any:
+        return backend.to_device(item.host) if isinstance(item, _OnDevice) else item.copy()
+
+    return _walk(value, leaf)
 
 
 def capture(component: Stateful, backend: Any) -> dict[str, Any]:
