@@ -99,7 +99,7 @@ class CommerceModel(mesa.Model):
         DataCollector's figures; ``running`` turns False after ``run.n_ticks`` ticks."""
         t0 = time.perf_counter()
         self.record = self.plan.run(self.tick)
-        self.rows = tick_rows(self, self.record, seconds=0.0)
+        self.rows = tick_rows(self, self.record)
         self.rows.ticks["seconds"] = time.perf_counter() - t0
         self.datacollector.collect(self)
         self.running = self.steps < self.config.run.n_ticks

@@ -50,13 +50,14 @@ def labels(codes: np.ndarray, kind: type, missing: Any = None) -> np.ndarray:
     return names[codes]
 
 
-def tick_rows(model: "CommerceModel", record: TickRecord, seconds: float) -> TickRows:
-    """The tables' rows for the tick just run (``seconds``: its wall time)."""
-    return TickRows(ticks=_ticks_row(model, record, seconds), merchants=_merchant_rows(model, record),
+def tick_rows(model: "CommerceModel", record: TickRecord) -> TickRows:
+    """The tables' rows for the tick just run. The ``ticks`` row's ``seconds``, the tick's wall
+    time, is the model's to fill once the rows are made."""
+    return TickRows(ticks=_ticks_row(model, record), merchants=_merchant_rows(model, record),
                     cascades=_cascade_rows(record), transactions=_transaction_rows(record))
 
 
-def _ticks_row(model: "CommerceModel", record: TickRecord, seconds: float) -> dict[str, Any]:
+def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
     agg, posts, merchants = record.aggregation, record.traffic.posts, model.merchants
     exposures, shares, buys = agg.exposures, agg.shares, agg.buys
     gmv_fen, cascade_gmv = agg.gmv_by_scenario_fen, agg.gmv_per_cascade_fen
@@ -110,7 +111,6 @@ def _ticks_row(model: "CommerceModel", record: TickRecord, seconds: float) -> di
         "repurchase_rate_members": ratio(ledger.repeat_pairs[1], members),
         "repurchase_rate_others": ratio(ledger.repeat_pairs[0], others),
         "n_group_parts_oversized": parts.n_oversized_parts(), "n_groups_split": record.adaptation.groups_split,
-        "seconds": seconds,
     })
     return row
 
