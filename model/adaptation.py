@@ -32,7 +32,7 @@ class AdaptationOut:
 class Adaptation(Mechanism):
     name = "adaptation"
     engine = "mesa"
-    sections = ("merchants",)
+    sections = ("merchants", "platform")
     does = ("a merchant whose last `exit_window` days lost money gives up with a daily chance `exit_hazard`; every "
             "`adapt_every` days each merchant adapts budget, style and groups")
     #: the agents' own memory (everything else they know is in the merchants' table)
@@ -62,10 +62,10 @@ class Adaptation(Mechanism):
         exits = 0
         if window is not None:
             # only the losing merchants have a decision to make
-            for index in np.flatnonzero(merchants.active & (window < 0)):
-                agent = self.agents[index]
-                agent.consider_exit(float(window[index]), float(draw[index]))
-                exits += not agent.active
+            losing = np.flatnonzero(merchants.active & (window < 0))
+            for index in losing:
+                self.agents[index].consider_exit(float(window[index]), float(draw[index]))
+            exits = int((~merchants.active[losing]).sum())
         split = 0
         if (tick + 1) % self.config.merchants.adapt_every == 0:
             split = self.adapt(tick)

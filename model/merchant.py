@@ -127,13 +127,15 @@ class _Row:
     the code for coded columns); setting it writes the table."""
 
     def __init__(self, name: str) -> None:
-        self.name, self.code = name, CODED.get(name)
+        code = CODED.get(name)
+        # a dict look-up, not the enum's constructor: agents read these in their decision loops
+        self.name, self.members = name, None if code is None else {member.value: member for member in code}
 
     def __get__(self, agent: "Merchant | None", owner: type) -> Any:
         if agent is None:
             return self
         value = getattr(agent.model.merchants, self.name)[agent.index].item()
-        return self.code(value) if self.code is not None else value
+        return value if self.members is None else self.members[value]
 
     def __set__(self, agent: "Merchant", value: Any) -> None:
         getattr(agent.model.merchants, self.name)[agent.index] = value

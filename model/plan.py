@@ -84,12 +84,13 @@ def wiring(plan: Sequence[type[Mechanism]]) -> dict[str, tuple[str, ...]]:
 
 
 def markdown_table(plan: Sequence[type[Mechanism]]) -> str:
-    """The plan as the README's table: step, engine, what it reads, what it does."""
+    """The plan as the README's table: step, engine, config sections, what it reads, what it does."""
     inputs = wiring(plan)
-    lines = ["| step | engine | reads | what it does |", "|---|---|---|---|"]
+    lines = ["| step | engine | config | reads | what it does |", "|---|---|---|---|---|"]
     for mech in plan:
         reads = ", ".join(f"`{name}`" for name in inputs[mech.name]) or "-"
-        lines.append(f"| `{mech.name}` | {mech.engine} | {reads} | {mech.does} |")
+        sections = ", ".join(f"`{name}`" for name in mech.sections) or "-"
+        lines.append(f"| `{mech.name}` | {mech.engine} | {sections} | {reads} | {mech.does} |")
     return "\n".join(lines)
 
 

@@ -263,7 +263,7 @@ class Traffic(Mechanism):
 
     name = "traffic"
     engine = "arrays"
-    sections = ("channels", "platform", "tools", "community")
+    sections = ("channels", "cascade", "platform", "tools", "community")
     does = ("posts go to six channels, social first (see \"Channels and the cascade\"); level-1 viewers are drawn "
             "per channel, group posts as reads or targeted pushes (to members and recruited buyers), "
             "deep-analytics merchants target their pushes")

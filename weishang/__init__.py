@@ -18,7 +18,15 @@ Heavy modules load on first use, so ``import weishang`` and ``weishang --version
 from __future__ import annotations
 
 from importlib import import_module, metadata
+from pathlib import Path
 from typing import Any
+
+# A source checkout used without installing it (its root on PYTHONPATH): the repository's
+# model/ and kernels/ folders serve as weishang.model and weishang.kernels. An installed wheel
+# has them inside this package, and this does nothing.
+_HERE = Path(__file__).resolve().parent
+if not (_HERE / "model").is_dir() and (_HERE.parent / "model" / "commerce.py").is_file():
+    __path__.append(str(_HERE.parent))
 
 try:
     __version__ = metadata.version("weishang")
