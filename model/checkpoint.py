@@ -1,11 +1,14 @@
 """Opt-in checkpoints of a running model (``--checkpoint-every K``) and ``--resume``.
 
-A checkpoint is written inside the run's hidden partial directory, after the tables have been
-flushed, through a temporary file renamed into place: ``checkpoint.pkl`` holds the tick, the
-resolved config, the model's state (:meth:`CommerceModel.state_dict`), the running totals and
-how many rows each table had. Resuming rebuilds the population from the config (deterministic),
-restores the state, keeps exactly those rows, and goes on: the finished run is identical to one
-that was never interrupted (a test compares them).
+A checkpoint is written inside the run's hidden partial directory, after the writer has closed
+every table's segment (:meth:`weishang.model.recorder.RunWriter.checkpoint`), through a
+temporary file renamed into place: ``checkpoint.pkl`` holds the tick, the resolved config, the
+model's state (:meth:`CommerceModel.state_dict`), the running totals and the closed segments
+with their row counts and digests. So a checkpoint survives whatever ends the process after it,
+SIGKILL and the OOM killer included. Resuming rebuilds the population from the config
+(deterministic), restores the state, checks every recorded segment against its digest, drops
+anything written after the checkpoint, and goes on: the finished run is identical to one that
+was never interrupted (tests compare them, after SIGTERM and after SIGKILL).
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ def load(partial_dir: Path, config_json: str) -> dict[str, Any]:
                                 f"delete {str(partial_dir)!r} and start the run again") from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise RunDirectoryError(f"checkpoint {str(path)!r} was written by another weishang version")
+    missing = {"tick", "config_json", "model", "totals", "segments"} - set(payload)
+    if missing:
+        raise RunDirectoryError(f"checkpoint {str(path)!r} is damaged (it lacks {', '.join(sorted(missing))}); "
+                                f"delete {str(partial_dir)!r} and start the run again")
     if payload.get("config_json") != config_json:
         raise RunDirectoryError(f"checkpoint {str(path)!r} belongs to a different config; resume with the same "
                                 f"scenario, --set and --seed, or delete it")

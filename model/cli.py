@@ -91,7 +91,8 @@ def run(
     config = load_config(scenario, overrides, seed=seed, backend=backend)
     if resume and out is None:
         raise ConfigError("--resume needs --out DIR: the run directory to continue")
-    out, _backend = prepare_run(config, out, not skip_preflight, resume)  # fail before printing anything
+    prepared = prepare_run(config, out, not skip_preflight, resume)  # fail before printing anything
+    config = prepared.config  # an edge list sets the number of users
     pop = config.population
     err_console.print(f"[bold]{config.run.name}[/]: {pop.n_users:,} users, {config.n_merchants:,} merchants, "
                       f"{config.run.n_ticks} ticks, seed {config.run.seed}")
@@ -109,8 +110,7 @@ def run(
                 progress.update(ticks, visible=True)
             progress.update(ticks, completed=done)
 
-        result = run_scenario(config, out, on_build_step=on_build_step, on_tick=on_tick, preflight=False,
-                              resume=resume)
+        result = run_scenario(config, on_build_step=on_build_step, on_tick=on_tick, prepared=prepared)
     out_console.print(summary_table(result.summary, result.manifest))
     out_console.print(f"results: [bold]{result.run_dir}[/]")
 

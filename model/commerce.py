@@ -27,6 +27,7 @@ from .columns import MODEL_FIGURES, TICKS
 from .community import Community
 from .config import ScenarioConfig, configure
 from .governance import Governance
+from .graph_io import with_edge_list
 from .inventory import Inventory
 from .merchant import draw_merchants
 from .payments import Payments
@@ -55,6 +56,8 @@ class CommerceModel(mesa.Model):
         backend: an array :class:`Backend` or its name; ``run.backend`` when omitted.
         population: a population already built from this config (built when omitted).
         progress: told about each population build step.
+        graph: the edge list's CSR, read with the config by
+            :func:`~weishang.model.graph_io.with_edge_list` (read here when omitted).
         overrides: config values by ``"section.key"`` (or ``section__key``), e.g. from
             ``mesa.batch_run(CommerceModel, parameters={"cascade.p_view_friend": [0.2, 0.3]})``.
 
@@ -66,14 +69,16 @@ class CommerceModel(mesa.Model):
 
     def __init__(self, config: ScenarioConfig | str | Path | None = None, *, seed: int | None = None,
                  backend: Backend | str | None = None, population: Population | None = None,
-                 progress: Any = None, **overrides: Any) -> None:
+                 progress: Any = None, graph: Any = None, **overrides: Any) -> None:
         config = configure(config, seed=seed, **overrides)
+        if population is None and graph is None:
+            config, graph = with_edge_list(config)  # an edge list sets the number of users
         super().__init__(seed=config.run.seed)
         self.config = config
         self.backend = backend if isinstance(backend, Backend) else resolve_backend(backend or config.run.backend)
         self.xp = self.backend.xp
         t0 = time.perf_counter()
-        self.population = population or build_population(config, self.backend, progress)
+        self.population = population or build_population(config, self.backend, progress, graph)
         self.build_seconds = time.perf_counter() - t0
         self.merchants = draw_merchants(config, self.population.merchant_uids)
         self.mechanisms = tuple(mechanism(self) for mechanism in TICK_PLAN)

@@ -17,7 +17,7 @@ import json
 import tomllib
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,7 +32,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # no NaN or infinity anywhere: a NaN weight or rate would silently disable what it drives
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class RunConfig(_Section):
@@ -69,11 +70,12 @@ class MerchantsConfig(_Section):
         None, ge=1, le=10_000_000,
         description="merchant agents; default scales with n_users (23M per 1.289B users)")
     post_rate: float = Field(0.03183, ge=0, le=8, description="mean posts per merchant per tick")
-    price_median: float = Field(215.0, gt=0, description="median unit price (CNY)")
+    price_median: float = Field(215.0, gt=0, le=1e5,
+                                description="median unit price (CNY); micro-commerce sells everyday goods, not cars")
     price_sigma: float = Field(0.5, ge=0, le=3, description="log-normal spread of merchants' unit prices")
     margin: float = Field(0.35, ge=0, le=1, description="gross margin on revenue")
-    traffic_cost_per_post: float = Field(10.95, ge=0, description="cost of one post's traffic (CNY)")
-    fixed_cost_per_tick: float = Field(22.49, ge=0, description="fixed cost per day (CNY)")
+    traffic_cost_per_post: float = Field(10.95, ge=0, le=1e5, description="cost of one post's traffic (CNY)")
+    fixed_cost_per_tick: float = Field(22.49, ge=0, le=1e6, description="fixed cost per day (CNY)")
     exit_window: int = Field(38, ge=1, le=10_000,
                              description="a merchant whose profit over this many ticks is negative may exit")
     exit_hazard: float = Field(0.005221, ge=0, le=1,
@@ -258,10 +260,13 @@ class PaymentsConfig(_Section):
     mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")
     mix_mini_program: float = Field(0.392, ge=0, le=1, description="share by mini-program (T+1)")
     mix_cross_border: float = Field(0.056, ge=0, le=1, description="share cross-border (T+3)")
-    daily_tx_qr: float = Field(1.2e8, ge=0, description="QR-code payments a day at full scale, all of WeChat Pay's "
+    daily_tx_qr: float = Field(1.2e8, ge=0, le=1e9, description="QR-code payments a day at full scale, all of WeChat Pay's "
                                "(SPEC section 3: 12,000 x 10k); everyday payments top micro-commerce's up to it")
-    daily_tx_mini_program: float = Field(8.5e7, ge=0, description="mini-program payments a day at full scale")
-    daily_tx_cross_border: float = Field(1.2e7, ge=0, description="cross-border payments a day at full scale")
+    daily_tx_mini_program: float = Field(8.5e7, ge=0, le=1e9,
+                                         description="mini-program payments a day at full scale (at most 1e9: "
+                                                     "every user paying almost once a day)")
+    daily_tx_cross_border: float = Field(1.2e7, ge=0, le=1e9,
+                                         description="cross-border payments a day at full scale")
     everyday_median_qr: float = Field(27.53, gt=0, le=1e6,
                                       description="median CNY of an everyday (non-micro-commerce) QR payment")
     everyday_median_mini_program: float = Field(56.33, gt=0, le=1e6,
@@ -284,7 +289,9 @@ class PaymentsConfig(_Section):
 
 
 class RiskConfig(_Section):
-    """The platform's bulk transaction risk scoring (SPEC section 3); see :mod:`weishang.kernels.risk`."""
+    """The platform's bulk transaction risk scoring (SPEC section 3); see :mod:`weishang.kernels.risk`.
+
+    Feature weights lie in [-100, 100]: beyond that one feature is the whole score."""
 
     target_fpr: float = Field(0.0002889, ge=0, le=1,
                               description="largest share of legitimate payments the threshold may intercept")
@@ -294,15 +301,15 @@ class RiskConfig(_Section):
     new_account_ticks: int = Field(30, ge=0, le=10_000, description="an account younger than this is new")
     p_new_device: float = Field(0.02, ge=0, le=1,
                                 description="a legitimate payment comes from a device or place new to the payer")
-    w_payer_velocity: float = Field(0.05, description="weight of the payer's trailing transaction count")
-    w_payer_burst: float = Field(0.3, description="weight of the payer's transactions this tick")
-    w_amount_ratio: float = Field(0.5631, description="weight of amount over the payer's mean")
-    w_new_account: float = Field(4.0, description="weight of a new account")
-    w_new_device: float = Field(3.0, description="weight of a new device or place")
-    w_merchant_velocity: float = Field(0.02, description="weight of the merchant's volume spike")
-    w_merchant_flag: float = Field(0.8, description="weight of a merchant under governance action or new")
-    w_scenario_mini_program: float = Field(0.1338, description="weight of a mini-program payment (QR is 0)")
-    w_scenario_cross_border: float = Field(0.8583, description="weight of a cross-border payment")
+    w_payer_velocity: float = Field(0.05, ge=-100, le=100, description="weight of the payer's trailing transaction count")
+    w_payer_burst: float = Field(0.3, ge=-100, le=100, description="weight of the payer's transactions this tick")
+    w_amount_ratio: float = Field(0.5631, ge=-100, le=100, description="weight of amount over the payer's mean")
+    w_new_account: float = Field(4.0, ge=-100, le=100, description="weight of a new account")
+    w_new_device: float = Field(3.0, ge=-100, le=100, description="weight of a new device or place")
+    w_merchant_velocity: float = Field(0.02, ge=-100, le=100, description="weight of the merchant's volume spike")
+    w_merchant_flag: float = Field(0.8, ge=-100, le=100, description="weight of a merchant under governance action or new")
+    w_scenario_mini_program: float = Field(0.1338, ge=-100, le=100, description="weight of a mini-program payment (QR is 0)")
+    w_scenario_cross_border: float = Field(0.8583, ge=-100, le=100, description="weight of a cross-border payment")
 
 
 class FraudConfig(_Section):
@@ -311,16 +318,16 @@ class FraudConfig(_Section):
     Rates are per million users per tick, so fraud scales with N like everything else.
     """
 
-    ato_per_million: float = Field(4.211, ge=0, description="account takeovers, each cashed out to a mule merchant")
+    ato_per_million: float = Field(4.211, ge=0, le=1e4, description="account takeovers, each cashed out to a mule merchant")
     ato_payments: int = Field(3, ge=1, le=100, description="payments per takeover")
-    ato_amount_multiple: float = Field(8.0, ge=0, description="cash-out amount over the median price")
+    ato_amount_multiple: float = Field(8.0, ge=0, le=1000, description="cash-out amount over the median price")
     share_fraud_merchants: float = Field(0.002, ge=0, le=1,
                                          description="merchants that brush fake orders and serve as mules")
     brushing_orders: int = Field(3, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
-    burst_per_million: float = Field(0.0773, ge=0, description="payers placing a burst of large orders")
+    burst_per_million: float = Field(0.0773, ge=0, le=1e4, description="payers placing a burst of large orders")
     burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
-    burst_amount_multiple: float = Field(5.0, ge=0, description="burst order amount over the median price")
-    laundering_per_million: float = Field(0.4531, ge=0, description="cross-border laundering rings (fan-in or fan-out)")
+    burst_amount_multiple: float = Field(5.0, ge=0, le=1000, description="burst order amount over the median price")
+    laundering_per_million: float = Field(0.4531, ge=0, le=1e4, description="cross-border laundering rings (fan-in or fan-out)")
     laundering_fan: int = Field(12, ge=2, le=1000, description="payers (fan-in) or merchants (fan-out) of a ring")
     p_stop_after_interception: float = Field(0.3, ge=0, le=1,
                                              description="intensity a typology loses per unit of intercepted share")
@@ -362,7 +369,7 @@ class GovernanceConfig(_Section):
     rectification_ticks: int = Field(14, ge=0, le=10_000,
                                      description="ticks an exaggerated advertiser has to rectify")
     p_false_flag: float = Field(0.001, ge=0, le=1, description="a reviewed post of a compliant merchant is flagged")
-    human_review_per_day: float = Field(30_000.0, ge=0,
+    human_review_per_day: float = Field(30_000.0, ge=0, le=1e9,
                                         description="cases human review closes a day at full scale (scaled by N / 1.289e9)")
     human_review_minutes: float = Field(5.0, gt=0, le=10_000, description="minutes to handle one case")
     p_report: float = Field(9.336e-05, ge=0, le=1, description="a viewer of a violating merchant's post reports it")
@@ -371,7 +378,7 @@ class GovernanceConfig(_Section):
 class PlatformConfig(_Section):
     """The platform's traffic rules (SPEC sections 2, 4, 8)."""
 
-    external_link_steps: list[int] = Field(
+    external_link_steps: list[Annotated[int, Field(ge=0, le=100_000)]] = Field(
         [2, 5], max_length=10,
         description="external-link posts by a merchant in the trailing window (external_link_window_ticks) at which "
                     "its next link is down-weighted a step")
@@ -383,7 +390,7 @@ class PlatformConfig(_Section):
     induced_sharing_ban: bool = Field(True, description="ban induced sharing (e.g. template-message abuse)")
     inducement_penalty: float = Field(0.8, ge=0, le=1,
                                       description="under the ban, the share of an inducement post's onward reach removed")
-    group_downweight_threshold: int = Field(500, ge=1, description="groups above this many members are down-weighted")
+    group_downweight_threshold: int = Field(500, ge=1, le=1_000_000, description="groups above this many members are down-weighted")
     group_downweight: float = Field(0.5, ge=0, le=1, description="reach multiplier of a down-weighted group")
     deep_data_min_certification: int = Field(
         2, ge=0, le=3,

@@ -54,7 +54,9 @@ def read_edge_list(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         if table.num_rows == 0:
             raise GraphInputError(f"edge list {str(path)!r} has no edges")
         src, dst = _endpoint_columns(table, path)
-    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError, ValueError, IndexError) as exc:
+        if isinstance(exc, GraphInputError):
+            raise
         # a damaged file can fail anywhere in parsing, down to decoding its column names
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise GraphInputError(f"edge list {str(path)!r} cannot be read: {first}") from None
@@ -70,7 +72,34 @@ def csr_from_edge_arrays(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, 
         raise GraphInputError("edge list: needs at least two distinct users")
     m = src.shape[0]
     indptr, indices = graph_from_edges(inverse[:m], inverse[m:], ids.shape[0])
+    if indices.shape[0] == 0:
+        raise GraphInputError("edge list: no friendship between two different users (only self-loops)")
     return indptr, indices, ids
+
+
+def with_edge_list(config: Any) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
+    """Read and check the scenario's edge list, if it names one, before anything else happens.
+
+    Returns the config with ``population.n_users`` set to the edge list's users (what every
+    figure scaled by N / 1.289e9, and the default merchant count, must use), and the friend
+    graph's CSR (``indptr`` int64[N+1], ``indices`` int32[E]); the config itself and None without
+    an edge list.
+
+    Raises:
+        GraphInputError: the file cannot be used, or has fewer users than merchants.
+    """
+    path = config.population.edge_list
+    if not path:
+        return config, None
+    src, dst = read_edge_list(path)
+    indptr, indices, _ids = csr_from_edge_arrays(src, dst)
+    n = int(indptr.shape[0] - 1)
+    # a user graph may be smaller than the generator's minimum, so no re-validation of n_users
+    config = config.model_copy(update={"population": config.population.model_copy(update={"n_users": n})})
+    if config.n_merchants > n:
+        raise GraphInputError(f"edge list {str(path)!r} has {n:,} users, fewer than the {config.n_merchants:,} "
+                              f"merchants (merchants.n_merchants) who each need an account")
+    return config, (indptr, indices)
 
 
 def csr_from_networkx(graph: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from ..kernels.backend import Backend, concat_ranges, sorted_unique
 from ..kernels.graph import GraphParams, city_sizes, generate_friend_graph, sociability_weights
 from .codes import TICKS_PER_YEAR
 from .config import ScenarioConfig
-from .graph_io import csr_from_edge_arrays, read_edge_list
+from .graph_io import with_edge_list
 from .state import StateField
 
 
@@ -189,13 +189,17 @@ def _transpose_membership(group_indptr: np.ndarray, members: np.ndarray, n: int)
     return member_indptr, group_of[order]
 
 
-def build_population(config: ScenarioConfig, backend: Backend, progress: Any = None) -> Population:
+def build_population(config: ScenarioConfig, backend: Backend, progress: Any = None,
+                     graph: tuple[np.ndarray, np.ndarray] | None = None) -> Population:
     """Build users, graph and groups on the host, then move them to the backend's device once.
 
     Args:
         config: the scenario.
         backend: where the arrays live during the run.
         progress: optional callable(str) told about each build step.
+        graph: the edge list's CSR (indptr, indices) as :func:`~weishang.model.graph_io.with_edge_list`
+            read it, with the config it returned (read here when the config names an edge list and
+            this is omitted).
     """
     say = progress or (lambda _msg: None)
     seed = config.run.seed
@@ -204,9 +208,10 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
     t0 = time.perf_counter()
 
     if pop.edge_list:
-        say(f"reading edge list {pop.edge_list}")
-        src, dst = read_edge_list(pop.edge_list)
-        indptr, indices, _ids = csr_from_edge_arrays(src, dst)
+        if graph is None:
+            say(f"reading edge list {pop.edge_list}")
+            config, graph = with_edge_list(config)
+        indptr, indices = graph
         n = indptr.shape[0] - 1
         city = np.repeat(np.arange(min(pop.n_cities, n), dtype=np.int32), city_sizes(n, pop.n_cities, 1.0))
         merchant_uids = _choose_merchants(n, config.n_merchants, seed)

@@ -18,6 +18,7 @@ reader never sees half a run. The resolved config rides in each table's Parquet 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -84,6 +85,36 @@ class RunDirectoryError(ValueError):
     """The run directory cannot be created; the message is one line for the user."""
 
 
+class OutputLock:
+    """An exclusive lock on an output path (a run or sweep directory) for this process, so a
+    second process writing the same ``--out`` refuses at once instead of racing the first.
+
+    The lock is ``flock`` on ``.NAME.lock`` beside the path; the kernel releases it when the
+    process ends, however it ends.
+    """
+
+    def __init__(self, path: Path) -> None:
+        import fcntl  # noqa: PLC0415  (POSIX; the HPC and GPU machines this runs on are)
+
+        self.path = path.parent / f".{path.name}.lock"
+        try:
+            self._file = open(self.path, "a")
+        except OSError as exc:
+            raise RunDirectoryError(f"cannot create {str(self.path)!r}: {exc.strerror or type(exc).__name__}") \
+                from None
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise RunDirectoryError(f"another weishang process is writing {str(path)!r} (it holds {str(self.path)!r}); "
+                                    f"wait for it or choose another --out") from None
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self.path.unlink(missing_ok=True)
+            self._file.close()
+
+
 def partial_dir_for(final: Path) -> Path:
     return final.parent / f".{final.name}.partial-{os.getpid()}"
 
@@ -91,50 +122,74 @@ def partial_dir_for(final: Path) -> Path:
 class RunWriter:
     """Streams a run's tables into a hidden directory and publishes it on :meth:`finish`.
 
+    Rows go to closed-ended *segments*: ``.parts/TABLE/part-NNNNNN.parquet``, one per table
+    between two checkpoints, each closed (footer written) when a checkpoint is taken, and
+    ``transactions/part-TICK.parquet``, one per tick. So everything a checkpoint records is a
+    whole file on disk whatever kills the process later, and :meth:`finish` joins each table's
+    segments into ``TABLE.parquet`` in order.
+
     Args:
         final_dir: the run directory to publish; must not exist yet (or be an empty folder).
         config_json: the resolved config, stored in every table's metadata.
         row_group_ticks: ticks buffered per row group.
+        resume_from: a partial directory to continue, keeping only ``segments`` (what its
+            checkpoint recorded, verified) and dropping everything written after it.
     """
 
     def __init__(self, final_dir: Path, config_json: str, row_group_ticks: int,
-                 resume_from: Path | None = None, rows_written: dict[str, int] | None = None) -> None:
+                 resume_from: Path | None = None, segments: dict[str, list[dict[str, Any]]] | None = None) -> None:
         self.final_dir = Path(final_dir)
         check_run_dir_free(self.final_dir)
-        self.final_dir.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.final_dir.parent)
         self._metadata = {CONFIG_METADATA_KEY: config_json.encode()}
         self._row_group_ticks = row_group_ticks
         self._buffers: dict[str, list[pa.Table]] = {}
         self._ticks_buffered: dict[str, int] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
-        self.rows_written: dict[str, int] = {}
+        self._open: dict[str, Path] = {}  # table -> its open segment's path
+        #: table -> the closed segments so far: {"file": path relative to tmp_dir, "rows", "sha256"}
+        self.segments: dict[str, list[dict[str, Any]]] = {}
         if resume_from is not None:
             self.tmp_dir = Path(resume_from)
-            self._adopt(rows_written or {})
+            self._adopt(segments or {})
             return
         self.tmp_dir = partial_dir_for(self.final_dir)
         if self.tmp_dir.exists():
             shutil.rmtree(self.tmp_dir)
-        self.tmp_dir.mkdir()
+        make_dirs(self.tmp_dir)
 
-    def _adopt(self, rows_written: dict[str, int]) -> None:
-        """Continue a checkpointed partial run: keep each table's first ``rows_written`` rows
-        (what the checkpoint had flushed) and drop anything written after it."""
-        for path in self.tmp_dir.glob("*.parquet"):
-            table = path.stem
-            kept = pq.read_table(path).slice(0, rows_written.get(table, 0))
-            path.unlink()
-            if kept.num_rows:
-                writer = pq.ParquetWriter(self.tmp_dir / f"{table}.parquet", kept.schema, compression="zstd")
-                writer.write_table(kept)
-                self._writers[table] = writer
-            self.rows_written[table] = kept.num_rows
+    def _adopt(self, segments: dict[str, list[dict[str, Any]]]) -> None:
+        """Keep exactly the segments a checkpoint recorded, checked against their digests; delete
+        whatever was written after it (possibly cut off mid-file by a hard kill)."""
+        kept = {seg["file"] for table in segments.values() for seg in table}
+        for table, recorded in segments.items():
+            for seg in recorded:
+                path = self.tmp_dir / seg["file"]
+                if not path.is_file() or _sha256(path) != seg["sha256"]:
+                    raise RunDirectoryError(f"{str(path)!r}, which the checkpoint recorded, is missing or changed: "
+                                            f"the partial run is damaged; delete {str(self.tmp_dir)!r} and start again")
+        for folder in (self.tmp_dir / ".parts", self.tmp_dir / "transactions"):
+            for path in folder.rglob("*.parquet") if folder.is_dir() else ():
+                if str(path.relative_to(self.tmp_dir)) not in kept:
+                    path.unlink()
+        self.segments = {table: list(recorded) for table, recorded in segments.items()}
 
-    def flush(self) -> dict[str, int]:
-        """Write every buffered row (a checkpoint is about to record how many rows exist)."""
+    def checkpoint(self) -> dict[str, list[dict[str, Any]]]:
+        """Write every buffered row and close every open segment; returns the segments, which the
+        checkpoint records (each a whole file from now on)."""
         for table in list(self._buffers):
             self._flush(table)
-        return dict(self.rows_written)
+        for table, writer in list(self._writers.items()):
+            writer.close()
+            del self._writers[table]
+            self._close_segment(table)
+        return {table: list(recorded) for table, recorded in self.segments.items()}
+
+    def _close_segment(self, table: str) -> None:
+        path = self._open.pop(table)
+        rows = pq.ParquetFile(path).metadata.num_rows
+        self.segments.setdefault(table, []).append(
+            {"file": str(path.relative_to(self.tmp_dir)), "rows": rows, "sha256": _sha256(path)})
 
     def append(self, table: str, columns: dict[str, Any]) -> None:
         """Add one tick's rows to ``table`` (column name -> array, or -> scalar for one row)."""
@@ -145,12 +200,17 @@ class RunWriter:
 
     def write_part(self, folder: str, part: str, columns: dict[str, Any]) -> None:
         """Write one part file ``folder/part-PART.parquet`` of the table ``folder`` (for
-        partitioned, opt-in tables)."""
+        partitioned, opt-in tables), through a temporary name."""
         directory = self.tmp_dir / folder
         directory.mkdir(exist_ok=True)
         table = to_arrow(folder, columns)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **self._metadata})
-        pq.write_table(table, directory / f"part-{part}.parquet", compression="zstd")
+        path = directory / f"part-{part}.parquet"
+        tmp = directory / f".part-{part}.parquet.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+        self.segments.setdefault(folder, []).append(
+            {"file": str(path.relative_to(self.tmp_dir)), "rows": table.num_rows, "sha256": _sha256(path)})
 
     def _flush(self, table: str) -> None:
         chunks = self._buffers.get(table)
@@ -160,24 +220,43 @@ class RunWriter:
         arrow = arrow.replace_schema_metadata(self._metadata)
         writer = self._writers.get(table)
         if writer is None:
-            writer = pq.ParquetWriter(self.tmp_dir / f"{table}.parquet", arrow.schema, compression="zstd")
+            folder = self.tmp_dir / ".parts" / table
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"part-{len(self.segments.get(table, ())):06d}.parquet"
+            writer = pq.ParquetWriter(path, arrow.schema, compression="zstd")
             self._writers[table] = writer
+            self._open[table] = path
         writer.write_table(arrow)
-        self.rows_written[table] = self.rows_written.get(table, 0) + arrow.num_rows
         self._buffers[table] = []
         self._ticks_buffered[table] = 0
 
-    def _close_tables(self) -> None:
-        for table in list(self._buffers):
-            self._flush(table)
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+    def _join_segments(self) -> None:
+        """Each table's segments, in order, as one ``TABLE.parquet`` (row groups kept as written)."""
+        self.checkpoint()
+        for table, recorded in self.segments.items():
+            if table == "transactions":
+                continue
+            paths = [self.tmp_dir / seg["file"] for seg in recorded]
+            with pq.ParquetWriter(self.tmp_dir / f"{table}.parquet", pq.read_schema(paths[0]),
+                                  compression="zstd") as joined:
+                for path in paths:
+                    source = pq.ParquetFile(path)
+                    for group in range(source.num_row_groups):
+                        joined.write_table(source.read_row_group(group))
+        shutil.rmtree(self.tmp_dir / ".parts", ignore_errors=True)
 
-    def finish(self, manifest: dict[str, Any]) -> Path:
-        """Close every table, write the manifest, and publish the run directory."""
-        self._close_tables()
+    def row_counts(self) -> dict[str, int]:
+        """Rows written to each table so far (closed segments)."""
+        return {table: sum(seg["rows"] for seg in recorded) for table, recorded in self.segments.items()}
+
+    def finish(self, manifest: dict[str, Any], before_publish: Any = None) -> Path:
+        """Join the tables, write the manifest, let ``before_publish(directory, manifest)`` add
+        its outputs (validation), and only then publish the run directory."""
+        self._join_segments()
         (self.tmp_dir / "checkpoint.pkl").unlink(missing_ok=True)  # only a partial run needs one
+        manifest = {**manifest, "rows": self.row_counts()}
+        if before_publish is not None:
+            before_publish(self.tmp_dir, manifest)
         write_manifest(self.tmp_dir, {**manifest, "status": "complete"})
         if self.final_dir.exists():  # an empty folder the user named with --out
             self.final_dir.rmdir()
@@ -187,10 +266,28 @@ class RunWriter:
     def abort(self, manifest: dict[str, Any]) -> Path:
         """Leave the partial run hidden, with a manifest saying why it stopped."""
         try:
-            self._close_tables()
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
         finally:
             write_manifest(self.tmp_dir, manifest)
         return self.tmp_dir
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_dirs(path: Path) -> None:
+    """``mkdir -p``; a path that cannot be made is a :class:`RunDirectoryError` naming it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create {str(path)!r}: {exc.strerror or type(exc).__name__}") from None
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -201,14 +298,24 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def check_run_dir_free(path: Path) -> None:
-    """Raise :class:`RunDirectoryError` unless ``path`` is absent or an empty directory."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise RunDirectoryError(f"run directory {str(path)!r} already exists and is not empty; choose another --out")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise RunDirectoryError(f"cannot write under {str(parent)!r}: permission denied")
+    """Raise :class:`RunDirectoryError` unless ``path`` is absent or an empty directory under a
+    folder this process can write (the error names the path and what is wrong)."""
+    try:
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise RunDirectoryError(f"run directory {str(path)!r} already exists and is not empty; choose another --out")
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise RunDirectoryError(f"cannot write under {str(parent)!r}: it is a file, not a folder")
+        if not os.access(parent, os.W_OK):
+            raise RunDirectoryError(f"cannot write under {str(parent)!r}: permission denied")
+        # the hidden partial directory is ".NAME.partial-PID": 17 bytes more than NAME, within 255
+        if len(path.name.encode()) > 238 or len(str(path.resolve()).encode()) > 4000:
+            raise RunDirectoryError(f"run directory name {str(path)[:80]!r}... is too long for the file system")
+    except OSError as exc:
+        raise RunDirectoryError(f"run directory {str(path)!r} cannot be used: {exc.strerror or type(exc).__name__}") \
+            from None
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from .commerce import CommerceModel
 from .config import ScenarioConfig
 from .preflight import check as memory_check
 from .preflight import peak_rss_bytes
-from .recorder import RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free
+from .graph_io import with_edge_list
+from .recorder import (OutputLock, RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free, make_dirs,
+                       read_manifest)
 
 if TYPE_CHECKING:
     import pyarrow
@@ -97,33 +99,56 @@ def summarize(totals: RunTotals, model: CommerceModel) -> dict[str, Any]:
     return summary
 
 
-def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
-                preflight: bool = True, resume: bool = False) -> tuple[Path, Backend]:
-    """Check everything a run needs before anything is built or written: the run directory, the
-    checkpoint to resume from, the backend, and (unless ``preflight`` is False) that the run
-    fits in memory.
+@dataclass
+class PreparedRun:
+    """What :func:`prepare_run` checked and read: the run directory (locked for this process),
+    the backend, the config as the run uses it (an edge list sets ``population.n_users``), the
+    edge list's graph, and the checkpoint to resume from."""
 
-    Returns the run directory and the resolved backend; raises the user errors of
-    :func:`run_scenario`.
+    final_dir: Path
+    backend: Backend
+    config: ScenarioConfig
+    graph: tuple[np.ndarray, np.ndarray] | None
+    lock: OutputLock
+    resume_dir: Path | None = None
+    saved: dict[str, Any] | None = None
+
+
+def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
+                preflight: bool = True, resume: bool = False) -> PreparedRun:
+    """Check and read everything a run needs before anything is printed, built or written: the
+    run directory (and lock it against a second process), the edge list, the checkpoint to resume
+    from, the backend, and (unless ``preflight`` is False) that the run fits in memory.
+
+    Raises the user errors of :func:`run_scenario`.
     """
     final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
     check_run_dir_free(final_dir)
-    if resume:
-        found = checkpoint.find(final_dir)
-        if found is None:
-            raise RunDirectoryError(f"nothing to resume: no checkpoint of {str(final_dir)!r} was found "
-                                    f"(was the run started with --checkpoint-every?)")
-        checkpoint.load(found, config.to_json())  # damaged or from another config: say so now
+    config, graph = with_edge_list(config)
     backend = resolve_backend(config.run.backend)
     if preflight:
         memory_check(config, backend.name, backend.free_device_bytes())
-    return final_dir, backend
+    make_dirs(final_dir.parent)
+    lock = OutputLock(final_dir)
+    try:
+        resume_dir = saved = None
+        if resume:
+            resume_dir = checkpoint.find(final_dir)
+            if resume_dir is None:
+                raise RunDirectoryError(f"nothing to resume: no checkpoint of {str(final_dir)!r} was found "
+                                        f"(was the run started with --checkpoint-every?)")
+            saved = checkpoint.load(resume_dir, config.to_json())  # damaged or from another config: say so now
+    except BaseException:
+        lock.release()
+        raise
+    return PreparedRun(final_dir, backend, config, graph, lock, resume_dir, saved)
 
 
 def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
                  on_build_step: Callable[[str], None] | None = None,
                  on_tick: Callable[[int, int], None] | None = None,
-                 preflight: bool = True, resume: bool = False, population: Any = None) -> RunResult:
+                 preflight: bool = True, resume: bool = False, population: Any = None,
+                 prepared: PreparedRun | None = None) -> RunResult:
     """Run a scenario and publish its run directory.
 
     Args:
@@ -135,7 +160,9 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         resume: continue from the newest checkpoint of this run directory (see
             :mod:`weishang.model.checkpoint`); the result is identical to an uninterrupted run.
         population: a population already built from this config's population section and
-            seed (calibration reuses one across trials; see :meth:`Population.fresh`).
+            seed (calibration reuses one across trials: a population is read-only).
+        prepared: what :func:`prepare_run` returned for these arguments (the CLI checks everything
+            before printing); prepared here when omitted.
 
     Raises:
         RunDirectoryError: the run directory exists and is not empty, or cannot be written.
@@ -144,14 +171,21 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         RunInterrupted: SIGTERM arrived (SIGINT raises KeyboardInterrupt); either way the partial
             run stays hidden with status "interrupted".
     """
-    final_dir, backend = prepare_run(config, out_dir, preflight, resume)
+    prepared = prepared or prepare_run(config, out_dir, preflight, resume)
+    try:
+        return _run(prepared, on_build_step, on_tick, population)
+    finally:
+        prepared.lock.release()
+
+
+def _run(prepared: PreparedRun, on_build_step: Callable[[str], None] | None,
+         on_tick: Callable[[int, int], None] | None, population: Any) -> RunResult:
+    config, final_dir, backend, saved = prepared.config, prepared.final_dir, prepared.backend, prepared.saved
     if backend.name == "numpy":
         retain_freed_memory()  # ticks reuse mapped pages instead of faulting them in again
     started = dt.datetime.now(dt.timezone.utc)
-    resume_dir = checkpoint.find(final_dir) if resume else None
-    saved = checkpoint.load(resume_dir, config.to_json()) if resume_dir is not None else None
     writer = RunWriter(final_dir, config.to_json(), config.output.row_group_ticks,
-                       resume_from=resume_dir, rows_written=saved["rows_written"] if saved else None)
+                       resume_from=prepared.resume_dir, segments=saved["segments"] if saved else None)
     manifest: dict[str, Any] = {
         "run_dir": str(final_dir), "scenario": config.run.name, "seed": config.run.seed,
         "config": config.resolved(), "versions": _versions(backend.name),
@@ -161,7 +195,8 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
     totals = RunTotals()
     previous_sigterm = _raise_on_sigterm()
     try:
-        model = CommerceModel(config, backend=backend, population=population, progress=on_build_step)
+        model = CommerceModel(config, backend=backend, population=population, progress=on_build_step,
+                              graph=prepared.graph)
         pop = model.population
         manifest["population"] = {"users": pop.n_users, "directed_edges": pop.n_edges,
                                   "merchants": model.n_merchants, "groups": pop.n_groups,
@@ -183,7 +218,7 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
             if every and (model.tick + 1) % every == 0 and model.running:
                 checkpoint.save(writer.tmp_dir, {"tick": model.tick, "config_json": config.to_json(),
                                                  "model": model.state_dict(), "totals": totals,
-                                                 "rows_written": writer.flush()})
+                                                 "segments": writer.checkpoint()})
             if on_tick is not None:
                 on_tick(model.tick + 1, config.run.n_ticks)
     except BaseException as exc:
@@ -202,9 +237,18 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         "peak_rss_bytes": peak_rss_bytes(),
         "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     })
-    run_dir = writer.finish(manifest)
-    # every run carries its validation against SPEC.md's figures (`weishang validate` redoes it)
-    from .validation import validate  # noqa: PLC0415
+    # every run carries its validation against SPEC.md's figures (`weishang validate` redoes it),
+    # written before the run is published: a visible run is a whole run
+    from .validation import validate_run, write_validation  # noqa: PLC0415
 
-    validate(run_dir)
-    return RunResult(run_dir=run_dir, summary=summary, manifest={**manifest, "status": "complete"})
+    previous_sigterm = _raise_on_sigterm()
+    try:
+        run_dir = writer.finish(manifest, before_publish=lambda directory, complete: write_validation(
+            validate_run(directory, manifest=complete), directory))
+    except BaseException as exc:
+        writer.abort({**manifest, "status": "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted))
+                      else "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    finally:
+        _restore_sigterm(previous_sigterm)
+    return RunResult(run_dir=run_dir, summary=summary, manifest=read_manifest(run_dir))

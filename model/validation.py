@@ -32,7 +32,7 @@ from .config import PRACTITIONERS, WECHAT_MAU, ScenarioConfig
 from .fx import CURRENCIES
 from .merchant import ONBOARDING_TICKS
 from .settlement import SETTLEMENT_LAG
-from .recorder import RunDirectoryError
+from .recorder import RunDirectoryError, read_manifest
 
 #: the code's constants a target can read as an input
 CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURRENCIES": len(CURRENCIES),
@@ -159,34 +159,41 @@ def load_targets(path: str | Path | None = None) -> list[Target]:
 
 
 class RunMeasures:
-    """Reads a run directory's outputs once and measures targets on them."""
+    """Reads a run directory's outputs once and measures targets on them.
 
-    def __init__(self, run_dir: Path) -> None:
-        manifest_path = run_dir / "manifest.json"
-        if not manifest_path.is_file():
-            raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no manifest.json)")
+    ``manifest``: the run's manifest when it is not on disk yet (a run validates itself before it
+    is published); read from the directory otherwise, and it must say the run completed.
+    """
+
+    def __init__(self, run_dir: Path, manifest: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
-        self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if self.manifest.get("status") != "complete":
-            raise RunDirectoryError(f"run {str(run_dir)!r} did not complete (status {self.manifest.get('status')!r})")
-        self.summary = self.manifest["summary"]
-        self.config = self.manifest["config"]
-        self.scale = self.config["population"]["n_users"] / WECHAT_MAU
+        if manifest is None:
+            if not (run_dir / "manifest.json").is_file():
+                raise RunDirectoryError(f"{str(run_dir)!r} is not a run directory (no manifest.json)")
+            manifest = read_manifest(run_dir)
+            if manifest.get("status") != "complete":
+                raise RunDirectoryError(f"run {str(run_dir)!r} did not complete (status {manifest.get('status')!r})")
+        self.manifest = manifest
+        self.summary = manifest["summary"]
+        self.config = manifest["config"]
+        # absolute figures scale by the users actually simulated (an edge list sets them, not n_users)
+        users = manifest.get("population", {}).get("users", self.config["population"]["n_users"])
+        self.scale = users / WECHAT_MAU
         self._ticks: pl.DataFrame | None = None
         self._cascades: pl.DataFrame | None = None
 
     @property
     def ticks(self) -> pl.DataFrame:
         if self._ticks is None:
-            self._ticks = pl.read_parquet(self.run_dir / "ticks.parquet")
+            self._ticks = read_table(self.run_dir, "ticks")
         return self._ticks
 
     def reached(self, level: int, quantile: float | None, channels: tuple[str, ...] = ()) -> float | None:
         """Level-``level`` exposures of the posts that reached that level (of the given channels,
         all when none): their mean, or a quantile; None when no post reached it."""
         if self._cascades is None:
-            self._cascades = pl.read_parquet(self.run_dir / "cascades.parquet",
-                                             columns=["channel", *(f"exposures_l{lv}" for lv in (1, 2, 3))])
+            self._cascades = read_table(self.run_dir, "cascades",
+                                        ["channel", *(f"exposures_l{lv}" for lv in (1, 2, 3))])
         exposures = f"exposures_l{level}"
         posts = self._cascades.filter(pl.col(exposures) > 0)
         if channels:
@@ -208,11 +215,13 @@ class RunMeasures:
             ticks = self.ticks.filter(pl.col("tick") >= m.from_tick)
             if ticks.height == 0:
                 return None
+            # exact sums (math.fsum): a figure must not depend on how the table's rows were chunked
+            values = ticks[m.name].drop_nulls().to_list()
             if m.reduce == "mean":
-                value = ticks[m.name].mean()
+                value = math.fsum(values) / len(values) if values else None
             else:
-                total = float(ticks[m.over].sum())
-                value = float(ticks[m.name].sum()) / total if total else None
+                total = math.fsum(ticks[m.over].drop_nulls().to_list())
+                value = math.fsum(values) / total if total else None
         elif m.source == "cascades":
             level = int(m.name.removeprefix("exposures_l"))
             value = self.reached(level, m.q if m.reduce == "quantile_reached" else None, m.channels)
@@ -227,10 +236,23 @@ class RunMeasures:
         return value / self.scale if target.scale == "full" else value
 
 
-def validate_run(run_dir: str | Path, targets: list[Target] | None = None) -> pl.DataFrame:
-    """One row per target for one run (``ci_low``/``ci_high`` equal ``simulated``)."""
+def read_table(run_dir: Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """A run's table; a missing or damaged one is a :class:`RunDirectoryError` naming it."""
+    path = run_dir / f"{name}.parquet"
+    try:
+        return pl.read_parquet(path, columns=columns)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirectoryError(f"{str(path)!r} is missing or cannot be read ({first[:120]}): the run is damaged") \
+            from None
+
+
+def validate_run(run_dir: str | Path, targets: list[Target] | None = None,
+                 manifest: dict[str, Any] | None = None) -> pl.DataFrame:
+    """One row per target for one run (``ci_low``/``ci_high`` equal ``simulated``); ``manifest``
+    as in :class:`RunMeasures`."""
     targets = targets if targets is not None else load_targets()
-    measures = RunMeasures(Path(run_dir))
+    measures = RunMeasures(Path(run_dir), manifest)
     rows = []
     for t in targets:
         value = measures.measure(t)

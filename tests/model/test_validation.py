@@ -13,6 +13,7 @@ import pytest
 from weishang.model.calibrate import calibrate, load_spec, loss
 from weishang.model.cli import _main
 from weishang.model.config import ConfigError, load_config
+from weishang.model.recorder import FORMAT_VERSION
 from weishang.model.run import run_scenario
 from weishang.model.sweep import load_sweep, run_sweep
 from weishang.model.validation import KINDS, Measure, RunMeasures, Target, load_targets, validate, validate_run
@@ -157,7 +158,8 @@ def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
 
 
 def test_measures_past_a_warmup_skip_the_first_ticks(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"status": "complete", "summary": {},
+    (tmp_path / "manifest.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "status": "complete",
+                                                        "summary": {},
                                                         "config": {"population": {"n_users": 1289}}}))
     pl.DataFrame({"tick": [0, 1, 2, 3], "n_intercepted_qr": [9, 9, 1, 3], "n_tx_qr": [10, 10, 100, 100]}).write_parquet(
         tmp_path / "ticks.parquet")
