@@ -302,12 +302,13 @@ def sweep(
         raise ConfigError("weishang sweep needs --out DIR (the sweep directory)")
     if (out / "runs.parquet").exists() and not resume and task_index is None:
         raise ConfigError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
+    from .sweep import check_unchanged, is_complete  # noqa: PLC0415
+
+    check_unchanged(spec, out)  # before anything is shown: a changed sweep file is refused at once
+    already = 0 if task_index is not None else sum(is_complete(r, out) for r in spec.runs)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         task = progress.add_task(f"sweep {spec.name}", total=1 if task_index is not None else len(spec.runs))
-        from .sweep import is_complete  # noqa: PLC0415
-
-        already = 0 if task_index is not None else sum(is_complete(r, out) for r in spec.runs)
         progress.update(task, completed=already)
         results = run_sweep(spec, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
                             scheduler=scheduler)
@@ -441,7 +442,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except RunInterrupted:
-        print("error: terminated; nothing was published (the partial run stays hidden)", file=sys.stderr)
+        print("error: terminated; nothing unfinished was published (a run in flight stays hidden, marked interrupted)", file=sys.stderr)
         return 143  # 128 + SIGTERM, as shells report it
     except Exception as exc:
         # Typer's parser errors (bad option, missing value, bad choice) come from click, which
@@ -455,11 +456,13 @@ def _main(argv: list[str] | None) -> int:
                 return int(exc.exit_code)
             return _fail(message)
         raise
+    if result == 130:  # newer Typer turns Ctrl-C into this exit code itself, silently
+        return _interrupted()
     return result if isinstance(result, int) else 0
 
 
 def _interrupted() -> int:
-    print("error: interrupted; nothing was published (a partial run, if any, stays hidden)", file=sys.stderr)
+    print("error: interrupted; nothing unfinished was published (a run in flight stays hidden, marked interrupted)", file=sys.stderr)
     return 130
 
 

@@ -13,6 +13,7 @@ Public contract (stable names): ``run.n_ticks``, ``run.seed``, ``run.backend``,
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import tomllib
 from importlib import resources
@@ -577,6 +578,11 @@ def load_config(
         if value is not None:
             doc.setdefault("run", {})[key] = value
     return validate_document(doc)
+
+
+def config_digest(config: ScenarioConfig) -> str:
+    """A run's identity: sha256 of its resolved config (seed included), as its manifest records it."""
+    return hashlib.sha256(config.to_json().encode()).hexdigest()[:32]
 
 
 def configure(config: ScenarioConfig | str | Path | None = None, seed: int | None = None,

@@ -18,10 +18,14 @@ reader never sees half a run. The resolved config rides in each table's Parquet 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +83,25 @@ def to_arrow(table: str, columns: dict[str, Any]) -> pa.Table:
 
 class RunInterrupted(Exception):
     """SIGTERM arrived during a run (a batch scheduler's cancel or time limit)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM (a batch scheduler's cancel or time limit) raises
+    :class:`RunInterrupted` in the main thread, so the work in hand stops the way Ctrl-C stops it;
+    elsewhere (a worker thread) it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise RunInterrupted("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class RunDirectoryError(ValueError):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
-import signal
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,31 +23,15 @@ from weishang import __version__
 from . import checkpoint
 from .columns import SUMMARY, RunTotals
 from .commerce import CommerceModel
-from .config import ScenarioConfig
+from .config import ScenarioConfig, config_digest
 from .preflight import check as memory_check
 from .preflight import peak_rss_bytes
 from .graph_io import with_edge_list
 from .recorder import (OutputLock, RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free, make_dirs,
-                       read_manifest)
+                       read_manifest, sigterm_raises)
 
 if TYPE_CHECKING:
     import pyarrow
-
-def _raise_on_sigterm() -> Any:
-    """Turn SIGTERM into :class:`RunInterrupted` while a run is going (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(_signum: int, _frame: Any) -> None:
-        raise RunInterrupted("SIGTERM")
-
-    return signal.signal(signal.SIGTERM, handler)
-
-
-def _restore_sigterm(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
-
 
 @dataclass
 class RunResult:
@@ -110,6 +92,7 @@ class PreparedRun:
     config: ScenarioConfig
     graph: tuple[np.ndarray, np.ndarray] | None
     lock: OutputLock
+    config_digest: str
     resume_dir: Path | None = None
     saved: dict[str, Any] | None = None
 
@@ -124,6 +107,7 @@ def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
     """
     final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
     check_run_dir_free(final_dir)
+    digest = config_digest(config)  # of the config as given: a sweep knows its runs by it
     config, graph = with_edge_list(config)
     backend = resolve_backend(config.run.backend)
     if preflight:
@@ -141,7 +125,7 @@ def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
     except BaseException:
         lock.release()
         raise
-    return PreparedRun(final_dir, backend, config, graph, lock, resume_dir, saved)
+    return PreparedRun(final_dir, backend, config, graph, lock, digest, resume_dir, saved)
 
 
 def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
@@ -178,9 +162,45 @@ def run_scenario(config: ScenarioConfig, out_dir: str | Path | None = None, *,
         prepared.lock.release()
 
 
+def _tick(prepared: PreparedRun, writer: RunWriter, manifest: dict[str, Any],
+          on_build_step: Callable[[str], None] | None, on_tick: Callable[[int, int], None] | None,
+          population: Any) -> tuple[CommerceModel, RunTotals]:
+    """Build the model (or restore it from the checkpoint) and run every tick, streaming rows."""
+    config, saved = prepared.config, prepared.saved
+    model = CommerceModel(config, backend=prepared.backend, population=population, progress=on_build_step,
+                          graph=prepared.graph)
+    pop = model.population
+    manifest["population"] = {"users": pop.n_users, "directed_edges": pop.n_edges, "merchants": model.n_merchants,
+                              "groups": pop.n_groups, "bytes": pop.nbytes()}
+    totals = RunTotals()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        totals = saved["totals"]
+        manifest["resumed_from_tick"] = saved["tick"]
+    while model.running:
+        model.step()
+        rows = model.rows
+        writer.append("ticks", rows.ticks)
+        writer.append("merchants", rows.merchants)
+        writer.append("cascades", rows.cascades)
+        if rows.transactions is not None:
+            writer.write_part("transactions", f"{model.tick:06d}", rows.transactions)
+        totals.add(rows.ticks)
+        every = config.output.checkpoint_every
+        if every and (model.tick + 1) % every == 0 and model.running:
+            checkpoint.save(writer.tmp_dir, {"tick": model.tick, "config_json": config.to_json(),
+                                             "model": model.state_dict(), "totals": totals,
+                                             "segments": writer.checkpoint()})
+        if on_tick is not None:
+            on_tick(model.tick + 1, config.run.n_ticks)
+    return model, totals
+
+
 def _run(prepared: PreparedRun, on_build_step: Callable[[str], None] | None,
          on_tick: Callable[[int, int], None] | None, population: Any) -> RunResult:
     config, final_dir, backend, saved = prepared.config, prepared.final_dir, prepared.backend, prepared.saved
+    from .validation import validate_run, write_validation  # noqa: PLC0415
+
     if backend.name == "numpy":
         retain_freed_memory()  # ticks reuse mapped pages instead of faulting them in again
     started = dt.datetime.now(dt.timezone.utc)
@@ -188,67 +208,29 @@ def _run(prepared: PreparedRun, on_build_step: Callable[[str], None] | None,
                        resume_from=prepared.resume_dir, segments=saved["segments"] if saved else None)
     manifest: dict[str, Any] = {
         "run_dir": str(final_dir), "scenario": config.run.name, "seed": config.run.seed,
-        "config": config.resolved(), "versions": _versions(backend.name),
+        "config": config.resolved(), "config_digest": prepared.config_digest, "versions": _versions(backend.name),
         "backend": {"name": backend.name, "device": backend.device, "reason": backend.reason},
         "started_at": started.isoformat(),
     }
-    totals = RunTotals()
-    previous_sigterm = _raise_on_sigterm()
-    try:
-        model = CommerceModel(config, backend=backend, population=population, progress=on_build_step,
-                              graph=prepared.graph)
-        pop = model.population
-        manifest["population"] = {"users": pop.n_users, "directed_edges": pop.n_edges,
-                                  "merchants": model.n_merchants, "groups": pop.n_groups,
-                                  "bytes": pop.nbytes()}
-        if saved is not None:
-            model.load_state_dict(saved["model"])
-            totals = saved["totals"]
-            manifest["resumed_from_tick"] = saved["tick"]
-        while model.running:
-            model.step()
-            rows = model.rows
-            writer.append("ticks", rows.ticks)
-            writer.append("merchants", rows.merchants)
-            writer.append("cascades", rows.cascades)
-            if rows.transactions is not None:
-                writer.write_part("transactions", f"{model.tick:06d}", rows.transactions)
-            totals.add(rows.ticks)
-            every = config.output.checkpoint_every
-            if every and (model.tick + 1) % every == 0 and model.running:
-                checkpoint.save(writer.tmp_dir, {"tick": model.tick, "config_json": config.to_json(),
-                                                 "model": model.state_dict(), "totals": totals,
-                                                 "segments": writer.checkpoint()})
-            if on_tick is not None:
-                on_tick(model.tick + 1, config.run.n_ticks)
-    except BaseException as exc:
-        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
-        writer.abort({**manifest, "status": status, "error": f"{type(exc).__name__}: {exc}",
-                      "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
-        raise
-    finally:
-        _restore_sigterm(previous_sigterm)
-    summary = summarize(totals, model)
-    manifest.update({
-        "summary": summary,
-        "timings": {"build_seconds": model.build_seconds, "build_steps": pop.timings,
-                    "tick_seconds_total": sum(model.plan.seconds.values()),
-                    "phase_seconds": dict(model.plan.seconds)},
-        "peak_rss_bytes": peak_rss_bytes(),
-        "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-    })
-    # every run carries its validation against SPEC.md's figures (`weishang validate` redoes it),
-    # written before the run is published: a visible run is a whole run
-    from .validation import validate_run, write_validation  # noqa: PLC0415
-
-    previous_sigterm = _raise_on_sigterm()
-    try:
-        run_dir = writer.finish(manifest, before_publish=lambda directory, complete: write_validation(
-            validate_run(directory, manifest=complete), directory))
-    except BaseException as exc:
-        writer.abort({**manifest, "status": "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted))
-                      else "failed", "error": f"{type(exc).__name__}: {exc}"})
-        raise
-    finally:
-        _restore_sigterm(previous_sigterm)
+    with sigterm_raises():
+        try:
+            model, totals = _tick(prepared, writer, manifest, on_build_step, on_tick, population)
+            summary = summarize(totals, model)
+            manifest.update({
+                "summary": summary,
+                "timings": {"build_seconds": model.build_seconds, "build_steps": model.population.timings,
+                            "tick_seconds_total": sum(model.plan.seconds.values()),
+                            "phase_seconds": dict(model.plan.seconds)},
+                "peak_rss_bytes": peak_rss_bytes(),
+                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            })
+            # every run carries its validation against SPEC.md's figures (`weishang validate` redoes
+            # it), written before the run is published: a visible run is a whole run
+            run_dir = writer.finish(manifest, before_publish=lambda directory, complete: write_validation(
+                validate_run(directory, manifest=complete), directory))
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, RunInterrupted)) else "failed"
+            writer.abort({**manifest, "status": status, "error": f"{type(exc).__name__}: {exc}",
+                          "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+            raise
     return RunResult(run_dir=run_dir, summary=summary, manifest=read_manifest(run_dir))

@@ -29,18 +29,31 @@ Layout of ``OUT``::
     OUT/runs/scenario=S/point=P/replicate=K/       a run directory (ticks.parquet, ...)
     OUT/status/run-000042.json                     each finished or failed run's record
 
-Hive-style directories let DuckDB, polars and pyarrow read the whole sweep as one table. A run
-is complete when its run directory exists (it is published by an atomic rename), so a sweep that
-was killed resumes by skipping complete runs, and no run is written twice. ``runs.parquet`` is
-rebuilt from the status records after every run, through a temporary file.
+Hive-style directories let DuckDB, polars and pyarrow read the whole sweep as one table.
+
+A run's identity is the digest of its resolved config (``config_digest`` in its manifest). A run
+is complete when its run directory was published (an atomic rename, after every table and its
+validation were written), its manifest carries this run's digest, and its tables hold the rows
+the manifest counts; so a sweep that was killed resumes by skipping complete runs and redoing
+damaged ones, and a sweep whose file changed refuses to resume over runs made with another
+config. ``runs.parquet`` is rebuilt after every run, through a temporary file, from the runs' own
+manifests (complete runs) and status records (failed and interrupted ones).
+
+SIGTERM or Ctrl-C stops a sweep as it stops a run: the workers are told to stop, the runs in
+flight stay hidden with status ``interrupted``, ``runs.parquet`` is written, and the command exits
+143 or 130. Workers also stop by themselves when their parent is gone. A second sweep on the same
+``--out`` refuses at once (a lock); array-job elements (``--task-index``) lock only their run.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import shutil
+import signal
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -52,8 +65,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..kernels import rng
-from .config import ConfigError, load_config, read_toml_file
-from .recorder import read_manifest
+from .config import ConfigError, config_digest, load_config, read_toml_file
+from .recorder import OutputLock, RunDirectoryError, RunInterrupted, make_dirs, read_manifest, sigterm_raises
+
+#: the most runs a sweep may have (a grid's product is checked before anything is expanded)
+MAX_RUNS = 100_000
+#: seeds are 63-bit (run.seed's range)
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,8 @@ class RunSpec:
     params: dict[str, Any]
     replicate: int
     seed: int
+    #: digest of the run's resolved config (:func:`weishang.model.config.config_digest`): its identity
+    config_digest: str = ""
 
     def overrides(self, common: dict[str, Any]) -> list[str]:
         merged = {**common, **self.params}
@@ -108,16 +128,22 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(replicates, int) or isinstance(replicates, bool) or not 1 <= replicates <= 10_000:
         raise ConfigError(f"sweep.replicates = {replicates!r}: must be an integer from 1 to 10000")
     base_seed = head.get("base_seed", 1)
-    if not isinstance(base_seed, int) or isinstance(base_seed, bool) or base_seed < 0:
-        raise ConfigError(f"sweep.base_seed = {base_seed!r}: must be a non-negative integer")
+    if not isinstance(base_seed, int) or isinstance(base_seed, bool) or not 0 <= base_seed <= MAX_SEED:
+        raise ConfigError(f"sweep.base_seed = {base_seed!r}: must be an integer from 0 to 2**63 - 1")
     common = doc.get("set", {})
     grid = doc.get("grid", {})
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}: must be a non-empty list of values")
+    n_points = math.prod(len(values) for values in grid.values())
+    if n_points * len(scenarios) * replicates > MAX_RUNS:
+        raise ConfigError(f"the sweep has {n_points * len(scenarios) * replicates:,} runs ({n_points:,} grid points x "
+                          f"{len(scenarios)} scenarios x {replicates} replicates); at most {MAX_RUNS:,}: split it")
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
     if "samples" in doc:
         points = latin_hypercube(doc["samples"])
+        if len(points) * len(scenarios) * replicates > MAX_RUNS:
+            raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
     runs = []
     names = []
     for scenario in scenarios:
@@ -128,9 +154,11 @@ def load_sweep(path: str | Path) -> Sweep:
         names.append(name)
         for p, params in enumerate(points):
             overrides = [f"{k}={json.dumps(v)}" for k, v in {**common, **params}.items()]
-            load_config(file, overrides)  # every run's config is valid, or the sweep does not start
+            config = load_config(file, overrides)  # every run's config is valid, or the sweep does not start
             for k in range(replicates):
-                runs.append(RunSpec(len(runs), name, str(file), p, params, k, replicate_seed(base_seed, k)))
+                seed = replicate_seed(base_seed, k)
+                digest = config_digest(config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})}))
+                runs.append(RunSpec(len(runs), name, str(file), p, params, k, seed, digest))
     return Sweep(name=head.get("name", path.stem), runs=tuple(runs), common=common)
 
 
@@ -144,12 +172,13 @@ def latin_hypercube(section: dict[str, Any]) -> list[dict[str, float]]:
     seed = spec.pop("seed", 0)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100_000:
         raise ConfigError(f"samples.n = {n!r}: must be an integer from 1 to 100000")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"samples.seed = {seed!r}: must be a non-negative integer")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"samples.seed = {seed!r}: must be an integer from 0 to 2**63 - 1")
     if not spec:
         raise ConfigError("samples: name at least one parameter with its [low, high] range")
     for key, bounds in spec.items():
-        if (not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, (int, float)) for b in bounds)
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
                 or bounds[0] >= bounds[1]):
             raise ConfigError(f"samples.{key} = {bounds!r}: must be [low, high] with low < high")
     unit = qmc.LatinHypercube(d=len(spec), seed=seed).random(n)
@@ -165,14 +194,18 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _record(spec: RunSpec, out: Path, **fields: Any) -> dict[str, Any]:
+    return {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point, "replicate": spec.replicate,
+            "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True), "run_dir": str(spec.run_dir(out)),
+            "config_digest": spec.config_digest, "error": None, "gmv": None, "seconds": None, **fields}
+
+
 def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
-    """Run one sweep run (in any process); returns its status record, never raises for a run error."""
+    """Run one sweep run (in any process); returns its status record. A run's own error is
+    recorded (the sweep carries on); an interruption is recorded and raised (the sweep stops)."""
     from .run import run_scenario  # noqa: PLC0415  (imported in the worker)
 
     out_path = Path(out)
-    record: dict[str, Any] = {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point,
-                              "replicate": spec.replicate, "seed": spec.seed,
-                              "params": json.dumps(spec.params, sort_keys=True), "run_dir": str(spec.run_dir(out_path))}
     started = time.perf_counter()
     run_dir = spec.run_dir(out_path)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -181,43 +214,108 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     (status_dir / f"run-{spec.index:06d}.started").touch()  # lets the pool tell in-flight runs apart
     for stale in run_dir.parent.glob(f".{run_dir.name}.partial-*"):  # left by a killed attempt
         shutil.rmtree(stale, ignore_errors=True)
+    if run_dir.exists() and run_state(spec, out_path) == "damaged":
+        shutil.rmtree(run_dir)  # published once, then cut short or edited: made again
     try:
         config = load_config(spec.scenario_file, spec.overrides(common), seed=spec.seed)
-        result = run_scenario(config, spec.run_dir(out_path))
-        record.update(status="complete", error=None, gmv=result.summary["gmv_cny"])
+        result = run_scenario(config, run_dir)
+        record = _record(spec, out_path, status="complete", gmv=result.summary["gmv_cny"])
+    except (KeyboardInterrupt, RunInterrupted) as exc:
+        record = _record(spec, out_path, status="interrupted", error=type(exc).__name__,
+                         seconds=time.perf_counter() - started)
+        _write_json(status_dir / f"run-{spec.index:06d}.json", record)
+        if _IN_POOL_WORKER:
+            os._exit(143)  # a stopped worker takes no further run the pool had queued for it
+        raise
     except Exception as exc:  # a failed run is recorded and the sweep carries on
-        record.update(status="failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0][:500], gmv=None)
+        record = _record(spec, out_path, status="failed", error=_one_line(f"{type(exc).__name__}: {exc}"))
     record["seconds"] = time.perf_counter() - started
     _write_json(status_dir / f"run-{spec.index:06d}.json", record)
     return record
 
 
-def is_complete(spec: RunSpec, out: Path) -> bool:
-    """A run is complete when its run directory was published (a damaged or older-format one
-    raises :class:`~weishang.model.recorder.RunDirectoryError` rather than being silently redone)."""
+def _one_line(text: str) -> str:
+    return text.splitlines()[0][:500] if text else ""
+
+
+def run_state(spec: RunSpec, out: Path) -> str:
+    """"absent", "complete", "changed" (published from another config: the sweep file was
+    edited) or "damaged" (published, but a table is missing, truncated or unreadable)."""
     run_dir = spec.run_dir(out)
-    return (run_dir / "manifest.json").is_file() and read_manifest(run_dir).get("status") == "complete"
+    if not (run_dir / "manifest.json").is_file():
+        return "absent"
+    try:
+        manifest = read_manifest(run_dir)
+    except RunDirectoryError:
+        return "damaged"
+    if manifest.get("status") != "complete":
+        return "damaged"
+    if manifest.get("config_digest") != spec.config_digest:
+        return "changed"
+    for table, rows in manifest.get("rows", {}).items():
+        try:
+            if table == "transactions":
+                found = sum(pq.ParquetFile(p).metadata.num_rows for p in (run_dir / table).glob("*.parquet"))
+            else:
+                found = pq.ParquetFile(run_dir / f"{table}.parquet").metadata.num_rows
+        except (OSError, pa.ArrowException):
+            return "damaged"
+        if found != rows:
+            return "damaged"
+    return "complete" if (run_dir / "validation.parquet").is_file() else "damaged"
+
+
+def is_complete(spec: RunSpec, out: Path) -> bool:
+    return run_state(spec, out) == "complete"
+
+
+def check_unchanged(sweep: Sweep, out: Path) -> None:
+    """Refuse to resume over runs made from another config (the sweep file changed since)."""
+    changed = [spec for spec in sweep.runs if run_state(spec, out) == "changed"]
+    if changed:
+        named = ", ".join(f"{s.index} ({s.scenario}, point {s.point}, replicate {s.replicate})" for s in changed[:5])
+        more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        raise ConfigError(f"{str(out)!r} holds runs made from another version of the sweep file: run {named}{more}; "
+                          f"resume with the file they were made from, or choose another --out")
+
+
+def _status_records(out: Path) -> dict[int, dict[str, Any]]:
+    records = {}
+    status_dir = out / "status"
+    for f in sorted(status_dir.glob("run-*.json")) if status_dir.is_dir() else ():
+        try:
+            rec = json.loads(f.read_text())
+            records[int(rec["run_id"])] = rec
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record: the run counts as pending and is redone
+    return records
 
 
 def write_runs_table(sweep: Sweep, out: Path) -> Path:
-    """Rebuild ``runs.parquet`` from the status records (pending runs included), atomically."""
-    records = {}
-    status_dir = out / "status"
-    if status_dir.is_dir():
-        for f in status_dir.glob("run-*.json"):
-            rec = json.loads(f.read_text())
-            records[rec["run_id"]] = rec
+    """Rebuild ``runs.parquet``, atomically: one row per run, typed columns for every parameter.
+    A complete run's row comes from its own manifest (its seed and config, its GMV); the others'
+    from their status records, or ``pending``."""
+    records = _status_records(out)
     rows = []
     for spec in sweep.runs:
-        rec = records.get(spec.index)
-        if rec is None or (rec["status"] == "failed" and is_complete(spec, out)):
-            rec = {"status": "complete" if is_complete(spec, out) else "pending", "error": None, "seconds": None,
-                   "gmv": None}
-        rows.append({"run_id": spec.index, "scenario": spec.scenario, "point": spec.point,
-                     "replicate": spec.replicate, "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True),
-                     **{f"param.{k}": v for k, v in spec.params.items()},
-                     "status": rec["status"], "error": rec.get("error") or None, "seconds": rec.get("seconds"),
-                     "gmv": rec.get("gmv"), "run_dir": str(spec.run_dir(out))})
+        state = run_state(spec, out)
+        row = {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point, "replicate": spec.replicate}
+        if state in ("complete", "changed"):
+            manifest = read_manifest(spec.run_dir(out))
+            config = manifest["config"]
+            row.update(seed=manifest["seed"], params=json.dumps({k: _lookup(config, k) for k in spec.params},
+                                                                 sort_keys=True),
+                       **{f"param.{k}": _lookup(config, k) for k in spec.params},
+                       status=state, error=None, seconds=records.get(spec.index, {}).get("seconds"),
+                       gmv=manifest["summary"]["gmv_cny"])
+        else:
+            rec = records.get(spec.index, {})
+            status = rec.get("status") if rec.get("status") in ("failed", "interrupted") else "pending"
+            row.update(seed=spec.seed, params=json.dumps(spec.params, sort_keys=True),
+                       **{f"param.{k}": v for k, v in spec.params.items()}, status=status,
+                       error=rec.get("error") if status != "pending" else None, seconds=rec.get("seconds"), gmv=None)
+        row["run_dir"] = str(spec.run_dir(out))
+        rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows)
     # typed even when every value is null so far (no run failed, none finished)
@@ -230,6 +328,11 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
     return target
 
 
+def _lookup(config: dict[str, Any], dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return config[section][key]
+
+
 def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
                  on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     """Run ``todo`` on a Dask distributed cluster whose workers see ``out`` (a shared file system)."""
@@ -237,32 +340,92 @@ def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
         from dask.distributed import Client, as_completed as dask_completed  # noqa: PLC0415
     except ImportError:
         raise ConfigError("--scheduler needs Dask: pip install 'weishang[dist]'") from None
+    try:
+        client = Client(scheduler, timeout=10)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConfigError(f"--scheduler {scheduler!r}: cannot reach a Dask scheduler there "
+                          f"({_one_line(str(exc)) or type(exc).__name__})") from None
     done = []
-    with Client(scheduler) as client:
+    with client:
         # pure=False: each run executes once; keys name the run so the dashboard reads well
         futures = [client.submit(execute, spec, sweep.common, str(out), key=f"weishang-run-{spec.index}", pure=False)
                    for spec in todo]
-        for future in dask_completed(futures):
-            done.append(future.result())
-            write_runs_table(sweep, out)
-            if on_done:
-                on_done(done[-1])
+        try:
+            for future in dask_completed(futures):
+                done.append(future.result())
+                write_runs_table(sweep, out)
+                if on_done:
+                    on_done(done[-1])
+        except BaseException:
+            client.cancel(futures)
+            raise
     return done
 
 
 #: times a run may be in flight in a worker that died before it is recorded as failed
 MAX_ATTEMPTS = 2
+#: seconds the workers get to stop their runs (hidden, interrupted) before they are killed
+STOP_GRACE_SECONDS = 5.0
+
+
+#: set in pool workers (see :func:`_worker_start`)
+_IN_POOL_WORKER = False
+
+
+def _worker_start(parent: int) -> None:
+    """In each pool worker: Ctrl-C is the parent's to handle (it stops the workers), and a worker
+    whose parent is gone stops its run as SIGTERM would, then exits: no orphan goes on running."""
+    global _IN_POOL_WORKER
+    _IN_POOL_WORKER = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(STOP_GRACE_SECONDS)
+        os._exit(143)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel what has not started; SIGTERM every worker (its run stops, hidden, interrupted);
+    kill what is still there after the grace period."""
+    processes = list(getattr(pool, "_processes", {}).values())  # CPython's executor keeps its workers here
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0.0))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def _mark_interrupted(specs: list[RunSpec], out: Path) -> None:
+    """Runs that had started but have no record from this attempt (their worker was killed
+    before it could write one) are recorded as interrupted."""
+    for spec in specs:
+        started = out / "status" / f"run-{spec.index:06d}.started"
+        record = out / "status" / f"run-{spec.index:06d}.json"
+        fresh = record.is_file() and started.is_file() and record.stat().st_mtime >= started.stat().st_mtime
+        if started.is_file() and not fresh and not is_complete(spec, out):
+            _write_json(record, _record(spec, out, status="interrupted", error="stopped with the sweep"))
 
 
 def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
                  on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
-    """Run ``todo`` on a local process pool, surviving dead workers.
+    """Run ``todo`` on a local process pool, surviving dead workers, stopping on SIGTERM or Ctrl-C.
 
     When a worker dies (killed, out of memory), the pool breaks and every unfinished run comes
     back. Runs that had started (their ``.started`` marker exists) count an attempt; the pool is
     rebuilt and the unfinished runs go again. A run caught in ``MAX_ATTEMPTS`` dead workers is
     recorded as failed, so no run is lost silently and a run that kills its worker cannot stall
-    the sweep.
+    the sweep. An interruption of this process stops the workers (:func:`_stop_pool`) and is
+    raised once the runs in flight are recorded as interrupted.
     """
     import multiprocessing as mp  # noqa: PLC0415
 
@@ -273,18 +436,25 @@ def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
         for spec in pending:  # markers from earlier rounds (or an earlier process) do not count
             (out / "status" / f"run-{spec.index:06d}.started").unlink(missing_ok=True)
         finished: set[int] = set()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_worker_start, initargs=(os.getpid(),))
+        try:
             futures = {pool.submit(execute, spec, sweep.common, str(out)): spec for spec in pending}
-            try:
-                for future in as_completed(futures):
-                    record = future.result()
-                    finished.add(record["run_id"])
-                    done.append(record)
-                    write_runs_table(sweep, out)
-                    if on_done:
-                        on_done(record)
-            except BrokenProcessPool:
-                pass
+            for future in as_completed(futures):
+                record = future.result()
+                finished.add(record["run_id"])
+                done.append(record)
+                write_runs_table(sweep, out)
+                if on_done:
+                    on_done(record)
+        except BrokenProcessPool:
+            pass
+        except BaseException:
+            _stop_pool(pool)
+            _mark_interrupted(pending, out)
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         retry = []
         for spec in pending:
             if spec.index in finished or is_complete(spec, out):
@@ -292,7 +462,9 @@ def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
             if (out / "status" / f"run-{spec.index:06d}.started").exists():
                 attempts[spec.index] = attempts.get(spec.index, 0) + 1
             if attempts.get(spec.index, 0) >= MAX_ATTEMPTS:
-                record = _failed_record(spec, out, f"worker process died {MAX_ATTEMPTS} times while running it")
+                record = _record(spec, out, status="failed",
+                                 error=f"worker process died {MAX_ATTEMPTS} times while running it")
+                _write_json(out / "status" / f"run-{spec.index:06d}.json", record)
                 done.append(record)
                 if on_done:
                     on_done(record)
@@ -303,37 +475,42 @@ def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
     return done
 
 
-def _failed_record(spec: RunSpec, out: Path, error: str) -> dict[str, Any]:
-    record = {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point, "replicate": spec.replicate,
-              "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True), "run_dir": str(spec.run_dir(out)),
-              "status": "failed", "error": error, "gmv": None, "seconds": None}
-    _write_json(out / "status" / f"run-{spec.index:06d}.json", record)
-    return record
-
-
 def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None = None,
               on_done: Callable[[dict[str, Any]], None] | None = None,
               scheduler: str | None = None) -> list[dict[str, Any]]:
     """Run the sweep's pending runs (or only run ``task_index``) on ``workers`` local processes,
-    or on the Dask cluster at ``scheduler`` (an address such as ``tcp://host:8786``)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if task_index is not None:
-        if not 0 <= task_index < len(sweep.runs):
-            raise ConfigError(f"--task-index {task_index}: the sweep has runs 0 to {len(sweep.runs) - 1}")
-        todo = [sweep.runs[task_index]]
-    else:
-        todo = list(sweep.runs)
-    todo = [spec for spec in todo if not is_complete(spec, out)]
+    or on the Dask cluster at ``scheduler`` (an address such as ``tcp://host:8786``).
+
+    Raises:
+        ConfigError: the task index is out of range, or ``out`` holds runs made from another
+            version of the sweep file (nothing is created or changed then).
+        RunDirectoryError: another sweep holds ``out``.
+        RunInterrupted, KeyboardInterrupt: SIGTERM or Ctrl-C; the runs in flight are recorded as
+            interrupted and ``runs.parquet`` is written first.
+    """
+    if task_index is not None and not 0 <= task_index < len(sweep.runs):
+        raise ConfigError(f"--task-index {task_index}: the sweep has runs 0 to {len(sweep.runs) - 1}")
+    todo = list(sweep.runs) if task_index is None else [sweep.runs[task_index]]
+    check_unchanged(Sweep(sweep.name, tuple(todo), sweep.common), out)
+    make_dirs(out)
+    # array-job elements share the sweep directory on purpose; each locks only its own run
+    lock = OutputLock(out) if task_index is None else None
     done: list[dict[str, Any]] = []
-    if scheduler is not None:
-        done = _run_on_dask(todo, sweep, out, scheduler, on_done)
-    elif workers <= 1 or len(todo) <= 1:
-        for spec in todo:
-            done.append(execute(spec, sweep.common, str(out)))
-            write_runs_table(sweep, out)
-            if on_done:
-                on_done(done[-1])
-    else:
-        done = _run_on_pool(todo, sweep, out, workers, on_done)
-    write_runs_table(sweep, out)
+    try:
+        with sigterm_raises():
+            todo = [spec for spec in todo if not is_complete(spec, out)]
+            if scheduler is not None:
+                done = _run_on_dask(todo, sweep, out, scheduler, on_done)
+            elif workers <= 1 or len(todo) <= 1:
+                for spec in todo:
+                    done.append(execute(spec, sweep.common, str(out)))
+                    write_runs_table(sweep, out)
+                    if on_done:
+                        on_done(done[-1])
+            else:
+                done = _run_on_pool(todo, sweep, out, workers, on_done)
+    finally:
+        write_runs_table(sweep, out)
+        if lock is not None:
+            lock.release()
     return done

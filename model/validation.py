@@ -13,7 +13,6 @@ lack a measure's table; a target is within when its simulated value lies in ``[l
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tomllib

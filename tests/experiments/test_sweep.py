@@ -211,3 +211,107 @@ replicates = 100
     assert runs.height == 100
     assert set(runs["status"]) <= {"complete", "failed"}  # every run accounted for: none pending or lost
     assert (runs["status"] == "complete").sum() >= 98
+
+
+def test_resume_after_the_sweep_file_changed_refuses_naming_the_runs(tmp_path):
+    # issue 16: a run's identity is its config's digest, not its directory's name
+    grid = '[grid]\n"cascade.p_view_friend" = {}\n'
+    path = sweep_file(tmp_path, extra=grid.format("[0.2, 0.3]"), scenarios=("baseline.toml",))
+    out = tmp_path / "out"
+    run_sweep(load_sweep(path), out)
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert (runs["status"] == "complete").all() and runs["param.cascade.p_view_friend"].to_list()[:4] == [0.2] * 3 + [0.3]
+    path.write_text(path.read_text().replace("[0.2, 0.3]", "[0.9, 0.3, 0.05]"))
+    edited = load_sweep(path)
+    with pytest.raises(ConfigError, match=r"another version of the sweep file: run 0 \(baseline, point 0, replicate 0\)"):
+        run_sweep(edited, out)
+    cli = subprocess.run([sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out), "--resume"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "another version of the sweep file" in cli.stderr
+    # the runs table is still the runs' own account: point 0 used 0.2
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert runs.filter(pl.col("point") == 0)["param.cascade.p_view_friend"].to_list() == [0.2] * 3
+
+
+def test_a_damaged_published_run_is_made_again_on_resume(tmp_path):
+    path = sweep_file(tmp_path, scenarios=("baseline.toml",))
+    out = tmp_path / "out"
+    sweep = load_sweep(path)
+    run_sweep(sweep, out)
+    victim = sweep.runs[1].run_dir(out) / "ticks.parquet"
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated by a full disk or a careless copy
+    from weishang.model.sweep import run_state
+
+    assert run_state(sweep.runs[1], out) == "damaged"
+    redone = run_sweep(sweep, out)
+    assert [r["run_id"] for r in redone] == [1] and run_state(sweep.runs[1], out) == "complete"
+
+
+def test_sweep_limits_are_checked_before_anything_is_written(tmp_path):
+    huge = sweep_file(tmp_path, extra='[grid]\n"cascade.p_view_friend" = [' + ", ".join(["0.1"] * 400) + ']\n'
+                      '"cascade.p_buy_friend" = [' + ", ".join(["0.1"] * 400) + ']\n', scenarios=("baseline.toml",))
+    started = time.time()
+    with pytest.raises(ConfigError, match="480,000 runs .* at most 100,000"):
+        load_sweep(huge)
+    assert time.time() - started < 5
+    for bad, message in [('base_seed = 18446744073709551616', "from 0 to 2\\*\\*63 - 1"),
+                         ('[samples]\nn = 2\n"cascade.p_view_friend" = [nan, 0.3]', "low < high")]:
+        text = sweep_file(tmp_path, scenarios=("baseline.toml",)).read_text()
+        text = text.replace("base_seed = 7", bad) if "base_seed" in bad else text + bad
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(tmp_path / "bad.toml")
+    sweep = load_sweep(sweep_file(tmp_path, scenarios=("baseline.toml",)))
+    with pytest.raises(ConfigError, match="--task-index 99"):
+        run_sweep(sweep, tmp_path / "fresh", task_index=99)
+    assert not (tmp_path / "fresh").exists()
+
+
+def _children(pid):
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signalled_sweep_stops_its_workers_and_writes_its_table(tmp_path, sig, code):
+    path = sweep_file(tmp_path, n_ticks=400)  # runs long enough to be caught in flight
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out),
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "status").glob("*.started")) if (out / "status").exists()
+                                         else []) < 2:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    workers = _children(proc.pid)
+    assert workers
+    stopped = time.time()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code and time.time() - stopped < 15, err
+    assert err.strip().splitlines()[-1].startswith("error:")  # after the progress bar, one line
+    time.sleep(0.5)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]]  # no worker outlives the sweep
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert (runs["status"] == "interrupted").sum() >= 1 and not (runs["status"] == "failed").any()
+    assert not [p for p in (out / "runs").rglob("replicate=*") if not p.name.startswith(".")]  # nothing half-done is visible
+    again = subprocess.run([sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out), "--resume",
+                            "--list"], capture_output=True, text=True)
+    assert again.returncode == 0
+
+
+def test_two_sweeps_on_one_out_do_not_race(tmp_path):
+    from weishang.model.recorder import OutputLock, RunDirectoryError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = OutputLock(out)
+    try:
+        with pytest.raises(RunDirectoryError, match="another weishang process is writing"):
+            run_sweep(load_sweep(sweep_file(tmp_path, scenarios=("baseline.toml",))), out)
+    finally:
+        held.release()
