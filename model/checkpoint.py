@@ -51,7 +51,26 @@ def load(partial_dir: Path, config_json: str) -> dict[str, Any]:
     if missing:
         raise RunDirectoryError(f"checkpoint {str(path)!r} is damaged (it lacks {', '.join(sorted(missing))}); "
                                 f"delete {str(partial_dir)!r} and start the run again")
+    if not _complete_state(payload["model"]):
+        raise RunDirectoryError(f"checkpoint {str(path)!r} is damaged (the model's state is incomplete); "
+                                f"delete {str(partial_dir)!r} and start the run again")
     if payload.get("config_json") != config_json:
         raise RunDirectoryError(f"checkpoint {str(path)!r} belongs to a different config; resume with the same "
                                 f"scenario, --set and --seed, or delete it")
     return payload
+
+
+def _complete_state(state: Any) -> bool:
+    """Whether a saved model state holds every part the model declares (see
+    :meth:`~weishang.model.commerce.CommerceModel.state_dict`)."""
+    from .commerce import TICK_PLAN  # noqa: PLC0415  (the model is imported only to resume)
+    from .merchant import MerchantTable  # noqa: PLC0415
+
+    if not isinstance(state, dict) or not {"steps", "random", "rng", "merchants", "mechanisms", "phase_seconds",
+                                           "collected"} <= set(state):
+        return False
+    if not isinstance(state["merchants"], dict) or set(MerchantTable.STATE) - set(state["merchants"]):
+        return False
+    mechanisms = state["mechanisms"]
+    return isinstance(mechanisms, dict) and all(
+        isinstance(mechanisms.get(m.name), dict) and not set(m.STATE) - set(mechanisms[m.name]) for m in TICK_PLAN)

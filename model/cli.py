@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -424,8 +425,11 @@ def config_schema() -> None:
 
 
 def _fail(message: str, code: int = 2) -> int:
-    first_line = message.strip().splitlines()[0] if message.strip() else "invalid input"
-    print(f"error: {first_line}", file=sys.stderr)
+    """One line on stderr: control characters a user put into a key, value or path are shown
+    escaped (a newline in a --set key must not cut the message)."""
+    text = message.strip() or "invalid input"
+    escaped = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+    print(f"error: {escaped}", file=sys.stderr)
     return code
 
 

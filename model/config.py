@@ -546,6 +546,10 @@ def read_toml_file(path: str | Path, what: str = "scenario file") -> dict[str, A
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {str(path)!r} nests tables or arrays too deeply to be a scenario") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}") from None
 
 
 def load_config(

@@ -336,9 +336,11 @@ def check_run_dir_free(path: Path) -> None:
         # the hidden partial directory is ".NAME.partial-PID": 17 bytes more than NAME, within 255
         if len(path.name.encode()) > 238 or len(str(path.resolve()).encode()) > 4000:
             raise RunDirectoryError(f"run directory name {str(path)[:80]!r}... is too long for the file system")
-    except OSError as exc:
-        raise RunDirectoryError(f"run directory {str(path)!r} cannot be used: {exc.strerror or type(exc).__name__}") \
-            from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        if isinstance(exc, RunDirectoryError):
+            raise
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+        raise RunDirectoryError(f"run directory {str(path)!r} cannot be used: {why}") from None
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:

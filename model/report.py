@@ -20,7 +20,7 @@ import polars as pl  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from .config import ConfigError  # noqa: E402
-from .recorder import read_manifest  # noqa: E402
+from .recorder import RunDirectoryError, read_manifest  # noqa: E402
 from .codes import Channel  # noqa: E402
 
 CHANNELS = Channel.labels()
@@ -37,7 +37,16 @@ OUTCOMES = {
 
 
 def _load(directory: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bool]:
-    """(ticks, merchants-per-tick summary, cascades) with scenario/point/replicate columns."""
+    """(ticks, merchants-per-tick summary, cascades) with scenario/point/replicate columns; a
+    missing or damaged table is a one-line :class:`RunDirectoryError` naming the directory."""
+    try:
+        return _read_tables(directory)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise RunDirectoryError(f"{str(directory)!r}: a table is missing or damaged ({first})") from None
+
+
+def _read_tables(directory: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bool]:
     if (directory / "runs.parquet").is_file():
         runs = pl.read_parquet(directory / "runs.parquet")
         if not (runs["status"] == "complete").any():

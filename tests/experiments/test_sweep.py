@@ -315,3 +315,18 @@ def test_two_sweeps_on_one_out_do_not_race(tmp_path):
             run_sweep(load_sweep(sweep_file(tmp_path, scenarios=("baseline.toml",))), out)
     finally:
         held.release()
+
+
+def test_a_garbage_runs_table_or_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
+    from weishang.model.cli import _main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "runs.parquet").write_bytes(b"not a parquet file at all")
+    assert _main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and len(err.strip().splitlines()) == 1
+    path = sweep_file(tmp_path, scenarios=("baseline.toml",))
+    assert _main(["sweep", str(path), "--out", str(tmp_path / "d"), "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --scheduler 'tcp://127.0.0.1:1': cannot reach a Dask scheduler there")

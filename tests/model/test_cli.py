@@ -112,3 +112,30 @@ def test_sigterm_marks_the_run_interrupted_and_publishes_nothing(tmp_path):
     hidden = [p for p in tmp_path.iterdir() if p.name.startswith(".long.partial")]
     assert len(hidden) == 1
     assert json.loads((hidden[0] / "manifest.json").read_text())["status"] == "interrupted"
+
+
+def test_preflight_counts_merchant_groups(capsys, tmp_path):
+    # issue 16: these asked for 8.3 GB and one 11.4 GiB array with an estimate under 1 GiB
+    from weishang.model.config import load_config
+    from weishang.model.preflight import estimate
+
+    many = load_config(overrides=["population.n_users=1000000", "population.mean_degree=2",
+                                  "merchants.n_merchants=1000000"])
+    huge_groups = load_config(overrides=["population.n_users=100000", "merchants.n_merchants=20000",
+                                         "community.group_size_mean=100000"])
+    assert estimate(many, "numpy").host_bytes > 8.3e9 and estimate(huge_groups, "numpy").host_bytes > 11.4 * 2**30
+    code, _out, err = run_cli(["run", "--set", "population.n_users=100000", "--set", "merchants.n_merchants=20000",
+                               "--set", "community.group_size_mean=100000", "--out", str(tmp_path / "g")], capsys)
+    assert code == 2 and "GiB of host memory" in err and list(tmp_path.iterdir()) == []
+
+
+def test_preflight_honours_ulimit_v(tmp_path):
+    import resource
+
+    def limit_address_space():  # a little more than the interpreter needs to start
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, resource.RLIM_INFINITY))
+
+    proc = subprocess.run([sys.executable, "-m", "weishang", "run", "--set", "population.n_users=1000000",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, preexec_fn=limit_address_space)
+    assert proc.returncode == 2 and "allowed by ulimit -v" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []

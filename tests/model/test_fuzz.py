@@ -86,3 +86,95 @@ def test_cli_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path_facto
     assert code == 2, (args, err)
     assert len(err.strip().splitlines()) == 1 and err.startswith("error:")
     assert list(work.iterdir()) == []
+
+
+# ---------------------------------------------------------------- issue 16: the second pass
+
+EDGE_CASES = {
+    "empty.csv": b"", "header.csv": b"src,dst\n", "floats.csv": b"src,dst\n1.5,2\n3,4\n",
+    "nan.csv": b"src,dst\nnan,2\n3,4\n", "strings.csv": b"src,dst\na,b\n", "gzip.csv": b"\x1f\x8b\x08\x00\x00",
+    "latin1.csv": "src,dst\n1,2\né,3\n".encode("latin-1"), "one_node.csv": b"src,dst\n1,1\n1,1\n",
+    "self_loops.csv": b"src,dst\n1,1\n2,2\n3,3\n", "few_users.csv": b"src,dst\n1,2\n2,3\n3,1\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_bad_edge_lists_fail_before_anything_is_printed_or_created(tmp_path, capsys, name):
+    (tmp_path / name).write_bytes(EDGE_CASES[name])
+    out = tmp_path / "runs" / "r"
+    try:
+        main(["run", "--set", f'population.edge_list="{tmp_path / name}"', "--set", "merchants.n_merchants=5",
+              "--out", str(out)])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()  # no header, no progress bar, no hidden partial directory
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_edge_list_bytes_give_a_graph_or_one_line(tmp_path_factory, data):
+    from weishang.model.graph_io import with_edge_list
+
+    path = tmp_path_factory.mktemp("e") / "edges.csv"
+    path.write_bytes(data)
+    config = load_config(overrides=[f'population.edge_list="{path}"', "merchants.n_merchants=2"])
+    try:
+        config, (indptr, indices) = with_edge_list(config)
+    except GraphInputError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert config.population.n_users == indptr.shape[0] - 1 and indices.shape[0] > 0
+
+
+NUMERIC = [(section, name) for section in SECTIONS
+           for name, field in ScenarioConfig.model_fields[section].annotation.model_fields.items()
+           if field.annotation in (int, float)]
+
+
+@FAST
+@given(st.sampled_from(NUMERIC), st.one_of(st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e300,
+                                                            -1e300, 10**30, -10**30]),
+                                           st.floats(allow_nan=True, allow_infinity=True)))
+def test_every_numeric_field_is_finite_and_bounded(field, value):
+    section, name = field
+    try:
+        config = load_config(overrides=[f"{section}.{name}={toml_literal(value)}"])
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+    else:
+        accepted = getattr(getattr(config, section), name)
+        assert np.isfinite(accepted) and abs(accepted) <= 2**63
+
+
+@FAST
+@given(st.sampled_from(["/proc/weishang/out", "FILE/below", "x" * 300, "/" + "y/" * 2100, "ok/\x00nul"]))
+def test_unusable_output_paths_are_one_line(tmp_path_factory, capsys, path):
+    work = tmp_path_factory.mktemp("p")
+    (work / "FILE").write_text("a regular file")
+    target = path if path.startswith("/") else str(work / path)
+    for argv in (["run", "--set", "population.n_users=2000", "--out", target],
+                 ["run", "--set", "population.n_users=2000", "--set", f'output.dir="{target}"']):
+        try:
+            main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_control_characters_in_input_are_escaped_not_cut(capsys):
+    try:
+        main(["run", "--set", "popu\nlation.n_users=5"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "popu\\nlation" in err
+
+
+def test_deeply_nested_toml_is_one_line(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nests tables or arrays too deeply"):
+        load_config(path)

@@ -261,3 +261,35 @@ def test_a_second_process_on_the_same_out_refuses_at_once(small_config, tmp_path
         held.release()
     assert run_scenario(small_config, tmp_path / "r").run_dir == tmp_path / "r"
     assert not list(tmp_path.glob(".*.lock"))  # released and removed when the run ends
+
+
+def test_damaged_tables_and_checkpoints_are_one_line(small_config, tmp_path, capsys):
+    import pickle
+
+    from weishang.model import checkpoint
+    from weishang.model.cli import _main
+    from weishang.model.recorder import RunDirectoryError
+
+    run = run_scenario(small_config, tmp_path / "r").run_dir
+    (run / "cascades.parquet").unlink()
+    (run / "ticks.parquet").write_bytes(b"PAR1 cut short")
+    for command in (["validate", str(run)], ["report", str(run)]):
+        assert _main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "damaged" in err, err
+    # a checkpoint whose model state lacks a declared part is refused before anything runs
+    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", "run.n_ticks=6",
+                                    'run.backend="numpy"', "output.checkpoint_every=2"])
+
+    def stop(done, total):
+        if done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(config, tmp_path / "c", on_tick=stop)
+    path = next(tmp_path.glob(".c.partial-*")) / checkpoint.CHECKPOINT
+    payload = pickle.loads(path.read_bytes())
+    del payload["model"]["mechanisms"]["risk"]["state"]
+    path.write_bytes(pickle.dumps(payload))
+    with pytest.raises(RunDirectoryError, match="model's state is incomplete"):
+        run_scenario(config, tmp_path / "c", resume=True)
