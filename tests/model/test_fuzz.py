@@ -178,3 +178,29 @@ def test_deeply_nested_toml_is_one_line(tmp_path):
     path.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ConfigError, match="nests tables or arrays too deeply"):
         load_config(path)
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_SIGNAL_EXAMPLES", "6")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stop_at=st.integers(1, 8), every=st.integers(1, 4))
+def test_interrupted_at_any_tick_and_resumed_equals_the_whole_run(tmp_path_factory, stop_at, every):
+    from tests.model.test_run import table_digest
+    from weishang.model.run import run_scenario
+
+    work = tmp_path_factory.mktemp("sig")
+    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", "run.n_ticks=9",
+                                    'run.backend="numpy"', f"output.checkpoint_every={every}",
+                                    "output.row_group_ticks=2", "merchants.adapt_every=2"])
+    whole = run_scenario(config, work / "whole").run_dir
+
+    def interrupt(done, total):
+        if done == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(config, work / "cut", on_tick=interrupt)
+    if stop_at < every:  # no checkpoint yet: the run starts over
+        resumed = run_scenario(config, work / "again").run_dir
+    else:
+        resumed = run_scenario(config, work / "cut", resume=True).run_dir
+    assert table_digest(resumed) == table_digest(whole)
