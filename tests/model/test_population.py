@@ -96,3 +96,33 @@ def test_networkx_import():
 def test_too_many_merchants_is_a_config_error():
     with pytest.raises(ConfigError, match="at most population.n_users"):
         load_config(overrides=["population.n_users=100", "merchants.n_merchants=101"])
+
+
+def test_an_edge_list_sets_the_users_every_figure_scales_by(tmp_path):
+    # issue 16: validation scaled absolute figures by population.n_users, not by the graph's users
+    import json
+
+    from weishang.model.run import run_scenario
+    from weishang.model.validation import load_targets, validate_run
+
+    graph = generate_friend_graph_for_test(3000)
+    pq.write_table(pa.table({"src": graph[0], "dst": graph[1]}), tmp_path / "g.parquet")
+    results = {}
+    for claimed in (2000, 1_000_000):
+        config = load_config(overrides=[f'population.edge_list="{tmp_path / "g.parquet"}"',
+                                        f"population.n_users={claimed}", "run.n_ticks=3", 'run.backend="numpy"'])
+        run = run_scenario(config, tmp_path / f"claimed{claimed}").run_dir
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["config"]["population"]["n_users"] == manifest["population"]["users"] == 3000
+        daily = next(t for t in load_targets() if t.id == "daily_gmv")
+        results[claimed] = validate_run(run, [daily])["simulated"][0]
+    assert results[2000] == results[1_000_000]  # the same tables, the same figures
+
+
+def generate_friend_graph_for_test(n):
+    from weishang.kernels.graph import GraphParams, generate_friend_graph
+
+    g = generate_friend_graph(n, GraphParams(n_cities=3, mean_degree=20), seed=3)
+    src = np.repeat(np.arange(n), np.diff(g.indptr))
+    keep = src < g.indices
+    return src[keep], g.indices[keep].astype(np.int64)
