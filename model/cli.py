@@ -303,9 +303,10 @@ def sweep(
         raise ConfigError("weishang sweep needs --out DIR (the sweep directory)")
     if (out / "runs.parquet").exists() and not resume and task_index is None:
         raise ConfigError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
-    from .sweep import check_unchanged, is_complete  # noqa: PLC0415
+    from .sweep import check_task_index, check_unchanged, is_complete  # noqa: PLC0415
 
-    check_unchanged(spec, out)  # before anything is shown: a changed sweep file is refused at once
+    check_task_index(spec, task_index)  # before anything is shown or created
+    check_unchanged(spec, out)  # a changed sweep file is refused at once
     already = 0 if task_index is not None else sum(is_complete(r, out) for r in spec.runs)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:

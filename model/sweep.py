@@ -269,6 +269,11 @@ def is_complete(spec: RunSpec, out: Path) -> bool:
     return run_state(spec, out) == "complete"
 
 
+def check_task_index(sweep: Sweep, task_index: int | None) -> None:
+    if task_index is not None and not 0 <= task_index < len(sweep.runs):
+        raise ConfigError(f"--task-index {task_index}: the sweep has runs 0 to {len(sweep.runs) - 1}")
+
+
 def check_unchanged(sweep: Sweep, out: Path) -> None:
     """Refuse to resume over runs made from another config (the sweep file changed since)."""
     changed = [spec for spec in sweep.runs if run_state(spec, out) == "changed"]
@@ -488,8 +493,7 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
         RunInterrupted, KeyboardInterrupt: SIGTERM or Ctrl-C; the runs in flight are recorded as
             interrupted and ``runs.parquet`` is written first.
     """
-    if task_index is not None and not 0 <= task_index < len(sweep.runs):
-        raise ConfigError(f"--task-index {task_index}: the sweep has runs 0 to {len(sweep.runs) - 1}")
+    check_task_index(sweep, task_index)
     todo = list(sweep.runs) if task_index is None else [sweep.runs[task_index]]
     check_unchanged(Sweep(sweep.name, tuple(todo), sweep.common), out)
     make_dirs(out)
