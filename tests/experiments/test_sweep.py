@@ -264,6 +264,9 @@ def test_sweep_limits_are_checked_before_anything_is_written(tmp_path):
     sweep = load_sweep(sweep_file(tmp_path, scenarios=("baseline.toml",)))
     with pytest.raises(ConfigError, match="--task-index 99"):
         run_sweep(sweep, tmp_path / "fresh", task_index=99)
+    cli = subprocess.run([sys.executable, "-m", "weishang", "sweep", str(tmp_path / "sweep.toml"), "--out",
+                          str(tmp_path / "fresh"), "--task-index", "99"], capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.startswith("error: --task-index 99") and cli.stderr.count("\n") == 1
     assert not (tmp_path / "fresh").exists()
 
 
@@ -275,19 +278,20 @@ def _children(pid):
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc")
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signalled_sweep_stops_its_workers_and_writes_its_table(tmp_path, sig, code):
+@pytest.mark.parametrize("sig,code,n_workers", [(signal.SIGTERM, 143, 2), (signal.SIGINT, 130, 2),
+                                               (signal.SIGTERM, 143, 1)])
+def test_a_signalled_sweep_stops_its_workers_and_writes_its_table(tmp_path, sig, code, n_workers):
     path = sweep_file(tmp_path, n_ticks=400)  # runs long enough to be caught in flight
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out),
-                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             "--workers", str(n_workers)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "status").glob("*.started")) if (out / "status").exists()
-                                         else []) < 2:
+                                         else []) < n_workers:
         time.sleep(0.1)
     time.sleep(1.0)
     workers = _children(proc.pid)
-    assert workers
+    assert workers or n_workers == 1
     stopped = time.time()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
