@@ -61,6 +61,20 @@ def table_digest(directory):
     return digest.hexdigest()
 
 
+def interrupted_run(out, n_ticks, every, stop_at):
+    """A small checkpointed run interrupted (Ctrl-C) after ``stop_at`` ticks; returns its config."""
+    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", f"run.n_ticks={n_ticks}",
+                                    'run.backend="numpy"', f"output.checkpoint_every={every}"])
+
+    def stop(done, total):
+        if done == stop_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_scenario(config, out, on_tick=stop)
+    return config
+
+
 def test_same_config_and_seed_identical_tables(small_config, tmp_path):
     a = run_scenario(small_config, tmp_path / "a").run_dir
     b = run_scenario(small_config, tmp_path / "b").run_dir
@@ -177,15 +191,7 @@ def test_resume_errors(small_config, tmp_path):
 
     with pytest.raises(RunDirectoryError, match="nothing to resume"):
         run_scenario(small_config, tmp_path / "none", resume=True)
-    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", "run.n_ticks=6",
-                                    'run.backend="numpy"', "output.checkpoint_every=2"])
-
-    def stop(done, total):
-        if done == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_scenario(config, tmp_path / "r", on_tick=stop)
+    config = interrupted_run(tmp_path / "r", n_ticks=6, every=2, stop_at=3)
     other = config.model_copy(update={"run": config.run.model_copy(update={"seed": 99})})
     with pytest.raises(RunDirectoryError, match="different config"):
         run_scenario(other, tmp_path / "r", resume=True)
@@ -233,15 +239,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_tables(tmp_path):
 def test_resume_refuses_a_partial_run_whose_recorded_rows_changed(small_config, tmp_path):
     from weishang.model.recorder import RunDirectoryError
 
-    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", "run.n_ticks=8",
-                                    'run.backend="numpy"', "output.checkpoint_every=3"])
-
-    def stop(done, total):
-        if done == 7:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_scenario(config, tmp_path / "r", on_tick=stop)
+    config = interrupted_run(tmp_path / "r", n_ticks=8, every=3, stop_at=7)
     partial = next(tmp_path.glob(".r.partial-*"))
     segment = next((partial / ".parts" / "ticks").glob("part-*.parquet"))
     segment.unlink()  # a careless clean-up between the interruption and the resume
@@ -278,15 +276,7 @@ def test_damaged_tables_and_checkpoints_are_one_line(small_config, tmp_path, cap
         err = capsys.readouterr().err
         assert err.startswith("error:") and len(err.strip().splitlines()) == 1 and "damaged" in err, err
     # a checkpoint whose model state lacks a declared part is refused before anything runs
-    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", "run.n_ticks=6",
-                                    'run.backend="numpy"', "output.checkpoint_every=2"])
-
-    def stop(done, total):
-        if done == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_scenario(config, tmp_path / "c", on_tick=stop)
+    config = interrupted_run(tmp_path / "c", n_ticks=6, every=2, stop_at=3)
     path = next(tmp_path.glob(".c.partial-*")) / checkpoint.CHECKPOINT
     payload = pickle.loads(path.read_bytes())
     del payload["model"]["mechanisms"]["risk"]["state"]
