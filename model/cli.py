@@ -286,11 +286,12 @@ def sweep(
     task_index: Annotated[Optional[int], typer.Option("--task-index", help="run only run I (an array-job element)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue a sweep directory that has runs in it")] = False,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786)")] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Run scenarios x parameter grid x replicate seeds; writes OUT/runs.parquet and one run directory per run."""
     from .sweep import load_sweep, run_sweep  # noqa: PLC0415
 
-    spec = load_sweep(sweep_file)
+    spec = load_sweep(sweep_file, set_ or ())
     if list_runs:
         table = Table(title=f"sweep {spec.name}: {len(spec.runs)} runs")
         for col in ("run", "scenario", "point", "params", "replicate", "seed"):

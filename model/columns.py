@@ -402,6 +402,8 @@ SUMMARY: tuple[Column, ...] = tuple(
     + col(S, "active_merchants_at_end", "int64", "merchants", Final("n_active_merchants"), "merchants in business "
                                                                                            "at the end")
     + col(S, "gmv_cny", "float64", "CNY", Total("gmv", digits=2), "completed GMV of the run, to the fen")
+    + family(S, "gmv_{x}_cny", CHANNEL, "float64", "CNY", lambda x: Total(f"gmv_{x}", digits=2),
+             "completed GMV of {what} posts' orders, every level, to the fen")
     + col(S, "orders", "int64", "orders", Total("n_orders"), "filled orders of the run")
     + col(S, "posts", "int64", "posts", Total("n_posts"), "posts of the run")
     + family(S, "reach_l{x}_per_post", LEVEL, "float64", "people", lambda x: Ratio(f"exposures_l{x}", "n_posts"),
@@ -420,6 +422,11 @@ SUMMARY: tuple[Column, ...] = tuple(
           "live-stream viewers' conversion (SPEC: 19.7%)", nullable=True)
     + col(S, "provider_share_of_gmv", "float64", "share", Ratio("gmv_provider", "gmv"),
           "share of GMV carried by service-provider merchants (SPEC: 47%)", nullable=True)
+    + col(S, "fraud_intercepted", "int64", "payments", Total("n_fraud_intercepted"), "fraudulent payments intercepted")
+    + col(S, "fraud_missed", "int64", "payments",
+          Derived(lambda t, m: t.sums["n_fraud"] - t.sums["n_fraud_intercepted"], "n_fraud - n_fraud_intercepted",
+                  ("n_fraud", "n_fraud_intercepted")), "fraudulent payments that went through")
+    + col(S, "false_positives", "int64", "payments", Total("n_false_positives"), "legitimate payments intercepted")
     + col(S, "exits", "int64", "merchants", Total("n_exits"), "merchants that gave up")
     + col(S, "removed", "int64", "merchants", Total("n_removed"), "merchants removed by governance")
     + col(S, "mesa_share_of_tick_time", "float64", "share",
@@ -475,8 +482,8 @@ def display(column: Column, value: Any) -> str:
         return str(value)
     if column.unit == "share":
         return f"{value:.2%}"
-    if column.dtype in ("int8", "int16", "int32", "int64"):
-        return f"{int(value):,}"
+    if column.dtype in ("int8", "int16", "int32", "int64"):  # a count, or a mean of counts
+        return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
     if column.unit == "CNY":
         return f"{value:,.2f} CNY"
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

@@ -488,6 +488,28 @@ def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[
     return out
 
 
+def split_key(dotted: str) -> tuple[str, str]:
+    """``"section.key"`` (or ``section__key``) as (section, key); a ConfigError names the key otherwise."""
+    path = [part.strip() for part in dotted.replace("__", ".").split(".")]
+    if len(path) != 2 or not all(path):
+        raise ConfigError(f"{dotted!r}: a config key is section.key (for example population.n_users)")
+    return path[0], path[1]
+
+
+def flatten_keys(table: dict[str, Any]) -> dict[str, Any]:
+    """A TOML table of overrides with dotted keys written either way: ``"population.n_users" = 5``
+    or ``population.n_users = 5`` (which TOML reads as a nested table) both give
+    ``{"population.n_users": 5}``."""
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            for inner, inner_value in value.items():
+                flat[f"{key}.{inner}"] = inner_value
+        else:
+            flat[key] = value
+    return flat
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``section.key=value`` into (path, value); the value is read as TOML, else a string."""
     if "=" not in text:
@@ -554,14 +576,15 @@ def read_toml_file(path: str | Path, what: str = "scenario file") -> dict[str, A
 
 def load_config(
     scenario: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: list[str] | tuple[str, ...] | dict[str, Any] = (),
     **shortcuts: Any,
 ) -> ScenarioConfig:
-    """Build the config: default, then the scenario file, then ``--set`` overrides, then shortcuts.
+    """Build the config: default, then the scenario file, then overrides, then shortcuts.
 
     Args:
         scenario: a TOML scenario file, or None for the default.
-        overrides: ``"section.key=value"`` strings.
+        overrides: ``"section.key=value"`` strings (the CLI's ``--set``, values read as TOML), or a
+            dict of Python values by ``"section.key"`` (``{"population.n_users": 50_000}``).
         shortcuts: ``seed=``, ``backend=`` (the CLI's ``--seed`` and ``--backend``); None is ignored.
     """
     doc = default_document()
@@ -572,8 +595,9 @@ def load_config(
             if not edge_list.is_absolute():
                 user["population"]["edge_list"] = str(Path(scenario).parent / edge_list)
         doc = _merge(doc, user)
-    for text in overrides:
-        (section, key), value = parse_override(text)
+    pairs = overrides.items() if isinstance(overrides, dict) else (parse_override(text) for text in overrides)
+    for dotted, value in pairs:
+        section, key = dotted if isinstance(dotted, list) else split_key(dotted)
         if not isinstance(doc.get(section), dict):
             doc.setdefault(section, {})
         if isinstance(doc[section], dict):
@@ -606,10 +630,7 @@ def configure(config: ScenarioConfig | str | Path | None = None, seed: int | Non
     else:
         doc = load_config(config).model_dump(mode="json")
     for name, value in {**overrides, **({"run.seed": seed} if seed is not None else {})}.items():
-        path = name.replace("__", ".").split(".")
-        if len(path) != 2 or not all(path):
-            raise ConfigError(f"{name!r}: a config override is section.key (for example population.n_users)")
-        section, key = path
+        section, key = split_key(name)
         if not isinstance(doc.get(section), dict):
             raise ConfigError(f"{name}: unknown section (allowed sections: {', '.join(ScenarioConfig.model_fields)})")
         doc[section][key] = value

@@ -358,6 +358,15 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def table_path(run_dir: Path, manifest: dict[str, Any], table: str) -> Path:
+    """Where a run's table is: ``TABLE.parquet`` in its directory (``transactions/`` for the log),
+    or, for a sweep's run, its part of the sweep's dataset (the manifest's ``tables``)."""
+    moved = manifest.get("tables", {})
+    if table in moved:
+        return (run_dir / moved[table]).resolve()
+    return run_dir / ("transactions" if table == "transactions" else f"{table}.parquet")
+
+
 def read_config_metadata(parquet_path: str | Path) -> dict[str, Any]:
     """The resolved config stored in a table's Parquet metadata."""
     metadata = pq.read_schema(parquet_path).metadata or {}

@@ -1,10 +1,15 @@
-"""``weishang report DIR``: a Markdown report with matplotlib plots, for one run or a sweep.
+"""``weishang report DIR``: ``DIR/report/report.md`` with its plots, for one run or a sweep.
 
-Plots: GMV by channel over time, the distribution of cascade sizes, fraud caught and missed,
-merchant survival, and (for a sweep) each scenario's difference from the baseline with 95%
-confidence intervals over paired replicates. The baseline is the scenario named ``baseline``,
-else the sweep's first scenario. Replicate k of every scenario shares its random streams, so the
-paired difference removes the noise common to both (a t interval on the per-replicate deltas).
+What it answers, for each scenario and grid point (never pooled across points):
+
+* the outcomes of a run (GMV, orders, fraud caught and missed, fraud loss, false positives,
+  exits, merchants in business at the end) with 95% intervals over replicates;
+* for a sweep with several scenarios, each scenario's effect against the baseline at each grid
+  point, paired over common seeds, absolute and relative (:mod:`weishang.model.effects`), as a
+  table and a forest plot; the baseline is the scenario named ``baseline``, else the first;
+* for a grid, each outcome along each swept parameter, with bands over replicates;
+* time series with bands: GMV by channel, merchants in business; the distribution of cascade
+  sizes; fraud caught, missed and false positives per scenario.
 """
 
 from __future__ import annotations
@@ -17,28 +22,34 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from scipy import stats  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from .config import ConfigError  # noqa: E402
-from .recorder import RunDirectoryError, read_manifest  # noqa: E402
 from .codes import Channel  # noqa: E402
+from .columns import column, display  # noqa: E402
+from .config import ConfigError  # noqa: E402
+from .effects import KEYS, OUTCOMES, paired_effects, run_outcomes, summarize_outcomes, t_interval  # noqa: E402
+
+OUTCOME = {o.name: o for o in OUTCOMES}
+from .recorder import RunDirectoryError, read_manifest, table_path  # noqa: E402
 
 CHANNELS = Channel.labels()
-
-#: per-run outcomes compared across scenarios: (column, how a run's ticks reduce to one number)
-OUTCOMES = {
-    "gmv": ("gmv", "sum"),
-    "orders": ("n_orders", "sum"),
-    "fraud_intercepted": ("n_fraud_intercepted", "sum"),
-    "fraud_loss": ("fraud_loss", "sum"),
-    "false_positives": ("n_false_positives", "sum"),
-    "active_merchants_at_end": ("n_active_merchants", "last"),
-}
+LINESTYLES = ("-", "--", ":", "-.")
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
+                     "figure.dpi": 110})
 
 
-def _load(directory: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bool]:
-    """(ticks, merchants-per-tick summary, cascades) with scenario/point/replicate columns; a
-    missing or damaged table is a one-line :class:`RunDirectoryError` naming the directory."""
+class SweepTables:
+    """The tables a report reads: per-tick rows, merchants in business per tick, cascade sizes,
+    and the parameters of each grid point (empty for one run)."""
+
+    def __init__(self, ticks: pl.DataFrame, active: pl.DataFrame, sizes: pl.DataFrame, points: pl.DataFrame,
+                 baseline: str) -> None:
+        self.ticks, self.active, self.sizes, self.points, self.baseline = ticks, active, sizes, points, baseline
+        self.scenarios = sorted(set(ticks["scenario"]), key=lambda s: (s != baseline, s))
+
+
+def _read(directory: Path) -> SweepTables:
+    """A missing or damaged table is a one-line :class:`RunDirectoryError` naming the directory."""
     try:
         return _read_tables(directory)
     except (OSError, pl.exceptions.PolarsError) as exc:
@@ -46,146 +57,277 @@ def _load(directory: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bo
         raise RunDirectoryError(f"{str(directory)!r}: a table is missing or damaged ({first})") from None
 
 
-def _read_tables(directory: Path) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, bool]:
+def _scan(source: str | Path, columns: list[str], hive: bool) -> pl.LazyFrame:
+    return pl.scan_parquet(source, hive_partitioning=hive).select(columns)
+
+
+def _read_tables(directory: Path) -> SweepTables:
+    size = (pl.col("exposures_l1") + pl.col("exposures_l2") + pl.col("exposures_l3")).alias("size")
     if (directory / "runs.parquet").is_file():
         runs = pl.read_parquet(directory / "runs.parquet")
-        if not (runs["status"] == "complete").any():
+        done = runs.filter(pl.col("status") == "complete")
+        if done.height == 0:
             raise ConfigError(f"{str(directory)!r}: the sweep has no complete run yet")
-        for run_dir in runs.filter(pl.col("status") == "complete")["run_dir"]:
+        for run_dir in done["run_dir"]:
             read_manifest(run_dir)
-        pattern = str(directory / "runs" / "*" / "*" / "*")
+        keep = done.select(pl.col("scenario"), pl.col("point").cast(pl.Int64), pl.col("replicate").cast(pl.Int64))
 
-        def scan(table: str) -> pl.DataFrame:
-            return pl.scan_parquet(f"{pattern}/{table}.parquet", hive_partitioning=True).collect()
+        def dataset(table: str, columns: list[str]) -> pl.LazyFrame:
+            frame = _scan(directory / table / "**" / "*.parquet", [*KEYS, *columns], hive=True)
+            frame = frame.with_columns(pl.col("scenario").cast(pl.Utf8), pl.col("point").cast(pl.Int64),
+                                       pl.col("replicate").cast(pl.Int64))
+            return frame.join(keep.lazy(), on=KEYS)
 
-        return scan("ticks"), scan("merchants"), scan("cascades"), True
+        ticks = dataset("ticks", _tick_columns()).collect()
+        active = dataset("merchants", ["tick", "active"]).group_by([*KEYS, "tick"]).agg(
+            pl.col("active").mean()).collect()
+        sizes = dataset("cascades", ["exposures_l1", "exposures_l2", "exposures_l3"]).select(
+            "scenario", "point", size).collect()
+        params = [c for c in runs.columns if c.startswith("param.")]
+        points = runs.select(["point", *params]).unique("point").sort("point")
+        names = runs["scenario"].unique(maintain_order=True).to_list()
+        return SweepTables(ticks, active, sizes, points, "baseline" if "baseline" in names else names[0])
     if (directory / "manifest.json").is_file():
         manifest = read_manifest(directory)
         if manifest.get("status") != "complete":
             raise ConfigError(f"{str(directory)!r}: the run is not complete (status {manifest.get('status')!r})")
+        label = [pl.lit(manifest["scenario"]).alias("scenario"), pl.lit(0, pl.Int64).alias("point"),
+                 pl.lit(0, pl.Int64).alias("replicate")]
 
-        def read(table: str) -> pl.DataFrame:
-            return pl.read_parquet(directory / f"{table}.parquet").with_columns(
-                pl.lit(manifest["scenario"]).alias("scenario"), pl.lit(0).alias("point"), pl.lit(0).alias("replicate"))
+        def table(name: str, columns: list[str]) -> pl.LazyFrame:
+            return _scan(table_path(directory, manifest, name), columns, hive=False).with_columns(label)
 
-        return read("ticks"), read("merchants"), read("cascades"), False
+        ticks = table("ticks", _tick_columns()).collect()
+        active = table("merchants", ["tick", "active"]).group_by([*KEYS, "tick"]).agg(pl.col("active").mean()).collect()
+        sizes = table("cascades", ["exposures_l1", "exposures_l2", "exposures_l3"]).select(
+            "scenario", "point", size).collect()
+        return SweepTables(ticks, active, sizes, pl.DataFrame({"point": [0]}), manifest["scenario"])
     raise ConfigError(f"{str(directory)!r} is neither a run directory (manifest.json) nor a sweep (runs.parquet)")
 
 
-def run_outcomes(ticks: pl.DataFrame) -> pl.DataFrame:
-    """One row per run (scenario, point, replicate) with the :data:`OUTCOMES`."""
-    aggs = [(pl.col(col).sort_by("tick").last() if how == "last" else pl.col(col).sum()).alias(name)
-            for name, (col, how) in OUTCOMES.items()]
-    return ticks.group_by(["scenario", "point", "replicate"]).agg(aggs)
+def _tick_columns() -> list[str]:
+    return ["tick", *sorted({o.column for o in OUTCOMES} - {"fraud_missed"} | {"n_fraud"}),
+            *(f"gmv_{c}" for c in CHANNELS)]
 
 
-def paired_deltas(outcomes: pl.DataFrame, baseline: str) -> pl.DataFrame:
-    """Scenario minus baseline per (point, replicate); mean and 95% t interval per outcome."""
-    base = outcomes.filter(pl.col("scenario") == baseline)
-    rows = []
-    for scenario in sorted(set(outcomes["scenario"]) - {baseline}):
-        joined = outcomes.filter(pl.col("scenario") == scenario).join(base, on=["point", "replicate"], suffix="_base")
-        for name in OUTCOMES:
-            d = (joined[name] - joined[f"{name}_base"]).to_numpy().astype(float)
-            n = d.shape[0]
-            mean = float(d.mean()) if n else float("nan")
-            half = float(stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-            rows.append({"scenario": scenario, "outcome": name, "replicates": n, "delta": mean,
-                         "ci_low": mean - half, "ci_high": mean + half})
-    return pl.DataFrame(rows)
+# ------------------------------------------------------------------ formatting
+
+def _fmt(value: float | None, outcome: str) -> str:
+    """An outcome's value (or a mean or difference of it) by its declared unit."""
+    return display(column("ticks", OUTCOME[outcome].unit_column), value)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
+
+
+def _cny(axis: plt.Axes) -> None:
+    """Money axes in plain CNY with thousands separators (no offset or 1e6 factor)."""
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+
+
+def _days(axis: plt.Axes) -> None:
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("day")
+
+
+def _band(axis: plt.Axes, per_tick: pl.DataFrame, column: str, **style) -> None:
+    """A line at the replicates' mean per tick, and a band between their min and max."""
+    stats_ = per_tick.group_by("tick").agg(pl.col(column).mean().alias("mean"), pl.col(column).min().alias("lo"),
+                                          pl.col(column).max().alias("hi")).sort("tick")
+    line, = axis.plot(stats_["tick"], stats_["mean"], **style)
+    if per_tick["replicate"].n_unique() > 1:
+        axis.fill_between(stats_["tick"], stats_["lo"], stats_["hi"], color=line.get_color(), alpha=0.2, lw=0)
 
 
 def _save(fig: plt.Figure, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path.name
 
 
+def _point_label(tables: SweepTables, point: int) -> str:
+    row = tables.points.filter(pl.col("point") == point)
+    params = [c for c in tables.points.columns if c.startswith("param.")]
+    if not params or row.height == 0:
+        return f"point {point}"
+    return ", ".join(f"{c.removeprefix('param.')}={row[c][0]:g}" if isinstance(row[c][0], float)
+                     else f"{c.removeprefix('param.')}={row[c][0]}" for c in params)
+
+
+# ------------------------------------------------------------------ the figures
+
+def _gmv_by_channel(tables: SweepTables, out: Path) -> str:
+    points = sorted(set(tables.ticks["point"]))[:4]
+    fig, axes = plt.subplots(len(points), len(tables.scenarios), figsize=(4.2 * len(tables.scenarios),
+                                                                          2.8 * len(points)),
+                             squeeze=False, sharex=True, sharey=True)
+    for row, point in enumerate(points):
+        for col, scenario in enumerate(tables.scenarios):
+            axis = axes[row][col]
+            runs = tables.ticks.filter((pl.col("scenario") == scenario) & (pl.col("point") == point))
+            for c in CHANNELS:
+                _band(axis, runs, f"gmv_{c}", label=c.replace("_", " "))
+            axis.set_title(f"{scenario}\n{_point_label(tables, point)}" if len(points) > 1 else scenario)
+            _cny(axis)
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[row][0].set_ylabel("GMV a day (CNY)")
+    for axis in axes[-1]:
+        axis.set_xlabel("day")
+    fig.subplots_adjust(hspace=0.45)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return _save(fig, out / "gmv_by_channel.png")
+
+
+def _cascade_sizes(tables: SweepTables, out: Path) -> str:
+    fig, axis = plt.subplots(figsize=(5.5, 3.6))
+    for i, scenario in enumerate(tables.scenarios):
+        size = np.sort(tables.sizes.filter(pl.col("scenario") == scenario)["size"].to_numpy())
+        size = size[size > 0]
+        if size.shape[0] == 0:
+            continue
+        ccdf = 1.0 - np.arange(size.shape[0]) / size.shape[0]
+        axis.step(size, ccdf, where="post", ls=LINESTYLES[i % 4], label=scenario)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("people a post reached (all three levels)")
+    axis.set_ylabel("share of posts reaching at least that many")
+    axis.legend(frameon=False)
+    return _save(fig, out / "cascade_sizes.png")
+
+
+def _fraud(outcomes: pl.DataFrame, tables: SweepTables, out: Path) -> str:
+    kinds = (("fraud_intercepted", "fraud caught"), ("fraud_missed", "fraud missed"),
+             ("false_positives", "legitimate payments intercepted"))
+    fig, axis = plt.subplots(figsize=(max(5.0, 1.6 * len(tables.scenarios) + 2.5), 3.6))
+    x = np.arange(len(tables.scenarios))
+    width = 0.26
+    for k, (name, label) in enumerate(kinds):
+        means, errs = [], []
+        for scenario in tables.scenarios:
+            mean, low, high = t_interval(outcomes.filter(pl.col("scenario") == scenario)[name].to_numpy(), True)
+            means.append(mean)
+            errs.append((mean - low, high - mean) if low is not None else (0.0, 0.0))
+        axis.bar(x + (k - 1) * width, means, width, yerr=np.array(errs).T, capsize=3, label=label)
+    axis.set_xticks(x, tables.scenarios)
+    axis.set_ylabel("payments per run")
+    if not outcomes["fraud_intercepted"].sum() + outcomes["fraud_missed"].sum():
+        axis.text(0.5, 0.5, "no fraud was injected in these runs", transform=axis.transAxes, ha="center")
+    axis.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, out / "fraud.png")
+
+
+def _survival(tables: SweepTables, out: Path) -> str:
+    fig, axis = plt.subplots(figsize=(6.5, 3.6))
+    for i, scenario in enumerate(tables.scenarios):
+        for j, point in enumerate(sorted(set(tables.active["point"]))[:4]):
+            runs = tables.active.filter((pl.col("scenario") == scenario) & (pl.col("point") == point))
+            label = scenario if tables.points.height <= 1 else f"{scenario}, {_point_label(tables, point)}"
+            final = runs.filter(pl.col("tick") == runs["tick"].max())["active"].mean()
+            _band(axis, runs, "active", ls=LINESTYLES[(i + j) % 4], lw=1.6, label=f"{label} ({final:.1%} at the end)")
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+    axis.set_ylabel("merchants in business")
+    _days(axis)
+    axis.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, out / "survival.png")
+
+
+def _forest(effects: pl.DataFrame, tables: SweepTables, out: Path) -> str:
+    shown = [o for o in OUTCOMES if o.name in ("gmv", "orders", "fraud_intercepted", "false_positives", "exits",
+                                                "active_merchants_at_end")]
+    labels = [f"{r['scenario']}  ({_point_label(tables, r['point'])})" if tables.points.height > 1 else r["scenario"]
+              for r in effects.filter(pl.col("outcome") == "gmv").iter_rows(named=True)]
+    n_cols = 3
+    n_rows = -(-len(shown) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 2.5, n_rows * (0.45 * len(labels) + 1.4)),
+                             sharey=True, squeeze=False)
+    for axis, o in zip(axes.flat, shown):
+        rows = effects.filter(pl.col("outcome") == o.name)
+        y = np.arange(rows.height)[::-1]
+        mid = rows["relative"].fill_null(np.nan).to_numpy() * 100
+        lo = rows["relative_low"].fill_null(np.nan).to_numpy() * 100
+        hi = rows["relative_high"].fill_null(np.nan).to_numpy() * 100
+        axis.errorbar(mid, y, xerr=[np.nan_to_num(mid - lo), np.nan_to_num(hi - mid)], fmt="o", capsize=3)
+        axis.axvline(0, color="grey", lw=0.8)
+        if not np.nanmax(np.abs(np.concatenate([mid, lo, hi])), initial=0.0):
+            axis.set_xlim(-1, 1)  # no change anywhere: a plain zero axis
+        axis.set_title(o.label)
+        axis.set_xlabel("change vs baseline (%)")
+    for row in axes:
+        row[0].set_yticks(np.arange(len(labels))[::-1], labels)
+    fig.subplots_adjust(hspace=0.6)
+    return _save(fig, out / "effects.png")
+
+
+def _along_grid(summary: pl.DataFrame, tables: SweepTables, out: Path) -> str | None:
+    params = [c for c in tables.points.columns if c.startswith("param.")
+              and tables.points[c].dtype.is_numeric() and tables.points[c].n_unique() > 1]
+    if not params:
+        return None
+    shown = [o for o in OUTCOMES if o.name in ("gmv", "orders", "exits", "active_merchants_at_end")]
+    fig, axes = plt.subplots(len(params), len(shown), figsize=(3.3 * len(shown), 2.8 * len(params)), squeeze=False)
+    for r, param in enumerate(params):
+        for c, o in enumerate(shown):
+            axis = axes[r][c]
+            for i, scenario in enumerate(tables.scenarios):
+                rows = summary.filter((pl.col("scenario") == scenario) & (pl.col("outcome") == o.name)).join(
+                    tables.points.select("point", param), on="point").sort(param)
+                x = rows[param].to_numpy()
+                line, = axis.plot(x, rows["mean"], marker="o", ls=LINESTYLES[i % 4], label=scenario)
+                if rows["ci_low"].null_count() == 0:
+                    axis.fill_between(x, rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.2, lw=0)
+            axis.set_xlabel(param.removeprefix("param."))
+            axis.set_title(o.label if o.unit in o.label else f"{o.label} ({o.unit})")
+            if o.unit == "CNY":
+                _cny(axis)
+    axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, out / "along_grid.png")
+
+
+# ------------------------------------------------------------------ the report
+
 def write_report(directory: str | Path) -> Path:
-    """Write ``DIR/report/report.md`` and its PNG plots; returns the Markdown file."""
+    """Write ``DIR/report/report.md``, its plots and ``outcomes.parquet`` (and ``effects.parquet``
+    for a sweep of several scenarios); returns the Markdown file."""
     directory = Path(directory)
-    ticks, merchants, cascades, is_sweep = _load(directory)
+    tables = _read(directory)
     out = directory / "report"
     out.mkdir(exist_ok=True)
-    scenarios = sorted(set(ticks["scenario"]))
-    lines = [f"# weishang report: {directory.name}", ""]
-
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(5 * len(scenarios), 3.6), squeeze=False, sharey=True)
-    for ax, scenario in zip(axes[0], scenarios):
-        mean = ticks.filter(pl.col("scenario") == scenario).group_by("tick").agg(
-            [pl.col(f"gmv_{c}").mean() for c in CHANNELS]).sort("tick")
-        ax.stackplot(mean["tick"].to_numpy(), *[mean[f"gmv_{c}"].to_numpy() for c in CHANNELS], labels=CHANNELS)
-        ax.set_title(scenario)
-        ax.set_xlabel("tick (day)")
-    axes[0][0].set_ylabel("GMV per day (CNY)")
-    axes[0][-1].legend(fontsize=7, loc="upper left")
-    lines += ["## GMV by channel", "", f"![GMV by channel]({_save(fig, out / 'gmv_by_channel.png')})", ""]
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    size = cascades.with_columns((pl.col("exposures_l1") + pl.col("exposures_l2") + pl.col("exposures_l3")).alias("size"))
-    bins = np.logspace(0, np.log10(max(2, size["size"].max() + 1)), 40)
-    for scenario in scenarios:
-        ax.hist(size.filter(pl.col("scenario") == scenario)["size"].to_numpy() + 1, bins=bins, histtype="step", label=scenario)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("cascade size + 1 (people exposed to a post)")
-    ax.set_ylabel("posts")
-    ax.legend(fontsize=7)
-    lines += ["## Cascade sizes", "", f"![cascade sizes]({_save(fig, out / 'cascade_sizes.png')})", ""]
-
-    outcomes = run_outcomes(ticks)
-    fraud = outcomes.group_by("scenario").agg(pl.col("fraud_intercepted").mean(), pl.col("fraud_loss").mean(),
-                                              pl.col("false_positives").mean()).sort("scenario")
-    n_fraud = ticks.group_by(["scenario", "point", "replicate"]).agg(pl.col("n_fraud").sum()).group_by("scenario").agg(
-        pl.col("n_fraud").mean()).sort("scenario")
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    x = np.arange(len(scenarios))
-    caught = fraud["fraud_intercepted"].to_numpy()
-    ax.bar(x, caught, label="fraud intercepted")
-    ax.bar(x, n_fraud["n_fraud"].to_numpy() - caught, bottom=caught, label="fraud missed")
-    ax.bar(x + 0.4, fraud["false_positives"].to_numpy(), width=0.3, label="false positives")
-    ax.set_xticks(x, scenarios, rotation=20, fontsize=7)
-    ax.set_ylabel("payments per run")
-    ax.legend(fontsize=7)
-    lines += ["## Fraud caught and missed", "", f"![fraud]({_save(fig, out / 'fraud.png')})", ""]
-
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for scenario in scenarios:
-        alive = merchants.filter(pl.col("scenario") == scenario).group_by(["tick", "replicate", "point"]).agg(
-            pl.col("active").mean()).group_by("tick").agg(pl.col("active").mean()).sort("tick")
-        ax.plot(alive["tick"], alive["active"], label=scenario)
-    ax.set_xlabel("tick (day)")
-    ax.set_ylabel("share of merchants active")
-    ax.legend(fontsize=7)
-    lines += ["## Merchant survival", "", f"![survival]({_save(fig, out / 'survival.png')})", ""]
-
-    lines += ["## Outcomes per run (mean over replicates)", "", "| scenario | " + " | ".join(OUTCOMES) + " |",
-              "|---|" + "---|" * len(OUTCOMES)]
-    for row in outcomes.group_by("scenario").agg([pl.col(k).mean() for k in OUTCOMES]).sort("scenario").iter_rows(named=True):
-        lines.append(f"| {row['scenario']} | " + " | ".join(f"{row[k]:,.1f}" for k in OUTCOMES) + " |")
+    outcomes = run_outcomes(tables.ticks)
+    summary = summarize_outcomes(outcomes)
+    summary.write_parquet(out / "outcomes.parquet")
+    lines = [f"# weishang report: {directory.name}", "",
+             f"{outcomes.height} runs: {len(tables.scenarios)} scenario(s) x {tables.points.height} grid point(s), "
+             f"{outcomes.group_by(['scenario', 'point']).len()['len'].max()} replicate(s) each. Intervals are 95% "
+             f"t intervals over replicates (none with one replicate); nothing is pooled across grid points.", ""]
+    lines += ["## Outcomes per scenario and grid point", "",
+              "| scenario | grid point | outcome | mean | 95% interval | replicates |", "|---|---|---|---|---|---|"]
+    for r in summary.iter_rows(named=True):
+        interval = "-" if r["ci_low"] is None else f"{_fmt(r['ci_low'], r['outcome'])} .. {_fmt(r['ci_high'], r['outcome'])}"
+        lines.append(f"| {r['scenario']} | {_point_label(tables, r['point'])} | {OUTCOME[r['outcome']].label} | "
+                     f"{_fmt(r['mean'], r['outcome'])} | {interval} | {r['replicates']} |")
     lines.append("")
-
-    if is_sweep and len(scenarios) > 1:
-        baseline = "baseline" if "baseline" in scenarios else pl.read_parquet(directory / "runs.parquet")["scenario"][0]
-        deltas = paired_deltas(outcomes, baseline)
-        deltas.write_parquet(out / "deltas.parquet")
-        others = [s for s in scenarios if s != baseline]
-        fig, axes = plt.subplots(1, len(OUTCOMES), figsize=(3.2 * len(OUTCOMES), 3.2), squeeze=False)
-        for ax, name in zip(axes[0], OUTCOMES):
-            d = deltas.filter(pl.col("outcome") == name).sort("scenario")
-            y = np.arange(d.height)
-            ax.errorbar(d["delta"], y, xerr=[d["delta"] - d["ci_low"], d["ci_high"] - d["delta"]], fmt="o", capsize=3)
-            ax.axvline(0, color="grey", lw=0.8)
-            ax.set_yticks(y, d["scenario"].to_list(), fontsize=7)
-            ax.set_title(name, fontsize=8)
-        lines += [f"## Scenario minus {baseline} (paired replicates, 95% CI)", "",
-                  f"![deltas]({_save(fig, out / 'deltas.png')})", "",
-                  "| scenario | outcome | replicates | delta | 95% CI |", "|---|---|---|---|---|"]
-        for r in deltas.filter(pl.col("scenario").is_in(others)).iter_rows(named=True):
-            lines.append(f"| {r['scenario']} | {r['outcome']} | {r['replicates']} | {r['delta']:,.1f} | "
-                         f"[{r['ci_low']:,.1f}, {r['ci_high']:,.1f}] |")
+    if len(tables.scenarios) > 1:
+        effects = paired_effects(outcomes, tables.baseline)
+        effects.write_parquet(out / "effects.parquet")
+        lines += [f"## Effects against {tables.baseline} (paired over common seeds, per grid point)", "",
+                  f"![effects]({_forest(effects, tables, out)})", "",
+                  "| scenario | grid point | outcome | change | 95% interval | relative | 95% interval | pairs |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in effects.iter_rows(named=True):
+            interval = "-" if r["ci_low"] is None else f"{_fmt(r['ci_low'], r['outcome'])} .. {_fmt(r['ci_high'], r['outcome'])}"
+            relative = "-" if r["relative_low"] is None else f"{_pct(r['relative_low'])} .. {_pct(r['relative_high'])}"
+            lines.append(f"| {r['scenario']} | {_point_label(tables, r['point'])} | {OUTCOME[r['outcome']].label} | "
+                         f"{_fmt(r['delta'], r['outcome'])} | {interval} | {_pct(r['relative'])} | {relative} | "
+                         f"{r['replicates']} |")
         lines.append("")
+    grid = _along_grid(summary, tables, out)
+    if grid:
+        lines += ["## Along the grid", "", f"![outcomes along the grid]({grid})", ""]
+    lines += ["## GMV by channel", "", f"![GMV by channel]({_gmv_by_channel(tables, out)})", "",
+              "## Cascade sizes", "", f"![cascade sizes]({_cascade_sizes(tables, out)})", "",
+              "## Fraud caught and missed, and false positives", "", f"![fraud]({_fraud(outcomes, tables, out)})", "",
+              "## Merchants in business", "", f"![survival]({_survival(tables, out)})", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report

@@ -28,7 +28,7 @@ from .preflight import check as memory_check
 from .preflight import peak_rss_bytes
 from .graph_io import with_edge_list
 from .recorder import (OutputLock, RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free, make_dirs,
-                       read_manifest, sigterm_raises)
+                       read_manifest, sigterm_raises, table_path)
 
 if TYPE_CHECKING:
     import pyarrow
@@ -47,9 +47,10 @@ class RunResult:
         import pyarrow.dataset as ds  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 
-        if name == "transactions":
-            return ds.dataset(self.run_dir / "transactions", format="parquet").to_table()
-        return pq.read_table(self.run_dir / f"{name}.parquet")
+        if name == "validation":
+            return pq.read_table(self.run_dir / "validation.parquet")
+        path = table_path(self.run_dir, self.manifest, name)
+        return ds.dataset(path, format="parquet").to_table() if name == "transactions" else pq.read_table(path)
 
 
 def default_run_dir(config: ScenarioConfig) -> Path:

@@ -25,11 +25,18 @@ its random streams (common random numbers: paired differences are the rule's eff
 
 Layout of ``OUT``::
 
-    OUT/runs.parquet                               one row per run: parameters, seed, status, error, timings
-    OUT/runs/scenario=S/point=P/replicate=K/       a run directory (ticks.parquet, ...)
-    OUT/status/run-000042.json                     each finished or failed run's record
+    OUT/runs.parquet                                    one row per run: typed parameters, seed, status,
+                                                        error, main outcomes, timing
+    OUT/ticks/scenario=S/point=P/replicate=K/part-0.parquet        one dataset per table, Hive-partitioned:
+    OUT/merchants/..., OUT/cascades/..., OUT/transactions/...      each reads as one table
+    OUT/runs/scenario=S/point=P/replicate=K/            each run's manifest.json and validation.parquet
+    OUT/status/run-000042.json                          each finished, failed or interrupted run's record
 
-Hive-style directories let DuckDB, polars and pyarrow read the whole sweep as one table.
+pandas, polars, DuckDB, ``pyarrow.dataset`` and Spark each read ``OUT/ticks`` (and the other
+tables) as one table with ``scenario``, ``point`` and ``replicate`` columns. A run is written as
+any run is, into its run directory, and once published its tables move into the datasets (one
+rename each, so a reader sees a run's table whole or not at all); its manifest's ``tables`` says
+where they went.
 
 A run's identity is the digest of its resolved config (``config_digest`` in its manifest). A run
 is complete when its run directory was published (an atomic rename, after every table and its
@@ -65,8 +72,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..kernels import rng
-from .config import ConfigError, config_digest, load_config, read_toml_file
-from .recorder import OutputLock, RunDirectoryError, RunInterrupted, make_dirs, read_manifest, sigterm_raises
+from .codes import Channel
+from .columns import column
+from .config import ConfigError, config_digest, flatten_keys, load_config, parse_override, read_toml_file
+from .recorder import (OutputLock, RunDirectoryError, RunInterrupted, make_dirs, read_manifest, sigterm_raises,
+                       table_path, write_manifest)
 
 #: the most runs a sweep may have (a grid's product is checked before anything is expanded)
 MAX_RUNS = 100_000
@@ -88,9 +98,9 @@ class RunSpec:
     #: digest of the run's resolved config (:func:`weishang.model.config.config_digest`): its identity
     config_digest: str = ""
 
-    def overrides(self, common: dict[str, Any]) -> list[str]:
-        merged = {**common, **self.params}
-        return [f"{key}={json.dumps(value)}" for key, value in merged.items()]
+    def overrides(self, common: dict[str, Any]) -> dict[str, Any]:
+        """The run's config values by "section.key": the sweep's ``[set]``, then its point's."""
+        return {**common, **self.params}
 
     def run_dir(self, out: Path) -> Path:
         return out / "runs" / f"scenario={self.scenario}" / f"point={self.point}" / f"replicate={self.replicate}"
@@ -108,8 +118,12 @@ def replicate_seed(base_seed: int, replicate: int) -> int:
     return rng.stream_key(base_seed, "sweep.replicate", replicate) >> 2  # fits run.seed's range
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and check a sweep file; every run's config is validated now, before anything runs."""
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
+    """Read and check a sweep file; every run's config is validated now, before anything runs.
+
+    ``overrides``: ``"section.key=value"`` strings laid over the file's ``[set]`` (the CLI's
+    ``--set``, e.g. to shrink a sweep for a trial without writing another file).
+    """
     path = Path(path)
     doc = read_toml_file(path, "sweep file")
     unknown = set(doc) - {"sweep", "set", "grid", "samples"}
@@ -130,8 +144,11 @@ def load_sweep(path: str | Path) -> Sweep:
     base_seed = head.get("base_seed", 1)
     if not isinstance(base_seed, int) or isinstance(base_seed, bool) or not 0 <= base_seed <= MAX_SEED:
         raise ConfigError(f"sweep.base_seed = {base_seed!r}: must be an integer from 0 to 2**63 - 1")
-    common = doc.get("set", {})
-    grid = doc.get("grid", {})
+    common = flatten_keys(_table(doc, "set"))
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        common[f"{section}.{key}"] = value
+    grid = flatten_keys(_table(doc, "grid"))
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}: must be a non-empty list of values")
@@ -153,8 +170,7 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"sweep.scenarios: two scenarios are named {name!r}; give each its own run.name")
         names.append(name)
         for p, params in enumerate(points):
-            overrides = [f"{k}={json.dumps(v)}" for k, v in {**common, **params}.items()]
-            config = load_config(file, overrides)  # every run's config is valid, or the sweep does not start
+            config = load_config(file, {**common, **params})  # every run's config is valid, or nothing starts
             for k in range(replicates):
                 seed = replicate_seed(base_seed, k)
                 digest = config_digest(config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})}))
@@ -162,12 +178,19 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(name=head.get("name", path.stem), runs=tuple(runs), common=common)
 
 
+def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"sweep file: [{name}] must be a table of section.key = value")
+    return value
+
+
 def latin_hypercube(section: dict[str, Any]) -> list[dict[str, float]]:
     """Points of a ``[samples]`` section: ``n`` Latin hypercube samples (scipy's qmc, seeded)
     over the ``[low, high]`` range of each parameter."""
     from scipy.stats import qmc  # noqa: PLC0415
 
-    spec = dict(section)
+    spec = flatten_keys(section)
     n = spec.pop("n", None)
     seed = spec.pop("seed", 0)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100_000:
@@ -214,11 +237,12 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     (status_dir / f"run-{spec.index:06d}.started").touch()  # lets the pool tell in-flight runs apart
     for stale in run_dir.parent.glob(f".{run_dir.name}.partial-*"):  # left by a killed attempt
         shutil.rmtree(stale, ignore_errors=True)
-    if run_dir.exists() and run_state(spec, out_path) == "damaged":
-        shutil.rmtree(run_dir)  # published once, then cut short or edited: made again
+    if run_state(spec, out_path) != "complete":
+        _remove_run(spec, out_path)  # a damaged or half-moved earlier attempt: made again
     try:
         config = load_config(spec.scenario_file, spec.overrides(common), seed=spec.seed)
         result = run_scenario(config, run_dir)
+        _move_into_datasets(spec, out_path)
         record = _record(spec, out_path, status="complete", gmv=result.summary["gmv_cny"])
     except (KeyboardInterrupt, RunInterrupted) as exc:
         record = _record(spec, out_path, status="interrupted", error=type(exc).__name__,
@@ -232,6 +256,40 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     record["seconds"] = time.perf_counter() - started
     _write_json(status_dir / f"run-{spec.index:06d}.json", record)
     return record
+
+
+#: the tables a sweep keeps as datasets
+DATASETS = ("ticks", "merchants", "cascades", "transactions")
+
+
+def partition(spec: RunSpec) -> str:
+    """The run's Hive partition: ``scenario=S/point=P/replicate=K``."""
+    return f"scenario={spec.scenario}/point={spec.point}/replicate={spec.replicate}"
+
+
+def _move_into_datasets(spec: RunSpec, out: Path) -> None:
+    """Move a published run's tables into the sweep's datasets and record where they went."""
+    run_dir = spec.run_dir(out)
+    manifest = read_manifest(run_dir)
+    moved = {}
+    for table in DATASETS:
+        source = table_path(run_dir, manifest, table)
+        if not source.exists():
+            continue  # the transaction log is opt-in
+        folder = out / table / partition(spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder if table == "transactions" else folder / "part-0.parquet"
+        if table == "transactions":
+            folder.rmdir()  # the run's folder of parts takes its place
+        os.replace(source, target)
+        moved[table] = os.path.relpath(target, run_dir)
+    write_manifest(run_dir, {**manifest, "tables": moved})
+
+
+def _remove_run(spec: RunSpec, out: Path) -> None:
+    shutil.rmtree(spec.run_dir(out), ignore_errors=True)
+    for table in DATASETS:
+        shutil.rmtree(out / table / partition(spec), ignore_errors=True)
 
 
 def _one_line(text: str) -> str:
@@ -252,12 +310,15 @@ def run_state(spec: RunSpec, out: Path) -> str:
         return "damaged"
     if manifest.get("config_digest") != spec.config_digest:
         return "changed"
+    if "tables" not in manifest:
+        return "damaged"  # published, but stopped before its tables reached the datasets
     for table, rows in manifest.get("rows", {}).items():
+        path = table_path(run_dir, manifest, table)
         try:
             if table == "transactions":
-                found = sum(pq.ParquetFile(p).metadata.num_rows for p in (run_dir / table).glob("*.parquet"))
+                found = sum(pq.ParquetFile(p).metadata.num_rows for p in path.glob("*.parquet"))
             else:
-                found = pq.ParquetFile(run_dir / f"{table}.parquet").metadata.num_rows
+                found = pq.ParquetFile(path).metadata.num_rows
         except (OSError, pa.ArrowException):
             return "damaged"
         if found != rows:
@@ -308,29 +369,40 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
         if state in ("complete", "changed"):
             manifest = read_manifest(spec.run_dir(out))
             config = manifest["config"]
-            row.update(seed=manifest["seed"], params=json.dumps({k: _lookup(config, k) for k in spec.params},
-                                                                 sort_keys=True),
-                       **{f"param.{k}": _lookup(config, k) for k in spec.params},
+            summary = manifest["summary"]
+            row.update(seed=manifest["seed"], **{f"param.{k}": _lookup(config, k) for k in spec.params},
                        status=state, error=None, seconds=records.get(spec.index, {}).get("seconds"),
-                       gmv=manifest["summary"]["gmv_cny"])
+                       **{name: summary.get(key) for name, key in OUTCOME_COLUMNS.items()})
         else:
             rec = records.get(spec.index, {})
             status = rec.get("status") if rec.get("status") in ("failed", "interrupted") else "pending"
-            row.update(seed=spec.seed, params=json.dumps(spec.params, sort_keys=True),
-                       **{f"param.{k}": v for k, v in spec.params.items()}, status=status,
-                       error=rec.get("error") if status != "pending" else None, seconds=rec.get("seconds"), gmv=None)
+            row.update(seed=spec.seed, **{f"param.{k}": v for k, v in spec.params.items()}, status=status,
+                       error=rec.get("error") if status != "pending" else None, seconds=rec.get("seconds"),
+                       **{name: None for name in OUTCOME_COLUMNS})
         row["run_dir"] = str(spec.run_dir(out))
         rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows)
     # typed even when every value is null so far (no run failed, none finished)
-    for name, kind in (("error", pa.string()), ("seconds", pa.float64()), ("gmv", pa.float64())):
+    types = {"error": pa.string(), "seconds": pa.float64(),
+             **{name: _ARROW[column("summary", key).dtype] for name, key in OUTCOME_COLUMNS.items()}}
+    for name, kind in types.items():
         table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
     target = out / "runs.parquet"
     tmp = out / f".runs.parquet.tmp-{os.getpid()}"
     pq.write_table(table, tmp)
     os.replace(tmp, target)
     return target
+
+
+#: runs.parquet's outcome columns: name -> the run summary's figure (see weishang.model.columns)
+OUTCOME_COLUMNS = {"gmv": "gmv_cny", **{f"gmv_{c.label}": f"gmv_{c.label}_cny" for c in Channel},
+                   "orders": "orders", "official_share_of_value": "official_share_of_value",
+                   "active_merchants_at_end": "active_merchants_at_end", "exits": "exits", "removed": "removed",
+                   "compliant_survival_per_year": "compliant_survival_per_year",
+                   "fraud_intercepted": "fraud_intercepted", "fraud_missed": "fraud_missed",
+                   "false_positives": "false_positives"}
+_ARROW = {"int64": pa.int64(), "float64": pa.float64()}
 
 
 def _lookup(config: dict[str, Any], dotted: str) -> Any:

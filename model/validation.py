@@ -31,7 +31,7 @@ from .config import PRACTITIONERS, WECHAT_MAU, ScenarioConfig
 from .fx import CURRENCIES
 from .merchant import ONBOARDING_TICKS
 from .settlement import SETTLEMENT_LAG
-from .recorder import RunDirectoryError, read_manifest
+from .recorder import RunDirectoryError, read_manifest, table_path
 
 #: the code's constants a target can read as an input
 CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURRENCIES": len(CURRENCIES),
@@ -184,14 +184,14 @@ class RunMeasures:
     @property
     def ticks(self) -> pl.DataFrame:
         if self._ticks is None:
-            self._ticks = read_table(self.run_dir, "ticks")
+            self._ticks = read_table(table_path(self.run_dir, self.manifest, "ticks"))
         return self._ticks
 
     def reached(self, level: int, quantile: float | None, channels: tuple[str, ...] = ()) -> float | None:
         """Level-``level`` exposures of the posts that reached that level (of the given channels,
         all when none): their mean, or a quantile; None when no post reached it."""
         if self._cascades is None:
-            self._cascades = read_table(self.run_dir, "cascades",
+            self._cascades = read_table(table_path(self.run_dir, self.manifest, "cascades"),
                                         ["channel", *(f"exposures_l{lv}" for lv in (1, 2, 3))])
         exposures = f"exposures_l{level}"
         posts = self._cascades.filter(pl.col(exposures) > 0)
@@ -235,9 +235,8 @@ class RunMeasures:
         return value / self.scale if target.scale == "full" else value
 
 
-def read_table(run_dir: Path, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+def read_table(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
     """A run's table; a missing or damaged one is a :class:`RunDirectoryError` naming it."""
-    path = run_dir / f"{name}.parquet"
     try:
         return pl.read_parquet(path, columns=columns)
     except (OSError, pl.exceptions.PolarsError) as exc:

@@ -1,5 +1,6 @@
 """Sweeps: parallel runs, hive layout, common seeds, failures kept, kill and resume."""
 
+import json
 import os
 import signal
 import subprocess
@@ -46,7 +47,7 @@ def test_two_scenarios_three_seeds_on_two_workers(tmp_path):
     seeds = runs.group_by("replicate").agg(pl.col("seed").n_unique())
     assert (seeds["seed"] == 1).all()
     ticks = duckdb.sql(f"select scenario, replicate, count(*) as n from "
-                       f"read_parquet('{out}/runs/*/*/*/ticks.parquet', hive_partitioning=true) "
+                       f"read_parquet('{out}/ticks/*/*/*/*.parquet', hive_partitioning=true) "
                        f"group by scenario, replicate").df()
     assert len(ticks) == 6 and (ticks["n"] == 3).all()
 
@@ -124,21 +125,77 @@ def test_report_for_a_sweep_and_for_a_run(tmp_path):
     run_sweep(sweep, out)
     report = write_report(out)
     text = report.read_text()
-    for png in ("gmv_by_channel.png", "cascade_sizes.png", "fraud.png", "survival.png", "deltas.png"):
+    for png in ("gmv_by_channel.png", "cascade_sizes.png", "fraud.png", "survival.png", "effects.png"):
         assert (report.parent / png).stat().st_size > 1000 and png in text
-    deltas = pl.read_parquet(report.parent / "deltas.parquet")
-    # the paired GMV delta is the mean over replicates of (scenario - baseline)
-    ticks = pl.scan_parquet(f"{out}/runs/*/*/*/ticks.parquet", hive_partitioning=True).collect()
+    effects = pl.read_parquet(report.parent / "effects.parquet")
+    # the paired GMV effect is the mean over replicates of (scenario - baseline)
+    ticks = pl.read_parquet(out / "ticks", hive_partitioning=True)
     per_run = ticks.group_by(["scenario", "replicate"]).agg(pl.col("gmv").sum()).sort("replicate")
     diff = (per_run.filter(pl.col("scenario") == "no_inducement_ban")["gmv"].to_numpy()
             - per_run.filter(pl.col("scenario") == "baseline")["gmv"].to_numpy())
-    gmv = deltas.filter(pl.col("outcome") == "gmv")
+    gmv = effects.filter(pl.col("outcome") == "gmv")
     assert gmv["delta"][0] == pytest.approx(diff.mean())
     assert gmv["ci_low"][0] <= gmv["delta"][0] <= gmv["ci_high"][0]
     one_run = out / "runs" / "scenario=baseline" / "point=0" / "replicate=0"
-    assert "Scenario minus" not in write_report(one_run).read_text()
+    assert "Effects against" not in write_report(one_run).read_text()
     with pytest.raises(ConfigError, match="neither a run directory"):
         write_report(tmp_path)
+
+
+def test_report_answers_a_known_question_per_grid_point(tmp_path):
+    # issue 17: a lever with no effect (how long a human review takes changes no sale) and one with
+    # a large one (friends buy twice as often), on a grid of two points, three replicates each
+    from weishang.model.report import write_report
+
+    (tmp_path / "no_effect.toml").write_text('[run]\nname = "no_effect"\n[governance]\nhuman_review_minutes = 50.0\n')
+    (tmp_path / "large.toml").write_text('[run]\nname = "large"\n[cascade]\np_buy_friend = 0.6\n')
+    (tmp_path / "base.toml").write_text('[run]\nname = "baseline"\n')
+    path = tmp_path / "known.toml"
+    path.write_text('[sweep]\nscenarios = ["base.toml", "no_effect.toml", "large.toml"]\nreplicates = 3\n'
+                    '[set]\npopulation.n_users = 4000\n"population.n_cities" = 4\n"run.n_ticks" = 6\n'
+                    '"run.backend" = "numpy"\n"merchants.post_rate" = 0.6\n'
+                    '[grid]\n"cascade.p_view_friend" = [0.1, 0.5]\n')
+    out = tmp_path / "out"
+    run_sweep(load_sweep(path), out)
+    write_report(out)
+    effects = pl.read_parquet(out / "report" / "effects.parquet").filter(pl.col("outcome") == "gmv")
+    assert effects.height == 4 and (effects["replicates"] == 3).all()  # per point: never pooled
+    zero = effects.filter(pl.col("scenario") == "no_effect")
+    assert (zero["ci_low"] <= 0).all() and (zero["ci_high"] >= 0).all()
+    large = effects.filter(pl.col("scenario") == "large")
+    assert (large["ci_low"] > 0).all() and (large["relative_low"] > 0.2).all()
+    outcomes = pl.read_parquet(out / "report" / "outcomes.parquet")
+    assert set(outcomes["point"]) == {0, 1} and (outcomes["replicates"] == 3).all()
+    assert (outcomes.filter(pl.col("ci_low").is_not_null())["ci_low"] >= 0).all()  # non-negative figures
+    assert (out / "report" / "along_grid.png").stat().st_size > 1000
+
+
+def test_a_sweep_is_one_dataset_per_table_for_every_reader(tmp_path):
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    path = sweep_file(tmp_path, extra='[grid]\n"cascade.p_view_friend" = [0.1, 0.3]\n', scenarios=("baseline.toml",))
+    out = tmp_path / "out"
+    run_sweep(load_sweep(path, ["population.n_users=3000", "run.n_ticks=2"]), out)  # --set shrinks the sweep
+    expected = 2 * 3 * 2  # points x replicates x ticks
+    readers = {
+        "pandas": lambda: pd.read_parquet(out / "ticks"),
+        "polars": lambda: pl.read_parquet(out / "ticks", hive_partitioning=True),
+        "duckdb": lambda: duckdb.sql(f"select * from read_parquet('{out}/ticks/**/*.parquet', "
+                                     f"hive_partitioning=true)").df(),
+        "pyarrow": lambda: ds.dataset(out / "ticks", format="parquet", partitioning="hive").to_table(),
+    }
+    for name, read in readers.items():
+        table = read()
+        assert len(table) == expected and {"scenario", "point", "replicate", "gmv"} <= set(
+            table.column_names if hasattr(table, "column_names") else table.columns), name
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert runs.schema["param.cascade.p_view_friend"] == pl.Float64 and runs["error"].is_null().all()
+    for outcome in ("gmv", "orders", "exits", "fraud_intercepted", "false_positives", "official_share_of_value",
+                    "compliant_survival_per_year", "gmv_moments"):
+        assert runs.schema[outcome].is_numeric(), outcome
+    manifest = json.loads((Path(runs["run_dir"][0]) / "manifest.json").read_text())
+    assert manifest["config"]["population"]["n_users"] == 3000 and "tables" in manifest
 
 
 def test_dask_local_cluster_gives_identical_results(tmp_path):
@@ -152,8 +209,8 @@ def test_dask_local_cluster_gives_identical_results(tmp_path):
     assert (pl.read_parquet(on_dask / "runs.parquet")["status"] == "complete").all()
     for spec in sweep.runs:
         for table in ("ticks", "merchants", "cascades"):
-            a = pl.read_parquet(spec.run_dir(local) / f"{table}.parquet")
-            b = pl.read_parquet(spec.run_dir(on_dask) / f"{table}.parquet")
+            part = f"{table}/scenario={spec.scenario}/point={spec.point}/replicate={spec.replicate}/part-0.parquet"
+            a, b = pl.read_parquet(local / part), pl.read_parquet(on_dask / part)
             if "seconds" in a.columns:
                 a, b = a.drop("seconds"), b.drop("seconds")
             assert a.equals(b), (spec.index, table)
@@ -238,7 +295,7 @@ def test_a_damaged_published_run_is_made_again_on_resume(tmp_path):
     out = tmp_path / "out"
     sweep = load_sweep(path)
     run_sweep(sweep, out)
-    victim = sweep.runs[1].run_dir(out) / "ticks.parquet"
+    victim = out / "ticks" / "scenario=baseline" / "point=0" / "replicate=1" / "part-0.parquet"
     victim.write_bytes(victim.read_bytes()[:100])  # truncated by a full disk or a careless copy
     from weishang.model.sweep import run_state
 
