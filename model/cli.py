@@ -348,8 +348,10 @@ def print_validation(table: Any, title: str) -> None:
     out_console.print(grid)
     for scenario_table in (table.partition_by(["scenario", "point"]) if "scenario" in table.columns else [table]):
         hit, measured = share_within(scenario_table)
+        total = scenario_table.filter(scenario_table["kind"] == "target").height
         where = f"{scenario_table['scenario'][0]}/{scenario_table['point'][0]}: " if "scenario" in table.columns else ""
-        out_console.print(f"{where}{hit} of {measured} targets within tolerance ({hit / max(measured, 1):.0%})")
+        out_console.print(f"{where}{measured} of {total} targets measured; {hit} of those within tolerance "
+                          f"({hit / max(measured, 1):.0%})")
 
 
 @app.command()
@@ -361,7 +363,11 @@ def validate(directory: Annotated[Path, typer.Argument(help="a run directory or 
     from .validation import to_markdown  # noqa: PLC0415
     from .validation import validate as validate_dir  # noqa: PLC0415
 
+    from .validation import manifests_of, validation_warnings  # noqa: PLC0415
+
     table, path = validate_dir(directory)
+    for warning in validation_warnings(manifests_of(directory)):
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if markdown:
         for part in (table.partition_by(["scenario", "point"]) if "scenario" in table.columns else [table]):
             typer.echo(to_markdown(part) + "\n")

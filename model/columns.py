@@ -22,6 +22,8 @@ from .codes import LEVELS, OFFICIAL_SCENARIOS, TICKS_PER_YEAR, Channel, Complian
 from .fraud import TYPOLOGIES
 
 TABLES = ("ticks", "merchants", "cascades", "transactions", "summary")
+#: figures that take either sign
+SIGNED = {"fx_exposure", "cum_profit"}
 #: Arrow type names the registry uses
 DTYPES = ("int8", "int16", "int32", "int64", "float64", "bool", "string")
 
@@ -165,6 +167,17 @@ class Column:
     nullable: bool = False
     family: str = ""
     family_meaning: str = ""
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The values the figure can take: shares lie in [0, 1], growths and gains are above -1,
+        scores and what is signed by nature (exchange-rate exposure, profit) are unbounded, and
+        everything else (counts, money, times) is non-negative."""
+        if self.name in SIGNED or self.unit == "score":
+            return None, None
+        if self.name.endswith(("_growth", "_gain")):
+            return -1.0, None
+        return (0.0, 1.0) if self.unit == "share" else (0.0, None)
 
 
 def col(table: str, name: str, dtype: str, unit: str, reduction: str | Reduction, meaning: str,

@@ -13,6 +13,7 @@ lack a measure's table; a target is within when its simulated value lies in ``[l
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -23,11 +24,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from .codes import Channel
+from .effects import t_interval
 from .columns import column
-from .config import PRACTITIONERS, WECHAT_MAU, ScenarioConfig
+from .config import PRACTITIONERS, WECHAT_MAU, ScenarioConfig, load_config
 from .fx import CURRENCIES
 from .merchant import ONBOARDING_TICKS
 from .settlement import SETTLEMENT_LAG
@@ -128,6 +129,16 @@ class Target:
         if self.kind == "input" and self.low is None and self.high is None:
             return bool(np.isclose(value, self.expected))  # a config value or constant: read back exactly
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The values the measured figure can take (scaled figures and reaches are non-negative,
+        a ratio of counts is a share), from the column registry."""
+        m = self.measure
+        if m is None or m.source in ("config", "constant"):
+            return None, None
+        if m.source == "ticks" and m.reduce == "ratio":
+            return 0.0, 1.0 if m.name.startswith("n_") and m.over.startswith("n_") else None
+        return column(m.source, m.name).bounds
 
     def miss(self, value: float) -> float:
         """Distance outside the band in units of the band's half-width (0 inside; for fitting)."""
@@ -298,10 +309,12 @@ def validate_sweep(sweep_dir: str | Path, targets: list[Target] | None = None) -
             if not values:
                 rows.append(_row(t, None, None, None))
                 continue
-            mean = float(np.mean(values))
-            half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values))) \
-                if len(values) > 1 else 0.0
-            rows.append(_row(t, mean, mean - half, mean + half))
+            mean, low, high = t_interval(values)
+            lower, upper = t.bounds()
+            # the t interval met with the values the figure can take: never below zero for a count
+            low = mean if low is None else max(low, lower) if lower is not None else low
+            high = mean if high is None else min(high, upper) if upper is not None else high
+            rows.append(_row(t, mean, low, high))
         frame = pl.DataFrame(rows, schema=_schema(), orient="row")
         frames.append(frame.with_columns(pl.lit(scenario).alias("scenario"), pl.lit(point).alias("point"),
                                          pl.lit(len(runs)).alias("replicates")))
@@ -327,6 +340,80 @@ def write_validation(table: pl.DataFrame, directory: Path) -> Path:
     table.write_parquet(tmp)
     os.replace(tmp, target)
     return target
+
+
+def manifests_of(directory: str | Path) -> list[dict[str, Any]]:
+    """The manifests of a run directory, or of a sweep directory's completed runs."""
+    directory = Path(directory)
+    if (directory / "manifest.json").is_file():
+        return [read_manifest(directory)]
+    found = []
+    for _scenario, _point, path in _sweep_runs(directory):
+        try:
+            manifest = read_manifest(path)
+        except RunDirectoryError:
+            continue
+        if manifest.get("status") == "complete":
+            found.append(manifest)
+    return found
+
+
+def default_config() -> ScenarioConfig:
+    """The shipped default scenario: the one the targets were calibrated on."""
+    return load_config()
+
+
+def validation_warnings(manifests: list[dict[str, Any]], targets: list[Target] | None = None) -> list[str]:
+    """What a reader of a validation must know: targets a run is too short to measure, and runs
+    other than the calibrated default (another size, length or scenario). One line each."""
+    targets = targets if targets is not None else load_targets()
+    default = default_config()
+    warnings = []
+    for manifest in _distinct(manifests):
+        config, name = manifest["config"], manifest.get("scenario", "the run")
+        ticks = config["run"]["n_ticks"]
+        short = [t.id for t in targets if t.measure is not None and t.measure.from_tick >= ticks]
+        if short:
+            warnings.append(f"{name}: {len(short)} targets ({', '.join(short)}) are measured from tick "
+                            f"{max(t.measure.from_tick for t in targets if t.id in short)}, past the risk engine's "
+                            f"warm-up; the run has {ticks} ticks, so they are not measured")
+        users = manifest.get("population", {}).get("users", config["population"]["n_users"])
+        if users != default.population.n_users or ticks < default.run.n_ticks:
+            warnings.append(f"{name}: the default is calibrated at {default.population.n_users:,} users x "
+                            f"{default.run.n_ticks} ticks; this run has {users:,} users x {ticks} ticks, and figures "
+                            f"that depend on size or length may leave their bands")
+        changed = _changed_settings(config, default)
+        if changed:
+            warnings.append(f"{name}: {len(changed)} setting{'s differ' if len(changed) > 1 else ' differs'} from the "
+                            f"calibrated default "
+                            f"({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}); the targets describe "
+                            f"the default")
+    return list(dict.fromkeys(warnings))  # grid points of one scenario say the same things once
+
+
+def _distinct(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One manifest per scenario and configuration (replicates differ only in their seeds)."""
+    seen, out = set(), []
+    for manifest in manifests:
+        config = {**manifest["config"], "run": {**manifest["config"]["run"], "seed": None}}
+        key = json.dumps(config, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(manifest)
+    return out
+
+
+#: settings that do not change the modelled ecosystem (where and how results are written, the
+#: run's name, seed and backend, its size and length, reported separately)
+_NEUTRAL = {("run", "name"), ("run", "seed"), ("run", "backend"), ("run", "n_ticks"), ("population", "n_users"),
+            ("merchants", "n_merchants"), ("population", "edge_list")}
+
+
+def _changed_settings(config: dict[str, Any], default: Any) -> list[str]:
+    reference = default.resolved()
+    return [f"{section}.{key}" for section, values in config.items() if section != "output"
+            for key, value in values.items()
+            if (section, key) not in _NEUTRAL and reference.get(section, {}).get(key) != value]
 
 
 def share_within(table: pl.DataFrame) -> tuple[int, int]:

@@ -190,3 +190,22 @@ def test_measures_past_a_warmup_skip_the_first_ticks(tmp_path):
 def test_measures_refer_to_registry_entries_checked_on_load(spec, message):
     with pytest.raises(ValueError, match=message):
         Measure.parse(spec, "target x")
+
+
+def test_validation_intervals_respect_bounds_and_short_runs_warn(tmp_path, capsys):
+    # issue 17: intervals below zero for non-negative figures; short runs dropped targets silently
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nscenarios = ["' + str(Path(__file__).resolve().parents[2] / "experiments" / "baseline.toml")
+                    + '"]\nreplicates = 3\n[set]\n' + "\n".join(f'"{o.split("=")[0]}" = {o.split("=")[1]}' for o in SMALL))
+    run_sweep(load_sweep(path), tmp_path / "out")
+    table = pl.read_parquet(validate(tmp_path / "out")[1])
+    bounds = {t.id: t.bounds() for t in load_targets()}
+    for row in table.filter(pl.col("ci_low").is_not_null()).iter_rows(named=True):
+        low, high = bounds[row["target"]]
+        assert low is None or row["ci_low"] >= low, row
+        assert high is None or row["ci_high"] <= high, row
+    assert _main(["validate", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "warning:" in captured.err and "are measured from tick 30" in captured.err
+    assert "calibrated at 200,000 users x 90 ticks" in captured.err
+    assert "25 of 29 targets measured" in captured.out
