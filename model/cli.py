@@ -40,7 +40,7 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+def _root(version: Annotated[bool, typer.Option("--version", metavar="", callback=_print_version, is_eager=True,
                                                 help="print the version and exit")] = False) -> None:
     """weishang: an agent-based model of WeChat's micro-commerce ecosystem."""
 
@@ -79,11 +79,11 @@ def run(
     seed: Annotated[Optional[int], typer.Option("--seed", help="base seed (run.seed)")] = None,
     backend: Annotated[Optional[str], typer.Option("--backend", help="auto | numpy | cupy (run.backend)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="the run directory itself (must not exist)")] = None,
-    skip_preflight: Annotated[bool, typer.Option("--skip-preflight",
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", metavar="",
                                                  help="run even if the memory estimate exceeds what is available")] = False,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", min=0,
                                                             help="checkpoint every K ticks (output.checkpoint_every)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue this --out run from its latest checkpoint")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue this --out run from its latest checkpoint")] = False,
 ) -> None:
     """Run a scenario and write its run directory of Parquet tables."""
     from .run import prepare_run, run_scenario  # noqa: PLC0415  (keeps `weishang --help` fast)
@@ -117,19 +117,21 @@ def run(
 
 
 def summary_table(summary: dict[str, Any], manifest: dict[str, Any]) -> Table:
-    """The run summary, each figure formatted by its unit in the column registry."""
+    """The run summary, each figure formatted by its unit in the column registry, then where the
+    run ran and how long it took (the ticks' time per tick)."""
     from weishang.model.columns import SUMMARY, display  # noqa: PLC0415
 
     table = Table(title="run summary", show_header=False)
-    table.add_column("metric")
+    table.add_column("figure")
     table.add_column("value", justify="right")
     for column in SUMMARY:
         if column.name in summary:
             table.add_row(column.name, display(column, summary[column.name]))
     timings = manifest.get("timings", {})
+    ticks = max(summary.get("ticks") or 1, 1)
     table.add_row("backend", f"{manifest['backend']['name']} ({manifest['backend']['device']})")
-    table.add_row("build seconds", f"{timings.get('build_seconds', 0):.1f}")
-    table.add_row("tick seconds", f"{timings.get('tick_seconds_total', 0):.1f}")
+    table.add_row("build_seconds", f"{timings.get('build_seconds', 0):.1f} s")
+    table.add_row("seconds_per_tick", f"{timings.get('tick_seconds_total', 0) / ticks:.3g} s")
     return table
 
 
@@ -282,9 +284,9 @@ def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep TOML file")],
     out: Annotated[Optional[Path], typer.Option("--out", help="sweep directory")] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="runs at once (processes)")] = 1,
-    list_runs: Annotated[bool, typer.Option("--list", help="print the runs and exit")] = False,
+    list_runs: Annotated[bool, typer.Option("--list", metavar="", help="print the runs and exit")] = False,
     task_index: Annotated[Optional[int], typer.Option("--task-index", help="run only run I (an array-job element)")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue a sweep directory that has runs in it")] = False,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue a sweep directory that has runs in it")] = False,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786)")] = None,
     set_: SetOpt = None,
 ) -> None:
@@ -356,7 +358,7 @@ def print_validation(table: Any, title: str) -> None:
 
 @app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")],
-             markdown: Annotated[bool, typer.Option("--markdown", help="print the targets as a Markdown table")] = False,
+             markdown: Annotated[bool, typer.Option("--markdown", metavar="", help="print the targets as a Markdown table")] = False,
              ) -> None:
     """Compare a run (or a sweep's replicates, with 95% intervals) with every figure of SPEC.md;
     writes DIR/validation.parquet."""
@@ -418,7 +420,7 @@ def calibrate(
 def config_show(
     scenario: ScenarioArg = None,
     set_: SetOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of TOML")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar="", help="print JSON instead of TOML")] = False,
 ) -> None:
     """Print the resolved config (default, then scenario file, then --set overrides)."""
     config = load_config(scenario, set_ or ())

@@ -499,6 +499,8 @@ def display(column: Column, value: Any) -> str:
         return f"{int(value):,}" if float(value).is_integer() else f"{value:,.1f}"
     if column.unit == "CNY":
         return f"{value:,.2f} CNY"
+    if column.unit in ("minutes", "s"):
+        return f"{value:,.4g} {'min' if column.unit == 'minutes' else 's'}"
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
