@@ -77,7 +77,7 @@ class Books(Mechanism):
     name = "books"
     engine = "arrays"
     sections = ("merchants",)
-    does = "every active merchant's books: settled margin less fees, traffic, fixed and holding costs"
+    does = "each merchant's books: settled margin less fees, traffic, fixed and holding costs"
     STATE = ("accounts",)
 
     def __init__(self, model: Any) -> None:

@@ -33,8 +33,7 @@ class Adaptation(Mechanism):
     name = "adaptation"
     engine = "mesa"
     sections = ("merchants", "platform")
-    does = ("a merchant whose last `exit_window` days lost money gives up with a daily chance `exit_hazard`; every "
-            "`adapt_every` days each merchant adapts budget, style and groups")
+    does = "losing merchants may exit; every `adapt_every` days each adapts budget, style and groups"
     #: the agents' own memory (everything else they know is in the merchants' table)
     STATE = ("memory",)
 

@@ -76,8 +76,7 @@ class Aggregation(Mechanism):
     name = "aggregation"
     engine = "arrays"
     sections = ()
-    does = ("integer reductions for the recorder (the only device-to-host copies of results), diagnostics sums, "
-            "analytics adopters' windows")
+    does = "integer reductions for the recorder (the only device-to-host copies), diagnostics, analytics windows"
     STATE = ("diagnostics", "analytics")
 
     def __init__(self, model: Any) -> None:

@@ -1,4 +1,4 @@
-"""``weishang calibrate``: fit the free mechanism parameters to SPEC.md's targets with Optuna.
+"""``weishang calibrate``: fit the free mechanism parameters to docs/SPEC.md's targets with Optuna.
 
 What is fitted is declared in ``model/calibration.toml``: stages of parameters with their search
 ranges (never a target, never a figure the SPEC gives as an input). Each stage runs a TPE study

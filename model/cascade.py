@@ -28,8 +28,7 @@ class Cascade(Mechanism):
     name = "cascade"
     engine = "kernel"
     sections = ("cascade",)
-    does = ("three levels: the merchant's friends, friends of sharers, strangers reached by tools; a user sees a "
-            "given post at most once")
+    does = "friends, friends of sharers, strangers reached by tools; a user sees a post at most once"
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)

@@ -352,15 +352,15 @@ def print_validation(table: Any, title: str) -> None:
         hit, measured = share_within(scenario_table)
         total = scenario_table.filter(scenario_table["kind"] == "target").height
         where = f"{scenario_table['scenario'][0]}/{scenario_table['point'][0]}: " if "scenario" in table.columns else ""
-        out_console.print(f"{where}{measured} of {total} targets measured; {hit} of those within tolerance "
-                          f"({hit / max(measured, 1):.0%})")
+        out_console.print(f"{where}{hit} of {measured} measured targets within tolerance "
+                          f"({hit / max(measured, 1):.0%}); {measured} of {total} targets measured")
 
 
 @app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")],
              markdown: Annotated[bool, typer.Option("--markdown", metavar="", help="print the targets as a Markdown table")] = False,
              ) -> None:
-    """Compare a run (or a sweep's replicates, with 95% intervals) with every figure of SPEC.md;
+    """Compare a run (or a sweep's replicates, with 95% intervals) with every figure of the SPEC (docs/SPEC.md);
     writes DIR/validation.parquet."""
     from .validation import to_markdown  # noqa: PLC0415
     from .validation import validate as validate_dir  # noqa: PLC0415
@@ -391,7 +391,7 @@ def calibrate(
     stages: Annotated[Optional[str], typer.Option("--stages", help="comma-separated stages to fit (default: all)")] = None,
     spec: Annotated[Optional[Path], typer.Option("--spec", help="calibration spec (default: model/calibration.toml)")] = None,
 ) -> None:
-    """Fit the free parameters (model/calibration.toml) to SPEC.md's targets with Optuna;
+    """Fit the free parameters (model/calibration.toml) to the SPEC's targets (docs/SPEC.md) with Optuna;
     resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances."""
     from .calibrate import calibrate as run_calibration  # noqa: PLC0415
 

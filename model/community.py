@@ -178,8 +178,7 @@ class Community(Mechanism):
     name = "community"
     engine = "arrays"
     sections = ("community", "platform")
-    does = ("the (merchant, buyer) ledger records completed orders; merchants running a group recruit new buyers "
-            "into it (private traffic); repurchase by community members and others, customers behind LTV")
+    does = "the (merchant, buyer) ledger: recruits into groups, repurchase, customers behind LTV"
     STATE = ("parts", "ledger")
 
     def __init__(self, model: Any) -> None:

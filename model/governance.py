@@ -174,8 +174,7 @@ class Governance(Mechanism):
     name = "governance"
     engine = "arrays"
     sections = ("governance",)
-    does = ("machine review and user reports open cases; human review closes them up to its capacity; no brand "
-            "qualification: removed; exaggerated advertising: rectification period, removed on a repeat")
+    does = "machine review and reports open cases; human review closes them; penalties by compliance type"
     STATE = ("desk",)
 
     def __init__(self, model: Any) -> None:

@@ -109,7 +109,7 @@ class Inventory(Mechanism):
     name = "inventory"
     engine = "arrays"
     sections = ("merchants", "tools")
-    does = "sales leave the shelf, holding costs accrue, forecasts update, merchants order up to their new level"
+    does = "sales leave the shelf, holding costs, forecasts, restocking"
     STATE = ("stock",)
 
     def __init__(self, model: Any) -> None:

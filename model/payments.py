@@ -111,9 +111,7 @@ class Payments(Mechanism):
     name = "payments"
     engine = "arrays"
     sections = ("payments",)
-    does = ("stock fills orders (the rest are lost sales); in-app orders are paid officially by QR (T+0), "
-            "mini-program (T+1) or cross-border (T+3), or by private transfer; external-link orders are paid "
-            "outside WeChat; 0.6% fee for transaction-component users")
+    does = "stock fills orders; paid by QR (T+0), mini-program (T+1), cross-border (T+3), or outside WeChat"
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)

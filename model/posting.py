@@ -54,9 +54,7 @@ class Posting(Mechanism):
     name = "posting"
     engine = "arrays"
     sections = ("merchants", "community")
-    does = ("each merchant's posts for the day: its budget (post rate, set by its own adaptation) stochastically "
-            "rounded, plus free community posts to its own groups (`community.group_post_rate`); none while "
-            "onboarding or rectifying")
+    does = "each merchant's paid posts (its budget, stochastically rounded) and free posts to its own groups"
 
     def step(self, tick: int) -> PostCounts:
         seed, merchants = self.config.run.seed, self.model.merchants

@@ -82,9 +82,7 @@ class RiskEngine(Mechanism):
     name = "risk"
     engine = "kernel"
     sections = ("risk", "fraud", "payments")
-    does = ("official payments, everyday WeChat Pay payments (topping each scenario up to the SPEC's payment "
-            "table) and injected fraud are scored in bulk; those above the threshold are intercepted; "
-            "fraudsters adapt")
+    does = "orders, everyday payments and injected fraud scored in bulk; above the threshold: intercepted"
     STATE = ("state", "legit_history", "fraud")
 
     def __init__(self, model: Any) -> None:

@@ -225,7 +225,7 @@ def _run(prepared: PreparedRun, on_build_step: Callable[[str], None] | None,
                 "peak_rss_bytes": peak_rss_bytes(),
                 "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             })
-            # every run carries its validation against SPEC.md's figures (`weishang validate` redoes
+            # every run carries its validation against docs/SPEC.md's figures (`weishang validate` redoes
             # it), written before the run is published: a visible run is a whole run
             run_dir = writer.finish(manifest, before_publish=lambda directory, complete: write_validation(
                 validate_run(directory, manifest=complete), directory))

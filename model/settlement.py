@@ -79,8 +79,7 @@ class Settlement(Mechanism):
     name = "settlement"
     engine = "arrays"
     sections = ("payments",)
-    does = ("payments that passed are queued by lag and settle into merchants' accounts; cross-border rates are "
-            "locked and the exposure measured at T+3")
+    does = "passed payments settle by lag into merchants' accounts; cross-border rates locked until T+3"
     STATE = ("queue", "fx")
 
     def __init__(self, model: Any) -> None:

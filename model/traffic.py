@@ -264,9 +264,7 @@ class Traffic(Mechanism):
     name = "traffic"
     engine = "arrays"
     sections = ("channels", "cascade", "platform", "tools", "community")
-    does = ("posts go to six channels, social first (see \"Channels and the cascade\"); level-1 viewers are drawn "
-            "per channel, group posts as reads or targeted pushes (to members and recruited buyers), "
-            "deep-analytics merchants target their pushes")
+    does = "posts go to six channels, social first; level-1 viewers drawn per channel (group reads and pushes, analytics targeting)"
     STATE = ("recent_links",)
 
     def __init__(self, model: Any) -> None:

@@ -1,4 +1,4 @@
-"""Validation: how a run (or a sweep's replicates) compares with every figure of SPEC.md.
+"""Validation: how a run (or a sweep's replicates) compares with every figure of docs/SPEC.md.
 
 The figures live in ``model/targets.toml`` (:func:`load_targets`); each names how it is measured
 from a run's outputs as a :class:`Measure` over entries of the column registry
@@ -110,7 +110,7 @@ class Measure:
 
 @dataclass(frozen=True)
 class Target:
-    """One figure of SPEC.md (see ``model/targets.toml`` for the fields)."""
+    """One figure of docs/SPEC.md (see ``model/targets.toml`` for the fields)."""
 
     id: str
     section: str
