@@ -325,6 +325,47 @@ def sweep(
 
 
 @app.command()
+def sensitivity(
+    spec_file: Annotated[Path, typer.Argument(help="sensitivity spec TOML file (see weishang.model.sensitivity)")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="the screen's directory")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="runs at once (processes)")] = 1,
+    task_index: Annotated[Optional[int], typer.Option("--task-index", help="run only run I (an array-job element)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue a screen that has runs in it")] = False,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786)")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Global sensitivity screen (Morris, or Sobol indices) of levers and parameters on the run
+    summary's outcomes; writes OUT/sensitivity.parquet, samples.parquet and sensitivity.png."""
+    from .sensitivity import analyze, load_screen  # noqa: PLC0415
+    from .sweep import check_task_index, check_unchanged, is_complete, run_sweep  # noqa: PLC0415
+
+    screen = load_screen(spec_file, set_ or ())
+    if out is None:
+        raise ConfigError("weishang sensitivity needs --out DIR (the screen's directory)")
+    if (out / "runs.parquet").exists() and not resume and task_index is None:
+        raise ConfigError(f"{str(out)!r} already holds a screen; pass --resume to continue it or choose another --out")
+    check_task_index(screen.sweep, task_index)
+    check_unchanged(screen.sweep, out)
+    already = sum(is_complete(r, out) for r in screen.sweep.runs) if task_index is None else 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        task = progress.add_task(f"{screen.method} screen", total=1 if task_index is not None else len(screen.sweep.runs))
+        progress.update(task, completed=already)
+        run_sweep(screen.sweep, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
+                  scheduler=scheduler)
+    if task_index is not None:
+        out_console.print(f"run {task_index} done; analyse with: weishang sensitivity {spec_file} --out {out} --resume")
+        return
+    indices = analyze(screen, out)
+    measure = "mu_star" if screen.method == "morris" else "ST"
+    for outcome in screen.outcomes:
+        ranked = indices.filter(indices["outcome"] == outcome).sort(measure, descending=True)
+        top = ", ".join(f"{r['parameter']} ({r[measure]:.3g})" for r in ranked.head(3).iter_rows(named=True))
+        out_console.print(f"{outcome}: {top}")
+    out_console.print(f"written: [bold]{out / 'sensitivity.parquet'}[/], samples.parquet, sensitivity.png")
+
+
+@app.command()
 def report(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")]) -> None:
     """Markdown report with plots (GMV by channel, cascade sizes, fraud, survival, scenario deltas)."""
     from .report import write_report  # noqa: PLC0415

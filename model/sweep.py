@@ -90,7 +90,7 @@ class RunSpec:
 
     index: int
     scenario: str
-    scenario_file: str
+    scenario_file: str  # "" for the built-in default
     point: int
     params: dict[str, Any]
     replicate: int
@@ -161,21 +161,28 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         points = latin_hypercube(doc["samples"])
         if len(points) * len(scenarios) * replicates > MAX_RUNS:
             raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
+    files = [(path.parent / scenario).resolve() for scenario in scenarios]
+    return build_sweep(head.get("name", path.stem), files, points, replicates, base_seed, common)
+
+
+def build_sweep(name: str, scenario_files: list[Path | None], points: list[dict[str, Any]], replicates: int,
+                base_seed: int, common: dict[str, Any]) -> Sweep:
+    """The runs of scenarios x points x replicates, every config validated now (None: the
+    built-in default scenario). Replicate k's seed is the same in every scenario and point."""
     runs = []
     names = []
-    for scenario in scenarios:
-        file = (path.parent / scenario).resolve()
-        name = load_config(file).run.name  # validates the file
-        if name in names:
-            raise ConfigError(f"sweep.scenarios: two scenarios are named {name!r}; give each its own run.name")
-        names.append(name)
+    for file in scenario_files:
+        scenario = load_config(file).run.name  # validates the file
+        if scenario in names:
+            raise ConfigError(f"sweep.scenarios: two scenarios are named {scenario!r}; give each its own run.name")
+        names.append(scenario)
         for p, params in enumerate(points):
             config = load_config(file, {**common, **params})  # every run's config is valid, or nothing starts
             for k in range(replicates):
                 seed = replicate_seed(base_seed, k)
                 digest = config_digest(config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})}))
-                runs.append(RunSpec(len(runs), name, str(file), p, params, k, seed, digest))
-    return Sweep(name=head.get("name", path.stem), runs=tuple(runs), common=common)
+                runs.append(RunSpec(len(runs), scenario, str(file) if file else "", p, params, k, seed, digest))
+    return Sweep(name=name, runs=tuple(runs), common=common)
 
 
 def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -240,7 +247,7 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
     if run_state(spec, out_path) != "complete":
         _remove_run(spec, out_path)  # a damaged or half-moved earlier attempt: made again
     try:
-        config = load_config(spec.scenario_file, spec.overrides(common), seed=spec.seed)
+        config = load_config(spec.scenario_file or None, spec.overrides(common), seed=spec.seed)
         result = run_scenario(config, run_dir)
         _move_into_datasets(spec, out_path)
         record = _record(spec, out_path, status="complete", gmv=result.summary["gmv_cny"])
