@@ -255,7 +255,7 @@ def _forest(effects: pl.DataFrame, tables: SweepTables, out: Path) -> str:
         axis.set_xlabel("change vs baseline (%)")
     for row in axes:
         row[0].set_yticks(np.arange(len(labels))[::-1], labels)
-    fig.subplots_adjust(hspace=0.6)
+    fig.subplots_adjust(hspace=0.35)
     return _save(fig, out / "effects.png")
 
 
