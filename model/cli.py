@@ -395,6 +395,10 @@ def print_validation(table: Any, title: str) -> None:
         where = f"{scenario_table['scenario'][0]}/{scenario_table['point'][0]}: " if "scenario" in table.columns else ""
         out_console.print(f"{where}{hit} of {measured} measured targets within tolerance "
                           f"({hit / max(measured, 1):.0%}); {measured} of {total} targets measured")
+        plausible = scenario_table.filter((scenario_table["kind"] == "plausibility") & scenario_table["within"].is_not_null())
+        if plausible.height:
+            out_console.print(f"{where}{int(plausible['within'].sum())} of {plausible.height} untargeted outputs "
+                              f"within their plausibility bounds")
 
 
 @app.command()

@@ -442,6 +442,10 @@ SUMMARY: tuple[Column, ...] = tuple(
     + col(S, "false_positives", "int64", "payments", Total("n_false_positives"), "legitimate payments intercepted")
     + col(S, "exits", "int64", "merchants", Total("n_exits"), "merchants that gave up")
     + col(S, "removed", "int64", "merchants", Total("n_removed"), "merchants removed by governance")
+    + col(S, "exit_rate_per_year", "float64", "share",
+          Derived(lambda t, m: ratio(t.sums["n_exits"] * TICKS_PER_YEAR / t.n_ticks, m.merchants.n),
+                  "exits a year (the run's rate) over merchants", ("n_exits",)),
+          "share of the merchants that give up in a year, at the run's rate", nullable=True)
     + col(S, "mesa_share_of_tick_time", "float64", "share",
           Derived(lambda t, m: m.plan.share_of_time("mesa"), "Mesa steps' share of the ticks' wall time"),
           "share of tick time spent in Mesa agents' decisions (wall clock)", nullable=True)

@@ -37,7 +37,7 @@ from .recorder import RunDirectoryError, read_manifest, table_path
 #: the code's constants a target can read as an input
 CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURRENCIES": len(CURRENCIES),
              "CROSS_BORDER_LAG": int(SETTLEMENT_LAG[2]), "ONBOARDING_TICKS": ONBOARDING_TICKS}
-KINDS = ("target", "input", "not_modelled")
+KINDS = ("target", "input", "not_modelled", "plausibility")
 COLUMNS = ("target", "section", "kind", "figure", "expected", "low", "high", "simulated", "ci_low", "ci_high", "within")
 
 

@@ -38,6 +38,8 @@ def test_targets_file_is_complete_and_well_formed():
             assert t.measure.source in ("config", "constant") or banded, t.id
         if t.kind == "not_modelled":
             assert t.why, t.id
+        if t.kind == "plausibility":  # a bound with its source or argument
+            assert t.why and t.measure and t.low is not None and t.high is not None, t.id
 
 
 def test_every_percentage_of_the_spec_is_listed():
