@@ -61,3 +61,13 @@ def test_bad_specs_are_one_line(tmp_path, old, new, message):
 def test_the_analysis_waits_for_every_run(tmp_path):
     with pytest.raises(ConfigError, match="not complete"):
         analyze(load_screen(spec(tmp_path)), tmp_path / "empty")
+
+
+def test_sobol_indices_have_their_schema(tmp_path):
+    screen = load_screen(spec(tmp_path, method="sobol"))
+    assert len(screen.sweep.runs) == 4 * (2 + 2)  # samples x (parameters + 2), first order only
+    run_sweep(screen.sweep, tmp_path / "out")
+    indices = analyze(screen, tmp_path / "out")
+    assert set(indices.columns) == {"parameter", "outcome", "S1", "S1_conf", "ST", "ST_conf"}
+    st = {r["parameter"]: r["ST"] for r in indices.filter(pl.col("outcome") == "gmv_cny").iter_rows(named=True)}
+    assert st["governance.human_review_minutes"] == 0 and st["cascade.p_buy_friend"] > 0
