@@ -279,6 +279,28 @@ def bench_risk_cmd(
     out_console.print(f"written: [bold]{path}[/]")
 
 
+def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index: Optional[int], resume: bool,
+                       scheduler: Optional[str], label: str) -> tuple[list[dict[str, Any]], int]:
+    """Check everything a sweep's runs need before showing anything, then run them under a
+    progress bar; returns their records and how many were complete before."""
+    from .sweep import check_task_index, check_unchanged, is_complete, run_sweep  # noqa: PLC0415
+
+    if out is None:
+        raise ConfigError("--out DIR is needed (the directory the runs go to)")
+    if (out / "runs.parquet").exists() and not resume and task_index is None:
+        raise ConfigError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
+    check_task_index(sweep, task_index)  # before anything is shown or created
+    check_unchanged(sweep, out)  # a changed sweep file is refused at once
+    already = 0 if task_index is not None else sum(is_complete(r, out) for r in sweep.runs)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        task = progress.add_task(label, total=1 if task_index is not None else len(sweep.runs))
+        progress.update(task, completed=already)
+        results = run_sweep(sweep, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
+                            scheduler=scheduler)
+    return results, already
+
+
 @app.command()
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep TOML file")],
@@ -291,7 +313,7 @@ def sweep(
     set_: SetOpt = None,
 ) -> None:
     """Run scenarios x parameter grid x replicate seeds; writes OUT/runs.parquet and one run directory per run."""
-    from .sweep import load_sweep, run_sweep  # noqa: PLC0415
+    from .sweep import load_sweep  # noqa: PLC0415
 
     spec = load_sweep(sweep_file, set_ or ())
     if list_runs:
@@ -302,21 +324,7 @@ def sweep(
             table.add_row(str(r.index), r.scenario, str(r.point), json.dumps(r.params), str(r.replicate), str(r.seed))
         out_console.print(table)
         return
-    if out is None:
-        raise ConfigError("weishang sweep needs --out DIR (the sweep directory)")
-    if (out / "runs.parquet").exists() and not resume and task_index is None:
-        raise ConfigError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
-    from .sweep import check_task_index, check_unchanged, is_complete  # noqa: PLC0415
-
-    check_task_index(spec, task_index)  # before anything is shown or created
-    check_unchanged(spec, out)  # a changed sweep file is refused at once
-    already = 0 if task_index is not None else sum(is_complete(r, out) for r in spec.runs)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress:
-        task = progress.add_task(f"sweep {spec.name}", total=1 if task_index is not None else len(spec.runs))
-        progress.update(task, completed=already)
-        results = run_sweep(spec, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
-                            scheduler=scheduler)
+    results, already = _run_with_progress(spec, out, workers, task_index, resume, scheduler, f"sweep {spec.name}")
     failed = [r for r in results if r["status"] != "complete"]
     out_console.print(f"{len(results) - len(failed)} runs completed, {len(failed)} failed, "
                       f"{already if task_index is None else 0} already complete: [bold]{out / 'runs.parquet'}[/]")
@@ -337,22 +345,9 @@ def sensitivity(
     """Global sensitivity screen (Morris, or Sobol indices) of levers and parameters on the run
     summary's outcomes; writes OUT/sensitivity.parquet, samples.parquet and sensitivity.png."""
     from .sensitivity import analyze, load_screen  # noqa: PLC0415
-    from .sweep import check_task_index, check_unchanged, is_complete, run_sweep  # noqa: PLC0415
 
     screen = load_screen(spec_file, set_ or ())
-    if out is None:
-        raise ConfigError("weishang sensitivity needs --out DIR (the screen's directory)")
-    if (out / "runs.parquet").exists() and not resume and task_index is None:
-        raise ConfigError(f"{str(out)!r} already holds a screen; pass --resume to continue it or choose another --out")
-    check_task_index(screen.sweep, task_index)
-    check_unchanged(screen.sweep, out)
-    already = sum(is_complete(r, out) for r in screen.sweep.runs) if task_index is None else 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console) as progress:
-        task = progress.add_task(f"{screen.method} screen", total=1 if task_index is not None else len(screen.sweep.runs))
-        progress.update(task, completed=already)
-        run_sweep(screen.sweep, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
-                  scheduler=scheduler)
+    _run_with_progress(screen.sweep, out, workers, task_index, resume, scheduler, f"{screen.method} screen")
     if task_index is not None:
         out_console.print(f"run {task_index} done; analyse with: weishang sensitivity {spec_file} --out {out} --resume")
         return
