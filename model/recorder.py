@@ -192,7 +192,8 @@ class RunWriter:
                     raise RunDirectoryError(f"{str(path)!r}, which the checkpoint recorded, is missing or changed: "
                                             f"the partial run is damaged; delete {str(self.tmp_dir)!r} and start again")
         for folder in (self.tmp_dir / ".parts", self.tmp_dir / "transactions"):
-            for path in folder.rglob("*.parquet") if folder.is_dir() else ():
+            # a part not recorded, or a temporary one a kill left mid-write
+            for path in [*folder.rglob("*.parquet"), *folder.rglob(".*.tmp")] if folder.is_dir() else ():
                 if str(path.relative_to(self.tmp_dir)) not in kept:
                     path.unlink()
         self.segments = {table: list(recorded) for table, recorded in segments.items()}

@@ -227,7 +227,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _record(spec: RunSpec, out: Path, **fields: Any) -> dict[str, Any]:
     return {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point, "replicate": spec.replicate,
             "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True), "run_dir": str(spec.run_dir(out)),
-            "config_digest": spec.config_digest, "error": None, "gmv": None, "seconds": None, **fields}
+            "config_digest": spec.config_digest, "error": None, "seconds": None, **fields}
 
 
 def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
@@ -248,9 +248,9 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
         _remove_run(spec, out_path)  # a damaged or half-moved earlier attempt: made again
     try:
         config = load_config(spec.scenario_file or None, spec.overrides(common), seed=spec.seed)
-        result = run_scenario(config, run_dir)
+        run_scenario(config, run_dir)
         _move_into_datasets(spec, out_path)
-        record = _record(spec, out_path, status="complete", gmv=result.summary["gmv_cny"])
+        record = _record(spec, out_path, status="complete")
     except (KeyboardInterrupt, RunInterrupted) as exc:
         record = _record(spec, out_path, status="interrupted", error=type(exc).__name__,
                          seconds=time.perf_counter() - started)
