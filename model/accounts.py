@@ -6,21 +6,30 @@ whether to give up or how to adapt. Keeping the books here, not in 20,000 Python
 keeps Mesa's share of a tick small at a million users.
 
 A day's contribution is the settled sales' margin less fees and the traffic its paid posts cost;
-its profit also pays the fixed and holding costs.
+its profit also pays the fixed and holding costs. The books also keep, for the period since the
+last adaptation, what each merchant's paid posts on each channel brought in (their orders' value
+and fees, at order time) and cost: what the channel choice
+(:mod:`weishang.model.channel_choice`) reads.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .codes import TICKS_PER_YEAR
+from ..kernels.backend import scatter_add
+from .codes import TICKS_PER_YEAR, Channel
 from .inventory import Restock
+from .payments import Orders
 from .plan import Mechanism
 from .posting import PostCounts
 from .settlement import SettlementOut
 from .state import Stateful
+from .traffic import TrafficOut
+
+N_CHANNELS = len(Channel)
 
 
 class MerchantAccounts(Stateful):
@@ -32,9 +41,13 @@ class MerchantAccounts(Stateful):
             is margin less fees and traffic cost: what the posts themselves earned.
         period_posts: (int64[M]) posts since the last adaptation.
         recent: (float64[W, M]) profit of the last W = ``exit_window`` ticks (a ring by tick).
+        channel_posts: (int64[M, 6]) paid posts since the last adaptation, by channel.
+        channel_sales, channel_fees: (int64[M, 6]) fen of those posts' orders and their fees.
+        channel_traffic: (float64[M, 6]) CNY those posts' traffic cost.
     """
 
-    STATE = ("cum_profit", "period_profit", "period_contribution", "period_posts", "recent")
+    STATE = ("cum_profit", "period_profit", "period_contribution", "period_posts", "recent",
+             "channel_posts", "channel_sales", "channel_fees", "channel_traffic")
 
     def __init__(self, n_merchants: int, exit_window: int) -> None:
         self.cum_profit = np.zeros(n_merchants, dtype=np.float64)
@@ -42,6 +55,10 @@ class MerchantAccounts(Stateful):
         self.period_contribution = np.zeros(n_merchants, dtype=np.float64)
         self.period_posts = np.zeros(n_merchants, dtype=np.int64)
         self.recent = np.zeros((exit_window, n_merchants), dtype=np.float64)
+        self.channel_posts = np.zeros((n_merchants, N_CHANNELS), dtype=np.int64)
+        self.channel_sales = np.zeros((n_merchants, N_CHANNELS), dtype=np.int64)
+        self.channel_fees = np.zeros((n_merchants, N_CHANNELS), dtype=np.int64)
+        self.channel_traffic = np.zeros((n_merchants, N_CHANNELS), dtype=np.float64)
 
     def book(self, active: np.ndarray, profit: np.ndarray, contribution: np.ndarray, n_posts: np.ndarray,
              tick: int) -> None:
@@ -65,12 +82,29 @@ class MerchantAccounts(Stateful):
         self.period_profit[merchants] = 0.0
         self.period_contribution[merchants] = 0.0
         self.period_posts[merchants] = 0
+        for books in (self.channel_posts, self.channel_sales, self.channel_fees, self.channel_traffic):
+            books[merchants] = 0
+
+    def channel_contribution(self, margin: float) -> np.ndarray:
+        """(float64[M, 6]) CNY each merchant's paid posts on each channel earned this period:
+        their orders' margin less fees, less their traffic."""
+        return (self.channel_sales * margin - self.channel_fees) / 100.0 - self.channel_traffic
 
 
 def traffic_cost_per_post(config: Any, tick: int) -> float:
     """CNY per post at ``tick``: the base cost grown at ``traffic_cost_growth`` a year."""
     mc = config.merchants
     return mc.traffic_cost_per_post * (1.0 + mc.traffic_cost_growth) ** (tick / float(TICKS_PER_YEAR))
+
+
+@dataclass(frozen=True)
+class BooksOut:
+    """The tick's costs of the merchants in business (CNY): ``traffic_cost``, ``fixed_cost``,
+    ``holding_cost``."""
+
+    traffic_cost: float
+    fixed_cost: float
+    holding_cost: float
 
 
 class Books(Mechanism):
@@ -84,9 +118,44 @@ class Books(Mechanism):
         super().__init__(model)
         self.accounts = MerchantAccounts(model.merchants.n, self.config.merchants.exit_window)
 
-    def step(self, tick: int, posting: PostCounts, settlement: SettlementOut, inventory: Restock) -> None:
-        mc = self.config.merchants
-        contribution = ((settlement.settled * mc.margin - settlement.fees) / 100.0
-                        - posting.paid * traffic_cost_per_post(self.config, tick))
+    def step(self, tick: int, posting: PostCounts, traffic: TrafficOut, payments: Orders, settlement: SettlementOut,
+             inventory: Restock) -> BooksOut:
+        mc, m = self.config.merchants, self.model.merchants.n
+        posts = traffic.posts
+        # what each paid post's reach cost, by merchant and channel
+        flat = posts.merchant[posts.paid] * N_CHANNELS + posts.channel[posts.paid]
+        weight = np.asarray(self.config.channels.traffic_cost_weights)[posts.channel[posts.paid]]
+        cost_per_post = traffic_cost_per_post(self.config, tick)
+        channel_traffic = np.bincount(flat, weights=weight * cost_per_post, minlength=m * N_CHANNELS)
+        channel_traffic = channel_traffic.reshape(m, N_CHANNELS)
+        traffic_cost = channel_traffic.sum(axis=1)
+        contribution = (settlement.settled * mc.margin - settlement.fees) / 100.0 - traffic_cost
         profit = contribution - mc.fixed_cost_per_tick - inventory.holding_cost
-        self.accounts.book(self.model.merchants.active, profit, contribution, posting.paid, tick)
+        active = self.model.merchants.active
+        self.accounts.book(active, profit, contribution, posting.paid, tick)
+        self.book_channels(active, flat, channel_traffic, traffic, payments)
+        return BooksOut(traffic_cost=float(traffic_cost[active].sum()),
+                        fixed_cost=float(mc.fixed_cost_per_tick * active.sum()),
+                        holding_cost=float(inventory.holding_cost[active].sum()))
+
+    def book_channels(self, active: np.ndarray, flat: np.ndarray, channel_traffic: np.ndarray, traffic: TrafficOut,
+                      payments: Orders) -> None:
+        """Book the tick's paid posts, their traffic and their orders by merchant and channel.
+
+        Orders' values and fees are summed in integer fen on the device (exact in any order, so
+        both backends agree), for orders of paid posts only: free community posts cost nothing
+        and are not the channel's paid reach."""
+        xp, m, accounts = self.xp, self.model.merchants.n, self.accounts
+        posts = traffic.on_device
+        cascade = payments.outcome.order_cascade
+        paid = self.backend.to_device(traffic.posts.paid)[cascade]
+        index = (posts.merchant[cascade] * N_CHANNELS + posts.channel[cascade].astype(xp.int64))[paid]
+        sales = xp.zeros(m * N_CHANNELS, dtype=xp.int64)
+        fees = xp.zeros(m * N_CHANNELS, dtype=xp.int64)
+        scatter_add(sales, index, payments.payments.amount[paid], xp=xp)
+        scatter_add(fees, index, payments.payments.fee[paid], xp=xp)
+        keep = active[:, None]
+        accounts.channel_posts += np.where(keep, np.bincount(flat, minlength=m * N_CHANNELS).reshape(m, -1), 0)
+        accounts.channel_traffic += np.where(keep, channel_traffic, 0.0)
+        accounts.channel_sales += np.where(keep, self.backend.to_host(sales).reshape(m, -1), 0)
+        accounts.channel_fees += np.where(keep, self.backend.to_host(fees).reshape(m, -1), 0)

@@ -3,7 +3,9 @@
 Every tick, a merchant whose last ``exit_window`` days lost money considers giving up
 (:meth:`~weishang.model.merchant.Merchant.consider_exit`); every ``adapt_every`` ticks every
 merchant adapts (:meth:`~weishang.model.merchant.Merchant.adapt`), seeing what each marketing
-style earned its peers, then its books open a new period. The draws are made here for all
+style earned its peers, moves its channel mix toward what posts earn on each channel
+(:mod:`weishang.model.channel_choice`, the same rule for all, applied as arrays), then its books
+open a new period. The draws are made here for all
 merchants at once, from counter-based streams, so no decision depends on the order Mesa steps
 the agents in.
 """
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
+from .channel_choice import ChannelMix
 from .codes import Style
 from .merchant import AdaptDraws, Merchant
 from .plan import Mechanism
@@ -33,14 +36,17 @@ class Adaptation(Mechanism):
     name = "adaptation"
     engine = "mesa"
     sections = ("merchants", "platform")
-    does = "losing merchants may exit; every `adapt_every` days each adapts budget, style and groups"
-    #: the agents' own memory (everything else they know is in the merchants' table)
-    STATE = ("memory",)
+    does = "losing merchants may exit; every `adapt_every` days each adapts budget, style, channel mix and groups"
+    #: the agents' own memory (everything else they know is in the merchants' table), and every
+    #: merchant's channel mix
+    STATE = ("memory", "channels")
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.agents: list[Merchant] = list(Merchant.create_agents(model, model.merchants.n,
                                                                    index=list(range(model.merchants.n))))
+        self.channels = ChannelMix(model.merchants.n, self.config.population.n_categories,
+                                   self.config.channels.channel_shares(), self.config.channels.reference_payoffs)
 
     @property
     def memory(self) -> list[tuple[Any, ...]]:
@@ -87,5 +93,8 @@ class Adaptation(Mechanism):
         splitting = np.fromiter((agent.adapt(payoff, oversized, draws, books) for agent in self.agents),
                                 dtype=bool, count=m)
         split = parts.split(splitting & active)
+        mc = self.config.merchants
+        self.channels.adapt(active, merchants.category, books.channel_posts, books.channel_contribution(mc.margin),
+                            response=mc.channel_response, imitation=mc.channel_imitation, rate=mc.channel_adapt_rate)
         books.close_period(active)
         return split

@@ -16,6 +16,7 @@ import numpy as np
 from ..kernels.backend import scatter_add
 from .codes import PaymentScenario
 from .diagnostics import Diagnostics
+from .inventory import Restock
 from .payments import Orders
 from .plan import Mechanism
 from .risk_engine import Screening
@@ -84,7 +85,7 @@ class Aggregation(Mechanism):
         self.diagnostics = Diagnostics(model.merchants.n)
         self.analytics = AnalyticsWindows(model.merchants.n, self.config.run.n_ticks)
 
-    def step(self, tick: int, traffic: TrafficOut, payments: Orders, risk: Screening) -> TickAggregates:
+    def step(self, tick: int, traffic: TrafficOut, payments: Orders, risk: Screening, inventory: Restock) -> TickAggregates:
         xp, host, out, pay = self.xp, self.backend.to_host, payments.outcome, payments.payments
         merchants = self.model.merchants
         n = merchants.n
@@ -108,5 +109,5 @@ class Aggregation(Mechanism):
                              agg.gmv_per_merchant_fen)
         # after restocking: what sits on the shelf overnight
         self.analytics.add(tick, merchants.ti_analytics, merchants.active, agg.gmv_per_merchant_fen,
-                           payments.units_sold, self.model.inventory.stock.units)
+                           inventory.from_shelf, self.model.inventory.stock.units)
         return agg

@@ -304,8 +304,16 @@ TICKS: tuple[Column, ...] = tuple(
     + col(T, "traffic_cost_per_post", "float64", "CNY", "mean", "what one post's traffic costs today")
     + col(T, "mean_post_rate", "float64", "posts", "mean",
           "mean paid posts per tick budgeted by the merchants in business; null when none is", nullable=True)
+    + family(T, "effort_{x}", CHANNEL, "float64", "share", "last",
+             "mean share of their paid posts the merchants in business put on {what} (their channel mix); null when "
+             "none is", nullable=True)
+    + col(T, "cost_traffic", "float64", "CNY", "sum", "what the paid posts' traffic cost the merchants in business")
+    + col(T, "cost_fixed", "float64", "CNY", "sum", "fixed costs of the merchants in business")
+    + col(T, "cost_holding", "float64", "CNY", "sum", "their cost of holding stock")
     + family(T, "n_style_{x}", STYLE, "int64", "merchants", "last", "merchants in business whose style is {what}")
     + col(T, "units_sold", "int64", "units", "sum", "units sold")
+    + col(T, "units_from_shelf", "int64", "units", "sum",
+          "of those, units off the merchants' own shelves (the rest their suppliers shipped)")
     + col(T, "units_lost", "int64", "units", "sum", "units demanded beyond stock (lost sales)")
     + col(T, "stock_units", "int64", "units", "last", "units on the merchants' shelves overnight")
     + col(T, "customers", "int64", "pairs", "last", "(merchant, buyer) pairs with a completed order so far")
@@ -476,8 +484,8 @@ SUMMARY: tuple[Column, ...] = tuple(
           Ratio("units_lost", Derived(lambda t, m: t.sums["units_sold"] + t.sums["units_lost"], "units demanded",
                                       ("units_sold", "units_lost"))),
           "units demanded beyond stock over units demanded", nullable=True)
-    + col(S, "inventory_turnover", "float64", "ratio", Ratio("units_sold", "stock_units"),
-          "units sold per unit of stock held a tick", nullable=True)
+    + col(S, "inventory_turnover", "float64", "ratio", Ratio("units_from_shelf", "stock_units"),
+          "units sold off the shelf per unit of stock held a tick", nullable=True)
     + family(S, "share_{x}_style_at_end", {"content": "content", "inducement": "inducement"}, "float64", "share",
              lambda x: Ratio(Final(f"n_style_{x}"), Final("n_active_merchants")),
              "share of merchants in business whose style is {what}, at the end", nullable=True))

@@ -75,8 +75,11 @@ class MerchantsConfig(_Section):
                                 description="median unit price (CNY); micro-commerce sells everyday goods, not cars")
     price_sigma: float = Field(0.5, ge=0, le=3, description="log-normal spread of merchants' unit prices")
     margin: float = Field(0.35, ge=0, le=1, description="gross margin on revenue")
-    traffic_cost_per_post: float = Field(10.95, ge=0, le=1e5, description="cost of one post's traffic (CNY)")
-    fixed_cost_per_tick: float = Field(22.49, ge=0, le=1e6, description="fixed cost per day (CNY)")
+    traffic_cost_per_post: float = Field(
+        900.0, ge=0, le=1e5,
+        description="what a paid post's reach costs (CNY): paid promotion, the price of traffic (times the channel's "
+                    "channels.traffic_cost_weights entry)")
+    fixed_cost_per_tick: float = Field(10.0, ge=0, le=1e6, description="fixed cost per day (CNY)")
     exit_window: int = Field(38, ge=1, le=10_000,
                              description="a merchant whose profit over this many ticks is negative may exit")
     exit_hazard: float = Field(0.005221, ge=0, le=1,
@@ -107,6 +110,18 @@ class MerchantsConfig(_Section):
     budget_step: float = Field(0.1, ge=0, le=1,
                                description="relative step of a merchant's post rate at each adaptation (hill climbing "
                                            "on profit)")
+    channel_response: float = Field(
+        1.0, ge=0, le=20,
+        description="channel choice: how strongly a merchant's target channel mix follows the payoffs it sees (0: keeps "
+                    "the habitual mix of the channel shares)")
+    channel_imitation: float = Field(
+        3.0, ge=0, le=1e4,
+        description="channel choice: a merchant weighs what its category's peers earn per post on a channel as much as "
+                    "this many of its own posts there")
+    channel_adapt_rate: float = Field(
+        0.2, ge=0, le=1,
+        description="channel choice inertia: the share of the way a merchant moves its mix toward its target at each "
+                    "adaptation")
     post_rate_max: float = Field(4.0, ge=0, le=16, description="highest post rate budget growth can reach")
     post_fatigue: float = Field(
         0.7, ge=0, le=5,
@@ -118,8 +133,20 @@ class MerchantsConfig(_Section):
     forecast_sigma: float = Field(0.6, ge=0, le=5,
                                   description="log-normal error of a forecast made without an ERP or analytics")
     safety_z: float = Field(1.0, ge=0, le=5,
-                            description="safety stock: the order-up-to level is forecast x cover x exp(safety_z x sigma)")
-    initial_demand: float = Field(1.805, ge=0, le=1e6, description="units a day a new merchant expects to sell")
+                            description="safety stock: the order-up-to level is the forecast demand of the cover "
+                                        "period x exp(safety_z x sigma)")
+    initial_demand: float = Field(1.805, ge=0, le=1e6,
+                                  description="units a day a new merchant expects to sell between its posts")
+    supplier_resupply: float = Field(
+        3.0, ge=0, le=1000,
+        description="units the merchant's supplier ships the same day (drop shipping) beyond its shelf, as a multiple "
+                    "of its order-up-to level; demand beyond both is lost")
+    p_wait_backorder: float = Field(
+        0.6, ge=0, le=1,
+        description="a buyer whose order cannot ship today waits for the next shipment (presale) and pays now; "
+                    "otherwise the sale is lost")
+    initial_post_demand: float = Field(20.0, ge=0, le=1e6,
+                                       description="units a new merchant expects one post (a campaign) to sell")
     holding_cost: float = Field(0.0005916, ge=0, le=1, description="cost per tick of holding stock, share of its cost value")
 
     @model_validator(mode="after")
@@ -201,6 +228,14 @@ class ChannelsConfig(_Section):
     max_quantity: int = Field(1, ge=1, le=100, description="most units in an order from a post")
     mall_max_quantity: int = Field(2, ge=1, le=100,
                                    description="most units in an order from the mall, whose catalogue invites baskets")
+    reference_payoffs: list[Annotated[float, Field(ge=-3, le=3)]] = Field(
+        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], min_length=6, max_length=6,
+        description="each channel's payoff per paid post relative to the mean, at the calibrated default: what the "
+                    "habitual mix (share_*) was formed under (measured by experiments/channel_reference.py)")
+    traffic_cost_weights: list[Annotated[float, Field(ge=0, le=100)]] = Field(
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], min_length=6, max_length=6,
+        description="what a paid post costs on each channel, as a multiple of merchants.traffic_cost_per_post (moments, "
+                    "official_account, search, groups, live_stream, external_link)")
 
     @model_validator(mode="after")
     def _shares(self) -> "ChannelsConfig":
@@ -379,15 +414,15 @@ class GovernanceConfig(_Section):
 class PlatformConfig(_Section):
     """The platform's traffic rules (SPEC sections 2, 4, 8)."""
 
-    external_link_steps: list[Annotated[int, Field(ge=0, le=100_000)]] = Field(
-        [2, 5], max_length=10,
-        description="external-link posts by a merchant in the trailing window (external_link_window_ticks) at which "
-                    "its next link is down-weighted a step")
+    external_link_share_steps: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        [0.2, 0.5], max_length=10,
+        description="shares of a merchant's paid posts in the trailing window (external_link_window_ticks, today's "
+                    "included) that link out of WeChat, at which its external links are down-weighted a step")
     external_link_window_ticks: int = Field(
-        7, ge=1, le=365, description="ticks of a merchant's past external links the down-weighting counts")
+        30, ge=1, le=365, description="ticks of a merchant's past posts the external-link down-weighting counts")
     external_link_weights: list[float] = Field(
         [1.0, 0.5, 0.2], min_length=1, max_length=11,
-        description="reach multiplier of an external link below the first step, between steps, and past the last")
+        description="reach multiplier of an external link below the first step, between steps, and from the last on")
     induced_sharing_ban: bool = Field(True, description="ban induced sharing (e.g. template-message abuse)")
     inducement_penalty: float = Field(0.8, ge=0, le=1,
                                       description="under the ban, the share of an inducement post's onward reach removed")
@@ -400,10 +435,11 @@ class PlatformConfig(_Section):
 
     @model_validator(mode="after")
     def _steps(self) -> "PlatformConfig":
-        if len(self.external_link_weights) != len(self.external_link_steps) + 1:
-            raise ValueError("external_link_weights needs one more entry than external_link_steps")
-        if any(b <= a for a, b in zip(self.external_link_steps, self.external_link_steps[1:])):
-            raise ValueError("external_link_steps must increase")
+        steps = self.external_link_share_steps
+        if len(self.external_link_weights) != len(steps) + 1:
+            raise ValueError("external_link_weights needs one more entry than external_link_share_steps")
+        if any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("external_link_share_steps must increase")
         if any(not 0 <= w <= 1 for w in self.external_link_weights):
             raise ValueError("external_link_weights must lie in [0, 1]")
         return self

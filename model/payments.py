@@ -1,8 +1,10 @@
 """Orders become payments (SPEC section 3): stock fills them, then each is paid officially or
 off-platform, in a payment scenario, with the transaction component's fee.
 
-Stock fills the cascade's orders first come first served (:func:`weishang.model.inventory.fill_orders`);
-the rest are lost sales. Official payments go through QR code (T+0), mini-program (T+1) or
+Stock (the shelf and the supplier's same-day shipments) fills the cascade's orders first come
+first served (:func:`weishang.model.inventory.fill_orders`); a buyer whose order cannot ship today
+waits for the next shipment with ``merchants.p_wait_backorder`` (presale, common in
+micro-commerce) and pays now; the rest are lost sales. Official payments go through QR code (T+0), mini-program (T+1) or
 cross-border (T+3) in the configured mix. Off-platform payments (orders from external links,
 and private transfers) settle at once and escape risk control; the official share of value
 (SPEC: 92.3%) comes out of those two.
@@ -124,15 +126,19 @@ class Payments(Mechanism):
         merchants, posts = self.model.merchants, traffic.on_device
         out = cascade
         merchant = posts.merchant[out.order_cascade]
-        filled = fill_orders(merchant, out.order_quantity, dev(self.model.inventory.stock.units), xp=xp)
+        filled = fill_orders(merchant, out.order_quantity, dev(self.model.inventory.stock.available()), xp=xp)
+        order_key = posts.key[out.order_cascade] * self.model.population.n_users + out.order_buyer
+        # presale: a buyer whose order cannot ship today may wait for the next shipment (and pays now)
+        filled |= rng.bernoulli(rng.stream_key(self.config.run.seed, "payments.backorder_wait", tick), order_key,
+                                self.config.merchants.p_wait_backorder, xp=xp)
         sold, lost = xp.zeros(merchants.n, dtype=xp.int64), xp.zeros(merchants.n, dtype=xp.int64)
         scatter_add(sold, merchant[filled], out.order_quantity[filled], xp=xp)
         scatter_add(lost, merchant[~filled], out.order_quantity[~filled], xp=xp)
+        key = order_key
         if not bool(filled.all()):
             out = keep_orders(out, filled, xp=xp)
-            merchant = merchant[filled]
+            merchant, key = merchant[filled], order_key[filled]
         amount = self.price_fen[merchant] * out.order_quantity
-        key = posts.key[out.order_cascade] * self.model.population.n_users + out.order_buyer
         outside = posts.channel[out.order_cascade] == int(Channel.EXTERNAL_LINK)
         payments = make_payments(key, merchant, amount, self.uses_component, self.config.payments,
                                  self.config.run.seed, tick, xp=xp, off_platform=outside)

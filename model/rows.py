@@ -90,6 +90,7 @@ def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
     settlement, governance, review = record.settlement, record.governance, record.governance.review
     ledger, parts = model.community.ledger, model.community.parts
     members, others = ledger.pairs[1], ledger.pairs[0]
+    mix = model.adaptation.channels.mix
     row.update({
         "n_orders": int(buy_total.sum()), "gmv": gmv_fen.sum() / 100.0,
         **{f"gmv_{s.label}": gmv_fen[s] / 100.0 for s in PaymentScenario},
@@ -105,8 +106,12 @@ def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
         "n_active_compliant": int((active & (merchants.compliance == Compliance.COMPLIANT)).sum()),
         "traffic_cost_per_post": traffic_cost_per_post(model.config, record.tick),
         "mean_post_rate": float(merchants.post_rate[active].mean()) if active.any() else None,
+        **{f"effort_{c.label}": float(mix[active, c].mean()) if active.any() else None for c in Channel},
+        "cost_traffic": record.books.traffic_cost, "cost_fixed": record.books.fixed_cost,
+        "cost_holding": record.books.holding_cost,
         **{f"n_style_{s.label}": int((active & (merchants.style == s)).sum()) for s in Style},
         "units_sold": int(record.payments.units_sold.sum()), "units_lost": int(record.payments.units_lost.sum()),
+        "units_from_shelf": int(record.inventory.from_shelf.sum()),
         "stock_units": int(model.inventory.stock.units.sum()), "customers": int(ledger.pairs.sum()),
         "repurchase_rate_members": ratio(ledger.repeat_pairs[1], members),
         "repurchase_rate_others": ratio(ledger.repeat_pairs[0], others),

@@ -21,11 +21,14 @@ Channels modelled so far:
   better while watching (``channels.live_conversion_boost``); its level-3 (live fission)
   reaches strangers like any other post's.
 * ``external_link``: a Moments post linking out to another platform; its reach is down-weighted
-  step by step as the merchant posts more of them (``platform.external_link_steps`` and
-  ``external_link_weights``), and its orders are paid outside WeChat.
+  step by step as links make up more of the merchant's recent paid posts
+  (``platform.external_link_share_steps`` and ``external_link_weights``, over
+  ``external_link_window_ticks``), and its orders are paid outside WeChat.
 
 Social channels are allocated first: a merchant's friends and groups see its posts before any
-public traffic does. A merchant with deep analytics targets the pushes of its friend channels
+public traffic does. Which channel each paid post goes to is drawn from the merchant's own
+channel mix (:mod:`weishang.model.channel_choice`), which follows what posts earn under the
+platform's rules. A merchant with deep analytics targets the pushes of its friend channels
 and its groups (:func:`weishang.model.tools.target_exposures`). Video-account commerce is not yet modelled.
 """
 
@@ -62,6 +65,7 @@ class TickPosts:
         channel: (int8[C]) index into :data:`CHANNELS`.
         group: (int64[C]) group part posted to (see :class:`weishang.model.community.GroupParts`), -1 for
             other channels.
+        paid: (bool[C]) a paid post (its traffic is bought), not a free community post.
     """
 
     key: np.ndarray
@@ -69,6 +73,7 @@ class TickPosts:
     origin: np.ndarray
     channel: np.ndarray
     group: np.ndarray
+    paid: np.ndarray
 
     @property
     def n(self) -> int:
@@ -124,7 +129,7 @@ class TrafficOut:
 
 
 def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.ndarray,
-               group_count: np.ndarray, channel_shares: tuple[float, ...],
+               group_count: np.ndarray, channel_mix: np.ndarray | tuple[float, ...],
                seed: int, tick: int, live: np.ndarray | None = None,
                n_group_posts: np.ndarray | None = None) -> TickPosts:
     """Lay out the tick's posts and pick each post's channel.
@@ -138,8 +143,9 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
         merchant_uid: (int64[M]) merchants' accounts.
         group_start, group_count: (int64[M]) each merchant's group parts are
             ``group_start[m] .. group_start[m] + group_count[m] - 1``.
-        channel_shares: shares of posts by channel, in :data:`CHANNELS` order; a post drawn for
-            groups by a merchant without a group goes to Moments.
+        channel_mix: (float64[M, 6]) each merchant's shares of paid posts by channel, in
+            :data:`CHANNELS` order, or one row of shares for all; a post drawn for groups by a
+            merchant without a group goes to Moments.
         live: (bool[M]) merchants that live-stream (all when omitted); a live post drawn by a
             merchant that does not goes to Moments.
     """
@@ -149,15 +155,20 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
     slot = concat_ranges(np.zeros_like(total), total, xp=np)  # 0, 1, ... within each merchant
     key = merchant * MAX_POSTS_PER_TICK + slot
     u = rng.uniform(rng.stream_key(seed, "traffic.channel", tick), key)
-    channel = np.minimum(np.searchsorted(np.cumsum(channel_shares), u, side="right"), len(CHANNELS) - 1)
-    channel[slot >= n_posts[merchant]] = GROUPS
+    mix = np.asarray(channel_mix, dtype=np.float64)
+    cumulative = np.cumsum(mix, axis=-1)
+    cumulative = cumulative[merchant] if mix.ndim == 2 else cumulative[None, :]
+    # the channel whose cumulative share first exceeds the draw (searchsorted, side="right", per row)
+    channel = np.minimum((cumulative <= u[:, None]).sum(axis=1), len(CHANNELS) - 1)
+    paid = slot < n_posts[merchant]
+    channel[~paid] = GROUPS
     channel[(channel == GROUPS) & (group_count[merchant] == 0)] = MOMENTS
     if live is not None:
         channel[(channel == LIVE_STREAM) & ~live[merchant]] = MOMENTS
     which = rng.integers(rng.stream_key(seed, "traffic.group", tick), key, np.maximum(group_count[merchant], 1))
     group = np.where(channel == GROUPS, group_start[merchant] + which, -1)
     return TickPosts(key=key, merchant=merchant, origin=merchant_uid[merchant],
-                     channel=channel.astype(np.int8), group=group)
+                     channel=channel.astype(np.int8), group=group, paid=paid)
 
 
 def expose_searchers(origin: Any, category_bit: Any, n_candidates: Any, city: Any, city_start: Any,
@@ -242,36 +253,46 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
     return Exposures(xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts]))
 
 
-def external_link_weight(recent_links: np.ndarray, steps: list[int], weights: list[float]) -> np.ndarray:
-    """(float64[M]) reach weight of a merchant's next external link, stepped by its recent count.
+def external_link_weight(link_share: np.ndarray, steps: list[float], weights: list[float]) -> np.ndarray:
+    """(float64[M]) reach weight of a merchant's external links, stepped by the share of its
+    recent paid posts that link out of WeChat.
 
     Args:
-        recent_links: (int64[M]) external-link posts by each merchant in the trailing window.
-        steps: counts at which the weight steps down (increasing).
-        weights: one more weight than steps: below the first step, between steps, past the last.
+        link_share: (float64[M]) external links over paid posts in the trailing window (today's
+            included); 0 for a merchant without paid posts.
+        steps: shares at which the weight steps down (increasing); a share at a step is past it.
+        weights: one more weight than steps: below the first step, between steps, from the last on.
     """
-    return np.asarray(weights, dtype=np.float64)[np.searchsorted(np.asarray(steps), recent_links, side="right")]
+    return np.asarray(weights, dtype=np.float64)[np.searchsorted(np.asarray(steps), link_share, side="right")]
 
 
 class Traffic(Mechanism):
     """The platform allocates traffic: lays out the tick's posts, picks their channels, weighs
     their reach, and draws their level-1 viewers.
 
-    State: each merchant's external-link posts in the trailing window (``recent_links``), for the
-    stepwise down-weighting.
+    State: each merchant's paid posts and external-link posts in each of the trailing window's
+    ticks (``recent_posts``, ``recent_links``), for the stepwise down-weighting.
+
+    Why a share and not a count: a merchant posts about once a month at the calibrated budget, so
+    a count of links in a week never reaches a step, and the rule would bind nowhere; the share
+    of its paid posts that send buyers out of WeChat is what the platform wants to keep low, and it
+    binds at any post rate.
     """
 
     name = "traffic"
     engine = "arrays"
     sections = ("channels", "cascade", "platform", "tools", "community")
     does = "posts go to six channels, social first; level-1 viewers drawn per channel (group reads and pushes, analytics targeting)"
-    STATE = ("recent_links",)
+    STATE = ("recent_posts", "recent_links")
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         m = model.merchants.n
-        #: (int64[W, M]) external-link posts per merchant in each of the last W ticks (a ring)
-        self.recent_links = np.zeros((self.config.platform.external_link_window_ticks, m), dtype=np.int64)
+        window = self.config.platform.external_link_window_ticks
+        #: (int16[W, M]) paid posts, and external-link posts, per merchant in each of the last W
+        #: ticks (rings by tick; at most MAX_POSTS_PER_TICK a tick)
+        self.recent_posts = np.zeros((window, m), dtype=np.int16)
+        self.recent_links = np.zeros((window, m), dtype=np.int16)
         self.appeal = PostAppeal(self.config, model.merchants, model.population, model.backend)
         mc, ch = self.config.merchants, self.config.channels
         # search ranks cheaper offers higher: more searchers see a cheaper merchant's listing
@@ -284,13 +305,18 @@ class Traffic(Mechanism):
         cfg, seed, merchants = self.config, self.config.run.seed, self.model.merchants
         ch, plat = cfg.channels, cfg.platform
         parts = self.model.community.parts
-        posts = plan_posts(posting.paid, merchants.uid, parts.part_start, parts.part_count, ch.channel_shares(),
-                           seed, tick, live=merchants.live, n_group_posts=posting.community)
-        # stepwise down-weighting: a merchant's links this tick are weighted by its trailing count
-        link_weight = external_link_weight(self.recent_links.sum(axis=0), plat.external_link_steps,
+        posts = plan_posts(posting.paid, merchants.uid, parts.part_start, parts.part_count,
+                           self.model.adaptation.channels.mix, seed, tick, live=merchants.live,
+                           n_group_posts=posting.community)
+        # stepwise down-weighting by the share of the merchant's recent paid posts (today's
+        # included) that link out of WeChat
+        ring = tick % self.recent_links.shape[0]
+        self.recent_posts[ring] = posting.paid
+        self.recent_links[ring] = np.bincount(posts.merchant[posts.channel == EXTERNAL_LINK], minlength=merchants.n)
+        paid_posts = self.recent_posts.sum(axis=0, dtype=np.int64)
+        link_share = self.recent_links.sum(axis=0, dtype=np.int64) / np.maximum(paid_posts, 1)
+        link_weight = external_link_weight(link_share, plat.external_link_share_steps,
                                            plat.external_link_weights)[posts.merchant]
-        self.recent_links[tick % self.recent_links.shape[0]] = np.bincount(
-            posts.merchant[posts.channel == EXTERNAL_LINK], minlength=merchants.n)
         fatigue = self.appeal.fatigue()[posts.merchant]
         reach_weight = np.where(posts.channel == EXTERNAL_LINK, link_weight, 1.0) * fatigue
         expected = ch.search_candidates * self.search_rank[posts.merchant] * fatigue
