@@ -20,7 +20,8 @@ from weishang.model.effects import t_interval
 #: outcome column of runs.parquet -> (label, a share: its change in points, not percent)
 OUTCOMES = {"gmv": ("GMV", False), "official_share_of_value": ("official share", True),
             "gmv_external_link": ("external-link GMV", False), "gmv_groups": ("group GMV", False),
-            "gmv_live_stream": ("live GMV", False), "exits": ("exits", False), "removed": ("removed", False),
+            "gmv_live_stream": ("live GMV", False), "profit": ("profit", False), "exits": ("exits", False),
+            "removed": ("removed", False), "report_response_minutes": ("report response", False),
             "compliant_survival_per_year": ("compliant survival", True),
             "fraud_intercepted": ("fraud caught", False), "false_positives": ("false positives", False)}
 

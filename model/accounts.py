@@ -99,9 +99,10 @@ def traffic_cost_per_post(config: Any, tick: int) -> float:
 
 @dataclass(frozen=True)
 class BooksOut:
-    """The tick's costs of the merchants in business (CNY): ``traffic_cost``, ``fixed_cost``,
-    ``holding_cost``."""
+    """The tick's profit and costs of the merchants in business (CNY): ``profit``,
+    ``traffic_cost``, ``fixed_cost``, ``holding_cost``."""
 
+    profit: float
     traffic_cost: float
     fixed_cost: float
     holding_cost: float
@@ -134,7 +135,7 @@ class Books(Mechanism):
         active = self.model.merchants.active
         self.accounts.book(active, profit, contribution, posting.paid, tick)
         self.book_channels(active, flat, channel_traffic, traffic, payments)
-        return BooksOut(traffic_cost=float(traffic_cost[active].sum()),
+        return BooksOut(profit=float(profit[active].sum()), traffic_cost=float(traffic_cost[active].sum()),
                         fixed_cost=float(mc.fixed_cost_per_tick * active.sum()),
                         holding_cost=float(inventory.holding_cost[active].sum()))
 

@@ -310,6 +310,8 @@ TICKS: tuple[Column, ...] = tuple(
     + col(T, "cost_traffic", "float64", "CNY", "sum", "what the paid posts' traffic cost the merchants in business")
     + col(T, "cost_fixed", "float64", "CNY", "sum", "fixed costs of the merchants in business")
     + col(T, "cost_holding", "float64", "CNY", "sum", "their cost of holding stock")
+    + col(T, "profit", "float64", "CNY", "sum", "profit of the merchants in business today: settled margin less fees, "
+                                                "traffic, fixed and holding costs")
     + family(T, "n_style_{x}", STYLE, "int64", "merchants", "last", "merchants in business whose style is {what}")
     + col(T, "units_sold", "int64", "units", "sum", "units sold")
     + col(T, "units_from_shelf", "int64", "units", "sum",
@@ -449,6 +451,9 @@ SUMMARY: tuple[Column, ...] = tuple(
                   ("n_fraud", "n_fraud_intercepted")), "fraudulent payments that went through")
     + col(S, "false_positives", "int64", "payments", Total("n_false_positives"), "legitimate payments intercepted")
     + col(S, "exits", "int64", "merchants", Total("n_exits"), "merchants that gave up")
+    + col(S, "merchant_profit_cny", "float64", "CNY", Total("profit", 2), "the merchants' profit over the run")
+    + col(S, "traffic_share_of_revenue", "float64", "share", Ratio("cost_traffic", "settled"),
+          "traffic cost over settled sales: what reach costs the merchants", nullable=True)
     + col(S, "removed", "int64", "merchants", Total("n_removed"), "merchants removed by governance")
     + col(S, "exit_rate_per_year", "float64", "share",
           Derived(lambda t, m: ratio(t.sums["n_exits"] * TICKS_PER_YEAR / t.n_ticks, m.merchants.n),

@@ -79,10 +79,10 @@ class MerchantsConfig(_Section):
         900.0, ge=0, le=1e5,
         description="what a paid post's reach costs (CNY): paid promotion, the price of traffic (times the channel's "
                     "channels.traffic_cost_weights entry)")
-    fixed_cost_per_tick: float = Field(10.0, ge=0, le=1e6, description="fixed cost per day (CNY)")
+    fixed_cost_per_tick: float = Field(3.22136, ge=0, le=1e6, description="fixed cost per day (CNY)")
     exit_window: int = Field(38, ge=1, le=10_000,
                              description="a merchant whose profit over this many ticks is negative may exit")
-    exit_hazard: float = Field(0.005221, ge=0, le=1,
+    exit_hazard: float = Field(0.0016, ge=0, le=1,
                                description="daily chance that a merchant whose window profit is negative gives up")
     share_transaction_component: float = Field(
         0.4, ge=0, le=1, description="share of merchants using the transaction component")
@@ -127,18 +127,18 @@ class MerchantsConfig(_Section):
         0.7, ge=0, le=5,
         description="friends fold and mute heavy posters: above the default post_rate, each post's level-1 reach "
                     "scales with (post_rate / rate) ** this")
-    stock_cover_ticks: float = Field(7.0, gt=0, le=365,
+    stock_cover_ticks: float = Field(5.0, gt=0, le=365,
                                      description="ticks of forecast demand a merchant restocks to cover")
     forecast_alpha: float = Field(0.2, gt=0, le=1, description="smoothing of a merchant's demand forecast (EWMA)")
     forecast_sigma: float = Field(0.6, ge=0, le=5,
                                   description="log-normal error of a forecast made without an ERP or analytics")
-    safety_z: float = Field(1.0, ge=0, le=5,
+    safety_z: float = Field(0.662777, ge=0, le=5,
                             description="safety stock: the order-up-to level is the forecast demand of the cover "
                                         "period x exp(safety_z x sigma)")
     initial_demand: float = Field(1.805, ge=0, le=1e6,
                                   description="units a day a new merchant expects to sell between its posts")
     supplier_resupply: float = Field(
-        3.0, ge=0, le=1000,
+        8.0, ge=0, le=1000,
         description="units the merchant's supplier ships the same day (drop shipping) beyond its shelf, as a multiple "
                     "of its order-up-to level; demand beyond both is lost")
     p_wait_backorder: float = Field(
@@ -182,7 +182,7 @@ class ToolsConfig(_Section):
                                 description="a question left to the merchant alone goes unanswered in time (sale lost)")
     ai_resolution: float = Field(0.68, ge=0, le=1, description="share of common questions AI customer service resolves")
     erp_forecast_sigma: float = Field(0.35, ge=0, le=5, description="forecast error with an ERP")
-    analytics_forecast_sigma: float = Field(0.1493, ge=0, le=5, description="forecast error with the analytics tools")
+    analytics_forecast_sigma: float = Field(0.514944, ge=0, le=5, description="forecast error with the analytics tools")
     analytics_match_boost: float = Field(
         8.819, ge=1, le=20,
         description="deep analytics: interest-matched friends are pushed the post this many times as often")
@@ -205,10 +205,10 @@ class ChannelsConfig(_Section):
     (LBS) and interest tags to the shop, and ranks cheaper offers higher.
     """
 
-    share_moments: float = Field(0.30292, ge=0, le=1, description="share of posts to Moments (friends)")
+    share_moments: float = Field(0.211318, ge=0, le=1, description="share of posts to Moments (friends)")
     share_official_account: float = Field(0.2592, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
-    share_search: float = Field(0.2696, ge=0, le=1, description="share of posts listed in mini-program search")
+    share_search: float = Field(0.361202, ge=0, le=1, description="share of posts listed in mini-program search")
     share_groups: float = Field(0.01828, ge=0, le=1, description="share of posts to the merchant's groups")
     share_live_stream: float = Field(
         0.1, ge=0, le=1,
@@ -229,7 +229,7 @@ class ChannelsConfig(_Section):
     mall_max_quantity: int = Field(2, ge=1, le=100,
                                    description="most units in an order from the mall, whose catalogue invites baskets")
     reference_payoffs: list[Annotated[float, Field(ge=-3, le=3)]] = Field(
-        [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], min_length=6, max_length=6,
+        [1.0874, 1.3463, -1.6525, -1.3481, 0.3258, -1.1671], min_length=6, max_length=6,
         description="each channel's payoff per paid post relative to the mean, at the calibrated default: what the "
                     "habitual mix (share_*) was formed under (measured by experiments/channel_reference.py)")
     traffic_cost_weights: list[Annotated[float, Field(ge=0, le=100)]] = Field(
@@ -259,10 +259,10 @@ class CascadeConfig(_Section):
     """
 
     p_view_friend: float = Field(0.3045, ge=0, le=1, description="a friend sees a merchant's Moments post")
-    p_buy_friend: float = Field(0.2725, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
+    p_buy_friend: float = Field(0.25492, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
     p_share_friend: float = Field(0.02063, ge=0, le=1, description="a level-1 viewer shares the post")
-    p_view_share: float = Field(0.1572, ge=0, le=1, description="a sharer's friend sees the share")
-    p_buy_share: float = Field(0.2217, ge=0, le=1, description="base conversion of a level-2 viewer")
+    p_view_share: float = Field(0.25899, ge=0, le=1, description="a sharer's friend sees the share")
+    p_buy_share: float = Field(0.15868, ge=0, le=1, description="base conversion of a level-2 viewer")
     p_share_tool: float = Field(0.02, ge=0, le=1,
                                 description="a level-2 viewer shares through a tool (group buying, price cutting, live fission)")
     n_stranger_views: int = Field(174, ge=0, le=100_000,
@@ -278,7 +278,7 @@ class CascadeConfig(_Section):
     trust_account: float = Field(0.8218, ge=0, le=1,
                                  description="trust in a brand broadcast from an official account relative to a "
                                              "merchant's personal post")
-    trust_stranger: float = Field(0.1744, ge=0, le=1,
+    trust_stranger: float = Field(0.223164, ge=0, le=1,
                                   description="trust in a system recommendation relative to a friend's (search viewers)")
     rel_off_interest: float = Field(0.25, ge=0, le=1,
                                     description="conversion multiplier when the category is not among the viewer's interests")
@@ -290,7 +290,7 @@ class PaymentsConfig(_Section):
     """Payment scenarios and settlement (SPEC section 3)."""
 
     p_private_transfer: float = Field(
-        0.04779, ge=0, le=1,
+        0.0544268, ge=0, le=1,
         description="an order placed inside WeChat is settled by private transfer outside the official channel; "
                     "with external links' orders, this makes the off-platform share of value (SPEC: 7.7%)")
     mix_qr: float = Field(0.552, ge=0, le=1, description="share of official payments by QR code (T+0)")
@@ -383,7 +383,7 @@ class CommunityConfig(_Section):
         description="share of users whose customer profile enterprise-WeChat linkage completes; a group member with a "
                     "complete profile and a matching interest gets the group post as a targeted push")
     group_post_rate: float = Field(
-        0.07483, ge=0, le=4,
+        0.0240346, ge=0, le=4,
         description="free community posts a day a merchant running a group makes to it (community operation), "
                     "besides its paid posts; they cost no traffic")
     recruit_leave_rate: float = Field(
@@ -391,7 +391,7 @@ class CommunityConfig(_Section):
         description="a buyer recruited into a merchant's group leaves it again, a day (not fitted: no SPEC figure; "
                     "it bounds a merchant's private audience)")
     p_join_after_purchase: float = Field(
-        0.9813, ge=0, le=1,
+        0.119315, ge=0, le=1,
         description="a new buyer of a merchant that runs a group is invited in and joins (private traffic); it then "
                     "reads the merchant's group posts like a member")
 
@@ -400,7 +400,7 @@ class GovernanceConfig(_Section):
     """Review and penalties (SPEC section 6)."""
 
     machine_review_coverage: float = Field(0.95, ge=0, le=1, description="share of posts machine-reviewed")
-    p_detect_violation: float = Field(0.003384, ge=0, le=1,
+    p_detect_violation: float = Field(0.00211384, ge=0, le=1,
                                       description="a reviewed post of a violating merchant is flagged")
     rectification_ticks: int = Field(14, ge=0, le=10_000,
                                      description="ticks an exaggerated advertiser has to rectify")

@@ -5,10 +5,13 @@ A micro-merchant's demand comes in bursts: a post (a campaign) sells within a da
 between posts only repeat buyers order. So a merchant forecasts the two apart, each an EWMA of
 units demanded (sold plus lost):
 
-    per_post <- alpha * demand / posts + (1 - alpha) * per_post     (on days it posted)
+    per_post <- expm1(alpha * log1p(demand / posts) + (1 - alpha) * log1p(per_post))
+                                                                   (on days it posted)
     daily    <- alpha * demand + (1 - alpha) * daily                 (on days it did not)
 
-and stocks for the campaigns its budget plans in the cover period (at least the next one) plus
+The per-post forecast averages on a log scale (a geometric mean): demand per post is heavy-tailed,
+and an arithmetic EWMA jumps after one viral post and fills the shelf for a month of ordinary
+ones. It stocks for the campaigns its budget plans in the cover period (at least the next one) plus
 the trickle in between, order-up-to with a safety margin that grows with forecast error:
 
     campaigns  = max(1, (post_rate + group posts a day) * cover)
@@ -128,7 +131,10 @@ class Stock(Stateful):
         mc = self.config.merchants
         alpha, demand = mc.forecast_alpha, sold + lost
         posted = posts > 0
-        self.per_post = np.where(posted, alpha * demand / np.maximum(posts, 1) + (1.0 - alpha) * self.per_post,
+        # a geometric (log-scale) average: one viral post must not fill the shelf for the next
+        # ten ordinary ones (the supplier and presale serve the tail)
+        per_post = np.log1p(demand / np.maximum(posts, 1))
+        self.per_post = np.where(posted, np.expm1(alpha * per_post + (1.0 - alpha) * np.log1p(self.per_post)),
                                  self.per_post)
         self.forecast = np.where(posted, self.forecast, alpha * demand + (1.0 - alpha) * self.forecast)
         eps = rng.normal(rng.stream_key(seed, "merchant.forecast", tick), self.units.shape[0])
@@ -173,4 +179,6 @@ class Inventory(Mechanism):
         planned = merchants.post_rate + np.where(has_group, config.community.group_post_rate, 0.0)
         self.stock.restock(payments.units_sold, payments.units_lost, posting.reviewed, planned, sigma,
                            config.run.seed, tick)
+        # a merchant that left sold off its shelf: it holds nothing and restocks nothing
+        self.stock.units[~merchants.active] = 0
         return Restock(holding_cost=holding_cost, from_shelf=from_shelf)

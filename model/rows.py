@@ -108,7 +108,7 @@ def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
         "mean_post_rate": float(merchants.post_rate[active].mean()) if active.any() else None,
         **{f"effort_{c.label}": float(mix[active, c].mean()) if active.any() else None for c in Channel},
         "cost_traffic": record.books.traffic_cost, "cost_fixed": record.books.fixed_cost,
-        "cost_holding": record.books.holding_cost,
+        "cost_holding": record.books.holding_cost, "profit": record.books.profit,
         **{f"n_style_{s.label}": int((active & (merchants.style == s)).sum()) for s in Style},
         "units_sold": int(record.payments.units_sold.sum()), "units_lost": int(record.payments.units_lost.sum()),
         "units_from_shelf": int(record.inventory.from_shelf.sum()),

@@ -406,6 +406,7 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
 OUTCOME_COLUMNS = {"gmv": "gmv_cny", **{f"gmv_{c.label}": f"gmv_{c.label}_cny" for c in Channel},
                    "orders": "orders", "official_share_of_value": "official_share_of_value",
                    "active_merchants_at_end": "active_merchants_at_end", "exits": "exits", "removed": "removed",
+                   "profit": "merchant_profit_cny", "report_response_minutes": "report_response_minutes",
                    "compliant_survival_per_year": "compliant_survival_per_year",
                    "fraud_intercepted": "fraud_intercepted", "fraud_missed": "fraud_missed",
                    "false_positives": "false_positives"}

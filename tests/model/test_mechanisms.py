@@ -10,7 +10,8 @@ from weishang.model.config import load_config
 from weishang.model.run import run_scenario
 
 BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=6", 'run.backend="numpy"',
-        "merchants.post_rate=0.6"]  # volumes the tests were sized for, whatever the calibrated default
+        "merchants.post_rate=0.6", "merchants.traffic_cost_per_post=10.95"]  # volumes and costs the tests were sized
+#: for (a post a day at the default 900 CNY a post would ruin these merchants), whatever the calibrated default
 #: channel shares other than Moments and external links, fixed so a test can trade the two
 SHARES = ["channels.share_official_account=0.2", "channels.share_search=0.25", "channels.share_groups=0.1",
           "channels.share_live_stream=0.1"]
