@@ -38,7 +38,7 @@ def reference_payoffs(scenario: str | None, seeds: list[int], overrides: list[st
             if (tick + 1) % every or tick < FROM_TICK:
                 continue
             channels, merchants = model.adaptation.channels, model.merchants
-            rel = relative_payoff(channels.habit, channels.peers)  # (K, 6)
+            rel = relative_payoff(channels.habit, channels.peers[0], channels.peers[1])  # (K, 6)
             count = np.bincount(merchants.category[merchants.active], minlength=rel.shape[0]).astype(float)
             total += count @ rel
             weight += count.sum()

@@ -85,10 +85,10 @@ class MerchantAccounts(Stateful):
         for books in (self.channel_posts, self.channel_sales, self.channel_fees, self.channel_traffic):
             books[merchants] = 0
 
-    def channel_contribution(self, margin: float) -> np.ndarray:
-        """(float64[M, 6]) CNY each merchant's paid posts on each channel earned this period:
-        their orders' margin less fees, less their traffic."""
-        return (self.channel_sales * margin - self.channel_fees) / 100.0 - self.channel_traffic
+    def channel_gross(self, margin: float) -> np.ndarray:
+        """(float64[M, 6]) CNY each merchant's paid posts on each channel earned this period
+        before their traffic: their orders' margin less fees."""
+        return (self.channel_sales * margin - self.channel_fees) / 100.0
 
 
 def traffic_cost_per_post(config: Any, tick: int) -> float:

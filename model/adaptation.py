@@ -94,7 +94,8 @@ class Adaptation(Mechanism):
                                 dtype=bool, count=m)
         split = parts.split(splitting & active)
         mc = self.config.merchants
-        self.channels.adapt(active, merchants.category, books.channel_posts, books.channel_contribution(mc.margin),
-                            response=mc.channel_response, imitation=mc.channel_imitation, rate=mc.channel_adapt_rate)
+        self.channels.adapt(active, merchants.category, books.channel_posts, books.channel_gross(mc.margin),
+                            books.channel_traffic, response=mc.channel_response, imitation=mc.channel_imitation,
+                            rate=mc.channel_adapt_rate)
         books.close_period(active)
         return split

@@ -18,8 +18,10 @@ the other adaptations, each merchant in business moves its mix:
   ``peers`` is itself a running estimate: each period's posts update it with the same weight
   ``k`` for what it held before, so a channel nobody used this period keeps its last payoff.
 * **target** (a multinomial logit around the habit): ``target[i] ∝ habit * exp(response *
-  (rel[i] - reference))``, where ``rel = (seen - mean) / |mean|`` is the channel's payoff
-  relative to the habit-weighted mean of the merchant's channels (clipped to [-3, 3]),
+  (rel[i] - reference))``, where ``rel = (seen - mean) / gross`` is the channel's payoff less
+  the habit-weighted mean of the merchant's channels, in units of their mean gross contribution
+  per post (before traffic: a cost all channels pay alike moves budgets, not the mix; clipped
+  to [-3, 3]),
   ``response`` is ``merchants.channel_response``, and ``reference`` (``channels.reference_payoffs``)
   is the relative payoff of each channel at the calibrated default. Channels differ in what
   the model does not price (search and groups bring new and repeat customers later; live
@@ -69,36 +71,43 @@ def shrunk_payoff(contribution: np.ndarray, posts: np.ndarray, prior: np.ndarray
         return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
 
 
-def relative_payoff(habit: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """(float64[..., C]) each channel's payoff relative to the habit-weighted mean of the known
-    channels, ``(seen - mean) / |mean|``, clipped to [-3, 3]; 0 where the payoff is unknown (NaN).
+def relative_payoff(habit: np.ndarray, seen: np.ndarray, gross: np.ndarray) -> np.ndarray:
+    """(float64[..., C]) each channel's payoff per post less the habit-weighted mean of the known
+    channels' payoffs, in units of their mean gross contribution per post (margin less fees,
+    before traffic); clipped to [-3, 3]; 0 where the payoff is unknown (NaN).
+
+    Scaling by the gross, not the net, payoff keeps a cost every channel pays alike out of the
+    choice of channel (it moves budgets, not the mix), and stays meaningful when net payoffs
+    turn negative.
 
     Args:
-        habit: (float64[C]) the habitual mix; seen: (float64[..., C]) payoffs per post.
+        habit: (float64[C]) the habitual mix; seen, gross: (float64[..., C]) net and gross
+            contribution per post.
     """
-    known = ~np.isnan(seen)
+    known = ~np.isnan(seen) & ~np.isnan(gross)
     weight = np.where(known, habit, 0.0)
-    payoff = np.where(known, seen, 0.0)
     total = weight.sum(axis=-1, keepdims=True)
-    mean = (weight * payoff).sum(axis=-1, keepdims=True) / np.where(total > 0, total, 1.0)
-    scale = np.abs(mean)
-    rel = np.where(known & (scale > 0), (payoff - mean) / np.where(scale > 0, scale, 1.0), 0.0)
+    total = np.where(total > 0, total, 1.0)
+    mean = (weight * np.where(known, seen, 0.0)).sum(axis=-1, keepdims=True) / total
+    scale = np.abs((weight * np.where(known, gross, 0.0)).sum(axis=-1, keepdims=True) / total)
+    rel = np.where(known & (scale > 0), (np.where(known, seen, 0.0) - mean) / np.where(scale > 0, scale, 1.0), 0.0)
     return np.clip(rel, -REL_CLIP, REL_CLIP)
 
 
-def target_mix(habit: np.ndarray, seen: np.ndarray, response: float, reference: np.ndarray) -> np.ndarray:
+def target_mix(habit: np.ndarray, seen: np.ndarray, gross: np.ndarray, response: float,
+               reference: np.ndarray) -> np.ndarray:
     """(float64[M, C]) the mix each merchant would choose given the payoffs it sees.
 
     Args:
         habit: (float64[C]) the habitual mix (sums to 1).
-        seen: (float64[M, C]) payoff per post a merchant sees on each channel; NaN where it has
-            no idea (the channel then keeps its habitual weight).
+        seen, gross: (float64[M, C]) net and gross contribution per post a merchant sees on each
+            channel; NaN where it has no idea (the channel then keeps its habitual weight).
         response: ``merchants.channel_response``; 0 returns the habit.
         reference: (float64[C]) the relative payoffs (:func:`relative_payoff`) the habit was
             formed under (``channels.reference_payoffs``): what merchants are used to.
     """
     known = ~np.isnan(seen)
-    shift = np.where(known, relative_payoff(habit, seen) - reference, 0.0)
+    shift = np.where(known, relative_payoff(habit, seen, gross) - reference, 0.0)
     target = habit * np.exp(response * shift)
     return target / target.sum(axis=1, keepdims=True)
 
@@ -110,8 +119,8 @@ class ChannelMix(Stateful):
         habit: (float64[C]) the config's channel shares; reference: (float64[C]) the relative
             payoffs the habit was formed under.
         mix: (float64[M, C]) each merchant's shares of paid posts by channel (rows sum to 1).
-        peers: (float64[K, C]) payoff per paid post on each channel in each category, as the
-            category's merchants see it (NaN until someone posts there).
+        peers: (float64[2, K, C]) net and gross contribution per paid post on each channel in
+            each category, as the category's merchants see it (NaN until someone posts there).
     """
 
     STATE = ("mix", "peers")
@@ -121,23 +130,26 @@ class ChannelMix(Stateful):
         self.habit = np.asarray(habit, dtype=np.float64) / float(np.sum(habit))
         self.reference = np.asarray(reference, dtype=np.float64)
         self.mix = np.tile(self.habit, (n_merchants, 1))
-        self.peers = np.full((n_categories, self.habit.shape[0]), np.nan)
+        self.peers = np.full((2, n_categories, self.habit.shape[0]), np.nan)
 
-    def adapt(self, active: np.ndarray, category: np.ndarray, posts: np.ndarray, contribution: np.ndarray,
-              *, response: float, imitation: float, rate: float) -> None:
+    def adapt(self, active: np.ndarray, category: np.ndarray, posts: np.ndarray, gross: np.ndarray,
+              traffic: np.ndarray, *, response: float, imitation: float, rate: float) -> None:
         """One adaptation of every merchant in business (see the module docstring).
 
         Args:
             active: (bool[M]); category: (int[M]) each merchant's category.
-            posts: (int64[M, C]) paid posts this period; contribution: (float64[M, C]) what they
-                earned (margin less fees and traffic cost), by merchant and channel.
+            posts: (int64[M, C]) paid posts this period; gross: (float64[M, C]) what their
+                orders earned (margin less fees); traffic: (float64[M, C]) what their reach
+                cost, by merchant and channel.
         """
-        n_categories = self.peers.shape[0]
+        n_categories = self.peers.shape[1]
+        earned = np.stack([gross - traffic, gross])  # (2, M, C): net, gross
         by_category = np.zeros_like(self.peers)
-        posted = np.zeros_like(self.peers)
-        np.add.at(by_category, category[active], contribution[active])
+        posted = np.zeros(self.peers.shape[1:])
+        np.add.at(by_category, (slice(None), category[active]), earned[:, active])
         np.add.at(posted, category[active], posts[active])
         self.peers = shrunk_payoff(by_category, posted, self.peers, imitation)
-        seen = shrunk_payoff(contribution, posts, self.peers[np.clip(category, 0, n_categories - 1)], imitation)
-        target = target_mix(self.habit, seen, response, self.reference)
+        mine = self.peers[:, np.clip(category, 0, n_categories - 1)]
+        seen = shrunk_payoff(earned, posts, mine, imitation)
+        target = target_mix(self.habit, seen[0], seen[1], response, self.reference)
         self.mix[active] = (1.0 - rate) * self.mix[active] + rate * target[active]

@@ -229,7 +229,7 @@ class ChannelsConfig(_Section):
     mall_max_quantity: int = Field(2, ge=1, le=100,
                                    description="most units in an order from the mall, whose catalogue invites baskets")
     reference_payoffs: list[Annotated[float, Field(ge=-3, le=3)]] = Field(
-        [1.0874, 1.3463, -1.6525, -1.3481, 0.3258, -1.1671], min_length=6, max_length=6,
+        [0.4856, 0.5655, -0.7048, -0.5301, 0.2966, -0.4883], min_length=6, max_length=6,
         description="each channel's payoff per paid post relative to the mean, at the calibrated default: what the "
                     "habitual mix (share_*) was formed under (measured by experiments/channel_reference.py)")
     traffic_cost_weights: list[Annotated[float, Field(ge=0, le=100)]] = Field(
@@ -400,7 +400,7 @@ class GovernanceConfig(_Section):
     """Review and penalties (SPEC section 6)."""
 
     machine_review_coverage: float = Field(0.95, ge=0, le=1, description="share of posts machine-reviewed")
-    p_detect_violation: float = Field(0.00211384, ge=0, le=1,
+    p_detect_violation: float = Field(0.0034, ge=0, le=1,
                                       description="a reviewed post of a violating merchant is flagged")
     rectification_ticks: int = Field(14, ge=0, le=10_000,
                                      description="ticks an exaggerated advertiser has to rectify")

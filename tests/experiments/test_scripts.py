@@ -16,3 +16,35 @@ def test_reach_vs_n_writes_parquet(tmp_path):
     table = pl.read_parquet(tmp_path / "results" / "reach_vs_n.parquet")
     assert table.height == 6 and set(table["level"]) == {1, 2, 3}
     assert (table["reach_per_reaching_post"] >= table["reach_per_post"]).all()
+
+
+def load_script(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_lever_file_names_its_outcome_and_direction():
+    effects = load_script("lever_effects")
+    levers = {p.stem for p in (ROOT / "experiments").glob("*.toml")} - {"baseline"}
+    assert levers == set(effects.OWN)
+    for column, sign, why in effects.OWN.values():
+        assert column in effects.OUTCOMES and sign in (-1, 1) and why
+
+
+def test_lever_summary_says_whether_the_interval_excludes_zero():
+    effects = load_script("lever_effects")
+    base = [100.0, 110.0, 90.0, 105.0, 95.0]
+    rows = [{"scenario": "baseline", "replicate": k, "status": "complete", "exits": v} for k, v in enumerate(base)]
+    rows += [{"scenario": "traffic_cost_high", "replicate": k, "status": "complete", "exits": v + 10 + k % 2}
+             for k, v in enumerate(base)]
+    rows += [{"scenario": "review_strict", "replicate": k, "status": "complete", "exits": v + (-1) ** k}
+             for k, v in enumerate(base)]
+    runs = pl.DataFrame(rows)
+    effects.OWN["review_strict"] = ("exits", +1, "test")  # the noise-only effect: its interval spans zero
+    effects.CONTEXT = ("exits",)
+    lines = effects.summary(runs, ["review_strict", "traffic_cost_high"])
+    assert "| **no** |" in lines[2] and "| yes |" in lines[3]

@@ -25,39 +25,49 @@ def test_shrunk_payoff_weighs_own_posts_against_the_prior():
     assert np.isnan(seen[0, 2])
 
 
+GROSS = np.array([[300.0, 350.0, 120.0, 150.0, 320.0, 140.0]])
+SEEN = GROSS - 100.0  # every channel's post costs 100
+
+
 def test_target_is_the_habit_when_payoffs_are_what_merchants_are_used_to():
-    seen = np.array([[100.0, 150.0, 20.0, 50.0, 120.0, 40.0]])
-    reference = relative_payoff(HABIT, seen)[0]
-    assert target_mix(HABIT, seen, 2.0, reference)[0] == pytest.approx(HABIT)
+    reference = relative_payoff(HABIT, SEEN, GROSS)[0]
+    assert target_mix(HABIT, SEEN, GROSS, 2.0, reference)[0] == pytest.approx(HABIT)
     # no response: the habit whatever the payoffs
-    assert target_mix(HABIT, seen * [1, 1, 5, 1, 1, 1], 0.0, reference)[0] == pytest.approx(HABIT)
+    assert target_mix(HABIT, SEEN * [1, 1, 5, 1, 1, 1], GROSS, 0.0, reference)[0] == pytest.approx(HABIT)
+
+
+def test_a_cost_every_channel_pays_alike_leaves_the_mix_alone():
+    reference = relative_payoff(HABIT, SEEN, GROSS)[0]
+    dearer = GROSS - 1000.0  # net payoffs all negative now
+    assert target_mix(HABIT, dearer, GROSS, 2.0, reference)[0] == pytest.approx(HABIT)
 
 
 def test_a_channel_that_pays_less_than_usual_loses_effort_and_unknown_channels_keep_theirs():
-    seen = np.array([[100.0, 150.0, 20.0, 50.0, 120.0, 40.0]])
-    reference = relative_payoff(HABIT, seen)[0]
-    cut = seen.copy()
-    cut[0, Channel.EXTERNAL_LINK] = 5.0  # a rule cuts what an external link earns
-    target = target_mix(HABIT, cut, 1.0, reference)[0]
+    reference = relative_payoff(HABIT, SEEN, GROSS)[0]
+    cut = SEEN.copy()
+    cut[0, Channel.EXTERNAL_LINK] -= 100.0  # a rule cuts what an external link earns
+    target = target_mix(HABIT, cut, GROSS, 1.0, reference)[0]
     assert target[Channel.EXTERNAL_LINK] < HABIT[Channel.EXTERNAL_LINK]
     assert target.sum() == pytest.approx(1.0)
-    unknown = seen.copy()
+    unknown = SEEN.copy()
     unknown[0, Channel.GROUPS] = np.nan
-    assert target_mix(HABIT, unknown, 1.0, reference)[0][Channel.GROUPS] == pytest.approx(HABIT[Channel.GROUPS],
-                                                                                          rel=0.2)
+    kept = target_mix(HABIT, unknown, GROSS, 1.0, reference)[0][Channel.GROUPS]
+    assert kept == pytest.approx(HABIT[Channel.GROUPS], rel=0.2)
 
 
 def test_mix_moves_part_of_the_way_toward_its_target_and_only_for_merchants_in_business():
     mix = ChannelMix(n_merchants=2, n_categories=1, habit=tuple(HABIT), reference=[0.0] * 6)
     posts = np.array([[10, 10, 10, 10, 10, 10]] * 2)
-    contribution = posts * np.array([100.0, 100.0, 100.0, 100.0, 100.0, 1000.0])
+    gross = posts * np.array([100.0, 100.0, 100.0, 100.0, 100.0, 1000.0])
+    traffic = posts * 50.0
     active = np.array([True, False])
-    mix.adapt(active, np.array([0, 0]), posts, contribution, response=1.0, imitation=3.0, rate=0.5)
+    mix.adapt(active, np.array([0, 0]), posts, gross, traffic, response=1.0, imitation=3.0, rate=0.5)
     assert mix.mix[0, Channel.EXTERNAL_LINK] > HABIT[Channel.EXTERNAL_LINK]
     assert mix.mix[0].sum() == pytest.approx(1.0)
     assert mix.mix[1] == pytest.approx(HABIT)  # gone: its mix stays
     # half the way: the new share lies strictly between the habit and the full target
-    full = target_mix(HABIT, contribution[:1] / posts[:1], 1.0, np.zeros(6))[0, Channel.EXTERNAL_LINK]
+    per_post = gross[:1] / posts[:1]
+    full = target_mix(HABIT, per_post - 50.0, per_post, 1.0, np.zeros(6))[0, Channel.EXTERNAL_LINK]
     assert HABIT[Channel.EXTERNAL_LINK] < mix.mix[0, Channel.EXTERNAL_LINK] < full
 
 
@@ -140,12 +150,17 @@ def test_stock_forecasts_campaigns_apart_from_the_trickle_between_them():
     sold, lost = np.array([30, 0, 4]), np.array([10, 0, 0])
     posts = np.array([2, 0, 0])
     s.restock(sold, lost, posts, np.zeros(3), np.zeros(3), seed=1, tick=0)
-    # a post day updates the per-post forecast (40 units over 2 posts), the others the daily one
-    assert s.per_post.tolist() == [15.0, 10.0, 10.0]
+    # a post day updates the per-post forecast (40 units over 2 posts, averaged on a log scale),
+    # the others the daily one
+    per_post = np.expm1(0.5 * np.log1p(20) + 0.5 * np.log1p(10))
+    assert s.per_post == pytest.approx([per_post, 10.0, 10.0])
     assert s.forecast.tolist() == [2.0, 1.0, 3.0]
+    # a viral day moves the per-post forecast far less than an arithmetic average would
+    assert per_post < 15.0
     # with no forecast error: stock for one campaign and the cover period's trickle
     cover = load_config().merchants.stock_cover_ticks
-    assert s.level.tolist() == [int(np.ceil(15 + 2 * cover)), int(np.ceil(10 + cover)), int(np.ceil(10 + 3 * cover))]
+    assert s.level.tolist() == [int(np.ceil(per_post + 2 * cover)), int(np.ceil(10 + cover)),
+                                int(np.ceil(10 + 3 * cover))]
 
 
 def test_the_supplier_ships_beyond_the_shelf_and_the_shelf_never_goes_negative():
