@@ -454,6 +454,10 @@ SUMMARY: tuple[Column, ...] = tuple(
     + col(S, "merchant_profit_cny", "float64", "CNY", Total("profit", 2), "the merchants' profit over the run")
     + col(S, "traffic_share_of_revenue", "float64", "share", Ratio("cost_traffic", "settled"),
           "traffic cost over settled sales: what reach costs the merchants", nullable=True)
+    + col(S, "net_margin", "float64", "share", Ratio("profit", "settled"),
+          "the merchants' profit over their settled sales; null without sales", nullable=True)
+    + col(S, "posts_per_merchant_day", "float64", "posts", Ratio("n_posts", "n_active_merchants"),
+          "posts (paid and community) per merchant in business, a day; null without merchants", nullable=True)
     + col(S, "removed", "int64", "merchants", Total("n_removed"), "merchants removed by governance")
     + col(S, "exit_rate_per_year", "float64", "share",
           Derived(lambda t, m: ratio(t.sums["n_exits"] * TICKS_PER_YEAR / t.n_ticks, m.merchants.n),
