@@ -9,6 +9,7 @@ hidden with a manifest that says why.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..kernels.backend import Backend, resolve_backend
-from ..kernels.host_allocator import retain_freed_memory
+from ..kernels.host_allocator import release_freed_memory, retain_freed_memory
 from weishang import __version__
 from . import checkpoint
 from .columns import SUMMARY, RunTotals
@@ -234,4 +235,10 @@ def _run(prepared: PreparedRun, on_build_step: Callable[[str], None] | None,
             writer.abort({**manifest, "status": status, "error": f"{type(exc).__name__}: {exc}",
                           "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
             raise
+    del model
+    if backend.name == "numpy":
+        # give the run's heap back (its agents and model form cycles: collect them first), so a
+        # process running runs one after another (a sweep's worker, a calibration) stays flat
+        gc.collect()
+        release_freed_memory()
     return RunResult(run_dir=run_dir, summary=summary, manifest=read_manifest(run_dir))

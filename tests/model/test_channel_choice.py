@@ -128,7 +128,7 @@ def test_a_costlier_channel_loses_effort(tmp_path):
     cheap = ticks_of(run_small(tmp_path, "cheap"))
     dear = ticks_of(run_small(tmp_path, "dear", "channels.traffic_cost_weights=[1.0, 1.0, 1.0, 1.0, 1.0, 4.0]"))
     assert dear["effort_external_link"][-1] < cheap["effort_external_link"][-1]
-    assert dear["effort_moments"][-1] > cheap["effort_moments"][-1]
+    assert dear["effort_external_link"][-1] < load_config().channels.share_external_link  # below its habit
     # the books charge the channel's weight: the same posts cost more
     assert dear["cost_traffic"].sum() > cheap["cost_traffic"].sum()
 

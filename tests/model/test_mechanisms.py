@@ -44,7 +44,9 @@ def test_group_downweight_cuts_big_group_traffic(tmp_path):
     import polars as pl
 
     def group_visits(name, weight):
-        config = load_config(overrides=[*BASE, f"platform.group_downweight={weight}"])
+        # groups of 286 on average: a threshold of 100 puts most of them over it
+        config = load_config(overrides=[*BASE, "platform.group_downweight_threshold=100",
+                                        f"platform.group_downweight={weight}"])
         run = run_scenario(config, tmp_path / name).run_dir
         return pl.read_parquet(run / "ticks.parquet")["visits_groups"].sum()
 

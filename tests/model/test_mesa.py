@@ -54,3 +54,18 @@ def test_iterations_differ_when_batch_run_varies_the_seed():
     rows = mesa.batch_run(CommerceModel, parameters={**SMALL, "seed": [1, 2]}, iterations=1, max_steps=10,
                           display_progress=False)
     assert rows[0]["n_orders"] != rows[1]["n_orders"] or rows[0]["gmv"] != rows[1]["gmv"]
+
+
+def test_a_finished_model_is_freed(tmp_path):
+    """Mesa 3.3 keeps every model in ``Agent._ids`` (mesa#3179); the merchants count their ids
+    per model weakly, so a sweep worker does not keep every run it made."""
+    import gc
+    import weakref
+
+    model = CommerceModel(**SMALL)
+    model.step()
+    assert model.adaptation.agents[1].unique_id == 2  # ids still count per model, from 1
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
