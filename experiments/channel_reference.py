@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from weishang.model.channel_choice import relative_payoff
+from weishang.model.codes import Channel
 from weishang.model.commerce import CommerceModel
 from weishang.model.config import load_config
 
@@ -27,8 +28,8 @@ FROM_TICK = 30
 
 
 def reference_payoffs(scenario: str | None, seeds: list[int], overrides: list[str]) -> np.ndarray:
-    """(float64[6]) the mean relative payoff of each channel over the seeds' adaptations."""
-    total, weight = np.zeros(6), 0.0
+    """(float64[C]) the mean relative payoff of each channel over the seeds' adaptations."""
+    total, weight = np.zeros(len(Channel)), 0.0
     for seed in seeds:
         config = load_config(scenario, seed=seed, overrides=[*overrides, "merchants.channel_response=0"])
         model = CommerceModel(config)
@@ -38,7 +39,7 @@ def reference_payoffs(scenario: str | None, seeds: list[int], overrides: list[st
             if (tick + 1) % every or tick < FROM_TICK:
                 continue
             channels, merchants = model.adaptation.channels, model.merchants
-            rel = relative_payoff(channels.habit, channels.peers[0], channels.peers[1])  # (K, 6)
+            rel = relative_payoff(channels.habit, channels.peers[0], channels.peers[1])  # (K, C)
             count = np.bincount(merchants.category[merchants.active], minlength=rel.shape[0]).astype(float)
             total += count @ rel
             weight += count.sum()

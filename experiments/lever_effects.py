@@ -23,7 +23,8 @@ from weishang.model.effects import t_interval
 #: outcome column of runs.parquet -> (label, a share: its change in points, not percent)
 OUTCOMES = {"gmv": ("GMV", False), "official_share_of_value": ("official share", True),
             "gmv_external_link": ("external-link GMV", False), "gmv_groups": ("group GMV", False),
-            "gmv_live_stream": ("live GMV", False), "profit": ("profit", False), "exits": ("exits", False),
+            "gmv_live_stream": ("live GMV", False), "gmv_video_account": ("video GMV", False),
+            "gmv_moments": ("Moments GMV", False), "profit": ("profit", False), "exits": ("exits", False),
             "removed": ("removed", False), "report_response_minutes": ("report response", False),
             "compliant_survival_per_year": ("compliant survival", True),
             "fraud_intercepted": ("fraud caught", False), "false_positives": ("false positives", False)}
@@ -43,6 +44,7 @@ OWN: dict[str, tuple[str, int, str]] = {
     "tools_adoption": ("gmv", +1, "tools lift sales (AI service, analytics)"),
     "traffic_cost_high": ("exits", +1, "rising traffic cost squeezes merchants (SPEC section 9)"),
     "transaction_fee_high": ("profit", -1, "the fee comes out of the merchants' margin"),
+    "video_rise": ("gmv_video_account", +1, "more public traffic to videos sells more through them"),
 }
 #: outcomes shown beside each lever's own in the summary
 CONTEXT = ("gmv", "official_share_of_value", "profit", "exits", "fraud_intercepted", "false_positives")

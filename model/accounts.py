@@ -41,9 +41,9 @@ class MerchantAccounts(Stateful):
             is margin less fees and traffic cost: what the posts themselves earned.
         period_posts: (int64[M]) posts since the last adaptation.
         recent: (float64[W, M]) profit of the last W = ``exit_window`` ticks (a ring by tick).
-        channel_posts: (int64[M, 6]) paid posts since the last adaptation, by channel.
-        channel_sales, channel_fees: (int64[M, 6]) fen of those posts' orders and their fees.
-        channel_traffic: (float64[M, 6]) CNY those posts' traffic cost.
+        channel_posts: (int64[M, C]) paid posts since the last adaptation, by channel.
+        channel_sales, channel_fees: (int64[M, C]) fen of those posts' orders and their fees.
+        channel_traffic: (float64[M, C]) CNY those posts' traffic cost.
     """
 
     STATE = ("cum_profit", "period_profit", "period_contribution", "period_posts", "recent",
@@ -86,7 +86,7 @@ class MerchantAccounts(Stateful):
             books[merchants] = 0
 
     def channel_gross(self, margin: float) -> np.ndarray:
-        """(float64[M, 6]) CNY each merchant's paid posts on each channel earned this period
+        """(float64[M, C]) CNY each merchant's paid posts on each channel earned this period
         before their traffic: their orders' margin less fees."""
         return (self.channel_sales * margin - self.channel_fees) / 100.0
 

@@ -69,6 +69,16 @@ class PostAppeal:
         ratio = self.market_density / np.maximum(density, 1e-12)
         return (ratio ** self.config.merchants.competition_elasticity)[category]
 
+    def watch_through(self, posts: Any) -> np.ndarray:
+        """(float64[C]) chance that an interested viewer watches a post's video through:
+        ``channels.video_watch`` times the post's retention (content keeps viewers) and the
+        product's quality, at most 1."""
+        c = self.config.cascade
+        style = self.merchants.style[posts.merchant]
+        retention = np.where(style == Style.CONTENT, c.retention_content, c.retention_ad) / REFERENCE_RETENTION
+        watch = self.config.channels.video_watch * retention * self.merchants.quality[posts.merchant]
+        return np.minimum(watch, 1.0)
+
     def post_multipliers(self, posts: Any, tick: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-post multipliers (float64[C]) of conversion, sharing and onward reach.
 
@@ -93,16 +103,19 @@ class PostAppeal:
         c, plat, seed = self.config.cascade, self.config.platform, self.config.run.seed
         style = self.merchants.style[posts.merchant]
         retention = np.where(style == Style.CONTENT, c.retention_content, c.retention_ad) / REFERENCE_RETENTION
-        trust = np.select([posts.channel == Channel.SEARCH, posts.channel == Channel.OFFICIAL_ACCOUNT],
-                          [c.trust_stranger, c.trust_account], 1.0)
+        video = posts.channel == Channel.VIDEO_ACCOUNT
+        trust = np.select([posts.channel == Channel.SEARCH, posts.channel == Channel.OFFICIAL_ACCOUNT, video],
+                          [c.trust_stranger, c.trust_account, self.config.channels.trust_video], 1.0)
         live = np.where(posts.channel == Channel.LIVE_STREAM, self.config.channels.live_conversion_boost, 1.0)
         merchant_factor = self.rel_price * self.merchants.quality * self.consultation * self.crowding()
         rel_post = merchant_factor[posts.merchant] * trust * retention * live
         z = rng.normal(rng.stream_key(seed, "traffic.virality", tick), posts.key)
         appeal = np.exp(c.virality_sigma * z - c.virality_sigma**2 / 2)
         induced = style == Style.INDUCEMENT
-        # a searcher owes the shop nothing: it vouches for it to friends as rarely as it trusts it
-        rel_share = retention * trust * appeal * np.where(induced, c.inducement_share_boost, 1.0)
+        # a searcher owes the shop nothing: it vouches for it to friends as rarely as it trusts it;
+        # a video's watcher passes it on by liking it, weighted by the social signal
+        vouch = np.where(video, self.config.channels.video_social_weight, trust)
+        rel_share = retention * vouch * appeal * np.where(induced, c.inducement_share_boost, 1.0)
         penalty = plat.inducement_penalty if plat.induced_sharing_ban else 0.0
         rel_view = np.where(induced, 1.0 - penalty, 1.0)
         return rel_post, rel_share, rel_view

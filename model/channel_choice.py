@@ -1,7 +1,7 @@
 """Merchants choose where to post: each merchant's channel mix follows what a paid post earns on
 each channel under the platform's rules (SPEC sections 1, 2, 4, 9).
 
-A merchant's **mix** (float64[M, 6], in :data:`~weishang.model.traffic.CHANNELS` order) is the
+A merchant's **mix** (float64[M, C], in :data:`~weishang.model.traffic.CHANNELS` order) is the
 share of its paid posts it puts on each channel; :func:`~weishang.model.traffic.plan_posts`
 draws each post's channel from it. Everyone starts from the **habit**, the config's channel
 shares (``channels.share_*``, fitted to the source's visits): the mix merchants run at the

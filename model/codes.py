@@ -37,6 +37,7 @@ class Channel(Code):
     GROUPS = 3
     LIVE_STREAM = 4
     EXTERNAL_LINK = 5
+    VIDEO_ACCOUNT = 6
 
 
 #: channels whose level-1 viewers get the post as a friend's personal recommendation (the

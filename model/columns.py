@@ -353,6 +353,7 @@ MERCHANTS: tuple[Column, ...] = tuple(
     + col(M, "ai_service", "bool", "flag", "none", "has AI customer service")
     + col(M, "analytics", "bool", "flag", "last", "uses the official analytics tools today")
     + col(M, "style", "string", "label", "last", "marketing style: content, ad or inducement")
+    + col(M, "video_adopter", "bool", "flag", "last", "has posted a video on its video account")
     + col(M, "post_rate", "float64", "posts", "last", "budget: mean paid posts per tick")
     + col(M, "stock_units", "int64", "units", "last", "units on the shelf overnight")
     + col(M, "units_sold", "int64", "units", "sum", "units sold today")

@@ -208,7 +208,7 @@ class ChannelsConfig(_Section):
     share_moments: float = Field(0.211318, ge=0, le=1, description="share of posts to Moments (friends)")
     share_official_account: float = Field(0.2592, ge=0, le=1,
                                           description="share of posts pushed through the official-account mall")
-    share_search: float = Field(0.361202, ge=0, le=1, description="share of posts listed in mini-program search")
+    share_search: float = Field(0.341202, ge=0, le=1, description="share of posts listed in mini-program search")
     share_groups: float = Field(0.01828, ge=0, le=1, description="share of posts to the merchant's groups")
     share_live_stream: float = Field(
         0.1, ge=0, le=1,
@@ -216,6 +216,34 @@ class ChannelsConfig(_Section):
                     "does not live-stream (tools.share_live) posts these to Moments")
     share_external_link: float = Field(0.05, ge=0, le=1,
                                        description="share of posts linking out to other platforms (Taobao, Pinduoduo)")
+    share_video_account: float = Field(
+        0.02, ge=0, le=1,
+        description="share of posts that are short videos on the merchant's video account (视频号), distributed by the "
+                    "recommender's staged traffic pools and by friends' likes and shares")
+    video_pool_sizes: list[Annotated[int, Field(ge=1, le=1_000_000)]] = Field(
+        [300, 1500, 7500], min_length=1, max_length=8,
+        description="video accounts: candidates the recommender draws for a video at each stage of its traffic pools "
+                    "(kept when interested in the video's category)")
+    video_promotion: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        [0.3, 0.45], max_length=7,
+        description="video accounts: the watch-through share of a stage's viewers that promotes a video to the next, "
+                    "larger pool (one fewer than video_pool_sizes)")
+    video_watch: float = Field(0.35, ge=0, le=1,
+                               description="video accounts: chance that an interested viewer watches a video through "
+                                           "(times the post's retention and the product's quality)")
+    video_traffic_share: float = Field(
+        1.0, ge=0, le=100,
+        description="video accounts: the public traffic the recommender hands to video accounts, as a multiple of the "
+                    "pool sizes (a platform lever)")
+    video_traffic_growth: float = Field(
+        0.0, ge=-0.9, le=100, description="video accounts: yearly growth of that public traffic (the channel's rise)")
+    video_social_weight: float = Field(
+        1.0, ge=0, le=20,
+        description="video accounts: weight of the social signal (friends' likes and shares) against the algorithm: "
+                    "scales how often watchers pass a video on to their friends")
+    trust_video: float = Field(0.25, ge=0, le=1,
+                               description="video accounts: conversion of a pool viewer (a stranger who watched the "
+                                           "video through) relative to a friend's")
     p_view_live: float = Field(0.1, ge=0, le=1, description="a friend joins the merchant's live stream")
     live_conversion_boost: float = Field(1.883, ge=0, le=10,
                                          description="conversion multiplier of live demonstration and interaction "
@@ -229,25 +257,27 @@ class ChannelsConfig(_Section):
     mall_max_quantity: int = Field(2, ge=1, le=100,
                                    description="most units in an order from the mall, whose catalogue invites baskets")
     reference_payoffs: list[Annotated[float, Field(ge=-3, le=3)]] = Field(
-        [0.4856, 0.5655, -0.7048, -0.5301, 0.2966, -0.4883], min_length=6, max_length=6,
+        [0.4683, 0.5598, -0.6969, -0.5944, 0.2352, -0.4005, -0.2567], min_length=7, max_length=7,
         description="each channel's payoff per paid post relative to the mean, at the calibrated default: what the "
                     "habitual mix (share_*) was formed under (measured by experiments/channel_reference.py)")
     traffic_cost_weights: list[Annotated[float, Field(ge=0, le=100)]] = Field(
-        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0], min_length=6, max_length=6,
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], min_length=7, max_length=7,
         description="what a paid post costs on each channel, as a multiple of merchants.traffic_cost_per_post (moments, "
-                    "official_account, search, groups, live_stream, external_link)")
+                    "official_account, search, groups, live_stream, external_link, video_account)")
 
     @model_validator(mode="after")
     def _shares(self) -> "ChannelsConfig":
         total = sum(self.channel_shares())
         if abs(total - 1.0) > 1e-9:
             raise ValueError(f"the channel shares (share_*) must sum to 1, got {total:g}")
+        if len(self.video_promotion) != len(self.video_pool_sizes) - 1:
+            raise ValueError("video_promotion needs one entry fewer than video_pool_sizes")
         return self
 
     def channel_shares(self) -> tuple[float, ...]:
         """Shares of posts by channel, in :data:`weishang.model.traffic.CHANNELS` order."""
         return (self.share_moments, self.share_official_account, self.share_search, self.share_groups,
-                self.share_live_stream, self.share_external_link)
+                self.share_live_stream, self.share_external_link, self.share_video_account)
 
 
 class CascadeConfig(_Section):

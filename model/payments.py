@@ -49,7 +49,8 @@ class PaymentBatch:
 
 
 def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: Any,
-                  cfg: PaymentsConfig, seed: int, tick: int, *, xp: ModuleType, off_platform: Any = None) -> PaymentBatch:
+                  cfg: PaymentsConfig, seed: int, tick: int, *, xp: ModuleType, off_platform: Any = None,
+                  video_shop: Any = None) -> PaymentBatch:
     """Assign each order a payment scenario and fee.
 
     Args:
@@ -59,6 +60,8 @@ def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: An
         uses_component: (bool[M]) whether each merchant uses the transaction component.
         off_platform: (bool[O]) optional: orders that left WeChat (external links) and are paid
             outside it whatever the draw says.
+        video_shop: (bool[O]) optional: orders from video-account posts, paid in the video shop's
+            mini-program when paid officially.
     """
     official = ~rng.bernoulli(rng.stream_key(seed, "payments.private_transfer", tick), order_key,
                               cfg.p_private_transfer, xp=xp)
@@ -69,6 +72,8 @@ def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: An
     scenario = xp.where(u < cfg.mix_qr, int(PaymentScenario.QR),
                         xp.where(u < cfg.mix_qr + cfg.mix_mini_program, int(PaymentScenario.MINI_PROGRAM),
                                  int(PaymentScenario.CROSS_BORDER))).astype(xp.int8)
+    if video_shop is not None:  # the video shop checks out in a mini-program
+        scenario = xp.where(video_shop, int(PaymentScenario.MINI_PROGRAM), scenario).astype(xp.int8)
     scenario = xp.where(official, scenario, xp.int8(PaymentScenario.OFF_PLATFORM)).astype(xp.int8)
     fee_ppm = round(cfg.transaction_fee * 1_000_000)
     fee = xp.where(official & uses_component[merchant], amount * fee_ppm // 1_000_000, 0)
@@ -139,7 +144,8 @@ class Payments(Mechanism):
             out = keep_orders(out, filled, xp=xp)
             merchant, key = merchant[filled], order_key[filled]
         amount = self.price_fen[merchant] * out.order_quantity
-        outside = posts.channel[out.order_cascade] == int(Channel.EXTERNAL_LINK)
+        channel = posts.channel[out.order_cascade]
         payments = make_payments(key, merchant, amount, self.uses_component, self.config.payments,
-                                 self.config.run.seed, tick, xp=xp, off_platform=outside)
+                                 self.config.run.seed, tick, xp=xp, off_platform=channel == int(Channel.EXTERNAL_LINK),
+                                 video_shop=channel == int(Channel.VIDEO_ACCOUNT))
         return Orders(outcome=out, key=key, payments=payments, units_sold=host(sold), units_lost=host(lost))

@@ -137,6 +137,7 @@ def _merchant_rows(model: "CommerceModel", record: TickRecord) -> dict[str, np.n
         "provider": labels(merchants.provider, Provider), "marketing_tools": merchants.marketing_tools,
         "erp": merchants.erp, "live": merchants.live, "ai_service": merchants.ai_service,
         "analytics": merchants.analytics(record.tick), "style": labels(merchants.style, Style),
+        "video_adopter": model.traffic.video_adopted.copy(),
         "post_rate": merchants.post_rate.copy(), "stock_units": model.inventory.stock.units.copy(),
         "units_sold": record.payments.units_sold, "units_lost": record.payments.units_lost,
         "customers": ledger.customers.copy(), "repeat_customers": ledger.repeaters.copy(),

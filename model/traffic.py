@@ -20,6 +20,14 @@ Channels modelled so far:
   the others post to Moments instead); friends join with ``channels.p_view_live`` and convert
   better while watching (``channels.live_conversion_boost``); its level-3 (live fission)
   reaches strangers like any other post's.
+* ``video_account``: a short video on the merchant's video account (视频号). The recommender
+  shows it to staged traffic pools of users interested in its category
+  (:func:`weishang.kernels.video.pool_exposures`: ``channels.video_pool_sizes`` times
+  ``video_traffic_share``, growing ``video_traffic_growth`` a year), promoting it to the next,
+  larger pool when enough of a pool watch it through (``video_promotion``); who watched it through
+  are its level-1 viewers (strangers, ``trust_video``), and they pass it on to their friends by
+  liking it (``video_social_weight``: the social signal against the algorithm). Its orders go
+  through the video shop, a mini-program payment.
 * ``external_link``: a Moments post linking out to another platform; its reach is down-weighted
   step by step as links make up more of the merchant's recent paid posts
   (``platform.external_link_share_steps`` and ``external_link_weights``, over
@@ -43,6 +51,7 @@ import numpy as np
 from ..kernels import rng
 from ..kernels.backend import concat_ranges
 from ..kernels.cascade import draw_in_home_city, expose_neighbours
+from ..kernels.video import pool_exposures
 from .appeal import PostAppeal
 from .codes import Channel
 from .community import group_exposures
@@ -51,7 +60,7 @@ from .posting import MAX_POSTS_PER_TICK, PostCounts
 from .tools import target_exposures
 
 CHANNELS = Channel.labels()
-MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK = Channel
+MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK, VIDEO_ACCOUNT = Channel
 
 
 @dataclass
@@ -93,6 +102,8 @@ class PostArrays:
         reach_weight: (float64[C]) level-1 reach: the external-link step weight times fatigue.
         targeted: (bool[C]) posts of merchants with deep analytics.
         max_quantity: (int64[C]) most units in one order.
+        watch: (float64[C]) chance an interested viewer watches the post's video through (video
+            posts; 0 for the others).
     """
 
     key: Any
@@ -109,6 +120,7 @@ class PostArrays:
     reach_weight: Any
     targeted: Any
     max_quantity: Any
+    watch: Any
 
 
 @dataclass(frozen=True)
@@ -250,7 +262,30 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
         reach_weight=post_arrays.reach_weight[posts] * boost(posts), recruits=recruits,
         merchant=post_arrays.merchant[posts])
     parts.append(targeted_only(group_cascade, group_user, "traffic.analytics.target_groups"))
+    parts.append(video_exposures(post_arrays, local[channel == VIDEO_ACCOUNT], pop.state["interests"], config,
+                                 seed, tick, xp=xp))
     return Exposures(xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts]))
+
+
+def video_pool_sizes(config: Any, tick: int) -> list[int]:
+    """Candidates at each stage of a video's traffic pools at ``tick``: the configured sizes
+    times the recommender's traffic share, grown at ``video_traffic_growth`` a year."""
+    ch = config.channels
+    scale = ch.video_traffic_share * (1.0 + ch.video_traffic_growth) ** (tick / 365.0)
+    return [max(int(round(size * scale)), 0) for size in ch.video_pool_sizes]
+
+
+def video_exposures(post_arrays: PostArrays, posts: Any, interests: Any, config: Any, seed: int, tick: int, *,
+                    xp: ModuleType) -> tuple[Any, Any]:
+    """(cascade (int64[X]), user (int64[X])) the tick's videos' level-1 viewers: the users of their
+    traffic pools who watched them through."""
+    if posts.shape[0] == 0:
+        return xp.zeros(0, dtype=xp.int64), xp.zeros(0, dtype=xp.int64)
+    pools = pool_exposures(post_arrays.key[posts], post_arrays.category_bit[posts], post_arrays.watch[posts],
+                           interests, video_pool_sizes(config, tick), config.channels.video_promotion,
+                           rng.stream_key(seed, "traffic.video.pool", tick),
+                           rng.stream_key(seed, "traffic.video.watch", tick), xp=xp)
+    return posts[pools.video[pools.watched]], pools.user[pools.watched]
 
 
 def external_link_weight(link_share: np.ndarray, steps: list[float], weights: list[float]) -> np.ndarray:
@@ -282,8 +317,8 @@ class Traffic(Mechanism):
     name = "traffic"
     engine = "arrays"
     sections = ("channels", "cascade", "platform", "tools", "community")
-    does = "posts go to six channels, social first; level-1 viewers drawn per channel (group reads and pushes, analytics targeting)"
-    STATE = ("recent_posts", "recent_links")
+    does = "posts go to seven channels, social first; level-1 viewers drawn per channel (group reads and pushes, analytics targeting, video traffic pools)"
+    STATE = ("recent_posts", "recent_links", "video_adopted")
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -293,6 +328,8 @@ class Traffic(Mechanism):
         #: ticks (rings by tick; at most MAX_POSTS_PER_TICK a tick)
         self.recent_posts = np.zeros((window, m), dtype=np.int16)
         self.recent_links = np.zeros((window, m), dtype=np.int16)
+        #: (bool[M]) merchants that have posted a video on their video account
+        self.video_adopted = np.zeros(m, dtype=bool)
         self.appeal = PostAppeal(self.config, model.merchants, model.population, model.backend)
         mc, ch = self.config.merchants, self.config.channels
         # search ranks cheaper offers higher: more searchers see a cheaper merchant's listing
@@ -310,6 +347,7 @@ class Traffic(Mechanism):
                            n_group_posts=posting.community)
         # stepwise down-weighting by the share of the merchant's recent paid posts (today's
         # included) that link out of WeChat
+        self.video_adopted[posts.merchant[posts.channel == VIDEO_ACCOUNT]] = True
         ring = tick % self.recent_links.shape[0]
         self.recent_posts[ring] = posting.paid
         self.recent_links[ring] = np.bincount(posts.merchant[posts.channel == EXTERNAL_LINK], minlength=merchants.n)
@@ -333,7 +371,8 @@ class Traffic(Mechanism):
             search_candidates=dev(search_candidates.astype(np.int64)), rel_post=dev(rel_post),
             rel_share=dev(rel_share), rel_view=dev(rel_view), rel_tool=dev(self.appeal.rel_tool[posts.merchant]),
             reach_weight=dev(reach_weight), targeted=dev(deep[posts.merchant]),
-            max_quantity=dev(max_quantity.astype(np.int64)))
+            max_quantity=dev(max_quantity.astype(np.int64)),
+            watch=dev(np.where(posts.channel == VIDEO_ACCOUNT, self.appeal.watch_through(posts), 0.0)))
         level1 = level1_exposures(on_device, self.model.population, cfg, parts, self.city_start, seed, tick,
                                   xp=self.xp, recruits=self.model.community.ledger.recruit_index())
         return TrafficOut(posts=posts, on_device=on_device, level1=level1)

@@ -11,7 +11,7 @@ from weishang.model.inventory import Stock
 from weishang.model.run import run_scenario
 from weishang.model.traffic import external_link_weight, plan_posts
 
-HABIT = np.array([0.3, 0.25, 0.25, 0.05, 0.1, 0.05])
+HABIT = np.array([0.3, 0.25, 0.23, 0.05, 0.1, 0.05, 0.02])
 
 
 def test_shrunk_payoff_weighs_own_posts_against_the_prior():
@@ -25,7 +25,7 @@ def test_shrunk_payoff_weighs_own_posts_against_the_prior():
     assert np.isnan(seen[0, 2])
 
 
-GROSS = np.array([[300.0, 350.0, 120.0, 150.0, 320.0, 140.0]])
+GROSS = np.array([[300.0, 350.0, 120.0, 150.0, 320.0, 140.0, 200.0]])
 SEEN = GROSS - 100.0  # every channel's post costs 100
 
 
@@ -33,7 +33,7 @@ def test_target_is_the_habit_when_payoffs_are_what_merchants_are_used_to():
     reference = relative_payoff(HABIT, SEEN, GROSS)[0]
     assert target_mix(HABIT, SEEN, GROSS, 2.0, reference)[0] == pytest.approx(HABIT)
     # no response: the habit whatever the payoffs
-    assert target_mix(HABIT, SEEN * [1, 1, 5, 1, 1, 1], GROSS, 0.0, reference)[0] == pytest.approx(HABIT)
+    assert target_mix(HABIT, SEEN * [1, 1, 5, 1, 1, 1, 1], GROSS, 0.0, reference)[0] == pytest.approx(HABIT)
 
 
 def test_a_cost_every_channel_pays_alike_leaves_the_mix_alone():
@@ -56,9 +56,9 @@ def test_a_channel_that_pays_less_than_usual_loses_effort_and_unknown_channels_k
 
 
 def test_mix_moves_part_of_the_way_toward_its_target_and_only_for_merchants_in_business():
-    mix = ChannelMix(n_merchants=2, n_categories=1, habit=tuple(HABIT), reference=[0.0] * 6)
-    posts = np.array([[10, 10, 10, 10, 10, 10]] * 2)
-    gross = posts * np.array([100.0, 100.0, 100.0, 100.0, 100.0, 1000.0])
+    mix = ChannelMix(n_merchants=2, n_categories=1, habit=tuple(HABIT), reference=[0.0] * 7)
+    posts = np.array([[10, 10, 10, 10, 10, 10, 10]] * 2)
+    gross = posts * np.array([100.0, 100.0, 100.0, 100.0, 100.0, 1000.0, 100.0])
     traffic = posts * 50.0
     active = np.array([True, False])
     mix.adapt(active, np.array([0, 0]), posts, gross, traffic, response=1.0, imitation=3.0, rate=0.5)
@@ -67,12 +67,12 @@ def test_mix_moves_part_of_the_way_toward_its_target_and_only_for_merchants_in_b
     assert mix.mix[1] == pytest.approx(HABIT)  # gone: its mix stays
     # half the way: the new share lies strictly between the habit and the full target
     per_post = gross[:1] / posts[:1]
-    full = target_mix(HABIT, per_post - 50.0, per_post, 1.0, np.zeros(6))[0, Channel.EXTERNAL_LINK]
+    full = target_mix(HABIT, per_post - 50.0, per_post, 1.0, np.zeros(7))[0, Channel.EXTERNAL_LINK]
     assert HABIT[Channel.EXTERNAL_LINK] < mix.mix[0, Channel.EXTERNAL_LINK] < full
 
 
 def test_each_merchant_draws_channels_from_its_own_mix():
-    mix = np.zeros((2, 6))
+    mix = np.zeros((2, 7))
     mix[0, Channel.SEARCH] = 1.0
     mix[1, Channel.OFFICIAL_ACCOUNT] = 1.0
     posts = plan_posts(np.array([5, 5]), np.array([10, 20]), np.array([0, 0]), np.array([0, 0]), mix, seed=1, tick=0)
@@ -126,7 +126,7 @@ def test_lifting_the_external_link_tiers_moves_gmv_out_of_the_official_channel(t
 
 def test_a_costlier_channel_loses_effort(tmp_path):
     cheap = ticks_of(run_small(tmp_path, "cheap"))
-    dear = ticks_of(run_small(tmp_path, "dear", "channels.traffic_cost_weights=[1.0, 1.0, 1.0, 1.0, 1.0, 4.0]"))
+    dear = ticks_of(run_small(tmp_path, "dear", "channels.traffic_cost_weights=[1.0, 1.0, 1.0, 1.0, 1.0, 4.0, 1.0]"))
     assert dear["effort_external_link"][-1] < cheap["effort_external_link"][-1]
     assert dear["effort_external_link"][-1] < load_config().channels.share_external_link  # below its habit
     # the books charge the channel's weight: the same posts cost more

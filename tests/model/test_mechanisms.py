@@ -14,7 +14,7 @@ BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=6", 'ru
 #: for (a post a day at the default 900 CNY a post would ruin these merchants), whatever the calibrated default
 #: channel shares other than Moments and external links, fixed so a test can trade the two
 SHARES = ["channels.share_official_account=0.2", "channels.share_search=0.25", "channels.share_groups=0.1",
-          "channels.share_live_stream=0.1"]
+          "channels.share_live_stream=0.1", "channels.share_video_account=0.0"]
 
 
 def summary(tmp_path, name, *overrides):
