@@ -29,6 +29,9 @@ OUTCOMES = {"gmv": ("GMV", False), "official_share_of_value": ("official share",
             "compliant_survival_per_year": ("compliant survival", True),
             "fraud_intercepted": ("fraud caught", False), "false_positives": ("false positives", False)}
 
+#: outcomes that can turn negative (every other one is a count, a sum of money or a share)
+SIGNED = {"profit"}
+
 #: each lever file's own outcome (what its question asks about), the sign of the change the
 #: source states (or, where it states none, the model predicts), and the reason
 OWN: dict[str, tuple[str, int, str]] = {
@@ -57,17 +60,21 @@ def paired(runs: pl.DataFrame, scenario: str, column: str) -> tuple[np.ndarray, 
     return (mine[column] - mine[f"{column}_base"]).to_numpy().astype(float), mine[f"{column}_base"].to_numpy().astype(float)
 
 
-def effect(diff: np.ndarray, base: np.ndarray, share: bool) -> tuple[float, float, float]:
-    """Mean and 95% interval of the change: points for shares, percent otherwise."""
+def effect(diff: np.ndarray, base: np.ndarray, share: bool, signed: bool = False) -> tuple[float, float, float]:
+    """Mean and 95% interval of the change: points for shares, percent otherwise (a non-negative
+    outcome's interval stops at -100%: it cannot fall by more than all of it)."""
     if share:
         return t_interval(diff * 100)
-    return t_interval(diff / base.mean() * 100) if base.mean() else (np.nan, np.nan, np.nan)
+    if not base.mean():
+        return (np.nan, np.nan, np.nan)
+    mean, low, high = t_interval(diff / base.mean() * 100)
+    return mean, (low if signed else max(low, -100.0)), high
 
 
-def cell(diff: np.ndarray, base: np.ndarray, share: bool) -> str:
+def cell(diff: np.ndarray, base: np.ndarray, share: bool, signed: bool = False) -> str:
     if not np.any(diff):
         return "="
-    mean, low, high = effect(diff, base, share)
+    mean, low, high = effect(diff, base, share, signed)
     if share:
         return f"{mean:+.2f} pt [{low:+.2f}, {high:+.2f}]"
     return f"{mean:+.1f}% [{low:+.1f}, {high:+.1f}]"
@@ -76,7 +83,7 @@ def cell(diff: np.ndarray, base: np.ndarray, share: bool) -> str:
 def table(runs: pl.DataFrame, scenarios: list[str], columns: list[str]) -> list[str]:
     lines = ["| scenario | " + " | ".join(OUTCOMES[c][0] for c in columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for scenario in scenarios:
-        lines.append(f"| {scenario} | " + " | ".join(cell(*paired(runs, scenario, c), OUTCOMES[c][1])
+        lines.append(f"| {scenario} | " + " | ".join(cell(*paired(runs, scenario, c), OUTCOMES[c][1], c in SIGNED)
                                                    for c in columns) + " |")
     return lines
 
@@ -88,11 +95,11 @@ def summary(runs: pl.DataFrame, scenarios: list[str]) -> list[str]:
     for scenario in scenarios:
         column, sign, _why = OWN[scenario]
         diff, base = paired(runs, scenario, column)
-        _, low, high = effect(diff, base, OUTCOMES[column][1])
+        _, low, high = effect(diff, base, OUTCOMES[column][1], column in SIGNED)
         moved = "yes" if (low > 0 if sign > 0 else high < 0) else "**no**"
-        context = [cell(*paired(runs, scenario, c), OUTCOMES[c][1]) for c in CONTEXT]
+        context = [cell(*paired(runs, scenario, c), OUTCOMES[c][1], c in SIGNED) for c in CONTEXT]
         lines.append(f"| {scenario} | {OUTCOMES[column][0]} | {'up' if sign > 0 else 'down'} | "
-                     f"{cell(diff, base, OUTCOMES[column][1])} | {moved} | " + " | ".join(context) + " |")
+                     f"{cell(diff, base, OUTCOMES[column][1], column in SIGNED)} | {moved} | " + " | ".join(context) + " |")
     return lines
 
 

@@ -72,6 +72,8 @@ def pool_exposures(key: Any, category_bit: Any, watch: Any, interests: Any, pool
     """
     if len(thresholds) != len(pool_sizes) - 1:
         raise ValueError("thresholds needs one entry fewer than pool_sizes")
+    if max(pool_sizes) >= STAGE_STRIDE:
+        raise ValueError(f"a pool has at most {STAGE_STRIDE - 1} candidates")
     n_users = interests.shape[0]
     n_videos = key.shape[0]
     stage = xp.zeros(n_videos, dtype=xp.int64)

@@ -241,6 +241,10 @@ class ChannelsConfig(_Section):
         1.0, ge=0, le=20,
         description="video accounts: weight of the social signal (friends' likes and shares) against the algorithm: "
                     "scales how often watchers pass a video on to their friends")
+    video_commission: float = Field(
+        0.0, ge=0, le=0.5,
+        description="video accounts: the video shop's commission on its sales, on top of the transaction component's "
+                    "fee (a platform lever; 0 at the default, the source gives no figure)")
     trust_video: float = Field(0.25, ge=0, le=1,
                                description="video accounts: conversion of a pool viewer (a stranger who watched the "
                                            "video through) relative to a friend's")

@@ -50,7 +50,7 @@ class PaymentBatch:
 
 def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: Any,
                   cfg: PaymentsConfig, seed: int, tick: int, *, xp: ModuleType, off_platform: Any = None,
-                  video_shop: Any = None) -> PaymentBatch:
+                  video_shop: Any = None, video_commission: float = 0.0) -> PaymentBatch:
     """Assign each order a payment scenario and fee.
 
     Args:
@@ -61,7 +61,8 @@ def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: An
         off_platform: (bool[O]) optional: orders that left WeChat (external links) and are paid
             outside it whatever the draw says.
         video_shop: (bool[O]) optional: orders from video-account posts, paid in the video shop's
-            mini-program when paid officially.
+            mini-program when paid officially, with ``video_commission`` of their value added to
+            their fee.
     """
     official = ~rng.bernoulli(rng.stream_key(seed, "payments.private_transfer", tick), order_key,
                               cfg.p_private_transfer, xp=xp)
@@ -77,6 +78,9 @@ def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: An
     scenario = xp.where(official, scenario, xp.int8(PaymentScenario.OFF_PLATFORM)).astype(xp.int8)
     fee_ppm = round(cfg.transaction_fee * 1_000_000)
     fee = xp.where(official & uses_component[merchant], amount * fee_ppm // 1_000_000, 0)
+    if video_shop is not None and video_commission > 0:  # the video shop's commission, on top
+        commission_ppm = round(video_commission * 1_000_000)
+        fee = fee + xp.where(official & video_shop, amount * commission_ppm // 1_000_000, 0)
     return PaymentBatch(scenario=scenario, amount=amount, fee=fee, merchant=merchant)
 
 
@@ -147,5 +151,6 @@ class Payments(Mechanism):
         channel = posts.channel[out.order_cascade]
         payments = make_payments(key, merchant, amount, self.uses_component, self.config.payments,
                                  self.config.run.seed, tick, xp=xp, off_platform=channel == int(Channel.EXTERNAL_LINK),
-                                 video_shop=channel == int(Channel.VIDEO_ACCOUNT))
+                                 video_shop=channel == int(Channel.VIDEO_ACCOUNT),
+                                 video_commission=self.config.channels.video_commission)
         return Orders(outcome=out, key=key, payments=payments, units_sold=host(sold), units_lost=host(lost))

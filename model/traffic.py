@@ -51,9 +51,9 @@ import numpy as np
 from ..kernels import rng
 from ..kernels.backend import concat_ranges
 from ..kernels.cascade import draw_in_home_city, expose_neighbours
-from ..kernels.video import pool_exposures
+from ..kernels.video import STAGE_STRIDE, pool_exposures
 from .appeal import PostAppeal
-from .codes import Channel
+from .codes import TICKS_PER_YEAR, Channel
 from .community import group_exposures
 from .plan import Mechanism
 from .posting import MAX_POSTS_PER_TICK, PostCounts
@@ -269,10 +269,11 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
 
 def video_pool_sizes(config: Any, tick: int) -> list[int]:
     """Candidates at each stage of a video's traffic pools at ``tick``: the configured sizes
-    times the recommender's traffic share, grown at ``video_traffic_growth`` a year."""
+    times the recommender's traffic share, grown at ``video_traffic_growth`` a year (at most
+    :data:`~weishang.kernels.video.STAGE_STRIDE` - 1 a stage, the draws' room)."""
     ch = config.channels
-    scale = ch.video_traffic_share * (1.0 + ch.video_traffic_growth) ** (tick / 365.0)
-    return [max(int(round(size * scale)), 0) for size in ch.video_pool_sizes]
+    scale = ch.video_traffic_share * (1.0 + ch.video_traffic_growth) ** (tick / float(TICKS_PER_YEAR))
+    return [min(max(int(round(size * scale)), 0), STAGE_STRIDE - 1) for size in ch.video_pool_sizes]
 
 
 def video_exposures(post_arrays: PostArrays, posts: Any, interests: Any, config: Any, seed: int, tick: int, *,

@@ -48,3 +48,26 @@ def test_lever_summary_says_whether_the_interval_excludes_zero():
     effects.CONTEXT = ("exits",)
     lines = effects.summary(runs, ["review_strict", "traffic_cost_high"])
     assert "| **no** |" in lines[2] and "| yes |" in lines[3]
+
+
+def test_video_adopters_table_from_a_small_sweep(tmp_path):
+    from weishang.model.sweep import load_sweep, run_sweep
+
+    sweep_file = tmp_path / "video.toml"
+    sweep_file.write_text(f'''[sweep]
+name = "v"
+scenarios = ["{(ROOT / 'experiments' / 'baseline.toml').as_posix()}"]
+replicates = 2
+
+[set]
+"population.n_users" = 4000
+"population.n_cities" = 2
+"run.n_ticks" = 4
+"merchants.post_rate" = 0.5
+"channels.share_video_account" = 0.3
+"channels.share_search" = 0.061202
+''')
+    run_sweep(load_sweep(sweep_file), tmp_path / "out")
+    table = load_script("video_adopters").summary(str(tmp_path / "out"))
+    assert set(table["adopters"]) == {True, False}
+    assert table.height == 2 and table["share_adopted"][0].endswith("%")

@@ -66,6 +66,19 @@ def test_a_run_on_the_stand_in_equals_numpy_through_a_checkpoint(tmp_path, stric
     assert a.equals(b)
 
 
+def test_video_accounts_on_the_stand_in_equal_numpy(tmp_path, strict, monkeypatch):
+    import polars as pl
+
+    config = load_config(overrides=["population.n_users=5000", "population.n_cities=10", "run.n_ticks=4",
+                                    'run.backend="numpy"', "merchants.post_rate=0.5",
+                                    "channels.share_video_account=0.3", "channels.share_search=0.061202"])
+    on_numpy = model_run.run_scenario(config, tmp_path / "numpy").run_dir
+    assert pl.read_parquet(on_numpy / "ticks.parquet")["visits_video_account"].sum() > 0
+    monkeypatch.setattr(model_run, "resolve_backend", lambda name: strict)
+    on_strict = model_run.run_scenario(config, tmp_path / "strict").run_dir
+    assert table_digest(on_strict) == table_digest(on_numpy)
+
+
 def test_per_tick_copies_to_the_host_are_aggregates(strict):
     # issue 8: the tick stays on the device, only aggregates come back. Every device-to-host
     # copy made during a tick must be per merchant (M, M+1, or a few rows of M), per cascade

@@ -59,3 +59,11 @@ def test_video_orders_are_paid_in_the_video_shop(tmp_path):
 def test_pools_and_promotions_must_fit():
     with pytest.raises(ConfigError, match="video_promotion"):
         load_config(overrides=["channels.video_pool_sizes=[100, 200]", "channels.video_promotion=[0.3, 0.4]"])
+
+
+def test_a_video_shop_commission_is_charged_on_video_sales_only(tmp_path):
+    free, _ = ticks(tmp_path, "free", "run.n_ticks=6", "merchants.post_rate=0.5")
+    charged, _ = ticks(tmp_path, "charged", "run.n_ticks=6", "merchants.post_rate=0.5", "channels.video_commission=0.05")
+    assert charged["fees"].sum() > free["fees"].sum()
+    # the same orders: the commission takes from the merchants, it does not change what they sold
+    assert charged["gmv"][0] == free["gmv"][0]
