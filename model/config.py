@@ -245,6 +245,10 @@ class ChannelsConfig(_Section):
         0.0, ge=0, le=0.5,
         description="video accounts: the video shop's commission on its sales, on top of the transaction component's "
                     "fee (a platform lever; 0 at the default, the source gives no figure)")
+    video_external_link_share: float = Field(
+        0.0, ge=0, le=1,
+        description="video accounts: share of a video's buyers who follow a link out of WeChat (to Taobao, Pinduoduo) "
+                    "and pay there; 0 while the platform keeps external links out of videos (the default)")
     trust_video: float = Field(0.25, ge=0, le=1,
                                description="video accounts: conversion of a pool viewer (a stranger who watched the "
                                            "video through) relative to a friend's")

@@ -149,8 +149,13 @@ class Payments(Mechanism):
             merchant, key = merchant[filled], order_key[filled]
         amount = self.price_fen[merchant] * out.order_quantity
         channel = posts.channel[out.order_cascade]
+        video = channel == int(Channel.VIDEO_ACCOUNT)
+        # where the platform lets videos carry links out (it does not, at the default), a share of
+        # their buyers follow the link and pay outside WeChat
+        video_link = video & rng.bernoulli(rng.stream_key(self.config.run.seed, "payments.video_link", tick), key,
+                                           self.config.channels.video_external_link_share, xp=xp)
         payments = make_payments(key, merchant, amount, self.uses_component, self.config.payments,
-                                 self.config.run.seed, tick, xp=xp, off_platform=channel == int(Channel.EXTERNAL_LINK),
-                                 video_shop=channel == int(Channel.VIDEO_ACCOUNT),
-                                 video_commission=self.config.channels.video_commission)
+                                 self.config.run.seed, tick, xp=xp,
+                                 off_platform=(channel == int(Channel.EXTERNAL_LINK)) | video_link,
+                                 video_shop=video & ~video_link, video_commission=self.config.channels.video_commission)
         return Orders(outcome=out, key=key, payments=payments, units_sold=host(sold), units_lost=host(lost))

@@ -67,3 +67,13 @@ def test_a_video_shop_commission_is_charged_on_video_sales_only(tmp_path):
     assert charged["fees"].sum() > free["fees"].sum()
     # the same orders: the commission takes from the merchants, it does not change what they sold
     assert charged["gmv"][0] == free["gmv"][0]
+
+
+def test_links_out_of_videos_move_their_value_outside_wechat(tmp_path):
+    kept, _ = ticks(tmp_path, "kept", "run.n_ticks=6", "merchants.post_rate=0.5")
+    linked, _ = ticks(tmp_path, "linked", "run.n_ticks=6", "merchants.post_rate=0.5",
+                      "channels.video_external_link_share=0.8")
+    # about the same video orders (off the platform, the risk engine no longer intercepts any),
+    # but most of them now pay outside WeChat
+    assert linked["gmv_video_account"].sum() == pytest.approx(kept["gmv_video_account"].sum(), rel=0.05)
+    assert linked["gmv_off_platform"].sum() > kept["gmv_off_platform"].sum() + 0.5 * kept["gmv_video_account"].sum()
