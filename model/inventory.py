@@ -1,5 +1,5 @@
-"""Merchants' stock (SPEC section 5: inventory turnover): orders beyond stock are lost, and each
-merchant restocks to a forecast of its demand.
+"""Merchants' stock (SPEC section 5: inventory turnover): the shelf and the supplier fill orders,
+and each merchant restocks to a forecast of its demand.
 
 A micro-merchant's demand comes in bursts: a post (a campaign) sells within a day or two, and
 between posts only repeat buyers order. So a merchant forecasts the two apart, each an EWMA of
@@ -18,11 +18,12 @@ the trickle in between, order-up-to with a safety margin that grows with forecas
     estimate   = (per_post * campaigns + daily * cover) * exp(sigma * eps - sigma^2 / 2)
     stock     <- max(stock, ceil(estimate * exp(safety_z * sigma)))
 
-Demand per post is heavy-tailed (a viral post sells tens of times the median), and no shelf
-holds a tail: micro-merchants mostly source from brand owners and agents who ship for them the
-same day (一件代发, drop shipping). So an order beyond the shelf is filled from the supplier, up
-to ``supplier_resupply`` times the merchant's order-up-to level a day; only demand beyond both is
-lost. Units shipped by the supplier never sit on the merchant's shelf (no holding cost).
+No shelf holds the tail (a viral post sells tens of times the median): micro-merchants mostly
+source from brand owners and agents who ship for them the same day (一件代发, drop shipping). So
+an order beyond the shelf is filled from the supplier, up to ``supplier_resupply`` times the
+merchant's order-up-to level a day; beyond both, a buyer waits for the next shipment with
+``p_wait_backorder`` (presale, :mod:`weishang.model.payments`) or the sale is lost. Units the
+supplier ships never sit on the merchant's shelf (no holding cost, no turnover).
 
 Stocking to the daily mean instead (an EWMA over all days) loses a burst's demand to stock-outs
 and then holds the burst's echo for a month: about 40% of demanded units lost at a daily turnover
