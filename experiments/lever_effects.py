@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import polars as pl
 
-from weishang.model.effects import t_interval
+from weishang.model.effects import relative_change, t_interval
 
 #: outcome column of runs.parquet -> (label, a share: its change in points, not percent)
 OUTCOMES = {"gmv": ("GMV", False), "official_share_of_value": ("official share", True),
@@ -65,10 +65,8 @@ def effect(diff: np.ndarray, base: np.ndarray, share: bool, signed: bool = False
     outcome's interval stops at -100%: it cannot fall by more than all of it)."""
     if share:
         return t_interval(diff * 100)
-    if not base.mean():
-        return (np.nan, np.nan, np.nan)
-    mean, low, high = t_interval(diff / base.mean() * 100)
-    return mean, (low if signed else max(low, -100.0)), high
+    change = relative_change(diff, base, nonnegative=not signed)
+    return tuple(np.nan if v is None else v * 100 for v in change)
 
 
 def cell(diff: np.ndarray, base: np.ndarray, share: bool, signed: bool = False) -> str:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import sys
 
 import duckdb
-import numpy as np
 import polars as pl
 
-from weishang.model.effects import t_interval
+from weishang.model.effects import relative_change, t_interval
 
 SOCIAL, TRAFFIC = "param.channels.video_social_weight", "param.channels.video_traffic_share"
 
@@ -52,9 +51,9 @@ def effects(table: pl.DataFrame) -> list[str]:
         cells = []
         for name in relative:
             diff, ref = part[name] - part[f"{name}_base"], part[f"{name}_base"]
-            mean, low, high = t_interval(diff.to_numpy().astype(float) / float(np.mean(ref.to_numpy())) * 100)
             # none of these can fall by more than all of it: the interval stops at -100%
-            cells.append(f"{mean:+.0f}% [{max(low, -100.0):+.0f}, {high:+.0f}]")
+            mean, low, high = (v * 100 for v in relative_change(diff.to_numpy().astype(float), ref.to_numpy()))
+            cells.append(f"{mean:+.0f}% [{low:+.0f}, {high:+.0f}]")
         for name in points:
             mean, low, high = t_interval((part[name] - part[f"{name}_base"]).to_numpy().astype(float) * 100)
             cells.append(f"{mean:+.1f} pt [{low:+.1f}, {high:+.1f}]")

@@ -73,11 +73,15 @@ class PostAppeal:
         """(float64[C]) chance that an interested viewer watches a post's video through:
         ``channels.video_watch`` times the post's retention (content keeps viewers) and the
         product's quality, at most 1."""
+        watch = self.config.channels.video_watch * self.retention(posts) * self.merchants.quality[posts.merchant]
+        return np.minimum(watch, 1.0)
+
+    def retention(self, posts: Any) -> np.ndarray:
+        """(float64[C]) the share of its viewers a post keeps (``retention_content`` for a
+        quality content post, ``retention_ad`` otherwise), over :data:`REFERENCE_RETENTION`."""
         c = self.config.cascade
         style = self.merchants.style[posts.merchant]
-        retention = np.where(style == Style.CONTENT, c.retention_content, c.retention_ad) / REFERENCE_RETENTION
-        watch = self.config.channels.video_watch * retention * self.merchants.quality[posts.merchant]
-        return np.minimum(watch, 1.0)
+        return np.where(style == Style.CONTENT, c.retention_content, c.retention_ad) / REFERENCE_RETENTION
 
     def post_multipliers(self, posts: Any, tick: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-post multipliers (float64[C]) of conversion, sharing and onward reach.
@@ -102,7 +106,7 @@ class PostAppeal:
         """
         c, plat, seed = self.config.cascade, self.config.platform, self.config.run.seed
         style = self.merchants.style[posts.merchant]
-        retention = np.where(style == Style.CONTENT, c.retention_content, c.retention_ad) / REFERENCE_RETENTION
+        retention = self.retention(posts)
         video = posts.channel == Channel.VIDEO_ACCOUNT
         trust = np.select([posts.channel == Channel.SEARCH, posts.channel == Channel.OFFICIAL_ACCOUNT, video],
                           [c.trust_stranger, c.trust_account, self.config.channels.trust_video], 1.0)

@@ -88,9 +88,10 @@ def relative_payoff(habit: np.ndarray, seen: np.ndarray, gross: np.ndarray) -> n
     weight = np.where(known, habit, 0.0)
     total = weight.sum(axis=-1, keepdims=True)
     total = np.where(total > 0, total, 1.0)
-    mean = (weight * np.where(known, seen, 0.0)).sum(axis=-1, keepdims=True) / total
+    payoff = np.where(known, seen, 0.0)
+    mean = (weight * payoff).sum(axis=-1, keepdims=True) / total
     scale = np.abs((weight * np.where(known, gross, 0.0)).sum(axis=-1, keepdims=True) / total)
-    rel = np.where(known & (scale > 0), (np.where(known, seen, 0.0) - mean) / np.where(scale > 0, scale, 1.0), 0.0)
+    rel = np.where(known & (scale > 0), (payoff - mean) / np.where(scale > 0, scale, 1.0), 0.0)
     return np.clip(rel, -REL_CLIP, REL_CLIP)
 
 

@@ -69,6 +69,20 @@ def t_interval(values: np.ndarray, nonnegative: bool = False) -> tuple[float, fl
     return mean, (max(low, 0.0) if nonnegative else low), mean + half
 
 
+def relative_change(diff: np.ndarray, base: np.ndarray,
+                    nonnegative: bool = True) -> tuple[float | None, float | None, float | None]:
+    """(mean, low, high) of paired differences (float64[R]) relative to the baseline's mean of its
+    R replicates (``base``), a fraction: 0.1 is +10%; all None when the baseline's mean is 0.
+    A figure that cannot be negative cannot fall by more than all of it: its low end stops at -1."""
+    reference = float(np.mean(base))
+    if not reference:
+        return None, None, None
+    mean, low, high = t_interval(np.asarray(diff, dtype=float) / reference)
+    if low is not None and nonnegative:
+        low = max(low, -1.0)
+    return mean, low, high
+
+
 def summarize_outcomes(outcomes: pl.DataFrame) -> pl.DataFrame:
     """Per scenario, point and outcome: replicates, mean and 95% interval (never below zero)."""
     rows = []
@@ -95,8 +109,7 @@ def paired_effects(outcomes: pl.DataFrame, baseline: str) -> pl.DataFrame:
             for o in OUTCOMES:
                 d = (pairs[o.name] - pairs[f"{o.name}_base"]).to_numpy().astype(float)
                 mean, low, high = t_interval(d)
-                reference = float(pairs[f"{o.name}_base"].mean())
-                relative = [None if v is None or not reference else v / reference for v in (mean, low, high)]
+                relative = relative_change(d, pairs[f"{o.name}_base"].to_numpy())  # every outcome here is >= 0
                 rows.append({"scenario": scenario, "point": point, "outcome": o.name, "unit": o.unit,
                              "replicates": int(d.shape[0]), "delta": mean, "ci_low": low, "ci_high": high,
                              "relative": relative[0], "relative_low": relative[1], "relative_high": relative[2]})

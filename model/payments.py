@@ -152,8 +152,9 @@ class Payments(Mechanism):
         video = channel == int(Channel.VIDEO_ACCOUNT)
         # where the platform lets videos carry links out (it does not, at the default), a share of
         # their buyers follow the link and pay outside WeChat
+        link_share = self.config.channels.video_external_link_share
         video_link = video & rng.bernoulli(rng.stream_key(self.config.run.seed, "payments.video_link", tick), key,
-                                           self.config.channels.video_external_link_share, xp=xp)
+                                           link_share, xp=xp) if link_share > 0 else xp.zeros_like(video)
         payments = make_payments(key, merchant, amount, self.uses_component, self.config.payments,
                                  self.config.run.seed, tick, xp=xp,
                                  off_platform=(channel == int(Channel.EXTERNAL_LINK)) | video_link,
