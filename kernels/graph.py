@@ -6,7 +6,8 @@ no self-loops, no duplicates, and symmetric (``j`` in row ``i`` iff ``i`` in row
 directed edges, so an undirected friendship is stored twice.
 
 The generator (:func:`generate_friend_graph`) lays users out city by city (user ids are
-contiguous within a city, cities sized by a Zipf law) and draws friendships in layers:
+contiguous within a city, cities sized by a Zipf law within regions of a fixed number of users,
+so a city's size does not grow with N: :func:`city_sizes`) and draws friendships in layers:
 
 * households: small cliques of 1-5 consecutive users inside a city;
 * circles: workplaces, schoolmates and neighbourhoods, ``n_circle_layers`` independent random
@@ -14,7 +15,8 @@ contiguous within a city, cities sized by a Zipf law) and draws friendships in l
   members of its group. Dense groups make the clustering coefficient far above a random graph's;
 * city ties: a Chung-Lu layer inside each city, each user's number of ties proportional to a
   heavy-tailed (log-normal) sociability weight; this layer carries the degree tail;
-* cross-city ties: the same Chung-Lu rule across all users.
+* cross-city ties: the same Chung-Lu rule across the user's region (``region_users`` users, a
+  closed social world), or with probability ``cross_region_share`` across all users.
 
 Each friendship is a "pick" of a partner by a picker. Picks can repeat a pair or fall on the
 picker itself; those are removed when the CSR is built. Degrees above ``max_degree`` (WeChat's
@@ -52,6 +54,8 @@ class GraphParams:
     mean_degree: float = 175.0
     max_degree: int = 5000
     n_cities: int = 100
+    region_users: int | None = 200_000
+    cross_region_share: float = 0.0
     city_zipf_exponent: float = 1.0
     max_household_size: int = 5
     circle_size: int = 40
@@ -216,8 +220,8 @@ def _pairs_touching(u: np.ndarray, v: np.ndarray, lo: int, hi: int,
 # The generator
 
 
-def city_sizes(n_users: int, n_cities: int, exponent: float) -> np.ndarray:
-    """(int64[C]) Zipf city sizes summing to ``n_users``, every city at least 1 user."""
+def zipf_ladder(n_users: int, n_cities: int, exponent: float) -> np.ndarray:
+    """(int64[C]) ``n_cities`` Zipf city sizes summing to ``n_users``, every city at least 1 user."""
     n_cities = max(1, min(n_cities, n_users))
     weight = 1.0 / np.arange(1, n_cities + 1, dtype=np.float64) ** exponent
     raw = 1 + weight / weight.sum() * (n_users - n_cities)
@@ -225,6 +229,26 @@ def city_sizes(n_users: int, n_cities: int, exponent: float) -> np.ndarray:
     short = n_users - int(sizes.sum())
     sizes[np.argsort(-(raw - sizes), kind="stable")[:short]] += 1  # largest remainders
     return sizes
+
+
+def city_sizes(n_users: int, n_cities: int, exponent: float, region_users: int | None = None) -> np.ndarray:
+    """(int64[C]) city sizes summing to ``n_users``: regions of ``region_users`` users, each a
+    Zipf ladder of ``n_cities`` cities (:func:`zipf_ladder`), and the remainder as one smaller
+    ladder. ``region_users`` None (or at least ``n_users``): one ladder of the whole population.
+
+    Why regions: the friend graph's local structure (the degree tail, merchants' degrees, how
+    soon a city runs out of strangers) depends on city sizes in users. Cities that are a fixed
+    share of N would grow with N and change every intensive figure; a fixed ladder repeated
+    N / region_users times keeps them the same at every N that holds whole regions.
+    """
+    if region_users is None or n_users <= region_users:
+        return zipf_ladder(n_users, n_cities, exponent)
+    n_full, rest = divmod(n_users, region_users)
+    ladder = zipf_ladder(region_users, n_cities, exponent)
+    parts = [np.tile(ladder, n_full)]
+    if rest:
+        parts.append(zipf_ladder(rest, n_cities, exponent))
+    return np.concatenate(parts)
 
 
 def _stochastic_round(x: np.ndarray, key: int) -> np.ndarray:
@@ -359,7 +383,7 @@ def friend_pairs(
     if n < 2:
         raise ValueError(f"n_users must be at least 2, got {n}")
     p = params
-    sizes = city_sizes(n, p.n_cities, p.city_zipf_exponent)
+    sizes = city_sizes(n, p.n_cities, p.city_zipf_exponent, p.region_users)
     city_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     city = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
 
@@ -429,10 +453,27 @@ def friend_pairs(
     _fill_partners(u, v, offset, end, city_partner)
     offset = end
 
+    # cross-city ties: partners drawn in proportion to weight from the picker's own region (a
+    # region is a closed social world, so a cascade meets the same cities at every N), and with
+    # probability cross_region_share from every region
     end = _write_pickers(u, offset, cross_counts)
     cross_stubs = u[offset:end]
+    region_bounds = np.append(np.arange(0, n, p.region_users or n, dtype=np.int64), n)
+    stub_region_start = np.searchsorted(cross_stubs, region_bounds).astype(np.int64)
+    stub_region_count = np.maximum(np.diff(stub_region_start), 1)
     key = rng.stream_key(seed, "graph.cross")
-    _fill_partners(u, v, offset, end, lambda pickers, ix: cross_stubs[rng.integers(key, ix, max(cross_stubs.shape[0], 1))])
+    key_far = rng.stream_key(seed, "graph.cross_region")
+
+    def cross_partner(pickers, pick_index):
+        region = pickers // (p.region_users or n)
+        first, count = stub_region_start[region], stub_region_count[region]
+        if p.cross_region_share > 0:
+            far = rng.bernoulli(key_far, pick_index, p.cross_region_share)
+            first = np.where(far, 0, first)
+            count = np.where(far, max(cross_stubs.shape[0], 1), count)
+        return cross_stubs[first + rng.integers(key, pick_index, count)]
+
+    _fill_partners(u, v, offset, end, cross_partner)
     offset = end
     assert offset == total
 

@@ -75,9 +75,42 @@ class RiskState:
                    xp.zeros(n_users, dtype=xp.int64), xp.zeros((window, n_merchants), dtype=xp.int32))
 
 
+@dataclass
+class TickView:
+    """Per-account quantities a tick's scoring gathers from (N- and M-sized, on the device).
+
+    Attributes:
+        burst_of: (int64[N]) each payer's transactions this tick.
+        past_of: (int64[N]) each payer's transactions in the window before this tick.
+        mean_of: (float64[N]) each payer's mean amount so far (the reference amount without history).
+        merchant_today: (int64[M]) each merchant's transactions this tick.
+        merchant_mean: (float64[M]) each merchant's mean daily count in the window.
+    """
+
+    burst_of: Any
+    past_of: Any
+    mean_of: Any
+    merchant_today: Any
+    merchant_mean: Any
+
+
+def tick_view(payer: Any, merchant: Any, state: RiskState, reference_amount: float, *, xp: ModuleType) -> TickView:
+    """The :class:`TickView` of one tick's transactions (payer, merchant: int64[T]) on ``state``."""
+    n_users, n_merchants = state.payer_count.shape[0], state.merchant_window.shape[1]
+    count = state.payer_count
+    window_days = state.merchant_window.shape[0]
+    return TickView(
+        burst_of=xp.bincount(payer, minlength=n_users),
+        past_of=state.payer_window.sum(axis=0, dtype=xp.int64),
+        mean_of=xp.where(count > 0, state.payer_amount_sum / xp.maximum(count, 1), reference_amount),
+        merchant_today=xp.bincount(merchant, minlength=n_merchants),
+        merchant_mean=state.merchant_window.sum(axis=0, dtype=xp.int64) / window_days)
+
+
 def score_transactions(payer: Any, merchant: Any, amount: Any, scenario: Any, new_device: Any,
                        account_age: Any, merchant_flag: Any, state: RiskState, weights: RiskWeights,
-                       reference_amount: float, new_account_ticks: int, *, xp: ModuleType) -> Any:
+                       reference_amount: float, new_account_ticks: int, *, xp: ModuleType,
+                       view: TickView | None = None, own_payer: Any = None, own_merchant: Any = None) -> Any:
     """(float64[T]) risk scores of one tick's transactions.
 
     Args:
@@ -88,34 +121,35 @@ def score_transactions(payer: Any, merchant: Any, amount: Any, scenario: Any, ne
         account_age: (int64[T]) payer's account age in ticks.
         merchant_flag: (bool[M]) merchants under governance action or newly onboarded.
         state: history before this tick (not modified here; see :func:`update_state`).
+        view: the tick's per-account quantities (:func:`tick_view` of these transactions when
+            None). Scoring transactions that are not part of the tick (a probe) against the
+            tick's traffic: pass the tick's view, and in ``own_payer`` and ``own_merchant``
+            (int64[T]) the payments each transaction's own event adds to its payer's and its
+            merchant's counts today.
     """
-    n_users, n_merchants = state.payer_count.shape[0], state.merchant_window.shape[1]
     w = weights
-    # per-account quantities first (N- and M-sized), so each transaction gathers three numbers
-    burst_of = xp.bincount(payer, minlength=n_users)
-    past_of = state.payer_window.sum(axis=0, dtype=xp.int64)
-    count = state.payer_count
-    mean_of = xp.where(count > 0, state.payer_amount_sum / xp.maximum(count, 1), reference_amount)
-    window_days = state.merchant_window.shape[0]
-    merchant_today = xp.bincount(merchant, minlength=n_merchants)
-    merchant_mean = state.merchant_window.sum(axis=0, dtype=xp.int64) / window_days
-    merchant_ratio = xp.minimum(merchant_today / xp.maximum(merchant_mean, 1.0), RATIO_CAP)
-    merchant_term = w.merchant_velocity * merchant_ratio + w.merchant_flag * merchant_flag
+    if view is None:
+        view = tick_view(payer, merchant, state, reference_amount, xp=xp)
     scenario_weight = xp.asarray(np.asarray(w.scenario, dtype=np.float64))
     score = xp.empty(payer.shape[0], dtype=xp.float64)
 
     def work(start: int, stop: int) -> None:
         p, m = payer[start:stop], merchant[start:stop]
-        burst = burst_of[p]
-        velocity = xp.minimum(past_of[p] + burst, VELOCITY_CAP)
-        ratio = xp.minimum(amount[start:stop] / mean_of[p], RATIO_CAP)
+        burst = view.burst_of[p]
+        today = view.merchant_today[m]
+        if own_payer is not None:
+            burst = burst + own_payer[start:stop]
+            today = today + own_merchant[start:stop]
+        velocity = xp.minimum(view.past_of[p] + burst, VELOCITY_CAP)
+        ratio = xp.minimum(amount[start:stop] / view.mean_of[p], RATIO_CAP)
         s = w.bias + w.payer_velocity * velocity
         s = s + w.payer_burst * xp.minimum(burst, BURST_CAP)
         s = s + w.amount_ratio * ratio
         s = s + w.new_account * (account_age[start:stop] < new_account_ticks)
         s = s + w.new_device * new_device[start:stop]
         s = s + scenario_weight[scenario[start:stop].astype(xp.int64)]
-        score[start:stop] = s + merchant_term[m]
+        merchant_ratio = xp.minimum(today / xp.maximum(view.merchant_mean[m], 1.0), RATIO_CAP)
+        score[start:stop] = s + (w.merchant_velocity * merchant_ratio + w.merchant_flag * merchant_flag[m])
 
     map_chunks(payer.shape[0], work, xp=xp)
     return score

@@ -52,7 +52,17 @@ class PopulationConfig(_Section):
     """Consumers and their friend graph (SPEC section 1)."""
 
     n_users: int = Field(200_000, ge=100, le=2_000_000_000, description="N, users simulated")
-    n_cities: int = Field(100, ge=1, le=100_000, description="cities, Zipf-sized")
+    n_cities: int = Field(100, ge=1, le=100_000, description="cities per region, Zipf-sized")
+    region_users: int = Field(
+        200_000, ge=100, le=2_000_000_000,
+        description="users per region: the population is N / region_users regions of n_cities Zipf-sized "
+                    "cities each (a smaller last one), so city sizes, and the local structure that "
+                    "depends on them, stay the same at every N")
+    cross_region_share: float = Field(
+        0.0, ge=0, le=1,
+        description="share of cross-city friendships made with users of any region rather than the user's own: "
+                    "0 keeps each region a closed social world, so every intensive figure is the same at every N "
+                    "(README, \"Size-free mechanisms\"); above 0, cascades reach further in larger populations")
     mean_degree: float = Field(175.0, gt=0, le=5000, description="mean number of friends")
     max_degree: int = Field(5000, ge=1, le=100_000, description="friend limit (WeChat: 5,000)")
     n_categories: int = Field(12, ge=1, le=16, description="product categories / interest tags")

@@ -8,13 +8,19 @@
 * ``laundering_fan_in`` / ``laundering_fan_out``: cross-border rings (AMLSim's fan-in and fan-out):
   many payers into one merchant, or one payer out to many, amounts just under 50,000 CNY.
 
-Fraudsters react to interception: after a tick in which a typology lost a share s of its
-attempts, its intensity falls by ``p_stop_after_interception * s`` (some rings stop) and its
+Fraudsters react to interception: after a tick in which a typology's payments were intercepted
+at a rate s, its intensity falls by ``p_stop_after_interception * s`` (some rings stop) and its
 stealth rises by ``adapt_step * s`` (the rest send smaller amounts, fewer at a time, from
 familiar devices, through older sockpuppets).
 
-Sockpuppets are not extra users: their payments are attributed to random user ids with the
-account age of a sockpuppet, so velocity features see them but the population stays fixed.
+The rate s is what the whole of WeChat's fraud of that kind met that tick, not what the few
+payments of a small population met: each tick a *probe* of :data:`PROBE_PAYMENTS` payments per
+typology, drawn like the real ones but on streams of their own, is scored by the engine against
+the tick's threshold (never settled, never counted, never added to the engine's history), and s
+is the share of the probe intercepted. At full scale (584 laundering rings a day) the realised
+share of a tick is that rate; at 200k users a ring comes every ten days, and a rule reacting to
+realised shares reacted only in those ticks, so laundering thrived at 200k and died out at 1M.
+The probe makes the reaction the same at every N.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ TYPOLOGIES = ("ato_mule", "brushing", "burst", "laundering_fan_in", "laundering_
 ATO, BRUSHING, BURST, FAN_IN, FAN_OUT = range(len(TYPOLOGIES))
 #: just under the 50,000 CNY line that draws scrutiny, in fen
 LAUNDERING_AMOUNT = 4_900_000
+#: payments of each typology in the tick's probe (at least: whole takeovers, rings and bursts);
+#: the interception share a typology reacts to has a standard error of at most 1 / (2 sqrt(256))
+PROBE_PAYMENTS = 256
 
 
 @dataclass
@@ -40,7 +49,8 @@ class FraudBatch:
     Attributes:
         payer, merchant: (int64[F]); amount (int64[F]) fen; scenario (int8[F]) 0 QR, 1
         mini-program, 2 cross-border; new_device (bool[F]); account_age (int64[F]) ticks, or -1
-        for the payer's real age; typology (int8[F]) index into :data:`TYPOLOGIES`.
+        for the payer's real age; typology (int8[F]) index into :data:`TYPOLOGIES`; event
+        (int64[F]) the takeover, brushing order, ring or burst each payment belongs to.
     """
 
     payer: np.ndarray
@@ -50,10 +60,20 @@ class FraudBatch:
     new_device: np.ndarray
     account_age: np.ndarray
     typology: np.ndarray
+    event: np.ndarray
 
     @property
     def n(self) -> int:
         return int(self.payer.shape[0])
+
+    def own_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(int64[F], int64[F]) payments of each payment's own event by the same payer and to the
+        same merchant (itself included): what the event adds to the engine's counts today."""
+        def count(account: np.ndarray) -> np.ndarray:
+            _, inverse, counts = np.unique(np.stack([self.event, account]), axis=1, return_inverse=True,
+                                           return_counts=True)
+            return counts[inverse.ravel()].astype(np.int64)
+        return count(self.payer), count(self.merchant)
 
 
 class FraudInjector(Stateful):
@@ -87,45 +107,88 @@ class FraudInjector(Stateful):
         return int(np.floor(expected + u))
 
     def draw(self, tick: int) -> FraudBatch:
+        """The tick's fraud: each typology's events at its expected rate (per million users, per
+        fraud merchant for brushing) times its intensity."""
+        cfg, k = self.cfg, len(self.fraud_merchants)
+        events = dict.fromkeys(range(len(TYPOLOGIES)), 0)
+        brushers = np.zeros(0, dtype=np.int64)
+        if k:
+            events[ATO] = self._count(cfg.ato_per_million, ATO, tick)
+            orders = np.floor(cfg.brushing_orders * self.intensity[BRUSHING]
+                              + rng.uniform(rng.stream_key(self.seed, "fraud.brushing.n", tick), k)).astype(np.int64)
+            brushers = np.repeat(self.fraud_merchants, orders)
+            rings = self._count(cfg.laundering_per_million, FAN_IN, tick)
+            fan_in = rng.bernoulli(rng.stream_key(self.seed, "fraud.laundering.kind", tick), rings, 0.5)
+            events[FAN_IN], events[FAN_OUT] = int(fan_in.sum()), int((~fan_in).sum())
+        events[BURST] = self._count(cfg.burst_per_million, BURST, tick)
+        return self._batch(tick, "fraud", events, brushers)
+
+    def probe(self, tick: int) -> FraudBatch:
+        """:data:`PROBE_PAYMENTS` payments (at least) of every typology, drawn as :meth:`draw`
+        would at the current stealth, on streams of their own: what fraud of each kind met this
+        tick, whatever N (see the module docstring). Empty for the typologies that need fraud
+        merchants when there are none."""
+        cfg, k = self.cfg, len(self.fraud_merchants)
+        quiet = 1.0 - 0.7 * self.stealth
+        per_event = {ATO: cfg.ato_payments, FAN_IN: max(2, int(round(cfg.laundering_fan * quiet[FAN_IN]))),
+                     FAN_OUT: max(2, int(round(cfg.laundering_fan * quiet[FAN_OUT]))),
+                     BURST: self._burst_size()}
+        events = {t: -(-PROBE_PAYMENTS // size) for t, size in per_event.items()}
+        brushers = np.zeros(0, dtype=np.int64)
+        if k:
+            key = rng.stream_key(self.seed, "fraud.probe.brushing.merchant", tick)
+            brushers = np.sort(self.fraud_merchants[rng.integers(key, PROBE_PAYMENTS, k)])
+        else:
+            events.update({ATO: 0, FAN_IN: 0, FAN_OUT: 0})
+        return self._batch(tick, "fraud.probe", events, brushers)
+
+    def _burst_size(self) -> int:
+        return max(1, int(round(self.cfg.burst_orders * (1.0 - 0.5 * self.stealth[BURST]))))
+
+    def _batch(self, tick: int, stream: str, events: dict[int, int], brushers: np.ndarray) -> FraudBatch:
+        """The payments of ``events[t]`` takeovers, rings (fan-in, fan-out) and bursts, and of one
+        brushing order per entry of ``brushers`` (int64[B], fraud merchants), on streams named
+        ``stream``."""
         cfg, seed, n = self.cfg, self.seed, self.n_users
         parts: list[dict[str, np.ndarray]] = []
 
         def key(name: str) -> int:
-            return rng.stream_key(seed, f"fraud.{name}", tick)
+            return rng.stream_key(seed, f"{stream}.{name}", tick)
 
-        def add(typology: int, payer, merchant, amount, scenario: int, p_new_device: float, account_age) -> None:
+        n_events = 0
+
+        def add(typology: int, payer, merchant, amount, scenario: int, p_new_device: float, account_age,
+                event) -> None:
+            nonlocal n_events
             m = payer.shape[0]
             parts.append(dict(payer=payer.astype(np.int64), merchant=merchant.astype(np.int64),
                               amount=np.maximum(amount, 100).astype(np.int64),
                               scenario=np.full(m, scenario, dtype=np.int8),
                               new_device=rng.bernoulli(key(f"{TYPOLOGIES[typology]}.device"), m, p_new_device),
                               account_age=np.broadcast_to(account_age, (m,)).astype(np.int64),
-                              typology=np.full(m, typology, dtype=np.int8)))
+                              typology=np.full(m, typology, dtype=np.int8),
+                              event=n_events + np.asarray(event, dtype=np.int64)))
+            n_events += int(event.max()) + 1 if m else 0
 
         quiet = 1.0 - 0.7 * self.stealth  # stealthier fraud looks more like ordinary payments
         k = len(self.fraud_merchants)
         if k:
-            victims = self._count(cfg.ato_per_million, ATO, tick)
+            victims = events[ATO]
             m = victims * cfg.ato_payments
             payer = np.repeat(rng.integers(key("ato.victim"), victims, n), cfg.ato_payments)
             mule = self.fraud_merchants[rng.integers(key("ato.mule"), m, k)]
             amount = self.reference_fen * cfg.ato_amount_multiple * quiet[ATO] * (0.5 + rng.uniform(key("ato.amount"), m))
-            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1)
+            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1, np.repeat(np.arange(victims), cfg.ato_payments))
 
-            per_merchant = cfg.brushing_orders * self.intensity[BRUSHING]
-            orders = np.floor(per_merchant + rng.uniform(key("brushing.n"), k)).astype(np.int64)
-            merchant = np.repeat(self.fraud_merchants, orders)
-            m = merchant.shape[0]
+            m = brushers.shape[0]
             payer = rng.integers(key("brushing.puppet"), m, n)
             amount = self.reference_fen * (0.5 + rng.uniform(key("brushing.amount"), m))
             # adapted brushers use aged sockpuppets
             age = rng.integers(key("brushing.age"), m, 1 + int(30 * (1 + 10 * self.stealth[BRUSHING])))
-            add(BRUSHING, payer, merchant, amount, 1, 0.5 * quiet[BRUSHING], age)
+            add(BRUSHING, payer, brushers, amount, 1, 0.5 * quiet[BRUSHING], age, np.arange(m))
 
-            rings = self._count(cfg.laundering_per_million, FAN_IN, tick)
-            fan_in = rng.bernoulli(key("laundering.kind"), rings, 0.5)
-            for typology, mask in ((FAN_IN, fan_in), (FAN_OUT, ~fan_in)):
-                r = int(mask.sum())
+            for typology in (FAN_IN, FAN_OUT):
+                r = events[typology]
                 fan = max(2, int(round(cfg.laundering_fan * quiet[typology])))
                 m = r * fan
                 ring = np.repeat(np.arange(r), fan)
@@ -136,21 +199,22 @@ class FraudInjector(Stateful):
                 payer = spread_payer if typology == FAN_IN else hub_payer
                 merchant = hub_merchant if typology == FAN_IN else spread_merchant
                 amount = LAUNDERING_AMOUNT * quiet[typology] * (0.9 + 0.1 * rng.uniform(key(f"{TYPOLOGIES[typology]}.amt"), m))
-                add(typology, payer, merchant, amount, 2, 0.2 * quiet[typology], -1)
+                add(typology, payer, merchant, amount, 2, 0.2 * quiet[typology], -1, ring)
 
-        bursts = self._count(cfg.burst_per_million, BURST, tick)
-        size = max(1, int(round(cfg.burst_orders * (1.0 - 0.5 * self.stealth[BURST]))))
+        bursts = events[BURST]
+        size = self._burst_size()
         m = bursts * size
         payer = np.repeat(rng.integers(key("burst.payer"), bursts, n), size)
         merchant = rng.integers(key("burst.merchant"), m, self.n_merchants)
         amount = self.reference_fen * cfg.burst_amount_multiple * quiet[BURST] * (0.5 + rng.uniform(key("burst.amount"), m))
-        add(BURST, payer, merchant, amount, 0, 0.3 * quiet[BURST], -1)
+        add(BURST, payer, merchant, amount, 0, 0.3 * quiet[BURST], -1, np.repeat(np.arange(bursts), size))
 
-        fields = ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology")
+        fields = ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology", "event")
         return FraudBatch(**{f: np.concatenate([p[f] for p in parts]) for f in fields})
 
-    def react(self, attempted: np.ndarray, intercepted: np.ndarray) -> None:
-        """Adapt to one tick's interceptions: per typology counts (int[len(TYPOLOGIES)])."""
-        share = np.where(attempted > 0, intercepted / np.maximum(attempted, 1), 0.0)
+    def react(self, intercepted_share: np.ndarray) -> None:
+        """Adapt to one tick's interception rates (float64[len(TYPOLOGIES)], from the probe);
+        NaN for a typology that had no probe leaves it as it is."""
+        share = np.nan_to_num(np.asarray(intercepted_share, dtype=np.float64), nan=0.0)
         self.intensity *= 1.0 - self.cfg.p_stop_after_interception * share
         self.stealth = np.minimum(1.0, self.stealth + self.cfg.adapt_step * share)

@@ -85,7 +85,8 @@ class Population:
 
 def graph_params(config: ScenarioConfig) -> GraphParams:
     p = config.population
-    return GraphParams(mean_degree=p.mean_degree, max_degree=p.max_degree, n_cities=p.n_cities)
+    return GraphParams(mean_degree=p.mean_degree, max_degree=p.max_degree, n_cities=p.n_cities,
+                       region_users=p.region_users, cross_region_share=p.cross_region_share)
 
 
 def _choose_merchants(n_users: int, n_merchants: int, seed: int) -> np.ndarray:
@@ -213,7 +214,8 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
             config, graph = with_edge_list(config)
         indptr, indices = graph
         n = indptr.shape[0] - 1
-        city = np.repeat(np.arange(min(pop.n_cities, n), dtype=np.int32), city_sizes(n, pop.n_cities, 1.0))
+        sizes = city_sizes(n, pop.n_cities, 1.0, pop.region_users)
+        city = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
         merchant_uids = _choose_merchants(n, config.n_merchants, seed)
     else:
         n = pop.n_users

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, update_state
+from ..kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, tick_view, update_state
 from .codes import OFFICIAL_SCENARIOS, PaymentScenario
 from .columns import ratio
 from .config import ScenarioConfig
@@ -143,12 +143,14 @@ class RiskEngine(Mechanism):
         new_device_all = xp.concatenate([legit_new_device, dev(fraud.new_device)])
         age_all = xp.concatenate([tick - self.ti_created[legit_payer].astype(xp.int64), fraud_age])
         flag = xp.concatenate([dev(merchant_flag), xp.zeros(1, dtype=xp.bool_)])  # everyday shops: never flagged
+        view = tick_view(payer_all, merchant_all, self.state, float(self.reference_fen), xp=xp)
         score = score_transactions(payer_all, merchant_all, amount_all, scenario_all, new_device_all, age_all,
                                    flag, self.state, self.weights, float(self.reference_fen),
-                                   r.new_account_ticks, xp=xp)
+                                   r.new_account_ticks, xp=xp, view=view)
         history = list(self.legit_history)
         threshold = threshold_for_fpr(xp.concatenate(history) if history else xp.zeros(0), r.target_fpr, xp=xp)
         intercepted = score > threshold
+        probe_share = self._probe(tick, view, flag, threshold)
         update_state(self.state, payer_all, merchant_all, amount_all, tick, xp=xp)
         self.legit_history.append(score[:n_legit])
 
@@ -157,9 +159,7 @@ class RiskEngine(Mechanism):
         fraud_passed = ~intercepted[n_legit:]
         metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_amount, fraud_passed,
                                 threshold, xp=xp)
-        caught_by_type = self.backend.to_host(
-            xp.bincount(fraud_typology[~fraud_passed].astype(xp.int64), minlength=len(TYPOLOGIES)))
-        self.fraud.react(np.bincount(fraud.typology, minlength=len(TYPOLOGIES)), caught_by_type)
+        self.fraud.react(probe_share)
         log = None
         if self.config.output.transactions != "none":
             # a transaction's key: its order key, an everyday payment's key (from EVERYDAY_KEY_BASE),
@@ -178,6 +178,27 @@ class RiskEngine(Mechanism):
             log["amount"] = log["amount"] / 100.0
             log["merchant"][log["merchant"] == self.n_merchants] = -1  # everyday shops
         return Screening(legit_passed, fraud, fraud_passed, metrics, log)
+
+    def _probe(self, tick: int, view: Any, flag: Any, threshold: float) -> np.ndarray:
+        """(float64[len(TYPOLOGIES)]) share of each typology's probe (:meth:`FraudInjector.probe`)
+        the engine would intercept this tick, each payment scored on the tick's traffic plus its
+        own event's payments; NaN for a typology without probe. Nothing here settles or is kept."""
+        xp, dev = self.xp, self.backend.to_device
+        probe = self.fraud.probe(tick)
+        if probe.n == 0:
+            return np.full(len(TYPOLOGIES), np.nan)
+        own_payer, own_merchant = probe.own_counts()
+        payer = dev(probe.payer)
+        stated_age = dev(probe.account_age)
+        age = xp.where(stated_age >= 0, stated_age, tick - self.ti_created[payer].astype(xp.int64))
+        score = score_transactions(payer, dev(probe.merchant), dev(probe.amount), dev(probe.scenario),
+                                   dev(probe.new_device), age, flag, self.state, self.weights,
+                                   float(self.reference_fen), self.config.risk.new_account_ticks, xp=xp, view=view,
+                                   own_payer=dev(own_payer), own_merchant=dev(own_merchant))
+        caught = self.backend.to_host(score > threshold)
+        tried = np.bincount(probe.typology, minlength=len(TYPOLOGIES))
+        hit = np.bincount(probe.typology, weights=caught, minlength=len(TYPOLOGIES))
+        return np.where(tried > 0, hit / np.maximum(tried, 1), np.nan)
 
     def _metrics(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
                  fraud_amount: Any, fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float | None]:

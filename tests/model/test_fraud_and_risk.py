@@ -6,7 +6,7 @@ import pytest
 
 from weishang.model.config import WECHAT_MAU, load_config
 from weishang.model.everyday import daily_everyday_counts, draw_everyday
-from weishang.model.fraud import TYPOLOGIES, FraudInjector
+from weishang.model.fraud import PROBE_PAYMENTS, TYPOLOGIES, FraudInjector
 from weishang.model.run import run_scenario
 
 
@@ -35,16 +35,35 @@ def test_every_typology_appears_with_its_signature():
 def test_interception_makes_fraud_quieter_and_rarer():
     f = injector()
     before = f.draw(1)
-    attempted = np.bincount(before.typology, minlength=len(TYPOLOGIES))
-    f.react(attempted, attempted)  # everything was caught
+    caught = np.array([1.0, 0.5, 1.0, 0.0, np.nan])  # no probe of fan-out: it does not react
+    f.react(caught)
     after = f.draw(1)
-    tried = attempted > 0
-    assert tried.sum() >= 3
-    assert np.all(f.intensity[tried] < 1.0) and np.all(f.stealth[tried] > 0.0)
-    assert np.all(f.intensity[~tried] == 1.0)  # a typology that was not caught does not react
+    assert np.all(f.intensity[[0, 1, 2]] < 1.0) and np.all(f.stealth[[0, 1, 2]] > 0.0)
+    assert f.intensity[0] < f.intensity[1]  # caught more, stopped more
+    assert np.all(f.intensity[[3, 4]] == 1.0) and np.all(f.stealth[[3, 4]] == 0.0)
     ato_before = before.amount[before.typology == 0].mean()
     ato_after = after.amount[after.typology == 0].mean()
     assert ato_after < ato_before  # adapted: smaller cash-outs
+
+
+def test_the_probe_is_the_same_at_every_size_and_counts_its_events():
+    """The probe that fraudsters learn from holds at least PROBE_PAYMENTS of each typology at
+    any N (a ring every ten days at 200k users would teach them nothing in most ticks), and
+    each payment knows what its own event adds to its payer's and merchant's counts."""
+    for n_users in (200_000, 10_000_000):
+        f = FraudInjector(load_config().fraud, n_users, np.arange(n_users // 3000, dtype=np.int64), n_users // 60,
+                          21_500, seed=2)
+        probe = f.probe(4)
+        tried = np.bincount(probe.typology, minlength=len(TYPOLOGIES))
+        assert np.all(tried >= PROBE_PAYMENTS) and np.all(tried < PROBE_PAYMENTS + 20)
+        own_payer, own_merchant = probe.own_counts()
+        ato, fan_in, fan_out = probe.typology == 0, probe.typology == 3, probe.typology == 4
+        assert np.all(own_payer[ato] == load_config().fraud.ato_payments)  # a takeover's payments, one victim
+        assert np.all(own_merchant[fan_in] == np.bincount(probe.event[fan_in])[probe.event[fan_in]])  # one hub
+        assert np.all(own_payer[fan_out] == np.bincount(probe.event[fan_out])[probe.event[fan_out]])
+        assert np.all(own_merchant[probe.typology == 1] == 1)  # a brushing order is its own event
+    real = FraudInjector(load_config().fraud, 200_000, np.arange(60, dtype=np.int64), 3_000, 21_500, seed=2).draw(4)
+    assert not np.array_equal(real.payer[:10], probe.payer[:10])  # streams of its own
 
 
 def test_same_seed_same_fraud():
