@@ -411,12 +411,16 @@ class FraudConfig(_Section):
     burst_per_million: float = Field(0.0773, ge=0, le=1e4, description="payers placing a burst of large orders")
     burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
     burst_amount_multiple: float = Field(5.0, ge=0, le=1000, description="burst order amount over the median price")
-    laundering_per_million: float = Field(0.4531, ge=0, le=1e4, description="cross-border laundering rings (fan-in or fan-out)")
+    laundering_per_million: float = Field(3.0, ge=0, le=1e4, description="cross-border laundering rings (fan-in or fan-out)")
     laundering_fan: int = Field(12, ge=2, le=1000, description="payers (fan-in) or merchants (fan-out) of a ring")
     p_stop_after_interception: float = Field(0.3, ge=0, le=1,
                                              description="intensity a typology loses per unit of intercepted share")
     adapt_step: float = Field(0.3, ge=0, le=1,
                               description="stealth a typology gains per unit of intercepted share (smaller, quieter fraud)")
+    entry_rate: float = Field(0.05, ge=0, le=1,
+                              description="share of a typology's stopped volume new rings replace each tick: fraud that "
+                                          "interception stops recovers when interception eases, and never dies out "
+                                          "(not fitted: no SPEC figure; README, \"Size-free mechanisms\")")
 
 
 class CommunityConfig(_Section):

@@ -11,7 +11,9 @@
 Fraudsters react to interception: after a tick in which a typology's payments were intercepted
 at a rate s, its intensity falls by ``p_stop_after_interception * s`` (some rings stop) and its
 stealth rises by ``adapt_step * s`` (the rest send smaller amounts, fewer at a time, from
-familiar devices, through older sockpuppets).
+familiar devices, through older sockpuppets). New rings replace ``entry_rate`` of the stopped
+volume each tick, so a typology the engine keeps catching settles where entry balances stops
+(intensity e / (e + p s)) instead of dying out.
 
 The rate s is what the whole of WeChat's fraud of that kind met that tick, not what the few
 payments of a small population met: each tick a *probe* of :data:`PROBE_PAYMENTS` payments per
@@ -217,4 +219,5 @@ class FraudInjector(Stateful):
         NaN for a typology that had no probe leaves it as it is."""
         share = np.nan_to_num(np.asarray(intercepted_share, dtype=np.float64), nan=0.0)
         self.intensity *= 1.0 - self.cfg.p_stop_after_interception * share
+        self.intensity += self.cfg.entry_rate * (1.0 - self.intensity)
         self.stealth = np.minimum(1.0, self.stealth + self.cfg.adapt_step * share)
