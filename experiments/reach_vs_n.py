@@ -1,9 +1,19 @@
-"""How cascade reach per level scales with the number of users N.
+"""How cascade reach, and the figures that follow from it, depend on the number of users N.
 
-Runs the default scenario for a few ticks at several N and writes one row per (N, level) to
-``results/reach_vs_n.parquet``: mean exposures per post, and per post that reached the level.
+Runs the default scenario for a few ticks at several N under three population layouts:
 
-    .venv/bin/python experiments/reach_vs_n.py [N ...]
+* ``regions`` (the default): N / 200k regions of the same 100 cities, each a closed social world;
+* ``cross_region``: the same regions, a fifth of cross-city friendships made in any region
+  (``population.cross_region_share = 0.2``): one connected world;
+* ``cities_grow``: one region of everyone (``population.region_users = N``): 100 cities whose
+  sizes grow with N, the layout before regions.
+
+Writes one row per (layout, N, level) to ``results/reach_vs_n.parquet`` (mean exposures per post,
+per post that reached the level, and the top 1% of those: the SPEC's reach measure) with the
+run's intensive figures (GMV and visits per user a day, conversion on Moments), and plots reach
+and GMV per user against N to ``results/figures/reach_vs_n.png``.
+
+    .venv/bin/python experiments/reach_vs_n.py [N ...]          # default 200k, 400k, 1M
 """
 
 from __future__ import annotations
@@ -12,33 +22,85 @@ import sys
 import tempfile
 from pathlib import Path
 
-import polars as pl
+import matplotlib
 
-from weishang.model.config import load_config
-from weishang.model.run import run_scenario
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import polars as pl  # noqa: E402
 
-SIZES = [int(x) for x in sys.argv[1:]] or [50_000, 200_000, 1_000_000]
-TICKS = 5
+from weishang.model.config import load_config  # noqa: E402
+from weishang.model.run import run_scenario  # noqa: E402
+
+SIZES = [int(x) for x in sys.argv[1:]] or [200_000, 400_000, 1_000_000]
+TICKS = 10
+LAYOUTS = {
+    "regions": lambda n: [],
+    "cross_region": lambda n: ["population.cross_region_share=0.2"],
+    "cities_grow": lambda n: [f"population.region_users={n}"],
+}
+
+
+def measure(layout: str, n: int, tmp: Path) -> list[dict]:
+    config = load_config(overrides=[f"population.n_users={n}", f"run.n_ticks={TICKS}", 'run.backend="numpy"',
+                                    'output.transactions="none"', *LAYOUTS[layout](n)])
+    result = run_scenario(config, tmp / f"{layout}-n{n}")
+    cascades = pl.read_parquet(result.run_dir / "cascades.parquet")
+    ticks = pl.read_parquet(result.run_dir / "ticks.parquet")
+    per_user_day = {"gmv_per_user_day": float(ticks["gmv"].sum()) / n / TICKS,
+                    "visits_per_user_day": float(sum(ticks[c].sum() for c in ticks.columns if c.startswith("visits_")
+                                                     and c.removeprefix("visits_") in ("moments", "official_account",
+                                                                                      "search"))) / n / TICKS,
+                    "conversion_moments": result.summary["conversion_moments"]}
+    rows = []
+    for level in (1, 2, 3):
+        col = cascades[f"exposures_l{level}"]
+        reached = col.filter(col > 0)
+        rows.append({"layout": layout, "n_users": n, "level": level, "reach_per_post": col.mean(),
+                     "reach_per_reaching_post": reached.mean(), "top1pct_reach": reached.quantile(0.99),
+                     "max_reach": col.max(), **per_user_day})
+    print(f"{layout} N={n:,} done", file=sys.stderr)
+    return rows
+
+
+def plot(table: pl.DataFrame, path: Path) -> None:
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    styles = {"regions": dict(color="C0", marker="o"), "cross_region": dict(color="C1", marker="s"),
+              "cities_grow": dict(color="C3", marker="^", linestyle="--")}
+    for layout, style in styles.items():
+        rows = table.filter(pl.col("layout") == layout).sort("n_users")
+        for level, axis in zip((1, 2, 3), axes[:3]):
+            r = rows.filter(pl.col("level") == level)
+            value = "reach_per_reaching_post" if level == 1 else "top1pct_reach"
+            axis.plot(r["n_users"], r[value], label=layout, **style)
+        r = rows.filter(pl.col("level") == 1)
+        axes[3].plot(r["n_users"], r["gmv_per_user_day"], label=layout, **style)
+    titles = ["level 1: mean reach of a post (SPEC 150-200)", "level 2: top 1% of posts (SPEC 3,000-5,000)",
+              "level 3: top 1% of posts (SPEC 50,000+)", "GMV per user a day (CNY)"]
+    for axis, title in zip(axes, titles):
+        axis.set_xscale("log")
+        axis.set_xlabel("users N")
+        axis.set_title(title, fontsize=9)
+        axis.set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in SIZES:
-            config = load_config(overrides=[f"population.n_users={n}", f"run.n_ticks={TICKS}", 'run.backend="numpy"'])
-            run = run_scenario(config, Path(tmp) / f"n{n}").run_dir
-            cascades = pl.read_parquet(run / "cascades.parquet")
-            for level in (1, 2, 3):
-                col = cascades[f"exposures_l{level}"]
-                rows.append({"n_users": n, "level": level, "reach_per_post": col.mean(),
-                             "reach_per_reaching_post": col.filter(col > 0).mean(),
-                             "p99_reach": col.quantile(0.99), "max_reach": col.max()})
-            print(f"N={n:,} done", file=sys.stderr)
+        for layout in LAYOUTS:
+            for n in SIZES:
+                rows += measure(layout, n, Path(tmp))
+    table = pl.DataFrame(rows)
     out = Path("results/reach_vs_n.parquet")
     out.parent.mkdir(exist_ok=True)
-    table = pl.DataFrame(rows)
     table.write_parquet(out)
-    print(table)
+    plot(table, Path("results/figures/reach_vs_n.png"))
+    with pl.Config(tbl_rows=100, tbl_width_chars=200):
+        print(table.select("layout", "n_users", "level", "reach_per_reaching_post", "top1pct_reach",
+                           "gmv_per_user_day", "visits_per_user_day", "conversion_moments"))
 
 
 if __name__ == "__main__":

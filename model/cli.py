@@ -430,9 +430,16 @@ def calibrate(
     hold_out: Annotated[Optional[str], typer.Option("--hold-out", help="comma-separated targets left out of the fit")] = None,
     stages: Annotated[Optional[str], typer.Option("--stages", help="comma-separated stages to fit (default: all)")] = None,
     spec: Annotated[Optional[Path], typer.Option("--spec", help="calibration spec (default: model/calibration.toml)")] = None,
+    ensemble: Annotated[Optional[Path], typer.Option(
+        "--ensemble", help="instead of a fit: the ensemble of parameter sets consistent with the targets "
+                           "(history matching; spec e.g. experiments/calibration/ensemble.toml)")] = None,
 ) -> None:
     """Fit the free parameters (model/calibration.toml) to the SPEC's targets (docs/SPEC.md) with Optuna;
-    resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances."""
+    resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances. With --ensemble:
+    OUT/ensemble.parquet, held_out.parquet, coverage.parquet and ensemble.png."""
+    if ensemble is not None:
+        _ensemble(ensemble, out, scenario, set_ or (), workers)
+        return
     from .calibrate import calibrate as run_calibration  # noqa: PLC0415
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -454,6 +461,34 @@ def calibrate(
     out_console.print(f"trials: {result.trials_file}")
     if result.importances_file is not None:
         out_console.print(f"importances: {result.importances_file} and {result.importances_file.with_suffix('.png')}")
+
+
+def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[str, ...] | list[str],
+              workers: int) -> None:
+    from .ensemble import load_ensemble_spec, run_ensemble  # noqa: PLC0415
+
+    load_ensemble_spec(spec)  # a bad spec or scenario: one line before the progress bar
+    load_config(scenario, overrides)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        task = progress.add_task("ensemble runs", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = run_ensemble(spec, out, scenario, overrides, workers=workers, on_progress=on_progress)
+    out_console.print(f"{result.members} of {result.samples} parameter sets consistent with the targets: "
+                      f"[bold]{result.ensemble_file}[/]")
+    held = result.held_out
+    if held.height:
+        out_console.print(f"held out of the matching, predicted within the SPEC's band: "
+                          f"{int(held['within'].sum())} of {held.height}")
+    cover = result.coverage.drop_nulls("covered")
+    if cover.height:
+        out_console.print(f"synthetic truths ({cover['truths'][0]}): the truth within the matched range for "
+                          f"{cover['covered'].mean():.0%} of parameters, the range {cover['range_of_box'].mean():.0%} "
+                          f"of the box on average")
+    out_console.print(f"ranges: {out / 'ranges.parquet'}, plot {out / 'ensemble.png'}")
 
 
 @config_app.command("show")

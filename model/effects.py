@@ -116,3 +116,100 @@ def paired_effects(outcomes: pl.DataFrame, baseline: str) -> pl.DataFrame:
     schema = {name: pl.Float64 for name in ("delta", "ci_low", "ci_high", "relative", "relative_low",
                                             "relative_high")}
     return pl.DataFrame(rows, schema_overrides=schema) if rows else pl.DataFrame()
+
+
+# ------------------------------------------------------------------ over an ensemble
+
+
+def two_level(values: np.ndarray) -> tuple[float, float | None, float | None]:
+    """(mean, seed half-width, parameter half-width) of values (float64[M, K]): K replicate
+    seeds of each of M ensemble members, replicate k on the same random streams in every member
+    (common random numbers).
+
+    The mean is over members and replicates. With common seeds a value is a member's effect plus
+    a seed's effect plus noise (two-way layout, v[m, k] = mu + a_m + b_k + e), so:
+
+    * seed: the 95% t interval half-width of the mean from the replicates' spread (the K
+      replicate means over members): what more replicates would shrink;
+    * parameters: 1.96 sd of the members' effects a_m: the spread of the member means less the
+      share the noise e explains (residual mean square / K, at least 0): how far the answer moves
+      across parameter sets consistent with the targets, which no number of replicates shrinks.
+
+    None where there are too few members or replicates (K >= 2 for either; M >= 2 for parameters).
+    """
+    values = np.asarray(values, dtype=float)
+    m, k = values.shape
+    grand = float(values.mean())
+    if k < 2:
+        return grand, None, None
+    member_means = values.mean(axis=1)
+    replicate_means = values.mean(axis=0)
+    seed_half = float(stats.t.ppf(0.975, k - 1) * replicate_means.std(ddof=1) / np.sqrt(k))
+    if m < 2:
+        return grand, seed_half, None
+    residual = values - member_means[:, None] - replicate_means[None, :] + grand
+    noise = float((residual**2).sum() / ((m - 1) * (k - 1)))
+    spread = float(member_means.var(ddof=1)) - noise / k
+    return grand, seed_half, float(1.96 * np.sqrt(max(spread, 0.0)))
+
+
+def _by_member(frame: pl.DataFrame, column: str, members: dict[int, int]) -> np.ndarray:
+    """(float64[M, K]) a column laid out member by replicate (replicates every member has)."""
+    frame = frame.with_columns(pl.col("point").replace_strict(members, return_dtype=pl.Int64).alias("member"))
+    wide = frame.pivot(on="replicate", index="member", values=column, aggregate_function="first").sort("member")
+    return wide.drop("member").drop_nulls().to_numpy().astype(float)
+
+
+def _ensemble_row(values: np.ndarray, reference: float | None, nonnegative: bool) -> dict[str, float | None]:
+    mean, seed_half, param_half = two_level(values)
+    row: dict[str, float | None] = {"mean": mean}
+    for name, half in (("seed", seed_half), ("param", param_half)):
+        low = None if half is None else mean - half
+        if low is not None and nonnegative:
+            low = max(low, 0.0)
+        row[f"{name}_low"], row[f"{name}_high"] = low, (None if half is None else mean + half)
+    if reference:
+        for key in ("mean", "seed_low", "seed_high", "param_low", "param_high"):
+            row[f"relative_{key}"] = None if row[key] is None else row[key] / reference
+        for key in ("relative_seed_low", "relative_param_low"):  # a figure >= 0 falls by at most all of it
+            if row[key] is not None:
+                row[key] = max(row[key], -1.0)
+    return row
+
+
+def ensemble_outcomes(outcomes: pl.DataFrame, members: dict[int, int]) -> pl.DataFrame:
+    """Per scenario and outcome, over an ensemble (``members``: point -> member): the mean over
+    members, its seed interval and the parameter range (:func:`two_level`)."""
+    rows = []
+    for (scenario,), group in outcomes.group_by(["scenario"], maintain_order=True):
+        for o in OUTCOMES:
+            values = _by_member(group, o.name, members)
+            row = _ensemble_row(values, None, nonnegative=True)
+            rows.append({"scenario": scenario, "outcome": o.name, "unit": o.unit, "members": values.shape[0],
+                         "replicates": values.shape[1], **{k: row[k] for k in ("mean", "seed_low", "seed_high",
+                                                                               "param_low", "param_high")}})
+    return pl.DataFrame(rows, schema_overrides={k: pl.Float64 for k in ("seed_low", "seed_high", "param_low",
+                                                                         "param_high")})
+
+
+def ensemble_effects(outcomes: pl.DataFrame, baseline: str, members: dict[int, int]) -> pl.DataFrame:
+    """Each other scenario minus ``baseline``, paired by member and replicate (common seeds), over
+    an ensemble: the mean effect, its seed interval and its parameter range, absolute and relative
+    to the baseline's mean over the ensemble (:func:`two_level`)."""
+    base = outcomes.filter(pl.col("scenario") == baseline)
+    rows = []
+    for scenario in sorted(set(outcomes["scenario"]) - {baseline}):
+        pairs = outcomes.filter(pl.col("scenario") == scenario).join(base, on=["point", "replicate"], suffix="_base")
+        for o in OUTCOMES:
+            diff = pairs.with_columns((pl.col(o.name) - pl.col(f"{o.name}_base")).cast(pl.Float64).alias("d"))
+            values = _by_member(diff, "d", members)
+            reference = float(_by_member(pairs, f"{o.name}_base", members).mean())
+            row = _ensemble_row(values, reference, nonnegative=False)
+            rows.append({"scenario": scenario, "outcome": o.name, "unit": o.unit, "members": values.shape[0],
+                         "replicates": values.shape[1], "delta": row["mean"],
+                         **{k: row.get(k) for k in ("seed_low", "seed_high", "param_low", "param_high",
+                                                    "relative_mean", "relative_seed_low", "relative_seed_high",
+                                                    "relative_param_low", "relative_param_high")}})
+    floats = ("delta", "seed_low", "seed_high", "param_low", "param_high", "relative_mean", "relative_seed_low",
+              "relative_seed_high", "relative_param_low", "relative_param_high")
+    return pl.DataFrame(rows, schema_overrides={k: pl.Float64 for k in floats}) if rows else pl.DataFrame()

@@ -1,6 +1,8 @@
 """``weishang report DIR``: ``DIR/report/report.md`` with its plots, for one run or a sweep.
 
-What it answers, for each scenario and grid point (never pooled across points):
+What it answers, for each scenario and grid point (never pooled across points; over a
+calibration ensemble, pooled across its members as draws of parameter uncertainty, with the
+seed and the parameter uncertainty given apart):
 
 * the outcomes of a run (GMV, orders, fraud caught and missed, fraud loss, false positives,
   exits, merchants in business at the end) with 95% intervals over replicates;
@@ -27,7 +29,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from .codes import Channel  # noqa: E402
 from .columns import column, display  # noqa: E402
 from .config import ConfigError  # noqa: E402
-from .effects import KEYS, OUTCOMES, paired_effects, run_outcomes, summarize_outcomes, t_interval  # noqa: E402
+from .effects import (KEYS, OUTCOMES, ensemble_effects, ensemble_outcomes, paired_effects, run_outcomes,  # noqa: E402
+                      summarize_outcomes, t_interval)
 
 OUTCOME = {o.name: o for o in OUTCOMES}
 from .recorder import RunDirectoryError, read_manifest, table_path  # noqa: E402
@@ -43,8 +46,10 @@ class SweepTables:
     and the parameters of each grid point (empty for one run)."""
 
     def __init__(self, ticks: pl.DataFrame, active: pl.DataFrame, sizes: pl.DataFrame, points: pl.DataFrame,
-                 baseline: str) -> None:
+                 baseline: str, members: dict[int, int] | None = None) -> None:
         self.ticks, self.active, self.sizes, self.points, self.baseline = ticks, active, sizes, points, baseline
+        #: over an ensemble: the member each point is (point -> member); None for a grid
+        self.members = members
         self.scenarios = sorted(set(ticks["scenario"]), key=lambda s: (s != baseline, s))
 
 
@@ -86,7 +91,11 @@ def _read_tables(directory: Path) -> SweepTables:
         params = [c for c in runs.columns if c.startswith("param.")]
         points = runs.select(["point", *params]).unique("point").sort("point")
         names = runs["scenario"].unique(maintain_order=True).to_list()
-        return SweepTables(ticks, active, sizes, points, "baseline" if "baseline" in names else names[0])
+        members = None
+        if "member" in runs.columns:
+            pairs = runs.select(pl.col("point").cast(pl.Int64), pl.col("member").cast(pl.Int64)).unique("point")
+            members = dict(zip(pairs["point"].to_list(), pairs["member"].to_list()))
+        return SweepTables(ticks, active, sizes, points, "baseline" if "baseline" in names else names[0], members)
     if (directory / "manifest.json").is_file():
         manifest = read_manifest(directory)
         if manifest.get("status") != "complete":
@@ -147,6 +156,8 @@ def _save(fig: plt.Figure, path: Path) -> str:
 
 
 def _point_label(tables: SweepTables, point: int) -> str:
+    if tables.members is not None:
+        return f"member {tables.members.get(point, point)}"
     row = tables.points.filter(pl.col("point") == point)
     params = [c for c in tables.points.columns if c.startswith("param.")]
     if not params or row.height == 0:
@@ -294,6 +305,8 @@ def write_report(directory: str | Path) -> Path:
     out = directory / "report"
     out.mkdir(exist_ok=True)
     outcomes = run_outcomes(tables.ticks)
+    if tables.members is not None:
+        return _ensemble_report(directory, tables, outcomes, out)
     summary = summarize_outcomes(outcomes)
     summary.write_parquet(out / "outcomes.parquet")
     lines = [f"# weishang report: {directory.name}", "",
@@ -331,3 +344,84 @@ def write_report(directory: str | Path) -> Path:
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+# ------------------------------------------------------------------ over an ensemble
+
+def _interval(low: float | None, high: float | None, outcome: str) -> str:
+    return "-" if low is None else f"{_fmt(low, outcome)} .. {_fmt(high, outcome)}"
+
+
+def _ensemble_report(directory: Path, tables: SweepTables, outcomes: pl.DataFrame, out: Path) -> Path:
+    """The report of a sweep over a calibration ensemble: every figure pooled over the members,
+    with its seed interval and its parameter range apart (:func:`weishang.model.effects.two_level`)."""
+    members = tables.members or {}
+    summary = ensemble_outcomes(outcomes, members)
+    summary.write_parquet(out / "outcomes.parquet")
+    n_members = len(set(members.values()))
+    replicates = outcomes.group_by(["scenario", "point"]).len()["len"].min()
+    lines = [f"# weishang report: {directory.name}", "",
+             f"{outcomes.height} runs: {len(tables.scenarios)} scenario(s) x {n_members} ensemble members "
+             f"(parameter sets consistent with the targets) x {replicates} replicate seed(s). Each figure is the "
+             "mean over members. **Seed**: its 95% interval from run-to-run noise alone (more replicates shrink "
+             "it). **Parameters**: the range, 95% of members, over which the figure moves across the parameter "
+             "sets the targets cannot tell apart, seed noise removed (no number of replicates shrinks it).", "",
+             "## Outcomes per scenario", "",
+             "| scenario | outcome | mean | seed 95% interval | parameter range | members x replicates |",
+             "|---|---|---|---|---|---|"]
+    for r in summary.iter_rows(named=True):
+        lines.append(f"| {r['scenario']} | {OUTCOME[r['outcome']].label} | {_fmt(r['mean'], r['outcome'])} | "
+                     f"{_interval(r['seed_low'], r['seed_high'], r['outcome'])} | "
+                     f"{_interval(r['param_low'], r['param_high'], r['outcome'])} | {r['members']} x {r['replicates']} |")
+    lines.append("")
+    if len(tables.scenarios) > 1:
+        effects = ensemble_effects(outcomes, tables.baseline, members)
+        effects.write_parquet(out / "effects.parquet")
+        lines += [f"## Effects against {tables.baseline} (paired by member and seed)", "",
+                  f"![effects]({_ensemble_forest(effects, out)})", "",
+                  "| scenario | outcome | change | seed 95% interval | parameter range | relative | seed | parameters |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in effects.iter_rows(named=True):
+            lines.append(
+                f"| {r['scenario']} | {OUTCOME[r['outcome']].label} | {_fmt(r['delta'], r['outcome'])} | "
+                f"{_interval(r['seed_low'], r['seed_high'], r['outcome'])} | "
+                f"{_interval(r['param_low'], r['param_high'], r['outcome'])} | {_pct(r['relative_mean'])} | "
+                + ("-" if r["relative_seed_low"] is None else f"{_pct(r['relative_seed_low'])} .. {_pct(r['relative_seed_high'])}")
+                + " | "
+                + ("-" if r["relative_param_low"] is None else f"{_pct(r['relative_param_low'])} .. {_pct(r['relative_param_high'])}")
+                + " |")
+        lines.append("")
+    lines += ["## GMV by channel (the first members)", "", f"![GMV by channel]({_gmv_by_channel(tables, out)})", "",
+              "## Merchants in business (the first members)", "", f"![survival]({_survival(tables, out)})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _ensemble_forest(effects: pl.DataFrame, out: Path) -> str:
+    """Relative effects: the parameter range as a thin line, the seed interval as a thick one."""
+    shown = [o for o in OUTCOMES if o.name in ("gmv", "orders", "fraud_intercepted", "false_positives", "exits",
+                                                "active_merchants_at_end")]
+    labels = effects.filter(pl.col("outcome") == "gmv")["scenario"].to_list()
+    n_cols = 3
+    n_rows = -(-len(shown) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 2.5, n_rows * (0.45 * len(labels) + 1.4)),
+                             sharey=True, squeeze=False)
+    for axis, o in zip(axes.flat, shown):
+        rows = effects.filter(pl.col("outcome") == o.name)
+        y = np.arange(rows.height)[::-1]
+        mid = rows["relative_mean"].fill_null(np.nan).to_numpy() * 100
+        for low, high, width, color, label in (("relative_param_low", "relative_param_high", 1.2, "C1", "parameters"),
+                                               ("relative_seed_low", "relative_seed_high", 4.0, "C0", "seed")):
+            lo = rows[low].fill_null(np.nan).to_numpy() * 100
+            hi = rows[high].fill_null(np.nan).to_numpy() * 100
+            axis.hlines(y, lo, hi, lw=width, color=color, label=label)
+        axis.plot(mid, y, "o", color="k", ms=4)
+        axis.axvline(0, color="grey", lw=0.8)
+        axis.set_title(o.label)
+        axis.set_xlabel("change vs baseline (%)")
+    axes.flat[0].legend(fontsize=7, loc="best")
+    for row in axes:
+        row[0].set_yticks(np.arange(len(labels))[::-1], labels)
+    fig.subplots_adjust(hspace=0.35)
+    return _save(fig, out / "effects.png")

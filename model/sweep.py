@@ -19,7 +19,13 @@ A sweep file (TOML)::
     seed = 1
     "cascade.trust_stranger" = [0.05, 0.3]    # [low, high] of each sampled parameter
 
-Run ``i`` is (scenario, grid point, replicate) in that nesting order. Replicate k's seed is
+    [ensemble]                        # optional, instead of [grid]: the members of a calibration
+    file = "../results/ensemble/ensemble.parquet"   # ensemble (weishang calibrate --ensemble)
+    members = 10                      # optional: that many, spread over the ensemble (default all)
+
+Run ``i`` is (scenario, grid point, replicate) in that nesting order. Over an ensemble, the
+points are its members (``runs.parquet`` has a ``member`` column), and ``weishang report``
+treats them as draws of parameter uncertainty, apart from the replicates' seed uncertainty. Replicate k's seed is
 derived from ``base_seed`` and k alone, so replicate k of every scenario and grid point shares
 its random streams (common random numbers: paired differences are the rule's effect).
 
@@ -111,6 +117,8 @@ class Sweep:
     name: str
     runs: tuple[RunSpec, ...]
     common: dict[str, Any]
+    #: over an ensemble: the member (``member`` of ensemble.parquet) each point is; None otherwise
+    members: tuple[int, ...] | None = None
 
 
 def replicate_seed(base_seed: int, replicate: int) -> int:
@@ -126,11 +134,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     """
     path = Path(path)
     doc = read_toml_file(path, "sweep file")
-    unknown = set(doc) - {"sweep", "set", "grid", "samples"}
+    unknown = set(doc) - {"sweep", "set", "grid", "samples", "ensemble"}
     if unknown:
-        raise ConfigError(f"sweep file: unknown section [{sorted(unknown)[0]}] (allowed: sweep, set, grid, samples)")
-    if "grid" in doc and "samples" in doc:
-        raise ConfigError("sweep file: use [grid] or [samples], not both")
+        raise ConfigError(f"sweep file: unknown section [{sorted(unknown)[0]}] "
+                          f"(allowed: sweep, set, grid, samples, ensemble)")
+    if sum(name in doc for name in ("grid", "samples", "ensemble")) > 1:
+        raise ConfigError("sweep file: use one of [grid], [samples] and [ensemble]")
     head = doc.get("sweep", {})
     allowed = {"name", "scenarios", "replicates", "base_seed"}
     if set(head) - allowed:
@@ -161,8 +170,47 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         points = latin_hypercube(doc["samples"])
         if len(points) * len(scenarios) * replicates > MAX_RUNS:
             raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
+    members = None
+    if "ensemble" in doc:
+        points, members = ensemble_points(_table(doc, "ensemble"), path.parent)
+        if len(points) * len(scenarios) * replicates > MAX_RUNS:
+            raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
     files = [(path.parent / scenario).resolve() for scenario in scenarios]
-    return build_sweep(head.get("name", path.stem), files, points, replicates, base_seed, common)
+    sweep = build_sweep(head.get("name", path.stem), files, points, replicates, base_seed, common)
+    return sweep if members is None else Sweep(sweep.name, sweep.runs, sweep.common, tuple(members))
+
+
+def ensemble_points(section: dict[str, Any], base: Path) -> tuple[list[dict[str, float]], list[int]]:
+    """The points of an ``[ensemble]`` section: each chosen member's parameters, and its member id."""
+    import numpy as np  # noqa: PLC0415
+    import polars as pl  # noqa: PLC0415
+
+    unknown = set(section) - {"file", "members"}
+    if unknown:
+        raise ConfigError(f"ensemble.{sorted(unknown)[0]}: unknown key (allowed: file, members)")
+    name = section.get("file")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("ensemble.file: the ensemble.parquet of `weishang calibrate --ensemble` is required")
+    file = (base / name).resolve()
+    try:
+        table = pl.read_parquet(file)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ConfigError(f"ensemble.file {str(file)!r}: cannot be read ({type(exc).__name__}); "
+                          f"write it with weishang calibrate --ensemble") from None
+    params = [c for c in table.columns if c.startswith("param.")]
+    if "member" not in table.columns or not params:
+        raise ConfigError(f"ensemble.file {str(file)!r}: not an ensemble (needs member and param.* columns)")
+    if table.height == 0:
+        raise ConfigError(f"ensemble.file {str(file)!r}: has no members (no parameter set met the targets)")
+    table = table.sort("member")
+    wanted = section.get("members", table.height)
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or not 1 <= wanted:
+        raise ConfigError(f"ensemble.members = {wanted!r}: must be a positive integer")
+    # spread over the ensemble (members are in sample order, which is random): evenly spaced rows
+    rows = np.unique(np.round(np.linspace(0, table.height - 1, min(wanted, table.height))).astype(int))
+    chosen = table[rows.tolist()]
+    points = [{c.removeprefix("param."): float(r[c]) for c in params} for r in chosen.iter_rows(named=True)]
+    return points, [int(m) for m in chosen["member"]]
 
 
 def build_sweep(name: str, scenario_files: list[Path | None], points: list[dict[str, Any]], replicates: int,
@@ -386,6 +434,8 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
             row.update(seed=spec.seed, **{f"param.{k}": v for k, v in spec.params.items()}, status=status,
                        error=rec.get("error") if status != "pending" else None, seconds=rec.get("seconds"),
                        **{name: None for name in OUTCOME_COLUMNS})
+        if sweep.members is not None:
+            row["member"] = sweep.members[spec.point]
         row["run_dir"] = str(spec.run_dir(out))
         rows.append(row)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,10 @@ def test_reach_vs_n_writes_parquet(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     table = pl.read_parquet(tmp_path / "results" / "reach_vs_n.parquet")
-    assert table.height == 6 and set(table["level"]) == {1, 2, 3}
+    assert table.height == 18 and set(table["level"]) == {1, 2, 3}
+    assert set(table["layout"]) == {"regions", "cross_region", "cities_grow"}
     assert (table["reach_per_reaching_post"] >= table["reach_per_post"]).all()
+    assert (tmp_path / "results" / "figures" / "reach_vs_n.png").stat().st_size > 10_000
 
 
 def load_script(name):
