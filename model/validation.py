@@ -378,10 +378,12 @@ def validation_warnings(manifests: list[dict[str, Any]], targets: list[Target] |
                             f"{max(t.measure.from_tick for t in targets if t.id in short)}, past the risk engine's "
                             f"warm-up; the run has {ticks} ticks, so they are not measured")
         users = manifest.get("population", {}).get("users", config["population"]["n_users"])
-        if users != default.population.n_users or ticks < default.run.n_ticks:
-            warnings.append(f"{name}: the default is calibrated at {default.population.n_users:,} users x "
+        region = config["population"].get("region_users", default.population.region_users)
+        # the calibration holds at any whole number of regions (size-free mechanisms, README)
+        if users % region or ticks < default.run.n_ticks:
+            warnings.append(f"{name}: the default is calibrated on whole regions of {region:,} users x "
                             f"{default.run.n_ticks} ticks; this run has {users:,} users x {ticks} ticks, and figures "
-                            f"that depend on size or length may leave their bands")
+                            f"that depend on the size of the last region or on the run's length may leave their bands")
         changed = _changed_settings(config, default)
         if changed:
             warnings.append(f"{name}: {len(changed)} setting{'s differ' if len(changed) > 1 else ' differs'} from the "

@@ -73,3 +73,24 @@ replicates = 2
     table = load_script("video_adopters").summary(str(tmp_path / "out"))
     assert set(table["adopters"]) == {True, False}
     assert table.height == 2 and table["share_adopted"][0].endswith("%")
+
+
+def test_held_out_levers_reads_an_ensemble_sweep(tmp_path):
+    """The held-out lever test on a tiny sweep over a two-member ensemble: a row per lever with
+    its effect, seed interval, parameter range and members agreeing with the stated sign."""
+    from weishang.model.sweep import load_sweep, run_sweep
+
+    pl.DataFrame({"member": [0, 1], "param.cascade.p_buy_friend": [0.2, 0.3]}).write_parquet(tmp_path / "e.parquet")
+    scenarios = ", ".join(f'"{ROOT / "experiments" / name}.toml"' for name in
+                          ("baseline", "no_inducement_ban", "group_downweight_strict", "external_links_open"))
+    (tmp_path / "s.toml").write_text(f'[sweep]\nscenarios = [{scenarios}]\nreplicates = 2\n[set]\n'
+                                     '"population.n_users" = 3000\n"population.n_cities" = 3\n"run.n_ticks" = 8\n'
+                                     '[ensemble]\nfile = "e.parquet"\n')
+    run_sweep(load_sweep(tmp_path / "s.toml"), tmp_path / "out", workers=1)
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "held_out_levers.py"), str(tmp_path / "out"),
+                           "--markdown"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    table = pl.read_parquet(tmp_path / "out" / "held_out_levers.parquet")
+    assert set(table["lever"]) == {"no_inducement_ban", "group_downweight_strict", "external_links_open"}
+    assert (table["seed_low"] <= table["effect"]).all() and (table["effect"] <= table["seed_high"]).all()
+    assert table["members_agreeing"].str.ends_with("of 2").all()

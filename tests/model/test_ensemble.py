@@ -125,6 +125,10 @@ def test_a_sweep_over_an_ensemble_runs_each_member(ensemble_sweep):
     assert runs.height == 2 * 3 * 3 and set(runs["member"]) == {0, 1, 2}
     by_member = runs.group_by("member").agg(pl.col("param.cascade.p_buy_friend").first()).sort("member")
     assert by_member["param.cascade.p_buy_friend"].to_list() == [0.15, 0.35, 0.35]
+    (ensemble_sweep / "two.toml").write_text('[sweep]\nscenarios = ["base.toml"]\n[ensemble]\nfile = "ens.parquet"\n'
+                                             'members = 2\n')
+    two = load_sweep(ensemble_sweep / "two.toml")
+    assert two.members == (0, 2)  # spread over the ensemble, not its first rows
     (ensemble_sweep / "bad.toml").write_text('[sweep]\nscenarios = ["base.toml"]\n[ensemble]\nfile = "none.parquet"\n')
     with pytest.raises(Exception, match="cannot be read"):
         load_sweep(ensemble_sweep / "bad.toml")

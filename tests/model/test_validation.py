@@ -208,5 +208,5 @@ def test_validation_intervals_respect_bounds_and_short_runs_warn(tmp_path, capsy
     assert _main(["validate", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert "warning:" in captured.err and "are measured from tick 30" in captured.err
-    assert "calibrated at 200,000 users x 90 ticks" in captured.err
+    assert "calibrated on whole regions of 200,000 users x 90 ticks" in captured.err
     assert "25 of 29 targets measured" in captured.out
