@@ -19,10 +19,13 @@ The rate s is what the whole of WeChat's fraud of that kind met that tick, not w
 payments of a small population met: each tick a *probe* of :data:`PROBE_PAYMENTS` payments per
 typology, drawn like the real ones but on streams of their own, is scored by the engine against
 the tick's threshold (never settled, never counted, never added to the engine's history), and s
-is the share of the probe intercepted. At full scale (584 laundering rings a day) the realised
-share of a tick is that rate; at 200k users a ring comes every ten days, and a rule reacting to
-realised shares reacted only in those ticks, so laundering thrived at 200k and died out at 1M.
-The probe makes the reaction the same at every N.
+is the share of the probe intercepted. At full scale (thousands of rings and bursts a day) the
+realised share of a tick is that rate; at 200k users a burst comes every two months, and a rule
+reacting to realised shares reacted only in the ticks that had attempts, so rare fraud thrived
+at 200k and died out at 1M. The probe makes the reaction the same at every N.
+
+Sockpuppets are not extra users: their payments are attributed to random user ids with the
+account age of a sockpuppet, so velocity features see them but the population stays fixed.
 """
 
 from __future__ import annotations

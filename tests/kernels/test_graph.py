@@ -79,6 +79,27 @@ def test_cities_are_contiguous_and_zipf_sized():
     assert np.array_equal(np.bincount(g.city), city_sizes(3000, 6, 1.0))
 
 
+def test_regions_repeat_the_same_cities_and_keep_to_themselves():
+    """Issue 20: cities are as large at any N (a ladder per region), and with cross_region_share 0
+    no friendship leaves its region; above 0, about that share of cross-city ties do."""
+    ladder = city_sizes(4000, 5, 1.0)
+    assert np.array_equal(city_sizes(12_000, 5, 1.0, region_users=4000), np.tile(ladder, 3))
+    partial = city_sizes(10_000, 5, 1.0, region_users=4000)  # two regions and a smaller third
+    assert partial.sum() == 10_000 and np.array_equal(partial[:10], np.tile(ladder, 2))
+    assert np.array_equal(city_sizes(3000, 5, 1.0, region_users=4000), city_sizes(3000, 5, 1.0))
+    params = GraphParams(mean_degree=30, n_cities=5, region_users=4000)
+    closed = generate_friend_graph(12_000, params, seed=3)
+    src = np.repeat(np.arange(12_000), np.diff(closed.indptr))
+    assert np.all(src // 4000 == closed.indices // 4000)
+    open_ = generate_friend_graph(12_000, GraphParams(mean_degree=30, n_cities=5, region_users=4000,
+                                                      cross_region_share=0.5), seed=3)
+    src = np.repeat(np.arange(12_000), np.diff(open_.indptr))
+    leaving = np.mean(src // 4000 != open_.indices // 4000)
+    # cross-city ties are 15% of the Chung-Lu layers' share of the degree; half of them go to any
+    # region, two thirds of those to another region: a few percent of all friendships
+    assert 0.01 < leaving < 0.1
+
+
 def test_same_seed_same_graph_other_seed_other_graph():
     a = generate_friend_graph(3000, GraphParams(n_cities=3), seed=11)
     b = generate_friend_graph(3000, GraphParams(n_cities=3), seed=11)
