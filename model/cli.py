@@ -483,11 +483,10 @@ def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[
     if held.height:
         out_console.print(f"held out of the matching, predicted within the SPEC's band: "
                           f"{int(held['within'].sum())} of {held.height}")
-    cover = result.coverage.drop_nulls("covered")
-    if cover.height:
-        out_console.print(f"synthetic truths ({cover['truths'][0]}): the truth within the matched range for "
-                          f"{cover['covered'].mean():.0%} of parameters, the range {cover['range_of_box'].mean():.0%} "
-                          f"of the box on average")
+    for (scale,), cover in result.coverage.drop_nulls("covered").group_by(["band_scale"], maintain_order=True):
+        out_console.print(f"synthetic truths ({cover['truths'][0]}, bands {scale:g} x the SPEC's): the truth within the "
+                          f"matched range for {cover['covered'].mean():.0%} of parameters, the range "
+                          f"{cover['range_of_box'].mean():.0%} of the box on average")
     out_console.print(f"ranges: {out / 'ranges.parquet'}, plot {out / 'ensemble.png'}")
 
 
