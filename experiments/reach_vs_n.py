@@ -3,17 +3,17 @@
 Runs the default scenario for a few ticks at several N under three population layouts:
 
 * ``regions`` (the default): N / 200k regions of the same 100 cities, each a closed social world;
-* ``cross_region``: the same regions, a fifth of cross-city friendships made in any region
-  (``population.cross_region_share = 0.2``): one connected world;
+* ``cross_region``: the same regions, cross-city friendships made in any region
+  (``population.cross_region_share = 1``): one connected world of cities that do not grow;
 * ``cities_grow``: one region of everyone (``population.region_users = N``): 100 cities whose
   sizes grow with N, the layout before regions.
 
 Writes one row per (layout, N, level) to ``results/reach_vs_n.parquet`` (mean exposures per post,
 per post that reached the level, and the top 1% of those: the SPEC's reach measure) with the
-run's intensive figures (GMV and visits per user a day, conversion on Moments), and plots reach
-and GMV per user against N to ``results/figures/reach_vs_n.png``.
+run's intensive figures (GMV and visits per user a day, conversion on Moments), each the mean of
+the seeds' runs, and plots reach and GMV per user against N to ``results/figures/reach_vs_n.png``.
 
-    .venv/bin/python experiments/reach_vs_n.py [N ...]          # default 200k, 400k, 1M
+    .venv/bin/python experiments/reach_vs_n.py [N ...]   # default 200k, 600k, 1M; 30 days, 2 seeds
 """
 
 from __future__ import annotations
@@ -31,19 +31,20 @@ import polars as pl  # noqa: E402
 from weishang.model.config import load_config  # noqa: E402
 from weishang.model.run import run_scenario  # noqa: E402
 
-SIZES = [int(x) for x in sys.argv[1:]] or [200_000, 400_000, 1_000_000]
-TICKS = 10
+SIZES = [int(x) for x in sys.argv[1:]] or [200_000, 600_000, 1_000_000]
+TICKS = 30
+SEEDS = (1, 2)
 LAYOUTS = {
     "regions": lambda n: [],
-    "cross_region": lambda n: ["population.cross_region_share=0.2"],
+    "cross_region": lambda n: ["population.cross_region_share=1.0"],
     "cities_grow": lambda n: [f"population.region_users={n}"],
 }
 
 
-def measure(layout: str, n: int, tmp: Path) -> list[dict]:
+def measure(layout: str, n: int, seed: int, tmp: Path) -> list[dict]:
     config = load_config(overrides=[f"population.n_users={n}", f"run.n_ticks={TICKS}", 'run.backend="numpy"',
-                                    'output.transactions="none"', *LAYOUTS[layout](n)])
-    result = run_scenario(config, tmp / f"{layout}-n{n}")
+                                    'output.transactions="none"', f"run.seed={seed}", *LAYOUTS[layout](n)])
+    result = run_scenario(config, tmp / f"{layout}-n{n}-s{seed}")
     cascades = pl.read_parquet(result.run_dir / "cascades.parquet")
     ticks = pl.read_parquet(result.run_dir / "ticks.parquet")
     per_user_day = {"gmv_per_user_day": float(ticks["gmv"].sum()) / n / TICKS,
@@ -58,7 +59,7 @@ def measure(layout: str, n: int, tmp: Path) -> list[dict]:
         rows.append({"layout": layout, "n_users": n, "level": level, "reach_per_post": col.mean(),
                      "reach_per_reaching_post": reached.mean(), "top1pct_reach": reached.quantile(0.99),
                      "max_reach": col.max(), **per_user_day})
-    print(f"{layout} N={n:,} done", file=sys.stderr)
+    print(f"{layout} N={n:,} seed {seed} done", file=sys.stderr)
     return rows
 
 
@@ -92,8 +93,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for layout in LAYOUTS:
             for n in SIZES:
-                rows += measure(layout, n, Path(tmp))
-    table = pl.DataFrame(rows)
+                for seed in SEEDS:
+                    rows += measure(layout, n, seed, Path(tmp))
+    keys = ["layout", "n_users", "level"]
+    table = pl.DataFrame(rows).group_by(keys, maintain_order=True).mean()
     out = Path("results/reach_vs_n.parquet")
     out.parent.mkdir(exist_ok=True)
     table.write_parquet(out)

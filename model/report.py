@@ -399,7 +399,7 @@ def _ensemble_report(directory: Path, tables: SweepTables, outcomes: pl.DataFram
 
 
 def _ensemble_forest(effects: pl.DataFrame, out: Path) -> str:
-    """Relative effects: the parameter range as a thin line, the seed interval as a thick one."""
+    """Relative effects: the seed interval (above) and the parameter range (below) of each."""
     shown = [o for o in OUTCOMES if o.name in ("gmv", "orders", "fraud_intercepted", "false_positives", "exits",
                                                 "active_merchants_at_end")]
     labels = effects.filter(pl.col("outcome") == "gmv")["scenario"].to_list()
@@ -411,12 +411,13 @@ def _ensemble_forest(effects: pl.DataFrame, out: Path) -> str:
         rows = effects.filter(pl.col("outcome") == o.name)
         y = np.arange(rows.height)[::-1]
         mid = rows["relative_mean"].fill_null(np.nan).to_numpy() * 100
-        for low, high, width, color, label in (("relative_param_low", "relative_param_high", 1.2, "C1", "parameters"),
-                                               ("relative_seed_low", "relative_seed_high", 4.0, "C0", "seed")):
+        for low, high, shift, color, label in (("relative_seed_low", "relative_seed_high", 0.14, "C0", "seed 95%"),
+                                               ("relative_param_low", "relative_param_high", -0.14, "C1",
+                                                "parameter range")):
             lo = rows[low].fill_null(np.nan).to_numpy() * 100
             hi = rows[high].fill_null(np.nan).to_numpy() * 100
-            axis.hlines(y, lo, hi, lw=width, color=color, label=label)
-        axis.plot(mid, y, "o", color="k", ms=4)
+            axis.hlines(y + shift, lo, hi, lw=3.0, color=color, label=label)
+            axis.plot(mid, y + shift, "|", color="k", ms=8)
         axis.axvline(0, color="grey", lw=0.8)
         axis.set_title(o.label)
         axis.set_xlabel("change vs baseline (%)")
