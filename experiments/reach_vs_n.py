@@ -75,10 +75,13 @@ def plot(table: pl.DataFrame, path: Path) -> None:
             axis.plot(r["n_users"], r[value], label=layout, **style)
         r = rows.filter(pl.col("level") == 1)
         axes[3].plot(r["n_users"], r["gmv_per_user_day"], label=layout, **style)
-    titles = ["level 1: mean reach of a post (SPEC 150-200)", "level 2: top 1% of posts (SPEC 3,000-5,000)",
+    titles = ["level 1: mean reach, all posts", "level 2: top 1% of posts (SPEC 3,000-5,000)",
               "level 3: top 1% of posts (SPEC 50,000+)", "GMV per user a day (CNY)"]
+    sizes = sorted(set(table["n_users"]))
     for axis, title in zip(axes, titles):
         axis.set_xscale("log")
+        axis.minorticks_off()
+        axis.set_xticks(sizes, [f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k" for n in sizes])
         axis.set_xlabel("users N")
         axis.set_title(title, fontsize=9)
         axis.set_ylim(bottom=0)
