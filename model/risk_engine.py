@@ -195,9 +195,11 @@ class RiskEngine(Mechanism):
                                    dev(probe.new_device), age, flag, self.state, self.weights,
                                    float(self.reference_fen), self.config.risk.new_account_ticks, xp=xp, view=view,
                                    own_payer=dev(own_payer), own_merchant=dev(own_merchant))
-        caught = self.backend.to_host(score > threshold)
+        # reduced on the device: only a count per typology comes back
+        caught = (score > threshold).astype(xp.float64)
+        hit = self.backend.to_host(xp.bincount(dev(probe.typology).astype(xp.int64), weights=caught,
+                                               minlength=len(TYPOLOGIES)))
         tried = np.bincount(probe.typology, minlength=len(TYPOLOGIES))
-        hit = np.bincount(probe.typology, weights=caught, minlength=len(TYPOLOGIES))
         return np.where(tried > 0, hit / np.maximum(tried, 1), np.nan)
 
     def _metrics(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
