@@ -20,7 +20,7 @@ A sweep file (TOML)::
     "cascade.trust_stranger" = [0.05, 0.3]    # [low, high] of each sampled parameter
 
     [ensemble]                        # optional, instead of [grid]: the members of a calibration
-    file = "../results/ensemble/ensemble.parquet"   # ensemble (weishang calibrate --ensemble)
+    file = "calibration/ensemble_members.parquet"   # ensemble (weishang calibrate --ensemble)
     members = 10                      # optional: that many, spread over the ensemble (default all)
 
 Run ``i`` is (scenario, grid point, replicate) in that nesting order. Over an ensemble, the
