@@ -25,9 +25,10 @@ A sweep file (TOML)::
 
 Run ``i`` is (scenario, grid point, replicate) in that nesting order. Over an ensemble, the
 points are its members (``runs.parquet`` has a ``member`` column), and ``weishang report``
-treats them as draws of parameter uncertainty, apart from the replicates' seed uncertainty. Replicate k's seed is
-derived from ``base_seed`` and k alone, so replicate k of every scenario and grid point shares
-its random streams (common random numbers: paired differences are the rule's effect).
+treats them as draws of parameter uncertainty, apart from the replicates' seed uncertainty.
+Replicate k's seed is derived from ``base_seed`` and k alone, so replicate k of every scenario
+and grid point shares its random streams (common random numbers: paired differences are the
+rule's effect).
 
 Layout of ``OUT``::
 
