@@ -25,7 +25,7 @@ from .aggregation import Aggregation
 from .cascade import Cascade
 from .columns import MODEL_FIGURES, TICKS
 from .community import Community
-from .config import ScenarioConfig, configure
+from .config import ConfigError, ScenarioConfig, configure
 from .governance import Governance
 from .graph_io import with_edge_list
 from .inventory import Inventory
@@ -108,6 +108,26 @@ class CommerceModel(mesa.Model):
         self.rows.ticks["seconds"] = time.perf_counter() - t0
         self.datacollector.collect(self)
         self.running = self.steps < self.config.run.n_ticks
+
+    def with_rules(self, **overrides: Any) -> CommerceModel:
+        """The same world continuing under other rules: a model with ``overrides`` (config values
+        by ``"section.key"`` or ``section__key``) laid over this one's config, on the same
+        population, in this model's state, so its next tick is the first under the new rules.
+        With no overrides it continues exactly as this model would. What the new config derives
+        at construction (weights, tables) is derived again; a change that would change the
+        population or the shape of the state (``population``, ``merchants.n_merchants``, the
+        risk engine's window) is refused with a :class:`~weishang.model.config.ConfigError`.
+        """
+        fixed = {"population", "merchants.n_merchants", "risk.window_ticks", "merchants.exit_window"}
+        for key in overrides:
+            dotted = key.replace("__", ".", 1)
+            if dotted.split(".")[0] in fixed or dotted in fixed:
+                raise ConfigError(f"{dotted}: cannot change during a run (it shapes the population or the "
+                                  f"model's state); start a new model instead")
+        config = configure(self.config, **overrides)
+        successor = CommerceModel(config, backend=self.backend, population=self.population)
+        successor.load_state_dict(self.state_dict())
+        return successor
 
     # ------------------------------------------------------------------ checkpoints
 

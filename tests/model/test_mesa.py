@@ -69,3 +69,25 @@ def test_a_finished_model_is_freed(tmp_path):
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_a_run_continues_under_new_rules_from_the_next_tick():
+    """with_rules: the same world under other rules from the next tick; with none, the same run."""
+    rules = {**SMALL, "run.n_ticks": 10, "population.n_users": 6000}
+    model = CommerceModel(**rules)
+    for _ in range(4):
+        model.step()
+    same = model.with_rules()
+    dearer = model.with_rules(**{"payments.transaction_fee": 0.05, "merchants.traffic_cost_per_post": 2000.0})
+    assert same.population is model.population and dearer.steps == model.steps == 4
+    model.step()
+    same.step()
+    dearer.step()
+    keep = {k: v for k, v in model.rows.ticks.items() if k != "seconds"}
+    assert {k: v for k, v in same.rows.ticks.items() if k != "seconds"} == keep
+    assert dearer.config.payments.transaction_fee == 0.05 and model.config.payments.transaction_fee != 0.05
+    assert dearer.rows.ticks["fees"] > model.rows.ticks["fees"]
+    assert dearer.rows.ticks["cost_traffic"] > model.rows.ticks["cost_traffic"]
+    assert dearer.rows.ticks["n_posts"] == model.rows.ticks["n_posts"]  # the posts of tick 5 were planned alike
+    with pytest.raises(ConfigError, match="cannot change during a run"):
+        model.with_rules(**{"population.n_users": 9000})
