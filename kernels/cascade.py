@@ -179,6 +179,9 @@ class CascadeOutcome:
     order_buyer: Any
     order_level: Any
     order_quantity: Any
+    #: with ``trace``: every exposure of the tick, level by level: cascade (int64[X]), user
+    #: (int64[X]), level (int8[X], 1-based), bought and shared (bool[X]); None otherwise
+    trace: dict[str, Any] | None = None
 
 
 def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cascade_key: Any,
@@ -232,7 +235,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
               interests: Any, rel_buy: Any, rel_off_interest: float,
               levels: tuple[LevelRule, ...], seed: int, tick: int, xp: ModuleType,
               city: Any = None, city_start: Any = None, rel_view: Any = None,
-              rel_share: Any = None, rel_tool: Any = None) -> CascadeOutcome:
+              rel_share: Any = None, rel_tool: Any = None, trace: bool = False) -> CascadeOutcome:
     """Spread all of a tick's cascades level by level.
 
     Update rule at each level: exposures are first exposures only (a user sees a post at most
@@ -261,6 +264,9 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         rel_share: (float64[C]) optional share multiplier of each post (content quality, inducement).
         rel_tool: (float64[C]) optional multiplier of ``p_view`` at stranger levels only (a post
             without group-buying or price-cutting tools reaches fewer strangers).
+        trace: keep every exposure (:attr:`CascadeOutcome.trace`): for a few cascades, such as
+            one post run again on its own (its draws depend on its key, not on the others, so it
+            spreads exactly as it did among them; :func:`weishang.model.cascade.trace_post`).
 
     Returns:
         A :class:`CascadeOutcome`.
@@ -273,6 +279,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     buys = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
     matched = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
     orders: list[tuple[Any, Any, int]] = []
+    traced: list[tuple[Any, Any, int, Any, Any]] = []
     seen = xp.zeros(0, dtype=xp.int64)
     cascade, user = level1_cascade, level1_user
     for level, rule in enumerate(levels, start=1):
@@ -299,10 +306,14 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         buys[:, level - 1] = xp.bincount(cascade[bought], minlength=n_cascades)
         orders.append((cascade[bought], user[bought], level))
         if level == n_levels:
+            if trace:
+                traced.append((cascade, user, level, bought, xp.zeros(cascade.shape[0], dtype=xp.bool_)))
             break
         p_share = rule.p_share if rel_share is None else xp.minimum(rule.p_share * rel_share[cascade], 1.0)
         shared = rng.bernoulli(rng.stream_key(seed, f"cascade.share.l{level}", tick), draw_index, p_share, xp=xp)
         shares[:, level - 1] = xp.bincount(cascade[shared], minlength=n_cascades)
+        if trace:
+            traced.append((cascade, user, level, bought, shared))
         cascade, user = cascade[shared], user[shared]
 
     order_cascade = xp.concatenate([c for c, _, _ in orders])
@@ -311,4 +322,10 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     qty_index = cascade_key[order_cascade] * n_users + order_buyer
     order_quantity = 1 + rng.integers(rng.stream_key(seed, "cascade.quantity", tick), qty_index,
                                       max_quantity[order_cascade], xp=xp)
-    return CascadeOutcome(exposures, shares, buys, matched, order_cascade, order_buyer, order_level, order_quantity)
+    kept = None
+    if trace:
+        kept = {"cascade": xp.concatenate([t[0] for t in traced]), "user": xp.concatenate([t[1] for t in traced]),
+                "level": xp.concatenate([xp.full(t[0].shape[0], t[2], dtype=xp.int8) for t in traced]),
+                "bought": xp.concatenate([t[3] for t in traced]), "shared": xp.concatenate([t[4] for t in traced])}
+    return CascadeOutcome(exposures, shares, buys, matched, order_cascade, order_buyer, order_level, order_quantity,
+                          kept)

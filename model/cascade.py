@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..kernels.cascade import CascadeOutcome, LevelRule, propagate
 from .plan import Mechanism
 from .traffic import TrafficOut
@@ -35,13 +37,47 @@ class Cascade(Mechanism):
         self.levels = level_rules(self.config)
 
     def step(self, tick: int, traffic: TrafficOut) -> CascadeOutcome:
-        pop, posts, traffic_step = self.model.population, traffic.on_device, self.model.traffic
+        return self.spread(tick, traffic.on_device, traffic.level1.cascade, traffic.level1.user)
+
+    def spread(self, tick: int, posts: Any, level1_cascade: Any, level1_user: Any,
+               trace: bool = False) -> CascadeOutcome:
+        """The tick's cascades of ``posts`` (a :class:`~weishang.model.traffic.PostArrays`, or
+        some of its rows) from their level-1 exposures (local post index and user, int64[X])."""
+        pop, traffic_step = self.model.population, self.model.traffic
         return propagate(
-            pop.indptr, pop.indices, traffic.level1.cascade, traffic.level1.user,
+            pop.indptr, pop.indices, level1_cascade, level1_user,
             cascade_key=posts.key, origin=posts.origin, category_bit=posts.category_bit,
             rel_post=posts.rel_post, max_quantity=posts.max_quantity,
             interests=pop.state["interests"], rel_buy=pop.state["rel_buy"],
             rel_off_interest=self.config.cascade.rel_off_interest, levels=self.levels,
             seed=self.config.run.seed, tick=tick, xp=self.xp, city=pop.state["city"],
             city_start=traffic_step.city_start, rel_view=posts.rel_view, rel_share=posts.rel_share,
-            rel_tool=posts.rel_tool)
+            rel_tool=posts.rel_tool, trace=trace)
+
+
+def trace_post(model: Any, post: int) -> dict[str, np.ndarray]:
+    """Every exposure of one post of the tick the model last ran, on the host: ``user``
+    (int64[X]), ``level`` (int8[X], 1-based), ``bought`` and ``shared`` (bool[X]), with the
+    post's ``merchant`` account (``origin``). The post is spread again on its own: its draws
+    depend on its key, not on the other posts, so it reaches, sells and is shared exactly as it
+    did in the tick (tested against the tick's counts). For looking at one cascade (the
+    dashboard's drawing of it); ``post`` is its row in the tick's posts.
+    """
+    from dataclasses import fields  # noqa: PLC0415
+
+    record, xp, host = model.record, model.xp, model.backend.to_host
+    if record is None:
+        raise ValueError("no tick has run yet: step the model first")
+    traffic = record.traffic
+    n_posts = traffic.posts.n
+    if not 0 <= post < n_posts:
+        raise ValueError(f"post {post}: the last tick had posts 0 .. {n_posts - 1}")
+    one = xp.asarray([post], dtype=xp.int64)
+    posts = type(traffic.on_device)(**{f.name: getattr(traffic.on_device, f.name)[one]
+                                       for f in fields(traffic.on_device)})
+    mine = xp.flatnonzero(traffic.level1.cascade == post)
+    outcome = model.cascade.spread(model.tick, posts, xp.zeros(mine.shape[0], dtype=xp.int64),
+                                   traffic.level1.user[mine], trace=True)
+    result = {name: host(values) for name, values in outcome.trace.items() if name != "cascade"}
+    result["origin"] = int(host(posts.origin)[0])
+    return result

@@ -91,3 +91,29 @@ def test_a_run_continues_under_new_rules_from_the_next_tick():
     assert dearer.rows.ticks["n_posts"] == model.rows.ticks["n_posts"]  # the posts of tick 5 were planned alike
     with pytest.raises(ConfigError, match="cannot change during a run"):
         model.with_rules(**{"population.n_users": 9000})
+
+
+def test_one_post_traced_spreads_as_it_did_in_the_tick():
+    """trace_post runs one post again on its own: the same exposures, buys and shares per level
+    as the tick counted for it, for the tick's largest cascades."""
+    import numpy as np
+
+    from weishang.model.cascade import trace_post
+
+    model = CommerceModel(**{**SMALL, "population.n_users": 6000, "run.n_ticks": 3, "merchants.post_rate": 1.0})
+    model.step()
+    model.step()
+    outcome = model.record.cascade
+    exposures, buys, shares = (np.asarray(outcome.exposures), np.asarray(outcome.buys), np.asarray(outcome.shares))
+    largest = np.argsort(-(exposures[:, 1:].sum(axis=1) * 10**6 + exposures[:, 0]), kind="stable")[:5]
+    assert exposures[largest[0], 1:].sum() > 0  # the largest reaches past level 1
+    for post in largest.tolist():
+        traced = trace_post(model, post)
+        for level in (1, 2, 3):
+            at = traced["level"] == level
+            assert at.sum() == exposures[post, level - 1]
+            assert traced["bought"][at].sum() == buys[post, level - 1]
+            assert traced["shared"][at].sum() == shares[post, level - 1]
+        assert traced["origin"] not in set(traced["user"].tolist())  # never the merchant's own account
+    with pytest.raises(ValueError, match="the last tick had posts"):
+        trace_post(model, 10**9)
