@@ -397,6 +397,26 @@ def print_validation(table: Any, title: str) -> None:
 
 
 @app.command()
+def dashboard(
+    directory: Annotated[Optional[Path], typer.Argument(help="a run or sweep directory for the Results tab")] = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to serve on")] = 8050,
+    users: Annotated[int, typer.Option("--users", min=1000, max=2_000_000, help="users of the live world")] = 20_000,
+    host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
+) -> None:
+    """A web page: a small world stepping live with the platform's levers, and a run's or sweep's results
+    (open http://HOST:PORT); needs the dashboard extra (pip install weishang[dashboard])."""
+    try:
+        from .dashboard import serve  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(f"the dashboard needs Dash and Plotly ({exc.name} is missing): "
+                          f"pip install 'weishang[dashboard]'") from None
+    if directory is not None and not directory.exists():
+        raise RunDirectoryError(f"{str(directory)!r} does not exist: name a run or sweep directory")
+    err_console.print(f"weishang dashboard: http://{host}:{port}  (Ctrl-C stops it)")
+    serve(directory, port, users, host)
+
+
+@app.command()
 def validate(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")],
              markdown: Annotated[bool, typer.Option("--markdown", metavar="", help="print the targets as a Markdown table")] = False,
              ) -> None:
