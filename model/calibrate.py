@@ -271,6 +271,20 @@ def _fail_stale(study: Any) -> None:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
 
 
+def prepare(out: str | Path, scenario: str | Path | None,
+            overrides: list[str] | tuple[str, ...]) -> tuple[Path, str | None, list[str], ScenarioConfig]:
+    """The calibration directory (created), the scenario and overrides as the runs take them, and
+    the config they give: a bad scenario, override or directory says so before any run."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: {exc.strerror}") from None
+    scenario = str(scenario) if scenario is not None else None
+    base = list(overrides)
+    return out, scenario, base, load_config(scenario, base)
+
+
 def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
               trials: int = 60, workers: int = 1, replicates: int | None = None, hold_out: list[str] | None = None,
               stages: list[str] | None = None, spec_path: str | Path | None = None,
@@ -298,14 +312,7 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         raise ConfigError(f"--stages {', '.join(stages)}: unknown stage (allowed: {names})")
     if trials < 1 or workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: {exc.strerror}") from None
-    scenario = str(scenario) if scenario is not None else None
-    base = list(overrides)
-    base_config = load_config(scenario, base)  # bad scenario or overrides: say so before any trial
+    out, scenario, base, base_config = prepare(out, scenario, overrides)
     from .sweep import replicate_seed  # noqa: PLC0415
 
     seeds = [replicate_seed(base_config.run.seed, k) for k in range(replicates or spec.replicates)]

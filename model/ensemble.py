@@ -53,9 +53,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .calibrate import _exit_with_parent, evaluate
-from .config import ConfigError, ScenarioConfig, load_config, read_toml_file
-from .recorder import RunDirectoryError
+from .calibrate import _exit_with_parent, evaluate, prepare
+from .config import ConfigError, ScenarioConfig, read_toml_file
 from .validation import Target, load_targets
 
 #: the sample index of the scenario's own values run on replicate seeds (for the seed spread)
@@ -274,14 +273,7 @@ def run_ensemble(spec_path: str | Path, out: str | Path, scenario: str | Path | 
     spec = load_ensemble_spec(spec_path)
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: {exc.strerror}") from None
-    scenario = str(scenario) if scenario is not None else None
-    base = list(overrides)
-    base_config = load_config(scenario, base)  # bad scenario or overrides: say so before any run
+    out, scenario, base, base_config = prepare(out, scenario, overrides)
     from .sweep import replicate_seed  # noqa: PLC0415
 
     targets = load_targets()

@@ -243,15 +243,24 @@ def _survival(tables: SweepTables, out: Path) -> str:
     return _save(fig, out / "survival.png")
 
 
-def _forest(effects: pl.DataFrame, tables: SweepTables, out: Path) -> str:
-    shown = [o for o in OUTCOMES if o.name in ("gmv", "orders", "fraud_intercepted", "false_positives", "exits",
-                                                "active_merchants_at_end")]
-    labels = [f"{r['scenario']}  ({_point_label(tables, r['point'])})" if tables.points.height > 1 else r["scenario"]
-              for r in effects.filter(pl.col("outcome") == "gmv").iter_rows(named=True)]
+#: the outcomes a forest plot of effects shows, one panel each
+FOREST = ("gmv", "orders", "fraud_intercepted", "false_positives", "exits", "active_merchants_at_end")
+
+
+def _forest_panels(n_labels: int) -> tuple[plt.Figure, np.ndarray, list]:
+    """The forest plot's figure: a panel per outcome of :data:`FOREST`, rows of three."""
+    shown = [o for o in OUTCOMES if o.name in FOREST]
     n_cols = 3
     n_rows = -(-len(shown) // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 2.5, n_rows * (0.45 * len(labels) + 1.4)),
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 2.5, n_rows * (0.45 * n_labels + 1.4)),
                              sharey=True, squeeze=False)
+    return fig, axes, shown
+
+
+def _forest(effects: pl.DataFrame, tables: SweepTables, out: Path) -> str:
+    labels = [f"{r['scenario']}  ({_point_label(tables, r['point'])})" if tables.points.height > 1 else r["scenario"]
+              for r in effects.filter(pl.col("outcome") == "gmv").iter_rows(named=True)]
+    fig, axes, shown = _forest_panels(len(labels))
     for axis, o in zip(axes.flat, shown):
         rows = effects.filter(pl.col("outcome") == o.name)
         y = np.arange(rows.height)[::-1]
@@ -400,13 +409,8 @@ def _ensemble_report(directory: Path, tables: SweepTables, outcomes: pl.DataFram
 
 def _ensemble_forest(effects: pl.DataFrame, out: Path) -> str:
     """Relative effects: the seed interval (above) and the parameter range (below) of each."""
-    shown = [o for o in OUTCOMES if o.name in ("gmv", "orders", "fraud_intercepted", "false_positives", "exits",
-                                                "active_merchants_at_end")]
     labels = effects.filter(pl.col("outcome") == "gmv")["scenario"].to_list()
-    n_cols = 3
-    n_rows = -(-len(shown) // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 2.5, n_rows * (0.45 * len(labels) + 1.4)),
-                             sharey=True, squeeze=False)
+    fig, axes, shown = _forest_panels(len(labels))
     for axis, o in zip(axes.flat, shown):
         rows = effects.filter(pl.col("outcome") == o.name)
         y = np.arange(rows.height)[::-1]
