@@ -325,7 +325,7 @@ def write_report(directory: str | Path) -> Path:
     lines += ["## Outcomes per scenario and grid point", "",
               "| scenario | grid point | outcome | mean | 95% interval | replicates |", "|---|---|---|---|---|---|"]
     for r in summary.iter_rows(named=True):
-        interval = "-" if r["ci_low"] is None else f"{_fmt(r['ci_low'], r['outcome'])} .. {_fmt(r['ci_high'], r['outcome'])}"
+        interval = _interval(r["ci_low"], r["ci_high"], r["outcome"])
         lines.append(f"| {r['scenario']} | {_point_label(tables, r['point'])} | {OUTCOME[r['outcome']].label} | "
                      f"{_fmt(r['mean'], r['outcome'])} | {interval} | {r['replicates']} |")
     lines.append("")
@@ -337,7 +337,7 @@ def write_report(directory: str | Path) -> Path:
                   "| scenario | grid point | outcome | change | 95% interval | relative | 95% interval | pairs |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in effects.iter_rows(named=True):
-            interval = "-" if r["ci_low"] is None else f"{_fmt(r['ci_low'], r['outcome'])} .. {_fmt(r['ci_high'], r['outcome'])}"
+            interval = _interval(r["ci_low"], r["ci_high"], r["outcome"])
             relative = "-" if r["relative_low"] is None else f"{_pct(r['relative_low'])} .. {_pct(r['relative_high'])}"
             lines.append(f"| {r['scenario']} | {_point_label(tables, r['point'])} | {OUTCOME[r['outcome']].label} | "
                          f"{_fmt(r['delta'], r['outcome'])} | {interval} | {_pct(r['relative'])} | {relative} | "
