@@ -21,7 +21,7 @@ from typing import Any
 from .codes import LEVELS, OFFICIAL_SCENARIOS, TICKS_PER_YEAR, Channel, Compliance, PaymentScenario, Style
 from .fraud import TYPOLOGIES
 
-TABLES = ("ticks", "merchants", "cascades", "transactions", "summary")
+TABLES = ("ticks", "merchants", "cascades", "risk_curve", "transactions", "summary")
 #: figures that take either sign
 SIGNED = {"fx_exposure", "cum_profit"}
 #: Arrow type names the registry uses
@@ -278,6 +278,9 @@ TICKS: tuple[Column, ...] = tuple(
     + col(T, "risk_threshold", "float64", "score", "none",
           "score above which payments are intercepted (infinite while the engine has no history)")
     + family(T, "n_fraud_{x}", TYPOLOGY, "int64", "payments", "sum", "injected {what} payments")
+    + family(T, "n_fraud_intercepted_{x}", TYPOLOGY, "int64", "payments", "sum", "intercepted {what} payments")
+    + col(T, "learned_scoring", "bool", "flag", "last",
+          "the learned scorer decided the tick (false: the linear rule, before the first fit or by config)")
     + col(T, "n_orders", "int64", "orders", "sum", "filled orders")
     + col(T, "gmv", "float64", "CNY", "sum", "completed GMV: filled orders whose payment was not intercepted")
     + family(T, "gmv_{x}", {s.label: s.label.replace("_", " ") for s in PaymentScenario}, "float64", "CNY", "sum",
@@ -379,6 +382,22 @@ CASCADES: tuple[Column, ...] = tuple(
              "viewers at {what} who shared it onward")
     + family(C, "buys_l{x}", LEVEL, "int64", "orders", "sum", "filled orders at {what}")
     + col(C, "gmv", "float64", "CNY", "sum", "completed GMV of its orders"))
+
+R = "risk_curve"
+RISK_CURVE: tuple[Column, ...] = tuple(
+    col(R, "tick", "int32", "tick", "none", "the day")
+    + col(R, "scorer", "string", "label", "none",
+          "linear (the rule) or learned (the logistic model, once fitted); both score the same payments")
+    + col(R, "source", "string", "label", "none",
+          "payments (the run's) or probe (the payments standing for the platform's fraud of each kind)")
+    + col(R, "typology", "string", "label", "none", "legitimate, or the fraud typology")
+    + col(R, "target_fpr", "float64", "share", "none",
+          "the false-positive target of the grid point (1e-6 to 1e-1, four a decade)")
+    + col(R, "threshold", "float64", "score", "none",
+          "the threshold that target sets from the scorer's legitimate history; null while too few to resolve it",
+          nullable=True)
+    + col(R, "n_above", "int64", "payments", "sum", "payments of the class scoring above the threshold")
+    + col(R, "n", "int64", "payments", "sum", "payments of the class"))
 
 X = "transactions"
 TRANSACTIONS: tuple[Column, ...] = tuple(
@@ -501,7 +520,7 @@ SUMMARY: tuple[Column, ...] = tuple(
              "share of merchants in business whose style is {what}, at the end", nullable=True))
 
 REGISTRY: dict[str, tuple[Column, ...]] = {"ticks": TICKS, "merchants": MERCHANTS, "cascades": CASCADES,
-                                          "transactions": TRANSACTIONS, "summary": SUMMARY}
+                                          "risk_curve": RISK_CURVE, "transactions": TRANSACTIONS, "summary": SUMMARY}
 #: model-level figures a Mesa DataCollector reads from :class:`~weishang.model.commerce.CommerceModel`
 MODEL_FIGURES = ("gmv", "n_orders", "n_posts", "n_active_merchants", "n_exits", "n_removed", "conversion_friend_rec",
                  "conversion_system_rec", "n_fraud", "n_fraud_intercepted", "n_false_positives", "fraud_loss",

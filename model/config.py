@@ -394,6 +394,19 @@ class RiskConfig(_Section):
     w_merchant_flag: float = Field(0.8, ge=-100, le=100, description="weight of a merchant under governance action or new")
     w_scenario_mini_program: float = Field(0.1338, ge=-100, le=100, description="weight of a mini-program payment (QR is 0)")
     w_scenario_cross_border: float = Field(0.8583, ge=-100, le=100, description="weight of a cross-border payment")
+    scorer: Literal["learned", "linear"] = Field(
+        "learned", description="the engine's score: 'learned' (a logistic model on the graph and sequence features, "
+                               "refitted on labelled past ticks; the linear rule until its first fit) or 'linear' "
+                               "(the hand-set rule above)")
+    label_delay_ticks: int = Field(7, ge=1, le=365,
+                                   description="ticks before a payment's label (a report, a chargeback) is known")
+    retrain_every_ticks: int = Field(7, ge=1, le=365, description="ticks between refits of the learned scorer")
+    train_window_ticks: int = Field(28, ge=1, le=365, description="ticks of labelled payments a refit learns from")
+    train_legit_per_tick: int = Field(2000, ge=10, le=10_000_000,
+                                      description="legitimate payments a tick kept (at random) to train on")
+    history_legit_per_tick: int = Field(20_000, ge=100, le=100_000_000,
+                                        description="legitimate payments a tick kept (at random) to set the learned "
+                                                    "scorer's threshold from")
 
 
 class FraudConfig(_Section):
@@ -408,6 +421,10 @@ class FraudConfig(_Section):
     share_fraud_merchants: float = Field(0.002, ge=0, le=1,
                                          description="merchants that brush fake orders and serve as mules")
     brushing_orders: int = Field(3, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
+    brushing_ring: int = Field(5, ge=1, le=10_000, description="fraudulent merchants brushing together as one ring")
+    brushing_share_qr: float = Field(0.5, ge=0, le=1, description="brushing orders paid to the merchant's personal "
+                                                                   "QR code (the rest in its mini-program shop)")
+    brushing_pool: int = Field(12, ge=1, le=800, description="sockpuppets a brushing ring shares (before it adapts)")
     burst_per_million: float = Field(0.0773, ge=0, le=1e4, description="payers placing a burst of large orders")
     burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
     burst_amount_multiple: float = Field(5.0, ge=0, le=1000, description="burst order amount over the median price")

@@ -20,8 +20,10 @@ from .plan import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_FILES = {"ticks": "`ticks.parquet`", "merchants": "`merchants.parquet`", "cascades": "`cascades.parquet`",
+               "risk_curve": "`risk_curve.parquet`",
                "transactions": "`transactions/part-TICK.parquet`", "summary": "`manifest.json` `summary`"}
 TABLE_ROWS = {"ticks": "one per tick", "merchants": "tick x merchant", "cascades": "one per post",
+              "risk_curve": "tick x scorer x class x false-positive target",
               "transactions": "one per scored payment (opt-in: `output.transactions`)",
               "summary": "one figure each, per run"}
 
@@ -50,6 +52,10 @@ def _groups(columns: tuple[Column, ...]) -> list[tuple[str, list[Column]]]:
     return named
 
 
+#: a table with more column groups than this is summarised in the README (listed in docs/outputs.md)
+LISTED_COLUMNS = 8
+
+
 def column_overview() -> str:
     """The README's table of tables: each table's columns, families folded (the run summary's
     figures are in docs/outputs.md)."""
@@ -57,7 +63,12 @@ def column_overview() -> str:
     for table, columns in REGISTRY.items():
         if table == "summary":
             continue
-        names = ", ".join(f"`{name}`" for name, _ in _groups(columns))
+        groups = _groups(columns)
+        if len(groups) > LISTED_COLUMNS:  # a long table: its groups of figures, the columns in docs/outputs.md
+            names = (f"{len(columns)} columns ([`docs/outputs.md`](docs/outputs.md#{table})): "
+                     + ", ".join(f"`{name}`" for name, _ in groups[:LISTED_COLUMNS]) + ", ...")
+        else:
+            names = ", ".join(f"`{name}`" for name, _ in groups)
         lines.append(f"| {TABLE_FILES[table]} | {TABLE_ROWS[table]} | {names} |")
     return "\n".join(lines)
 

@@ -1,9 +1,12 @@
 """Injected fraud with ground-truth labels (SPEC section 3), from typologies in the literature:
 
 * ``ato_mule``: account takeover then cash-out to a mule merchant (PaySim's TRANSFER/CASH_OUT):
-  large payments from an old account on a new device;
+  large payments from an old account on a new device; the takeover leaves a signal (a login
+  from a new device, a password reset) on the victim's account up to a few days before;
 * ``brushing``: fake orders (刷单) a fraudulent merchant places through sockpuppet accounts:
-  small amounts from brand-new accounts, a spike in the merchant's volume;
+  small amounts from brand-new accounts, a spike in the merchant's volume. Fraudulent merchants
+  brush in rings of ``brushing_ring`` shops sharing a pool of ``brushing_pool`` sockpuppets, so a
+  puppet pays several of the ring's shops (the buyers the shops share are what gives a ring away);
 * ``burst``: a burst of large orders by one payer within a tick;
 * ``laundering_fan_in`` / ``laundering_fan_out``: cross-border rings (AMLSim's fan-in and fan-out):
   many payers into one merchant, or one payer out to many, amounts just under 50,000 CNY.
@@ -11,7 +14,8 @@
 Fraudsters react to interception: after a tick in which a typology's payments were intercepted
 at a rate s, its intensity falls by ``p_stop_after_interception * s`` (some rings stop) and its
 stealth rises by ``adapt_step * s`` (the rest send smaller amounts, fewer at a time, from
-familiar devices, through older sockpuppets). New rings replace ``entry_rate`` of the stopped
+familiar devices, through older sockpuppets and larger puppet pools, waiting longer after a
+takeover before cashing out). New rings replace ``entry_rate`` of the stopped
 volume each tick, so a typology the engine keeps catching settles where entry balances stops
 (intensity e / (e + p s)) instead of dying out.
 
@@ -42,6 +46,10 @@ TYPOLOGIES = ("ato_mule", "brushing", "burst", "laundering_fan_in", "laundering_
 ATO, BRUSHING, BURST, FAN_IN, FAN_OUT = range(len(TYPOLOGIES))
 #: just under the 50,000 CNY line that draws scrutiny, in fen
 LAUNDERING_AMOUNT = 4_900_000
+#: most sockpuppets a brushing ring's pool can grow to (pool ids are drawn per ring and slot)
+POOL_MAX = 1 << 12
+#: days an adapted takeover waits between the takeover and the cash-out, at most
+TAKEOVER_WAIT_MAX = 6
 #: payments of each typology in the tick's probe (at least: whole takeovers, rings and bursts);
 #: the interception share a typology reacts to has a standard error of at most 1 / (2 sqrt(256))
 PROBE_PAYMENTS = 256
@@ -55,7 +63,9 @@ class FraudBatch:
         payer, merchant: (int64[F]); amount (int64[F]) fen; scenario (int8[F]) 0 QR, 1
         mini-program, 2 cross-border; new_device (bool[F]); account_age (int64[F]) ticks, or -1
         for the payer's real age; typology (int8[F]) index into :data:`TYPOLOGIES`; event
-        (int64[F]) the takeover, brushing order, ring or burst each payment belongs to.
+        (int64[F]) the takeover, brushing order, ring or burst each payment belongs to;
+        signal_lag (int64[F]) days since the takeover signal on the payer's account, -1 when the
+        payment brings none.
     """
 
     payer: np.ndarray
@@ -66,6 +76,7 @@ class FraudBatch:
     account_age: np.ndarray
     typology: np.ndarray
     event: np.ndarray
+    signal_lag: np.ndarray
 
     @property
     def n(self) -> int:
@@ -79,6 +90,15 @@ class FraudBatch:
                                            return_counts=True)
             return counts[inverse.ravel()].astype(np.int64)
         return count(self.payer), count(self.merchant)
+
+    def signals(self, day: int) -> tuple[np.ndarray, np.ndarray]:
+        """(int64[S], int64[S]) the distinct payers with a takeover signal and the day of each
+        one's latest."""
+        has = self.signal_lag >= 0
+        payers, inverse = np.unique(self.payer[has], return_inverse=True)
+        latest = np.full(payers.shape[0], np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(latest, inverse.ravel(), day - self.signal_lag[has])
+        return payers.astype(np.int64), latest
 
 
 class FraudInjector(Stateful):
@@ -147,6 +167,17 @@ class FraudInjector(Stateful):
             events.update({ATO: 0, FAN_IN: 0, FAN_OUT: 0})
         return self._batch(tick, "fraud.probe", events, brushers)
 
+    def puppets(self, brushers: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """(int64[B]) the sockpuppet paying each brushing order of the fraud merchants
+        ``brushers`` (int64[B]), picked by ``u`` (float64[B] in [0, 1)) from its ring's pool.
+        Rings are runs of ``brushing_ring`` merchants in :attr:`fraud_merchants` order; a ring's
+        pool holds ``brushing_pool`` puppets, up to five times as many as brushing grows
+        stealthier, and keeps its puppets from day to day (pool ids are drawn per ring and slot)."""
+        ring = np.searchsorted(self.fraud_merchants, brushers) // self.cfg.brushing_ring
+        size = min(POOL_MAX, max(1, int(round(self.cfg.brushing_pool * (1 + 4 * self.stealth[BRUSHING])))))
+        slot = np.minimum((u * size).astype(np.int64), size - 1)
+        return rng.integers(rng.stream_key(self.seed, "fraud.brushing.pool"), ring * POOL_MAX + slot, self.n_users)
+
     def _burst_size(self) -> int:
         return max(1, int(round(self.cfg.burst_orders * (1.0 - 0.5 * self.stealth[BURST]))))
 
@@ -163,16 +194,17 @@ class FraudInjector(Stateful):
         n_events = 0
 
         def add(typology: int, payer, merchant, amount, scenario: int, p_new_device: float, account_age,
-                event) -> None:
+                event, signal_lag=-1) -> None:
             nonlocal n_events
             m = payer.shape[0]
             parts.append(dict(payer=payer.astype(np.int64), merchant=merchant.astype(np.int64),
                               amount=np.maximum(amount, 100).astype(np.int64),
-                              scenario=np.full(m, scenario, dtype=np.int8),
+                              scenario=np.broadcast_to(scenario, (m,)).astype(np.int8),
                               new_device=rng.bernoulli(key(f"{TYPOLOGIES[typology]}.device"), m, p_new_device),
                               account_age=np.broadcast_to(account_age, (m,)).astype(np.int64),
                               typology=np.full(m, typology, dtype=np.int8),
-                              event=n_events + np.asarray(event, dtype=np.int64)))
+                              event=n_events + np.asarray(event, dtype=np.int64),
+                              signal_lag=np.broadcast_to(signal_lag, (m,)).astype(np.int64)))
             n_events += int(event.max()) + 1 if m else 0
 
         quiet = 1.0 - 0.7 * self.stealth  # stealthier fraud looks more like ordinary payments
@@ -183,14 +215,20 @@ class FraudInjector(Stateful):
             payer = np.repeat(rng.integers(key("ato.victim"), victims, n), cfg.ato_payments)
             mule = self.fraud_merchants[rng.integers(key("ato.mule"), m, k)]
             amount = self.reference_fen * cfg.ato_amount_multiple * quiet[ATO] * (0.5 + rng.uniform(key("ato.amount"), m))
-            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1, np.repeat(np.arange(victims), cfg.ato_payments))
+            # the takeover's signal: today, or up to TAKEOVER_WAIT_MAX days before as the ring adapts
+            wait = np.repeat(rng.integers(key("ato.wait"), victims,
+                                          1 + int(round(TAKEOVER_WAIT_MAX * self.stealth[ATO]))), cfg.ato_payments)
+            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1, np.repeat(np.arange(victims), cfg.ato_payments),
+                wait)
 
             m = brushers.shape[0]
-            payer = rng.integers(key("brushing.puppet"), m, n)
+            payer = self.puppets(brushers, rng.uniform(key("brushing.puppet"), m))
             amount = self.reference_fen * (0.5 + rng.uniform(key("brushing.amount"), m))
             # adapted brushers use aged sockpuppets
             age = rng.integers(key("brushing.age"), m, 1 + int(30 * (1 + 10 * self.stealth[BRUSHING])))
-            add(BRUSHING, payer, brushers, amount, 1, 0.5 * quiet[BRUSHING], age, np.arange(m))
+            # paid in the shop's mini-program, or to the merchant's personal QR code (common in micro-commerce)
+            scenario = np.where(rng.uniform(key("brushing.scenario"), m) < cfg.brushing_share_qr, 0, 1)
+            add(BRUSHING, payer, brushers, amount, scenario, 0.5 * quiet[BRUSHING], age, np.arange(m))
 
             for typology in (FAN_IN, FAN_OUT):
                 r = events[typology]
@@ -214,7 +252,8 @@ class FraudInjector(Stateful):
         amount = self.reference_fen * cfg.burst_amount_multiple * quiet[BURST] * (0.5 + rng.uniform(key("burst.amount"), m))
         add(BURST, payer, merchant, amount, 0, 0.3 * quiet[BURST], -1, np.repeat(np.arange(bursts), size))
 
-        fields = ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology", "event")
+        fields = ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology", "event",
+                  "signal_lag")
         return FraudBatch(**{f: np.concatenate([p[f] for p in parts]) for f in fields})
 
     def react(self, intercepted_share: np.ndarray) -> None:

@@ -5,8 +5,18 @@ confirmed-legitimate scores of past ticks to hold the false-positive rate (SPEC 
 Off-platform payments are never seen. Everyday payments go to one merchant slot past the
 modelled merchants (shops outside micro-commerce); the transactions log writes it as -1.
 
-Labels arrive one tick late, as chargebacks and reports would: the threshold a tick uses comes
-only from earlier ticks' legitimate scores.
+Labels arrive one tick late for the threshold, as unreported payments would: the threshold a
+tick uses comes only from earlier ticks' legitimate scores. The learned scorer
+(:mod:`weishang.model.risk_model`, ``risk.scorer = "learned"``, the default) learns from labels
+that arrive ``risk.label_delay_ticks`` late, as reports and chargebacks do, on the graph and
+sequence features of :mod:`weishang.kernels.risk_features`; until its first fit the linear rule
+(:mod:`weishang.kernels.risk`) decides. Its threshold comes from a random sample of past ticks'
+legitimate feature rows, rescored by the current model each tick.
+
+Every tick the engine also counts its trade-off curve (:mod:`weishang.kernels.risk_curve`):
+payments above the threshold each false-positive target of a grid would set, per class
+(legitimate, each typology; the run's payments and the fraud probe), for the engine's scorer
+and the linear rule side by side; the ``risk_curve`` table.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ import numpy as np
 
 from ..kernels import rng
 from ..kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, tick_view, update_state
+from ..kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
+from ..kernels.risk_features import N_FEATURES, GraphState, TickGraph, features, linear_scores, tick_graph, update_graph
 from .codes import OFFICIAL_SCENARIOS, PaymentScenario
 from .columns import ratio
 from .config import ScenarioConfig
@@ -27,6 +39,7 @@ from .everyday import amount_table, draw_everyday
 from .fraud import TYPOLOGIES, FraudBatch, FraudInjector
 from .payments import Orders
 from .plan import Mechanism
+from .risk_model import LabelledRows, LearnedScorer
 
 #: a merchant onboarded fewer ticks ago than this is new to the risk engine
 NEW_MERCHANT_TICKS = 7
@@ -34,6 +47,9 @@ SCENARIO_NAMES = tuple(s.label for s in OFFICIAL_SCENARIOS)
 #: fraud transactions' keys start above every order key (cascade key x N + buyer < 2^60)
 FRAUD_KEY_BASE = 1 << 60
 FRAUD_KEYS_PER_TICK = 1 << 24
+#: the curve's classes: legitimate payments, then each typology's payments, then each typology's probe
+CURVE_CLASSES = (("payments", "legitimate"), *(("payments", t) for t in TYPOLOGIES),
+                 *(("probe", t) for t in TYPOLOGIES))
 
 
 @dataclass
@@ -47,6 +63,7 @@ class Screening:
         metrics: per-tick counts and rates for the ticks table (host numbers).
         log: the scored transactions kept for ``transactions/`` (host columns), or None when
             ``output.transactions`` is "none".
+        curve: the ``risk_curve`` rows of the tick (host columns).
     """
 
     legit_passed: Any
@@ -54,6 +71,21 @@ class Screening:
     fraud_passed: Any
     metrics: dict[str, float | None]
     log: dict[str, np.ndarray] | None = None
+    curve: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class Scored:
+    """One set of payments scored two ways (device arrays): ``rule`` by the linear rule,
+    ``learned`` by the learned scorer (None before its first fit, or with the linear scorer)."""
+
+    rule: Any
+    learned: Any = None
+
+    @property
+    def decisive(self) -> Any:
+        """The scores the engine decides on."""
+        return self.rule if self.learned is None else self.learned
 
 
 def weights_from(config: ScenarioConfig) -> RiskWeights:
@@ -83,7 +115,8 @@ class RiskEngine(Mechanism):
     engine = "kernel"
     sections = ("risk", "fraud", "payments")
     does = "orders, everyday payments and injected fraud scored in bulk; above the threshold: intercepted"
-    STATE = ("state", "legit_history", "fraud")
+    STATE = ("state", "legit_history", "fraud", "graph", "scorer", "learned_history", "learned_history_scores",
+             "scores_fitted_at")
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -100,6 +133,14 @@ class RiskEngine(Mechanism):
         self.fraud = FraudInjector(config.fraud, self.n_users, fraud_merchants, self.n_merchants,
                                    self.reference_fen, config.run.seed)
         self.ti_created = pop.state["ti_created"]
+        self.learning = r.scorer == "learned"
+        self.graph = GraphState.empty(self.n_users, self.n_merchants + 1, r.window_ticks, xp=self.xp)
+        self.scorer = LearnedScorer(N_FEATURES, r.label_delay_ticks, r.retrain_every_ticks, r.train_window_ticks)
+        #: (float64[S, K] each, device) sampled legitimate feature rows of past ticks, for the learned threshold
+        self.learned_history: deque[Any] = deque(maxlen=r.threshold_history_ticks)
+        #: (float64[S] each, device) their scores by the model of ``scores_fitted_at`` (rescored after a refit)
+        self.learned_history_scores: deque[Any] = deque(maxlen=r.threshold_history_ticks)
+        self.scores_fitted_at = -1
 
     def merchant_flag(self, tick: int) -> np.ndarray:
         """(bool[M]) merchants the engine watches: under rectification, or onboarded recently."""
@@ -144,21 +185,45 @@ class RiskEngine(Mechanism):
         age_all = xp.concatenate([tick - self.ti_created[legit_payer].astype(xp.int64), fraud_age])
         flag = xp.concatenate([dev(merchant_flag), xp.zeros(1, dtype=xp.bool_)])  # everyday shops: never flagged
         view = tick_view(payer_all, merchant_all, self.state, float(self.reference_fen), xp=xp)
-        score = score_transactions(payer_all, merchant_all, amount_all, scenario_all, new_device_all, age_all,
-                                   flag, self.state, self.weights, float(self.reference_fen),
-                                   r.new_account_ticks, xp=xp, view=view)
-        history = list(self.legit_history)
-        threshold = threshold_for_fpr(xp.concatenate(history) if history else xp.zeros(0), r.target_fpr, xp=xp)
+        rule = score_transactions(payer_all, merchant_all, amount_all, scenario_all, new_device_all, age_all,
+                                  flag, self.state, self.weights, float(self.reference_fen),
+                                  r.new_account_ticks, xp=xp, view=view)
+        tx = dict(payer=payer_all, merchant=merchant_all, amount=amount_all, scenario=scenario_all,
+                  new_device=new_device_all, account_age=age_all, merchant_flag=flag)
+        scored, graph_today, rows_of = Scored(rule), None, None
+        if self.learning:
+            self.scorer.maybe_refit(tick)
+            signal_payer, signal_day = fraud.signals(tick)
+            graph_today = tick_graph(payer_all, merchant_all, age_all < r.new_account_ticks, new_device_all,
+                                     self.n_users, self.n_merchants + 1, self.n_merchants, xp=xp,
+                                     signal_payer=dev(signal_payer), signal_day=dev(signal_day))
+
+            def rows_of(rows: Any) -> Any:
+                return features(**tx, tick=graph_today, state=self.state, graph=self.graph,
+                                reference_amount=float(self.reference_fen), new_account_ticks=r.new_account_ticks,
+                                day=tick, xp=xp, rows=rows)
+
+            if self.scorer.fitted:
+                scored.learned = linear_scores(lambda a, b: rows_of(slice(a, b)), int(payer_all.shape[0]),
+                                               self.scorer.coef, self.scorer.bias, xp=xp)
+        history = self._legit_history(scored)
+        threshold = threshold_for_fpr(history.decisive, r.target_fpr, xp=xp)
+        score = scored.decisive
         intercepted = score > threshold
-        probe_share = self._probe(tick, view, flag, threshold)
+        probe_scored, probe_typology, probe_share, probe_rows = self._probe(tick, view, flag, threshold, graph_today)
+        curve = self._curve(tick, scored, history, fraud_typology, n_legit, probe_scored, probe_typology)
+        if self.learning:
+            self._keep_rows(tick, rows_of, legit_key, n_legit, int(payer_all.shape[0]), probe_rows)
+            update_graph(self.graph, graph_today, tick, xp=xp)
         update_state(self.state, payer_all, merchant_all, amount_all, tick, xp=xp)
-        self.legit_history.append(score[:n_legit])
+        self.legit_history.append(rule[:n_legit])
 
         legit_passed = xp.ones(payments.scenario.shape[0], dtype=xp.bool_)
         legit_passed[legit_idx] = ~intercepted[:n_orders]
         fraud_passed = ~intercepted[n_legit:]
         metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_amount, fraud_passed,
                                 threshold, xp=xp)
+        metrics["learned_scoring"] = scored.learned is not None
         self.fraud.react(probe_share)
         log = None
         if self.config.output.transactions != "none":
@@ -177,30 +242,142 @@ class RiskEngine(Mechanism):
             log = {name: self.backend.to_host(col[keep]) for name, col in columns.items()}
             log["amount"] = log["amount"] / 100.0
             log["merchant"][log["merchant"] == self.n_merchants] = -1  # everyday shops
-        return Screening(legit_passed, fraud, fraud_passed, metrics, log)
+        return Screening(legit_passed, fraud, fraud_passed, metrics, log, curve)
 
-    def _probe(self, tick: int, view: Any, flag: Any, threshold: float) -> np.ndarray:
-        """(float64[len(TYPOLOGIES)]) share of each typology's probe (:meth:`FraudInjector.probe`)
-        the engine would intercept this tick, each payment scored on the tick's traffic plus its
-        own event's payments; NaN for a typology without probe. Nothing here settles or is kept."""
-        xp, dev = self.xp, self.backend.to_device
+    def _legit_history(self, scored: Scored) -> Scored:
+        """The confirmed-legitimate scores of past ticks the thresholds come from: every legitimate
+        payment's rule score, and (once fitted) the learned scores of the sampled feature rows,
+        rescored by the current model."""
+        xp = self.xp
+        rule = list(self.legit_history)
+        out = Scored(xp.concatenate(rule) if rule else xp.zeros(0))
+        if scored.learned is not None:
+            if self.scores_fitted_at != self.scorer.fitted_at:  # refitted: rescore the kept rows
+                self.learned_history_scores.clear()
+                for x in self.learned_history:
+                    self.learned_history_scores.append(self._learned_scores(x))
+                self.scores_fitted_at = self.scorer.fitted_at
+            kept = list(self.learned_history_scores)
+            out.learned = xp.concatenate(kept) if kept else xp.zeros(0)
+        return out
+
+    def _learned_scores(self, x: Any) -> Any:
+        """(float64[S]) the current model's scores of feature rows ``x`` (float64[S, K], device)."""
+        return linear_scores(lambda a, b: x[a:b], int(x.shape[0]), self.scorer.coef, self.scorer.bias, xp=self.xp)
+
+    def _keep_rows(self, tick: int, rows_of: Any, legit_key: Any, n_legit: int, n_all: int,
+                   probe_rows: np.ndarray | None) -> None:
+        """Keep this tick's sampled legitimate feature rows for the learned threshold (device),
+        and its training rows (sampled legitimate, every fraud payment, the probe's payments) for
+        the learned scorer once their labels arrive (host)."""
+        xp, r, host = self.xp, self.config.risk, self.backend.to_host
+        u = rng.uniform(rng.stream_key(self.config.run.seed, "risk.sample", tick), legit_key, xp=xp)
+        keep_rate = min(1.0, r.history_legit_per_tick / max(n_legit, 1))
+        train_rate = min(1.0, r.train_legit_per_tick / max(n_legit, 1))
+        # the two samples are disjoint where they fit: a threshold set on rows the model was fitted
+        # to would sit too low (the fit scores its own legitimate rows lower than new ones)
+        kept = rows_of(xp.flatnonzero(u >= 1.0 - keep_rate))
+        self.learned_history.append(kept)
+        if self.scorer.fitted:
+            self.learned_history_scores.append(self._learned_scores(kept))
+        train = rows_of(xp.flatnonzero(u < train_rate))
+        fraud = rows_of(xp.arange(n_legit, n_all, dtype=xp.int64))
+        n_train = int(train.shape[0])
+        x = np.concatenate([host(train), host(fraud), *([] if probe_rows is None else [probe_rows])])
+        label = np.arange(x.shape[0]) >= n_train
+        weight = np.where(label, 1.0, 1.0 / train_rate)
+        self.scorer.add(LabelledRows(tick, x, label, weight))
+
+    def _probe(self, tick: int, view: Any, flag: Any, threshold: float,
+               graph_today: TickGraph | None) -> tuple[Scored | None, Any, np.ndarray, np.ndarray | None]:
+        """Score the tick's fraud probe (:meth:`FraudInjector.probe`), each payment against the
+        tick's traffic plus its own event's payments; nothing here settles or is kept.
+
+        Returns:
+            the probe's scores (None without probe), its typologies (int64[P], device), the share
+            of each typology the engine would intercept (float64[len(TYPOLOGIES)], NaN for a
+            typology without probe), and (learning) its feature rows (host), labelled fraud.
+        """
+        xp, dev, r = self.xp, self.backend.to_device, self.config.risk
         probe = self.fraud.probe(tick)
         if probe.n == 0:
-            return np.full(len(TYPOLOGIES), np.nan)
+            return None, None, np.full(len(TYPOLOGIES), np.nan), None
         own_payer, own_merchant = probe.own_counts()
-        payer = dev(probe.payer)
+        payer, merchant = dev(probe.payer), dev(probe.merchant)
         stated_age = dev(probe.account_age)
         age = xp.where(stated_age >= 0, stated_age, tick - self.ti_created[payer].astype(xp.int64))
-        score = score_transactions(payer, dev(probe.merchant), dev(probe.amount), dev(probe.scenario),
-                                   dev(probe.new_device), age, flag, self.state, self.weights,
-                                   float(self.reference_fen), self.config.risk.new_account_ticks, xp=xp, view=view,
-                                   own_payer=dev(own_payer), own_merchant=dev(own_merchant))
+        amount, scenario, new_device = dev(probe.amount), dev(probe.scenario), dev(probe.new_device)
+        scored = Scored(score_transactions(payer, merchant, amount, scenario, new_device, age, flag, self.state,
+                                           self.weights, float(self.reference_fen), r.new_account_ticks, xp=xp,
+                                           view=view, own_payer=dev(own_payer), own_merchant=dev(own_merchant)))
+        rows = None
+        if graph_today is not None:
+            own = self._own_graph(probe, age, tick)
+            x = features(payer, merchant, amount, scenario, new_device, age, flag, graph_today, self.state,
+                         self.graph, float(self.reference_fen), r.new_account_ticks, tick, xp=xp, own=own)
+            rows = self.backend.to_host(x)
+            if self.scorer.fitted:
+                scored.learned = self._learned_scores(x)
         # reduced on the device: only a count per typology comes back
-        caught = (score > threshold).astype(xp.float64)
-        hit = self.backend.to_host(xp.bincount(dev(probe.typology).astype(xp.int64), weights=caught,
-                                               minlength=len(TYPOLOGIES)))
+        typology = dev(probe.typology).astype(xp.int64)
+        caught = (scored.decisive > threshold).astype(xp.float64)
+        hit = self.backend.to_host(xp.bincount(typology, weights=caught, minlength=len(TYPOLOGIES)))
         tried = np.bincount(probe.typology, minlength=len(TYPOLOGIES))
-        return np.where(tried > 0, hit / np.maximum(tried, 1), np.nan)
+        return scored, typology, np.where(tried > 0, hit / np.maximum(tried, 1), np.nan), rows
+
+    def _own_graph(self, probe: FraudBatch, age: Any, tick: int) -> tuple[TickGraph, Any, Any]:
+        """The counts each probe payment's own event adds (a :class:`TickGraph` over compact
+        (event, payer) and (event, merchant) ids), and each payment's compact ids (device)."""
+        xp, dev, r = self.xp, self.backend.to_device, self.config.risk
+        _, own_payer = np.unique(np.stack([probe.event, probe.payer]), axis=1, return_inverse=True)
+        _, own_merchant = np.unique(np.stack([probe.event, probe.merchant]), axis=1, return_inverse=True)
+        own_payer, own_merchant = own_payer.ravel().astype(np.int64), own_merchant.ravel().astype(np.int64)
+        n_payers, n_merchants = int(own_payer.max()) + 1, int(own_merchant.max()) + 1
+        has = probe.signal_lag >= 0
+        signal_payer = np.unique(own_payer[has])
+        signal_day = np.full(signal_payer.shape[0], np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(signal_day, np.searchsorted(signal_payer, own_payer[has]), tick - probe.signal_lag[has])
+        own = tick_graph(dev(own_payer), dev(own_merchant), age < r.new_account_ticks, dev(probe.new_device),
+                         n_payers, n_merchants, n_merchants, xp=xp, signal_payer=dev(signal_payer),
+                         signal_day=dev(signal_day))
+        return own, dev(own_payer), dev(own_merchant)
+
+    def _curve(self, tick: int, scored: Scored, history: Scored, fraud_typology: Any, n_legit: int,
+               probe: Scored | None, probe_typology: Any) -> dict[str, np.ndarray]:
+        """The tick's ``risk_curve`` rows: for each scorer, the thresholds of :data:`FPR_GRID`
+        from its legitimate history, and the payments of each of :data:`CURVE_CLASSES` above each."""
+        xp = self.xp
+        n_typ = len(TYPOLOGIES)
+        label = xp.concatenate([xp.zeros(n_legit, dtype=xp.int64), fraud_typology.astype(xp.int64) + 1])
+        if probe is not None:
+            label = xp.concatenate([label, probe_typology + 1 + n_typ])
+        columns: dict[str, list[Any]] = {k: [] for k in ("scorer", "source", "typology", "target_fpr", "threshold",
+                                                         "n_above", "n")}
+        for name in ("linear", "learned"):
+            score = scored.rule if name == "linear" else scored.learned
+            if score is None:
+                continue
+            if probe is not None:
+                score = xp.concatenate([score, probe.rule if name == "linear" else probe.learned])
+            thresholds = grid_thresholds(history.rule if name == "linear" else history.learned, FPR_GRID, xp=xp)
+            above, total = counts_above(score, label, thresholds, len(CURVE_CLASSES), xp=xp)
+            for c, (source, typology) in enumerate(CURVE_CLASSES):
+                g = len(FPR_GRID)
+                columns["scorer"] += [name] * g
+                columns["source"] += [source] * g
+                columns["typology"] += [typology] * g
+                columns["target_fpr"] += list(FPR_GRID)
+                columns["threshold"] += [t if np.isfinite(t) else np.nan for t in thresholds]
+                columns["n_above"] += above[c].tolist()
+                columns["n"] += [int(total[c])] * g
+        rows = {k: np.asarray(v, dtype=object if k in ("scorer", "source", "typology") else None)
+                for k, v in columns.items()}
+        rows["n_above"] = rows["n_above"].astype(np.int64)
+        rows["n"] = rows["n"].astype(np.int64)
+        rows["target_fpr"] = rows["target_fpr"].astype(np.float64)
+        rows["threshold"] = rows["threshold"].astype(np.float64)
+        rows["tick"] = np.full(rows["n"].shape[0], tick, dtype=np.int32)
+        return rows
 
     def _metrics(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
                  fraud_amount: Any, fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float | None]:
@@ -237,6 +414,10 @@ class RiskEngine(Mechanism):
             "fraud_loss": loss / 100.0,
             "risk_threshold": threshold,
         })
+        caught_typology = self.backend.to_host(xp.bincount(
+            self.backend.to_device(fraud.typology).astype(xp.int64), weights=(~fraud_passed).astype(xp.float64),
+            minlength=len(TYPOLOGIES)))
         for t, name in enumerate(TYPOLOGIES):
             metrics[f"n_fraud_{name}"] = int((fraud.typology == t).sum())
+            metrics[f"n_fraud_intercepted_{name}"] = int(caught_typology[t])
         return metrics

@@ -42,6 +42,7 @@ class TickRows:
     merchants: dict[str, np.ndarray]
     cascades: dict[str, np.ndarray]
     transactions: dict[str, np.ndarray] | None
+    risk_curve: dict[str, np.ndarray] | None = None
 
 
 def labels(codes: np.ndarray, kind: type, missing: Any = None) -> np.ndarray:
@@ -54,7 +55,8 @@ def tick_rows(model: "CommerceModel", record: TickRecord) -> TickRows:
     """The tables' rows for the tick just run. The ``ticks`` row's ``seconds``, the tick's wall
     time, is the model's to fill once the rows are made."""
     return TickRows(ticks=_ticks_row(model, record), merchants=_merchant_rows(model, record),
-                    cascades=_cascade_rows(record), transactions=_transaction_rows(record))
+                    cascades=_cascade_rows(record), transactions=_transaction_rows(record),
+                    risk_curve=record.risk.curve)
 
 
 def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:

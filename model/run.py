@@ -185,6 +185,7 @@ def _tick(prepared: PreparedRun, writer: RunWriter, manifest: dict[str, Any],
         writer.append("ticks", rows.ticks)
         writer.append("merchants", rows.merchants)
         writer.append("cascades", rows.cascades)
+        writer.append("risk_curve", rows.risk_curve)
         if rows.transactions is not None:
             writer.write_part("transactions", f"{model.tick:06d}", rows.transactions)
         totals.add(rows.ticks)

@@ -315,7 +315,7 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
 
 
 #: the tables a sweep keeps as datasets
-DATASETS = ("ticks", "merchants", "cascades", "transactions")
+DATASETS = ("ticks", "merchants", "cascades", "risk_curve", "transactions")
 
 
 def partition(spec: RunSpec) -> str:

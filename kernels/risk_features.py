@@ -1,0 +1,312 @@
+"""Features of a risk engine for bulk scoring: velocity, amount, device, and the merchant-buyer
+graph and account sequence a payments platform keeps, computed on the device.
+
+Every feature is built from integer counts (bincounts over a tick's transactions, distinct
+payer-merchant pairs found by sorting integer keys, per-account windows of past ticks) followed
+by IEEE division, multiplication, addition, ``minimum`` and ``maximum`` in a fixed order: no
+transcendental function and no float reduction, so NumPy, CuPy and the per-transaction
+reference (:func:`reference_features`) agree bit for bit.
+
+For a transaction of payer ``p`` to merchant ``m`` on tick ``t`` (``micro`` merchants are the
+modelled ones; the one slot past them, everyday shops, has no graph features):
+
+=======================  ====================================================================
+payer_velocity           p's payments in the window, today's included (cap 50)
+payer_burst              p's payments today (cap 20)
+amount_ratio             amount over p's mean amount so far (the reference amount without
+                         history), cap 50
+new_account              1 when the account is younger than ``new_account_ticks``
+new_device               1 when paid from a device or place new to p
+mini_program             1 for a mini-program payment
+cross_border             1 for a cross-border payment
+merchant_velocity        m's payments today over its mean daily count in the window (at least
+                         1), cap 50
+merchant_flag            1 when m is under governance action or newly onboarded
+amount_vs_reference      amount over the reference amount (the median price), cap 300
+payer_fan_out            graph: distinct micro merchants p paid, summed over the window's days
+                         and today (cap 50)
+merchant_fan_in          graph: distinct payers of m today over its mean daily distinct payers
+                         in the window (at least 1), cap 50
+merchant_new_payers      graph: share of m's payments today from new accounts
+merchant_shared_buyers   graph: mean over m's distinct payers today of the number of micro
+                         merchants each paid today (buyers shared between merchants: brushing
+                         rings' sockpuppets pay several of the ring's shops)
+new_account_fan_out      graph: new_account x distinct micro merchants p paid today (cap 50)
+signal_recency           sequence: 7 minus the days since p's last takeover signal (a login
+                         from a new device, a password reset), 0 when a week or more or never
+device_changes           sequence: p's payments from a new device in the window, today's
+                         included (cap 20)
+=======================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .backend import map_chunks, sorted_unique
+from .risk import BURST_CAP, RATIO_CAP, VELOCITY_CAP, RiskState
+
+FEATURES = ("payer_velocity", "payer_burst", "amount_ratio", "new_account", "new_device", "mini_program",
+            "cross_border", "merchant_velocity", "merchant_flag", "amount_vs_reference", "payer_fan_out",
+            "merchant_fan_in", "merchant_new_payers", "merchant_shared_buyers", "new_account_fan_out",
+            "signal_recency", "device_changes")
+N_FEATURES = len(FEATURES)
+FAN_CAP = 50
+REFERENCE_CAP = 300.0
+DEVICE_CAP = 20
+#: a takeover signal counts for this many days (``signal_recency`` = RECENCY_DAYS - days since)
+RECENCY_DAYS = 7
+#: ``last_signal`` of an account that never had one
+NO_SIGNAL = -(2**30)
+
+
+@dataclass
+class GraphState:
+    """The graph and sequence history the features need beyond :class:`RiskState` (on the
+    device; W = the velocity window).
+
+    Attributes:
+        payer_fan_out: (int16[W, N]) distinct micro merchants each payer paid on each of the
+            last W days (a ring, slot ``tick % W``).
+        merchant_fan_in: (int32[W, M]) distinct payers of each merchant on each of those days.
+        payer_devices: (int8[W, N]) each payer's payments from a new device on each of those days.
+        last_signal: (int32[N]) the last day of a takeover signal per payer (``NO_SIGNAL``).
+    """
+
+    payer_fan_out: Any
+    merchant_fan_in: Any
+    payer_devices: Any
+    last_signal: Any
+
+    @classmethod
+    def empty(cls, n_users: int, n_merchants: int, window: int, *, xp: ModuleType) -> "GraphState":
+        return cls(xp.zeros((window, n_users), dtype=xp.int16), xp.zeros((window, n_merchants), dtype=xp.int32),
+                   xp.zeros((window, n_users), dtype=xp.int8), xp.full(n_users, NO_SIGNAL, dtype=xp.int32))
+
+
+@dataclass
+class TickGraph:
+    """One tick's per-account counts (on the device): what the tick's own payments add.
+
+    Attributes:
+        burst: (int64[N]) each payer's payments; devices (int64[N]) those from a new device.
+        fan_out: (int64[N]) distinct micro merchants each payer paid.
+        today: (int64[M]) each merchant's payments; new_payers (int64[M]) those from new accounts.
+        fan_in: (int64[M]) distinct payers of each merchant (micro merchants only).
+        shared: (float64[M]) sum of ``fan_out`` over each merchant's distinct payers (integers).
+        signal: (int64[N]) the day of the latest takeover signal the tick brings per payer,
+            ``NO_SIGNAL`` when none.
+    """
+
+    burst: Any
+    devices: Any
+    fan_out: Any
+    today: Any
+    new_payers: Any
+    fan_in: Any
+    shared: Any
+    signal: Any
+
+
+#: TickGraph fields that add up across disjoint sets of payments (all but ``signal``, a maximum)
+ADDITIVE = ("burst", "devices", "fan_out", "today", "new_payers", "fan_in", "shared")
+
+
+def tick_graph(payer: Any, merchant: Any, new_account: Any, new_device: Any, n_users: int, n_merchants: int,
+               n_micro: int, *, xp: ModuleType, signal_payer: Any = None, signal_day: Any = None) -> TickGraph:
+    """The :class:`TickGraph` of payments (payer, merchant: int64[T]; new_account, new_device:
+    bool[T]) among ``n_users`` payers and ``n_merchants`` merchant slots, of which the first
+    ``n_micro`` are micro-commerce merchants. ``signal_payer`` (int64[S], distinct) and
+    ``signal_day`` (int64[S]): takeover signals the tick brings beyond its new-device payments."""
+    micro = merchant < n_micro
+    # distinct (payer, merchant) pairs among micro payments: a sort of integer keys
+    pairs = sorted_unique(payer[micro] * n_merchants + merchant[micro], xp=xp)
+    pair_payer, pair_merchant = pairs // n_merchants, pairs % n_merchants
+    fan_out = xp.bincount(pair_payer, minlength=n_users)
+    devices = xp.bincount(payer[new_device], minlength=n_users)
+    signal = xp.full(n_users, NO_SIGNAL, dtype=xp.int64)
+    if signal_payer is not None and signal_payer.shape[0]:
+        signal[signal_payer] = signal_day
+    return TickGraph(
+        burst=xp.bincount(payer, minlength=n_users), devices=devices, fan_out=fan_out,
+        today=xp.bincount(merchant, minlength=n_merchants),
+        new_payers=xp.bincount(merchant[micro & new_account], minlength=n_merchants),
+        fan_in=xp.bincount(pair_merchant, minlength=n_merchants),
+        shared=xp.bincount(pair_merchant, weights=fan_out[pair_payer].astype(xp.float64), minlength=n_merchants),
+        signal=signal)
+
+
+@dataclass
+class Gathered:
+    """Per-transaction counts (int64[T] or float64[T]) a feature row is computed from: the
+    tick's counts at the transaction's payer and merchant, plus, for a probe, its own event's."""
+
+    burst: Any
+    devices: Any
+    fan_out: Any
+    today: Any
+    new_payers: Any
+    fan_in: Any
+    shared: Any
+    signal: Any
+    past: Any
+    past_devices: Any
+    past_fan_out: Any
+    mean_amount: Any
+    merchant_mean: Any
+    fan_in_mean: Any
+    last_signal: Any
+
+
+def gather(tick: TickGraph, state: RiskState, graph: GraphState, payer: Any, merchant: Any,
+           reference_amount: float, *, xp: ModuleType, own: tuple[TickGraph, Any, Any] | None = None) -> Gathered:
+    """The counts at each transaction's payer and merchant (int64[T] each). ``own``: a probe's
+    event counts (a :class:`TickGraph` over compact ids, and each transaction's compact payer
+    and merchant id) added to the tick's, which the probe's payments are not part of."""
+    window = state.payer_window.shape[0]
+    count = state.payer_count[payer]
+    values = {name: getattr(tick, name)[payer if name in ("burst", "devices", "fan_out", "signal") else merchant]
+              for name in ADDITIVE + ("signal",)}
+    if own is not None:
+        own_tick, own_payer, own_merchant = own
+        for name in ADDITIVE:
+            values[name] = values[name] + getattr(own_tick, name)[
+                own_payer if name in ("burst", "devices", "fan_out") else own_merchant]
+        values["signal"] = xp.maximum(values["signal"], own_tick.signal[own_payer])
+    return Gathered(
+        **values,
+        past=state.payer_window[:, payer].sum(axis=0, dtype=xp.int64),
+        past_devices=graph.payer_devices[:, payer].sum(axis=0, dtype=xp.int64),
+        past_fan_out=graph.payer_fan_out[:, payer].sum(axis=0, dtype=xp.int64),
+        mean_amount=xp.where(count > 0, state.payer_amount_sum[payer] / xp.maximum(count, 1), reference_amount),
+        merchant_mean=state.merchant_window[:, merchant].sum(axis=0, dtype=xp.int64) / window,
+        fan_in_mean=graph.merchant_fan_in[:, merchant].sum(axis=0, dtype=xp.int64) / window,
+        last_signal=graph.last_signal[payer].astype(xp.int64))
+
+
+def feature_rows(g: Gathered, amount: Any, scenario: Any, new_device: Any, new_account: Any, flag: Any,
+                 reference_amount: float, day: int, *, xp: ModuleType) -> Any:
+    """(float64[T, N_FEATURES]) the feature rows, in :data:`FEATURES` order, from the gathered
+    counts and each transaction's amount (int64 fen), scenario (int8), new_device, new_account
+    and merchant flag (bool[T])."""
+    f64 = xp.float64
+    # feature-major underneath (out.T is C-contiguous): each feature is filled and read as one
+    # contiguous column
+    out = xp.empty((N_FEATURES, amount.shape[0]), dtype=f64).T
+    out[:, 0] = xp.minimum(g.past + g.burst, VELOCITY_CAP)
+    out[:, 1] = xp.minimum(g.burst, BURST_CAP)
+    out[:, 2] = xp.minimum(amount / g.mean_amount, RATIO_CAP)
+    out[:, 3] = new_account
+    out[:, 4] = new_device
+    out[:, 5] = scenario == 1
+    out[:, 6] = scenario == 2
+    out[:, 7] = xp.minimum(g.today / xp.maximum(g.merchant_mean, 1.0), RATIO_CAP)
+    out[:, 8] = flag
+    out[:, 9] = xp.minimum(amount / reference_amount, REFERENCE_CAP)
+    out[:, 10] = xp.minimum(g.past_fan_out + g.fan_out, FAN_CAP)
+    out[:, 11] = xp.minimum(g.fan_in / xp.maximum(g.fan_in_mean, 1.0), RATIO_CAP)
+    out[:, 12] = g.new_payers / xp.maximum(g.today, 1)
+    out[:, 13] = g.shared / xp.maximum(g.fan_in, 1)
+    out[:, 14] = new_account * xp.minimum(g.fan_out, FAN_CAP)
+    last = xp.maximum(g.last_signal, g.signal)
+    out[:, 15] = xp.maximum(RECENCY_DAYS - (day - last), 0)
+    out[:, 16] = xp.minimum(g.past_devices + g.devices, DEVICE_CAP)
+    return out
+
+
+def features(payer: Any, merchant: Any, amount: Any, scenario: Any, new_device: Any, account_age: Any,
+             merchant_flag: Any, tick: TickGraph, state: RiskState, graph: GraphState, reference_amount: float,
+             new_account_ticks: int, day: int, *, xp: ModuleType, rows: Any = None,
+             own: tuple[TickGraph, Any, Any] | None = None) -> Any:
+    """(float64[S, N_FEATURES]) feature rows of transactions ``rows`` (int64[S]; all T when
+    None) of a tick's payments (payer, merchant, amount, scenario, new_device, account_age:
+    [T]; merchant_flag: bool[M]), against the tick's counts and the history before it."""
+    take = (lambda a: a) if rows is None else (lambda a: a[rows])
+    p, m = take(payer), take(merchant)
+    g = gather(tick, state, graph, p, m, reference_amount, xp=xp,
+               own=None if own is None else (own[0], take(own[1]), take(own[2])))
+    return feature_rows(g, take(amount), take(scenario), take(new_device), take(account_age) < new_account_ticks,
+                        merchant_flag[m], reference_amount, day, xp=xp)
+
+
+def linear_scores(rows_of: Any, n: int, coef: np.ndarray, bias: float, *, xp: ModuleType) -> Any:
+    """(float64[n]) ``bias + sum_k coef[k] * x[:, k]`` for the feature rows that ``rows_of(start,
+    stop)`` returns (float64[stop - start, N_FEATURES]), chunk by chunk, the terms added in
+    feature order (a matrix product would sum in an order each BLAS picks)."""
+    out = xp.empty(n, dtype=xp.float64)
+
+    def work(start: int, stop: int) -> None:
+        x = rows_of(start, stop)
+        s = xp.full(stop - start, float(bias), dtype=xp.float64)
+        for k in range(x.shape[1]):
+            if coef[k] != 0.0:
+                s = s + float(coef[k]) * x[:, k]
+        out[start:stop] = s
+
+    map_chunks(n, work, xp=xp)
+    return out
+
+
+def update_graph(graph: GraphState, tick: TickGraph, day: int, *, xp: ModuleType) -> None:
+    """Add one tick's counts to the history (in place); slot ``day % W`` is overwritten."""
+    slot = day % graph.payer_fan_out.shape[0]
+    graph.payer_fan_out[slot] = xp.minimum(tick.fan_out, 2**15 - 1).astype(xp.int16)
+    graph.merchant_fan_in[slot] = tick.fan_in.astype(xp.int32)
+    graph.payer_devices[slot] = xp.minimum(tick.devices, 127).astype(xp.int8)
+    signal = xp.maximum(tick.signal, xp.where(tick.devices > 0, day, NO_SIGNAL))
+    graph.last_signal[...] = xp.maximum(graph.last_signal, signal).astype(xp.int32)
+
+
+def reference_features(payer, merchant, amount, scenario, new_device, account_age, merchant_flag, state: RiskState,
+                       graph: GraphState, reference_amount: float, new_account_ticks: int, n_micro: int, day: int,
+                       signals: dict[int, int] | None = None) -> list[list[float]]:
+    """Slow, obviously correct features: one transaction at a time with Python numbers and sets
+    (host arrays; ``signals``: payer -> day of a takeover signal the tick brings)."""
+    signals = signals or {}
+    window = state.payer_window.shape[0]
+    merchants_of: dict[int, set[int]] = {}
+    payers_of: dict[int, set[int]] = {}
+    burst: dict[int, int] = {}
+    devices: dict[int, int] = {}
+    today: dict[int, int] = {}
+    new_payers: dict[int, int] = {}
+    for p, m, d, age in zip(payer.tolist(), merchant.tolist(), new_device.tolist(), account_age.tolist()):
+        burst[p] = burst.get(p, 0) + 1
+        devices[p] = devices.get(p, 0) + (1 if d else 0)
+        today[m] = today.get(m, 0) + 1
+        if m < n_micro:
+            merchants_of.setdefault(p, set()).add(m)
+            payers_of.setdefault(m, set()).add(p)
+            new_payers[m] = new_payers.get(m, 0) + (1 if age < new_account_ticks else 0)
+    rows = []
+    for i in range(len(payer)):
+        p, m, a = int(payer[i]), int(merchant[i]), int(amount[i])
+        new = int(account_age[i]) < new_account_ticks
+        count = int(state.payer_count[p])
+        mean = int(state.payer_amount_sum[p]) / count if count > 0 else reference_amount
+        past = sum(int(state.payer_window[k, p]) for k in range(window))
+        m_mean = sum(int(state.merchant_window[k, m]) for k in range(window)) / window
+        fan_out = len(merchants_of.get(p, ()))
+        fan_in = len(payers_of.get(m, ()))
+        fan_in_mean = sum(int(graph.merchant_fan_in[k, m]) for k in range(window)) / window
+        shared = float(sum(len(merchants_of[q]) for q in payers_of.get(m, ())))
+        last = max(int(graph.last_signal[p]), signals.get(p, NO_SIGNAL))
+        rows.append([
+            min(past + burst[p], VELOCITY_CAP), min(burst[p], BURST_CAP), min(a / mean, RATIO_CAP),
+            1.0 if new else 0.0, 1.0 if bool(new_device[i]) else 0.0,
+            1.0 if int(scenario[i]) == 1 else 0.0, 1.0 if int(scenario[i]) == 2 else 0.0,
+            min(today[m] / max(m_mean, 1.0), RATIO_CAP), 1.0 if bool(merchant_flag[m]) else 0.0,
+            min(a / reference_amount, REFERENCE_CAP),
+            min(sum(int(graph.payer_fan_out[k, p]) for k in range(window)) + fan_out, FAN_CAP),
+            min(fan_in / max(fan_in_mean, 1.0), RATIO_CAP),
+            new_payers.get(m, 0) / max(today[m], 1),
+            shared / max(fan_in, 1),
+            (1.0 if new else 0.0) * min(fan_out, FAN_CAP),
+            max(RECENCY_DAYS - (day - last), 0),
+            min(sum(int(graph.payer_devices[k, p]) for k in range(window)) + devices[p], DEVICE_CAP)])
+    return [[float(v) for v in row] for row in rows]
+
