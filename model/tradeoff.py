@@ -1,0 +1,154 @@
+"""The risk engine's trade-off, read from a run's or sweep's ``risk_curve`` table: recall,
+false-positive rate and precision at each false-positive target of the grid, per scorer and
+fraud typology, and the picture of it with each scenario's operating point.
+
+Counts are summed over ticks (from ``from_tick``, past the engine's cold start) and over the
+replicates of one scenario and grid point, never across scenarios or points: a curve is one
+engine on one world. Recall per typology comes from the run's own fraud (``source =
+"payments"``) and from the fraud probe (``"probe"``: the payments standing for the platform's
+fraud of each kind, hundreds a day per typology whatever N, so rare typologies have a curve at
+200k users too). Precision needs the true mix of fraud and legitimate payments, so it comes from
+the run's payments only: for a typology, its intercepted payments over themselves plus the
+intercepted legitimate ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from .fraud import TYPOLOGIES  # noqa: E402
+
+#: the engine's cold start: the validation's window starts here too
+FROM_TICK = 30
+KEYS = ["scenario", "point"]
+
+
+def read_curve(directory: str | Path) -> pl.DataFrame | None:
+    """The ``risk_curve`` rows of a run directory or a sweep (with ``scenario``, ``point`` and
+    ``replicate``), or None when it has none (runs written before the table existed)."""
+    directory = Path(directory)
+    if (directory / "runs.parquet").is_file():
+        files = list((directory / "risk_curve").glob("**/*.parquet")) if (directory / "risk_curve").is_dir() else []
+        if not files:
+            return None
+        runs = pl.read_parquet(directory / "runs.parquet").filter(pl.col("status") == "complete")
+        keep = runs.select(pl.col("scenario"), pl.col("point").cast(pl.Int64), pl.col("replicate").cast(pl.Int64))
+        frame = pl.scan_parquet(directory / "risk_curve" / "**" / "*.parquet", hive_partitioning=True)
+        frame = frame.with_columns(pl.col("scenario").cast(pl.Utf8), pl.col("point").cast(pl.Int64),
+                                   pl.col("replicate").cast(pl.Int64))
+        return frame.join(keep.lazy(), on=["scenario", "point", "replicate"]).collect()
+    path = directory / "risk_curve.parquet"
+    if not path.is_file():
+        return None
+    import json  # noqa: PLC0415
+
+    scenario = json.loads((directory / "manifest.json").read_text()).get("scenario", "run")
+    return pl.read_parquet(path).with_columns(pl.lit(scenario).alias("scenario"), pl.lit(0, pl.Int64).alias("point"),
+                                              pl.lit(0, pl.Int64).alias("replicate"))
+
+
+def curve_points(curve: pl.DataFrame, from_tick: int = FROM_TICK) -> pl.DataFrame:
+    """One row per (scenario, point, scorer, source, typology, target_fpr): ``fpr`` (legitimate
+    payments above the threshold over legitimate payments), ``recall`` (the class's payments
+    above it over the class's), ``precision`` (payments source: the class's intercepted over
+    those plus the intercepted legitimate; null for the probe), and the counts. ``typology``
+    "all" is every typology of the run's payments together."""
+    keys = [*KEYS, "scorer", "source", "typology", "target_fpr"]
+    summed = (curve.filter(pl.col("tick") >= from_tick).group_by(keys)
+              .agg(pl.col("n_above").sum(), pl.col("n").sum()))
+    fraud_payments = summed.filter((pl.col("source") == "payments") & (pl.col("typology") != "legitimate"))
+    every = (fraud_payments.group_by([*KEYS, "scorer", "source", "target_fpr"])
+             .agg(pl.col("n_above").sum(), pl.col("n").sum()).with_columns(pl.lit("all").alias("typology")))
+    summed = pl.concat([summed, every.select(summed.columns)])
+    legit = (summed.filter(pl.col("typology") == "legitimate")
+             .select([*KEYS, "scorer", "target_fpr", pl.col("n_above").alias("fp"), pl.col("n").alias("n_legit")]))
+    fraud = summed.filter(pl.col("typology") != "legitimate").join(legit, on=[*KEYS, "scorer", "target_fpr"])
+    ratio = (lambda a, b: pl.when(b > 0).then(a / b).otherwise(None))
+    return fraud.with_columns(
+        ratio(pl.col("fp"), pl.col("n_legit")).alias("fpr"),
+        ratio(pl.col("n_above"), pl.col("n")).alias("recall"),
+        pl.when(pl.col("source") == "payments").then(ratio(pl.col("n_above"), pl.col("n_above") + pl.col("fp")))
+        .otherwise(None).alias("precision"),
+    ).sort(keys)
+
+
+def operating_points(ticks: pl.DataFrame, from_tick: int = FROM_TICK) -> pl.DataFrame:
+    """Each (scenario, point)'s realised false-positive rate, precision and recall (all fraud
+    and per typology) from ``ticks`` rows (with scenario and point columns), replicates pooled."""
+    cols = ["n_false_positives", "n_fraud", "n_fraud_intercepted", "n_tx_qr", "n_tx_mini_program",
+            "n_tx_cross_border", *(f"n_fraud_{t}" for t in TYPOLOGIES), *(f"n_fraud_intercepted_{t}" for t in TYPOLOGIES)]
+    s = ticks.filter(pl.col("tick") >= from_tick).group_by(KEYS).agg([pl.col(c).sum() for c in cols]).sort(KEYS)
+    n_legit = pl.col("n_tx_qr") + pl.col("n_tx_mini_program") + pl.col("n_tx_cross_border") - pl.col("n_fraud")
+    ratio = (lambda a, b: pl.when(b > 0).then(a / b).otherwise(None))
+    return s.with_columns(
+        ratio(pl.col("n_false_positives"), n_legit).alias("fpr"),
+        ratio(pl.col("n_fraud_intercepted"), pl.col("n_fraud_intercepted") + pl.col("n_false_positives"))
+        .alias("precision"),
+        ratio(pl.col("n_fraud_intercepted"), pl.col("n_fraud")).alias("recall"),
+        *(ratio(pl.col(f"n_fraud_intercepted_{t}"), pl.col(f"n_fraud_{t}")).alias(f"recall_{t}") for t in TYPOLOGIES),
+    )
+
+
+def recall_at(points: pl.DataFrame, fpr: float) -> float | None:
+    """The highest recall among ``points`` (one curve's rows) whose false-positive rate is at
+    most ``fpr``; None when none is."""
+    ok = points.filter(pl.col("fpr").is_not_null() & (pl.col("fpr") <= fpr) & pl.col("recall").is_not_null())
+    return None if ok.height == 0 else float(ok["recall"].max())
+
+
+def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Path, title: str = "") -> Path:
+    """ROC per typology (the probe's, learned scorer solid, linear rule dashed; log false-positive
+    axis) and precision against recall of the run's payments, with the operating points."""
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for i, typology in enumerate(TYPOLOGIES):
+        for scorer, style in (("learned", "-"), ("linear", "--")):
+            rows = points.filter((pl.col("source") == "probe") & (pl.col("typology") == typology)
+                                 & (pl.col("scorer") == scorer) & pl.col("fpr").is_not_null() & (pl.col("fpr") > 0))
+            if rows.height:
+                roc.plot(rows["fpr"], rows["recall"], style, color=f"C{i}", lw=1.6,
+                         label=typology if scorer == "learned" else None)
+    for scorer, style in (("learned", "-"), ("linear", "--")):
+        rows = points.filter((pl.col("source") == "payments") & (pl.col("typology") == "all")
+                             & (pl.col("scorer") == scorer) & pl.col("fpr").is_not_null() & (pl.col("fpr") > 0))
+        if rows.height:
+            roc.plot(rows["fpr"], rows["recall"], style, color="k", lw=1.2,
+                     label="the run's fraud" if scorer == "learned" else "dashed: the linear rule")
+    for scorer, style in (("learned", "-"), ("linear", "--")):
+        rows = points.filter((pl.col("source") == "payments") & (pl.col("typology") == "all")
+                             & (pl.col("scorer") == scorer) & pl.col("precision").is_not_null())
+        if rows.height:
+            pr.plot(rows["recall"], rows["precision"], style + "o", color="k", ms=3, lw=1.4,
+                    label=f"all fraud, {scorer}")
+    if operating is not None:
+        for j, r in enumerate(operating.iter_rows(named=True)):
+            label = r["scenario"] + ("" if operating["point"].n_unique() == 1 else f" #{r['point']}")
+            if r["fpr"] and r["recall"] is not None:
+                roc.plot(r["fpr"], r["recall"], "*", color=f"C{(j + 5) % 10}", ms=11, mec="k", label=f"{label}: all fraud")
+            if r["precision"] is not None and r["recall"] is not None:
+                pr.plot(r["recall"], r["precision"], "*", color=f"C{(j + 5) % 10}", ms=11, mec="k", label=label)
+    roc.set_xscale("log")
+    roc.set_xlabel("false-positive rate (legitimate payments intercepted)")
+    roc.set_ylabel("recall (fraud intercepted)")
+    roc.set_title("ROC per typology (probe; learned scorer solid)")
+    roc.axvline(3e-4, color="grey", lw=0.8, ls=":")
+    roc.text(3e-4, 0.02, " SPEC: < 0.03%", color="grey", fontsize=7)
+    roc.legend(fontsize=6.5, loc="upper left")
+    pr.set_xlabel("recall (the run's fraud)")
+    pr.set_ylabel("precision (fraud among interceptions)")
+    pr.set_title("precision and recall (the run's payments)")
+    pr.set_xlim(0, 1)
+    pr.set_ylim(0, 1.02)
+    pr.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
