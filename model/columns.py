@@ -260,6 +260,8 @@ TICKS: tuple[Column, ...] = tuple(
     + col(T, "n_everyday", "int64", "payments", "sum",
           "everyday WeChat Pay payments screened besides micro-commerce orders")
     + col(T, "n_orders_intercepted", "int64", "payments", "sum", "micro-commerce orders intercepted (all legitimate)")
+    + col(T, "n_screened", "int64", "payments", "sum", "payments the risk engine screened (every scenario)")
+    + col(T, "n_intercepted", "int64", "payments", "sum", "payments the risk engine intercepted (every scenario)")
     + col(T, "n_fraud", "int64", "payments", "sum", "injected fraudulent payments")
     + col(T, "n_fraud_intercepted", "int64", "payments", "sum", "fraudulent payments intercepted")
     + col(T, "n_false_positives", "int64", "payments", "sum", "legitimate payments intercepted")

@@ -33,6 +33,7 @@ from .effects import (KEYS, OUTCOMES, ensemble_effects, ensemble_outcomes, paire
                       summarize_outcomes, t_interval)
 
 OUTCOME = {o.name: o for o in OUTCOMES}
+from . import tradeoff  # noqa: E402
 from .recorder import RunDirectoryError, read_manifest, table_path  # noqa: E402
 
 CHANNELS = Channel.labels()
@@ -63,7 +64,15 @@ def _read(directory: Path) -> SweepTables:
 
 
 def _scan(source: str | Path, columns: list[str], hive: bool) -> pl.LazyFrame:
-    return pl.scan_parquet(source, hive_partitioning=hive).select(columns)
+    """The columns of a table or dataset; the risk engine's per-typology counts only where the
+    files have them (runs written before they existed lack them)."""
+    frame = pl.scan_parquet(source, hive_partitioning=hive)
+    optional = set(tradeoff.OPERATING_COLUMNS) - {"n_false_positives", "n_fraud", "n_fraud_intercepted", "n_tx_qr",
+                                                  "n_tx_mini_program", "n_tx_cross_border"}
+    if optional & set(columns):
+        names = set(frame.collect_schema().names())
+        columns = [c for c in columns if c not in optional or c in names]
+    return frame.select(columns)
 
 
 def _read_tables(directory: Path) -> SweepTables:
@@ -115,8 +124,8 @@ def _read_tables(directory: Path) -> SweepTables:
 
 
 def _tick_columns() -> list[str]:
-    return ["tick", *sorted({o.column for o in OUTCOMES} - {"fraud_missed"} | {"n_fraud"}),
-            *(f"gmv_{c}" for c in CHANNELS)]
+    return ["tick", *sorted({o.column for o in OUTCOMES} - {"fraud_missed"} | {"n_fraud"}
+                            | set(tradeoff.OPERATING_COLUMNS)), *(f"gmv_{c}" for c in CHANNELS)]
 
 
 # ------------------------------------------------------------------ formatting
@@ -350,6 +359,7 @@ def write_report(directory: str | Path) -> Path:
               "## Cascade sizes", "", f"![cascade sizes]({_cascade_sizes(tables, out)})", "",
               "## Fraud caught and missed, and false positives", "", f"![fraud]({_fraud(outcomes, tables, out)})", "",
               "## Merchants in business", "", f"![survival]({_survival(tables, out)})", ""]
+    lines += tradeoff.report_section(directory, tables.ticks, tables.baseline, out)
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report

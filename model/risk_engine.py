@@ -405,6 +405,7 @@ class RiskEngine(Mechanism):
         loss = int(xp.where(fraud_passed, fraud_amount, 0).sum())
         n_all = int(scenario.shape[0])
         metrics.update({
+            "n_screened": int(n_by.sum()), "n_intercepted": int(caught_by.sum()),
             "n_everyday": n_legit - n_orders, "n_orders_intercepted": fp_orders,
             "n_fraud": n_fraud, "n_fraud_intercepted": tp, "n_false_positives": fp,
             "false_positive_rate": ratio(fp, n_legit),

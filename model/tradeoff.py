@@ -79,12 +79,17 @@ def curve_points(curve: pl.DataFrame, from_tick: int = FROM_TICK) -> pl.DataFram
     ).sort(keys)
 
 
+#: the ticks columns :func:`operating_points` reads
+OPERATING_COLUMNS = ("n_false_positives", "n_fraud", "n_fraud_intercepted", "n_tx_qr", "n_tx_mini_program",
+                     "n_tx_cross_border", *(f"n_fraud_{t}" for t in TYPOLOGIES),
+                     *(f"n_fraud_intercepted_{t}" for t in TYPOLOGIES))
+
+
 def operating_points(ticks: pl.DataFrame, from_tick: int = FROM_TICK) -> pl.DataFrame:
     """Each (scenario, point)'s realised false-positive rate, precision and recall (all fraud
     and per typology) from ``ticks`` rows (with scenario and point columns), replicates pooled."""
-    cols = ["n_false_positives", "n_fraud", "n_fraud_intercepted", "n_tx_qr", "n_tx_mini_program",
-            "n_tx_cross_border", *(f"n_fraud_{t}" for t in TYPOLOGIES), *(f"n_fraud_intercepted_{t}" for t in TYPOLOGIES)]
-    s = ticks.filter(pl.col("tick") >= from_tick).group_by(KEYS).agg([pl.col(c).sum() for c in cols]).sort(KEYS)
+    s = (ticks.filter(pl.col("tick") >= from_tick).group_by(KEYS, maintain_order=True)
+         .agg([pl.col(c).sum() for c in OPERATING_COLUMNS]))
     n_legit = pl.col("n_tx_qr") + pl.col("n_tx_mini_program") + pl.col("n_tx_cross_border") - pl.col("n_fraud")
     ratio = (lambda a, b: pl.when(b > 0).then(a / b).otherwise(None))
     return s.with_columns(
@@ -152,3 +157,39 @@ def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Pa
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def report_section(directory: Path, ticks: pl.DataFrame, baseline: str, out: Path) -> list[str]:
+    """The report's Markdown on the risk engine's trade-off (and ``tradeoff.png``,
+    ``tradeoff.parquet`` in ``out``): the baseline's curve at its first grid point, every
+    scenario's operating point on it at that grid point. Empty without a ``risk_curve`` table."""
+    curve = read_curve(directory)
+    if curve is None or curve.height == 0 or not set(OPERATING_COLUMNS) <= set(ticks.columns):
+        return []
+    points = curve_points(curve)
+    points.write_parquet(out / "tradeoff.parquet")
+    point = int(points.filter(pl.col("scenario") == baseline)["point"].min())
+    base = points.filter((pl.col("scenario") == baseline) & (pl.col("point") == point))
+    operating = operating_points(ticks.filter(pl.col("point") == point))
+    plot_tradeoff(base, operating, out / "tradeoff.png",
+                  f"{baseline}: ticks {FROM_TICK}+, replicates pooled; stars: each scenario's operating point")
+    engine = "learned" if base.filter(pl.col("scorer") == "learned").height else "linear"
+    all_fraud = base.filter((pl.col("scorer") == engine) & (pl.col("source") == "payments")
+                            & (pl.col("typology") == "all"))
+    lines = ["## The risk engine's trade-off", "",
+             f"Left: recall against false-positive rate for each fraud typology (the probe), the {baseline} "
+             "scenario's learned scorer (solid) and linear rule (dashed); right: precision against recall of the "
+             "run's fraud. A scenario that moves the threshold moves along the curve.", "",
+             "![trade-off](tradeoff.png)", "",
+             f"| scenario | false-positive rate | precision | recall | {baseline}'s curve: recall at that rate | "
+             + " | ".join(f"recall {t}" for t in TYPOLOGIES) + " |",
+             "|---|---|---|---|---|" + "---|" * len(TYPOLOGIES)]
+
+    def pct(v: float | None, digits: int = 1) -> str:
+        return "-" if v is None else f"{v:.{digits}%}"
+
+    for r in operating.iter_rows(named=True):
+        on_curve = None if r["fpr"] is None else recall_at(all_fraud, r["fpr"])
+        lines.append(f"| {r['scenario']} | {pct(r['fpr'], 4)} | {pct(r['precision'])} | {pct(r['recall'])} | "
+                     f"{pct(on_curve)} | " + " | ".join(pct(r[f'recall_{t}']) for t in TYPOLOGIES) + " |")
+    return [*lines, ""]
