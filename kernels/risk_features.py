@@ -41,6 +41,7 @@ device_changes           sequence: p's payments from a new device in the window,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -112,10 +113,6 @@ class TickGraph:
     signal: Any
 
 
-#: TickGraph fields that add up across disjoint sets of payments (all but ``signal``, a maximum)
-ADDITIVE = ("burst", "devices", "fan_out", "today", "new_payers", "fan_in", "shared")
-
-
 def tick_graph(payer: Any, merchant: Any, new_account: Any, new_device: Any, n_users: int, n_merchants: int,
                n_micro: int, *, xp: ModuleType, signal_payer: Any = None, signal_day: Any = None) -> TickGraph:
     """The :class:`TickGraph` of payments (payer, merchant: int64[T]; new_account, new_device:
@@ -124,7 +121,7 @@ def tick_graph(payer: Any, merchant: Any, new_account: Any, new_device: Any, n_u
     ``signal_day`` (int64[S]): takeover signals the tick brings beyond its new-device payments."""
     micro = merchant < n_micro
     # distinct (payer, merchant) pairs among micro payments: a sort of integer keys
-    pairs = sorted_unique(payer[micro] * n_merchants + merchant[micro], xp=xp)
+    pairs = sorted_unique((payer * n_merchants + merchant)[micro], xp=xp)
     pair_payer, pair_merchant = pairs // n_merchants, pairs % n_merchants
     fan_out = xp.bincount(pair_payer, minlength=n_users)
     devices = xp.bincount(payer[new_device], minlength=n_users)
@@ -141,110 +138,215 @@ def tick_graph(payer: Any, merchant: Any, new_account: Any, new_device: Any, n_u
 
 
 @dataclass
-class Gathered:
-    """Per-transaction counts (int64[T] or float64[T]) a feature row is computed from: the
-    tick's counts at the transaction's payer and merchant, plus, for a probe, its own event's."""
+class AccountView:
+    """Per-account quantities of one tick, summed over the window once (N- and M-sized, on the
+    device), so that a payment's features gather each once.
 
+    Attributes:
+        payments: (int64[N]) each payer's payments in the window, today's included.
+        burst: (int64[N]) today's; mean_amount (float64[N]) its mean amount so far (the
+            reference amount without history).
+        fan_out_total: (int64[N]) distinct micro merchants paid, summed over the window's days and
+            today; fan_out (int64[N]) today's.
+        devices_total: (int64[N]) payments from a new device in the window, today's included.
+        last_signal: (int64[N]) the day of the latest takeover signal, today's included.
+        today, fan_in, new_payers: (int64[M]) each merchant's payments, distinct payers and
+            payments from new accounts today; shared (float64[M]) see :class:`TickGraph`.
+        merchant_mean, fan_in_mean: (float64[M]) its mean daily payments and distinct payers in
+            the window.
+    """
+
+    payments: Any
     burst: Any
-    devices: Any
-    fan_out: Any
-    today: Any
-    new_payers: Any
-    fan_in: Any
-    shared: Any
-    signal: Any
-    past: Any
-    past_devices: Any
-    past_fan_out: Any
     mean_amount: Any
+    fan_out_total: Any
+    fan_out: Any
+    devices_total: Any
+    last_signal: Any
+    today: Any
+    fan_in: Any
+    new_payers: Any
+    shared: Any
     merchant_mean: Any
     fan_in_mean: Any
-    last_signal: Any
 
 
-def gather(tick: TickGraph, state: RiskState, graph: GraphState, payer: Any, merchant: Any,
-           reference_amount: float, *, xp: ModuleType, own: tuple[TickGraph, Any, Any] | None = None) -> Gathered:
-    """The counts at each transaction's payer and merchant (int64[T] each). ``own``: a probe's
-    event counts (a :class:`TickGraph` over compact ids, and each transaction's compact payer
-    and merchant id) added to the tick's, which the probe's payments are not part of."""
+#: AccountView fields a probe's own event adds to, and the TickGraph count it adds
+OWN_PAYER = {"payments": "burst", "burst": "burst", "fan_out_total": "fan_out", "fan_out": "fan_out",
+             "devices_total": "devices"}
+OWN_MERCHANT = {"today": "today", "fan_in": "fan_in", "new_payers": "new_payers", "shared": "shared"}
+
+
+def account_view(tick: TickGraph, state: RiskState, graph: GraphState, reference_amount: float, *,
+                 xp: ModuleType) -> AccountView:
+    """The :class:`AccountView` of a tick's counts on the history before it."""
     window = state.payer_window.shape[0]
-    count = state.payer_count[payer]
-    values = {name: getattr(tick, name)[payer if name in ("burst", "devices", "fan_out", "signal") else merchant]
-              for name in ADDITIVE + ("signal",)}
+    count = state.payer_count
+    return AccountView(
+        payments=state.payer_window.sum(axis=0, dtype=xp.int64) + tick.burst, burst=tick.burst,
+        mean_amount=xp.where(count > 0, state.payer_amount_sum / xp.maximum(count, 1), reference_amount),
+        fan_out_total=graph.payer_fan_out.sum(axis=0, dtype=xp.int64) + tick.fan_out, fan_out=tick.fan_out,
+        devices_total=graph.payer_devices.sum(axis=0, dtype=xp.int64) + tick.devices,
+        last_signal=xp.maximum(graph.last_signal.astype(xp.int64), tick.signal),
+        today=tick.today, fan_in=tick.fan_in, new_payers=tick.new_payers, shared=tick.shared,
+        merchant_mean=state.merchant_window.sum(axis=0, dtype=xp.int64) / window,
+        fan_in_mean=graph.merchant_fan_in.sum(axis=0, dtype=xp.int64) / window)
+
+
+def gather(view: AccountView, payer: Any, merchant: Any, *, xp: ModuleType,
+           own: tuple[TickGraph, Any, Any] | None = None) -> AccountView:
+    """The view's values at each payment's payer and merchant (arrays of [T]). ``own``: a
+    probe's event counts (a :class:`TickGraph` over compact ids, and each payment's compact payer
+    and merchant id), added to the tick's, which the probe's payments are not part of."""
+    values = {name: getattr(view, name)[payer] for name in ("payments", "burst", "mean_amount", "fan_out_total",
+                                                             "fan_out", "devices_total", "last_signal")}
+    values.update({name: getattr(view, name)[merchant] for name in ("today", "fan_in", "new_payers", "shared",
+                                                                     "merchant_mean", "fan_in_mean")})
     if own is not None:
         own_tick, own_payer, own_merchant = own
-        for name in ADDITIVE:
-            values[name] = values[name] + getattr(own_tick, name)[
-                own_payer if name in ("burst", "devices", "fan_out") else own_merchant]
-        values["signal"] = xp.maximum(values["signal"], own_tick.signal[own_payer])
-    return Gathered(
-        **values,
-        past=state.payer_window[:, payer].sum(axis=0, dtype=xp.int64),
-        past_devices=graph.payer_devices[:, payer].sum(axis=0, dtype=xp.int64),
-        past_fan_out=graph.payer_fan_out[:, payer].sum(axis=0, dtype=xp.int64),
-        mean_amount=xp.where(count > 0, state.payer_amount_sum[payer] / xp.maximum(count, 1), reference_amount),
-        merchant_mean=state.merchant_window[:, merchant].sum(axis=0, dtype=xp.int64) / window,
-        fan_in_mean=graph.merchant_fan_in[:, merchant].sum(axis=0, dtype=xp.int64) / window,
-        last_signal=graph.last_signal[payer].astype(xp.int64))
+        for name, count in OWN_PAYER.items():
+            values[name] = values[name] + getattr(own_tick, count)[own_payer]
+        for name, count in OWN_MERCHANT.items():
+            values[name] = values[name] + getattr(own_tick, count)[own_merchant]
+        values["last_signal"] = xp.maximum(values["last_signal"], own_tick.signal[own_payer])
+    return AccountView(**values)
 
 
-def feature_rows(g: Gathered, amount: Any, scenario: Any, new_device: Any, new_account: Any, flag: Any,
-                 reference_amount: float, day: int, *, xp: ModuleType) -> Any:
-    """(float64[T, N_FEATURES]) the feature rows, in :data:`FEATURES` order, from the gathered
-    counts and each transaction's amount (int64 fen), scenario (int8), new_device, new_account
-    and merchant flag (bool[T])."""
-    f64 = xp.float64
-    # feature-major underneath (out.T is C-contiguous): each feature is filled and read as one
-    # contiguous column
-    out = xp.empty((N_FEATURES, amount.shape[0]), dtype=f64).T
-    out[:, 0] = xp.minimum(g.past + g.burst, VELOCITY_CAP)
-    out[:, 1] = xp.minimum(g.burst, BURST_CAP)
-    out[:, 2] = xp.minimum(amount / g.mean_amount, RATIO_CAP)
-    out[:, 3] = new_account
-    out[:, 4] = new_device
-    out[:, 5] = scenario == 1
-    out[:, 6] = scenario == 2
-    out[:, 7] = xp.minimum(g.today / xp.maximum(g.merchant_mean, 1.0), RATIO_CAP)
-    out[:, 8] = flag
-    out[:, 9] = xp.minimum(amount / reference_amount, REFERENCE_CAP)
-    out[:, 10] = xp.minimum(g.past_fan_out + g.fan_out, FAN_CAP)
-    out[:, 11] = xp.minimum(g.fan_in / xp.maximum(g.fan_in_mean, 1.0), RATIO_CAP)
-    out[:, 12] = g.new_payers / xp.maximum(g.today, 1)
-    out[:, 13] = g.shared / xp.maximum(g.fan_in, 1)
-    out[:, 14] = new_account * xp.minimum(g.fan_out, FAN_CAP)
-    last = xp.maximum(g.last_signal, g.signal)
-    out[:, 15] = xp.maximum(RECENCY_DAYS - (day - last), 0)
-    out[:, 16] = xp.minimum(g.past_devices + g.devices, DEVICE_CAP)
-    return out
+def feature_columns(g: AccountView, amount: Any, scenario: Any, new_device: Any, new_account: Any, flag: Any,
+                    reference_amount: float, day: int, *, xp: ModuleType) -> Iterator[Any]:
+    """The feature columns in :data:`FEATURES` order (float64, int64 or bool [T], each computed
+    when asked for), from the gathered view (:func:`gather`) and each payment's amount (int64
+    fen), scenario (int8), new_device, new_account and merchant flag (bool[T])."""
+    yield xp.minimum(g.payments, VELOCITY_CAP)
+    yield xp.minimum(g.burst, BURST_CAP)
+    yield xp.minimum(amount / g.mean_amount, RATIO_CAP)
+    yield new_account
+    yield new_device
+    yield scenario == 1
+    yield scenario == 2
+    yield xp.minimum(g.today / xp.maximum(g.merchant_mean, 1.0), RATIO_CAP)
+    yield flag
+    yield xp.minimum(amount / reference_amount, REFERENCE_CAP)
+    yield xp.minimum(g.fan_out_total, FAN_CAP)
+    yield xp.minimum(g.fan_in / xp.maximum(g.fan_in_mean, 1.0), RATIO_CAP)
+    yield g.new_payers / xp.maximum(g.today, 1)
+    yield g.shared / xp.maximum(g.fan_in, 1)
+    yield new_account * xp.minimum(g.fan_out, FAN_CAP)
+    yield xp.maximum(RECENCY_DAYS - (day - g.last_signal), 0)
+    yield xp.minimum(g.devices_total, DEVICE_CAP)
+
+
+def _columns(payer: Any, merchant: Any, amount: Any, scenario: Any, new_device: Any, account_age: Any,
+             merchant_flag: Any, view: AccountView, reference_amount: float, new_account_ticks: int, day: int,
+             xp: ModuleType, rows: Any, own: tuple[TickGraph, Any, Any] | None) -> Iterator[Any]:
+    take = (lambda a: a) if rows is None else (lambda a: a[rows])
+    m = take(merchant)
+    g = gather(view, take(payer), m, xp=xp, own=None if own is None else (own[0], take(own[1]), take(own[2])))
+    return feature_columns(g, take(amount), take(scenario), take(new_device), take(account_age) < new_account_ticks,
+                           merchant_flag[m], reference_amount, day, xp=xp)
 
 
 def features(payer: Any, merchant: Any, amount: Any, scenario: Any, new_device: Any, account_age: Any,
-             merchant_flag: Any, tick: TickGraph, state: RiskState, graph: GraphState, reference_amount: float,
-             new_account_ticks: int, day: int, *, xp: ModuleType, rows: Any = None,
-             own: tuple[TickGraph, Any, Any] | None = None) -> Any:
-    """(float64[S, N_FEATURES]) feature rows of transactions ``rows`` (int64[S]; all T when
-    None) of a tick's payments (payer, merchant, amount, scenario, new_device, account_age:
-    [T]; merchant_flag: bool[M]), against the tick's counts and the history before it."""
-    take = (lambda a: a) if rows is None else (lambda a: a[rows])
-    p, m = take(payer), take(merchant)
-    g = gather(tick, state, graph, p, m, reference_amount, xp=xp,
-               own=None if own is None else (own[0], take(own[1]), take(own[2])))
-    return feature_rows(g, take(amount), take(scenario), take(new_device), take(account_age) < new_account_ticks,
-                        merchant_flag[m], reference_amount, day, xp=xp)
+             merchant_flag: Any, view: AccountView, reference_amount: float, new_account_ticks: int, day: int, *,
+             xp: ModuleType, rows: Any = None, own: tuple[TickGraph, Any, Any] | None = None) -> Any:
+    """(float64[S, N_FEATURES]) feature rows of payments ``rows`` (int64[S] or a slice; all T
+    when None) of a tick's payments (payer, merchant, amount, scenario, new_device, account_age:
+    [T]; merchant_flag: bool[M]), against the tick's :class:`AccountView`. Feature-major
+    underneath (``out.T`` is C-contiguous), so each feature is one contiguous column."""
+    columns = _columns(payer, merchant, amount, scenario, new_device, account_age, merchant_flag, view,
+                       reference_amount, new_account_ticks, day, xp, rows, own)
+    first = next(columns)
+    out = xp.empty((N_FEATURES, first.shape[0]), dtype=xp.float64).T
+    out[:, 0] = first
+    for k, column in enumerate(columns, start=1):
+        out[:, k] = column
+    return out
+
+
+#: the score is summed in three parts, each in feature order: the payer's features, the
+#: merchant's, then the payment's own (see :func:`linear_scores`); the first two are the same for
+#: all of a payer's (a merchant's) payments, so bulk scoring computes them once per account
+PAYER_FEATURES = tuple(FEATURES.index(f) for f in ("payer_velocity", "payer_burst", "payer_fan_out",
+                                                  "signal_recency", "device_changes"))
+MERCHANT_FEATURES = tuple(FEATURES.index(f) for f in ("merchant_velocity", "merchant_flag", "merchant_fan_in",
+                                                     "merchant_new_payers", "merchant_shared_buyers"))
+PAYMENT_FEATURES = tuple(k for k in range(N_FEATURES) if k not in PAYER_FEATURES + MERCHANT_FEATURES)
+
+
+def _weighted(terms: Iterator[tuple[float, Any]]) -> Any:
+    """``c0 * x0 + c1 * x1 + ...``, added left to right."""
+    total = None
+    for c, x in terms:
+        term = float(c) * x
+        total = term if total is None else total + term
+    return total
 
 
 def linear_scores(rows_of: Any, n: int, coef: np.ndarray, bias: float, *, xp: ModuleType) -> Any:
-    """(float64[n]) ``bias + sum_k coef[k] * x[:, k]`` for the feature rows that ``rows_of(start,
-    stop)`` returns (float64[stop - start, N_FEATURES]), chunk by chunk, the terms added in
-    feature order (a matrix product would sum in an order each BLAS picks)."""
+    """(float64[n]) the score of the feature rows that ``rows_of(start, stop)`` returns
+    (float64[stop - start, N_FEATURES]), chunk by chunk: ``bias + payer part + merchant part``,
+    then each payment feature's term, each part summed in feature order (:data:`PAYER_FEATURES`,
+    :data:`MERCHANT_FEATURES`, :data:`PAYMENT_FEATURES`). A fixed order, not a matrix product,
+    whose sums each BLAS orders its own way."""
     out = xp.empty(n, dtype=xp.float64)
 
     def work(start: int, stop: int) -> None:
         x = rows_of(start, stop)
         s = xp.full(stop - start, float(bias), dtype=xp.float64)
-        for k in range(x.shape[1]):
-            if coef[k] != 0.0:
-                s = s + float(coef[k]) * x[:, k]
+        s = s + _weighted((coef[k], x[:, k]) for k in PAYER_FEATURES)
+        s = s + _weighted((coef[k], x[:, k]) for k in MERCHANT_FEATURES)
+        for k in PAYMENT_FEATURES:
+            s = s + float(coef[k]) * x[:, k]
+        out[start:stop] = s
+
+    map_chunks(n, work, xp=xp)
+    return out
+
+
+def feature_scores(payer: Any, merchant: Any, amount: Any, scenario: Any, new_device: Any, account_age: Any,
+                   merchant_flag: Any, view: AccountView, reference_amount: float, new_account_ticks: int, day: int,
+                   coef: np.ndarray, bias: float, *, xp: ModuleType) -> Any:
+    """(float64[T]) every payment's score, the tick's bulk scoring: the payer part once per
+    payer (float64[N]) and the merchant part once per merchant (float64[M]), gathered, then the
+    payment's own terms, chunk by chunk, without keeping feature rows. Equal bit for bit to
+    :func:`linear_scores` of :func:`features` (the same operations on the same values in the same
+    order; tested)."""
+    f64 = xp.float64
+    n = int(payer.shape[0])
+    out = xp.empty(n, dtype=f64)
+    k = {name: FEATURES.index(name) for name in FEATURES}
+    # a row holds float64 features, so each part multiplies its columns as float64
+    payer_columns = {k["payer_velocity"]: xp.minimum(view.payments, VELOCITY_CAP),
+                     k["payer_burst"]: xp.minimum(view.burst, BURST_CAP),
+                     k["payer_fan_out"]: xp.minimum(view.fan_out_total, FAN_CAP),
+                     k["signal_recency"]: xp.maximum(RECENCY_DAYS - (day - view.last_signal), 0),
+                     k["device_changes"]: xp.minimum(view.devices_total, DEVICE_CAP)}
+    payer_part = _weighted((coef[i], payer_columns[i].astype(f64)) for i in PAYER_FEATURES)
+    merchant_columns = {
+        k["merchant_velocity"]: xp.minimum(view.today / xp.maximum(view.merchant_mean, 1.0), RATIO_CAP),
+        k["merchant_flag"]: merchant_flag.astype(f64),
+        k["merchant_fan_in"]: xp.minimum(view.fan_in / xp.maximum(view.fan_in_mean, 1.0), RATIO_CAP),
+        k["merchant_new_payers"]: view.new_payers / xp.maximum(view.today, 1),
+        k["merchant_shared_buyers"]: view.shared / xp.maximum(view.fan_in, 1)}
+    merchant_part = _weighted((coef[i], merchant_columns[i]) for i in MERCHANT_FEATURES)
+    fan_out_today = xp.minimum(view.fan_out, FAN_CAP).astype(xp.int8)  # a small gather
+    c = [float(v) for v in coef]
+
+    def work(start: int, stop: int) -> None:
+        p, m, a = payer[start:stop], merchant[start:stop], amount[start:stop]
+        new_account = account_age[start:stop] < new_account_ticks
+        sc = scenario[start:stop]
+        s = xp.full(stop - start, float(bias), dtype=f64)
+        s = s + payer_part[p]
+        s = s + merchant_part[m]
+        # the payment's own terms, in PAYMENT_FEATURES order
+        s = s + c[k["amount_ratio"]] * xp.minimum(a / view.mean_amount[p], RATIO_CAP)
+        s = s + c[k["new_account"]] * new_account.astype(f64)
+        s = s + c[k["new_device"]] * new_device[start:stop].astype(f64)
+        s = s + c[k["mini_program"]] * (sc == 1).astype(f64)
+        s = s + c[k["cross_border"]] * (sc == 2).astype(f64)
+        s = s + c[k["amount_vs_reference"]] * xp.minimum(a / reference_amount, REFERENCE_CAP)
+        s = s + c[k["new_account_fan_out"]] * (new_account * fan_out_today[p]).astype(f64)
         out[start:stop] = s
 
     map_chunks(n, work, xp=xp)

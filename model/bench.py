@@ -258,7 +258,69 @@ def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, r
     reference_scores(**sample, merchant_flag=flag, state=host_state, **common)
     reference_rate = reference_size / (time.perf_counter() - t0)
     rate = size / best
-    return [{"benchmark": "risk_score", "backend": resolved.name, "size": size, "seconds": best, "items": size,
+    rows = [{"benchmark": "risk_score", "backend": resolved.name, "size": size, "seconds": best, "items": size,
+             "items_per_s": rate, "baseline_items_per_s": reference_rate, "ratio": rate / reference_rate,
+             "machine": machine(resolved)}]
+    return rows + _bench_learned(resolved, rs, tx, flag, host_state, device_state, n_users, n_merchants, repeats,
+                                 reference_size)
+
+
+def _bench_learned(resolved: Backend, rs: Any, tx: dict[str, Any], flag: Any, host_state: Any, device_state: Any,
+                   n_users: int, n_merchants: int, repeats: int, reference_size: int) -> list[dict[str, Any]]:
+    """The learned scorer's row: the tick's graph counts (distinct payer-merchant pairs by a
+    sort), the 17 features of every payment and the weighted sum, on the same payments, 84% of
+    them everyday payments to the shops' slot as in a run (the pairs are counted over the
+    micro-commerce ones); against the per-transaction reference features and sum."""
+    import numpy as np
+
+    from ..kernels.risk_features import (
+        N_FEATURES, GraphState, account_view, feature_scores, reference_features, tick_graph, update_graph,
+    )
+
+    xp, dev = resolved.xp, resolved.to_device
+    size = tx["payer"].shape[0]
+    merchant = np.where(rs.random(size) < 0.84, n_merchants, tx["merchant"])  # the everyday shops' slot
+    tx = {**tx, "merchant": merchant}
+    slots = n_merchants + 1
+    flag = np.concatenate([flag, [False]])
+    coef, bias = rs.normal(size=N_FEATURES), -8.0
+    host_graph, device_graph = GraphState.empty(n_users, slots, 7, xp=np), GraphState.empty(n_users, slots, 7, xp=xp)
+    for day in range(3):  # a few days of graph history, as the velocity history above
+        k = size // 10
+        p, m = rs.integers(0, n_users, k), rs.integers(0, slots, k)
+        age, device = rs.integers(0, 3000, k), rs.random(k) < 0.02
+        update_graph(host_graph, tick_graph(p, m, age < 30, device, n_users, slots, n_merchants, xp=np), day, xp=np)
+        update_graph(device_graph, tick_graph(dev(p), dev(m), dev(age < 30), dev(device), n_users, slots,
+                                              n_merchants, xp=xp), day, xp=xp)
+    # the velocity state was built with n_merchants slots: give it the everyday shops' slot too
+    pad = (lambda a, x: x.concatenate([a, x.zeros((a.shape[0], 1), dtype=a.dtype)], axis=1))
+    host_state.merchant_window = pad(host_state.merchant_window, np)
+    device_state.merchant_window = pad(device_state.merchant_window, xp)
+    on_device = {k: dev(v) for k, v in tx.items()}
+    flag_on_device = dev(flag)
+    common = dict(reference_amount=21_500.0, new_account_ticks=30, day=3)
+
+    def score() -> Any:
+        g = tick_graph(on_device["payer"], on_device["merchant"], on_device["account_age"] < 30,
+                       on_device["new_device"], n_users, slots, n_merchants, xp=xp)
+        view = account_view(g, device_state, device_graph, common["reference_amount"], xp=xp)
+        return feature_scores(**on_device, merchant_flag=flag_on_device, view=view, **common, coef=coef, bias=bias,
+                              xp=xp)
+
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        score()
+        _synchronize(resolved)
+        best = min(best, time.perf_counter() - t0)
+    sample = {k: v[:reference_size] for k, v in tx.items()}
+    t0 = time.perf_counter()
+    for row in reference_features(**sample, merchant_flag=flag, state=host_state, graph=host_graph,
+                                  n_micro=n_merchants, **common):
+        bias + sum(c * v for c, v in zip(coef.tolist(), row))
+    reference_rate = reference_size / (time.perf_counter() - t0)
+    rate = size / best
+    return [{"benchmark": "risk_learned", "backend": resolved.name, "size": size, "seconds": best, "items": size,
              "items_per_s": rate, "baseline_items_per_s": reference_rate, "ratio": rate / reference_rate,
              "machine": machine(resolved)}]
 

@@ -31,7 +31,10 @@ import numpy as np
 from ..kernels import rng
 from ..kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, tick_view, update_state
 from ..kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
-from ..kernels.risk_features import N_FEATURES, GraphState, TickGraph, features, linear_scores, tick_graph, update_graph
+from ..kernels.risk_features import (
+    N_FEATURES, AccountView, GraphState, TickGraph, account_view, feature_scores, features, linear_scores, tick_graph,
+    update_graph,
+)
 from .codes import OFFICIAL_SCENARIOS, PaymentScenario
 from .columns import ratio
 from .config import ScenarioConfig
@@ -190,27 +193,27 @@ class RiskEngine(Mechanism):
                                   r.new_account_ticks, xp=xp, view=view)
         tx = dict(payer=payer_all, merchant=merchant_all, amount=amount_all, scenario=scenario_all,
                   new_device=new_device_all, account_age=age_all, merchant_flag=flag)
-        scored, graph_today, rows_of = Scored(rule), None, None
+        scored, graph_today, accounts, rows_of = Scored(rule), None, None, None
         if self.learning:
             self.scorer.maybe_refit(tick)
             signal_payer, signal_day = fraud.signals(tick)
             graph_today = tick_graph(payer_all, merchant_all, age_all < r.new_account_ticks, new_device_all,
                                      self.n_users, self.n_merchants + 1, self.n_merchants, xp=xp,
                                      signal_payer=dev(signal_payer), signal_day=dev(signal_day))
+            accounts = account_view(graph_today, self.state, self.graph, float(self.reference_fen), xp=xp)
+            common = dict(view=accounts, reference_amount=float(self.reference_fen),
+                          new_account_ticks=r.new_account_ticks, day=tick, xp=xp)
 
             def rows_of(rows: Any) -> Any:
-                return features(**tx, tick=graph_today, state=self.state, graph=self.graph,
-                                reference_amount=float(self.reference_fen), new_account_ticks=r.new_account_ticks,
-                                day=tick, xp=xp, rows=rows)
+                return features(**tx, **common, rows=rows)
 
             if self.scorer.fitted:
-                scored.learned = linear_scores(lambda a, b: rows_of(slice(a, b)), int(payer_all.shape[0]),
-                                               self.scorer.coef, self.scorer.bias, xp=xp)
+                scored.learned = feature_scores(**tx, **common, coef=self.scorer.coef, bias=self.scorer.bias)
         history = self._legit_history(scored)
         threshold = threshold_for_fpr(history.decisive, r.target_fpr, xp=xp)
         score = scored.decisive
         intercepted = score > threshold
-        probe_scored, probe_typology, probe_share, probe_rows = self._probe(tick, view, flag, threshold, graph_today)
+        probe_scored, probe_typology, probe_share, probe_rows = self._probe(tick, view, flag, threshold, accounts)
         curve = self._curve(tick, scored, history, fraud_typology, n_legit, probe_scored, probe_typology)
         if self.learning:
             self._keep_rows(tick, rows_of, legit_key, n_legit, int(payer_all.shape[0]), probe_rows)
@@ -289,7 +292,7 @@ class RiskEngine(Mechanism):
         self.scorer.add(LabelledRows(tick, x, label, weight))
 
     def _probe(self, tick: int, view: Any, flag: Any, threshold: float,
-               graph_today: TickGraph | None) -> tuple[Scored | None, Any, np.ndarray, np.ndarray | None]:
+               accounts: AccountView | None) -> tuple[Scored | None, Any, np.ndarray, np.ndarray | None]:
         """Score the tick's fraud probe (:meth:`FraudInjector.probe`), each payment against the
         tick's traffic plus its own event's payments; nothing here settles or is kept.
 
@@ -311,10 +314,10 @@ class RiskEngine(Mechanism):
                                            self.weights, float(self.reference_fen), r.new_account_ticks, xp=xp,
                                            view=view, own_payer=dev(own_payer), own_merchant=dev(own_merchant)))
         rows = None
-        if graph_today is not None:
+        if accounts is not None:
             own = self._own_graph(probe, age, tick)
-            x = features(payer, merchant, amount, scenario, new_device, age, flag, graph_today, self.state,
-                         self.graph, float(self.reference_fen), r.new_account_ticks, tick, xp=xp, own=own)
+            x = features(payer, merchant, amount, scenario, new_device, age, flag, accounts,
+                         float(self.reference_fen), r.new_account_ticks, tick, xp=xp, own=own)
             rows = self.backend.to_host(x)
             if self.scorer.fitted:
                 scored.learned = self._learned_scores(x)

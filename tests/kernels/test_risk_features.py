@@ -9,7 +9,8 @@ import pytest
 from weishang.kernels.risk import RiskState, update_state
 from weishang.kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
 from weishang.kernels.risk_features import (
-    FEATURES, NO_SIGNAL, GraphState, features, linear_scores, reference_features, tick_graph, update_graph,
+    FEATURES, NO_SIGNAL, GraphState, account_view, feature_scores, features, linear_scores, reference_features,
+    tick_graph, update_graph,
 )
 
 N_USERS, N_MICRO = 120, 12
@@ -43,8 +44,15 @@ def run_ticks(xp, to_device, to_host, seed=0, ticks=9):
         tg = tick_graph(dev["payer"], dev["merchant"], dev["account_age"] < NEW_ACCOUNT_TICKS, dev["new_device"],
                         N_USERS, N_SLOTS, N_MICRO, xp=xp, signal_payer=to_device(signal_payer),
                         signal_day=to_device(signal_day))
-        got = to_host(features(**dev, merchant_flag=to_device(flag), tick=tg, state=state, graph=graph,
-                               reference_amount=REFERENCE, new_account_ticks=NEW_ACCOUNT_TICKS, day=day, xp=xp))
+        view = account_view(tg, state, graph, REFERENCE, xp=xp)
+        common = dict(merchant_flag=to_device(flag), view=view, reference_amount=REFERENCE,
+                      new_account_ticks=NEW_ACCOUNT_TICKS, day=day, xp=xp)
+        rows = features(**dev, **common)
+        got = to_host(rows)
+        coef = np.linspace(-1.0, 2.0, len(FEATURES))
+        scores = feature_scores(**dev, **common, coef=coef, bias=-3.0)  # without keeping the rows
+        assert np.array_equal(to_host(scores), to_host(linear_scores(lambda a, b: rows[a:b], got.shape[0], coef,
+                                                                     -3.0, xp=xp)))
         ref = reference_features(**tx, merchant_flag=flag, state=host_state, graph=host_graph,
                                  reference_amount=REFERENCE, new_account_ticks=NEW_ACCOUNT_TICKS, n_micro=N_MICRO,
                                  day=day, signals=dict(zip(signal_payer.tolist(), signal_day.tolist())))
@@ -72,8 +80,8 @@ def test_graph_features_see_fan_out_fan_in_and_shared_buyers():
     new_device = np.zeros(8, bool)
     state, graph = RiskState.empty(5, 4, 7, xp=np), GraphState.empty(5, 4, 7, xp=np)
     tg = tick_graph(payer, merchant, age < 30, new_device, 5, 4, 3, xp=np)
-    x = features(payer, merchant, np.full(8, 10_000), np.ones(8, np.int8), new_device, age, np.zeros(4, bool), tg,
-                 state, graph, 10_000.0, 30, day=0, xp=np)
+    x = features(payer, merchant, np.full(8, 10_000), np.ones(8, np.int8), new_device, age, np.zeros(4, bool),
+                 account_view(tg, state, graph, 10_000.0, xp=np), 10_000.0, 30, day=0, xp=np)
     col = {name: x[:, i] for i, name in enumerate(FEATURES)}
     assert col["payer_fan_out"].tolist() == [2, 2, 2, 2, 2, 2, 1, 1]
     assert col["merchant_fan_in"].tolist() == [3, 3, 3, 3, 3, 3, 1, 1]
@@ -93,20 +101,28 @@ def test_sequence_features_remember_signals_and_devices():
     payer = np.array([0, 1, 2], dtype=np.int64)
     tg = tick_graph(payer, np.zeros(3, np.int64), np.zeros(3, bool), np.zeros(3, bool), 3, 2, 1, xp=np)
     x = features(payer, np.zeros(3, np.int64), np.full(3, 100), np.zeros(3, np.int8), np.zeros(3, bool),
-                 np.full(3, 400), np.zeros(2, bool), tg, state, graph, 100.0, 30, day=2, xp=np)
+                 np.full(3, 400), np.zeros(2, bool), account_view(tg, state, graph, 100.0, xp=np), 100.0, 30, day=2,
+                 xp=np)
     recency, devices = x[:, FEATURES.index("signal_recency")], x[:, FEATURES.index("device_changes")]
     assert recency.tolist() == [5, 5, 0]  # two days after a signal; never
     assert devices.tolist() == [1, 0, 0]
 
 
-def test_linear_scores_add_terms_in_feature_order():
+def test_linear_scores_add_the_payer_merchant_and_payment_parts_in_order():
     x = np.random.default_rng(2).random((1000, len(FEATURES)))
     coef = np.linspace(-1, 1, len(FEATURES))
     got = linear_scores(lambda a, b: x[a:b], 1000, coef, 0.25, xp=np)
-    expected = np.full(1000, 0.25)
-    for k in range(len(FEATURES)):
-        expected = expected + coef[k] * x[:, k]
+    term = {name: coef[i] * x[:, i] for i, name in enumerate(FEATURES)}
+    payer = (((term["payer_velocity"] + term["payer_burst"]) + term["payer_fan_out"]) + term["signal_recency"]) \
+        + term["device_changes"]
+    merchant = (((term["merchant_velocity"] + term["merchant_flag"]) + term["merchant_fan_in"])
+                + term["merchant_new_payers"]) + term["merchant_shared_buyers"]
+    expected = (np.full(1000, 0.25) + payer) + merchant
+    for name in ("amount_ratio", "new_account", "new_device", "mini_program", "cross_border", "amount_vs_reference",
+                 "new_account_fan_out"):
+        expected = expected + term[name]
     assert got.tolist() == expected.tolist()
+    assert np.allclose(got, 0.25 + x @ coef)  # the same sum, in a fixed order
 
 
 def test_curve_counts_equal_a_direct_count():

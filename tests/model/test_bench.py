@@ -13,7 +13,7 @@ def test_benchmarks_produce_rows_with_the_documented_columns(tmp_path):
     table = pq.read_table(write_rows(rows, tmp_path / "b.parquet"))
     assert tuple(table.column_names) == COLUMNS
     assert set(table.column("benchmark").to_pylist()) == {"graph_build", "graph_csr_vs_plain_sort", "ic_vs_ndlib",
-                                                          "ic", "risk_score", "end_to_end"}
+                                                          "ic", "risk_score", "risk_learned", "end_to_end"}
     for row in table.to_pylist():
         assert row["items"] > 0 and row["seconds"] > 0 and row["items_per_s"] > 0 and row["machine"]
         if row["baseline_items_per_s"] is not None:

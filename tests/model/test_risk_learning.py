@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from weishang.kernels.risk_features import linear_scores
+from weishang.kernels.risk_features import N_FEATURES, linear_scores
 from weishang.model.risk_model import LabelledRows, LearnedScorer, fit_logistic
 from weishang.model.tradeoff import curve_points, read_curve, recall_at
 
@@ -13,21 +13,24 @@ from weishang.model.tradeoff import curve_points, read_curve, recall_at
 def rows(tick, n=200, seed=0, fraud_share=0.1):
     rs = np.random.default_rng(seed + tick)
     fraud = rs.random(n) < fraud_share
-    x = rs.normal(size=(n, 3)) + fraud[:, None] * np.array([2.0, 0.0, -1.0])
+    shift = np.zeros(N_FEATURES)
+    shift[0], shift[2] = 2.0, -1.0  # fraud: more velocity, smaller amounts; the rest is noise
+    x = rs.normal(size=(n, N_FEATURES)) + fraud[:, None] * shift
     return LabelledRows(tick, x, fraud, np.ones(n))
 
 
 def test_exported_weights_score_as_the_fit_ranks():
     r = rows(0, n=4000)
     coef, bias = fit_logistic(r.x, r.fraud, r.weight)
-    assert coef[0] > 0.5 and coef[2] < -0.2 and abs(coef[1]) < 0.2  # the informative features, their signs
+    assert coef[0] > 0.5 and coef[2] < -0.2  # the informative features, their signs
+    assert np.abs(np.delete(coef, [0, 2])).max() < 0.35  # the noise (400 fraud rows: sampling noise of ~0.1)
     score = linear_scores(lambda a, b: r.x[a:b], r.x.shape[0], coef, bias, xp=np)
     assert score[r.fraud].mean() > score[~r.fraud].mean() + 1.0
     assert coef.dtype == np.float64 and np.array_equal(coef, coef.astype(np.float32).astype(np.float64))
 
 
 def test_labels_arrive_late_and_old_rows_age_out():
-    scorer = LearnedScorer(3, label_delay=7, retrain_every=7, train_window=14)
+    scorer = LearnedScorer(N_FEATURES, label_delay=7, retrain_every=7, train_window=14)
     for tick in range(7):
         scorer.add(rows(tick))
         assert not scorer.maybe_refit(tick)  # no label has arrived yet
