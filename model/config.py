@@ -377,7 +377,7 @@ class RiskConfig(_Section):
 
     Feature weights lie in [-100, 100]: beyond that one feature is the whole score."""
 
-    target_fpr: float = Field(0.0002889, ge=0, le=1,
+    target_fpr: float = Field(0.00003, ge=0, le=1,
                               description="largest share of legitimate payments the threshold may intercept")
     window_ticks: int = Field(7, ge=1, le=365, description="ticks of velocity history the features look back on")
     threshold_history_ticks: int = Field(30, ge=1, le=365,
@@ -415,20 +415,20 @@ class FraudConfig(_Section):
     Rates are per million users per tick, so fraud scales with N like everything else.
     """
 
-    ato_per_million: float = Field(4.211, ge=0, le=1e4, description="account takeovers, each cashed out to a mule merchant")
+    ato_per_million: float = Field(8.0, ge=0, le=1e4, description="account takeovers, each cashed out to a mule merchant")
     ato_payments: int = Field(3, ge=1, le=100, description="payments per takeover")
     ato_amount_multiple: float = Field(8.0, ge=0, le=1000, description="cash-out amount over the median price")
     share_fraud_merchants: float = Field(0.002, ge=0, le=1,
                                          description="merchants that brush fake orders and serve as mules")
-    brushing_orders: int = Field(3, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
+    brushing_orders: int = Field(5, ge=0, le=10_000, description="fake orders per brushing merchant per tick")
     brushing_ring: int = Field(5, ge=1, le=10_000, description="fraudulent merchants brushing together as one ring")
     brushing_share_qr: float = Field(0.5, ge=0, le=1, description="brushing orders paid to the merchant's personal "
                                                                    "QR code (the rest in its mini-program shop)")
     brushing_pool: int = Field(12, ge=1, le=800, description="sockpuppets a brushing ring shares (before it adapts)")
-    burst_per_million: float = Field(0.0773, ge=0, le=1e4, description="payers placing a burst of large orders")
+    burst_per_million: float = Field(5.0, ge=0, le=1e4, description="payers placing a burst of large orders")
     burst_orders: int = Field(6, ge=1, le=1000, description="orders in a burst")
     burst_amount_multiple: float = Field(5.0, ge=0, le=1000, description="burst order amount over the median price")
-    laundering_per_million: float = Field(3.0, ge=0, le=1e4, description="cross-border laundering rings (fan-in or fan-out)")
+    laundering_per_million: float = Field(5.0, ge=0, le=1e4, description="cross-border laundering rings (fan-in or fan-out)")
     laundering_fan: int = Field(12, ge=2, le=1000, description="payers (fan-in) or merchants (fan-out) of a ring")
     p_stop_after_interception: float = Field(0.3, ge=0, le=1,
                                              description="intensity a typology loses per unit of intercepted share")

@@ -166,13 +166,15 @@ def report_section(directory: Path, ticks: pl.DataFrame, baseline: str, out: Pat
     curve = read_curve(directory)
     if curve is None or curve.height == 0 or not set(OPERATING_COLUMNS) <= set(ticks.columns):
         return []
-    points = curve_points(curve)
+    # past the engine's cold start; a run too short to leave it is read whole (and says so)
+    from_tick = FROM_TICK if int(curve["tick"].max()) >= FROM_TICK else 0
+    points = curve_points(curve, from_tick)
     points.write_parquet(out / "tradeoff.parquet")
     point = int(points.filter(pl.col("scenario") == baseline)["point"].min())
     base = points.filter((pl.col("scenario") == baseline) & (pl.col("point") == point))
-    operating = operating_points(ticks.filter(pl.col("point") == point))
+    operating = operating_points(ticks.filter(pl.col("point") == point), from_tick)
     plot_tradeoff(base, operating, out / "tradeoff.png",
-                  f"{baseline}: ticks {FROM_TICK}+, replicates pooled; stars: each scenario's operating point")
+                  f"{baseline}: ticks {from_tick}+, replicates pooled; stars: each scenario's operating point")
     engine = "learned" if base.filter(pl.col("scorer") == "learned").height else "linear"
     all_fraud = base.filter((pl.col("scorer") == engine) & (pl.col("source") == "payments")
                             & (pl.col("typology") == "all"))

@@ -61,7 +61,7 @@ def test_run_writes_complete_run_dir(capsys, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert {p.name for p in out.iterdir()} == {"manifest.json", "ticks.parquet", "merchants.parquet", "cascades.parquet",
-                                               "validation.parquet"}
+                                               "risk_curve.parquet", "validation.parquet"}
     assert [p.name for p in tmp_path.iterdir()] == ["myrun"]  # no hidden partial left behind
 
 

@@ -72,4 +72,4 @@ def test_summary_ratios_are_null_over_nothing():
     totals.add({c.name: (0 if c.dtype != "string" else None) for c in TICKS})
     conversion = next(c for c in SUMMARY if c.name == "conversion_l1")
     assert isinstance(conversion.reduction, Ratio) and conversion.reduction.value(totals, None) is None
-    assert set(REGISTRY) == {"ticks", "merchants", "cascades", "transactions", "summary"}
+    assert set(REGISTRY) == {"ticks", "merchants", "cascades", "risk_curve", "transactions", "summary"}
