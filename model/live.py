@@ -42,7 +42,7 @@ LEVERS: tuple[Lever, ...] = (
         ("strict: 1, 0.2, 0.05", [1.0, 0.2, 0.05]))),
     Lever("payments.transaction_fee", "transaction fee", 0.0, 0.05, 0.002),
     Lever("governance.human_review_per_day", "human review (cases a day, full scale)", 1000, 60000, 1000),
-    Lever("risk.target_fpr", "risk engine's false-positive target", 0.00005, 0.001, 0.00005),
+    Lever("risk.target_fpr", "risk engine's false-positive target", 0.00001, 0.0003, 0.00001),
     Lever("platform.deep_data_min_certification", "deep data from certification level",
           choices=(("0: everyone", 0), ("1: verified", 1), ("2: certified (default)", 2), ("3: nobody", 3))),
     Lever("merchants.traffic_cost_per_post", "traffic cost (CNY a paid post)", 100, 3000, 100),

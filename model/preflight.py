@@ -4,7 +4,8 @@ run that will not fit (DESIGN.md; issue 9). ``--skip-preflight`` overrides.
 The estimate uses figures measured here (README, "The population"): the graph build peaks at
 about 10.5 bytes per directed edge plus 250 per user; a running model holds 4 bytes per edge plus
 about 70 per user for the population, the risk engine's windows (4 bytes per user per window
-tick, 16 per user of amount history), and per-tick temporaries bounded by the posts' reach.
+tick, 16 per user of amount history; the learned scorer 3 more per window tick and about 140
+while a tick is scored), and per-tick temporaries bounded by the posts' reach.
 Merchants' groups cost about 64 bytes per member slot while they are drawn (keys sorted and made
 unique in int64) and 8 while the run holds them (membership both ways, int32), and each merchant
 a few kilobytes (a Mesa agent, its row of the tables, per-merchant rows of each tick).
@@ -27,6 +28,11 @@ BUILD_BYTES_PER_EDGE = 10.5
 BUILD_BYTES_PER_USER = 250
 RUN_BYTES_PER_EDGE = 4
 RUN_BYTES_PER_USER = 70 + 16
+#: the learned risk scorer: its graph windows (int16 fan-out and int8 device changes a window
+#: tick, an int32 last signal) and the tick's per-payer counts and score parts (about 17 int64 or
+#: float64 arrays of N while the tick is scored)
+LEARNED_BYTES_PER_USER_WINDOW = 3
+LEARNED_BYTES_PER_USER = 4 + 17 * 8
 BUILD_BYTES_PER_MEMBER = 64
 RUN_BYTES_PER_MEMBER = 8
 RUN_BYTES_PER_MERCHANT = 4096
@@ -51,8 +57,11 @@ def estimate(config: ScenarioConfig, backend_name: str) -> MemoryEstimate:
     # group sizes are clipped at the population (a group cannot hold more than everyone)
     members = config.n_merchants * config.community.groups_per_merchant * min(config.community.group_size_mean, n)
     build = BUILD_BYTES_PER_EDGE * edges + BUILD_BYTES_PER_USER * n + BUILD_BYTES_PER_MEMBER * members
-    run = (RUN_BYTES_PER_EDGE * edges + (RUN_BYTES_PER_USER + 4 * config.risk.window_ticks) * n
-           + RUN_BYTES_PER_MEMBER * members + RUN_BYTES_PER_MERCHANT * config.n_merchants)
+    per_user = RUN_BYTES_PER_USER + 4 * config.risk.window_ticks
+    if config.risk.scorer == "learned":
+        per_user += LEARNED_BYTES_PER_USER + LEARNED_BYTES_PER_USER_WINDOW * config.risk.window_ticks
+    run = (RUN_BYTES_PER_EDGE * edges + per_user * n + RUN_BYTES_PER_MEMBER * members
+           + RUN_BYTES_PER_MERCHANT * config.n_merchants)
     if backend_name == "cupy":
         # the graph is built on the host, then the run state lives on the device
         return MemoryEstimate(host_bytes=int(BASELINE_BYTES + build), device_bytes=int(run))
