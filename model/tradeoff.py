@@ -108,10 +108,30 @@ def recall_at(points: pl.DataFrame, fpr: float) -> float | None:
     return None if ok.height == 0 else float(ok["recall"].max())
 
 
+def derived_range() -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """((recall low, high), (precision low, high)): the operating range derived from the SPEC's
+    figures (docs/risk.md), as the validation's plausibility bounds hold it."""
+    from .validation import load_targets  # noqa: PLC0415
+
+    bounds = {t.id: (t.low, t.high) for t in load_targets() if t.id in ("risk_recall", "risk_precision")}
+    return (bounds["risk_recall"], bounds["risk_precision"]) if len(bounds) == 2 else None
+
+
+def recall_interpolated(points: pl.DataFrame, fpr: float) -> float | None:
+    """The curve's recall at false-positive rate ``fpr``, interpolated linearly in log(fpr)
+    between the grid points around it (the curve is traced at four points a decade); None
+    outside the traced range."""
+    ok = (points.filter(pl.col("fpr").is_not_null() & (pl.col("fpr") > 0) & pl.col("recall").is_not_null())
+          .group_by("fpr").agg(pl.col("recall").max()).sort("fpr"))
+    if ok.height == 0 or not ok["fpr"][0] <= fpr <= ok["fpr"][-1]:
+        return None
+    return float(np.interp(np.log(fpr), np.log(ok["fpr"].to_numpy()), ok["recall"].to_numpy()))
+
+
 def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Path, title: str = "") -> Path:
     """ROC per typology (the probe's, learned scorer solid, linear rule dashed; log false-positive
     axis) and precision against recall of the run's payments, with the operating points."""
-    fig, (roc, pr) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(13.5, 4.6))
     for i, typology in enumerate(TYPOLOGIES):
         for scorer, style in (("learned", "-"), ("linear", "--")):
             rows = points.filter((pl.col("source") == "probe") & (pl.col("typology") == typology)
@@ -134,23 +154,28 @@ def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Pa
     if operating is not None:
         for j, r in enumerate(operating.iter_rows(named=True)):
             label = r["scenario"] + ("" if operating["point"].n_unique() == 1 else f" #{r['point']}")
-            if r["fpr"] and r["recall"] is not None:
-                roc.plot(r["fpr"], r["recall"], "*", color=f"C{(j + 5) % 10}", ms=11, mec="k", label=f"{label}: all fraud")
+            if r["fpr"] and r["recall"] is not None:  # named in the right panel's legend
+                roc.plot(r["fpr"], r["recall"], "*", color=f"C{(j + 5) % 10}", ms=11, mec="k")
             if r["precision"] is not None and r["recall"] is not None:
                 pr.plot(r["recall"], r["precision"], "*", color=f"C{(j + 5) % 10}", ms=11, mec="k", label=label)
     roc.set_xscale("log")
     roc.set_xlabel("false-positive rate (legitimate payments intercepted)")
     roc.set_ylabel("recall (fraud intercepted)")
-    roc.set_title("ROC per typology (probe; learned scorer solid)")
+    roc.set_title("ROC per typology (probe; learned scorer solid); stars: all fraud")
     roc.axvline(3e-4, color="grey", lw=0.8, ls=":")
     roc.text(3e-4, 0.02, " SPEC: < 0.03%", color="grey", fontsize=7)
-    roc.legend(fontsize=6.5, loc="upper left")
+    roc.legend(fontsize=6.5, loc="lower right")
+    box = derived_range()
+    if box is not None:
+        (r_low, r_high), (p_low, p_high) = box
+        pr.add_patch(plt.Rectangle((r_low, p_low), r_high - r_low, p_high - p_low, color="C2", alpha=0.12,
+                                   label="the range derived from the SPEC (docs/risk.md)"))
     pr.set_xlabel("recall (the run's fraud)")
     pr.set_ylabel("precision (fraud among interceptions)")
     pr.set_title("precision and recall (the run's payments)")
     pr.set_xlim(0, 1)
     pr.set_ylim(0, 1.02)
-    pr.legend(fontsize=7, loc="best")
+    pr.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -183,7 +208,7 @@ def report_section(directory: Path, ticks: pl.DataFrame, baseline: str, out: Pat
              "scenario's learned scorer (solid) and linear rule (dashed); right: precision against recall of the "
              "run's fraud. A scenario that moves the threshold moves along the curve.", "",
              "![trade-off](tradeoff.png)", "",
-             f"| scenario | false-positive rate | precision | recall | {baseline}'s curve: recall at that rate | "
+             f"| scenario | false-positive rate | precision | recall | {baseline}'s curve at that rate | "
              + " | ".join(f"recall {t}" for t in TYPOLOGIES) + " |",
              "|---|---|---|---|---|" + "---|" * len(TYPOLOGIES)]
 
@@ -191,7 +216,7 @@ def report_section(directory: Path, ticks: pl.DataFrame, baseline: str, out: Pat
         return "-" if v is None else f"{v:.{digits}%}"
 
     for r in operating.iter_rows(named=True):
-        on_curve = None if r["fpr"] is None else recall_at(all_fraud, r["fpr"])
+        on_curve = None if r["fpr"] is None else recall_interpolated(all_fraud, r["fpr"])
         lines.append(f"| {r['scenario']} | {pct(r['fpr'], 4)} | {pct(r['precision'])} | {pct(r['recall'])} | "
                      f"{pct(on_curve)} | " + " | ".join(pct(r[f'recall_{t}']) for t in TYPOLOGIES) + " |")
     return [*lines, ""]
