@@ -32,6 +32,37 @@ def test_every_typology_appears_with_its_signature():
     assert np.all(batch.account_age[brushing] <= 30)  # fresh sockpuppets
 
 
+def test_brushing_rings_share_their_sockpuppets_and_takeovers_leave_signals():
+    f = injector(brushing_orders=40)  # 10 fraud merchants: two rings of five, 400 orders
+    batch = f.draw(3)
+    brushing = batch.typology == 1
+    ring = np.searchsorted(f.fraud_merchants, batch.merchant[brushing]) // f.cfg.brushing_ring
+    for r in (0, 1):
+        puppets = batch.payer[brushing][ring == r]
+        assert np.unique(puppets).shape[0] <= f.cfg.brushing_pool  # a pool, not fresh accounts
+        shops = {p: set(batch.merchant[brushing][ring == r][puppets == p].tolist()) for p in np.unique(puppets)}
+        assert np.mean([len(v) > 1 for v in shops.values()]) > 0.5  # puppets pay several of the ring's shops
+    size = f.cfg.brushing_pool
+    pools = [set(f.puppets(np.full(size, f.fraud_merchants[5 * r]), (np.arange(size) + 0.5) / size).tolist())
+             for r in (0, 1)]
+    assert pools[0].isdisjoint(pools[1])
+    for day in (3, 4):  # the same pools from day to day
+        other = f.draw(day)
+        mine = other.typology == 1
+        other_ring = np.searchsorted(f.fraud_merchants, other.merchant[mine]) // f.cfg.brushing_ring
+        for r in (0, 1):
+            assert set(other.payer[mine][other_ring == r].tolist()) <= pools[r]
+    assert set(batch.scenario[brushing].tolist()) == {0, 1}  # the shop's mini-program or a personal QR code
+    ato = batch.typology == 0
+    assert np.all(batch.signal_lag[ato] == 0) and np.all(batch.signal_lag[~ato] == -1)  # today, before adapting
+    payers, days = batch.signals(3)
+    assert np.array_equal(payers, np.unique(batch.payer[ato])) and np.all(days == 3)
+    f.react(np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
+    f.react(np.array([1.0, 0.0, 0.0, 0.0, 0.0]))
+    later = f.draw(9)
+    assert later.signal_lag[later.typology == 0].max() > 0  # adapted takeovers wait before cashing out
+
+
 def test_interception_makes_fraud_quieter_and_rarer():
     f = injector()
     before = f.draw(1)
