@@ -73,3 +73,16 @@ def test_learned_scorer_beats_the_linear_rule_on_held_out_ticks(tmp_path):
             assert learned is not None and learned > r["recall"], (source, typology, r["fpr"], learned, r["recall"])
             compared += 1
     assert compared >= 20
+
+
+def test_the_linear_rule_is_a_config_choice(tmp_path):
+    from weishang.model.config import load_config
+    from weishang.model.run import run_scenario
+
+    config = load_config(overrides=["population.n_users=20000", "run.n_ticks=12", 'risk.scorer="linear"'])
+    result = run_scenario(config, tmp_path / "run")
+    ticks = pl.read_parquet(result.run_dir / "ticks.parquet")
+    assert not ticks["learned_scoring"].any()
+    curve = read_curve(result.run_dir)
+    assert set(curve["scorer"].unique()) == {"linear"}
+    assert ticks["n_intercepted"].sum() > 0
