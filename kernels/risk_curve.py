@@ -37,7 +37,8 @@ def grid_thresholds(legit_scores: Any, fpr_grid: tuple[float, ...], *, xp: Modul
     return out
 
 
-def counts_above(score: Any, label: Any, thresholds: np.ndarray, n_classes: int, *, xp: ModuleType) -> tuple[np.ndarray, np.ndarray]:
+def counts_above(score: Any, label: Any, thresholds: np.ndarray, n_classes: int, *,
+                 xp: ModuleType) -> tuple[np.ndarray, np.ndarray]:
     """(int64[C, G], int64[C]) payments of each class (``label``: int64[T] in [0, C)) scoring
     strictly above each of ``thresholds`` (float64[G], any order), and each class's total."""
     order = np.argsort(thresholds, kind="stable")

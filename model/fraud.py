@@ -193,7 +193,7 @@ class FraudInjector(Stateful):
 
         n_events = 0
 
-        def add(typology: int, payer, merchant, amount, scenario: int, p_new_device: float, account_age,
+        def add(typology: int, payer, merchant, amount, scenario: int | np.ndarray, p_new_device: float, account_age,
                 event, signal_lag=-1) -> None:
             nonlocal n_events
             m = payer.shape[0]
