@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from .fraud import TYPOLOGIES  # noqa: E402
+from .recorder import read_manifest  # noqa: E402
 
 #: the engine's cold start: the validation's window starts here too
 FROM_TICK = 30
@@ -47,9 +48,7 @@ def read_curve(directory: str | Path) -> pl.DataFrame | None:
     path = directory / "risk_curve.parquet"
     if not path.is_file():
         return None
-    import json  # noqa: PLC0415
-
-    scenario = json.loads((directory / "manifest.json").read_text()).get("scenario", "run")
+    scenario = read_manifest(directory)["scenario"]
     return pl.read_parquet(path).with_columns(pl.lit(scenario).alias("scenario"), pl.lit(0, pl.Int64).alias("point"),
                                               pl.lit(0, pl.Int64).alias("replicate"))
 
