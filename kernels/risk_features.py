@@ -114,11 +114,14 @@ class TickGraph:
 
 
 def tick_graph(payer: Any, merchant: Any, new_account: Any, new_device: Any, n_users: int, n_merchants: int,
-               n_micro: int, *, xp: ModuleType, signal_payer: Any = None, signal_day: Any = None) -> TickGraph:
+               n_micro: int, *, xp: ModuleType, signal_payer: Any = None, signal_day: Any = None,
+               burst: Any = None, today: Any = None) -> TickGraph:
     """The :class:`TickGraph` of payments (payer, merchant: int64[T]; new_account, new_device:
     bool[T]) among ``n_users`` payers and ``n_merchants`` merchant slots, of which the first
     ``n_micro`` are micro-commerce merchants. ``signal_payer`` (int64[S], distinct) and
-    ``signal_day`` (int64[S]): takeover signals the tick brings beyond its new-device payments."""
+    ``signal_day`` (int64[S]): takeover signals the tick brings beyond its new-device payments.
+    ``burst`` (int64[N]) and ``today`` (int64[M]): the payments per payer and per merchant when
+    the caller has counted them already (the linear rule's :class:`~weishang.kernels.risk.TickView`)."""
     micro = merchant < n_micro
     # distinct (payer, merchant) pairs among micro payments: a sort of integer keys
     pairs = sorted_unique((payer * n_merchants + merchant)[micro], xp=xp)
@@ -129,8 +132,8 @@ def tick_graph(payer: Any, merchant: Any, new_account: Any, new_device: Any, n_u
     if signal_payer is not None and signal_payer.shape[0]:
         signal[signal_payer] = signal_day
     return TickGraph(
-        burst=xp.bincount(payer, minlength=n_users), devices=devices, fan_out=fan_out,
-        today=xp.bincount(merchant, minlength=n_merchants),
+        burst=xp.bincount(payer, minlength=n_users) if burst is None else burst, devices=devices, fan_out=fan_out,
+        today=xp.bincount(merchant, minlength=n_merchants) if today is None else today,
         new_payers=xp.bincount(merchant[micro & new_account], minlength=n_merchants),
         fan_in=xp.bincount(pair_merchant, minlength=n_merchants),
         shared=xp.bincount(pair_merchant, weights=fan_out[pair_payer].astype(xp.float64), minlength=n_merchants),

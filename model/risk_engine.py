@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.risk import RiskState, RiskWeights, score_transactions, threshold_for_fpr, tick_view, update_state
+from ..kernels.risk import RiskState, RiskWeights, score_transactions, tick_view, update_state
 from ..kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
 from ..kernels.risk_features import (
     N_FEATURES, AccountView, GraphState, TickGraph, account_view, feature_scores, features, linear_scores, tick_graph,
@@ -199,7 +199,8 @@ class RiskEngine(Mechanism):
             signal_payer, signal_day = fraud.signals(tick)
             graph_today = tick_graph(payer_all, merchant_all, age_all < r.new_account_ticks, new_device_all,
                                      self.n_users, self.n_merchants + 1, self.n_merchants, xp=xp,
-                                     signal_payer=dev(signal_payer), signal_day=dev(signal_day))
+                                     signal_payer=dev(signal_payer), signal_day=dev(signal_day),
+                                     burst=view.burst_of, today=view.merchant_today)
             accounts = account_view(graph_today, self.state, self.graph, float(self.reference_fen), xp=xp)
             common = dict(view=accounts, reference_amount=float(self.reference_fen),
                           new_account_ticks=r.new_account_ticks, day=tick, xp=xp)
@@ -210,11 +211,15 @@ class RiskEngine(Mechanism):
             if self.scorer.fitted:
                 scored.learned = feature_scores(**tx, **common, coef=self.scorer.coef, bias=self.scorer.bias)
         history = self._legit_history(scored)
-        threshold = threshold_for_fpr(history.decisive, r.target_fpr, xp=xp)
+        # the engine's threshold and the curve's, one selection per scorer's history
+        targets = (r.target_fpr, *FPR_GRID)
+        grids = Scored(grid_thresholds(history.rule, targets, xp=xp),
+                       None if history.learned is None else grid_thresholds(history.learned, targets, xp=xp))
+        threshold = float(grids.decisive[0])
         score = scored.decisive
         intercepted = score > threshold
         probe_scored, probe_typology, probe_share, probe_rows = self._probe(tick, view, flag, threshold, accounts)
-        curve = self._curve(tick, scored, history, fraud_typology, n_legit, probe_scored, probe_typology)
+        curve = self._curve(tick, scored, grids, fraud_typology, n_legit, probe_scored, probe_typology)
         if self.learning:
             self._keep_rows(tick, rows_of, legit_key, n_legit, int(payer_all.shape[0]), probe_rows)
             update_graph(self.graph, graph_today, tick, xp=xp)
@@ -345,10 +350,11 @@ class RiskEngine(Mechanism):
                          signal_day=dev(signal_day))
         return own, dev(own_payer), dev(own_merchant)
 
-    def _curve(self, tick: int, scored: Scored, history: Scored, fraud_typology: Any, n_legit: int,
+    def _curve(self, tick: int, scored: Scored, grids: Scored, fraud_typology: Any, n_legit: int,
                probe: Scored | None, probe_typology: Any) -> dict[str, np.ndarray]:
-        """The tick's ``risk_curve`` rows: for each scorer, the thresholds of :data:`FPR_GRID`
-        from its legitimate history, and the payments of each of :data:`CURVE_CLASSES` above each."""
+        """The tick's ``risk_curve`` rows: for each scorer, the payments of each of
+        :data:`CURVE_CLASSES` above each threshold of :data:`FPR_GRID` (``grids``: float64[1 + G]
+        per scorer, the engine's own target first, from its legitimate history)."""
         xp = self.xp
         n_typ = len(TYPOLOGIES)
         label = xp.concatenate([xp.zeros(n_legit, dtype=xp.int64), fraud_typology.astype(xp.int64) + 1])
@@ -362,7 +368,7 @@ class RiskEngine(Mechanism):
                 continue
             if probe is not None:
                 score = xp.concatenate([score, probe.rule if name == "linear" else probe.learned])
-            thresholds = grid_thresholds(history.rule if name == "linear" else history.learned, FPR_GRID, xp=xp)
+            thresholds = (grids.rule if name == "linear" else grids.learned)[1:]
             above, total = counts_above(score, label, thresholds, len(CURVE_CLASSES), xp=xp)
             for c, (source, typology) in enumerate(CURVE_CLASSES):
                 g = len(FPR_GRID)

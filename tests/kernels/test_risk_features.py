@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from weishang.kernels.risk import RiskState, update_state
+from weishang.kernels.risk import RiskState, threshold_for_fpr, update_state
 from weishang.kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
 from weishang.kernels.risk_features import (
     FEATURES, NO_SIGNAL, GraphState, account_view, feature_scores, features, linear_scores, reference_features,
@@ -135,6 +135,7 @@ def test_curve_counts_equal_a_direct_count():
         if np.isfinite(t):
             assert (legit_history > t).mean() <= f  # each holds its target on the history
     assert not np.isfinite(thresholds[0])  # 50,000 scores cannot resolve 1e-6
+    assert thresholds.tolist() == [threshold_for_fpr(legit_history, f, xp=np) for f in FPR_GRID]  # one selection
     above, total = counts_above(score, label, thresholds, 4, xp=np)
     for c in range(4):
         assert total[c] == (label == c).sum()
