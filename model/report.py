@@ -64,12 +64,12 @@ def _read(directory: Path) -> SweepTables:
 
 
 def _scan(source: str | Path, columns: list[str], hive: bool) -> pl.LazyFrame:
-    """The columns of a table or dataset; the risk engine's per-typology counts only where the
-    files have them (runs written before they existed lack them)."""
+    """The columns of a table or dataset; the risk engine's operating-point counts only where the
+    files have them (runs written before issue 23 lack the per-typology ones: the report then
+    leaves out its trade-off section)."""
     frame = pl.scan_parquet(source, hive_partitioning=hive)
-    optional = set(tradeoff.OPERATING_COLUMNS) - {"n_false_positives", "n_fraud", "n_fraud_intercepted", "n_tx_qr",
-                                                  "n_tx_mini_program", "n_tx_cross_border"}
-    if optional & set(columns):
+    optional = set(tradeoff.OPERATING_COLUMNS) & set(columns)
+    if optional:
         names = set(frame.collect_schema().names())
         columns = [c for c in columns if c not in optional or c in names]
     return frame.select(columns)
