@@ -81,8 +81,12 @@ def to_arrow(table: str, columns: dict[str, Any]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema(table))
 
 
-class RunInterrupted(Exception):
-    """SIGTERM arrived during a run (a batch scheduler's cancel or time limit)."""
+class RunInterrupted(BaseException):
+    """SIGTERM arrived during a run (a batch scheduler's cancel or time limit).
+
+    A BaseException, as KeyboardInterrupt is: the signal handler raises it wherever the main
+    thread happens to be, and a library's ``except Exception`` around an optional import or a
+    fallback must not swallow it."""
 
 
 @contextlib.contextmanager
