@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from .backend import map_chunks, sorted_unique
-from .risk import BURST_CAP, RATIO_CAP, VELOCITY_CAP, RiskState
+from .risk import BURST_CAP, RATIO_CAP, VELOCITY_CAP, RiskState, TickView
 
 FEATURES = ("payer_velocity", "payer_burst", "amount_ratio", "new_account", "new_device", "mini_program",
             "cross_border", "merchant_velocity", "merchant_flag", "amount_vs_reference", "payer_fan_out",
@@ -180,20 +180,18 @@ OWN_PAYER = {"payments": "burst", "burst": "burst", "fan_out_total": "fan_out", 
 OWN_MERCHANT = {"today": "today", "fan_in": "fan_in", "new_payers": "new_payers", "shared": "shared"}
 
 
-def account_view(tick: TickGraph, state: RiskState, graph: GraphState, reference_amount: float, *,
-                 xp: ModuleType) -> AccountView:
-    """The :class:`AccountView` of a tick's counts on the history before it."""
-    window = state.payer_window.shape[0]
-    count = state.payer_count
+def account_view(tick: TickGraph, rule: TickView, graph: GraphState, *, xp: ModuleType) -> AccountView:
+    """The :class:`AccountView` of a tick's counts on the history before it: the velocity window,
+    mean amounts and merchants' means come from the linear rule's :class:`TickView` of the same
+    payments (summed once a tick for both scorers), the graph windows from ``graph``."""
+    window = graph.merchant_fan_in.shape[0]
     return AccountView(
-        payments=state.payer_window.sum(axis=0, dtype=xp.int64) + tick.burst, burst=tick.burst,
-        mean_amount=xp.where(count > 0, state.payer_amount_sum / xp.maximum(count, 1), reference_amount),
+        payments=rule.past_of + tick.burst, burst=tick.burst, mean_amount=rule.mean_of,
         fan_out_total=graph.payer_fan_out.sum(axis=0, dtype=xp.int64) + tick.fan_out, fan_out=tick.fan_out,
         devices_total=graph.payer_devices.sum(axis=0, dtype=xp.int64) + tick.devices,
         last_signal=xp.maximum(graph.last_signal.astype(xp.int64), tick.signal),
         today=tick.today, fan_in=tick.fan_in, new_payers=tick.new_payers, shared=tick.shared,
-        merchant_mean=state.merchant_window.sum(axis=0, dtype=xp.int64) / window,
-        fan_in_mean=graph.merchant_fan_in.sum(axis=0, dtype=xp.int64) / window)
+        merchant_mean=rule.merchant_mean, fan_in_mean=graph.merchant_fan_in.sum(axis=0, dtype=xp.int64) / window)
 
 
 def gather(view: AccountView, payer: Any, merchant: Any, *, xp: ModuleType,

@@ -273,6 +273,7 @@ def _bench_learned(resolved: Backend, rs: Any, tx: dict[str, Any], flag: Any, ho
     micro-commerce ones); against the per-transaction reference features and sum."""
     import numpy as np
 
+    from ..kernels.risk import tick_view
     from ..kernels.risk_features import (
         N_FEATURES, GraphState, account_view, feature_scores, reference_features, tick_graph, update_graph,
     )
@@ -301,9 +302,11 @@ def _bench_learned(resolved: Backend, rs: Any, tx: dict[str, Any], flag: Any, ho
     common = dict(reference_amount=21_500.0, new_account_ticks=30, day=3)
 
     def score() -> Any:
+        rule = tick_view(on_device["payer"], on_device["merchant"], device_state, common["reference_amount"], xp=xp)
         g = tick_graph(on_device["payer"], on_device["merchant"], on_device["account_age"] < 30,
-                       on_device["new_device"], n_users, slots, n_merchants, xp=xp)
-        view = account_view(g, device_state, device_graph, common["reference_amount"], xp=xp)
+                       on_device["new_device"], n_users, slots, n_merchants, xp=xp, burst=rule.burst_of,
+                       today=rule.merchant_today)
+        view = account_view(g, rule, device_graph, xp=xp)
         return feature_scores(**on_device, merchant_flag=flag_on_device, view=view, **common, coef=coef, bias=bias,
                               xp=xp)
 

@@ -201,7 +201,7 @@ class RiskEngine(Mechanism):
                                      self.n_users, self.n_merchants + 1, self.n_merchants, xp=xp,
                                      signal_payer=dev(signal_payer), signal_day=dev(signal_day),
                                      burst=view.burst_of, today=view.merchant_today)
-            accounts = account_view(graph_today, self.state, self.graph, float(self.reference_fen), xp=xp)
+            accounts = account_view(graph_today, view, self.graph, xp=xp)
             common = dict(view=accounts, reference_amount=float(self.reference_fen),
                           new_account_ticks=r.new_account_ticks, day=tick, xp=xp)
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from weishang.kernels.risk import RiskState, threshold_for_fpr, update_state
+from weishang.kernels.risk import RiskState, threshold_for_fpr, tick_view, update_state
 from weishang.kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
 from weishang.kernels.risk_features import (
     FEATURES, NO_SIGNAL, GraphState, account_view, feature_scores, features, linear_scores, reference_features,
@@ -41,10 +41,11 @@ def run_ticks(xp, to_device, to_host, seed=0, ticks=9):
         signal_payer = np.unique(rs.integers(0, N_USERS, 5)).astype(np.int64)
         signal_day = day - rs.integers(0, 4, signal_payer.shape[0]).astype(np.int64)
         dev = {k: to_device(v) for k, v in tx.items()}
+        rule = tick_view(dev["payer"], dev["merchant"], state, REFERENCE, xp=xp)  # as the engine: counted once
         tg = tick_graph(dev["payer"], dev["merchant"], dev["account_age"] < NEW_ACCOUNT_TICKS, dev["new_device"],
                         N_USERS, N_SLOTS, N_MICRO, xp=xp, signal_payer=to_device(signal_payer),
-                        signal_day=to_device(signal_day))
-        view = account_view(tg, state, graph, REFERENCE, xp=xp)
+                        signal_day=to_device(signal_day), burst=rule.burst_of, today=rule.merchant_today)
+        view = account_view(tg, rule, graph, xp=xp)
         common = dict(merchant_flag=to_device(flag), view=view, reference_amount=REFERENCE,
                       new_account_ticks=NEW_ACCOUNT_TICKS, day=day, xp=xp)
         rows = features(**dev, **common)
@@ -81,7 +82,7 @@ def test_graph_features_see_fan_out_fan_in_and_shared_buyers():
     state, graph = RiskState.empty(5, 4, 7, xp=np), GraphState.empty(5, 4, 7, xp=np)
     tg = tick_graph(payer, merchant, age < 30, new_device, 5, 4, 3, xp=np)
     x = features(payer, merchant, np.full(8, 10_000), np.ones(8, np.int8), new_device, age, np.zeros(4, bool),
-                 account_view(tg, state, graph, 10_000.0, xp=np), 10_000.0, 30, day=0, xp=np)
+                 account_view(tg, tick_view(payer, merchant, state, 10_000.0, xp=np), graph, xp=np), 10_000.0, 30, day=0, xp=np)
     col = {name: x[:, i] for i, name in enumerate(FEATURES)}
     assert col["payer_fan_out"].tolist() == [2, 2, 2, 2, 2, 2, 1, 1]
     assert col["merchant_fan_in"].tolist() == [3, 3, 3, 3, 3, 3, 1, 1]
@@ -100,9 +101,9 @@ def test_sequence_features_remember_signals_and_devices():
     assert graph.last_signal.tolist() == [0, 0, NO_SIGNAL]
     payer = np.array([0, 1, 2], dtype=np.int64)
     tg = tick_graph(payer, np.zeros(3, np.int64), np.zeros(3, bool), np.zeros(3, bool), 3, 2, 1, xp=np)
+    view = account_view(tg, tick_view(payer, np.zeros(3, np.int64), state, 100.0, xp=np), graph, xp=np)
     x = features(payer, np.zeros(3, np.int64), np.full(3, 100), np.zeros(3, np.int8), np.zeros(3, bool),
-                 np.full(3, 400), np.zeros(2, bool), account_view(tg, state, graph, 100.0, xp=np), 100.0, 30, day=2,
-                 xp=np)
+                 np.full(3, 400), np.zeros(2, bool), view, 100.0, 30, day=2, xp=np)
     recency, devices = x[:, FEATURES.index("signal_recency")], x[:, FEATURES.index("device_changes")]
     assert recency.tolist() == [5, 5, 0]  # two days after a signal; never
     assert devices.tolist() == [1, 0, 0]
