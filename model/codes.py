@@ -1,13 +1,19 @@
 """The model's vocabulary: every coded category, named once.
 
 Arrays hold the integer codes (``int8``/``int16``); tables write the lowercase labels
-(``Channel.SEARCH.label == "search"``). A code's value is its position in its label tuple
-(``Channel.labels()``), which is also the order of columns and plots.
+(``Channel.label(Channel.SEARCH) == "search"``). A code's value is its position in its label
+tuple (``Channel.labels()``), which is also the order of columns and plots.
+
+A code is a plain ``int`` by construction (``type(Channel.SEARCH) is int``), not an ``IntEnum``
+member: CuPy takes a scalar operand only if its type is exactly ``int``/``float``/``bool`` or a
+NumPy scalar type, and refused ``channel == Channel.MOMENTS`` with an ``IntEnum`` at the first
+tick of the first GPU run. A code class iterates over its codes (``for c in Channel``) and
+counts them (``len(Channel)``) as an enum would.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from collections.abc import Iterator
 
 #: ticks are days
 TICKS_PER_YEAR = 365
@@ -15,17 +21,44 @@ TICKS_PER_YEAR = 365
 LEVELS = (1, 2, 3)
 
 
-class Code(IntEnum):
-    """An integer code with a lowercase label for tables."""
+class _CodeType(type):
+    """The metaclass of a code class: its upper-case int attributes are its codes, 0, 1, 2, ...
+    in order of definition; iterating the class gives them as plain ints."""
 
-    @property
-    def label(self) -> str:
-        return self.name.lower()
+    def __new__(mcls, name: str, bases: tuple[type, ...], namespace: dict) -> "_CodeType":
+        cls = super().__new__(mcls, name, bases, namespace)
+        names = tuple(key for key, value in namespace.items() if key.isupper() and type(value) is int)
+        if tuple(namespace[key] for key in names) != tuple(range(len(names))):
+            raise TypeError(f"{name}: codes must be 0, 1, 2, ... in order of definition")
+        cls._names = names
+        return cls
+
+    def __iter__(cls) -> Iterator[int]:
+        return iter(range(len(cls._names)))
+
+    def __len__(cls) -> int:
+        return len(cls._names)
+
+
+class Code(metaclass=_CodeType):
+    """An integer code with a lowercase label for tables. Never instantiated."""
+
+    _names: tuple[str, ...] = ()
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every code's name (``"MOMENTS"``), in code order."""
+        return cls._names
+
+    @classmethod
+    def label(cls, code: int) -> str:
+        """The table label of ``code`` (``Channel.label(0) == "moments"``)."""
+        return cls._names[code].lower()
 
     @classmethod
     def labels(cls) -> tuple[str, ...]:
         """Every label, in code order (index = code)."""
-        return tuple(member.label for member in cls)
+        return tuple(name.lower() for name in cls._names)
 
 
 class Channel(Code):

@@ -200,9 +200,9 @@ def family(table: str, template: str, values: dict[str, str], dtype: str, unit: 
 LEVEL = {str(lv): f"level {lv}" for lv in LEVELS}
 #: the levels whose viewers can share onward (level 3's strangers do not)
 SHARING = {k: v for k, v in LEVEL.items() if int(k) < LEVELS[-1]}
-CHANNEL = {c.label: c.label.replace("_", " ") for c in Channel}
-SCENARIO = {s.label: s.label.replace("_", " ") for s in OFFICIAL_SCENARIOS}
-STYLE = {s.label: s.label for s in Style}
+CHANNEL = {label: label.replace("_", " ") for label in Channel.labels()}
+SCENARIO = {PaymentScenario.label(s): PaymentScenario.label(s).replace("_", " ") for s in OFFICIAL_SCENARIOS}
+STYLE = {label: label for label in Style.labels()}
 TYPOLOGY = {t: t.replace("_", " ") for t in TYPOLOGIES}
 RECOMMENDATION = {"friend_rec": "the channels where a friend recommends personally (Moments, groups, live, external "
                                 "links)",
@@ -285,7 +285,7 @@ TICKS: tuple[Column, ...] = tuple(
           "the learned scorer decided the tick (false: the linear rule, before the first fit or by config)")
     + col(T, "n_orders", "int64", "orders", "sum", "filled orders")
     + col(T, "gmv", "float64", "CNY", "sum", "completed GMV: filled orders whose payment was not intercepted")
-    + family(T, "gmv_{x}", {s.label: s.label.replace("_", " ") for s in PaymentScenario}, "float64", "CNY", "sum",
+    + family(T, "gmv_{x}", {label: label.replace("_", " ") for label in PaymentScenario.labels()}, "float64", "CNY", "sum",
              "completed GMV paid by {what}")
     + col(T, "fees", "float64", "CNY", "sum", "transaction-component fees charged")
     + col(T, "fx_locked", "float64", "CNY", "sum", "cross-border value locked at today's exchange rates")

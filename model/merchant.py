@@ -60,11 +60,6 @@ MERCHANT_STATE: tuple[StateField, ...] = (
     StateField("post_rate", "float64", 0.0, "mean paid posts per tick: its traffic budget", changes=True),
 )
 
-#: the code type of each coded column (agents see the code, tables write its label)
-CODED = {"compliance": Compliance, "certification": Certification, "provider": Provider,
-         "exit_reason": ExitReason, "style": Style}
-
-
 class MerchantTable(Stateful):
     """Every merchant's numbers, one host array of length M per :data:`MERCHANT_STATE` column."""
 
@@ -125,19 +120,17 @@ def draw_merchants(config: Any, uids: np.ndarray) -> MerchantTable:
 
 
 class _Row:
-    """A column of the model's :class:`MerchantTable`, seen from one agent (a Python number, or
-    the code for coded columns); setting it writes the table."""
+    """A column of the model's :class:`MerchantTable`, seen from one agent (a Python number; a
+    coded column's code is a plain int, see :mod:`weishang.model.codes`); setting it writes the
+    table."""
 
     def __init__(self, name: str) -> None:
-        code = CODED.get(name)
-        # a dict look-up, not the enum's constructor: agents read these in their decision loops
-        self.name, self.members = name, None if code is None else {member.value: member for member in code}
+        self.name = name
 
     def __get__(self, agent: "Merchant | None", owner: type) -> Any:
         if agent is None:
             return self
-        value = getattr(agent.model.merchants, self.name)[agent.index].item()
-        return value if self.members is None else self.members[value]
+        return getattr(agent.model.merchants, self.name)[agent.index].item()
 
     def __set__(self, agent: "Merchant", value: Any) -> None:
         getattr(agent.model.merchants, self.name)[agent.index] = value
@@ -230,7 +223,7 @@ class Merchant(mesa.Agent):
         posts, profit = int(books.period_posts[i]), float(books.period_profit[i])
         if posts > 0 and style_payoff:
             own = float(books.period_contribution[i]) / posts
-            best = max(style_payoff, key=lambda style: (style_payoff[style], style.label))
+            best = max(style_payoff, key=lambda style: (style_payoff[style], Style.label(style)))
             scale = abs(style_payoff[best]) + abs(own)
             gap = (style_payoff[best] - own) / scale if scale > 0 else 0.0
             if best != self.style and draws.style[i] < mc.adapt_rate * gap:

@@ -46,7 +46,7 @@ from .risk_model import LabelledRows, LearnedScorer
 
 #: a merchant onboarded fewer ticks ago than this is new to the risk engine
 NEW_MERCHANT_TICKS = 7
-SCENARIO_NAMES = tuple(s.label for s in OFFICIAL_SCENARIOS)
+SCENARIO_NAMES = tuple(PaymentScenario.label(s) for s in OFFICIAL_SCENARIOS)
 #: fraud transactions' keys start above every order key (cascade key x N + buyer < 2^60)
 FRAUD_KEY_BASE = 1 << 60
 FRAUD_KEYS_PER_TICK = 1 << 24

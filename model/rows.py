@@ -47,7 +47,7 @@ class TickRows:
 
 def labels(codes: np.ndarray, kind: type, missing: Any = None) -> np.ndarray:
     """(object[n]) the label of each code; ``missing`` (a code) is written as None (null)."""
-    names = np.array([None if member == missing else member.label for member in kind], dtype=object)
+    names = np.array([None if member == missing else kind.label(member) for member in kind], dtype=object)
     return names[codes]
 
 
@@ -73,7 +73,7 @@ def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
         if lv < LEVELS[-1]:
             row[f"shares_l{lv}"] = int(share_total[lv - 1])
     for channel in Channel:
-        mine, name = posts.channel == channel, channel.label
+        mine, name = posts.channel == channel, Channel.label(channel)
         visits, visit_orders = int(exposures[mine, :VISIT_LEVELS].sum()), int(buys[mine, :VISIT_LEVELS].sum())
         orders, gmv = int(buys[mine].sum()), cascade_gmv[mine].sum() / 100.0
         row.update({f"n_posts_{name}": int(mine.sum()), f"visits_{name}": visits,
@@ -95,7 +95,7 @@ def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
     mix = model.adaptation.channels.mix
     row.update({
         "n_orders": int(buy_total.sum()), "gmv": gmv_fen.sum() / 100.0,
-        **{f"gmv_{s.label}": gmv_fen[s] / 100.0 for s in PaymentScenario},
+        **{f"gmv_{label}": gmv_fen[s] / 100.0 for s, label in enumerate(PaymentScenario.labels())},
         "fees": settlement.fees.sum() / 100.0, "fx_locked": settlement.fx_locked, "fx_exposure": settlement.fx_exposure,
         "settled": settlement.settled.sum() / 100.0,
         "gmv_provider": agg.gmv_per_merchant_fen[merchants.provider != Provider.NONE].sum() / 100.0,
@@ -108,10 +108,11 @@ def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
         "n_active_compliant": int((active & (merchants.compliance == Compliance.COMPLIANT)).sum()),
         "traffic_cost_per_post": traffic_cost_per_post(model.config, record.tick),
         "mean_post_rate": float(merchants.post_rate[active].mean()) if active.any() else None,
-        **{f"effort_{c.label}": float(mix[active, c].mean()) if active.any() else None for c in Channel},
+        **{f"effort_{label}": float(mix[active, c].mean()) if active.any() else None
+           for c, label in enumerate(Channel.labels())},
         "cost_traffic": record.books.traffic_cost, "cost_fixed": record.books.fixed_cost,
         "cost_holding": record.books.holding_cost, "profit": record.books.profit,
-        **{f"n_style_{s.label}": int((active & (merchants.style == s)).sum()) for s in Style},
+        **{f"n_style_{label}": int((active & (merchants.style == s)).sum()) for s, label in enumerate(Style.labels())},
         "units_sold": int(record.payments.units_sold.sum()), "units_lost": int(record.payments.units_lost.sum()),
         "units_from_shelf": int(record.inventory.from_shelf.sum()),
         "stock_units": int(model.inventory.stock.units.sum()), "customers": int(ledger.pairs.sum()),

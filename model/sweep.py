@@ -454,7 +454,7 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
 
 
 #: runs.parquet's outcome columns: name -> the run summary's figure (see weishang.model.columns)
-OUTCOME_COLUMNS = {"gmv": "gmv_cny", **{f"gmv_{c.label}": f"gmv_{c.label}_cny" for c in Channel},
+OUTCOME_COLUMNS = {"gmv": "gmv_cny", **{f"gmv_{label}": f"gmv_{label}_cny" for label in Channel.labels()},
                    "orders": "orders", "official_share_of_value": "official_share_of_value",
                    "active_merchants_at_end": "active_merchants_at_end", "exits": "exits", "removed": "removed",
                    "profit": "merchant_profit_cny", "report_response_minutes": "report_response_minutes",

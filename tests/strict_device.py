@@ -8,14 +8,26 @@ piece instead of chunks on the thread pool). This module wraps NumPy arrays in
 :class:`DeviceArray`, which refuses implicit conversion (``np.asarray(device)``) and operations
 with host arrays, and offers a module object, :data:`xp`, that computes with NumPy underneath and
 returns device arrays, with CuPy's restrictions where our code could trip on them (``repeat``
-takes no array of counts, reductions return 0-d arrays, not scalars).
+takes no array of counts, reductions return 0-d arrays, not scalars, and a scalar operand must be
+exactly a Python ``int``/``float``/``bool``/``complex`` or a NumPy scalar: CuPy checks
+``type(x) in {int, float, bool, complex}``, so an ``IntEnum`` member, a ``Decimal``, a
+``Fraction`` or an object with only ``__index__`` is refused, where NumPy accepts them).
+
+It also keeps a :class:`Tally` of what a GPU would pay for (:func:`counting`): array operations
+(each at least one kernel launch on a GPU), explicit device-to-host transfers (``.get()``,
+``int()``/``float()``/``bool()`` of a device value, ``to_host``) with their bytes, and the
+implicit synchronisations CuPy makes to learn a size (a boolean mask, ``nonzero``, ``unique``).
 
 It checks discipline, not CUDA: bit-identity on a real GPU is what ``pytest -m gpu`` checks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import numbers
 import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +37,89 @@ from weishang.kernels.backend import Backend
 
 class HostDeviceMix(TypeError):
     """A host NumPy array met a device array, or a device array was converted implicitly."""
+
+
+class ScalarOperandRefused(TypeError):
+    """A Python object CuPy does not take as a scalar operand (an ``IntEnum`` member, ...)."""
+
+
+#: the scalar types CuPy takes as operands, matched exactly (``type(x) in ...``, no subclasses)
+_PYTHON_SCALARS = frozenset({int, float, bool, complex})
+
+
+def _check_scalar(value: Any) -> None:
+    """Refuse a number-like operand whose exact type CuPy does not accept (see module docstring)."""
+    kind = type(value)
+    if kind in _PYTHON_SCALARS or isinstance(value, (type, np.generic, np.ndarray, np.dtype, DeviceArray)):
+        return
+    if isinstance(value, numbers.Number) or hasattr(value, "__index__") or hasattr(value, "__float__"):
+        raise ScalarOperandRefused(
+            f"operand type(s) all returned NotImplemented: CuPy takes no {kind.__module__}.{kind.__qualname__} "
+            f"({value!r}) as an operand; pass a plain int or float")
+
+
+@dataclass
+class Tally:
+    """What a GPU would pay for, counted on the stand-in.
+
+    Attributes:
+        launches: array operations (ufuncs, ``xp`` functions, array methods, gathers and
+            scatters); each is at least one kernel launch on a GPU.
+        transfers: explicit device-to-host copies (``.get()``, ``tolist``, ``item``, ``int()``,
+            ``float()``, ``bool()``, ``operator.index`` of a device value); each synchronises.
+        transfer_bytes: the bytes those copies moved.
+        size_syncs: implicit synchronisations CuPy makes to learn an output's size (indexing with
+            a boolean mask, ``nonzero``, ``flatnonzero``, ``argwhere``, ``unique``, ``compress``).
+        by_kind: transfers by what made them (``"get"``, ``"int"``, ...).
+    """
+
+    launches: int = 0
+    transfers: int = 0
+    transfer_bytes: int = 0
+    size_syncs: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+    def transfer(self, kind: str, nbytes: int) -> None:
+        self.transfers += 1
+        self.transfer_bytes += int(nbytes)
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+
+    def snapshot(self) -> tuple[int, int, int, int]:
+        return self.launches, self.transfers, self.transfer_bytes, self.size_syncs
+
+
+#: the running tally; :func:`counting` resets it
+TALLY = Tally()
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[Tally]:
+    """Count from zero inside the block: ``with counting() as tally: ...; tally.launches``."""
+    global TALLY
+    outer, TALLY = TALLY, Tally()
+    try:
+        yield TALLY
+    finally:
+        TALLY = outer
+
+
+#: functions whose output size depends on the data: CuPy reads a count back from the device
+_SIZE_SYNC_FUNCTIONS = {"nonzero", "flatnonzero", "argwhere", "unique", "compress", "extract"}
+#: functions that allocate without computing (no kernel)
+_NO_KERNEL_FUNCTIONS = {"empty", "empty_like", "shape", "ndim", "size", "result_type", "dtype", "iinfo", "finfo",
+                        "can_cast", "promote_types", "broadcast_shapes", "isscalar"}
+#: array methods that make a view or read metadata (no kernel)
+_NO_KERNEL_METHODS = {"reshape", "view", "ravel", "transpose", "squeeze", "swapaxes", "__array_namespace__"}
+
+
+def _is_mask_key(key: Any) -> bool:
+    parts = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(p, (DeviceArray, np.ndarray)) and p.dtype == np.bool_ for p in parts)
+
+
+def _is_array_key(key: Any) -> bool:
+    parts = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(p, (DeviceArray, np.ndarray, list)) for p in parts)
 
 
 def _is_host_array(value: Any) -> bool:
@@ -39,6 +134,7 @@ def _unwrap(value: Any, *, allow_host: bool = False) -> Any:
         return type(value)(_unwrap(v, allow_host=allow_host) for v in value)
     if not allow_host and _is_host_array(value):
         raise HostDeviceMix(f"a host NumPy array (shape {value.shape}) was passed where CuPy takes device arrays")
+    _check_scalar(value)
     return value
 
 
@@ -71,36 +167,45 @@ class DeviceArray:
         raise HostDeviceMix("iterating a device array element by element (a host loop over device data)")
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        TALLY.launches += 1
         args = _unwrap(inputs)
         if "out" in kwargs:
             kwargs["out"] = _unwrap(kwargs["out"])
         return _wrap(getattr(ufunc, method)(*args, **kwargs))
 
     def __array_function__(self, func: Any, types_: Any, args: Any, kwargs: Any) -> Any:
+        TALLY.launches += 1
         return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
     # -- explicit transfers and scalars ---------------------------------------------------------
     def get(self) -> np.ndarray:
+        TALLY.transfer("get", self._a.nbytes)
         return self._a.copy()
 
     def tolist(self) -> Any:
+        TALLY.transfer("tolist", self._a.nbytes)
         return self._a.tolist()
 
     def item(self) -> Any:
+        TALLY.transfer("item", self._a.itemsize)
         return self._a.item()
 
     def __int__(self) -> int:
+        TALLY.transfer("int", self._a.itemsize)
         return int(self._a)
 
     def __float__(self) -> float:
+        TALLY.transfer("float", self._a.itemsize)
         return float(self._a)
 
     def __bool__(self) -> bool:
+        TALLY.transfer("bool", self._a.itemsize)
         return bool(self._a)
 
     def __index__(self) -> int:
         if self._a.ndim != 0 or self._a.dtype.kind not in "iu":
             raise TypeError("only integer 0-d device arrays can be used as an index")
+        TALLY.transfer("index", self._a.itemsize)
         return int(self._a)
 
     def __len__(self) -> int:
@@ -118,9 +223,13 @@ class DeviceArray:
     T = property(lambda self: DeviceArray(self._a.T))
 
     def __getitem__(self, key: Any) -> Any:
+        if _is_array_key(key):  # a gather (a view otherwise)
+            TALLY.launches += 1
+            TALLY.size_syncs += _is_mask_key(key)
         return _wrap(self._a[_unwrap(key, allow_host=True)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        TALLY.launches += 1  # a scatter or a fill
         self._a[_unwrap(key, allow_host=True)] = _unwrap(value, allow_host=True)
 
     def __getattr__(self, name: str) -> Any:
@@ -132,6 +241,10 @@ class DeviceArray:
             return _wrap(attr)
 
         def method(*args: Any, **kwargs: Any) -> Any:
+            same_type = name == "astype" and np.dtype(args[0] if args else kwargs["dtype"]) == self._a.dtype
+            if name not in _NO_KERNEL_METHODS and not (same_type and not kwargs.get("copy", True)):
+                TALLY.launches += 1
+            TALLY.size_syncs += name in _SIZE_SYNC_FUNCTIONS
             return _wrap(attr(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
         return method
@@ -139,6 +252,7 @@ class DeviceArray:
 
 def _binary(ufunc: Any, reflected: bool = False):
     def op(self: DeviceArray, other: Any) -> Any:
+        TALLY.launches += 1
         other = _unwrap(other)
         return _wrap(ufunc(other, self._a) if reflected else ufunc(self._a, other))
     return op
@@ -146,6 +260,7 @@ def _binary(ufunc: Any, reflected: bool = False):
 
 def _inplace(ufunc: Any):
     def op(self: DeviceArray, other: Any) -> DeviceArray:
+        TALLY.launches += 1
         ufunc(self._a, _unwrap(other), out=self._a)
         return self
     return op
@@ -161,9 +276,16 @@ for _name, _ufunc in {"add": np.add, "sub": np.subtract, "mul": np.multiply, "tr
 for _name, _ufunc in {"lt": np.less, "le": np.less_equal, "gt": np.greater, "ge": np.greater_equal,
                       "eq": np.equal, "ne": np.not_equal}.items():
     setattr(DeviceArray, f"__{_name}__", _binary(_ufunc))
-DeviceArray.__neg__ = lambda self: DeviceArray(-self._a)
-DeviceArray.__invert__ = lambda self: DeviceArray(~self._a)
-DeviceArray.__abs__ = lambda self: DeviceArray(np.abs(self._a))
+for _name, _ufunc in {"neg": np.negative, "invert": np.invert, "abs": np.absolute}.items():
+    setattr(DeviceArray, f"__{_name}__", lambda self, _ufunc=_ufunc: _unary(_ufunc, self))
+
+
+def _unary(ufunc: Any, array: DeviceArray) -> DeviceArray:
+    TALLY.launches += 1
+    return DeviceArray(ufunc(array._a))
+
+
+
 DeviceArray.__hash__ = None  # arrays are unhashable, as in NumPy and CuPy
 
 #: functions that take host data by design (they are how data gets onto the device)
@@ -176,6 +298,9 @@ def _function(name: str, func: Any) -> Any:
     def call(*args: Any, **kwargs: Any) -> Any:
         if name == "repeat" and len(args) > 1 and not np.isscalar(args[1]) and not isinstance(args[1], (list, tuple)):
             raise TypeError("cupy.repeat takes an int or a list of repeats, not an array (use repeat_ids)")
+        if name not in _NO_KERNEL_FUNCTIONS:
+            TALLY.launches += 1
+        TALLY.size_syncs += name in _SIZE_SYNC_FUNCTIONS
         args = _unwrap(args, allow_host=allow_host)
         kwargs = {k: _unwrap(v, allow_host=allow_host) for k, v in kwargs.items()}
         if allow_host and args and isinstance(args[0], np.ndarray):
@@ -193,12 +318,18 @@ class _UfuncProxy:
         self._ufunc = ufunc
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        TALLY.launches += 1
         kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
         return _wrap(self._ufunc(*_unwrap(args), **kwargs))
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._ufunc, name)
-        return lambda *args, **kwargs: _wrap(method(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            TALLY.launches += 1
+            return _wrap(method(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+
+        return call
 
 
 class _StrictModule(types.ModuleType):
@@ -224,6 +355,7 @@ xp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda:
 
 def scatter_add(target: DeviceArray, indices: Any, values: Any) -> None:
     """``cupyx.scatter_add``: target[indices] += values, repeats accumulated."""
+    TALLY.launches += 1
     np.add.at(target._a, _unwrap(indices), _unwrap(values))
 
 

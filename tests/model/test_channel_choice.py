@@ -136,7 +136,7 @@ def test_a_costlier_channel_loses_effort(tmp_path):
 def test_no_channel_response_keeps_every_mix_at_the_habit(tmp_path):
     ticks = ticks_of(run_small(tmp_path, "still", "merchants.channel_response=0"))
     habit = load_config().channels.channel_shares()
-    last = [ticks[f"effort_{c.label}"][-1] for c in Channel]
+    last = [ticks[f"effort_{label}"][-1] for label in Channel.labels()]
     assert last == pytest.approx(habit)
 
 

@@ -36,6 +36,62 @@ def test_stand_in_refuses_what_cupy_refuses(strict):
     assert int(device.sum()) == 10 and strict.to_host(device[device > 2]).tolist() == [3, 4]
 
 
+def test_stand_in_refuses_scalars_cupy_refuses(strict):
+    # CuPy takes a scalar operand only if type(x) is int, float, bool, complex or a NumPy scalar
+    # type: the first H200 run died at tick 1 on `channel == Channel.MOMENTS` (an IntEnum member)
+    import enum
+    from decimal import Decimal
+    from fractions import Fraction
+
+    class Colour(enum.IntEnum):
+        RED = 0
+
+    class OnlyIndex:
+        def __index__(self):
+            return 1
+
+    xp = strict.xp
+    device = xp.zeros(3, dtype=xp.int8)
+    for refused in (Colour.RED, Decimal(1), Fraction(1, 2), OnlyIndex()):
+        with pytest.raises(strict_device.ScalarOperandRefused, match="operand"):
+            device == refused  # noqa: B015
+        with pytest.raises(strict_device.ScalarOperandRefused):
+            xp.where(device > 0, device, refused)
+        with pytest.raises(strict_device.ScalarOperandRefused):
+            device[device == 0] = refused
+    for accepted in (0, 0.0, np.int8(0), np.float32(0)):
+        assert bool((device == accepted).all())
+    assert not bool((device == True).any())  # noqa: E712
+
+
+def test_the_old_traffic_comparison_fails_on_the_stand_in(strict):
+    # the line that crashed on the H200 (model/traffic.py, commit 56dfe1a), with the IntEnum the
+    # codes were then: refused here as on CuPy; the codes are plain ints now, and pass
+    import enum
+
+    from weishang.model.codes import Channel
+
+    OldChannel = enum.IntEnum("OldChannel", {name: code for code, name in enumerate(Channel.names())})
+    xp = strict.xp
+    local, channel = xp.arange(4), xp.asarray(np.array([3, 0, 0, 6], dtype=np.int8))
+    with pytest.raises(TypeError, match="NotImplemented"):
+        local[channel == OldChannel.MOMENTS]
+    assert strict.to_host(local[channel == Channel.MOMENTS]).tolist() == [1, 2]
+
+
+def test_the_tally_counts_launches_transfers_and_size_syncs(strict):
+    xp = strict.xp
+    with strict_device.counting() as tally:
+        a = xp.arange(10)            # 1 launch
+        b = a * 2 + 1                # 2 launches
+        picked = b[b > 5]            # 2 launches (compare, masked gather), 1 size sync
+        total = int(picked.sum())    # 1 launch, 1 transfer of 8 bytes
+        host = picked.get()          # 1 transfer of the array's bytes
+        view = b[2:5]                # a view: nothing
+    assert (tally.launches, tally.transfers, tally.size_syncs) == (6, 2, 1), tally
+    assert tally.transfer_bytes == 8 + host.nbytes and total == int(host.sum()) and view.shape == (3,)
+
+
 def test_cascade_kernel_on_the_stand_in_equals_numpy(strict):
     g = generate_friend_graph(2000, GraphParams(n_cities=3, mean_degree=12, circle_size=10), seed=4)
     host, on_device = propagate_host_and_device(g, strict, n_strangers=40)

@@ -24,7 +24,7 @@ def test_the_channel_is_in_every_table(tmp_path):
     assert "video_account" in set(cascades["channel"])
     merchants = pl.from_arrow(run.table("merchants"))
     assert merchants.filter(pl.col("tick") == 2)["video_adopter"].any()
-    assert Channel.VIDEO_ACCOUNT.label == "video_account"
+    assert Channel.label(Channel.VIDEO_ACCOUNT) == "video_account"
 
 
 def test_more_public_traffic_raises_video_gmv_and_effort(tmp_path):
