@@ -13,6 +13,11 @@ reference (:func:`reference_bits`) computes the same bits for the tests.
 
 Stream names are fixed strings per mechanism ("graph.circle", "cascade.view", ...), so a new
 mechanism with a new name never shifts the draws of an existing one.
+
+On NumPy each draw is vectorised code run chunk by chunk on the thread pool; on CuPy each is one
+fused kernel (:mod:`weishang.kernels.fused`: the hash, the conversion and the comparison or the
+whole binomial inversion in one launch), whose CUDA body does the same integer and IEEE float
+operations in the same order, so both give the same bits.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from . import fused
 from .backend import map_chunks
 
 MASK64 = (1 << 64) - 1
@@ -98,6 +104,8 @@ def bits(key: int, index: Any, *, xp: ModuleType = np) -> Any:
         key: from :func:`stream_key`.
         index: (int[n]) draw indices (non-negative), or an int n meaning ``arange(n)``.
     """
+    if xp is not np:
+        return fused.launch(_BITS, _index_array(index, xp), np.uint64(key), xp=xp)
     n = _length(index)
     out = xp.empty(n, dtype=xp.uint64)
 
@@ -110,6 +118,8 @@ def bits(key: int, index: Any, *, xp: ModuleType = np) -> Any:
 
 def uniform(key: int, index: Any, *, xp: ModuleType = np) -> Any:
     """(float64[n]) uniform draws in [0, 1) from the top 53 bits; exact on both backends."""
+    if xp is not np:
+        return fused.launch(_UNIFORM, _index_array(index, xp), np.uint64(key), xp=xp)
     n = _length(index)
     out = xp.empty(n, dtype=xp.float64)
 
@@ -129,6 +139,8 @@ def bernoulli(key: int, index: Any, p: Any, *, xp: ModuleType = np) -> Any:
     ``m * 2^-53 < p`` exactly when ``bits < ceil(p * 2^53) * 2^11``, so the result is the same
     as through :func:`uniform` without making a single float.
     """
+    if xp is not np:
+        return fused.launch(_BERNOULLI, _index_array(index, xp), np.uint64(key), _float_operand(p), xp=xp)
     n = _length(index)
     out = xp.empty(n, dtype=xp.bool_)
     if getattr(p, "ndim", 0) == 0:
@@ -158,6 +170,9 @@ def integers(key: int, index: Any, high: Any, *, xp: ModuleType = np) -> Any:
     Uses ``floor(u * high)`` on the 53-bit uniform: bias below 2^-53 * high, nothing at our sizes.
     Computed chunk by chunk like :func:`uniform` (one pass over memory, not four).
     """
+    if xp is not np:
+        high = high.astype(xp.int64, copy=False) if hasattr(high, "ndim") else int(high)
+        return fused.launch(_INTEGERS, _index_array(index, xp), np.uint64(key), high, xp=xp)
     n = _length(index)
     out = xp.empty(n, dtype=xp.int64)
     per_element = getattr(high, "ndim", 0) > 0
@@ -206,6 +221,8 @@ def binomial(key: int, index: Any, n: int, p: Any, *, xp: ModuleType = np) -> An
     """
     if not 0 <= n <= 1000:
         raise ValueError(f"binomial: n={n} is outside 0..1000 (inversion is meant for small n)")
+    if xp is not np:
+        return fused.launch(_BINOMIAL, _index_array(index, xp), np.uint64(key), int(n), _float_operand(p), xp=xp)
     u = uniform(key, index, xp=xp)
     p = xp.broadcast_to(xp.asarray(p, dtype=xp.float64), u.shape)
     flip = p > 0.5
@@ -232,3 +249,79 @@ def binomial(key: int, index: Any, n: int, p: Any, *, xp: ModuleType = np) -> An
         pmf = pmf * odds
         cdf = cdf + pmf
     return xp.where(flip, n - count, count)
+
+
+# -- the fused kernels (one launch each on CuPy; see weishang.kernels.fused) ----------------------
+
+def _index_array(index: Any, xp: ModuleType) -> Any:
+    """(int64[n]) ``index`` as a device array (``arange(n)`` for an int n)."""
+    if isinstance(index, (int, np.integer)):
+        return xp.arange(int(index), dtype=xp.int64)
+    return index if index.dtype == xp.int64 else index.astype(xp.int64)
+
+
+def _float_operand(p: Any) -> Any:
+    """A probability as a kernel operand: an array (0-d included) as float64, a number as float."""
+    return p.astype(np.float64, copy=False) if hasattr(p, "ndim") else float(p)
+
+
+# SplitMix64's draw i: mix64(key + (i + 1) * GAMMA), all in wrapping uint64; a uniform from its
+# top 53 bits times 2^-53 (both exact)
+_PREAMBLE = f"""
+__device__ unsigned long long weishang_draw(long long index, unsigned long long key) {{
+    unsigned long long z = (unsigned long long)index + 1ULL;
+    z *= {GAMMA:#x}ULL;
+    z += key;
+    z ^= z >> 30;
+    z *= {_MIX1:#x}ULL;
+    z ^= z >> 27;
+    z *= {_MIX2:#x}ULL;
+    z ^= z >> 31;
+    return z;
+}}
+__device__ double weishang_unit(unsigned long long z) {{
+    return (double)(z >> 11) * 1.1102230246251565404236316680908203125e-16;
+}}
+"""
+
+_BITS = fused.register(fused.FusedKernel(
+    "weishang_rng_bits", "int64 index, uint64 key", "uint64 z", "z = weishang_draw(index, key);",
+    lambda index, key: bits(int(key), index), _PREAMBLE))
+_UNIFORM = fused.register(fused.FusedKernel(
+    "weishang_rng_uniform", "int64 index, uint64 key", "float64 u", "u = weishang_unit(weishang_draw(index, key));",
+    lambda index, key: uniform(int(key), index), _PREAMBLE))
+# u < p equals the NumPy path's comparison of the raw bits with ceil(p 2^53) 2^11 (see bernoulli)
+_BERNOULLI = fused.register(fused.FusedKernel(
+    "weishang_rng_bernoulli", "int64 index, uint64 key, float64 p", "bool hit",
+    "hit = weishang_unit(weishang_draw(index, key)) < p;",
+    lambda index, key, p: bernoulli(int(key), index, p), _PREAMBLE))
+_INTEGERS = fused.register(fused.FusedKernel(
+    "weishang_rng_integers", "int64 index, uint64 key, int64 high", "int64 draw",
+    """double v = weishang_unit(weishang_draw(index, key)) * (double)high;
+       long long whole = (long long)v;
+       draw = whole < high - 1 ? whole : high - 1;""",
+    lambda index, key, high: integers(int(key), index, high), _PREAMBLE))
+# the inversion of binomial(), element by element: a thread stops where the NumPy loop would
+# stop adding for its element (the CDF only grows), so the count is the same
+_BINOMIAL = fused.register(fused.FusedKernel(
+    "weishang_rng_binomial", "int64 index, uint64 key, int64 n, float64 p", "int64 count",
+    """double u = weishang_unit(weishang_draw(index, key));
+       bool flip = p > 0.5;
+       double q = flip ? 1.0 - p : p;
+       double one_minus_q = 1.0 - q;
+       double pmf = 1.0, power = one_minus_q;
+       for (long long e = n; e; e >>= 1) {
+           if (e & 1) pmf = pmf * power;
+           power = power * power;
+       }
+       double odds = q / one_minus_q;
+       double cdf = pmf;
+       long long k = 0;
+       while (k < n && u >= cdf) {
+           pmf = pmf * ((double)(n - k) / (double)(k + 1));
+           pmf = pmf * odds;
+           cdf = cdf + pmf;
+           k += 1;
+       }
+       count = flip ? n - k : k;""",
+    lambda index, key, n, p: binomial(int(key), index, int(n), p), _PREAMBLE))

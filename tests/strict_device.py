@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import sys
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,8 @@ class Tally:
     transfer_bytes: int = 0
     size_syncs: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    #: launches by the model's line that made them (``"file.py:123"``), when asked for
+    sites: dict[str, int] | None = None
 
     def transfer(self, kind: str, nbytes: int) -> None:
         self.transfers += 1
@@ -92,11 +96,22 @@ class Tally:
 TALLY = Tally()
 
 
+def _launch() -> None:
+    TALLY.launches += 1
+    if TALLY.sites is not None:
+        frame = sys._getframe(1)
+        while frame.f_code.co_filename == __file__:
+            frame = frame.f_back
+        site = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
+        TALLY.sites[site] = TALLY.sites.get(site, 0) + 1
+
+
 @contextlib.contextmanager
-def counting() -> Iterator[Tally]:
-    """Count from zero inside the block: ``with counting() as tally: ...; tally.launches``."""
+def counting(sites: bool = False) -> Iterator[Tally]:
+    """Count from zero inside the block: ``with counting() as tally: ...; tally.launches``;
+    ``sites=True`` also counts launches by the line of the caller (slower)."""
     global TALLY
-    outer, TALLY = TALLY, Tally()
+    outer, TALLY = TALLY, Tally(sites={} if sites else None)
     try:
         yield TALLY
     finally:
@@ -167,14 +182,14 @@ class DeviceArray:
         raise HostDeviceMix("iterating a device array element by element (a host loop over device data)")
 
     def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        TALLY.launches += 1
+        _launch()
         args = _unwrap(inputs)
         if "out" in kwargs:
             kwargs["out"] = _unwrap(kwargs["out"])
         return _wrap(getattr(ufunc, method)(*args, **kwargs))
 
     def __array_function__(self, func: Any, types_: Any, args: Any, kwargs: Any) -> Any:
-        TALLY.launches += 1
+        _launch()
         return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
     # -- explicit transfers and scalars ---------------------------------------------------------
@@ -224,12 +239,12 @@ class DeviceArray:
 
     def __getitem__(self, key: Any) -> Any:
         if _is_array_key(key):  # a gather (a view otherwise)
-            TALLY.launches += 1
+            _launch()
             TALLY.size_syncs += _is_mask_key(key)
         return _wrap(self._a[_unwrap(key, allow_host=True)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        TALLY.launches += 1  # a scatter or a fill
+        _launch()  # a scatter or a fill
         self._a[_unwrap(key, allow_host=True)] = _unwrap(value, allow_host=True)
 
     def __getattr__(self, name: str) -> Any:
@@ -243,7 +258,7 @@ class DeviceArray:
         def method(*args: Any, **kwargs: Any) -> Any:
             same_type = name == "astype" and np.dtype(args[0] if args else kwargs["dtype"]) == self._a.dtype
             if name not in _NO_KERNEL_METHODS and not (same_type and not kwargs.get("copy", True)):
-                TALLY.launches += 1
+                _launch()
             TALLY.size_syncs += name in _SIZE_SYNC_FUNCTIONS
             return _wrap(attr(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
@@ -252,7 +267,7 @@ class DeviceArray:
 
 def _binary(ufunc: Any, reflected: bool = False):
     def op(self: DeviceArray, other: Any) -> Any:
-        TALLY.launches += 1
+        _launch()
         other = _unwrap(other)
         return _wrap(ufunc(other, self._a) if reflected else ufunc(self._a, other))
     return op
@@ -260,7 +275,7 @@ def _binary(ufunc: Any, reflected: bool = False):
 
 def _inplace(ufunc: Any):
     def op(self: DeviceArray, other: Any) -> DeviceArray:
-        TALLY.launches += 1
+        _launch()
         ufunc(self._a, _unwrap(other), out=self._a)
         return self
     return op
@@ -281,7 +296,7 @@ for _name, _ufunc in {"neg": np.negative, "invert": np.invert, "abs": np.absolut
 
 
 def _unary(ufunc: Any, array: DeviceArray) -> DeviceArray:
-    TALLY.launches += 1
+    _launch()
     return DeviceArray(ufunc(array._a))
 
 
@@ -299,7 +314,7 @@ def _function(name: str, func: Any) -> Any:
         if name == "repeat" and len(args) > 1 and not np.isscalar(args[1]) and not isinstance(args[1], (list, tuple)):
             raise TypeError("cupy.repeat takes an int or a list of repeats, not an array (use repeat_ids)")
         if name not in _NO_KERNEL_FUNCTIONS:
-            TALLY.launches += 1
+            _launch()
         TALLY.size_syncs += name in _SIZE_SYNC_FUNCTIONS
         args = _unwrap(args, allow_host=allow_host)
         kwargs = {k: _unwrap(v, allow_host=allow_host) for k, v in kwargs.items()}
@@ -318,7 +333,7 @@ class _UfuncProxy:
         self._ufunc = ufunc
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        TALLY.launches += 1
+        _launch()
         kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
         return _wrap(self._ufunc(*_unwrap(args), **kwargs))
 
@@ -326,7 +341,7 @@ class _UfuncProxy:
         method = getattr(self._ufunc, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            TALLY.launches += 1
+            _launch()
             return _wrap(method(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
 
         return call
@@ -349,13 +364,36 @@ class _StrictModule(types.ModuleType):
         return array.get() if isinstance(array, DeviceArray) else np.asarray(array)
 
 
+class ElementwiseKernel:
+    """``cupy.ElementwiseKernel`` on the stand-in: runs the NumPy reference registered under the
+    kernel's name in :mod:`weishang.kernels.fused` (the CUDA body cannot run here), as one launch,
+    with CuPy's checks on the arguments: device arrays or CuPy's scalars only, and an array's
+    dtype exactly the parameter's type ("Type is mismatched" on CuPy)."""
+
+    def __init__(self, in_params: str, out_params: str, operation: str, name: str, **kwargs: Any) -> None:
+        from weishang.kernels.fused import KERNELS
+
+        self.name, self.reference = name, KERNELS[name].reference
+        self.in_types = [np.dtype(param.split()[0]) for param in in_params.split(",")]
+
+    def __call__(self, *args: Any) -> Any:
+        if len(args) != len(self.in_types):
+            raise TypeError(f"Wrong number of arguments for {self.name!r}")
+        for arg, dtype in zip(args, self.in_types):
+            if isinstance(arg, DeviceArray) and arg.dtype != dtype:
+                raise TypeError(f"Type is mismatched: {self.name} takes {dtype}, got an array of {arg.dtype}")
+        _launch()
+        return _wrap(self.reference(*_unwrap(args)))
+
+
 xp = _StrictModule("strict_device_xp")
+xp.ElementwiseKernel = ElementwiseKernel
 xp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (64 << 30, 80 << 30)))
 
 
 def scatter_add(target: DeviceArray, indices: Any, values: Any) -> None:
     """``cupyx.scatter_add``: target[indices] += values, repeats accumulated."""
-    TALLY.launches += 1
+    _launch()
     np.add.at(target._a, _unwrap(indices), _unwrap(values))
 
 

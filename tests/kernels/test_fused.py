@@ -1,0 +1,124 @@
+"""The fused kernels' CUDA bodies equal their NumPy references, checked without a GPU.
+
+Each body is compiled by the host's C++ compiler inside the loop CuPy would wrap it in (an array
+parameter bound to its element by reference, as CuPy's ``ElementwiseKernel`` does), with
+``-ffp-contract=off`` as NVRTC's ``--fmad=false``, and run on the same inputs as the reference.
+Integer wrapping and IEEE float64 ``+ - * /`` round alike on the CPU and the GPU, so equality
+here is the GPU's equality up to the compiler; ``pytest -m gpu`` checks CuPy itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from weishang.kernels import fused, rng
+from tests import strict_device
+
+_C_TYPES = {"int64": "long long", "uint64": "unsigned long long", "float64": "double", "bool": "bool",
+            "int32": "int", "float32": "float"}
+
+
+def _params(spec: str) -> list[tuple[str, str]]:
+    return [tuple(p.split()) for p in spec.split(",")]
+
+
+def _compile(kernel: fused.FusedKernel, tmp_path) -> ctypes.CDLL:
+    ins, outs = _params(kernel.in_params), _params(kernel.out_params)
+    args = [f"const {_C_TYPES[t]}* _raw_{n}" for t, n in ins] + [f"{_C_TYPES[t]}* _raw_{n}" for t, n in outs]
+    binds = [f"const {_C_TYPES[t]} &{n} = _raw_{n}[i];" for t, n in ins] + \
+            [f"{_C_TYPES[t]} &{n} = _raw_{n}[i];" for t, n in outs]
+    source = "\n".join(["#define __device__", kernel.preamble,
+                        f'extern "C" void run(long long size, {", ".join(args)}) {{',
+                        "  for (long long i = 0; i < size; ++i) {", *binds, kernel.body, "  }", "}"])
+    src, lib = tmp_path / f"{kernel.name}.cpp", tmp_path / f"{kernel.name}.so"
+    src.write_text(source)
+    subprocess.run(["g++", "-O2", "-std=c++17", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
+                    "-o", str(lib), str(src)], check=True, capture_output=True)
+    return ctypes.CDLL(str(lib))
+
+
+def _run_compiled(kernel: fused.FusedKernel, library: ctypes.CDLL, *inputs):
+    n = max(np.size(x) for x in inputs)
+    arrays = [np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=t), (n,)))
+              for x, (t, _) in zip(inputs, _params(kernel.in_params))]
+    outs = [np.zeros(n, dtype=t) for t, _ in _params(kernel.out_params)]
+    library.run(ctypes.c_longlong(n), *[a.ctypes.data_as(ctypes.c_void_p) for a in arrays + outs])
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+needs_compiler = pytest.mark.skipif(shutil.which("g++") is None or sys.platform != "linux",
+                                    reason="needs g++ on Linux")
+
+INDEX = np.concatenate([np.arange(5000, dtype=np.int64),
+                        np.random.default_rng(3).integers(0, 2**62, 5000, dtype=np.int64)])
+KEYS = [rng.stream_key(7, "test.fused", 0), rng.stream_key(2**40, "cascade.buy.l2", 364), 0]
+
+
+@needs_compiler
+def test_every_kernel_is_covered():
+    assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
+                                  "weishang_rng_integers", "weishang_rng_binomial"}
+
+
+@needs_compiler
+@pytest.mark.parametrize("key", KEYS)
+def test_draws_compiled_equal_numpy(tmp_path, key):
+    k = np.uint64(key)
+    for kernel, extra in ((rng._BITS, ()), (rng._UNIFORM, ())):
+        library = _compile(kernel, tmp_path)
+        assert np.array_equal(_run_compiled(kernel, library, INDEX, k, *extra), kernel.reference(INDEX, k))
+    library = _compile(rng._BERNOULLI, tmp_path)
+    probabilities = np.random.default_rng(1).random(INDEX.shape[0])
+    for p in (0.0, 1e-9, 0.3, 0.5, 1 - 1e-12, 1.0, 1.5, probabilities):
+        expected = rng.bernoulli(key, INDEX, p)  # a scalar p takes NumPy's raw-bits comparison
+        assert np.array_equal(_run_compiled(rng._BERNOULLI, library, INDEX, k, p), expected), p
+    library = _compile(rng._INTEGERS, tmp_path)
+    highs = np.random.default_rng(2).integers(1, 10**6, INDEX.shape[0])
+    for high in (1, 7, 1000, 2**53 + 3, 2**62, highs):
+        assert np.array_equal(_run_compiled(rng._INTEGERS, library, INDEX, k, high),
+                              rng.integers(key, INDEX, high)), high
+
+
+@needs_compiler
+def test_binomial_compiled_equals_numpy(tmp_path):
+    library = _compile(rng._BINOMIAL, tmp_path)
+    key = KEYS[1]
+    spread = np.random.default_rng(4).random(INDEX.shape[0])
+    for n in (0, 1, 5, 50, 500, 1000):
+        for p in (0.0, 1e-4, 0.2, 0.5, np.nextafter(0.5, 1.0), 0.9, 1.0, spread):
+            expected = rng.binomial(key, INDEX, n, p)
+            got = _run_compiled(rng._BINOMIAL, library, INDEX, np.uint64(key), n, p)
+            assert np.array_equal(got, expected), (n, p)
+
+
+@needs_compiler
+def test_a_planted_flip_is_caught(tmp_path):
+    # the check can fail: flipping at p >= 1/2 instead of p > 1/2 draws failures at p = 1/2 (the
+    # same law, other draws), which NumPy's inversion does not
+    body = rng._BINOMIAL.body.replace("bool flip = p > 0.5;", "bool flip = p >= 0.5;")
+    assert body != rng._BINOMIAL.body
+    planted = fused.FusedKernel("planted_binomial", rng._BINOMIAL.in_params, rng._BINOMIAL.out_params, body,
+                                rng._BINOMIAL.reference, rng._BINOMIAL.preamble)
+    library = _compile(planted, tmp_path)
+    got = _run_compiled(planted, library, INDEX, np.uint64(KEYS[0]), 40, 0.5)
+    assert not np.array_equal(got, rng.binomial(KEYS[0], INDEX, 40, 0.5))
+
+
+def test_on_the_stand_in_a_draw_is_one_launch_and_cupy_dtypes_are_enforced(monkeypatch):
+    xp = strict_device.xp
+    index = xp.arange(1000, dtype=xp.int64)
+    key = KEYS[0]
+    with strict_device.counting() as tally:
+        draws = rng.binomial(key, index, 500, 0.2, xp=xp)
+    assert tally.launches == 1 and tally.transfers == 0
+    assert np.array_equal(draws.get(), rng.binomial(key, np.arange(1000), 500, 0.2))
+    with pytest.raises(TypeError, match="mismatched"):
+        fused.launch(rng._UNIFORM, index.astype(xp.int32), np.uint64(key), xp=xp)
+    with pytest.raises(TypeError):
+        fused.launch(rng._UNIFORM, np.arange(10), np.uint64(key), xp=xp)  # a host array
