@@ -18,6 +18,7 @@ import inspect
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .state import Stateful
@@ -31,6 +32,17 @@ Engine = Literal["mesa", "arrays", "kernel"]
 ENGINES = ("mesa", "arrays", "kernel")
 
 
+@dataclass(frozen=True)
+class Sync:
+    """A device-to-host transfer a mechanism's step makes each tick on a GPU, and why it cannot
+    be avoided (a size the host must know to allocate, a decision the host makes, numbers the
+    Mesa agents or the tables read). ``most`` is the most such transfers in one tick."""
+
+    what: str
+    why: str
+    most: int = 1
+
+
 class Mechanism(Stateful):
     """One mechanism of the tick.
 
@@ -39,6 +51,9 @@ class Mechanism(Stateful):
         engine: one of :data:`ENGINES`.
         sections: the config sections it reads.
         does: one line for the README's tick-plan table.
+        syncs: the device-to-host transfers its step may make in a tick, each named with its
+            reason (the README's GPU section lists them; ``tests/model/test_device_budget.py``
+            holds every step to its list on the strict stand-in).
         STATE: the attributes a run changes (see :class:`~weishang.model.state.Stateful`).
     """
 
@@ -46,6 +61,7 @@ class Mechanism(Stateful):
     engine: ClassVar[Engine]
     sections: ClassVar[tuple[str, ...]] = ()
     does: ClassVar[str] = ""
+    syncs: ClassVar[tuple[Sync, ...]] = ()
 
     def __init__(self, model: "CommerceModel") -> None:
         self.model = model
