@@ -244,14 +244,37 @@ def repeat_values(values: Any, counts: Any, *, xp: ModuleType) -> Any:
     return values[repeat_ids(counts, xp=xp)]
 
 
-def concat_ranges(start: Any, length: Any, *, xp: ModuleType) -> Any:
+class Repeater:
+    """Repeats arrays by one fixed ``counts`` (int[S]): ``rep(values)`` is ``values[i]`` repeated
+    ``counts[i]`` times (T[sum(counts)]).
+
+    Several arrays repeated by the same counts share one piece of work: on CuPy the owner of
+    each output element (:func:`repeat_ids`: a scan, a size read back, a search) is found once
+    and each array is one gather; on NumPy each is an ``np.repeat``, faster there than a gather.
+    """
+
+    def __init__(self, counts: Any, *, xp: ModuleType) -> None:
+        self.counts, self.xp = counts.astype(xp.int64, copy=False), xp
+        self.owner = None if xp is np else repeat_ids(self.counts, xp=xp)
+
+    def __call__(self, values: Any) -> Any:
+        return np.repeat(values, self.counts) if self.owner is None else values[self.owner]
+
+    def owner_ids(self) -> Any:
+        """(int64[sum(counts)]) the index i each output element repeats."""
+        return repeat_ids(self.counts, xp=self.xp) if self.owner is None else self.owner
+
+
+def concat_ranges(start: Any, length: Any, *, xp: ModuleType, repeat: Repeater | None = None) -> Any:
     """(int64[sum(length)]) ``start[i], start[i]+1, ..., start[i]+length[i]-1`` for each i in turn.
 
     The positions of CSR rows laid end to end: one repeat and one add per element, instead of
-    two gathers through the owner of each element.
+    two gathers through the owner of each element. ``repeat``: a :class:`Repeater` of ``length``
+    the caller reuses for other arrays.
     """
     length = length.astype(xp.int64, copy=False)
-    shifts = repeat_values(start.astype(xp.int64) - (xp.cumsum(length) - length), length, xp=xp)
+    repeat = repeat or Repeater(length, xp=xp)
+    shifts = repeat(start.astype(xp.int64) - (xp.cumsum(length) - length))
     return shifts + xp.arange(shifts.shape[0], dtype=xp.int64)
 
 

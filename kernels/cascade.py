@@ -23,8 +23,8 @@ from types import ModuleType
 from typing import Any
 
 from . import rng
-from .backend import (array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
-                             repeat_values, sorted_unique)
+from .backend import (Repeater, array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
+                      sorted_unique)
 
 
 def independent_cascade(indptr: Any, indices: Any, seeds: Any, p: Any, *, seed: int = 0,
@@ -195,22 +195,28 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
         cascade: (int64[F]) local cascade index of each source.
         cascade_key: (int64[C]) stable key of each local cascade.
         p_view: scalar, or (float64[F]) per source.
-        key: stream key of the view draws.
+        key: stream key of the view draws, or (uint64[F]) per source (sources of several
+            streams in one pass).
 
     Returns:
         (cascade (int64[X]), user (int64[X])) for the kept edges, in source order.
     """
     start = indptr[sources]
     length = indptr[sources + 1] - start
-    edge = concat_ranges(start, length, xp=xp)
+    repeat = Repeater(length, xp=xp)  # the sources' per-edge values share one repeat
+    edge = concat_ranges(start, length, xp=xp, repeat=repeat)
     if edge.shape[0] == 0:
         empty = xp.zeros(0, dtype=xp.int64)
         return empty, empty
-    draw_index = edge + repeat_values(cascade_key[cascade] * indices.shape[0], length, xp=xp)
-    p = repeat_values(p_view, length, xp=xp) if getattr(p_view, "ndim", 0) > 0 else p_view
+    draw_index = edge + repeat(cascade_key[cascade] * indices.shape[0])
+    p = repeat(p_view) if getattr(p_view, "ndim", 0) > 0 else p_view
+    key = repeat(key) if getattr(key, "ndim", 0) > 0 else key
     kept = xp.flatnonzero(rng.bernoulli(key, draw_index, p, xp=xp))
-    # the source of a kept edge: the row whose range holds its position (kept edges are few)
-    owner = xp.searchsorted(xp.cumsum(length), kept, side="right")
+    if repeat.owner is not None:
+        owner = repeat.owner[kept]
+    else:
+        # the source of a kept edge: the row whose range holds its position (kept edges are few)
+        owner = xp.searchsorted(xp.cumsum(length), kept, side="right")
     return cascade[owner], indices[edge[kept]].astype(xp.int64)
 
 

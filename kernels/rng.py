@@ -93,7 +93,7 @@ def _hashed(key: int, index: Any, start: int, stop: int, xp: ModuleType) -> Any:
         z = index[start:stop].astype(xp.uint64)
         z += xp.uint64(1)
     z *= xp.uint64(GAMMA)
-    z += xp.uint64(key)
+    z += key[start:stop] if getattr(key, "ndim", 0) else xp.uint64(key)
     return _mix64(z, xp)
 
 
@@ -132,15 +132,16 @@ def uniform(key: int, index: Any, *, xp: ModuleType = np) -> Any:
     return out
 
 
-def bernoulli(key: int, index: Any, p: Any, *, xp: ModuleType = np) -> Any:
-    """(bool[n]) ``uniform(key, index) < p``; ``p`` is a scalar or a float64[n] array.
+def bernoulli(key: Any, index: Any, p: Any, *, xp: ModuleType = np) -> Any:
+    """(bool[n]) ``uniform(key, index) < p``; ``p`` is a scalar or a float64[n] array, ``key`` a
+    stream key or (uint64[n]) one per draw (draws of several streams in one pass).
 
     For a scalar p the comparison is made on the raw bits: with m the top 53 bits,
     ``m * 2^-53 < p`` exactly when ``bits < ceil(p * 2^53) * 2^11``, so the result is the same
     as through :func:`uniform` without making a single float.
     """
     if xp is not np:
-        return fused.launch(_BERNOULLI, _index_array(index, xp), np.uint64(key), _float_operand(p), xp=xp)
+        return fused.launch(_BERNOULLI, _index_array(index, xp), _key_operand(key), _float_operand(p), xp=xp)
     n = _length(index)
     out = xp.empty(n, dtype=xp.bool_)
     if getattr(p, "ndim", 0) == 0:
@@ -260,6 +261,16 @@ def _index_array(index: Any, xp: ModuleType) -> Any:
     return index if index.dtype == xp.int64 else index.astype(xp.int64)
 
 
+def _key_operand(key: Any) -> Any:
+    """A stream key as a kernel operand: (uint64[n]) per draw as it is, one key as a uint64."""
+    return key if getattr(key, "ndim", 0) else np.uint64(key)
+
+
+def _key_value(key: Any) -> Any:
+    """The reference's view of a key operand: an array as it is, a scalar as an int."""
+    return key if getattr(key, "ndim", 0) else int(key)
+
+
 def _float_operand(p: Any) -> Any:
     """A probability as a kernel operand: an array (0-d included) as float64, a number as float."""
     return p.astype(np.float64, copy=False) if hasattr(p, "ndim") else float(p)
@@ -294,7 +305,7 @@ _UNIFORM = fused.register(fused.FusedKernel(
 _BERNOULLI = fused.register(fused.FusedKernel(
     "weishang_rng_bernoulli", "int64 index, uint64 key, float64 p", "bool hit",
     "hit = weishang_unit(weishang_draw(index, key)) < p;",
-    lambda index, key, p: bernoulli(int(key), index, p), _PREAMBLE))
+    lambda index, key, p: bernoulli(_key_value(key), index, p), _PREAMBLE))
 _INTEGERS = fused.register(fused.FusedKernel(
     "weishang_rng_integers", "int64 index, uint64 key, int64 high", "int64 draw",
     """double v = weishang_unit(weishang_draw(index, key)) * (double)high;

@@ -37,7 +37,11 @@ Social channels are allocated first: a merchant's friends and groups see its pos
 public traffic does. Which channel each paid post goes to is drawn from the merchant's own
 channel mix (:mod:`weishang.model.channel_choice`), which follows what posts earn under the
 platform's rules. A merchant with deep analytics targets the pushes of its friend channels
-and its groups (:func:`weishang.model.tools.target_exposures`). Video-account commerce is not yet modelled.
+and its groups (:func:`weishang.model.tools.target_exposures`).
+
+On a GPU the step is a fixed number of launches whatever the number of posts: the tick's post
+arrays go to the device in two uploads, and the four friend channels draw their viewers in one
+pass, each channel with its own view probability and stream of draws.
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ from .tools import target_exposures
 
 CHANNELS = Channel.labels()
 MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK, VIDEO_ACCOUNT = Channel
+#: channels whose level-1 viewers are the merchant's friends, each seeing a post with the
+#: channel's view probability (:func:`friend_view_probabilities`)
+FRIEND_CHANNELS = (MOMENTS, OFFICIAL_ACCOUNT, LIVE_STREAM, EXTERNAL_LINK)
 
 
 @dataclass
@@ -155,7 +162,7 @@ def plan_posts(n_posts: np.ndarray, merchant_uid: np.ndarray, group_start: np.nd
         merchant_uid: (int64[M]) merchants' accounts.
         group_start, group_count: (int64[M]) each merchant's group parts are
             ``group_start[m] .. group_start[m] + group_count[m] - 1``.
-        channel_mix: (float64[M, 6]) each merchant's shares of paid posts by channel, in
+        channel_mix: (float64[M, 7]) each merchant's shares of paid posts by channel, in
             :data:`CHANNELS` order, or one row of shares for all; a post drawn for groups by a
             merchant without a group goes to Moments.
         live: (bool[M]) merchants that live-stream (all when omitted); a live post drawn by a
@@ -220,12 +227,6 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
     """
     channel = post_arrays.channel
     keys = post_arrays.key
-    local = xp.arange(channel.shape[0], dtype=xp.int64)
-    parts = []
-    friend_views = ((MOMENTS, config.cascade.p_view_friend),
-                    (OFFICIAL_ACCOUNT, config.channels.p_follow_account * config.community.push_open_rate),
-                    (LIVE_STREAM, config.channels.p_view_live),
-                    (EXTERNAL_LINK, config.cascade.p_view_friend))
     tools = config.tools
     targeted = post_arrays.targeted
 
@@ -239,22 +240,22 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
                                 tools.analytics_offinterest_keep / tools.analytics_match_boost, keys,
                                 rng.stream_key(seed, stream, tick), xp=xp)
 
-    for ch, p_view in friend_views:
-        posts = local[channel == ch]
-        # a post's reach weight: external-link steps and fatigue
-        p = p_view * post_arrays.reach_weight[posts] * boost(posts)
-        parts.append(expose_neighbours(pop.indptr, pop.indices, post_arrays.origin[posts], posts, keys,
-                                       xp.minimum(p, 1.0),
-                                       rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick), xp=xp))
-    friend_cascade = xp.concatenate([c for c, _ in parts])
-    friend_user = xp.concatenate([u for _, u in parts])
+    # the friend channels in one pass: a post's friends see it with its channel's view probability
+    # (a weight: its external-link step and fatigue), drawn from its channel's stream
+    view = xp.asarray(friend_view_probabilities(config))
+    view_key = xp.asarray(np.array([rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick) for ch in Channel],
+                                   dtype=np.uint64))
+    posts = xp.flatnonzero(view[channel] >= 0.0)
+    p = view[channel[posts]] * post_arrays.reach_weight[posts] * boost(posts)
+    friend_cascade, friend_user = expose_neighbours(pop.indptr, pop.indices, post_arrays.origin[posts], posts, keys,
+                                                    xp.minimum(p, 1.0), view_key[channel[posts]], xp=xp)
     parts = [targeted_only(friend_cascade, friend_user, "traffic.analytics.target")]
-    posts = local[channel == SEARCH]
+    posts = xp.flatnonzero(channel == SEARCH)
     parts.append(expose_searchers(post_arrays.origin[posts], post_arrays.category_bit[posts],
                                   post_arrays.search_candidates[posts], pop.state["city"], city_start,
                                   pop.state["interests"], posts, keys,
                                   rng.stream_key(seed, "traffic.search.candidates", tick), xp=xp))
-    posts = local[channel == GROUPS]
+    posts = xp.flatnonzero(channel == GROUPS)
     # deep analytics target group pushes as they do friend pushes (a stream of their own)
     group_cascade, group_user = group_exposures(
         group_parts, pop.group_members, post_arrays.group[posts], posts, keys, post_arrays.category_bit,
@@ -262,9 +263,20 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
         reach_weight=post_arrays.reach_weight[posts] * boost(posts), recruits=recruits,
         merchant=post_arrays.merchant[posts])
     parts.append(targeted_only(group_cascade, group_user, "traffic.analytics.target_groups"))
-    parts.append(video_exposures(post_arrays, local[channel == VIDEO_ACCOUNT], pop.state["interests"], config,
+    parts.append(video_exposures(post_arrays, xp.flatnonzero(channel == VIDEO_ACCOUNT), pop.state["interests"], config,
                                  seed, tick, xp=xp))
     return Exposures(xp.concatenate([c for c, _ in parts]), xp.concatenate([u for _, u in parts]))
+
+
+def friend_view_probabilities(config: Any) -> np.ndarray:
+    """(float64[7]) by channel code, the chance a friend sees a post of a friend channel
+    (:data:`FRIEND_CHANNELS`); -1 for the other channels."""
+    view = np.full(len(Channel), -1.0)
+    view[MOMENTS] = config.cascade.p_view_friend
+    view[OFFICIAL_ACCOUNT] = config.channels.p_follow_account * config.community.push_open_rate
+    view[LIVE_STREAM] = config.channels.p_view_live
+    view[EXTERNAL_LINK] = config.cascade.p_view_friend
+    return view
 
 
 def video_pool_sizes(config: Any, tick: int) -> list[int]:
@@ -365,15 +377,27 @@ class Traffic(Mechanism):
         rel_post, rel_share, rel_view = self.appeal.post_multipliers(posts, tick)
         # tiered data access: only merchants certified enough act on deep analytics (targeting)
         deep = merchants.analytics(tick) & (merchants.certification >= plat.deep_data_min_certification)
-        dev = self.backend.to_device
-        on_device = PostArrays(
-            key=dev(posts.key), merchant=dev(posts.merchant), origin=dev(posts.origin), channel=dev(posts.channel),
-            group=dev(posts.group), category_bit=dev(self.category_bit[posts.merchant]),
-            search_candidates=dev(search_candidates.astype(np.int64)), rel_post=dev(rel_post),
-            rel_share=dev(rel_share), rel_view=dev(rel_view), rel_tool=dev(self.appeal.rel_tool[posts.merchant]),
-            reach_weight=dev(reach_weight), targeted=dev(deep[posts.merchant]),
-            max_quantity=dev(max_quantity.astype(np.int64)),
-            watch=dev(np.where(posts.channel == VIDEO_ACCOUNT, self.appeal.watch_through(posts), 0.0)))
+        on_device = self._upload(posts, search_candidates, max_quantity, reach_weight, rel_post, rel_share, rel_view,
+                                 deep)
         level1 = level1_exposures(on_device, self.model.population, cfg, parts, self.city_start, seed, tick,
                                   xp=self.xp, recruits=self.model.community.ledger.recruit_index())
         return TrafficOut(posts=posts, on_device=on_device, level1=level1)
+
+    def _upload(self, posts: TickPosts, search_candidates: np.ndarray, max_quantity: np.ndarray,
+                reach_weight: np.ndarray, rel_post: np.ndarray, rel_share: np.ndarray, rel_view: np.ndarray,
+                deep: np.ndarray) -> PostArrays:
+        """The tick's post arrays on the device in two copies (one of integers, one of floats),
+        not fifteen: on a GPU each copy is a transfer and a wait."""
+        m = posts.merchant
+        ints = self.backend.to_device(np.stack([
+            posts.key, m, posts.origin, posts.group, search_candidates.astype(np.int64), max_quantity.astype(np.int64),
+            posts.channel, self.category_bit[m], deep[m]]).astype(np.int64, copy=False))
+        floats = self.backend.to_device(np.stack([
+            rel_post, rel_share, rel_view, self.appeal.rel_tool[m], reach_weight,
+            np.where(posts.channel == VIDEO_ACCOUNT, self.appeal.watch_through(posts), 0.0)]).astype(np.float64,
+                                                                                                   copy=False))
+        xp = self.xp
+        return PostArrays(key=ints[0], merchant=ints[1], origin=ints[2], group=ints[3], search_candidates=ints[4],
+                          max_quantity=ints[5], channel=ints[6].astype(xp.int8), category_bit=ints[7].astype(xp.uint16),
+                          targeted=ints[8].astype(xp.bool_), rel_post=floats[0], rel_share=floats[1],
+                          rel_view=floats[2], rel_tool=floats[3], reach_weight=floats[4], watch=floats[5])
