@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from . import rng
+import numpy as np
+
+from . import fused, rng
 from .backend import (Repeater, array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
                       sorted_unique)
 
@@ -280,14 +282,12 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     n_users = interests.shape[0]
     n_cascades = cascade_key.shape[0]
     n_levels = len(levels)
-    exposures = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
-    shares = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
-    buys = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
-    matched = xp.zeros((n_cascades, n_levels), dtype=xp.int64)
+    counts: list[Any] = []  # per level, (int64[C, 8]) exposures by cascade and outcome code
     orders: list[tuple[Any, Any, int]] = []
     traced: list[tuple[Any, Any, int, Any, Any]] = []
     seen = xp.zeros(0, dtype=xp.int64)
     cascade, user = level1_cascade, level1_user
+    rel_share = xp.ones(n_cascades, dtype=xp.float64) if rel_share is None else rel_share
     for level, rule in enumerate(levels, start=1):
         key_view = rng.stream_key(seed, f"cascade.view.l{level}", tick)
         if level > 1:
@@ -302,25 +302,29 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
                                               p_view, key_view, xp=xp)
         cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp,
                                                merge=level < n_levels)
-        exposures[:, level - 1] = xp.bincount(cascade, minlength=n_cascades)
-        draw_index = cascade_key[cascade] * n_users + user
-        match = (interests[user] & category_bit[cascade]) != 0
-        matched[:, level - 1] = xp.bincount(cascade[match], minlength=n_cascades)
-        p_buy = rule.p_buy * rel_buy[user].astype(xp.float64) * rel_post[cascade]
-        p_buy = xp.where(match, p_buy, p_buy * rel_off_interest)
-        bought = rng.bernoulli(rng.stream_key(seed, f"cascade.buy.l{level}", tick), draw_index, p_buy, xp=xp)
-        buys[:, level - 1] = xp.bincount(cascade[bought], minlength=n_cascades)
+        last = level == n_levels  # nobody shares at the last level
+        outcome = fused.launch(
+            _EXPOSURE_OUTCOME, cascade, user, cascade_key, interests, category_bit, rel_buy, rel_post, rel_share,
+            float(rule.p_buy), 0.0 if last else float(rule.p_share), float(rel_off_interest), int(n_users),
+            np.uint64(rng.stream_key(seed, f"cascade.buy.l{level}", tick)),
+            np.uint64(rng.stream_key(seed, f"cascade.share.l{level}", tick)), xp=xp)
+        counts.append(xp.bincount(cascade * 8 + outcome, minlength=n_cascades * 8).reshape(n_cascades, 8))
+        bought = xp.flatnonzero(outcome & BOUGHT)
         orders.append((cascade[bought], user[bought], level))
-        if level == n_levels:
-            if trace:
-                traced.append((cascade, user, level, bought, xp.zeros(cascade.shape[0], dtype=xp.bool_)))
-            break
-        p_share = rule.p_share if rel_share is None else xp.minimum(rule.p_share * rel_share[cascade], 1.0)
-        shared = rng.bernoulli(rng.stream_key(seed, f"cascade.share.l{level}", tick), draw_index, p_share, xp=xp)
-        shares[:, level - 1] = xp.bincount(cascade[shared], minlength=n_cascades)
         if trace:
-            traced.append((cascade, user, level, bought, shared))
+            traced.append((cascade, user, level, (outcome & BOUGHT) != 0, (outcome & SHARED) != 0))
+        if last:
+            break
+        shared = xp.flatnonzero(outcome & SHARED)
         cascade, user = cascade[shared], user[shared]
+    while len(counts) < n_levels:  # levels no exposure reached
+        counts.append(xp.zeros((n_cascades, 8), dtype=xp.int64))
+    # (cascade, level, shared, bought, matched): the outcome code's bits as axes
+    by_outcome = xp.stack(counts, axis=1).reshape(n_cascades, n_levels, 2, 2, 2)
+    exposures = by_outcome.sum(axis=(2, 3, 4))
+    matched = by_outcome[..., 1].sum(axis=(2, 3))
+    buys = by_outcome[:, :, :, 1, :].sum(axis=(2, 3))
+    shares = by_outcome[:, :, 1].sum(axis=(2, 3))
 
     order_cascade = xp.concatenate([c for c, _, _ in orders])
     order_buyer = xp.concatenate([u for _, u, _ in orders])
@@ -335,3 +339,42 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
                 "bought": xp.concatenate([t[3] for t in traced]), "shared": xp.concatenate([t[4] for t in traced])}
     return CascadeOutcome(exposures, shares, buys, matched, order_cascade, order_buyer, order_level, order_quantity,
                           kept)
+
+
+#: bits of an exposure's outcome code (:data:`_EXPOSURE_OUTCOME`)
+MATCHED, BOUGHT, SHARED = 1, 2, 4
+
+
+def _exposure_outcome_reference(cascade: Any, user: Any, cascade_key: Any, interests: Any, category_bit: Any,
+                                rel_buy: Any, rel_post: Any, rel_share: Any, p_buy: float, p_share: float,
+                                rel_off_interest: float, n_users: int, buy_key: Any, share_key: Any) -> Any:
+    """(int8[X]) each exposure's outcome code: MATCHED if the post's category is among the
+    viewer's interests, BOUGHT if the viewer buys (``p_buy * rel_buy[user] * rel_post[k]``,
+    times ``rel_off_interest`` off interest), SHARED if the viewer shares (``min(p_share *
+    rel_share[k], 1)``); the buy and share draws at index ``cascade_key[k] * N + user``."""
+    draw_index = cascade_key[cascade] * n_users + user
+    match = (interests[user] & category_bit[cascade]) != 0
+    p = p_buy * rel_buy[user].astype(np.float64) * rel_post[cascade]
+    p = np.where(match, p, p * rel_off_interest)
+    bought = rng.bernoulli(int(buy_key), draw_index, p)
+    shared = rng.bernoulli(int(share_key), draw_index, np.minimum(p_share * rel_share[cascade], 1.0))
+    return match.view(np.int8) | (bought.view(np.int8) << 1) | (shared.view(np.int8) << 2)
+
+
+#: a level's buy and share draws for every exposure in one launch on CuPy
+_EXPOSURE_OUTCOME = fused.register(fused.FusedKernel(
+    "weishang_exposure_outcome",
+    "int64 cascade, int64 user, raw int64 cascade_key, raw uint16 interests, raw uint16 category_bit, "
+    "raw float32 rel_buy, raw float64 rel_post, raw float64 rel_share, float64 p_buy, float64 p_share, "
+    "float64 rel_off_interest, int64 n_users, uint64 buy_key, uint64 share_key",
+    "int8 outcome",
+    """long long index = cascade_key[cascade] * n_users + user;
+       bool match = (interests[user] & category_bit[cascade]) != 0;
+       double p = p_buy * (double)rel_buy[user] * rel_post[cascade];
+       if (!match) p = p * rel_off_interest;
+       bool bought = weishang_unit(weishang_draw(index, buy_key)) < p;
+       double q = p_share * rel_share[cascade];
+       q = q < 1.0 ? q : 1.0;
+       bool shared = weishang_unit(weishang_draw(index, share_key)) < q;
+       outcome = (match ? 1 : 0) | (bought ? 2 : 0) | (shared ? 4 : 0);""",
+    _exposure_outcome_reference, rng.DRAW_PREAMBLE))

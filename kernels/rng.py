@@ -276,9 +276,9 @@ def _float_operand(p: Any) -> Any:
     return p.astype(np.float64, copy=False) if hasattr(p, "ndim") else float(p)
 
 
-# SplitMix64's draw i: mix64(key + (i + 1) * GAMMA), all in wrapping uint64; a uniform from its
-# top 53 bits times 2^-53 (both exact)
-_PREAMBLE = f"""
+#: CUDA helpers for fused kernels that draw: SplitMix64's draw i, mix64(key + (i + 1) * GAMMA),
+#: all in wrapping uint64; a uniform from its top 53 bits times 2^-53 (both exact)
+DRAW_PREAMBLE = f"""
 __device__ unsigned long long weishang_draw(long long index, unsigned long long key) {{
     unsigned long long z = (unsigned long long)index + 1ULL;
     z *= {GAMMA:#x}ULL;
@@ -297,21 +297,21 @@ __device__ double weishang_unit(unsigned long long z) {{
 
 _BITS = fused.register(fused.FusedKernel(
     "weishang_rng_bits", "int64 index, uint64 key", "uint64 z", "z = weishang_draw(index, key);",
-    lambda index, key: bits(int(key), index), _PREAMBLE))
+    lambda index, key: bits(int(key), index), DRAW_PREAMBLE))
 _UNIFORM = fused.register(fused.FusedKernel(
     "weishang_rng_uniform", "int64 index, uint64 key", "float64 u", "u = weishang_unit(weishang_draw(index, key));",
-    lambda index, key: uniform(int(key), index), _PREAMBLE))
+    lambda index, key: uniform(int(key), index), DRAW_PREAMBLE))
 # u < p equals the NumPy path's comparison of the raw bits with ceil(p 2^53) 2^11 (see bernoulli)
 _BERNOULLI = fused.register(fused.FusedKernel(
     "weishang_rng_bernoulli", "int64 index, uint64 key, float64 p", "bool hit",
     "hit = weishang_unit(weishang_draw(index, key)) < p;",
-    lambda index, key, p: bernoulli(_key_value(key), index, p), _PREAMBLE))
+    lambda index, key, p: bernoulli(_key_value(key), index, p), DRAW_PREAMBLE))
 _INTEGERS = fused.register(fused.FusedKernel(
     "weishang_rng_integers", "int64 index, uint64 key, int64 high", "int64 draw",
     """double v = weishang_unit(weishang_draw(index, key)) * (double)high;
        long long whole = (long long)v;
        draw = whole < high - 1 ? whole : high - 1;""",
-    lambda index, key, high: integers(int(key), index, high), _PREAMBLE))
+    lambda index, key, high: integers(int(key), index, high), DRAW_PREAMBLE))
 # the inversion of binomial(), element by element: a thread stops where the NumPy loop would
 # stop adding for its element (the CDF only grows), so the count is the same
 _BINOMIAL = fused.register(fused.FusedKernel(
@@ -335,4 +335,4 @@ _BINOMIAL = fused.register(fused.FusedKernel(
            k += 1;
        }
        count = flip ? n - k : k;""",
-    lambda index, key, n, p: binomial(int(key), index, int(n), p), _PREAMBLE))
+    lambda index, key, n, p: binomial(int(key), index, int(n), p), DRAW_PREAMBLE))

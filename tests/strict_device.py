@@ -374,12 +374,16 @@ class ElementwiseKernel:
         from weishang.kernels.fused import KERNELS
 
         self.name, self.reference = name, KERNELS[name].reference
-        self.in_types = [np.dtype(param.split()[0]) for param in in_params.split(",")]
+        params = [param.split() for param in in_params.split(",")]
+        self.in_types = [np.dtype(words[-2]) for words in params]
+        self.raw = [words[0] == "raw" for words in params]
 
     def __call__(self, *args: Any) -> Any:
         if len(args) != len(self.in_types):
             raise TypeError(f"Wrong number of arguments for {self.name!r}")
-        for arg, dtype in zip(args, self.in_types):
+        for arg, dtype, raw in zip(args, self.in_types, self.raw):
+            if raw and not isinstance(arg, DeviceArray):
+                raise TypeError(f"{self.name}: a raw parameter takes a device array, got {type(arg).__name__}")
             if isinstance(arg, DeviceArray) and arg.dtype != dtype:
                 raise TypeError(f"Type is mismatched: {self.name} takes {dtype}, got an array of {arg.dtype}")
         _launch()

@@ -21,18 +21,26 @@ from weishang.kernels import fused, rng
 from tests import strict_device
 
 _C_TYPES = {"int64": "long long", "uint64": "unsigned long long", "float64": "double", "bool": "bool",
-            "int32": "int", "float32": "float"}
+            "int32": "int", "float32": "float", "int8": "signed char", "uint16": "unsigned short"}
 
 
-def _params(spec: str) -> list[tuple[str, str]]:
-    return [tuple(p.split()) for p in spec.split(",")]
+def _params(spec: str) -> list[tuple[bool, str, str]]:
+    """(raw, type, name) of each parameter of a CuPy parameter list."""
+    out = []
+    for p in spec.split(","):
+        words = p.split()
+        out.append((words[0] == "raw", words[-2], words[-1]))
+    return out
 
 
 def _compile(kernel: fused.FusedKernel, tmp_path) -> ctypes.CDLL:
+    """The body in CuPy's loop: an array parameter bound to its element by reference, a raw one
+    a pointer the body indexes itself."""
     ins, outs = _params(kernel.in_params), _params(kernel.out_params)
-    args = [f"const {_C_TYPES[t]}* _raw_{n}" for t, n in ins] + [f"{_C_TYPES[t]}* _raw_{n}" for t, n in outs]
-    binds = [f"const {_C_TYPES[t]} &{n} = _raw_{n}[i];" for t, n in ins] + \
-            [f"{_C_TYPES[t]} &{n} = _raw_{n}[i];" for t, n in outs]
+    args = [f"const {_C_TYPES[t]}* {n if raw else '_raw_' + n}" for raw, t, n in ins] + \
+           [f"{_C_TYPES[t]}* _raw_{n}" for _, t, n in outs]
+    binds = [f"const {_C_TYPES[t]} &{n} = _raw_{n}[i];" for raw, t, n in ins if not raw] + \
+            [f"{_C_TYPES[t]} &{n} = _raw_{n}[i];" for _, t, n in outs]
     source = "\n".join(["#define __device__", kernel.preamble,
                         f'extern "C" void run(long long size, {", ".join(args)}) {{',
                         "  for (long long i = 0; i < size; ++i) {", *binds, kernel.body, "  }", "}"])
@@ -44,10 +52,11 @@ def _compile(kernel: fused.FusedKernel, tmp_path) -> ctypes.CDLL:
 
 
 def _run_compiled(kernel: fused.FusedKernel, library: ctypes.CDLL, *inputs):
-    n = max(np.size(x) for x in inputs)
-    arrays = [np.ascontiguousarray(np.broadcast_to(np.asarray(x, dtype=t), (n,)))
-              for x, (t, _) in zip(inputs, _params(kernel.in_params))]
-    outs = [np.zeros(n, dtype=t) for t, _ in _params(kernel.out_params)]
+    params = _params(kernel.in_params)
+    n = max(np.size(x) for x, (raw, _, _) in zip(inputs, params) if not raw)
+    arrays = [np.ascontiguousarray(np.asarray(x, dtype=t) if raw else np.broadcast_to(np.asarray(x, dtype=t), (n,)))
+              for x, (raw, t, _) in zip(inputs, params)]
+    outs = [np.zeros(n, dtype=t) for _, t, _ in _params(kernel.out_params)]
     library.run(ctypes.c_longlong(n), *[a.ctypes.data_as(ctypes.c_void_p) for a in arrays + outs])
     return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -62,8 +71,10 @@ KEYS = [rng.stream_key(7, "test.fused", 0), rng.stream_key(2**40, "cascade.buy.l
 
 @needs_compiler
 def test_every_kernel_is_covered():
+    import weishang.kernels.cascade  # noqa: F401  (registers its kernel)
+
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
-                                  "weishang_rng_integers", "weishang_rng_binomial"}
+                                  "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome"}
 
 
 @needs_compiler
@@ -78,6 +89,9 @@ def test_draws_compiled_equal_numpy(tmp_path, key):
     for p in (0.0, 1e-9, 0.3, 0.5, 1 - 1e-12, 1.0, 1.5, probabilities):
         expected = rng.bernoulli(key, INDEX, p)  # a scalar p takes NumPy's raw-bits comparison
         assert np.array_equal(_run_compiled(rng._BERNOULLI, library, INDEX, k, p), expected), p
+    per_draw = np.array(KEYS, dtype=np.uint64)[INDEX % len(KEYS)]  # a key per draw
+    assert np.array_equal(_run_compiled(rng._BERNOULLI, library, INDEX, per_draw, 0.3),
+                          rng.bernoulli(per_draw, INDEX, 0.3))
     library = _compile(rng._INTEGERS, tmp_path)
     highs = np.random.default_rng(2).integers(1, 10**6, INDEX.shape[0])
     for high in (1, 7, 1000, 2**53 + 3, 2**62, highs):
@@ -122,3 +136,25 @@ def test_on_the_stand_in_a_draw_is_one_launch_and_cupy_dtypes_are_enforced(monke
         fused.launch(rng._UNIFORM, index.astype(xp.int32), np.uint64(key), xp=xp)
     with pytest.raises(TypeError):
         fused.launch(rng._UNIFORM, np.arange(10), np.uint64(key), xp=xp)  # a host array
+
+
+@needs_compiler
+def test_exposure_outcome_compiled_equals_numpy(tmp_path):
+    from weishang.kernels import cascade
+
+    kernel = cascade._EXPOSURE_OUTCOME
+    library = _compile(kernel, tmp_path)
+    gen = np.random.default_rng(5)
+    n_users, n_cascades, x = 5000, 40, 20_000
+    cascade_key = gen.integers(0, 10**6, n_cascades)
+    interests = gen.integers(0, 2**16, n_users).astype(np.uint16)
+    category_bit = (1 << gen.integers(0, 16, n_cascades)).astype(np.uint16)
+    rel_buy = gen.lognormal(0, 0.5, n_users).astype(np.float32)
+    rel_post, rel_share = gen.lognormal(0, 1, n_cascades), gen.lognormal(0, 1, n_cascades)
+    c, u = gen.integers(0, n_cascades, x), gen.integers(0, n_users, x)
+    for p_buy, p_share in ((0.02, 0.1), (0.6, 0.9), (0.0, 0.0), (1.0, 1.0)):
+        args = (c, u, cascade_key, interests, category_bit, rel_buy, rel_post, rel_share, p_buy, p_share, 0.25,
+                n_users, np.uint64(KEYS[0]), np.uint64(KEYS[1]))
+        expected = kernel.reference(*args)
+        assert np.array_equal(_run_compiled(kernel, library, *args), expected), (p_buy, p_share)
+        assert 0 < np.count_nonzero(expected) or p_buy == p_share == 0.0
