@@ -80,13 +80,17 @@ class Tally:
     transfer_bytes: int = 0
     size_syncs: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
-    #: launches by the model's line that made them (``"file.py:123"``), when asked for
+    #: launches by the model's line that made them (``"file.py:123"``), and transfers by kind
+    #: and line (``"int at file.py:123"``), when asked for
     sites: dict[str, int] | None = None
 
     def transfer(self, kind: str, nbytes: int) -> None:
         self.transfers += 1
         self.transfer_bytes += int(nbytes)
         self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        if self.sites is not None:
+            site = f"{kind} at {_caller_site(skip_backend=True)}"
+            self.sites[site] = self.sites.get(site, 0) + 1
 
     def snapshot(self) -> tuple[int, int, int, int]:
         return self.launches, self.transfers, self.transfer_bytes, self.size_syncs
@@ -96,13 +100,19 @@ class Tally:
 TALLY = Tally()
 
 
+def _caller_site(skip_backend: bool = False) -> str:
+    """``"file.py:123"``: the first caller outside this module (and outside
+    kernels/backend.py's helpers with ``skip_backend``)."""
+    frame = sys._getframe(1)
+    while frame.f_code.co_filename == __file__ or (skip_backend and frame.f_code.co_filename.endswith("backend.py")):
+        frame = frame.f_back
+    return f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
+
+
 def _launch() -> None:
     TALLY.launches += 1
     if TALLY.sites is not None:
-        frame = sys._getframe(1)
-        while frame.f_code.co_filename == __file__:
-            frame = frame.f_back
-        site = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno}"
+        site = _caller_site()
         TALLY.sites[site] = TALLY.sites.get(site, 0) + 1
 
 
