@@ -22,26 +22,45 @@ Each friendship is a "pick" of a partner by a picker. Picks can repeat a pair or
 picker itself; those are removed when the CSR is built. Degrees above ``max_degree`` (WeChat's
 5,000-friend limit) are trimmed on an upper bound of the degree, so the cap holds exactly.
 
+Backends: every step runs with ``xp`` (NumPy, or CuPy on the device) and gives the same arrays
+bit for bit on both; the draws are counter-based (:mod:`.rng`). On NumPy the passes over the
+picks run in cache-sized chunks on the thread pool and the coarse steps (blocks of sort keys,
+cities' orders, degree counts) on :data:`WORKERS` threads, because NumPy releases the GIL in its
+loops; on the device each runs in pieces of :data:`DEVICE_PIECE` one after another. Host syncs
+are the sizes the build must know (pick totals, block bounds, each block's key count).
+
 Memory: the build holds the pairs (8 bytes per undirected pick), the output ``indices``
-(4 bytes per directed edge) and two blocks of sort keys at a time; the blocks are sorted in
-threads, because NumPy's sort releases the GIL.
+(4 bytes per directed edge) and two blocks of sort keys at a time (one on the device).
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from . import rng
+from .backend import map_chunks, repeat_values
 
-#: pairs processed per vectorised step when drawing picks and scanning pairs (bounds temporaries)
+#: pairs per vectorised step when scanning pairs on NumPy (bounds temporaries)
 CHUNK = 1 << 23
+#: elements per step of a pass over the picks or pairs on the device: bounds the temporaries a
+#: partner draw makes (about 40 bytes a pick) to a few GiB
+DEVICE_PIECE = 1 << 27
 #: directed edges per block of the CSR build: two blocks' sort keys (16 bytes each) are live at once
 BLOCK_KEYS = 6_000_000
+#: the same on the device, where blocks run one at a time and a sort of 2^28 keys takes
+#: milliseconds: a few blocks at 10M users, so the pairs are scanned a few times, not hundreds
+DEVICE_BLOCK_KEYS = 1 << 28
+#: users per piece of a circle layer's order on NumPy (pieces are cut at city boundaries)
+ORDER_PIECE = 1 << 18
+#: threads of the NumPy path's coarse steps (each holds a block of keys or a degree array)
+WORKERS = max(1, min(2, os.cpu_count() or 1))
 #: the share of all pairs one group of blocks of the CSR build may copy (it holds them twice
 #: while they are gathered): 5% adds at most 0.4 bytes per directed edge to the build's peak
 GROUP_SHARE = 0.05
@@ -67,7 +86,7 @@ class GraphParams:
 
 @dataclass(frozen=True)
 class FriendGraph:
-    """A built friend graph.
+    """A built friend graph, on the device of the ``xp`` it was built with.
 
     Attributes:
         indptr: (int64[N+1]) row offsets.
@@ -75,9 +94,9 @@ class FriendGraph:
         city: (int32[N]) city of each user; ids are contiguous within a city.
     """
 
-    indptr: np.ndarray
-    indices: np.ndarray
-    city: np.ndarray
+    indptr: Any
+    indices: Any
+    city: Any
 
     @property
     def n_users(self) -> int:
@@ -88,47 +107,87 @@ class FriendGraph:
         """Directed edges (twice the number of friendships)."""
         return int(self.indices.shape[0])
 
-    def degree(self) -> np.ndarray:
+    def degree(self) -> Any:
         """(int64[N]) number of friends of each user."""
-        return np.diff(self.indptr)
+        return self.indptr[1:] - self.indptr[:-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running work on either backend
+
+
+class _Inline(Executor):
+    """An executor that runs each task at once in the caller's thread: the device path's, where
+    the device is the parallelism (and CuPy's current device and stream are per thread)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _executor(xp: ModuleType) -> Executor:
+    """:data:`WORKERS` threads on NumPy, the caller's thread on the device."""
+    return ThreadPoolExecutor(max_workers=WORKERS) if xp is np else _Inline()
+
+
+def _chunk(xp: ModuleType) -> int:
+    """Elements per step of a scan over all pairs inside one task."""
+    return CHUNK if xp is np else DEVICE_PIECE
+
+
+def _over_picks(n: int, work: Callable[[int, int], None], xp: ModuleType) -> None:
+    """Run ``work(start, stop)`` over [0, n) for elementwise work on picks or pairs: on NumPy
+    through :func:`~.backend.map_chunks` (cache-sized chunks on the thread pool), on the device
+    in pieces of :data:`DEVICE_PIECE`. Each element's result must depend on it alone.
+
+    A chunk of ``map_chunks`` is no longer than its own chunk size, so the counter-based draws
+    ``work`` makes run inline in the worker instead of queueing on the pool it runs on.
+    """
+    if xp is np:
+        map_chunks(n, work, xp=xp)
+        return
+    for start in range(0, n, DEVICE_PIECE):
+        work(start, min(start + DEVICE_PIECE, n))
 
 
 # ---------------------------------------------------------------------------------------------
 # CSR from pairs
 
 
-def _block_keys(u: np.ndarray, v: np.ndarray, lo: int, hi: int, n: int, bound: int) -> np.ndarray:
+def _block_keys(u: Any, v: Any, lo: int, hi: int, n: int, bound: int, xp: ModuleType) -> Any:
     """Sorted unique int64 keys ``(src - lo) * n + dst`` of directed edges with src in [lo, hi).
 
     Both directions of every pair are considered; pairs with ``u == v`` (self-loops and trimmed
     pairs) are skipped. ``bound`` (at least the number of such directed edges) sizes the key
     buffer, so the keys are written once instead of gathered and concatenated.
     """
-    keys = np.empty(bound, dtype=np.int64)
+    keys = xp.empty(bound, dtype=xp.int64)
     filled = 0
-    for start in range(0, u.shape[0], CHUNK):
-        uc, vc = u[start : start + CHUNK], v[start : start + CHUNK]
+    chunk = _chunk(xp)
+    for start in range(0, u.shape[0], chunk):
+        uc, vc = u[start : start + chunk], v[start : start + chunk]
         live = uc != vc
         for src, dst in ((uc, vc), (vc, uc)):
             m = (src >= lo) & (src < hi) & live
-            part = keys[filled : filled + int(np.count_nonzero(m))]
-            np.subtract(src[m], lo, out=part, dtype=np.int64)
+            part = keys[filled : filled + int(xp.count_nonzero(m))]
+            xp.subtract(src[m], lo, out=part, dtype=xp.int64)
             part *= n
             part += dst[m]
             filled += part.shape[0]
     keys = keys[:filled]
     keys.sort()
     if filled > 1:
-        keep = np.empty(filled, dtype=bool)
+        keep = xp.empty(filled, dtype=xp.bool_)
         keep[0] = True
-        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+        xp.not_equal(keys[1:], keys[:-1], out=keep[1:])
         keys = keys[keep]
     return keys
 
 
 def csr_from_pairs(
-    u: np.ndarray, v: np.ndarray, n: int, *, degree_bound: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+    u: Any, v: Any, n: int, *, degree_bound: Any = None, xp: ModuleType = np
+) -> tuple[Any, Any]:
     """Symmetric, deduplicated CSR adjacency from undirected pairs.
 
     Args:
@@ -136,6 +195,7 @@ def csr_from_pairs(
         n: number of nodes.
         degree_bound: (int64[n]) optional upper bound on each node's degree, used to split the
             work into blocks of similar size (computed from the pairs if omitted).
+        xp: the array module of ``u`` and ``v``; the CSR is built on its device.
 
     Returns:
         ``indptr`` (int64[n+1]) and ``indices`` (int32[E]), rows sorted ascending.
@@ -143,19 +203,21 @@ def csr_from_pairs(
     if n >= 2**31 - 1:
         raise ValueError(f"n={n} nodes does not fit int32 indices (at most 2^31 - 2)")
     if degree_bound is None:
-        degree_bound = np.bincount(u, minlength=n) + np.bincount(v, minlength=n)
+        degree_bound = xp.bincount(u, minlength=n) + xp.bincount(v, minlength=n)
     total = int(degree_bound.sum())
-    n_blocks = max(1, min(n, -(-total // BLOCK_KEYS)))
-    cum = np.cumsum(degree_bound)
-    bounds = np.searchsorted(cum, np.linspace(0, total, n_blocks + 1)[1:-1], side="right")
-    bounds = np.unique(np.concatenate([[0], bounds, [n]]).astype(np.int64))
+    n_blocks = max(1, min(n, -(-total // (BLOCK_KEYS if xp is np else DEVICE_BLOCK_KEYS))))
+    cum = xp.cumsum(degree_bound)
+    cuts = xp.searchsorted(cum, xp.arange(1, n_blocks, dtype=xp.int64) * total // n_blocks, side="right")
+    bounds = sorted({0, n, *cuts.tolist()})
+    # directed edges bounded before each block's end: one copy back for all blocks
+    bounded = [0, *cum[xp.asarray(bounds[1:], dtype=xp.int64) - 1].tolist()]
 
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    indices = np.empty(total, dtype=np.int32)
+    indptr = xp.zeros(n + 1, dtype=xp.int64)
+    indices = xp.empty(total, dtype=xp.int32)
     filled = 0
-    workers = max(1, min(2, os.cpu_count() or 1))
-    blocks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    workers = WORKERS if xp is np else 1
+    blocks = list(zip(bounds[:-1], bounds[1:], bounded[:-1], bounded[1:]))
+    with _executor(xp) as pool:
         for group in _block_groups(blocks):
             # the pairs with an end in this group's rows, found in one scan: each block of the
             # group then scans these instead of every pair (one scan per block made the build
@@ -163,29 +225,31 @@ def csr_from_pairs(
             if len(group) == len(blocks):
                 u_group, v_group = u, v
             else:
-                u_group, v_group = _pairs_touching(u, v, group[0][0], group[-1][1], pool)
+                u_group, v_group = _pairs_touching(u, v, group[0][0], group[-1][1], pool, xp)
             # a sliding window of `workers` blocks keeps at most that many key arrays alive
             pending = []
             next_block = 0
             while next_block < len(group) or pending:
                 while next_block < len(group) and len(pending) < workers:
-                    lo, hi = group[next_block]
-                    bound = int(cum[hi - 1] - (cum[lo - 1] if lo else 0))
-                    pending.append((lo, hi, pool.submit(_block_keys, u_group, v_group, lo, hi, n, bound)))
+                    lo, hi, before, through = group[next_block]
+                    pending.append((lo, hi, pool.submit(_block_keys, u_group, v_group, lo, hi, n,
+                                                        through - before, xp)))
                     next_block += 1
                 lo, hi, future = pending.pop(0)
                 keys = future.result()
-                row_starts = np.searchsorted(keys, np.arange(hi - lo + 1, dtype=np.int64) * n)
+                row_starts = xp.searchsorted(keys, xp.arange(hi - lo + 1, dtype=xp.int64) * n)
                 indptr[lo + 1 : hi + 1] = filled + row_starts[1:]
                 indices[filled : filled + keys.shape[0]] = keys % n
                 filled += keys.shape[0]
                 del keys
             del u_group, v_group
-    indices.resize(filled, refcheck=False)  # shrink in place: duplicates were removed
-    return indptr, indices
+    if xp is np:
+        indices.resize(filled, refcheck=False)  # shrink in place: duplicates were removed
+        return indptr, indices
+    return indptr, indices[:filled]  # CuPy resizes nothing in place; the slack is the duplicates
 
 
-def _block_groups(blocks: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+def _block_groups(blocks: list[tuple[int, ...]]) -> list[list[tuple[int, ...]]]:
     """Consecutive blocks taken together, G at a time (G = 1: one group of all blocks, each
     scanning every pair, as extracting a one-block group's pairs would cost a scan of its own).
 
@@ -201,19 +265,20 @@ def _block_groups(blocks: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     return [blocks[i:i + size] for i in range(0, n_blocks, size)]
 
 
-def _pairs_touching(u: np.ndarray, v: np.ndarray, lo: int, hi: int,
-                    pool: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray]:
+def _pairs_touching(u: Any, v: Any, lo: int, hi: int, pool: Executor, xp: ModuleType) -> tuple[Any, Any]:
     """(u, v) of the pairs with at least one end in ``[lo, hi)``, in their original order,
     scanned in chunks on the pool."""
-    def scan(start: int) -> tuple[np.ndarray, np.ndarray]:
-        uc, vc = u[start:start + CHUNK], v[start:start + CHUNK]
+    chunk = _chunk(xp)
+
+    def scan(start: int) -> tuple[Any, Any]:
+        uc, vc = u[start:start + chunk], v[start:start + chunk]
         keep = ((uc >= lo) & (uc < hi)) | ((vc >= lo) & (vc < hi))
         return uc[keep], vc[keep]
 
-    parts = list(pool.map(scan, range(0, u.shape[0], CHUNK)))
+    parts = list(pool.map(scan, range(0, u.shape[0], chunk)))
     if not parts:
         return u[:0], v[:0]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return xp.concatenate([p[0] for p in parts]), xp.concatenate([p[1] for p in parts])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,59 +316,60 @@ def city_sizes(n_users: int, n_cities: int, exponent: float, region_users: int |
     return np.concatenate(parts)
 
 
-def _stochastic_round(x: np.ndarray, key: int) -> np.ndarray:
+def _stochastic_round(x: Any, key: int, xp: ModuleType) -> Any:
     """(int64[n]) ``floor(x + u)``: an integer with mean exactly x and minimal variance."""
-    return np.floor(x + rng.uniform(key, x.shape[0])).astype(np.int64)
+    return xp.floor(x + rng.uniform(key, x.shape[0], xp=xp)).astype(xp.int64)
 
 
-def _write_pickers(u_out: np.ndarray, offset: int, counts: np.ndarray) -> int:
-    """Write user i ``counts[i]`` times into ``u_out`` from ``offset``; return the new offset.
+def _write_pickers(u_out: Any, offset: int, counts: Any, xp: ModuleType) -> tuple[int, Any]:
+    """Write user i ``counts[i]`` (int64[N]) times into ``u_out`` from ``offset``.
 
-    The pickers of a layer come out sorted by user id, hence grouped by city.
+    The pickers of a layer come out sorted by user id, hence grouped by city. Returns the new
+    offset and (int64[N+1]) the layer's picks made by users before each user.
     """
-    ends = np.cumsum(counts)
     n_users = counts.shape[0]
-    start_user = 0
-    while start_user < n_users:
-        base = int(ends[start_user - 1]) if start_user else 0
-        stop_user = max(int(np.searchsorted(ends, base + CHUNK, side="right")), start_user + 1)
-        block = np.repeat(np.arange(start_user, stop_user, dtype=np.int32), counts[start_user:stop_user])
-        u_out[offset : offset + block.shape[0]] = block
-        offset += block.shape[0]
-        start_user = stop_user
-    return offset
+    before = xp.zeros(n_users + 1, dtype=xp.int64)
+    before[1:] = xp.cumsum(counts)
+    users = xp.arange(n_users, dtype=xp.int32)
+
+    def work(lo: int, hi: int) -> None:
+        first, last = offset + int(before[lo]), offset + int(before[hi])
+        u_out[first:last] = repeat_values(users[lo:hi], counts[lo:hi], xp=xp)
+
+    map_chunks(n_users, work, xp=xp)
+    return offset + int(before[n_users]), before
 
 
-def _fill_partners(u: np.ndarray, v: np.ndarray, start: int, stop: int, partner: Any) -> None:
-    """Set ``v[start:stop] = partner(pickers, pick_index)`` chunk by chunk.
+def _fill_partners(u: Any, v: Any, start: int, stop: int, partner: Any, xp: ModuleType) -> None:
+    """Set ``v[start:stop] = partner(pickers, pick_index)`` piece by piece (:func:`_over_picks`).
 
     ``pickers`` are ``u[start:stop]`` as int64; ``pick_index`` numbers the layer's picks from 0,
     so a pick's draw depends only on its place in the layer (counter-based).
     """
-    for lo in range(start, stop, CHUNK):
-        hi = min(lo + CHUNK, stop)
-        pickers = u[lo:hi].astype(np.int64)
-        v[lo:hi] = partner(pickers, np.arange(lo - start, hi - start, dtype=np.int64))
+    def work(lo: int, hi: int) -> None:
+        pickers = u[start + lo : start + hi].astype(xp.int64)
+        v[start + lo : start + hi] = partner(pickers, xp.arange(lo, hi, dtype=xp.int64))
+
+    _over_picks(stop - start, work, xp)
 
 
-def _household_pairs(city_start: np.ndarray, n: int, max_size: int, key: int):
+def _household_pairs(city_start: Any, n: int, max_size: int, key: int, xp: ModuleType) -> tuple[Any, Any]:
     """Households: consecutive runs of 1..max_size users, never crossing a city boundary.
 
-    Returns (int32[P], int32[P]) all pairs inside each household (cliques).
+    Returns (int32[P], int32[P]) all pairs inside each household (cliques), by distance then
+    by first member.
     """
-    sizes = 1 + rng.integers(key, n, max_size)
-    starts = np.cumsum(sizes) - sizes
-    head = np.zeros(n, dtype=bool)
+    sizes = 1 + rng.integers(key, n, max_size, xp=xp)
+    starts = xp.cumsum(sizes) - sizes
+    head = xp.zeros(n, dtype=xp.bool_)
     head[starts[starts < n]] = True
     head[city_start[:-1]] = True
-    household = np.cumsum(head) - 1
-    us, vs = [], []
-    ids = np.arange(n, dtype=np.int64)
-    for d in range(1, max_size):
-        same = household[:-d] == household[d:]
-        us.append(ids[:-d][same])
-        vs.append(ids[d:][same])
-    return np.concatenate(us).astype(np.int32), np.concatenate(vs).astype(np.int32)
+    household = xp.cumsum(head) - 1
+    distances = range(1, max_size)
+    firsts = [xp.flatnonzero(household[:-d] == household[d:]) for d in distances]
+    us = xp.concatenate(firsts).astype(xp.int32)
+    vs = xp.concatenate([first + d for d, first in zip(distances, firsts)]).astype(xp.int32)
+    return us, vs
 
 
 def circle_picks_for_degree(degree: float, size: int) -> float:
@@ -321,24 +387,50 @@ def circle_picks_for_degree(degree: float, size: int) -> float:
     return float(np.log1p(-fill) / (2.0 * np.log1p(-1.0 / size)))
 
 
-def city_repeat_inflation(w: np.ndarray, city: np.ndarray, sizes: np.ndarray, degree: float) -> np.ndarray:
+def city_repeat_inflation(w: Any, city: Any, sizes: Any, degree: float, *, xp: ModuleType = np) -> Any:
     """(float64[C]) factor on each city's Chung-Lu picks that offsets picks of the same pair.
 
     With weights w (mean 1) and mean degree d inside a city of size n, users i and j are picked
     Poisson(w_i w_j d / n) times, so a pair picked twice or more loses a friendship. To first
     order the lost share of the city's degree is r = d * mean(w^2)^2 / (2 n); the picks are
     scaled by 1 / (1 - r), with r capped at 0.5 where the approximation stops being useful.
+    ``w`` (float64[N]), ``city`` (int32[N]) and ``sizes`` (int64[C]) live on ``xp``'s device.
     """
-    mean_w2 = np.bincount(city, weights=w * w, minlength=sizes.shape[0]) / np.maximum(sizes, 1)
-    lost = np.minimum(0.5, degree * mean_w2**2 / (2.0 * np.maximum(sizes, 1)))
+    mean_w2 = xp.bincount(city, weights=w * w, minlength=sizes.shape[0]) / xp.maximum(sizes, 1)
+    lost = xp.minimum(0.5, degree * mean_w2**2 / (2.0 * xp.maximum(sizes, 1)))
     return 1.0 / (1.0 - lost)
 
 
-def sociability_weights(n: int, sigma: float, seed: int) -> np.ndarray:
+def sociability_weights(n: int, sigma: float, seed: int, *, xp: ModuleType = np) -> Any:
     """(float64[n]) log-normal sociability with mean 1 (the degree tail's shape)."""
-    z = rng.normal(rng.stream_key(seed, "graph.sociability"), n)
-    w = np.exp(sigma * z)
+    z = rng.normal(rng.stream_key(seed, "graph.sociability"), n, xp=xp)
+    w = xp.exp(sigma * z)
     return w / w.mean()
+
+
+def _city_order(values: Any, city_start: np.ndarray, xp: ModuleType) -> Any:
+    """(int64[N]) the stable argsort of ``values`` (float64[N]), where user i's value lies in
+    [city_i, city_i + 1] and ``city_start`` (int64[C+1], on the host) bounds the cities.
+
+    Stable, as CuPy's only sort is: an unstable sort may order tied values (``city + u`` rounds
+    to 2^-52 times the city id) either way. Users are laid out city by city, so a value is never
+    above a later city's: on NumPy the users are cut at city boundaries into pieces sorted on
+    :data:`WORKERS` threads, which gives the same order as one sort.
+    """
+    n = values.shape[0]
+    if xp is not np or n <= ORDER_PIECE:
+        return xp.argsort(values, kind="stable")
+    cuts = city_start[np.searchsorted(city_start, np.arange(ORDER_PIECE, n, ORDER_PIECE))]
+    bounds = sorted({0, n, *cuts.tolist()})
+    order = np.empty(n, dtype=np.int64)
+
+    def sort_piece(i: int) -> None:
+        lo, hi = bounds[i], bounds[i + 1]
+        np.add(np.argsort(values[lo:hi], kind="stable"), lo, out=order[lo:hi])
+
+    with _executor(xp) as pool:
+        list(pool.map(sort_piece, range(len(bounds) - 1)))
+    return order
 
 
 def generate_friend_graph(
@@ -346,7 +438,8 @@ def generate_friend_graph(
     params: GraphParams = GraphParams(),
     *,
     seed: int = 0,
-    sociability: np.ndarray | None = None,
+    sociability: Any = None,
+    xp: ModuleType = np,
 ) -> FriendGraph:
     """Generate a WeChat-like friend graph (see the module docstring for the layers).
 
@@ -355,14 +448,16 @@ def generate_friend_graph(
         params: degree, city and community parameters.
         seed: base seed of the counter-based draws.
         sociability: (float64[N]) optional relative friend-making weights (for example merchants'
-            accounts weighted up); log-normal with mean 1 when omitted. Scaled to mean 1 here.
+            accounts weighted up), on ``xp``'s device; log-normal with mean 1 when omitted.
+            Scaled to mean 1 here.
+        xp: the array module: the graph is built on its device, the same bit for bit on each.
 
     Returns:
         A :class:`FriendGraph`; its mean degree is close to ``params.mean_degree`` when cities
         are much larger than circles, and never above ``params.max_degree`` per user.
     """
-    u, v, degree_bound, city = friend_pairs(n_users, params, seed=seed, sociability=sociability)
-    indptr, indices = csr_from_pairs(u, v, int(n_users), degree_bound=degree_bound)
+    u, v, degree_bound, city = friend_pairs(n_users, params, seed=seed, sociability=sociability, xp=xp)
+    indptr, indices = csr_from_pairs(u, v, int(n_users), degree_bound=degree_bound, xp=xp)
     return FriendGraph(indptr=indptr, indices=indices, city=city)
 
 
@@ -371,9 +466,10 @@ def friend_pairs(
     params: GraphParams = GraphParams(),
     *,
     seed: int = 0,
-    sociability: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The picks of :func:`generate_friend_graph` before the CSR build.
+    sociability: Any = None,
+    xp: ModuleType = np,
+) -> tuple[Any, Any, Any, Any]:
+    """The picks of :func:`generate_friend_graph` before the CSR build, on ``xp``'s device.
 
     Returns:
         u, v (int32[P]) picks, with ``u == v`` marking dropped ones; the degree bound (int64[N],
@@ -383,24 +479,26 @@ def friend_pairs(
     if n < 2:
         raise ValueError(f"n_users must be at least 2, got {n}")
     p = params
-    sizes = city_sizes(n, p.n_cities, p.city_zipf_exponent, p.region_users)
-    city_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    city = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
+    sizes_host = city_sizes(n, p.n_cities, p.city_zipf_exponent, p.region_users)
+    city_start_host = np.concatenate([[0], np.cumsum(sizes_host)]).astype(np.int64)
+    sizes, city_start = xp.asarray(sizes_host), xp.asarray(city_start_host)
+    city = repeat_values(xp.arange(sizes.shape[0], dtype=xp.int32), sizes, xp=xp)
 
-    hu, hv = _household_pairs(city_start, n, p.max_household_size, rng.stream_key(seed, "graph.household"))
+    hu, hv = _household_pairs(city_start, n, p.max_household_size, rng.stream_key(seed, "graph.household"), xp)
     household_degree = 2.0 * hu.shape[0] / n
 
     # circles: per-user pick counts (each pick gives ~2 degree: the picker's and the partner's)
     circle_degree = p.circle_share * p.mean_degree
     picks_per_layer = circle_picks_for_degree(circle_degree / p.n_circle_layers, p.circle_size)
     circle_counts = [
-        _stochastic_round(np.full(n, picks_per_layer), rng.stream_key(seed, f"graph.circle{l}.count"))
+        _stochastic_round(xp.full(n, picks_per_layer), rng.stream_key(seed, f"graph.circle{l}.count"), xp)
         for l in range(p.n_circle_layers)
     ]
 
     # Chung-Lu layers carry the rest of the mean degree, with a heavy tail from sociability
     cl_degree = max(0.0, p.mean_degree - household_degree - circle_degree)
-    w = sociability_weights(n, p.sociability_sigma, seed) if sociability is None else np.asarray(sociability, np.float64)
+    w = (sociability_weights(n, p.sociability_sigma, seed, xp=xp) if sociability is None
+         else xp.asarray(sociability, dtype=xp.float64))
     city_degree = cl_degree * (1 - p.cross_city_share)
     cross_degree = cl_degree * p.cross_city_share
     # Cap each user's expected pick count (the degree bound the trim works on) at 90% of the
@@ -408,59 +506,60 @@ def friend_pairs(
     bound_room = 0.9 * p.max_degree - (p.max_household_size - 1) - 2.0 * picks_per_layer * p.n_circle_layers
     for _ in range(4):
         w = w / w.mean()
-        inflation = city_repeat_inflation(w, city, sizes, city_degree)[city]
-        w = np.minimum(w, max(bound_room, 1.0) / (city_degree * inflation + cross_degree))
-    city_counts = _stochastic_round(w * city_degree / 2.0 * inflation, rng.stream_key(seed, "graph.city.count"))
-    cross_counts = _stochastic_round(w * cross_degree / 2.0, rng.stream_key(seed, "graph.cross.count"))
+        inflation = city_repeat_inflation(w, city, sizes, city_degree, xp=xp)[city]
+        w = xp.minimum(w, max(bound_room, 1.0) / (city_degree * inflation + cross_degree))
+    city_counts = _stochastic_round(w * city_degree / 2.0 * inflation, rng.stream_key(seed, "graph.city.count"), xp)
+    cross_counts = _stochastic_round(w * cross_degree / 2.0, rng.stream_key(seed, "graph.cross.count"), xp)
 
     total = hu.shape[0] + sum(int(c.sum()) for c in circle_counts) + int(city_counts.sum()) + int(cross_counts.sum())
-    u = np.empty(total, dtype=np.int32)
-    v = np.empty(total, dtype=np.int32)
+    u = xp.empty(total, dtype=xp.int32)
+    v = xp.empty(total, dtype=xp.int32)
     u[: hu.shape[0]] = hu
     v[: hu.shape[0]] = hv
     offset = hu.shape[0]
     del hu, hv
 
     for layer, counts in enumerate(circle_counts):
-        order = np.argsort(city + rng.uniform(rng.stream_key(seed, f"graph.circle{layer}.order"), n))
-        position = np.empty(n, dtype=np.int64)
-        position[order] = np.arange(n)
+        order = _city_order(city + rng.uniform(rng.stream_key(seed, f"graph.circle{layer}.order"), n, xp=xp),
+                            city_start_host, xp)
+        position = xp.empty(n, dtype=xp.int64)
+        position[order] = xp.arange(n, dtype=xp.int64)
         group_start = position - (position - city_start[city]) % p.circle_size
-        group_len = np.minimum(p.circle_size, city_start[city + 1] - group_start)
+        group_len = xp.minimum(p.circle_size, city_start[city + 1] - group_start)
         del position
         key = rng.stream_key(seed, f"graph.circle{layer}")
 
         def circle_partner(pickers, pick_index, order=order, group_start=group_start, group_len=group_len, key=key):
-            return order[group_start[pickers] + rng.integers(key, pick_index, group_len[pickers])]
+            return order[group_start[pickers] + rng.integers(key, pick_index, group_len[pickers], xp=xp)]
 
-        end = _write_pickers(u, offset, counts)
-        _fill_partners(u, v, offset, end, circle_partner)
+        end, _ = _write_pickers(u, offset, counts, xp)
+        _fill_partners(u, v, offset, end, circle_partner, xp)
         offset = end
         del order, group_start, group_len
 
     # city ties: a layer's pickers are sorted by user, hence grouped by city, and double as its
     # stub list: a partner drawn uniformly from the city's stubs is drawn in proportion to weight
-    end = _write_pickers(u, offset, city_counts)
+    end, picks_before = _write_pickers(u, offset, city_counts, xp)
     stubs = u[offset:end]
-    stub_city_start = np.searchsorted(stubs, city_start).astype(np.int64)
-    stub_city_count = np.maximum(np.diff(stub_city_start), 1)
+    stub_city_start = picks_before[city_start]  # the stubs of users in earlier cities
+    stub_city_count = xp.maximum(stub_city_start[1:] - stub_city_start[:-1], 1)
     key = rng.stream_key(seed, "graph.city")
 
     def city_partner(pickers, pick_index):
         c = city[pickers]
-        return stubs[stub_city_start[c] + rng.integers(key, pick_index, stub_city_count[c])]
+        return stubs[stub_city_start[c] + rng.integers(key, pick_index, stub_city_count[c], xp=xp)]
 
-    _fill_partners(u, v, offset, end, city_partner)
+    _fill_partners(u, v, offset, end, city_partner, xp)
     offset = end
 
     # cross-city ties: partners drawn in proportion to weight from the picker's own region (a
     # region is a closed social world, so a cascade meets the same cities at every N), and with
     # probability cross_region_share from every region
-    end = _write_pickers(u, offset, cross_counts)
+    end, picks_before = _write_pickers(u, offset, cross_counts, xp)
     cross_stubs = u[offset:end]
     region_bounds = np.append(np.arange(0, n, p.region_users or n, dtype=np.int64), n)
-    stub_region_start = np.searchsorted(cross_stubs, region_bounds).astype(np.int64)
-    stub_region_count = np.maximum(np.diff(stub_region_start), 1)
+    stub_region_start = picks_before[xp.asarray(region_bounds)]
+    stub_region_count = xp.maximum(stub_region_start[1:] - stub_region_start[:-1], 1)
     key = rng.stream_key(seed, "graph.cross")
     key_far = rng.stream_key(seed, "graph.cross_region")
 
@@ -468,46 +567,64 @@ def friend_pairs(
         region = pickers // (p.region_users or n)
         first, count = stub_region_start[region], stub_region_count[region]
         if p.cross_region_share > 0:
-            far = rng.bernoulli(key_far, pick_index, p.cross_region_share)
-            first = np.where(far, 0, first)
-            count = np.where(far, max(cross_stubs.shape[0], 1), count)
-        return cross_stubs[first + rng.integers(key, pick_index, count)]
+            far = rng.bernoulli(key_far, pick_index, p.cross_region_share, xp=xp)
+            first = xp.where(far, 0, first)
+            count = xp.where(far, max(cross_stubs.shape[0], 1), count)
+        return cross_stubs[first + rng.integers(key, pick_index, count, xp=xp)]
 
-    _fill_partners(u, v, offset, end, cross_partner)
+    _fill_partners(u, v, offset, end, cross_partner, xp)
     offset = end
     assert offset == total
 
-    degree_bound = trim_to_max_degree(u, v, n, p.max_degree, seed)
+    degree_bound = trim_to_max_degree(u, v, n, p.max_degree, seed, xp=xp)
     return u, v, degree_bound, city
 
 
-def trim_to_max_degree(u: np.ndarray, v: np.ndarray, n: int, max_degree: int, seed: int) -> np.ndarray:
+def _live_degree(u: Any, v: Any, n: int, xp: ModuleType) -> Any:
+    """(int64[n]) the live pairs (``u != v``) at each node, repeats counted.
+
+    On NumPy the pairs' chunks are dealt to :data:`WORKERS` threads, each counting into its own
+    array: integer sums, so the total does not depend on the split.
+    """
+    chunk = _chunk(xp)
+    starts = list(range(0, u.shape[0], chunk))
+    n_parts = max(1, min(WORKERS if xp is np else 1, len(starts)))
+
+    def count(part: int) -> Any:
+        degree = xp.zeros(n, dtype=xp.int64)
+        for start in starts[part::n_parts]:
+            uc, vc = u[start : start + chunk], v[start : start + chunk]
+            live = uc != vc
+            degree += xp.bincount(uc[live], minlength=n)
+            degree += xp.bincount(vc[live], minlength=n)
+        return degree
+
+    with _executor(xp) as pool:
+        parts = list(pool.map(count, range(n_parts)))
+    return sum(parts[1:], parts[0])
+
+
+def trim_to_max_degree(u: Any, v: Any, n: int, max_degree: int, seed: int, *, xp: ModuleType = np) -> Any:
     """Delete pairs (in place, by setting ``v = u``) until every node's degree bound <= max_degree.
 
     The bound counts every live pair, duplicates included, so it is never below the true degree:
     after this, the built graph respects the cap exactly. Returns the bound (int64[n]).
     """
-    def bound() -> np.ndarray:
-        degree = np.zeros(n, dtype=np.int64)
-        for start in range(0, u.shape[0], CHUNK):
-            uc, vc = u[start : start + CHUNK], v[start : start + CHUNK]
-            live = uc != vc
-            degree += np.bincount(uc[live], minlength=n)
-            degree += np.bincount(vc[live], minlength=n)
-        return degree
-
-    degree = bound()
+    degree = _live_degree(u, v, n, xp)
     round_ = 0
-    while degree.max(initial=0) > max_degree:
+    while int(degree.max()) > max_degree:
         # keep each pair at an over-cap node with probability cap/degree of its fuller end
-        keep_p = np.minimum(1.0, max_degree / np.maximum(degree, 1))
+        keep_p = xp.minimum(1.0, max_degree / xp.maximum(degree, 1))
         key = rng.stream_key(seed, "graph.trim", round_)
-        for start in range(0, u.shape[0], CHUNK):
-            uc, vc = u[start : start + CHUNK], v[start : start + CHUNK]
-            p_keep = np.minimum(keep_p[uc], keep_p[vc])
-            drop = (p_keep < 1.0) & ~rng.bernoulli(key, np.arange(start, start + uc.shape[0]), p_keep)
+
+        def work(lo: int, hi: int, keep_p=keep_p, key=key) -> None:
+            uc, vc = u[lo:hi], v[lo:hi]
+            p_keep = xp.minimum(keep_p[uc], keep_p[vc])
+            drop = (p_keep < 1.0) & ~rng.bernoulli(key, xp.arange(lo, hi, dtype=xp.int64), p_keep, xp=xp)
             vc[drop] = uc[drop]
-        degree = bound()
+
+        _over_picks(u.shape[0], work, xp)
+        degree = _live_degree(u, v, n, xp)
         round_ += 1
     return degree
 

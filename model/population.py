@@ -4,25 +4,37 @@
 Per-user state is declared once, in :data:`USER_STATE`; :class:`Population` allocates exactly
 those arrays. Build order: pick the merchants' accounts, weight their sociability up (merchants
 befriend many people), generate (or read) the friend graph, then draw interests, conversion
-propensity, account ages and merchant groups, all from counter-based streams.
+propensity, account ages and merchant groups, all from counter-based streams and all with the
+backend's ``xp``, so on CuPy the population is built on the device and never crosses the bus.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.backend import Backend, concat_ranges, sorted_unique
-from ..kernels.graph import GraphParams, city_sizes, generate_friend_graph, sociability_weights
+from ..kernels.backend import (
+    Backend,
+    concat_ranges,
+    map_chunks,
+    repeat_ids,
+    sorted_unique,
+)
+from ..kernels.graph import (
+    GraphParams,
+    city_sizes,
+    generate_friend_graph,
+    sociability_weights,
+)
 from .codes import TICKS_PER_YEAR
 from .config import ScenarioConfig
 from .graph_io import with_edge_list
 from .state import StateField
-
 
 #: The per-user state: the only place it is declared. None of it changes during a run (the model
 #: keeps what changes per merchant, per (merchant, buyer) pair or per payer window), so a
@@ -89,12 +101,12 @@ def graph_params(config: ScenarioConfig) -> GraphParams:
                        region_users=p.region_users, cross_region_share=p.cross_region_share)
 
 
-def _choose_merchants(n_users: int, n_merchants: int, seed: int) -> np.ndarray:
-    """(int64[M]) distinct random accounts for the merchants, in merchant order."""
+def _choose_merchants(n_users: int, n_merchants: int, seed: int, xp: ModuleType) -> Any:
+    """(int64[M]) distinct random accounts for the merchants, in merchant order, on ``xp``'s device."""
     if n_merchants > n_users:
         raise ValueError(f"merchants.n_merchants={n_merchants} exceeds population.n_users={n_users}")
-    order = np.argsort(rng.uniform(rng.stream_key(seed, "population.merchant_accounts"), n_users), kind="stable")
-    return order[:n_merchants].astype(np.int64)
+    draws = rng.uniform(rng.stream_key(seed, "population.merchant_accounts"), n_users, xp=xp)
+    return xp.argsort(draws, kind="stable")[:n_merchants].astype(xp.int64)
 
 
 def category_cdf(n_categories: int) -> np.ndarray:
@@ -104,62 +116,88 @@ def category_cdf(n_categories: int) -> np.ndarray:
     return np.cumsum(weight / weight.sum())
 
 
-def draw_categories(u: np.ndarray, n_categories: int) -> np.ndarray:
+def draw_categories(u: Any, n_categories: int, *, xp: ModuleType = np) -> Any:
     """(int64[n]) categories for uniform draws ``u`` (float64[n]) by :func:`category_cdf`."""
-    return np.minimum(np.searchsorted(category_cdf(n_categories), u, side="right"), n_categories - 1)
+    cdf = xp.asarray(category_cdf(n_categories))
+    return xp.minimum(xp.searchsorted(cdf, u, side="right"), n_categories - 1)
 
 
-def _interests(n: int, n_categories: int, seed: int) -> np.ndarray:
-    """(uint16[N]) 1-4 interest categories per user, popular categories more often (Zipf)."""
-    mask = np.zeros(n, dtype=np.uint16)
-    n_tags = 1 + rng.integers(rng.stream_key(seed, "population.n_interests"), n, 4)
-    for slot in range(4):
-        u = rng.uniform(rng.stream_key(seed, "population.interest", slot), n)
-        category = draw_categories(u, n_categories)
-        mask |= np.where(slot < n_tags, (1 << category).astype(np.uint16), np.uint16(0))
+def _interests(n: int, n_categories: int, seed: int, xp: ModuleType) -> Any:
+    """(uint16[N]) 1-4 interest categories per user, popular categories more often (Zipf).
+
+    Each user's mask depends on its own draws alone, so on NumPy the users are done in chunks on
+    the thread pool.
+    """
+    mask = xp.zeros(n, dtype=xp.uint16)
+    keys = [rng.stream_key(seed, "population.interest", slot) for slot in range(4)]
+    n_tags_key = rng.stream_key(seed, "population.n_interests")
+
+    def work(lo: int, hi: int) -> None:
+        users = xp.arange(lo, hi, dtype=xp.int64)
+        n_tags = 1 + rng.integers(n_tags_key, users, 4, xp=xp)
+        for slot, key in enumerate(keys):
+            category = draw_categories(rng.uniform(key, users, xp=xp), n_categories, xp=xp)
+            mask[lo:hi] |= xp.where(n_tags > slot, (1 << category).astype(xp.uint16), xp.uint16(0))
+
+    map_chunks(n, work, xp=xp)
     return mask
 
 
-def _draw_groups(indptr: np.ndarray, indices: np.ndarray, n: int, merchant_uids: np.ndarray,
-                 config: ScenarioConfig, seed: int, size_scale: float):
+def _draw_groups(indptr: Any, indices: Any, n: int, merchant_uids: Any, config: ScenarioConfig,
+                 seed: int, size_scale: float, xp: ModuleType):
     """One draw of the merchant groups with sizes scaled by ``size_scale`` (see :func:`_groups`)."""
     c = config.community
     n_merchants = merchant_uids.shape[0]
-    per_merchant = np.floor(c.groups_per_merchant + rng.uniform(rng.stream_key(seed, "community.n_groups"), n_merchants))
-    owner = np.repeat(np.arange(n_merchants, dtype=np.int32), per_merchant.astype(np.int64))
+    per_merchant = xp.floor(c.groups_per_merchant
+                            + rng.uniform(rng.stream_key(seed, "community.n_groups"), n_merchants, xp=xp))
+    owner = repeat_ids(per_merchant.astype(xp.int64), xp=xp).astype(xp.int32)
     n_groups = owner.shape[0]
     # log-normal sizes: mean group_size_mean, with a tail past the 500-member threshold
     sigma = 0.6
-    z = rng.normal(rng.stream_key(seed, "community.size"), n_groups)
+    z = rng.normal(rng.stream_key(seed, "community.size"), n_groups, xp=xp)
     mean = c.group_size_mean * size_scale
-    size = np.clip(np.round(mean * np.exp(sigma * z - sigma**2 / 2)), 3, n - 1).astype(np.int64)
-    slot_group = np.repeat(np.arange(n_groups, dtype=np.int64), size)
-    account = merchant_uids[owner[slot_group]]
-    m = slot_group.shape[0]
-    slot_rank = concat_ranges(np.zeros_like(size), size, xp=np)  # 0, 1, ... within each group
-    from_friend = rng.bernoulli(rng.stream_key(seed, "community.from_friend"), m, 0.5)
+    size = xp.clip(xp.round(mean * xp.exp(sigma * z - sigma**2 / 2)), 3, n - 1).astype(xp.int64)
     # the k-th slot of a group takes the owner's friend k places after a random start, so a
     # group repeats no friend until it has gone round the owner's whole friend list
-    owner_degree = indptr[merchant_uids[owner] + 1] - indptr[merchant_uids[owner]]
-    start = rng.integers(rng.stream_key(seed, "community.friend_start"), n_groups, np.maximum(owner_degree, 1))
-    degree = np.maximum(owner_degree[slot_group], 1)
-    friend = indices[np.minimum(indptr[account] + (start[slot_group] + slot_rank) % degree, indices.shape[0] - 1)]
+    owner_uid = merchant_uids[owner]
+    owner_first = indptr[owner_uid]
+    owner_degree = indptr[owner_uid + 1] - owner_first
+    start = rng.integers(rng.stream_key(seed, "community.friend_start"), n_groups, xp.maximum(owner_degree, 1),
+                         xp=xp)
+    slot_group = repeat_ids(size, xp=xp)
+    slot_rank = concat_ranges(xp.zeros_like(size), size, xp=xp)  # 0, 1, ... within each group
+    m = slot_group.shape[0]
+    keys = xp.empty(m, dtype=xp.int64)
+    from_friend_key = rng.stream_key(seed, "community.from_friend")
+    local_key = rng.stream_key(seed, "community.local")
     # the other slots take users living near the owner: ids are laid out city by city, so slot k
     # takes a random user from the k-th 7-id bucket of a window around the owner's id; buckets
     # are disjoint, so these picks never repeat (small cities spill into their neighbours)
     bucket = 7
-    jitter = rng.integers(rng.stream_key(seed, "community.local"), m, bucket)
-    local = (account - size[slot_group] * bucket // 2 + bucket * slot_rank + jitter) % n
-    member = np.where(from_friend & (owner_degree[slot_group] > 0), friend, local).astype(np.int64)
-    keys = sorted_unique(slot_group * n + member, xp=np)
-    members = (keys % n).astype(np.int32)
-    group_indptr = np.zeros(n_groups + 1, dtype=np.int64)
-    np.cumsum(np.bincount(keys // n, minlength=n_groups), out=group_indptr[1:])
+
+    def work(lo: int, hi: int) -> None:  # each slot's member depends on the slot alone
+        slots = xp.arange(lo, hi, dtype=xp.int64)
+        group, rank = slot_group[lo:hi], slot_rank[lo:hi]
+        account = owner_uid[group]
+        degree = owner_degree[group]
+        friend = indices[xp.minimum(owner_first[group] + (start[group] + rank) % xp.maximum(degree, 1),
+                                    indices.shape[0] - 1)]
+        jitter = rng.integers(local_key, slots, bucket, xp=xp)
+        local = (account - size[group] * bucket // 2 + bucket * rank + jitter) % n
+        from_friend = rng.bernoulli(from_friend_key, slots, 0.5, xp=xp)
+        member = xp.where(from_friend & (degree > 0), friend, local).astype(xp.int64)
+        keys[lo:hi] = group * n + member
+
+    map_chunks(m, work, xp=xp)
+    # keys ascend group by group: on NumPy the groups' runs are sorted side by side
+    keys = sorted_unique(keys, xp=xp, run=slot_group)
+    group_indptr = xp.searchsorted(keys, xp.arange(n_groups + 1, dtype=xp.int64) * n)
+    members = (keys % n).astype(xp.int32)
     return group_indptr, members, owner
 
 
-def _groups(indptr: np.ndarray, indices: np.ndarray, n: int, merchant_uids: np.ndarray,
-            config: ScenarioConfig, seed: int):
+def _groups(indptr: Any, indices: Any, n: int, merchant_uids: Any, config: ScenarioConfig, seed: int,
+            xp: ModuleType):
     """Merchant groups: owners, and members drawn from the owner's friends and neighbourhood.
 
     A group of drawn size s takes each member from the owner's friends with probability 1/2
@@ -173,7 +211,7 @@ def _groups(indptr: np.ndarray, indices: np.ndarray, n: int, merchant_uids: np.n
     target = config.community.group_size_mean
     scale = 1.0
     for _ in range(2):
-        group_indptr, members, owner = _draw_groups(indptr, indices, n, merchant_uids, config, seed, scale)
+        group_indptr, members, owner = _draw_groups(indptr, indices, n, merchant_uids, config, seed, scale, xp)
         if owner.shape[0] == 0:
             break
         realised = members.shape[0] / owner.shape[0]
@@ -181,30 +219,38 @@ def _groups(indptr: np.ndarray, indices: np.ndarray, n: int, merchant_uids: np.n
     return group_indptr, members, owner
 
 
-def _transpose_membership(group_indptr: np.ndarray, members: np.ndarray, n: int):
-    """User -> groups CSR from group -> members CSR: member_indptr (int64[N+1]), groups (int32[M])."""
-    group_of = np.repeat(np.arange(group_indptr.shape[0] - 1, dtype=np.int32), np.diff(group_indptr))
-    order = np.argsort(members, kind="stable")
-    member_indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(members, minlength=n), out=member_indptr[1:])
-    return member_indptr, group_of[order]
+def _transpose_membership(group_indptr: Any, members: Any, n: int, xp: ModuleType):
+    """User -> groups CSR from group -> members CSR: member_indptr (int64[N+1]), groups (int32[M]).
+
+    A user's groups come out ascending: the (member, group) keys are sorted, which orders the
+    memberships as a stable sort by member would (a group lists each member once), at the cost
+    of an integer sort instead of a stable argsort.
+    """
+    n_groups = group_indptr.shape[0] - 1
+    group_of = repeat_ids(group_indptr[1:] - group_indptr[:-1], xp=xp)
+    keys = xp.sort(members.astype(xp.int64) * n_groups + group_of)
+    member_indptr = xp.zeros(n + 1, dtype=xp.int64)
+    member_indptr[1:] = xp.cumsum(xp.bincount(members, minlength=n))
+    return member_indptr, (keys % max(n_groups, 1)).astype(xp.int32)
 
 
 def build_population(config: ScenarioConfig, backend: Backend, progress: Any = None,
                      graph: tuple[np.ndarray, np.ndarray] | None = None) -> Population:
-    """Build users, graph and groups on the host, then move them to the backend's device once.
+    """Build users, graph and groups on the backend's device (the host for NumPy), the same
+    arrays bit for bit on either: every draw is counter-based.
 
     Args:
         config: the scenario.
-        backend: where the arrays live during the run.
+        backend: where the arrays are built and live during the run.
         progress: optional callable(str) told about each build step.
         graph: the edge list's CSR (indptr, indices) as :func:`~weishang.model.graph_io.with_edge_list`
             read it, with the config it returned (read here when the config names an edge list and
-            this is omitted).
+            this is omitted); copied to the device once.
     """
     say = progress or (lambda _msg: None)
     seed = config.run.seed
     pop = config.population
+    xp = backend.xp
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -212,57 +258,55 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
         if graph is None:
             say(f"reading edge list {pop.edge_list}")
             config, graph = with_edge_list(config)
-        indptr, indices = graph
+        t_copy = time.perf_counter()
+        indptr, indices = backend.to_device(graph[0]), backend.to_device(graph[1])
+        timings["to_device"] = time.perf_counter() - t_copy
         n = indptr.shape[0] - 1
         sizes = city_sizes(n, pop.n_cities, 1.0, pop.region_users)
-        city = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
-        merchant_uids = _choose_merchants(n, config.n_merchants, seed)
+        city = repeat_ids(xp.asarray(sizes), xp=xp).astype(xp.int32)
+        merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
     else:
         n = pop.n_users
-        merchant_uids = _choose_merchants(n, config.n_merchants, seed)
-        sociability = sociability_weights(n, graph_params(config).sociability_sigma, seed)
+        merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
+        sociability = sociability_weights(n, graph_params(config).sociability_sigma, seed, xp=xp)
         sociability[merchant_uids] *= pop.merchant_sociability
         say(f"generating friend graph: {n:,} users, mean degree {pop.mean_degree:g}")
-        graph = generate_friend_graph(n, graph_params(config), seed=seed, sociability=sociability)
-        indptr, indices, city = graph.indptr, graph.indices, graph.city
+        built = generate_friend_graph(n, graph_params(config), seed=seed, sociability=sociability, xp=xp)
+        indptr, indices, city = built.indptr, built.indices, built.city
+        timings["to_device"] = 0.0  # built where it lives
     timings["graph"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     say("drawing user attributes and merchant groups")
-    state: dict[str, np.ndarray] = {
-        f.name: np.full(n, f.default, dtype=f.dtype) for f in USER_STATE
-    }
+    state: dict[str, Any] = {f.name: xp.full(n, f.default, dtype=f.dtype) for f in USER_STATE}
     state["city"][:] = city
-    state["interests"][:] = _interests(n, pop.n_categories, seed)
-    # log-normal propensity with mean 1; drawn on the host once, so both backends share it
-    z = rng.normal(rng.stream_key(seed, "population.rel_buy"), n)
-    state["rel_buy"][:] = np.exp(0.5 * z - 0.125)
+    state["interests"][:] = _interests(n, pop.n_categories, seed, xp)
+    # log-normal propensity with mean 1
+    z = rng.normal(rng.stream_key(seed, "population.rel_buy"), n, xp=xp)
+    state["rel_buy"][:] = xp.exp(0.5 * z - 0.125)
     # account ages: up to 10 years, exponential-ish (1 - u) ** 2 puts more mass on young accounts
-    u = rng.uniform(rng.stream_key(seed, "population.age"), n)
-    state["ti_created"][:] = -np.floor(10 * TICKS_PER_YEAR * u * u).astype(np.int32)
+    u = rng.uniform(rng.stream_key(seed, "population.age"), n, xp=xp)
+    state["ti_created"][:] = -xp.floor(10 * TICKS_PER_YEAR * u * u).astype(xp.int32)
     state["profile_complete"][:] = rng.bernoulli(rng.stream_key(seed, "population.profile"), n,
-                                                 config.community.profile_completeness)
-    group_indptr, group_members, group_owner = _groups(indptr, indices, n, merchant_uids, config, seed)
-    member_indptr, member_groups = _transpose_membership(group_indptr, group_members, n)
+                                                 config.community.profile_completeness, xp=xp)
+    group_indptr, group_members, group_owner = _groups(indptr, indices, n, merchant_uids, config, seed, xp)
+    member_indptr, member_groups = _transpose_membership(group_indptr, group_members, n, xp)
     timings["attributes"] = time.perf_counter() - t1
 
-    t2 = time.perf_counter()
-    dev = backend.to_device
     population = Population(
         n_users=n,
-        state={name: dev(array) for name, array in state.items()},
-        indptr=dev(indptr),
-        indices=dev(indices),
-        group_indptr=dev(group_indptr),
-        group_members=dev(group_members),
-        group_owner=dev(group_owner),
-        group_size=dev(np.diff(group_indptr).astype(np.int32)),
-        member_indptr=dev(member_indptr),
-        member_groups=dev(member_groups),
-        merchant_uids=merchant_uids,
+        state=state,
+        indptr=indptr,
+        indices=indices,
+        group_indptr=group_indptr,
+        group_members=group_members,
+        group_owner=group_owner,
+        group_size=(group_indptr[1:] - group_indptr[:-1]).astype(xp.int32),
+        member_indptr=member_indptr,
+        member_groups=member_groups,
+        merchant_uids=backend.to_host(merchant_uids),
         timings=timings,
     )
-    timings["to_device"] = time.perf_counter() - t2
     for array in population.arrays():
         if isinstance(array, np.ndarray):  # host arrays are shared by every run on this population
             array.flags.writeable = False

@@ -1,9 +1,21 @@
+import hashlib
+import sys
+
 import networkx as nx
 import numpy as np
 import pytest
+import weishang.kernels.graph as graph_kernels
+from weishang.kernels.graph import (
+    GraphParams,
+    circle_picks_for_degree,
+    city_sizes,
+    csr_from_pairs,
+    generate_friend_graph,
+    graph_from_edges,
+    local_clustering,
+)
 
-from weishang.kernels.graph import (GraphParams, circle_picks_for_degree, city_sizes, csr_from_pairs,
-                           generate_friend_graph, graph_from_edges, local_clustering)
+from tests import strict_device
 
 
 def assert_valid_csr(indptr, indices, n):
@@ -160,3 +172,57 @@ def test_block_build_equals_plain_sort_build():
     fast = csr_from_pairs(u, v, 4000, degree_bound=bound)
     plain = csr_from_pairs_plain(u, v, 4000)
     assert np.array_equal(fast[0], plain[0]) and np.array_equal(fast[1], plain[1])
+
+
+def graph_digest(graph, to_host=np.asarray):
+    """sha256 of the CSR arrays and the cities, dtypes included."""
+    digest = hashlib.sha256()
+    for array in (graph.indptr, graph.indices, graph.city):
+        host = to_host(array)
+        digest.update(str(host.dtype).encode() + host.tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def strict(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupyx", strict_device.cupyx)
+    return strict_device.backend()
+
+
+HUBS = np.ones(5000)
+HUBS[:20] = 500.0  # over the cap: the trim runs
+
+
+@pytest.mark.parametrize("n, params, sociability", [
+    (12_000, GraphParams(mean_degree=30, n_cities=5, region_users=4000, cross_region_share=0.5), None),
+    (5000, GraphParams(n_cities=2, max_degree=300), HUBS),
+], ids=["regions", "trimmed"])
+def test_graph_built_on_the_stand_in_equals_numpy(strict, monkeypatch, n, params, sociability):
+    # the device path in several blocks of keys (about 5, in groups of 2 that scan their pairs
+    # first) and several pieces of picks (about 7), against NumPy's chunks on the thread pool:
+    # the same arrays, bit for bit
+    monkeypatch.setattr(graph_kernels, "DEVICE_BLOCK_KEYS", n * int(params.mean_degree) // 5)
+    monkeypatch.setattr(graph_kernels, "GROUP_SHARE", 1.0)
+    monkeypatch.setattr(graph_kernels, "DEVICE_PIECE", n * int(params.mean_degree) // 14)
+    on_numpy = generate_friend_graph(n, params, seed=3, sociability=sociability)
+    xp = strict.xp
+    with strict_device.counting() as tally:
+        on_device = generate_friend_graph(n, params, seed=3, xp=xp,
+                                          sociability=None if sociability is None else xp.asarray(sociability))
+    assert graph_digest(on_device, strict.to_host) == graph_digest(on_numpy)
+    # only sizes cross the bus (pick totals, block bounds, key counts): nothing per user or pair
+    assert tally.transfer_bytes < 2048, tally
+
+
+def test_city_order_in_pieces_is_one_stable_sort(monkeypatch):
+    # ties inside a city (city + u rounds) and a value equal to the next city's first: pieces cut
+    # at city boundaries sorted side by side give the order of one stable sort of everything
+    monkeypatch.setattr(graph_kernels, "ORDER_PIECE", 7)
+    sizes = np.array([5, 9, 1, 12, 6])
+    city_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    city = np.repeat(np.arange(5), sizes)
+    u = np.random.default_rng(2).integers(0, 4, city.shape[0]) / 4.0
+    values = city + u
+    values[city_start[2] - 1] = 2.0  # the last of city 1 ties with city 2's value
+    order = graph_kernels._city_order(values, city_start, np)
+    assert np.array_equal(order, np.argsort(values, kind="stable"))

@@ -1,12 +1,16 @@
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
+import weishang.kernels.backend as backend_module
 from weishang.kernels.backend import resolve_backend
 from weishang.model.config import ConfigError, load_config
 from weishang.model.graph_io import GraphInputError, csr_from_networkx, read_edge_list
 from weishang.model.population import USER_STATE, build_population
+
+from tests import strict_device
 
 NUMPY = resolve_backend("numpy")
 
@@ -58,6 +62,33 @@ def test_groups_both_ways_and_mean_size(population):
     users = np.repeat(np.arange(pop.n_users), np.diff(pop.member_indptr))
     pairs_b = sorted(zip(pop.member_groups.tolist(), users.tolist()))
     assert pairs_a == pairs_b
+
+
+def population_arrays(pop, to_host=np.asarray):
+    """Every array of a population, on the host, by name."""
+    names = [f"state.{name}" for name in pop.state] + ["indptr", "indices", "group_indptr", "group_members",
+                                                       "group_owner", "group_size", "member_indptr", "member_groups"]
+    return {**dict(zip(names, (to_host(a) for a in pop.arrays()))), "merchant_uids": pop.merchant_uids}
+
+
+def test_population_built_on_the_stand_in_equals_numpy(population, monkeypatch):
+    # the strict stand-in builds everything in one piece on its "device"; NumPy here in chunks
+    # of 4096 on the thread pool, and in the fixture in its default chunks: all three the same,
+    # bit for bit, dtypes included
+    config, default = population
+    monkeypatch.setitem(sys.modules, "cupyx", strict_device.cupyx)
+    strict = strict_device.backend()
+    with strict_device.counting() as tally:
+        on_device = build_population(config, strict)
+    monkeypatch.setattr(backend_module, "CHUNK", 4096)
+    chunked = build_population(config, NUMPY)
+    expected = population_arrays(default)
+    for other in (population_arrays(on_device, strict.to_host), population_arrays(chunked)):
+        assert other.keys() == expected.keys()
+        for name, array in expected.items():
+            assert other[name].dtype == array.dtype and np.array_equal(other[name], array), name
+    # what crosses the bus: sizes, and the merchants' accounts (the Mesa agents' ids)
+    assert tally.transfer_bytes < 8 * config.n_merchants + 2048, tally
 
 
 def test_edge_list_import_parquet_and_csv(tmp_path):
