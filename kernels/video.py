@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from . import rng
-from .backend import isin_sorted, merge_sorted, repeat_ids
+from .backend import isin_sorted, merge_sorted
 
 #: draws of one stage of one video: at most this many candidates a stage
 STAGE_STRIDE = 1 << 20
@@ -81,10 +81,11 @@ def pool_exposures(key: Any, category_bit: Any, watch: Any, interests: Any, pool
     seen_pairs = xp.zeros(0, dtype=xp.int64)  # video * N + user, sorted, every stage so far
     for s, size in enumerate(pool_sizes):
         videos = xp.nonzero(alive)[0]
-        count = xp.full(videos.shape[0], int(size), dtype=xp.int64)
-        slot = repeat_ids(count, xp=xp)  # which of the alive videos each draw is for
+        # every alive video draws `size` candidates: draw d is candidate d % size of video d // size
+        # (arithmetic, where a repeat by counts would read its length back from the device)
+        draw = xp.arange(videos.shape[0] * int(size), dtype=xp.int64)
+        slot, j = draw // size, draw % size
         owner = videos[slot]
-        j = xp.arange(owner.shape[0], dtype=xp.int64) - (xp.cumsum(count) - count)[slot]
         index = key[owner] * VIDEO_STRIDE + s * STAGE_STRIDE + j
         user = rng.integers(pool_key, index, n_users, xp=xp)
         interested = (interests[user] & category_bit[owner]) != 0

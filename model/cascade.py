@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels.cascade import CascadeOutcome, LevelRule, propagate
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .traffic import TrafficOut
 
 
@@ -31,6 +31,12 @@ class Cascade(Mechanism):
     engine = "kernel"
     sections = ("cascade",)
     does = "friends, friends of sharers, strangers reached by tools; a user sees a post at most once"
+    syncs = (
+        Sync("friend edges of the level-1 sharers", "the host sizes the list of edges to draw level-2 views on "
+             "(a CSR hop)"),
+        Sync("strangers reached", "the host sizes the list of stranger draws (a binomial count per level-2 "
+             "sharer, drawn on the device)"),
+    )
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)

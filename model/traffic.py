@@ -59,7 +59,7 @@ from ..kernels.video import STAGE_STRIDE, pool_exposures
 from .appeal import PostAppeal
 from .codes import TICKS_PER_YEAR, Channel
 from .community import group_exposures
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .posting import MAX_POSTS_PER_TICK, PostCounts
 from .tools import target_exposures
 
@@ -332,6 +332,16 @@ class Traffic(Mechanism):
     sections = ("channels", "cascade", "platform", "tools", "community")
     does = "posts go to seven channels, social first; level-1 viewers drawn per channel (group reads and pushes, analytics targeting, video traffic pools)"
     STATE = ("recent_posts", "recent_links", "video_adopted")
+    syncs = (
+        Sync("friend edges of the friend-channel posts", "the host sizes the list of edges to draw views on "
+             "(a CSR hop: how many friends the posts' accounts have)"),
+        Sync("group members reached", "the host sizes the group members' and recruited buyers' lists to draw "
+             "reads on (a CSR hop each)", most=2),
+        Sync("searchers drawn", "the host sizes the list of searcher draws (a count per listing, drawn on the "
+             "device)"),
+        Sync("video promotion", "the host decides whether any video goes on to the next traffic pool (a "
+             "decision; the loop stops early when none does)", most=3),
+    )
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
