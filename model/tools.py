@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import rng
+from ..kernels import fused, rng
 from .codes import Provider
 
 
@@ -117,9 +117,31 @@ def target_exposures(cascade: Any, user: Any, targeted: Any, category_bit: Any, 
     """
     if cascade.shape[0] == 0:
         return cascade, user
+    keep = fused.launch(_KEEP_TARGETED, cascade, user, targeted, category_bit, interests, cascade_key,
+                        float(keep_off_interest), int(interests.shape[0]), np.uint64(key), xp=xp)
+    kept = xp.flatnonzero(keep)
+    return cascade[kept], user[kept]
+
+
+def _keep_targeted_reference(cascade: Any, user: Any, targeted: Any, category_bit: Any, interests: Any,
+                             cascade_key: Any, keep_off_interest: float, n_users: int, key: Any) -> Any:
+    """(bool[X]) which exposures :func:`target_exposures` keeps: all but the off-interest ones of
+    targeted posts, which keep with ``keep_off_interest`` (draw index ``cascade_key[k] * N + u``)."""
     off_interest = (interests[user] & category_bit[cascade]) == 0
-    candidate = xp.flatnonzero(targeted[cascade] & off_interest)  # only these draw
-    index = cascade_key[cascade[candidate]] * interests.shape[0] + user[candidate]
-    keep = xp.ones(cascade.shape[0], dtype=xp.bool_)
-    keep[candidate] = rng.bernoulli(key, index, keep_off_interest, xp=xp)
-    return cascade[keep], user[keep]
+    candidate = np.flatnonzero(targeted[cascade] & off_interest)  # only these draw
+    index = cascade_key[cascade[candidate]] * n_users + user[candidate]
+    keep = np.ones(cascade.shape[0], dtype=np.bool_)
+    keep[candidate] = rng.bernoulli(int(key), index, keep_off_interest)
+    return keep
+
+
+#: the thinning in one launch on CuPy (see :mod:`weishang.kernels.fused`)
+_KEEP_TARGETED = fused.register(fused.FusedKernel(
+    "weishang_keep_targeted",
+    "int64 cascade, int64 user, raw bool targeted, raw uint16 category_bit, raw uint16 interests, "
+    "raw int64 cascade_key, float64 keep_off_interest, int64 n_users, uint64 key",
+    "bool keep",
+    """bool off_interest = (interests[user] & category_bit[cascade]) == 0;
+       keep = !(targeted[cascade] && off_interest)
+              || weishang_unit(weishang_draw(cascade_key[cascade] * n_users + user, key)) < keep_off_interest;""",
+    _keep_targeted_reference, rng.DRAW_PREAMBLE))

@@ -72,9 +72,11 @@ KEYS = [rng.stream_key(7, "test.fused", 0), rng.stream_key(2**40, "cascade.buy.l
 @needs_compiler
 def test_every_kernel_is_covered():
     import weishang.kernels.cascade  # noqa: F401  (registers its kernel)
+    import weishang.model.tools  # noqa: F401
 
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
-                                  "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome"}
+                                  "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome",
+                                  "weishang_keep_targeted"}
 
 
 @needs_compiler
@@ -158,3 +160,23 @@ def test_exposure_outcome_compiled_equals_numpy(tmp_path):
         expected = kernel.reference(*args)
         assert np.array_equal(_run_compiled(kernel, library, *args), expected), (p_buy, p_share)
         assert 0 < np.count_nonzero(expected) or p_buy == p_share == 0.0
+
+
+@needs_compiler
+def test_keep_targeted_compiled_equals_numpy(tmp_path):
+    from weishang.model import tools
+
+    kernel = tools._KEEP_TARGETED
+    library = _compile(kernel, tmp_path)
+    gen = np.random.default_rng(6)
+    n_users, n_cascades, x = 5000, 40, 20_000
+    targeted = gen.random(n_cascades) < 0.5
+    category_bit = (1 << gen.integers(0, 16, n_cascades)).astype(np.uint16)
+    interests = gen.integers(0, 2**16, n_users).astype(np.uint16)
+    cascade_key = gen.integers(0, 10**6, n_cascades)
+    c, u = gen.integers(0, n_cascades, x), gen.integers(0, n_users, x)
+    for keep in (0.0, 0.3, 1.0):
+        args = (c, u, targeted, category_bit, interests, cascade_key, keep, n_users, np.uint64(KEYS[2]))
+        expected = kernel.reference(*args)
+        assert np.array_equal(_run_compiled(kernel, library, *args), expected), keep
+        assert expected.all() == (keep == 1.0)
