@@ -231,11 +231,28 @@ def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: i
     unchanged when ``merge`` is false: after the last level nothing reads it).
     """
     keys = sorted_unique(cascade * n_users + user, xp=xp, run=cascade)
+    c, u, fresh = fused.launch(_SPLIT_FRESH, keys, isin_sorted(keys, seen, xp=xp), origin, int(n_users), xp=xp)
+    kept = xp.flatnonzero(fresh)
+    keys, c, u = keys[kept], c[kept], u[kept]
+    return c, u, (merge_sorted(seen, keys, xp=xp) if merge else seen)
+
+
+def _split_fresh_reference(keys: Any, seen: Any, origin: Any, n_users: int) -> tuple[Any, Any, Any]:
+    """(cascade, user (int64[X]), fresh (bool[X])) of exposure keys ``cascade * N + user``
+    (int64[X]): fresh unless already ``seen`` (bool[X]) or the post's own account (origin, int64[C])."""
     c = keys // n_users
     u = keys - c * n_users
-    fresh = (u != origin[c]) & ~isin_sorted(keys, seen, xp=xp)
-    keys, c, u = keys[fresh], c[fresh], u[fresh]
-    return c, u, (merge_sorted(seen, keys, xp=xp) if merge else seen)
+    return c, u, (u != origin[c]) & ~seen
+
+
+#: a level's first exposures told apart in one launch on CuPy
+_SPLIT_FRESH = fused.register(fused.FusedKernel(
+    "weishang_split_fresh", "int64 keys, bool seen, raw int64 origin, int64 n_users",
+    "int64 c, int64 u, bool fresh",
+    """c = keys / n_users;
+       u = keys - c * n_users;
+       fresh = u != origin[c] && !seen;""",
+    _split_fresh_reference))
 
 
 def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, *,

@@ -76,7 +76,7 @@ def test_every_kernel_is_covered():
 
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
                                   "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome",
-                                  "weishang_keep_targeted"}
+                                  "weishang_keep_targeted", "weishang_split_fresh"}
 
 
 @needs_compiler
@@ -180,3 +180,20 @@ def test_keep_targeted_compiled_equals_numpy(tmp_path):
         expected = kernel.reference(*args)
         assert np.array_equal(_run_compiled(kernel, library, *args), expected), keep
         assert expected.all() == (keep == 1.0)
+
+
+@needs_compiler
+def test_split_fresh_compiled_equals_numpy(tmp_path):
+    from weishang.kernels import cascade
+
+    kernel = cascade._SPLIT_FRESH
+    library = _compile(kernel, tmp_path)
+    gen = np.random.default_rng(7)
+    n_users, n_cascades = 5000, 40
+    origin = gen.integers(0, n_users, n_cascades)
+    keys = np.concatenate([gen.integers(0, n_users * n_cascades, 20_000), np.arange(n_cascades) * n_users + origin])
+    seen = gen.random(keys.shape[0]) < 0.3
+    args = (keys, seen, origin, n_users)
+    got, expected = _run_compiled(kernel, library, *args), kernel.reference(*args)
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert not expected[2][-n_cascades:].any() and expected[2].any()  # an account never sees its own post
