@@ -138,7 +138,8 @@ class RiskEngine(Mechanism):
         self.ti_created = pop.state["ti_created"]
         self.learning = r.scorer == "learned"
         self.graph = GraphState.empty(self.n_users, self.n_merchants + 1, r.window_ticks, xp=self.xp)
-        self.scorer = LearnedScorer(N_FEATURES, r.label_delay_ticks, r.retrain_every_ticks, r.train_window_ticks)
+        self.scorer = LearnedScorer(N_FEATURES, r.label_delay_ticks, r.retrain_every_ticks, r.train_window_ticks,
+                                    self.backend)
         #: (float64[S, K] each, device) sampled legitimate feature rows of past ticks, for the learned threshold
         self.learned_history: deque[Any] = deque(maxlen=r.threshold_history_ticks)
         #: (float64[S] each, device) their scores by the model of ``scores_fitted_at`` (rescored after a refit)
@@ -215,11 +216,12 @@ class RiskEngine(Mechanism):
         targets = (r.target_fpr, *FPR_GRID)
         grids = Scored(grid_thresholds(history.rule, targets, xp=xp),
                        None if history.learned is None else grid_thresholds(history.learned, targets, xp=xp))
-        threshold = float(grids.decisive[0])
+        threshold = grids.decisive[0]  # stays on the device: the interceptions need no read-back
         score = scored.decisive
         intercepted = score > threshold
         probe_scored, probe_typology, probe_share, probe_rows = self._probe(tick, view, flag, threshold, accounts)
-        curve = self._curve(tick, scored, grids, fraud_typology, n_legit, probe_scored, probe_typology)
+        host_grids = Scored(*(None if g is None else self.backend.to_host(g) for g in (grids.rule, grids.learned)))
+        curve = self._curve(tick, scored, grids, host_grids, fraud_typology, n_legit, probe_scored, probe_typology)
         if self.learning:
             self._keep_rows(tick, rows_of, legit_key, n_legit, int(payer_all.shape[0]), probe_rows)
             update_graph(self.graph, graph_today, tick, xp=xp)
@@ -230,7 +232,7 @@ class RiskEngine(Mechanism):
         legit_passed[legit_idx] = ~intercepted[:n_orders]
         fraud_passed = ~intercepted[n_legit:]
         metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_amount, fraud_passed,
-                                threshold, xp=xp)
+                                float(host_grids.decisive[0]), xp=xp)
         metrics["learned_scoring"] = scored.learned is not None
         self.fraud.react(probe_share)
         log = None
@@ -274,11 +276,11 @@ class RiskEngine(Mechanism):
         return linear_scores(lambda a, b: x[a:b], int(x.shape[0]), self.scorer.coef, self.scorer.bias, xp=self.xp)
 
     def _keep_rows(self, tick: int, rows_of: Any, legit_key: Any, n_legit: int, n_all: int,
-                   probe_rows: np.ndarray | None) -> None:
-        """Keep this tick's sampled legitimate feature rows for the learned threshold (device),
-        and its training rows (sampled legitimate, every fraud payment, the probe's payments) for
-        the learned scorer once their labels arrive (host)."""
-        xp, r, host = self.xp, self.config.risk, self.backend.to_host
+                   probe_rows: Any) -> None:
+        """Keep this tick's sampled legitimate feature rows for the learned threshold, and its
+        training rows (sampled legitimate, every fraud payment, the probe's payments) for the
+        learned scorer once their labels arrive; both stay on the device."""
+        xp, r = self.xp, self.config.risk
         u = rng.uniform(rng.stream_key(self.config.run.seed, "risk.sample", tick), legit_key, xp=xp)
         keep_rate = min(1.0, r.history_legit_per_tick / max(n_legit, 1))
         train_rate = min(1.0, r.train_legit_per_tick / max(n_legit, 1))
@@ -290,21 +292,22 @@ class RiskEngine(Mechanism):
             self.learned_history_scores.append(self._learned_scores(kept))
         train = rows_of(xp.flatnonzero(u < train_rate))
         fraud = rows_of(xp.arange(n_legit, n_all, dtype=xp.int64))
+        x = xp.concatenate([train, fraud, *([] if probe_rows is None else [probe_rows])])
         n_train = int(train.shape[0])
-        x = np.concatenate([host(train), host(fraud), *([] if probe_rows is None else [probe_rows])])
-        label = np.arange(x.shape[0]) >= n_train
-        weight = np.where(label, 1.0, 1.0 / train_rate)
-        self.scorer.add(LabelledRows(tick, x, label, weight))
+        label = xp.arange(x.shape[0], dtype=xp.int64) >= n_train
+        weight = xp.where(label, 1.0, 1.0 / train_rate)
+        self.scorer.add(LabelledRows(tick, x, label, weight, int(x.shape[0]) - n_train))
 
-    def _probe(self, tick: int, view: Any, flag: Any, threshold: float,
-               accounts: AccountView | None) -> tuple[Scored | None, Any, np.ndarray, np.ndarray | None]:
+    def _probe(self, tick: int, view: Any, flag: Any, threshold: Any,
+               accounts: AccountView | None) -> tuple[Scored | None, Any, np.ndarray, Any]:
         """Score the tick's fraud probe (:meth:`FraudInjector.probe`), each payment against the
         tick's traffic plus its own event's payments; nothing here settles or is kept.
 
         Returns:
             the probe's scores (None without probe), its typologies (int64[P], device), the share
             of each typology the engine would intercept (float64[len(TYPOLOGIES)], NaN for a
-            typology without probe), and (learning) its feature rows (host), labelled fraud.
+            typology without probe), and (learning) its feature rows (float64[P, K], device),
+            labelled fraud.
         """
         xp, dev, r = self.xp, self.backend.to_device, self.config.risk
         probe = self.fraud.probe(tick)
@@ -321,11 +324,10 @@ class RiskEngine(Mechanism):
         rows = None
         if accounts is not None:
             own = self._own_graph(probe, age, tick)
-            x = features(payer, merchant, amount, scenario, new_device, age, flag, accounts,
-                         float(self.reference_fen), r.new_account_ticks, tick, xp=xp, own=own)
-            rows = self.backend.to_host(x)
+            rows = features(payer, merchant, amount, scenario, new_device, age, flag, accounts,
+                            float(self.reference_fen), r.new_account_ticks, tick, xp=xp, own=own)
             if self.scorer.fitted:
-                scored.learned = self._learned_scores(x)
+                scored.learned = self._learned_scores(rows)
         # reduced on the device: only a count per typology comes back
         typology = dev(probe.typology).astype(xp.int64)
         caught = (scored.decisive > threshold).astype(xp.float64)
@@ -350,18 +352,19 @@ class RiskEngine(Mechanism):
                          signal_day=dev(signal_day))
         return own, dev(own_payer), dev(own_merchant)
 
-    def _curve(self, tick: int, scored: Scored, grids: Scored, fraud_typology: Any, n_legit: int,
-               probe: Scored | None, probe_typology: Any) -> dict[str, np.ndarray]:
+    def _curve(self, tick: int, scored: Scored, grids: Scored, host_grids: Scored, fraud_typology: Any,
+               n_legit: int, probe: Scored | None, probe_typology: Any) -> dict[str, np.ndarray]:
         """The tick's ``risk_curve`` rows: for each scorer, the payments of each of
         :data:`CURVE_CLASSES` above each threshold of :data:`FPR_GRID` (``grids``: float64[1 + G]
-        per scorer, the engine's own target first, from its legitimate history)."""
+        per scorer on the device, the engine's own target first, from its legitimate history;
+        ``host_grids`` the same on the host). Counted on the device: one table per scorer
+        (int64[C, G + 1]) comes back."""
         xp = self.xp
-        n_typ = len(TYPOLOGIES)
+        n_typ, g = len(TYPOLOGIES), len(FPR_GRID)
         label = xp.concatenate([xp.zeros(n_legit, dtype=xp.int64), fraud_typology.astype(xp.int64) + 1])
         if probe is not None:
             label = xp.concatenate([label, probe_typology + 1 + n_typ])
-        columns: dict[str, list[Any]] = {k: [] for k in ("scorer", "source", "typology", "target_fpr", "threshold",
-                                                         "n_above", "n")}
+        parts: list[dict[str, np.ndarray]] = []
         for name in ("linear", "learned"):
             score = scored.rule if name == "linear" else scored.learned
             if score is None:
@@ -369,22 +372,18 @@ class RiskEngine(Mechanism):
             if probe is not None:
                 score = xp.concatenate([score, probe.rule if name == "linear" else probe.learned])
             thresholds = (grids.rule if name == "linear" else grids.learned)[1:]
-            above, total = counts_above(score, label, thresholds, len(CURVE_CLASSES), xp=xp)
-            for c, (source, typology) in enumerate(CURVE_CLASSES):
-                g = len(FPR_GRID)
-                columns["scorer"] += [name] * g
-                columns["source"] += [source] * g
-                columns["typology"] += [typology] * g
-                columns["target_fpr"] += list(FPR_GRID)
-                columns["threshold"] += [t if np.isfinite(t) else np.nan for t in thresholds]
-                columns["n_above"] += above[c].tolist()
-                columns["n"] += [int(total[c])] * g
-        rows = {k: np.asarray(v, dtype=object if k in ("scorer", "source", "typology") else None)
-                for k, v in columns.items()}
-        rows["n_above"] = rows["n_above"].astype(np.int64)
-        rows["n"] = rows["n"].astype(np.int64)
-        rows["target_fpr"] = rows["target_fpr"].astype(np.float64)
-        rows["threshold"] = rows["threshold"].astype(np.float64)
+            table = self.backend.to_host(counts_above(score, label, thresholds, len(CURVE_CLASSES), xp=xp))
+            host = (host_grids.rule if name == "linear" else host_grids.learned)[1:]
+            n_classes = len(CURVE_CLASSES)
+            parts.append({
+                "scorer": np.full(n_classes * g, name, dtype=object),
+                "source": np.repeat(np.asarray([c[0] for c in CURVE_CLASSES], dtype=object), g),
+                "typology": np.repeat(np.asarray([c[1] for c in CURVE_CLASSES], dtype=object), g),
+                "target_fpr": np.tile(np.asarray(FPR_GRID, dtype=np.float64), n_classes),
+                "threshold": np.tile(np.where(np.isfinite(host), host, np.nan), n_classes),
+                "n_above": table[:, :g].ravel().astype(np.int64),
+                "n": np.repeat(table[:, g], g).astype(np.int64)})
+        rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         rows["tick"] = np.full(rows["n"].shape[0], tick, dtype=np.int32)
         return rows
 

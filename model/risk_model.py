@@ -1,6 +1,7 @@
 """The risk engine's learned scorer: a logistic model on the risk features
-(:mod:`weishang.kernels.risk_features`), fitted on the host from labelled past payments and
-exported as arrays, so scoring stays one ``xp`` expression on the device.
+(:mod:`weishang.kernels.risk_features`), fitted on the device from labelled past payments
+(:mod:`weishang.kernels.logistic`) and exported as a weight per feature, so scoring stays one
+``xp`` expression on the device.
 
 Labels arrive late, as reports and chargebacks do: the payments of tick ``t`` become training
 rows at tick ``t + label_delay_ticks``. Every ``retrain_every_ticks`` the model is refitted on
@@ -17,17 +18,23 @@ billion payments a second and bit-identical on NumPy and CuPy; a boosted forest 
 walks every tree per payment (hundreds of gathers), two orders of magnitude slower on the CPU.
 The features carry the non-linearity (caps, ratios, products).
 
-Fits run single-threaded (``threadpoolctl``) and the exported weights are rounded to float32
-precision, so the same rows give the same weights whatever BLAS threads a machine has.
+The training rows stay on the device where the features were computed; a refit brings back only
+its K + 1 weights (the scorer multiplies by them as Python floats, in a fixed order). On NumPy
+fits run on one BLAS thread (``threadpoolctl``: a threaded BLAS on a busy CPU is slower, not
+faster, at these sizes) and the exported weights are rounded to float32, so the same rows give
+the same weights whatever BLAS a machine has.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ..kernels.backend import Backend, resolve_backend
+from ..kernels.logistic import fit_balanced_logistic
 from .state import Stateful
 
 #: inverse regularisation strength of the fit (on standardised features)
@@ -36,43 +43,48 @@ C_REGULARISATION = 1.0
 
 @dataclass
 class LabelledRows:
-    """Feature rows of one tick whose labels the platform will learn (host arrays).
+    """Feature rows of one tick whose labels the platform will learn (device arrays).
 
     Attributes:
         tick: the day the payments were made.
         x: (float64[R, K]) feature rows; fraud (bool[R]) the label; weight (float64[R]) how many
             payments each row stands for (1 / sampling rate for legitimate rows, 1 for fraud).
+        n_fraud: how many rows are fraud (known on the host, so a refit needs no count back).
     """
 
     tick: int
-    x: np.ndarray
-    fraud: np.ndarray
-    weight: np.ndarray
+    x: Any
+    fraud: Any
+    weight: Any
+    n_fraud: int
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
 
 
-def fit_logistic(x: np.ndarray, fraud: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float]:
-    """(float64[K], bias) a logistic model of fraud on feature rows ``x`` (float64[R, K]), the
-    classes balanced, folded back to raw feature units: score = bias + sum_k coef[k] x[:, k].
+def fit_logistic(x: Any, fraud: Any, weight: Any, *, backend: Backend | None = None,
+                 start: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
+    """(float64[K], bias) a logistic model of fraud on feature rows ``x`` (float64[R, K]) with
+    labels ``fraud`` (bool[R]) and row weights ``weight`` (float64[R]), on ``backend``'s device
+    (NumPy when None), the classes balanced, in raw feature units: score = bias + sum_k coef[k]
+    x[:, k]. ``start``: a model (coef, bias) to start the fit from (a faster fit, the same
+    weights). Only the K + 1 weights come back to the host.
 
     Raises:
         ValueError: the rows hold only one class.
     """
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415  (only when a run learns)
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415  (only when a run learns)
 
-    if fraud.all() or not fraud.any():
+    backend = backend or resolve_backend("numpy")
+    n_fraud = int(fraud.sum())
+    if n_fraud in (0, int(fraud.shape[0])):
         raise ValueError("the training rows hold only one class")
-    w = weight.astype(np.float64)
-    w = np.where(fraud, w / w[fraud].sum(), w / w[~fraud].sum())  # the classes weigh the same
-    mean = np.average(x, axis=0, weights=w)
-    sd = np.sqrt(np.average((x - mean) ** 2, axis=0, weights=w))
-    sd = np.where(sd > 0, sd, 1.0)
+    initial = None if start is None else backend.to_device(np.append(start[0], start[1]))
     with threadpool_limits(1):
-        model = LogisticRegression(C=C_REGULARISATION, max_iter=1000)
-        model.fit((x - mean) / sd, fraud.astype(np.int8), sample_weight=w * w.shape[0])
-    coef = model.coef_[0] / sd
-    bias = float(model.intercept_[0] - np.sum(coef * mean))
-    return coef.astype(np.float32).astype(np.float64), float(np.float32(bias))
+        out = backend.to_host(fit_balanced_logistic(x, fraud, weight, c=C_REGULARISATION, xp=backend.xp,
+                                                    start=initial))
+    return out[:-1].copy(), float(out[-1])
 
 
 class LearnedScorer(Stateful):
@@ -84,8 +96,10 @@ class LearnedScorer(Stateful):
 
     STATE = ("coef", "bias", "fitted_at", "pending")
 
-    def __init__(self, n_features: int, label_delay: int, retrain_every: int, train_window: int) -> None:
+    def __init__(self, n_features: int, label_delay: int, retrain_every: int, train_window: int,
+                 backend: Backend | None = None) -> None:
         self.label_delay, self.retrain_every, self.train_window = label_delay, retrain_every, train_window
+        self.backend = backend or resolve_backend("numpy")
         self.coef = np.zeros(n_features)
         self.bias = 0.0
         self.fitted_at = -1
@@ -108,10 +122,13 @@ class LearnedScorer(Stateful):
         known = [r for r in self.pending if r.tick <= known_until]
         if not due or not known:
             return False
-        fraud = np.concatenate([r.fraud for r in known])
-        if fraud.all() or not fraud.any():
+        n_fraud = sum(r.n_fraud for r in known)
+        if n_fraud in (0, sum(r.n for r in known)):  # one class: nothing to learn from
             return False
-        self.coef, self.bias = fit_logistic(np.concatenate([r.x for r in known]), fraud,
-                                            np.concatenate([r.weight for r in known]))
+        xp = self.backend.xp
+        self.coef, self.bias = fit_logistic(xp.concatenate([r.x for r in known]),
+                                            xp.concatenate([r.fraud for r in known]),
+                                            xp.concatenate([r.weight for r in known]), backend=self.backend,
+                                            start=(self.coef, self.bias) if self.fitted else None)
         self.fitted_at = tick
         return True

@@ -137,11 +137,30 @@ def test_curve_counts_equal_a_direct_count():
             assert (legit_history > t).mean() <= f  # each holds its target on the history
     assert not np.isfinite(thresholds[0])  # 50,000 scores cannot resolve 1e-6
     assert thresholds.tolist() == [threshold_for_fpr(legit_history, f, xp=np) for f in FPR_GRID]  # one selection
-    above, total = counts_above(score, label, thresholds, 4, xp=np)
+    table = counts_above(score, label, thresholds, 4, xp=np)
     for c in range(4):
-        assert total[c] == (label == c).sum()
+        assert table[c, -1] == (label == c).sum()
         for g, t in enumerate(thresholds):
-            assert above[c, g] == ((label == c) & (score > t)).sum()
+            assert table[c, g] == ((label == c) & (score > t)).sum()
+
+
+def test_curve_on_the_strict_stand_in_equals_numpy_and_reads_nothing_back(monkeypatch):
+    from tests import strict_device
+
+    rs = np.random.default_rng(5)
+    history = rs.normal(size=30_000)
+    history[:50] = 9.0  # ties among the top scores: equal thresholds
+    score = np.concatenate([rs.normal(size=5_000), np.full(20, 9.0), rs.normal(2.0, 1.0, size=200)])
+    label = np.concatenate([np.zeros(5_020, np.int64), rs.integers(1, 3, 200)])
+    grid = (3e-5, *FPR_GRID)
+    dev = strict_device.backend()
+    with strict_device.counting() as tally:
+        thresholds = grid_thresholds(dev.to_device(history), grid, xp=dev.xp)
+        table = counts_above(dev.to_device(score), dev.to_device(label), thresholds, 3, xp=dev.xp)
+    assert tally.transfers == 0 and tally.size_syncs == 0
+    host_thresholds = grid_thresholds(history, grid, xp=np)
+    assert np.array_equal(dev.to_host(thresholds), host_thresholds)
+    assert np.array_equal(dev.to_host(table), counts_above(score, label, host_thresholds, 3, xp=np))
 
 
 def test_features_on_the_strict_stand_in_equal_numpy(monkeypatch):

@@ -16,7 +16,7 @@ def rows(tick, n=200, seed=0, fraud_share=0.1):
     shift = np.zeros(N_FEATURES)
     shift[0], shift[2] = 2.0, -1.0  # fraud: more velocity, smaller amounts; the rest is noise
     x = rs.normal(size=(n, N_FEATURES)) + fraud[:, None] * shift
-    return LabelledRows(tick, x, fraud, np.ones(n))
+    return LabelledRows(tick, x, fraud, np.ones(n), int(fraud.sum()))
 
 
 def test_exported_weights_score_as_the_fit_ranks():
