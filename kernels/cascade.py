@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import fused, rng
-from .backend import (Repeater, array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
+from .backend import (array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
                       sorted_unique)
 
 
@@ -205,21 +205,40 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
     """
     start = indptr[sources]
     length = indptr[sources + 1] - start
-    repeat = Repeater(length, xp=xp)  # the sources' per-edge values share one repeat
-    edge = concat_ranges(start, length, xp=xp, repeat=repeat)
-    if edge.shape[0] == 0:
+    owner = repeat_ids(length, xp=xp)  # the source of each edge examined
+    if owner.shape[0] == 0:
         empty = xp.zeros(0, dtype=xp.int64)
         return empty, empty
-    draw_index = edge + repeat(cascade_key[cascade] * indices.shape[0])
-    p = repeat(p_view) if getattr(p_view, "ndim", 0) > 0 else p_view
-    key = repeat(key) if getattr(key, "ndim", 0) > 0 else key
-    kept = xp.flatnonzero(rng.bernoulli(key, draw_index, p, xp=xp))
-    if repeat.owner is not None:
-        owner = repeat.owner[kept]
-    else:
-        # the source of a kept edge: the row whose range holds its position (kept edges are few)
-        owner = xp.searchsorted(xp.cumsum(length), kept, side="right")
-    return cascade[owner], indices[edge[kept]].astype(xp.int64)
+    first = xp.cumsum(length) - length  # each source's first position among the edges
+    n = sources.shape[0]
+    p_view = p_view if getattr(p_view, "ndim", 0) > 0 else xp.full(n, float(p_view), dtype=xp.float64)
+    key = key if getattr(key, "ndim", 0) > 0 else xp.full(n, np.uint64(key), dtype=xp.uint64)
+    edge, hit = fused.launch(_EDGE_VIEWS, owner, start, first, cascade, cascade_key, p_view, key,
+                             int(indices.shape[0]), xp=xp)
+    kept = xp.flatnonzero(hit)
+    return cascade[owner[kept]], indices[edge[kept]].astype(xp.int64)
+
+
+def _edge_views_reference(owner: Any, start: Any, first: Any, cascade: Any, cascade_key: Any, p_view: Any,
+                          key: Any, n_indices: int) -> tuple[Any, Any]:
+    """For each edge examined, its position in the CSR (int64[X]) and whether it is viewed
+    (bool[X]): edge ``i`` is row ``owner[i]``'s ``i - first[owner[i]]``-th, drawn at index
+    ``edge + cascade_key[cascade[owner]] * E`` with that source's ``p_view`` and stream ``key``."""
+    edge = start[owner] + (np.arange(owner.shape[0], dtype=np.int64) - first[owner])
+    draw_index = edge + cascade_key[cascade[owner]] * n_indices
+    return edge, rng.bernoulli(key[owner], draw_index, p_view[owner])
+
+
+#: a CSR hop's edges laid out and drawn in one launch on CuPy (``i`` is the element's position)
+_EDGE_VIEWS = fused.register(fused.FusedKernel(
+    "weishang_edge_views",
+    "int64 owner, raw int64 start, raw int64 first, raw int64 cascade, raw int64 cascade_key, raw float64 p_view, "
+    "raw uint64 key, int64 n_indices",
+    "int64 edge, bool hit",
+    """edge = start[owner] + ((long long)i - first[owner]);
+       long long index = edge + cascade_key[cascade[owner]] * n_indices;
+       hit = weishang_unit(weishang_draw(index, key[owner])) < p_view[owner];""",
+    _edge_views_reference, rng.DRAW_PREAMBLE))
 
 
 def _first_exposures(cascade: Any, user: Any, origin: Any, seen: Any, n_users: int, *, xp: ModuleType,

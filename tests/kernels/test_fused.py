@@ -76,7 +76,7 @@ def test_every_kernel_is_covered():
 
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
                                   "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome",
-                                  "weishang_keep_targeted", "weishang_split_fresh"}
+                                  "weishang_keep_targeted", "weishang_split_fresh", "weishang_edge_views"}
 
 
 @needs_compiler
@@ -197,3 +197,25 @@ def test_split_fresh_compiled_equals_numpy(tmp_path):
     got, expected = _run_compiled(kernel, library, *args), kernel.reference(*args)
     assert all(np.array_equal(a, b) for a, b in zip(got, expected))
     assert not expected[2][-n_cascades:].any() and expected[2].any()  # an account never sees its own post
+
+
+@needs_compiler
+def test_edge_views_compiled_equals_numpy(tmp_path):
+    from weishang.kernels import cascade
+
+    kernel = cascade._EDGE_VIEWS
+    library = _compile(kernel, tmp_path)
+    gen = np.random.default_rng(8)
+    n_sources, n_cascades, n_indices = 300, 40, 90_000
+    length = gen.integers(0, 60, n_sources)
+    start = gen.integers(0, n_indices - 60, n_sources)
+    first = np.cumsum(length) - length
+    owner = np.repeat(np.arange(n_sources), length)
+    cascade_of = gen.integers(0, n_cascades, n_sources)
+    cascade_key = gen.integers(0, 10**6, n_cascades)
+    p_view = gen.random(n_sources)
+    key = np.array(KEYS, dtype=np.uint64)[gen.integers(0, len(KEYS), n_sources)]
+    args = (owner, start, first, cascade_of, cascade_key, p_view, key, n_indices)
+    (edge, hit), (want_edge, want_hit) = _run_compiled(kernel, library, *args), kernel.reference(*args)
+    assert np.array_equal(edge, want_edge) and np.array_equal(hit, want_hit)
+    assert np.array_equal(edge, np.concatenate([np.arange(s, s + n) for s, n in zip(start, length)]))

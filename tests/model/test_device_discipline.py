@@ -143,8 +143,8 @@ def test_per_tick_copies_to_the_host_are_aggregates(strict):
     from dataclasses import dataclass
 
     from weishang.kernels.backend import Backend
-    from weishang.kernels.risk_features import N_FEATURES
     from weishang.model.commerce import CommerceModel
+    from weishang.model.risk_engine import CURVE_CLASSES, FPR_GRID
 
     copied: list[int] = []
 
@@ -162,16 +162,9 @@ def test_per_tick_copies_to_the_host_are_aggregates(strict):
         copied.clear()
         model.step()
         c = model.record.traffic.posts.n
-        allowed = {m, m + 1, c, c * levels} | {k * m for k in range(2, 9)}
-
-        def training_rows(size: int) -> bool:
-            # the learned scorer's training sample: feature rows of a fixed number of sampled
-            # legitimate payments, the tick's fraud and its probe (fitted on the host), whatever N
-            cap = (1.2 * config.risk.train_legit_per_tick + 4000) * N_FEATURES
-            return size % N_FEATURES == 0 and size <= cap
-
-        assert copied and all(size <= 32 or size in allowed or training_rows(size) for size in copied), \
-            (sorted(set(copied)), allowed)
+        curve = len(CURVE_CLASSES) * (len(FPR_GRID) + 1)
+        allowed = {m, m + 1, c, c * levels, curve} | {k * m for k in range(2, 9)}
+        assert copied and all(size <= 32 or size in allowed for size in copied), (sorted(set(copied)), allowed)
         n_orders = int(model.record.aggregation.buys.sum())
-        discriminating += n_orders > 32 and n_orders not in allowed and n_orders < m * 8 and not training_rows(n_orders)
+        discriminating += n_orders > 32 and n_orders not in allowed and n_orders < m * 8
     assert discriminating > 0  # a per-order copy would have been caught on some tick
