@@ -30,15 +30,22 @@ at 200k and died out at 1M. The probe makes the reaction the same at every N.
 
 Sockpuppets are not extra users: their payments are attributed to random user ids with the
 account age of a sockpuppet, so velocity features see them but the population stays fixed.
+
+The draws are counter-based (:mod:`weishang.kernels.rng`) and made on the device (``xp``): the
+batches are born where they are scored, and NumPy and CuPy draw the same payments. The host draws
+only the tick's counts (events, rings), which it needs to size the batch anyway.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
 from ..kernels import rng
+from ..kernels.backend import repeat_values, scatter_add
 from .config import FraudConfig
 from .state import Stateful
 
@@ -57,48 +64,70 @@ PROBE_PAYMENTS = 256
 
 @dataclass
 class FraudBatch:
-    """One tick's fraudulent payments (host arrays).
+    """One tick's fraudulent payments (arrays on the injector's device).
 
     Attributes:
         payer, merchant: (int64[F]); amount (int64[F]) fen; scenario (int8[F]) 0 QR, 1
         mini-program, 2 cross-border; new_device (bool[F]); account_age (int64[F]) ticks, or -1
         for the payer's real age; typology (int8[F]) index into :data:`TYPOLOGIES`; event
-        (int64[F]) the takeover, brushing order, ring or burst each payment belongs to;
-        signal_lag (int64[F]) days since the takeover signal on the payer's account, -1 when the
-        payment brings none.
+        (int64[F]) the takeover, brushing order, ring or burst each payment belongs to (events
+        numbered from 0 in the order of the batch); signal_lag (int64[F]) days since the takeover
+        signal on the payer's account, -1 when the payment brings none.
     """
 
-    payer: np.ndarray
-    merchant: np.ndarray
-    amount: np.ndarray
-    scenario: np.ndarray
-    new_device: np.ndarray
-    account_age: np.ndarray
-    typology: np.ndarray
-    event: np.ndarray
-    signal_lag: np.ndarray
+    payer: Any
+    merchant: Any
+    amount: Any
+    scenario: Any
+    new_device: Any
+    account_age: Any
+    typology: Any
+    event: Any
+    signal_lag: Any
 
     @property
     def n(self) -> int:
         return int(self.payer.shape[0])
 
-    def own_counts(self) -> tuple[np.ndarray, np.ndarray]:
+    def own_ids(self, account: Any, *, xp: ModuleType = np) -> Any:
+        """(int64[F]) each payment's (event, ``account``) pair numbered 0, 1, ... in the pairs'
+        order (event, then account): compact ids of what each event adds to an account."""
+        if self.n == 0:
+            return xp.zeros(0, dtype=xp.int64)
+        order = xp.lexsort(xp.stack([account, self.event]))  # the last key sorts first
+        event, account = self.event[order], account[order]
+        first = xp.empty(self.n, dtype=xp.bool_)
+        first[0] = True
+        first[1:] = (event[1:] != event[:-1]) | (account[1:] != account[:-1])
+        ids = xp.empty(self.n, dtype=xp.int64)
+        ids[order] = xp.cumsum(first) - 1
+        return ids
+
+    def own_counts(self, *, xp: ModuleType = np) -> tuple[Any, Any]:
         """(int64[F], int64[F]) payments of each payment's own event by the same payer and to the
         same merchant (itself included): what the event adds to the engine's counts today."""
-        def count(account: np.ndarray) -> np.ndarray:
-            _, inverse, counts = np.unique(np.stack([self.event, account]), axis=1, return_inverse=True,
-                                           return_counts=True)
-            return counts[inverse.ravel()].astype(np.int64)
+        def count(account: Any) -> Any:
+            ids = self.own_ids(account, xp=xp)
+            counts = xp.zeros(self.n, dtype=xp.int64)
+            scatter_add(counts, ids, xp.ones(self.n, dtype=xp.int64), xp=xp)
+            return counts[ids]
         return count(self.payer), count(self.merchant)
 
-    def signals(self, day: int) -> tuple[np.ndarray, np.ndarray]:
-        """(int64[S], int64[S]) the distinct payers with a takeover signal and the day of each
-        one's latest."""
+    def signals(self, day: int, *, xp: ModuleType = np, payer: Any = None) -> tuple[Any, Any]:
+        """(int64[S], int64[S]) the distinct payers with a takeover signal, ascending, and the day
+        of each one's latest. ``payer`` (int64[F]): the payers to group by (the batch's own when
+        None; compact ids for a probe's own events)."""
+        payer = self.payer if payer is None else payer
         has = self.signal_lag >= 0
-        payers, inverse = np.unique(self.payer[has], return_inverse=True)
-        latest = np.full(payers.shape[0], np.iinfo(np.int64).min, dtype=np.int64)
-        np.maximum.at(latest, inverse.ravel(), day - self.signal_lag[has])
-        return payers.astype(np.int64), latest
+        who, when = payer[has], day - self.signal_lag[has]
+        if who.shape[0] == 0:
+            return who.astype(xp.int64), when.astype(xp.int64)
+        order = xp.lexsort(xp.stack([when, who]))  # by payer, the latest day last
+        who, when = who[order], when[order]
+        last = xp.empty(who.shape[0], dtype=xp.bool_)
+        last[-1] = True
+        last[:-1] = who[1:] != who[:-1]
+        return who[last].astype(xp.int64), when[last].astype(xp.int64)
 
 
 class FraudInjector(Stateful):
@@ -109,16 +138,18 @@ class FraudInjector(Stateful):
     Args:
         cfg: the fraud section of the scenario.
         n_users: N.
-        fraud_merchants: (int64[K]) merchants that brush and serve as mules.
+        fraud_merchants: (int64[K], host) merchants that brush and serve as mules, sorted.
         n_merchants: M, for bursts and fan-out to ordinary merchants.
         reference_fen: the median price in fen (amounts are multiples of it).
         seed: base seed.
+        xp: the array module the batches are drawn on (NumPy when omitted).
     """
 
     def __init__(self, cfg: FraudConfig, n_users: int, fraud_merchants: np.ndarray, n_merchants: int,
-                 reference_fen: int, seed: int) -> None:
-        self.cfg, self.n_users, self.seed = cfg, n_users, seed
-        self.fraud_merchants = fraud_merchants
+                 reference_fen: int, seed: int, *, xp: ModuleType = np) -> None:
+        self.cfg, self.n_users, self.seed, self.xp = cfg, n_users, seed, xp
+        self.n_fraud_merchants = int(fraud_merchants.shape[0])
+        self.fraud_merchants = xp.asarray(fraud_merchants)
         self.n_merchants = n_merchants
         self.reference_fen = reference_fen
         self.intensity = np.ones(len(TYPOLOGIES))
@@ -134,14 +165,14 @@ class FraudInjector(Stateful):
     def draw(self, tick: int) -> FraudBatch:
         """The tick's fraud: each typology's events at its expected rate (per million users, per
         fraud merchant for brushing) times its intensity."""
-        cfg, k = self.cfg, len(self.fraud_merchants)
+        cfg, k, xp = self.cfg, self.n_fraud_merchants, self.xp
         events = dict.fromkeys(range(len(TYPOLOGIES)), 0)
-        brushers = np.zeros(0, dtype=np.int64)
+        brushers = xp.zeros(0, dtype=xp.int64)
         if k:
             events[ATO] = self._count(cfg.ato_per_million, ATO, tick)
-            orders = np.floor(cfg.brushing_orders * self.intensity[BRUSHING]
-                              + rng.uniform(rng.stream_key(self.seed, "fraud.brushing.n", tick), k)).astype(np.int64)
-            brushers = np.repeat(self.fraud_merchants, orders)
+            orders = xp.floor(cfg.brushing_orders * self.intensity[BRUSHING]
+                              + rng.uniform(rng.stream_key(self.seed, "fraud.brushing.n", tick), k, xp=xp))
+            brushers = repeat_values(self.fraud_merchants, orders.astype(xp.int64), xp=xp)
             rings = self._count(cfg.laundering_per_million, FAN_IN, tick)
             fan_in = rng.bernoulli(rng.stream_key(self.seed, "fraud.laundering.kind", tick), rings, 0.5)
             events[FAN_IN], events[FAN_OUT] = int(fan_in.sum()), int((~fan_in).sum())
@@ -153,108 +184,125 @@ class FraudInjector(Stateful):
         would at the current stealth, on streams of their own: what fraud of each kind met this
         tick, whatever N (see the module docstring). Empty for the typologies that need fraud
         merchants when there are none."""
-        cfg, k = self.cfg, len(self.fraud_merchants)
+        cfg, k, xp = self.cfg, self.n_fraud_merchants, self.xp
         quiet = 1.0 - 0.7 * self.stealth
         per_event = {ATO: cfg.ato_payments, FAN_IN: max(2, int(round(cfg.laundering_fan * quiet[FAN_IN]))),
                      FAN_OUT: max(2, int(round(cfg.laundering_fan * quiet[FAN_OUT]))),
                      BURST: self._burst_size()}
         events = {t: -(-PROBE_PAYMENTS // size) for t, size in per_event.items()}
-        brushers = np.zeros(0, dtype=np.int64)
+        brushers = xp.zeros(0, dtype=xp.int64)
         if k:
             key = rng.stream_key(self.seed, "fraud.probe.brushing.merchant", tick)
-            brushers = np.sort(self.fraud_merchants[rng.integers(key, PROBE_PAYMENTS, k)])
+            brushers = xp.sort(self.fraud_merchants[rng.integers(key, PROBE_PAYMENTS, k, xp=xp)])
         else:
             events.update({ATO: 0, FAN_IN: 0, FAN_OUT: 0})
         return self._batch(tick, "fraud.probe", events, brushers)
 
-    def puppets(self, brushers: np.ndarray, u: np.ndarray) -> np.ndarray:
+    def puppets(self, brushers: Any, u: Any) -> Any:
         """(int64[B]) the sockpuppet paying each brushing order of the fraud merchants
         ``brushers`` (int64[B]), picked by ``u`` (float64[B] in [0, 1)) from its ring's pool.
         Rings are runs of ``brushing_ring`` merchants in :attr:`fraud_merchants` order; a ring's
         pool holds ``brushing_pool`` puppets, up to five times as many as brushing grows
         stealthier, and keeps its puppets from day to day (pool ids are drawn per ring and slot)."""
-        ring = np.searchsorted(self.fraud_merchants, brushers) // self.cfg.brushing_ring
+        xp = self.xp
+        ring = xp.searchsorted(self.fraud_merchants, brushers) // self.cfg.brushing_ring
         size = min(POOL_MAX, max(1, int(round(self.cfg.brushing_pool * (1 + 4 * self.stealth[BRUSHING])))))
-        slot = np.minimum((u * size).astype(np.int64), size - 1)
-        return rng.integers(rng.stream_key(self.seed, "fraud.brushing.pool"), ring * POOL_MAX + slot, self.n_users)
+        slot = xp.minimum((u * size).astype(xp.int64), size - 1)
+        return rng.integers(rng.stream_key(self.seed, "fraud.brushing.pool"), ring * POOL_MAX + slot, self.n_users,
+                            xp=xp)
 
     def _burst_size(self) -> int:
         return max(1, int(round(self.cfg.burst_orders * (1.0 - 0.5 * self.stealth[BURST]))))
 
-    def _batch(self, tick: int, stream: str, events: dict[int, int], brushers: np.ndarray) -> FraudBatch:
+    def _batch(self, tick: int, stream: str, events: dict[int, int], brushers: Any) -> FraudBatch:
         """The payments of ``events[t]`` takeovers, rings (fan-in, fan-out) and bursts, and of one
-        brushing order per entry of ``brushers`` (int64[B], fraud merchants), on streams named
-        ``stream``."""
-        cfg, seed, n = self.cfg, self.seed, self.n_users
-        parts: list[dict[str, np.ndarray]] = []
+        brushing order per entry of ``brushers`` (int64[B], fraud merchants, device), on streams
+        named ``stream``."""
+        cfg, seed, n, xp = self.cfg, self.seed, self.n_users, self.xp
+        parts: list[dict[str, Any]] = []
 
         def key(name: str) -> int:
             return rng.stream_key(seed, f"{stream}.{name}", tick)
 
+        def uniform(name: str, m: int) -> Any:
+            return rng.uniform(key(name), m, xp=xp)
+
+        def integers(name: str, m: int, high: int) -> Any:
+            return rng.integers(key(name), m, high, xp=xp)
+
+        def column(value: int | Any, m: int, dtype: Any) -> Any:
+            """A plain number repeated, or an array, as ``dtype``[m]."""
+            return xp.full(m, value, dtype=dtype) if isinstance(value, int) else value.astype(dtype)
+
         n_events = 0
 
-        def add(typology: int, payer, merchant, amount, scenario: int | np.ndarray, p_new_device: float, account_age,
-                event, signal_lag=-1) -> None:
+        def add(typology: int, payer, merchant, amount, scenario: int | Any, p_new_device: float, account_age,
+                event, n_new_events: int, signal_lag: int | Any = -1) -> None:
             nonlocal n_events
-            m = payer.shape[0]
-            parts.append(dict(payer=payer.astype(np.int64), merchant=merchant.astype(np.int64),
-                              amount=np.maximum(amount, 100).astype(np.int64),
-                              scenario=np.broadcast_to(scenario, (m,)).astype(np.int8),
-                              new_device=rng.bernoulli(key(f"{TYPOLOGIES[typology]}.device"), m, p_new_device),
-                              account_age=np.broadcast_to(account_age, (m,)).astype(np.int64),
-                              typology=np.full(m, typology, dtype=np.int8),
-                              event=n_events + np.asarray(event, dtype=np.int64),
-                              signal_lag=np.broadcast_to(signal_lag, (m,)).astype(np.int64)))
-            n_events += int(event.max()) + 1 if m else 0
+            m = int(payer.shape[0])
+            parts.append(dict(payer=payer.astype(xp.int64), merchant=merchant.astype(xp.int64),
+                              amount=xp.maximum(amount, 100).astype(xp.int64),
+                              scenario=column(scenario, m, xp.int8),
+                              new_device=rng.bernoulli(key(f"{TYPOLOGIES[typology]}.device"), m, p_new_device, xp=xp),
+                              account_age=column(account_age, m, xp.int64),
+                              typology=xp.full(m, typology, dtype=xp.int8),
+                              event=n_events + event.astype(xp.int64),
+                              signal_lag=column(signal_lag, m, xp.int64)))
+            n_events += n_new_events if m else 0
+
+        def each(n_groups: int, size: int) -> Any:
+            """(int64[n_groups * size]) 0, 0, ..., 1, 1, ...: the group of each payment."""
+            return xp.repeat(xp.arange(n_groups, dtype=xp.int64), size)
 
         quiet = 1.0 - 0.7 * self.stealth  # stealthier fraud looks more like ordinary payments
-        k = len(self.fraud_merchants)
+        k = self.n_fraud_merchants
         if k:
             victims = events[ATO]
             m = victims * cfg.ato_payments
-            payer = np.repeat(rng.integers(key("ato.victim"), victims, n), cfg.ato_payments)
-            mule = self.fraud_merchants[rng.integers(key("ato.mule"), m, k)]
-            amount = self.reference_fen * cfg.ato_amount_multiple * quiet[ATO] * (0.5 + rng.uniform(key("ato.amount"), m))
+            payer = xp.repeat(integers("ato.victim", victims, n), cfg.ato_payments)
+            mule = self.fraud_merchants[integers("ato.mule", m, k)]
+            amount = self.reference_fen * cfg.ato_amount_multiple * quiet[ATO] * (0.5 + uniform("ato.amount", m))
             # the takeover's signal: today, or up to TAKEOVER_WAIT_MAX days before as the ring adapts
-            wait = np.repeat(rng.integers(key("ato.wait"), victims,
-                                          1 + int(round(TAKEOVER_WAIT_MAX * self.stealth[ATO]))), cfg.ato_payments)
-            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1, np.repeat(np.arange(victims), cfg.ato_payments),
-                wait)
+            wait = xp.repeat(integers("ato.wait", victims, 1 + int(round(TAKEOVER_WAIT_MAX * self.stealth[ATO]))),
+                             cfg.ato_payments)
+            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1, each(victims, cfg.ato_payments), victims, wait)
 
-            m = brushers.shape[0]
-            payer = self.puppets(brushers, rng.uniform(key("brushing.puppet"), m))
-            amount = self.reference_fen * (0.5 + rng.uniform(key("brushing.amount"), m))
+            m = int(brushers.shape[0])
+            payer = self.puppets(brushers, uniform("brushing.puppet", m))
+            amount = self.reference_fen * (0.5 + uniform("brushing.amount", m))
             # adapted brushers use aged sockpuppets
-            age = rng.integers(key("brushing.age"), m, 1 + int(30 * (1 + 10 * self.stealth[BRUSHING])))
+            age = integers("brushing.age", m, 1 + int(30 * (1 + 10 * self.stealth[BRUSHING])))
             # paid in the shop's mini-program, or to the merchant's personal QR code (common in micro-commerce)
-            scenario = np.where(rng.uniform(key("brushing.scenario"), m) < cfg.brushing_share_qr, 0, 1)
-            add(BRUSHING, payer, brushers, amount, scenario, 0.5 * quiet[BRUSHING], age, np.arange(m))
+            scenario = xp.where(uniform("brushing.scenario", m) < cfg.brushing_share_qr, 0, 1)
+            add(BRUSHING, payer, brushers, amount, scenario, 0.5 * quiet[BRUSHING], age,
+                xp.arange(m, dtype=xp.int64), m)
 
             for typology in (FAN_IN, FAN_OUT):
                 r = events[typology]
+                name = TYPOLOGIES[typology]
                 fan = max(2, int(round(cfg.laundering_fan * quiet[typology])))
                 m = r * fan
-                ring = np.repeat(np.arange(r), fan)
-                hub_payer = rng.integers(key(f"{TYPOLOGIES[typology]}.hub"), r, n)[ring]
-                hub_merchant = self.fraud_merchants[rng.integers(key(f"{TYPOLOGIES[typology]}.mule"), r, k)][ring]
-                spread_payer = rng.integers(key(f"{TYPOLOGIES[typology]}.payers"), m, n)
-                spread_merchant = rng.integers(key(f"{TYPOLOGIES[typology]}.merchants"), m, self.n_merchants)
+                ring = each(r, fan)
+                hub_payer = integers(f"{name}.hub", r, n)[ring]
+                hub_merchant = self.fraud_merchants[integers(f"{name}.mule", r, k)][ring]
+                spread_payer = integers(f"{name}.payers", m, n)
+                spread_merchant = integers(f"{name}.merchants", m, self.n_merchants)
                 payer = spread_payer if typology == FAN_IN else hub_payer
                 merchant = hub_merchant if typology == FAN_IN else spread_merchant
-                amount = LAUNDERING_AMOUNT * quiet[typology] * (0.9 + 0.1 * rng.uniform(key(f"{TYPOLOGIES[typology]}.amt"), m))
-                add(typology, payer, merchant, amount, 2, 0.2 * quiet[typology], -1, ring)
+                amount = LAUNDERING_AMOUNT * quiet[typology] * (0.9 + 0.1 * uniform(f"{name}.amt", m))
+                add(typology, payer, merchant, amount, 2, 0.2 * quiet[typology], -1, ring, r)
 
         bursts = events[BURST]
         size = self._burst_size()
         m = bursts * size
-        payer = np.repeat(rng.integers(key("burst.payer"), bursts, n), size)
-        merchant = rng.integers(key("burst.merchant"), m, self.n_merchants)
-        amount = self.reference_fen * cfg.burst_amount_multiple * quiet[BURST] * (0.5 + rng.uniform(key("burst.amount"), m))
-        add(BURST, payer, merchant, amount, 0, 0.3 * quiet[BURST], -1, np.repeat(np.arange(bursts), size))
+        payer = xp.repeat(integers("burst.payer", bursts, n), size)
+        merchant = integers("burst.merchant", m, self.n_merchants)
+        amount = self.reference_fen * cfg.burst_amount_multiple * quiet[BURST] * (0.5 + uniform("burst.amount", m))
+        add(BURST, payer, merchant, amount, 0, 0.3 * quiet[BURST], -1, each(bursts, size), bursts)
 
         fields = ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology", "event",
                   "signal_lag")
-        return FraudBatch(**{f: np.concatenate([p[f] for p in parts]) for f in fields})
+        return FraudBatch(**{f: xp.concatenate([p[f] for p in parts]) for f in fields})
 
     def react(self, intercepted_share: np.ndarray) -> None:
         """Adapt to one tick's interception rates (float64[len(TYPOLOGIES)], from the probe);

@@ -62,7 +62,7 @@ class Screening:
     Attributes:
         legit_passed: (bool[O]) on the device: each legitimate payment that was not intercepted
             (off-platform payments always pass: nobody screens them).
-        fraud: the tick's injected fraud (host); fraud_passed (bool[F], device): not intercepted.
+        fraud: the tick's injected fraud (device); fraud_passed (bool[F], device): not intercepted.
         metrics: per-tick counts and rates for the ticks table (host numbers).
         log: the scored transactions kept for ``transactions/`` (host columns), or None when
             ``output.transactions`` is "none".
@@ -134,7 +134,7 @@ class RiskEngine(Mechanism):
         self.reference_fen = round(config.merchants.price_median * 100)
         fraud_merchants = draw_fraud_merchants(config.run.seed, self.n_merchants, config.fraud.share_fraud_merchants)
         self.fraud = FraudInjector(config.fraud, self.n_users, fraud_merchants, self.n_merchants,
-                                   self.reference_fen, config.run.seed)
+                                   self.reference_fen, config.run.seed, xp=self.xp)
         self.ti_created = pop.state["ti_created"]
         self.learning = r.scorer == "learned"
         self.graph = GraphState.empty(self.n_users, self.n_merchants + 1, r.window_ticks, xp=self.xp)
@@ -171,21 +171,21 @@ class RiskEngine(Mechanism):
         everyday = draw_everyday(self.config, self.n_users, orders_by_scenario, tick, xp=xp,
                                  amounts=self.everyday_amounts)
         n_legit = n_orders + everyday.n
-        fraud = self.fraud.draw(tick)
-        fraud_payer, fraud_amount, fraud_typology = dev(fraud.payer), dev(fraud.amount), dev(fraud.typology)
+        fraud = self.fraud.draw(tick)  # drawn on the device
+        fraud_payer, fraud_amount, fraud_typology = fraud.payer, fraud.amount, fraud.typology
         real_age = tick - self.ti_created[fraud_payer].astype(xp.int64)
-        stated_age = dev(fraud.account_age)  # -1: the payer account's real age
+        stated_age = fraud.account_age  # -1: the payer account's real age
         fraud_age = xp.where(stated_age >= 0, stated_age, real_age)
         legit_payer = xp.concatenate([payer[legit_idx], everyday.payer])
         legit_key = xp.concatenate([order_key[legit_idx], everyday.key])
         payer_all = xp.concatenate([legit_payer, fraud_payer])
         merchant_all = xp.concatenate([payments.merchant[legit_idx],
-                                       xp.full(everyday.n, self.n_merchants, dtype=xp.int64), dev(fraud.merchant)])
+                                       xp.full(everyday.n, self.n_merchants, dtype=xp.int64), fraud.merchant])
         amount_all = xp.concatenate([payments.amount[legit_idx], everyday.amount, fraud_amount])
-        scenario_all = xp.concatenate([payments.scenario[legit_idx], everyday.scenario, dev(fraud.scenario)])
+        scenario_all = xp.concatenate([payments.scenario[legit_idx], everyday.scenario, fraud.scenario])
         legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), legit_key, r.p_new_device,
                                          xp=xp)
-        new_device_all = xp.concatenate([legit_new_device, dev(fraud.new_device)])
+        new_device_all = xp.concatenate([legit_new_device, fraud.new_device])
         age_all = xp.concatenate([tick - self.ti_created[legit_payer].astype(xp.int64), fraud_age])
         flag = xp.concatenate([dev(merchant_flag), xp.zeros(1, dtype=xp.bool_)])  # everyday shops: never flagged
         view = tick_view(payer_all, merchant_all, self.state, float(self.reference_fen), xp=xp)
@@ -197,10 +197,10 @@ class RiskEngine(Mechanism):
         scored, graph_today, accounts, rows_of = Scored(rule), None, None, None
         if self.learning:
             self.scorer.maybe_refit(tick)
-            signal_payer, signal_day = fraud.signals(tick)
+            signal_payer, signal_day = fraud.signals(tick, xp=xp)
             graph_today = tick_graph(payer_all, merchant_all, age_all < r.new_account_ticks, new_device_all,
                                      self.n_users, self.n_merchants + 1, self.n_merchants, xp=xp,
-                                     signal_payer=dev(signal_payer), signal_day=dev(signal_day),
+                                     signal_payer=signal_payer, signal_day=signal_day,
                                      burst=view.burst_of, today=view.merchant_today)
             accounts = account_view(graph_today, view, self.graph, xp=xp)
             common = dict(view=accounts, reference_amount=float(self.reference_fen),
@@ -309,18 +309,17 @@ class RiskEngine(Mechanism):
             typology without probe), and (learning) its feature rows (float64[P, K], device),
             labelled fraud.
         """
-        xp, dev, r = self.xp, self.backend.to_device, self.config.risk
+        xp, r = self.xp, self.config.risk
         probe = self.fraud.probe(tick)
         if probe.n == 0:
             return None, None, np.full(len(TYPOLOGIES), np.nan), None
-        own_payer, own_merchant = probe.own_counts()
-        payer, merchant = dev(probe.payer), dev(probe.merchant)
-        stated_age = dev(probe.account_age)
-        age = xp.where(stated_age >= 0, stated_age, tick - self.ti_created[payer].astype(xp.int64))
-        amount, scenario, new_device = dev(probe.amount), dev(probe.scenario), dev(probe.new_device)
+        own_payer, own_merchant = probe.own_counts(xp=xp)
+        payer, merchant = probe.payer, probe.merchant
+        age = xp.where(probe.account_age >= 0, probe.account_age, tick - self.ti_created[payer].astype(xp.int64))
+        amount, scenario, new_device = probe.amount, probe.scenario, probe.new_device
         scored = Scored(score_transactions(payer, merchant, amount, scenario, new_device, age, flag, self.state,
                                            self.weights, float(self.reference_fen), r.new_account_ticks, xp=xp,
-                                           view=view, own_payer=dev(own_payer), own_merchant=dev(own_merchant)))
+                                           view=view, own_payer=own_payer, own_merchant=own_merchant))
         rows = None
         if accounts is not None:
             own = self._own_graph(probe, age, tick)
@@ -328,29 +327,26 @@ class RiskEngine(Mechanism):
                             float(self.reference_fen), r.new_account_ticks, tick, xp=xp, own=own)
             if self.scorer.fitted:
                 scored.learned = self._learned_scores(rows)
-        # reduced on the device: only a count per typology comes back
-        typology = dev(probe.typology).astype(xp.int64)
-        caught = (scored.decisive > threshold).astype(xp.float64)
-        hit = self.backend.to_host(xp.bincount(typology, weights=caught, minlength=len(TYPOLOGIES)))
-        tried = np.bincount(probe.typology, minlength=len(TYPOLOGIES))
+        # reduced on the device: only the payments tried and caught per typology come back
+        typology = probe.typology.astype(xp.int64)
+        n_typ = len(TYPOLOGIES)
+        caught = (scored.decisive > threshold).astype(xp.int64)
+        passed_caught = self.backend.to_host(xp.bincount(caught * n_typ + typology, minlength=2 * n_typ))
+        hit, tried = passed_caught[n_typ:], passed_caught[:n_typ] + passed_caught[n_typ:]
         return scored, typology, np.where(tried > 0, hit / np.maximum(tried, 1), np.nan), rows
 
     def _own_graph(self, probe: FraudBatch, age: Any, tick: int) -> tuple[TickGraph, Any, Any]:
         """The counts each probe payment's own event adds (a :class:`TickGraph` over compact
         (event, payer) and (event, merchant) ids), and each payment's compact ids (device)."""
-        xp, dev, r = self.xp, self.backend.to_device, self.config.risk
-        _, own_payer = np.unique(np.stack([probe.event, probe.payer]), axis=1, return_inverse=True)
-        _, own_merchant = np.unique(np.stack([probe.event, probe.merchant]), axis=1, return_inverse=True)
-        own_payer, own_merchant = own_payer.ravel().astype(np.int64), own_merchant.ravel().astype(np.int64)
-        n_payers, n_merchants = int(own_payer.max()) + 1, int(own_merchant.max()) + 1
-        has = probe.signal_lag >= 0
-        signal_payer = np.unique(own_payer[has])
-        signal_day = np.full(signal_payer.shape[0], np.iinfo(np.int64).min, dtype=np.int64)
-        np.maximum.at(signal_day, np.searchsorted(signal_payer, own_payer[has]), tick - probe.signal_lag[has])
-        own = tick_graph(dev(own_payer), dev(own_merchant), age < r.new_account_ticks, dev(probe.new_device),
-                         n_payers, n_merchants, n_merchants, xp=xp, signal_payer=dev(signal_payer),
-                         signal_day=dev(signal_day))
-        return own, dev(own_payer), dev(own_merchant)
+        xp, r = self.xp, self.config.risk
+        own_payer, own_merchant = probe.own_ids(probe.payer, xp=xp), probe.own_ids(probe.merchant, xp=xp)
+        n_payers, n_merchants = (int(v) + 1 for v in self.backend.to_host(
+            xp.stack([own_payer.max(), own_merchant.max()])))
+        signal_payer, signal_day = probe.signals(tick, xp=xp, payer=own_payer)
+        own = tick_graph(own_payer, own_merchant, age < r.new_account_ticks, probe.new_device,
+                         n_payers, n_merchants, n_merchants, xp=xp, signal_payer=signal_payer,
+                         signal_day=signal_day)
+        return own, own_payer, own_merchant
 
     def _curve(self, tick: int, scored: Scored, grids: Scored, host_grids: Scored, fraud_typology: Any,
                n_legit: int, probe: Scored | None, probe_typology: Any) -> dict[str, np.ndarray]:
@@ -423,10 +419,11 @@ class RiskEngine(Mechanism):
             "fraud_loss": loss / 100.0,
             "risk_threshold": threshold,
         })
-        caught_typology = self.backend.to_host(xp.bincount(
-            self.backend.to_device(fraud.typology).astype(xp.int64), weights=(~fraud_passed).astype(xp.float64),
-            minlength=len(TYPOLOGIES)))
+        # per typology, passed then intercepted: one small table back
+        n_typ = len(TYPOLOGIES)
+        by_typology = self.backend.to_host(xp.bincount((~fraud_passed).astype(xp.int64) * n_typ
+                                                       + fraud.typology.astype(xp.int64), minlength=2 * n_typ))
         for t, name in enumerate(TYPOLOGIES):
-            metrics[f"n_fraud_{name}"] = int((fraud.typology == t).sum())
-            metrics[f"n_fraud_intercepted_{name}"] = int(caught_typology[t])
+            metrics[f"n_fraud_{name}"] = int(by_typology[t] + by_typology[n_typ + t])
+            metrics[f"n_fraud_intercepted_{name}"] = int(by_typology[n_typ + t])
         return metrics

@@ -210,3 +210,44 @@ def test_risk_engine_screens_the_scenarios_full_volume(risk_run):
         assert (screened >= round(daily * 30000 / WECHAT_MAU)).all()
     # this run's orders (post rate 0.6) outgrow the table in later ticks; then no top-up is needed
     assert t["n_everyday"][0] > 0 and (t["n_everyday"] >= 0).all()
+
+
+def test_fraud_drawn_on_the_strict_stand_in_equals_numpy(monkeypatch):
+    # the batches are drawn on the device: the same payments, own counts and signals as on NumPy
+    import sys
+
+    from tests import strict_device
+
+    monkeypatch.setitem(sys.modules, "cupyx", strict_device.cupyx)
+    dev = strict_device.backend()
+    cfg = load_config(overrides=[f"fraud.{k}={v}" for k, v in {**VOLUMES, "laundering_per_million": 4.0}.items()]).fraud
+    host, device = (FraudInjector(cfg, 1_000_000, np.arange(10, dtype=np.int64), 500, 21_500, seed=1, xp=xp)
+                    for xp in (np, dev.xp))
+    for f in (host, device):
+        f.react(np.array([1.0, 0.5, 1.0, 0.3, 0.2]))  # adapted: takeovers wait, pools grow
+    for tick in (0, 3):
+        for h, d in ((host.draw(tick), device.draw(tick)), (host.probe(tick), device.probe(tick))):
+            assert h.n > 0 and set(np.unique(h.typology).tolist()) == set(range(len(TYPOLOGIES)))
+            for name in ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology", "event",
+                         "signal_lag"):
+                assert np.array_equal(getattr(h, name), dev.to_host(getattr(d, name))), name
+            for a, b in zip((*h.own_counts(), *h.signals(tick)),
+                            (*d.own_counts(xp=dev.xp), *d.signals(tick, xp=dev.xp))):
+                assert np.array_equal(a, dev.to_host(b))
+
+
+def test_own_counts_and_signals_equal_a_direct_count():
+    f = injector(laundering_per_million=4.0, brushing_orders=40)
+    f.react(np.array([1.0, 0.0, 0.0, 0.0, 0.0]))  # takeovers wait: signals of several days
+    batch = f.draw(2)
+    own_payer, own_merchant = batch.own_counts()
+    pairs = list(zip(batch.event.tolist(), batch.payer.tolist()))
+    assert own_payer.tolist() == [pairs.count(p) for p in pairs]
+    pairs = list(zip(batch.event.tolist(), batch.merchant.tolist()))
+    assert own_merchant.tolist() == [pairs.count(p) for p in pairs]
+    latest: dict[int, int] = {}
+    for p, lag in zip(batch.payer.tolist(), batch.signal_lag.tolist()):
+        if lag >= 0:
+            latest[p] = max(latest.get(p, -1), 2 - lag)
+    payers, days = batch.signals(2)
+    assert payers.tolist() == sorted(latest) and days.tolist() == [latest[p] for p in sorted(latest)]
