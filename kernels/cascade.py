@@ -215,8 +215,23 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
     key = key if getattr(key, "ndim", 0) > 0 else xp.full(n, np.uint64(key), dtype=xp.uint64)
     edge, hit = fused.launch(_EDGE_VIEWS, owner, start, first, cascade, cascade_key, p_view, key,
                              int(indices.shape[0]), xp=xp)
-    kept = xp.flatnonzero(hit)
-    return cascade[owner[kept]], indices[edge[kept]].astype(xp.int64)
+    return fused.launch(_VIEWED, xp.flatnonzero(hit), owner, edge, cascade, indices, xp=xp)
+
+
+def _viewed_reference(kept: Any, owner: Any, edge: Any, cascade: Any, indices: Any) -> tuple[Any, Any]:
+    """(cascade, user (int64[K])) of the viewed edges ``kept`` (int64[K], positions among the
+    edges examined; ``owner``, ``edge``: int64[X]; ``cascade``: int64[F]; ``indices``: the CSR's
+    targets, int32[E] for the friend graph, int64 for group members)."""
+    return cascade[owner[kept]], indices[edge[kept]].astype(np.int64)
+
+
+#: the viewed edges' cascades and users gathered in one launch on CuPy
+_VIEWED = fused.register(fused.FusedKernel(
+    "weishang_viewed", "int64 kept, raw int64 owner, raw int64 edge, raw int64 cascade, raw I indices",
+    "int64 c, int64 u",
+    """c = cascade[owner[kept]];
+       u = (long long)indices[edge[kept]];""",
+    _viewed_reference))
 
 
 def _edge_views_reference(owner: Any, start: Any, first: Any, cascade: Any, cascade_key: Any, p_view: Any,

@@ -40,7 +40,8 @@ class FusedKernel:
     Attributes:
         name: the kernel's name (a C identifier; profilers show it).
         in_params: CuPy's parameter list, e.g. ``"int64 index, uint64 key"``; each may be an
-            array or a scalar, and arrays broadcast.
+            array or a scalar, and arrays broadcast; ``raw`` marks an array the body indexes
+            itself, and a one-letter type (``"raw I indices"``) takes its type from the array.
         out_params: e.g. ``"float64 u"``.
         body: the CUDA C statement(s) run for element ``i``, reading the inputs and writing the
             outputs by name (CuPy binds array parameters to their element).

@@ -385,15 +385,19 @@ class ElementwiseKernel:
 
         self.name, self.reference = name, KERNELS[name].reference
         params = [param.split() for param in in_params.split(",")]
-        self.in_types = [np.dtype(words[-2]) for words in params]
+        # a one-letter type is a type variable: the array's own (one dtype per letter)
+        self.in_types = [words[-2] if len(words[-2]) == 1 else np.dtype(words[-2]) for words in params]
         self.raw = [words[0] == "raw" for words in params]
 
     def __call__(self, *args: Any) -> Any:
         if len(args) != len(self.in_types):
             raise TypeError(f"Wrong number of arguments for {self.name!r}")
+        bound: dict[str, Any] = {}
         for arg, dtype, raw in zip(args, self.in_types, self.raw):
             if raw and not isinstance(arg, DeviceArray):
                 raise TypeError(f"{self.name}: a raw parameter takes a device array, got {type(arg).__name__}")
+            if isinstance(dtype, str):
+                dtype = bound.setdefault(dtype, getattr(arg, "dtype", None))
             if isinstance(arg, DeviceArray) and arg.dtype != dtype:
                 raise TypeError(f"Type is mismatched: {self.name} takes {dtype}, got an array of {arg.dtype}")
         _launch()

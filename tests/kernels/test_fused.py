@@ -24,19 +24,19 @@ _C_TYPES = {"int64": "long long", "uint64": "unsigned long long", "float64": "do
             "int32": "int", "float32": "float", "int8": "signed char", "uint16": "unsigned short"}
 
 
-def _params(spec: str) -> list[tuple[bool, str, str]]:
-    """(raw, type, name) of each parameter of a CuPy parameter list."""
+def _params(spec: str, types: dict[str, str] | None = None) -> list[tuple[bool, str, str]]:
+    """(raw, type, name) of each parameter of a CuPy parameter list, type variables bound."""
     out = []
     for p in spec.split(","):
         words = p.split()
-        out.append((words[0] == "raw", words[-2], words[-1]))
+        out.append((words[0] == "raw", (types or {}).get(words[-2], words[-2]), words[-1]))
     return out
 
 
-def _compile(kernel: fused.FusedKernel, tmp_path) -> ctypes.CDLL:
+def _compile(kernel: fused.FusedKernel, tmp_path, types: dict[str, str] | None = None) -> ctypes.CDLL:
     """The body in CuPy's loop: an array parameter bound to its element by reference, a raw one
-    a pointer the body indexes itself."""
-    ins, outs = _params(kernel.in_params), _params(kernel.out_params)
+    a pointer the body indexes itself; ``types`` binds type variables (``{"I": "int32"}``)."""
+    ins, outs = _params(kernel.in_params, types), _params(kernel.out_params, types)
     args = [f"const {_C_TYPES[t]}* {n if raw else '_raw_' + n}" for raw, t, n in ins] + \
            [f"{_C_TYPES[t]}* _raw_{n}" for _, t, n in outs]
     binds = [f"const {_C_TYPES[t]} &{n} = _raw_{n}[i];" for raw, t, n in ins if not raw] + \
@@ -51,12 +51,12 @@ def _compile(kernel: fused.FusedKernel, tmp_path) -> ctypes.CDLL:
     return ctypes.CDLL(str(lib))
 
 
-def _run_compiled(kernel: fused.FusedKernel, library: ctypes.CDLL, *inputs):
-    params = _params(kernel.in_params)
+def _run_compiled(kernel: fused.FusedKernel, library: ctypes.CDLL, *inputs, types: dict[str, str] | None = None):
+    params = _params(kernel.in_params, types)
     n = max(np.size(x) for x, (raw, _, _) in zip(inputs, params) if not raw)
     arrays = [np.ascontiguousarray(np.asarray(x, dtype=t) if raw else np.broadcast_to(np.asarray(x, dtype=t), (n,)))
               for x, (raw, t, _) in zip(inputs, params)]
-    outs = [np.zeros(n, dtype=t) for _, t, _ in _params(kernel.out_params)]
+    outs = [np.zeros(n, dtype=t) for _, t, _ in _params(kernel.out_params, types)]
     library.run(ctypes.c_longlong(n), *[a.ctypes.data_as(ctypes.c_void_p) for a in arrays + outs])
     return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -76,7 +76,8 @@ def test_every_kernel_is_covered():
 
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
                                   "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome",
-                                  "weishang_keep_targeted", "weishang_split_fresh", "weishang_edge_views"}
+                                  "weishang_keep_targeted", "weishang_split_fresh", "weishang_edge_views",
+                                  "weishang_viewed"}
 
 
 @needs_compiler
@@ -219,3 +220,12 @@ def test_edge_views_compiled_equals_numpy(tmp_path):
     (edge, hit), (want_edge, want_hit) = _run_compiled(kernel, library, *args), kernel.reference(*args)
     assert np.array_equal(edge, want_edge) and np.array_equal(hit, want_hit)
     assert np.array_equal(edge, np.concatenate([np.arange(s, s + n) for s, n in zip(start, length)]))
+    viewed = cascade._VIEWED
+    for itype in ("int32", "int64"):  # the friend graph's targets, and group members'
+        types = {"I": itype}
+        indices = gen.integers(0, 10**6, n_indices).astype(itype)
+        args = (np.flatnonzero(hit), owner, edge, cascade_of, indices)
+        (tmp_path / itype).mkdir()
+        library = _compile(viewed, tmp_path / itype, types)
+        got, want = _run_compiled(viewed, library, *args, types=types), viewed.reference(*args)
+        assert all(np.array_equal(a, b) for a, b in zip(got, want)) and want[0].shape[0] > 0
