@@ -283,7 +283,7 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
                        scheduler: Optional[str], label: str) -> tuple[list[dict[str, Any]], int]:
     """Check everything a sweep's runs need before showing anything, then run them under a
     progress bar; returns their records and how many were complete before."""
-    from .sweep import check_task_index, check_unchanged, is_complete, run_sweep  # noqa: PLC0415
+    from .sweep import check_memory, check_task_index, check_unchanged, is_complete, run_sweep  # noqa: PLC0415
 
     if out is None:
         raise ConfigError("--out DIR is needed (the directory the runs go to)")
@@ -291,13 +291,15 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
         raise ConfigError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
     check_task_index(sweep, task_index)  # before anything is shown or created
     check_unchanged(sweep, out)  # a changed sweep file is refused at once
+    # N workers' host and device memory together; on a Dask cluster each run's own preflight runs where it lands
+    device_free = check_memory(sweep, out, workers, task_index) if scheduler is None else None
     already = 0 if task_index is not None else sum(is_complete(r, out) for r in sweep.runs)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         task = progress.add_task(label, total=1 if task_index is not None else len(sweep.runs))
         progress.update(task, completed=already)
         results = run_sweep(sweep, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
-                            scheduler=scheduler)
+                            scheduler=scheduler, preflight=False, device_free_bytes=device_free)  # checked above
     return results, already
 
 
@@ -310,12 +312,15 @@ def sweep(
     task_index: Annotated[Optional[int], typer.Option("--task-index", help="run only run I (an array-job element)")] = None,
     resume: Annotated[bool, typer.Option("--resume", metavar="", help="continue a sweep directory that has runs in it")] = False,
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786)")] = None,
+    backend: Annotated[Optional[BenchBackend], typer.Option(
+        "--backend", help="auto | numpy | cupy for every run (run.backend); cupy workers share one GPU")] = None,
     set_: SetOpt = None,
 ) -> None:
     """Run scenarios x parameter grid x replicate seeds; writes OUT/runs.parquet and one run directory per run."""
     from .sweep import load_sweep  # noqa: PLC0415
 
-    spec = load_sweep(sweep_file, set_ or ())
+    # --backend comes last, as --set does: every run, whatever its scenario file says
+    spec = load_sweep(sweep_file, [*(set_ or ()), *([f'run.backend="{backend.value}"'] if backend else [])])
     if list_runs:
         table = Table(title=f"sweep {spec.name}: {len(spec.runs)} runs")
         for col in ("run", "scenario", "point", "params", "replicate", "seed"):

@@ -13,6 +13,13 @@ a few kilobytes (a Mesa agent, its row of the tables, per-merchant rows of each 
 What is available honours the limits the process runs under, not only the machine's free
 memory: ``ulimit -v`` (``RLIMIT_AS``) and the cgroup's ``memory.max`` (what SLURM's ``--mem`` and
 containers set).
+
+A sweep runs several runs at once (``--workers N``), so :func:`check_workers` counts the N
+largest of its runs together: their host memory against what is available, and with CuPy their
+device memory against the device's free memory, each worker a process with its own CUDA context
+(:data:`DEVICE_CONTEXT_BYTES`). The device's free memory is read in a short-lived spawned child
+(:func:`probe_device`), so the sweep's own process never initialises CUDA and holds no context
+for the sweep's length.
 """
 
 from __future__ import annotations
@@ -38,6 +45,17 @@ RUN_BYTES_PER_MEMBER = 8
 RUN_BYTES_PER_MERCHANT = 4096
 #: the interpreter, NumPy, Mesa and pyarrow before any model state
 BASELINE_BYTES = 300 * 2**20
+#: device memory a process holds once CuPy has made its CUDA context, before any array: each
+#: sweep worker on a GPU pays it (524-527 MiB measured on an H200, CuPy 14.2, CUDA 13)
+DEVICE_CONTEXT_BYTES = 540 * 2**20
+#: a CuPy run's device memory over the run-state model (``run`` in :func:`estimate`): the model
+#: counts what a run holds between ticks, while on the device a tick's temporaries (the cascade's
+#: keys, the risk engine's features) are alive at once. Measured on an H200 (CuPy 14.2, 10 ticks,
+#: the model 1,038 MiB at 1M users and 208 MiB at 200k): with the pool capped at 8 times the model
+#: (as a sweep's workers are, :func:`weishang.model.sweep.device_share`) both runs finished, their
+#: pools peaking at 7,774 and 1,548 MiB; capped at 6 times, the 1M run ran out (7,210 MiB live at
+#: once). Uncapped, CuPy's pool kept 13,943 and 2,295 MiB (13 and 11 times), hoarding freed blocks
+DEVICE_PEAK_RATIO = 8
 
 
 class PreflightError(ValueError):
@@ -64,7 +82,7 @@ def estimate(config: ScenarioConfig, backend_name: str) -> MemoryEstimate:
            + RUN_BYTES_PER_MERCHANT * config.n_merchants)
     if backend_name == "cupy":
         # the graph is built on the host, then the run state lives on the device
-        return MemoryEstimate(host_bytes=int(BASELINE_BYTES + build), device_bytes=int(run))
+        return MemoryEstimate(host_bytes=int(BASELINE_BYTES + build), device_bytes=int(DEVICE_PEAK_RATIO * run))
     return MemoryEstimate(host_bytes=int(BASELINE_BYTES + max(build, run)), device_bytes=0)
 
 
@@ -146,6 +164,73 @@ def check(config: ScenarioConfig, backend_name: str, device_free_bytes: int | No
                              f"{device_free_bytes / GIB:.1f} GiB is free; lower population.n_users, use "
                              f"--backend numpy, or pass --skip-preflight to try anyway")
     return need
+
+
+def _refuse_unless_side_by_side(needs: list[int], per_worker: int, have: int, memory: str, have_is: str) -> None:
+    """Raise :class:`PreflightError` unless runs needing ``needs`` bytes each (the largest first),
+    each worker also holding ``per_worker``, fit in ``have`` bytes of ``memory`` together."""
+    total = sum(needs) + per_worker * len(needs)
+    if total <= have:
+        return
+    fit, used = 0, 0
+    for need in needs:
+        used += need + per_worker
+        if used > have:
+            break
+        fit += 1
+    if fit == 0:
+        raise PreflightError(f"a run needs about {(needs[0] + per_worker) / GIB:.1f} GiB of {memory} memory but "
+                             f"{have / GIB:.1f} GiB is {have_is}; lower population.n_users, population.mean_degree, "
+                             f"merchants or their groups" + (", or use --backend numpy" if memory == "device" else ""))
+    raise PreflightError(f"{len(needs)} workers need about {total / GIB:.1f} GiB of {memory} memory, "
+                         f"{have / GIB:.1f} GiB is {have_is}: use at most {fit} workers")
+
+
+def check_workers(runs: list[tuple[ScenarioConfig, str]], workers: int, device_free_bytes: int | None = None) -> None:
+    """Raise :class:`PreflightError` unless ``workers`` of these runs fit in memory side by side.
+
+    ``runs``: each run's config and the backend it resolves to ("numpy" or "cupy"). The runs at
+    once are the ``workers`` largest (a grid over ``population.n_users`` can put the big ones
+    together); each needs its :func:`estimate` on the host, and a CuPy run on the device, where
+    its worker also holds its own CUDA context (:data:`DEVICE_CONTEXT_BYTES`).
+    ``device_free_bytes``: the device's free memory now (:func:`probe_device`). The message names
+    the most workers that fit, or says that one run alone does not.
+    """
+    at_once = min(workers, len(runs))
+    estimates = [(estimate(config, name), name) for config, name in runs]
+    have, bound = available_host_bytes()
+    host = sorted((need.host_bytes for need, _ in estimates), reverse=True)[:at_once]
+    if host:
+        _refuse_unless_side_by_side(host, 0, have, "host", bound)
+    device = sorted((need.device_bytes for need, name in estimates if name == "cupy"), reverse=True)[:at_once]
+    if device and device_free_bytes is not None:
+        _refuse_unless_side_by_side(device, DEVICE_CONTEXT_BYTES, device_free_bytes, "device", "free")
+
+
+def _probe_child(requested: str) -> tuple[str, int | None]:
+    from ..kernels.backend import resolve_backend  # noqa: PLC0415  (in the probe's own process)
+
+    backend = resolve_backend(requested)
+    return backend.name, backend.free_device_bytes()
+
+
+def probe_device(requested: str) -> tuple[str, int | None]:
+    """The backend ``requested`` ("auto", "numpy" or "cupy") resolves to, and its free device
+    bytes (None for NumPy), asked in a spawned child process that exits at once.
+
+    Why a child: reading the free memory needs a CUDA context, which would stay in this process
+    for the sweep's length, holding device memory its workers could use; and a process that has
+    initialised CUDA can never fork a child that uses it. "auto" without CuPy installed needs no
+    child. Raises :class:`weishang.kernels.backend.BackendUnavailable` as the run would.
+    """
+    import importlib.util  # noqa: PLC0415
+    import multiprocessing as mp  # noqa: PLC0415
+    from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+    if requested == "numpy" or (requested == "auto" and importlib.util.find_spec("cupy") is None):
+        return "numpy", None
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as child:
+        return child.submit(_probe_child, requested).result()
 
 
 def peak_rss_bytes() -> int:

@@ -57,6 +57,16 @@ SIGTERM or Ctrl-C stops a sweep as it stops a run: the workers are told to stop,
 flight stay hidden with status ``interrupted``, ``runs.parquet`` is written, and the command exits
 143 or 130. Workers also stop by themselves when their parent is gone. A second sweep on the same
 ``--out`` refuses at once (a lock); array-job elements (``--task-index``) lock only their run.
+
+On one GPU (``run.backend`` cupy, or auto on a machine with a device) N workers share the device.
+Before anything starts, :func:`check_memory` counts the N largest pending runs together against
+the host's memory and the device's free memory (:func:`weishang.model.preflight.check_workers`),
+and refuses naming the most workers that fit. Workers are started with "spawn": each is a fresh
+interpreter that makes its own CUDA context (a forked child of a process that had initialised
+CUDA could not use the device), and the sweep's own process never initialises CUDA. After each
+run a worker gives its CuPy memory pool's cached blocks back to the driver
+(:func:`_release_device_memory`), so an idle worker holds only its context, and while it runs its
+pool is capped at its even share of the device (:func:`device_share`).
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -309,9 +320,30 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
         raise
     except Exception as exc:  # a failed run is recorded and the sweep carries on
         record = _record(spec, out_path, status="failed", error=_one_line(f"{type(exc).__name__}: {exc}"))
+    finally:
+        _release_device_memory()
     record["seconds"] = time.perf_counter() - started
     _write_json(status_dir / f"run-{spec.index:06d}.json", record)
     return record
+
+
+def _release_device_memory() -> None:
+    """Give the memory CuPy's pools cached during a run back to the driver.
+
+    CuPy's default pool keeps every block it has freed for reuse, so a worker would go on holding
+    its run's peak of device memory: between runs, after its last run, and against the next run's
+    own preflight, which reads the device's free memory. The run's model is collected first (its
+    Mesa agents hold reference cycles, so its device arrays outlive the run until the collector
+    runs). A process whose runs never imported CuPy has nothing to release and imports nothing.
+    """
+    cupy = sys.modules.get("cupy")  # imported by the run's backend (kernels/backend.py), never here
+    if cupy is None:
+        return
+    import gc  # noqa: PLC0415
+
+    gc.collect()
+    cupy.get_default_memory_pool().free_all_blocks()
+    cupy.get_default_pinned_memory_pool().free_all_blocks()
 
 
 #: the tables a sweep keeps as datasets
@@ -504,15 +536,72 @@ MAX_ATTEMPTS = 2
 STOP_GRACE_SECONDS = 5.0
 
 
+#: how pool workers start: a fresh interpreter each, never a fork. CUDA cannot be used in a
+#: forked child of a process that had initialised it, and a fresh worker inherits no state
+WORKER_START_METHOD = "spawn"
+
+
+def check_memory(sweep: Sweep, out: Path, workers: int, task_index: int | None = None) -> int | None:
+    """Refuse, before anything runs, a sweep whose runs at once would not fit in memory together;
+    returns the device's free bytes when the runs use CuPy (None otherwise), for :func:`run_sweep`.
+
+    The runs still to do (one with ``task_index``) and at most ``workers`` of them at once: their
+    host memory, and on a GPU their device memory against the device's free memory read in a
+    spawned child (:func:`weishang.model.preflight.probe_device`). A sweep sent to a Dask cluster
+    is not checked here: each run's own preflight runs on the worker that takes it.
+
+    Raises:
+        PreflightError: they do not fit (the message names the most workers that do).
+        BackendUnavailable: a run asks for ``cupy`` on a machine without CuPy or a device.
+    """
+    from .preflight import check_workers, probe_device  # noqa: PLC0415
+
+    todo = [sweep.runs[task_index]] if task_index is not None else [s for s in sweep.runs if not is_complete(s, out)]
+    configs = {}  # the replicates of a point share its config, bar the seed the estimate ignores
+    for spec in todo:
+        key = (spec.scenario_file, spec.point)
+        if key not in configs:
+            configs[key] = load_config(spec.scenario_file or None, spec.overrides(sweep.common))
+    resolved = {}  # run.backend as asked -> (the backend it resolves to, the device's free bytes)
+    for config in configs.values():
+        if config.run.backend not in resolved:
+            resolved[config.run.backend] = probe_device(config.run.backend)
+    runs = []
+    for spec in todo:
+        config = configs[(spec.scenario_file, spec.point)]
+        runs.append((config, resolved[config.run.backend][0]))
+    free = next((free for name, free in resolved.values() if name == "cupy"), None)
+    check_workers(runs, workers, free)
+    return free
+
+
+def device_share(free_device_bytes: int, workers: int) -> int:
+    """Each CuPy worker's pool limit: its even share of the device's free memory, less its context.
+
+    Why a limit: CuPy's pool keeps the blocks a run frees, and frees them only when an allocation
+    of its own process fails, never for another process; uncapped, a 1M-user run's pool kept
+    13,943 MiB on an H200, where 7,774 MiB sufficed under a cap. Under the limit a worker's pool
+    gives its cached blocks back before it goes over, so no worker starves its neighbours; the
+    preflight has checked that the share holds each run's estimate.
+    """
+    from .preflight import DEVICE_CONTEXT_BYTES  # noqa: PLC0415
+
+    return free_device_bytes // workers - DEVICE_CONTEXT_BYTES
+
+
 #: set in pool workers (see :func:`_worker_start`)
 _IN_POOL_WORKER = False
 
 
-def _worker_start(parent: int) -> None:
+def _worker_start(parent: int, device_limit: int | None = None) -> None:
     """In each pool worker: Ctrl-C is the parent's to handle (it stops the workers), and a worker
-    whose parent is gone stops its run as SIGTERM would, then exits: no orphan goes on running."""
+    whose parent is gone stops its run as SIGTERM would, then exits: no orphan goes on running.
+    ``device_limit``: bytes the worker's CuPy pool may hold (:func:`device_share`), set before the
+    spawned worker imports CuPy; a ``CUPY_GPU_MEMORY_LIMIT`` the user set wins."""
     global _IN_POOL_WORKER
     _IN_POOL_WORKER = True
+    if device_limit is not None:
+        os.environ.setdefault("CUPY_GPU_MEMORY_LIMIT", str(device_limit))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
@@ -553,7 +642,8 @@ def _mark_interrupted(specs: list[RunSpec], out: Path) -> None:
 
 
 def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
-                 on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+                 on_done: Callable[[dict[str, Any]], None] | None,
+                 device_limit: int | None = None) -> list[dict[str, Any]]:
     """Run ``todo`` on a local process pool, surviving dead workers, stopping on SIGTERM or Ctrl-C.
 
     When a worker dies (killed, out of memory), the pool breaks and every unfinished run comes
@@ -572,8 +662,8 @@ def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
         for spec in pending:  # markers from earlier rounds (or an earlier process) do not count
             (out / "status" / f"run-{spec.index:06d}.started").unlink(missing_ok=True)
         finished: set[int] = set()
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                   initializer=_worker_start, initargs=(os.getpid(),))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(WORKER_START_METHOD),
+                                   initializer=_worker_start, initargs=(os.getpid(), device_limit))
         try:
             futures = {pool.submit(execute, spec, sweep.common, str(out)): spec for spec in pending}
             for future in as_completed(futures):
@@ -613,13 +703,18 @@ def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
 
 def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None = None,
               on_done: Callable[[dict[str, Any]], None] | None = None,
-              scheduler: str | None = None) -> list[dict[str, Any]]:
+              scheduler: str | None = None, preflight: bool = True,
+              device_free_bytes: int | None = None) -> list[dict[str, Any]]:
     """Run the sweep's pending runs (or only run ``task_index``) on ``workers`` local processes,
     or on the Dask cluster at ``scheduler`` (an address such as ``tcp://host:8786``).
+    ``preflight``: first check that ``workers`` runs fit in memory together (:func:`check_memory`);
+    ``device_free_bytes``: what such a check already read (the CLI checks before its progress bar).
+    CuPy workers each get an even share of the device (:func:`device_share`).
 
     Raises:
         ConfigError: the task index is out of range, or ``out`` holds runs made from another
             version of the sweep file (nothing is created or changed then).
+        PreflightError, BackendUnavailable: see :func:`check_memory` (nothing created then).
         RunDirectoryError: another sweep holds ``out``.
         RunInterrupted, KeyboardInterrupt: SIGTERM or Ctrl-C; the runs in flight are recorded as
             interrupted and ``runs.parquet`` is written first.
@@ -627,6 +722,8 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
     check_task_index(sweep, task_index)
     todo = list(sweep.runs) if task_index is None else [sweep.runs[task_index]]
     check_unchanged(Sweep(sweep.name, tuple(todo), sweep.common), out)
+    if preflight and scheduler is None:
+        device_free_bytes = check_memory(sweep, out, workers, task_index)
     make_dirs(out)
     # array-job elements share the sweep directory on purpose; each locks only its own run
     lock = OutputLock(out) if task_index is None else None
@@ -643,7 +740,9 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
                     if on_done:
                         on_done(done[-1])
             else:
-                done = _run_on_pool(todo, sweep, out, workers, on_done)
+                at_once = min(workers, len(todo))
+                limit = device_share(device_free_bytes, at_once) if device_free_bytes is not None else None
+                done = _run_on_pool(todo, sweep, out, workers, on_done, limit)
     finally:
         write_runs_table(sweep, out)
         if lock is not None:

@@ -391,3 +391,91 @@ def test_a_garbage_runs_table_or_an_unreachable_scheduler_is_one_line(tmp_path, 
     assert _main(["sweep", str(path), "--out", str(tmp_path / "d"), "--scheduler", "tcp://127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: --scheduler 'tcp://127.0.0.1:1': cannot reach a Dask scheduler there")
+
+
+def test_cupy_workers_that_do_not_fit_on_the_device_are_refused_before_anything(tmp_path, capsys, monkeypatch):
+    # issue 29: N workers on one GPU, the device's free memory read from the CuPy stand-in
+    from tests import strict_device
+    from weishang.model import preflight
+    from weishang.model.cli import _main
+    from weishang.model.config import load_config
+
+    config = load_config(EXPERIMENTS / "baseline.toml", ["population.n_users=4000", "population.n_cities=4"])
+    per_worker = preflight.estimate(config, "cupy").device_bytes + preflight.DEVICE_CONTEXT_BYTES
+    monkeypatch.setattr(strict_device.xp.cuda.runtime, "memGetInfo", lambda: (3 * per_worker, 141 * preflight.GIB))
+    asked = []
+
+    def probe(requested):  # stands in for the spawned child that reads the device
+        asked.append(requested)
+        return "cupy", strict_device.backend().free_device_bytes()
+
+    monkeypatch.setattr(preflight, "probe_device", probe)
+    path = sweep_file(tmp_path, scenarios=("baseline.toml",))  # 3 runs; --backend overrides the file's numpy
+    out = tmp_path / "out"
+    assert _main(["sweep", str(path), "--out", str(out), "--backend", "cupy", "--workers", "2", "--list"]) == 0
+    capsys.readouterr()
+    path = sweep_file(tmp_path, scenarios=("baseline.toml", "no_inducement_ban.toml"))  # 6 runs
+    assert _main(["sweep", str(path), "--out", str(out), "--backend", "cupy", "--workers", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 4 workers need about ") and err.strip().endswith("use at most 3 workers")
+    assert "GiB of device memory" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert asked == ["cupy"] and not out.exists()
+
+
+def test_workers_are_spawned_and_inherit_no_device_state(tmp_path, monkeypatch):
+    # a forked worker would inherit the parent's modules, CuPy's CUDA state among them; a spawned
+    # one starts afresh. The stand-in "cupy" here breaks any run whose process can see it.
+    import types
+
+    from weishang.model import sweep as sweep_module
+
+    assert sweep_module.WORKER_START_METHOD == "spawn"
+
+    def broken_pool():
+        raise RuntimeError("a worker reached the parent's CUDA state")
+
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(get_default_memory_pool=broken_pool,
+                                                                   get_default_pinned_memory_pool=broken_pool))
+    sweep = load_sweep(sweep_file(tmp_path, scenarios=("baseline.toml",), n_ticks=1), ["population.n_users=2000"])
+    sweep = type(sweep)(sweep.name, sweep.runs[:2], sweep.common)  # two runs, one on each worker
+    results = run_sweep(sweep, tmp_path / "out", workers=2)
+    assert sorted(r["status"] for r in results) == ["complete", "complete"]
+
+
+def test_a_run_gives_its_device_pool_back(tmp_path, monkeypatch):
+    # CuPy's pool keeps freed blocks: a worker would hold its run's peak until it exits
+    import types
+
+    freed = []
+
+    class Pool:
+        def __init__(self, kind):
+            self.kind = kind
+
+        def free_all_blocks(self):
+            freed.append(self.kind)
+
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(get_default_memory_pool=lambda: Pool("device"),
+                                                                   get_default_pinned_memory_pool=lambda: Pool("pinned")))
+    sweep = load_sweep(sweep_file(tmp_path, scenarios=("baseline.toml",), n_ticks=1), ["population.n_users=2000"])
+    run_sweep(sweep, tmp_path / "out", task_index=0)
+    assert freed == ["device", "pinned"]
+
+
+def test_each_cupy_worker_gets_an_even_share_of_the_device(monkeypatch):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from weishang.model.preflight import DEVICE_CONTEXT_BYTES
+    from weishang.model.sweep import WORKER_START_METHOD, _worker_start, device_share
+
+    assert device_share(40 * 2**30, 4) == 10 * 2**30 - DEVICE_CONTEXT_BYTES
+    # the worker's CuPy reads its pool limit from the environment when it is first imported
+    monkeypatch.delenv("CUPY_GPU_MEMORY_LIMIT", raising=False)
+    with ProcessPoolExecutor(1, mp_context=mp.get_context(WORKER_START_METHOD), initializer=_worker_start,
+                             initargs=(os.getpid(), 123 * 2**20)) as pool:
+        assert pool.submit(os.getenv, "CUPY_GPU_MEMORY_LIMIT").result() == str(123 * 2**20)
+    monkeypatch.setenv("CUPY_GPU_MEMORY_LIMIT", "50%")  # the user's own limit wins
+    with ProcessPoolExecutor(1, mp_context=mp.get_context(WORKER_START_METHOD), initializer=_worker_start,
+                             initargs=(os.getpid(), 123 * 2**20)) as pool:
+        assert pool.submit(os.getenv, "CUPY_GPU_MEMORY_LIMIT").result() == "50%"
