@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.backend import scatter_add
+from .binsums import bin_sums
 from .codes import TICKS_PER_YEAR, Channel
 from .inventory import Restock
 from .payments import Orders
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .posting import PostCounts
 from .settlement import SettlementOut
 from .state import Stateful
@@ -113,6 +113,8 @@ class Books(Mechanism):
     engine = "arrays"
     sections = ("merchants",)
     does = "each merchant's books: settled margin less fees, traffic, fixed and holding costs"
+    syncs = (Sync("per-merchant, per-channel sales and fees of paid posts",
+                  "the channel choice of the Mesa agents reads them"),)
     STATE = ("accounts",)
 
     def __init__(self, model: Any) -> None:
@@ -147,16 +149,17 @@ class Books(Mechanism):
         both backends agree), for orders of paid posts only: free community posts cost nothing
         and are not the channel's paid reach."""
         xp, m, accounts = self.xp, self.model.merchants.n, self.accounts
-        posts = traffic.on_device
+        posts, pay = traffic.on_device, payments.payments
         cascade = payments.outcome.order_cascade
         paid = self.backend.to_device(traffic.posts.paid)[cascade]
-        index = (posts.merchant[cascade] * N_CHANNELS + posts.channel[cascade].astype(xp.int64))[paid]
-        sales = xp.zeros(m * N_CHANNELS, dtype=xp.int64)
-        fees = xp.zeros(m * N_CHANNELS, dtype=xp.int64)
-        scatter_add(sales, index, payments.payments.amount[paid], xp=xp)
-        scatter_add(fees, index, payments.payments.fee[paid], xp=xp)
+        # one pass for both tables: sales in bins [0, M*C), fees in [M*C, 2*M*C); orders of
+        # free posts weigh nothing (no boolean mask: CuPy would read its count back)
+        index = posts.merchant[cascade] * N_CHANNELS + posts.channel[cascade].astype(xp.int64)
+        sums = bin_sums(xp.concatenate([index, index + m * N_CHANNELS]), 2 * m * N_CHANNELS,
+                        xp.concatenate([xp.where(paid, pay.amount, 0), xp.where(paid, pay.fee, 0)]), xp=xp)
+        sales, fees = self.backend.to_host(sums).reshape(2, m, N_CHANNELS)
         keep = active[:, None]
         accounts.channel_posts += np.where(keep, np.bincount(flat, minlength=m * N_CHANNELS).reshape(m, -1), 0)
         accounts.channel_traffic += np.where(keep, channel_traffic, 0.0)
-        accounts.channel_sales += np.where(keep, self.backend.to_host(sales).reshape(m, -1), 0)
-        accounts.channel_fees += np.where(keep, self.backend.to_host(fees).reshape(m, -1), 0)
+        accounts.channel_sales += np.where(keep, sales, 0)
+        accounts.channel_fees += np.where(keep, fees, 0)

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.backend import scatter_add
+from .binsums import bin_sums
 from .codes import PaymentScenario
 from .diagnostics import Diagnostics
 from .inventory import Restock
 from .payments import Orders
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .risk_engine import Screening
 from .state import Stateful
 from .tools import analytics_window
@@ -78,6 +78,10 @@ class Aggregation(Mechanism):
     engine = "arrays"
     sections = ()
     does = "integer reductions for the recorder (the only device-to-host copies), diagnostics, analytics windows"
+    syncs = (Sync("per-merchant completed GMV by scenario and completed orders",
+                  "the recorder's tables and the Mesa agents' diagnostics"),
+             Sync("per-post exposures, shares, buys, matches and GMV",
+                  "the cascades table and the merchants' diagnostics"))
     STATE = ("diagnostics", "analytics")
 
     def __init__(self, model: Any) -> None:
@@ -88,23 +92,27 @@ class Aggregation(Mechanism):
     def step(self, tick: int, traffic: TrafficOut, payments: Orders, risk: Screening, inventory: Restock) -> TickAggregates:
         xp, host, out, pay = self.xp, self.backend.to_host, payments.outcome, payments.payments
         merchants = self.model.merchants
-        n = merchants.n
-        # GMV counts completed orders: an intercepted payment's order did not happen
+        m, c, n_scenarios = merchants.n, out.exposures.shape[0], len(PaymentScenario)
+        # GMV counts completed orders: an intercepted payment's order did not happen. One pass
+        # sums completed GMV by scenario and merchant (rows of M), completed orders by merchant
+        # (the row after) and GMV by post (C bins after them).
         passed = risk.legit_passed
+        bins = xp.concatenate([pay.scenario.astype(xp.int64) * m + pay.merchant, n_scenarios * m + pay.merchant,
+                               (n_scenarios + 1) * m + out.order_cascade])
         amount = xp.where(passed, pay.amount, 0)
-        gmv_by_scenario = xp.zeros(len(PaymentScenario), dtype=xp.int64)
-        scatter_add(gmv_by_scenario, pay.scenario.astype(xp.int64), amount, xp=xp)
-        orders_per_merchant = xp.zeros(n, dtype=xp.int64)
-        scatter_add(orders_per_merchant, pay.merchant, passed.astype(xp.int64), xp=xp)
-        gmv_per_merchant = xp.zeros(n, dtype=xp.int64)
-        scatter_add(gmv_per_merchant, pay.merchant, amount, xp=xp)
-        gmv_per_cascade = xp.zeros(out.exposures.shape[0], dtype=xp.int64)
-        scatter_add(gmv_per_cascade, out.order_cascade, amount, xp=xp)
-        agg = TickAggregates(exposures=host(out.exposures), shares=host(out.shares), buys=host(out.buys),
-                             matched=host(out.matched), gmv_by_scenario_fen=host(gmv_by_scenario),
-                             gmv_per_cascade_fen=host(gmv_per_cascade),
-                             orders_per_merchant=host(orders_per_merchant),
-                             gmv_per_merchant_fen=host(gmv_per_merchant))
+        sums = bin_sums(bins, (n_scenarios + 1) * m + c, xp.concatenate([amount, passed, amount]), xp=xp)
+        # two copies: the per-merchant rows, and the per-post table (C x 13)
+        per_merchant = host(sums[:(n_scenarios + 1) * m]).reshape(n_scenarios + 1, m)
+        per_post = host(xp.concatenate([out.exposures.ravel(), out.shares.ravel(), out.buys.ravel(),
+                                        out.matched.ravel(), sums[(n_scenarios + 1) * m:]]))
+        levels = out.exposures.shape[1]
+        exposures, shares, buys, matched = per_post[:4 * c * levels].reshape(4, c, levels)
+        gmv_by_scenario_merchant = per_merchant[:n_scenarios]
+        agg = TickAggregates(exposures=exposures, shares=shares, buys=buys, matched=matched,
+                             gmv_by_scenario_fen=gmv_by_scenario_merchant.sum(axis=1),
+                             gmv_per_cascade_fen=per_post[4 * c * levels:],
+                             orders_per_merchant=per_merchant[n_scenarios],
+                             gmv_per_merchant_fen=gmv_by_scenario_merchant.sum(axis=0))
         self.diagnostics.add(traffic.posts.merchant, agg.exposures, agg.matched, agg.orders_per_merchant,
                              agg.gmv_per_merchant_fen)
         # after restocking: what sits on the shelf overnight

@@ -31,7 +31,7 @@ from ..kernels import rng
 from ..kernels.backend import Backend, concat_ranges
 from ..kernels.cascade import expose_neighbours
 from .customers import CustomerLedger
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .state import Stateful
 
 
@@ -179,6 +179,10 @@ class Community(Mechanism):
     engine = "arrays"
     sections = ("community", "platform")
     does = "the (merchant, buyer) ledger: recruits into groups, repurchase, customers behind LTV"
+    syncs = (Sync("the new pairs' slots in the buyers' group lists", "a size the host must know to allocate "
+                  "(CuPy's repeat by counts)"),
+             Sync("per-merchant new customers and repeaters, outside and inside groups",
+                  "the Mesa agents' LTV and the ticks table's repurchase rates"))
     STATE = ("parts", "ledger")
 
     def __init__(self, model: Any) -> None:
@@ -192,7 +196,6 @@ class Community(Mechanism):
     def step(self, tick: int, payments: Any, risk: Any) -> None:
         """Record who bought from whom (completed orders: ``payments``' orders that ``risk``
         passed); recruits leave first (see :mod:`weishang.model.customers`)."""
-        passed = risk.legit_passed
         self.ledger.churn_recruits(tick)
-        self.ledger.record(payments.payments.merchant[passed], payments.buyer[passed], self.model.population,
-                           self.backend.to_host)
+        self.ledger.record(payments.payments.merchant, payments.buyer, self.model.population, self.backend.to_host,
+                           completed=risk.legit_passed)

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.backend import concat_ranges, merge_sorted, repeat_ids, scatter_add
+from ..kernels.backend import Repeater, concat_ranges, merge_sorted
+from .binsums import bin_sums
 from .state import Stateful
 
 
@@ -45,12 +46,11 @@ def is_group_member(merchant: Any, buyer: Any, member_indptr: Any, member_groups
     """
     start = member_indptr[buyer]
     length = member_indptr[buyer + 1] - start
-    slots = concat_ranges(start, length, xp=xp)
-    pair = repeat_ids(length, xp=xp)  # the pair each slot belongs to
+    repeat = Repeater(length, xp=xp)  # the slots' owners found once, for the slots and the pairs
+    slots = concat_ranges(start, length, xp=xp, repeat=repeat)
+    pair = repeat.owner_ids()  # the pair each slot belongs to
     owned = group_owner[member_groups[slots]].astype(xp.int64) == merchant[pair]
-    hits = xp.zeros(buyer.shape[0], dtype=xp.int64)
-    scatter_add(hits, pair, owned.astype(xp.int64), xp=xp)
-    return hits > 0
+    return bin_sums(pair, buyer.shape[0], owned, xp=xp) > 0
 
 
 @dataclass
@@ -77,20 +77,25 @@ class SortedPairs:
         return self.keys[pos] == keys, pos
 
     def merged_with(self, other: "SortedPairs", *, xp: ModuleType) -> "SortedPairs":
-        """This run and ``other`` (no key in both) as one sorted run; linear in the sizes."""
+        """This run and ``other`` (no key in both) as one sorted run; linear in the sizes.
+
+        ``other``'s places are found once and serve all three arrays. This run's entries fill the
+        rest through a boolean mask (one size synchronisation each on CuPy): a gather by a running
+        count, which needs none, costs five times as much on NumPy when ``other`` is small."""
         if other.size == 0:
             return self
         if self.size == 0:
             return other
+        n = self.size + other.size
         slot = xp.searchsorted(self.keys, other.keys, side="right") + xp.arange(other.size, dtype=xp.int64)
-        from_other = xp.zeros(self.size + other.size, dtype=xp.bool_)
-        from_other[slot] = True
-        flags = []
-        for mine, theirs in ((self.repeat, other.repeat), (self.member, other.member)):
-            out = xp.empty(self.size + other.size, dtype=xp.bool_)
-            out[slot], out[~from_other] = theirs, mine
-            flags.append(out)
-        return SortedPairs(merge_sorted(self.keys, other.keys, xp=xp), *flags)
+        mine = xp.ones(n, dtype=xp.bool_)
+        mine[slot] = False
+        merged = []
+        for ours, theirs in ((self.keys, other.keys), (self.repeat, other.repeat), (self.member, other.member)):
+            out = xp.empty(n, dtype=ours.dtype)
+            out[slot], out[mine] = theirs, ours
+            merged.append(out)
+        return SortedPairs(*merged)
 
 
 class CustomerLedger(Stateful):
@@ -123,6 +128,8 @@ class CustomerLedger(Stateful):
         self.xp = xp
         self.p_join = p_join
         self.runs_group = xp.zeros(n_merchants, dtype=xp.bool_) if runs_group is None else runs_group
+        # each merchant's first key, merchant * N: where its recruits start among the sorted keys
+        self.merchant_bounds = xp.arange(n_merchants + 1, dtype=xp.int64) * n_users
         self.join_key = rng.stream_key(seed, "community.join")
         self.seed, self.p_leave = seed, p_leave
         self.runs = [SortedPairs.empty(xp), SortedPairs.empty(xp)]
@@ -132,30 +139,38 @@ class CustomerLedger(Stateful):
         self.pairs = np.zeros(2, dtype=np.int64)
         self.repeat_pairs = np.zeros(2, dtype=np.int64)
 
-    def record(self, merchant: Any, buyer: Any, population: Any, to_host: Any) -> None:
-        """Add one tick's completed orders (int64[O] merchant and buyer on the device).
+    def record(self, merchant: Any, buyer: Any, population: Any, to_host: Any, completed: Any = None) -> None:
+        """Add one tick's orders (int64[O] merchant and buyer on the device); ``completed``
+        (bool[O]): only those orders (all when omitted).
 
         Two orders of the same pair in one tick (from two posts) are two occasions.
         """
-        xp, n = self.xp, self.n_users
-        if merchant.shape[0] == 0:
+        xp, n, m = self.xp, self.n_users, self.n_merchants
+        pairs = merchant * n + buyer
+        if completed is not None:
+            pairs = pairs[completed]
+        if pairs.shape[0] == 0:
             return
-        ordered = xp.sort(merchant * n + buyer)
+        ordered = xp.sort(pairs)
         first = xp.ones(ordered.shape[0], dtype=xp.bool_)
         first[1:] = ordered[1:] != ordered[:-1]
         starts = xp.flatnonzero(first)
         keys = ordered[starts]
-        times = xp.diff(xp.concatenate([starts, xp.asarray([ordered.shape[0]], dtype=starts.dtype)]))
+        times = xp.diff(starts, append=ordered.shape[0])
+        # pairs seen before (in one run at most), and those of them that repeat for the first time
         known = xp.zeros(keys.shape[0], dtype=xp.bool_)
+        turning, turning_member = xp.zeros_like(known), xp.zeros_like(known)
         for run in self.runs:
+            if run.size == 0:
+                continue
             found, pos = run.find(keys, xp=xp)
+            turns = found & ~run.repeat[pos]
+            run.repeat[pos[turns]] = True
             known |= found
-            # pairs seen before that now repeat for the first time
-            turning = pos[found][~run.repeat[pos[found]]]
-            run.repeat[turning] = True
-            self._count(run.keys[turning] // n, run.member[turning], xp.zeros(turning.shape[0], dtype=xp.bool_),
-                        to_host)
-        new_keys, new_repeat = keys[~known], times[~known] >= 2
+            turning |= turns
+            turning_member |= turns & run.member[pos]
+        new = xp.flatnonzero(~known)
+        new_keys, new_repeat = keys[new], times[new] >= 2
         new_merchant, new_buyer = new_keys // n, new_keys % n
         new_member = is_group_member(new_merchant, new_buyer, population.member_indptr, population.member_groups,
                                      population.group_owner, xp=xp)
@@ -163,40 +178,37 @@ class CustomerLedger(Stateful):
         joined = invited & rng.bernoulli(self.join_key, new_keys, self.p_join, xp=xp)
         self.recruits = merge_sorted(self.recruits, new_keys[joined], xp=xp)  # a subset of sorted keys is sorted
         new_member = new_member | joined
-        self._count(new_merchant, new_member, xp.ones(new_keys.shape[0], dtype=xp.bool_), to_host, new_repeat)
+        # the counts, in one pass: new pairs add a customer, new pairs that repeat already and
+        # turning pairs a repeater; bins [customers, repeaters] x [outside, member] x merchant,
+        # and 4M for the pairs that add nothing
+        customer_bin = new_member.astype(xp.int64) * m + new_merchant
+        turning_bin = (2 + turning_member.astype(xp.int64)) * m + keys // n
+        bins = xp.concatenate([customer_bin, xp.where(new_repeat, customer_bin + 2 * m, 4 * m),
+                               xp.where(turning, turning_bin, 4 * m)])
+        counts = to_host(bin_sums(bins, 4 * m + 1, xp=xp)[:4 * m]).reshape(2, 2, m)
+        self.customers += counts[0].sum(axis=0)
+        self.repeaters += counts[1].sum(axis=0)
+        self.pairs += counts[0].sum(axis=1)
+        self.repeat_pairs += counts[1].sum(axis=1)
         large, small = self.runs
         small = small.merged_with(SortedPairs(new_keys, new_repeat, new_member), xp=xp)
         if small.size > max(self.MIN_MERGE, large.size // 4):
             large, small = large.merged_with(small, xp=xp), SortedPairs.empty(xp)
         self.runs = [large, small]
 
-    def churn_recruits(self, tick: int) -> int:
+    def churn_recruits(self, tick: int) -> None:
         """Recruits leave their groups, each with ``p_leave`` this tick (a draw keyed by the pair
-        and the tick); returns how many left."""
+        and the tick)."""
         if self.p_leave <= 0.0 or self.recruits.shape[0] == 0:
-            return 0
+            return
         leave = rng.bernoulli(rng.stream_key(self.seed, "community.leave", tick), self.recruits, self.p_leave,
                               xp=self.xp)
         self.recruits = self.recruits[~leave]  # a subset of sorted keys stays sorted
-        return int(leave.sum())
 
     def recruit_index(self) -> tuple[Any, Any]:
         """The recruits as a merchant -> buyers CSR: (indptr (int64[M+1]), buyer (int64[R]))."""
-        xp, n = self.xp, self.n_users
-        bounds = xp.arange(self.n_merchants + 1, dtype=xp.int64) * n
-        return xp.searchsorted(self.recruits, bounds).astype(xp.int64), self.recruits % n
-
-    def _count(self, merchant: Any, member: Any, is_new: Any, to_host: Any, repeat: Any = None) -> None:
-        """Update the host counts: new pairs add a customer (and a repeater when they repeat
-        already); turning pairs add a repeater. Counted on the device: only per-merchant totals
-        (M values) come back, never the pairs themselves."""
-        xp, m = self.xp, self.n_merchants
-        member = member.astype(xp.int64)
-        repeats = xp.ones(merchant.shape[0], dtype=xp.bool_) if repeat is None else repeat
-        self.customers += to_host(xp.bincount(merchant[is_new], minlength=m))
-        self.repeaters += to_host(xp.bincount(merchant[repeats], minlength=m))
-        self.pairs += to_host(xp.bincount(member[is_new], minlength=2))
-        self.repeat_pairs += to_host(xp.bincount(member[repeats], minlength=2))
+        return self.xp.searchsorted(self.recruits, self.merchant_bounds).astype(self.xp.int64, copy=False), \
+            self.recruits % self.n_users
 
     def repurchase_rate(self) -> tuple[float, float]:
         """(outside groups, group members): the share of customers who bought again."""

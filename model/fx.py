@@ -24,15 +24,18 @@ CURRENCIES = ("USD", "EUR", "JPY", "HKD", "GBP", "AUD", "CAD", "SGD", "KRW", "TH
 LOCK_TICKS = 3
 
 
-def value_by_currency(order_key: Any, amount: Any, seed: int, tick: int, *, xp: ModuleType) -> Any:
-    """(float64[28]) CNY value of cross-border orders by settlement currency (Zipf over
-    :data:`CURRENCIES`, drawn per order key). Sums of whole fen in float64 are exact below 2^53,
-    so the result does not depend on summation order (or backend)."""
+def currency_cdf() -> np.ndarray:
+    """(float64[28]) the cumulative shares of cross-border value by settlement currency: Zipf
+    over :data:`CURRENCIES`."""
     weight = 1.0 / np.arange(1, len(CURRENCIES) + 1)
-    cdf = xp.asarray(np.cumsum(weight / weight.sum()))
+    return np.cumsum(weight / weight.sum())
+
+
+def currency_of(order_key: Any, cdf: Any, seed: int, tick: int, *, xp: ModuleType) -> Any:
+    """(int64[O]) the settlement currency of each order (an index into :data:`CURRENCIES`),
+    drawn per order key from ``cdf`` (:func:`currency_cdf`, on the device)."""
     u = rng.uniform(rng.stream_key(seed, "fx.currency", tick), order_key, xp=xp)
-    currency = xp.minimum(xp.searchsorted(cdf, u, side="right"), len(CURRENCIES) - 1)
-    return xp.bincount(currency, weights=amount.astype(xp.float64), minlength=len(CURRENCIES)) / 100.0
+    return xp.minimum(xp.searchsorted(cdf, u, side="right"), len(CURRENCIES) - 1)
 
 
 class FxDesk(Stateful):
@@ -54,8 +57,9 @@ class FxDesk(Stateful):
         self.locked: list[tuple[np.ndarray, np.ndarray]] = []  # (value CNY by currency, log rate) per tick
 
     def step(self, tick: int, value_by_currency: np.ndarray) -> tuple[float, float]:
-        """Move rates to ``tick``, lock this tick's cross-border value (float64[28], CNY), and settle
-        the value locked ``LOCK_TICKS`` ago. Returns (locked value, exposure settled) in CNY."""
+        """Move rates to ``tick``, lock this tick's cross-border value (float64[28], CNY, by
+        :func:`currency_of`), and settle the value locked ``LOCK_TICKS`` ago. Returns (locked
+        value, exposure settled) in CNY."""
         if tick > 0:
             z = rng.normal(rng.stream_key(self.seed, "fx.return", tick), len(CURRENCIES))
             self.log_rate = self.log_rate + self.daily_vol * z

@@ -33,7 +33,7 @@ from ..kernels import rng
 from ..kernels.backend import scatter_add
 from .codes import Compliance, ExitReason
 from .payments import Orders
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .posting import PostCounts
 from .state import Stateful
 from .traffic import TrafficOut
@@ -175,6 +175,8 @@ class Governance(Mechanism):
     engine = "arrays"
     sections = ("governance",)
     does = "machine review and reports open cases; human review closes them; penalties by compliance type"
+    syncs = (Sync("per-merchant level-1 viewers",
+                  "user reports are drawn on the host, where the review desk queues them"),)
     STATE = ("desk",)
 
     def __init__(self, model: Any) -> None:

@@ -72,9 +72,10 @@ def fill_orders(merchant: Any, quantity: Any, stock: Any, *, xp: ModuleType) -> 
     order = xp.argsort(merchant * n + xp.arange(n, dtype=xp.int64))
     m, q = merchant[order], quantity[order]
     running = xp.cumsum(q)
-    # units ordered from the same merchant before this order's group started
+    # units ordered from the same merchant before this order's group started: the running
+    # total before the group's first order
     first = xp.searchsorted(m, m, side="left")
-    before_group = xp.where(first > 0, running[xp.maximum(first - 1, 0)], 0)
+    before_group = (running - q)[first]
     fits = running - before_group <= stock[m]
     filled = xp.empty_like(fits)
     filled[order] = fits

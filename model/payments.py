@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.backend import scatter_add
 from ..kernels.cascade import CascadeOutcome
+from .binsums import bin_sums
 from .codes import Channel, PaymentScenario
 from .config import PaymentsConfig
 from .inventory import fill_orders
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .traffic import TrafficOut
 
 
@@ -85,13 +85,29 @@ def make_payments(order_key: Any, merchant: Any, amount: Any, uses_component: An
 
 
 def keep_orders(out: CascadeOutcome, keep: Any, *, xp: ModuleType) -> CascadeOutcome:
-    """The outcome with only the kept orders (bool[O]), purchases recounted per cascade and level."""
+    """The outcome with only the kept orders, purchases recounted per cascade and level.
+
+    ``keep``: (int64[K]) the kept orders' positions, ascending (one size synchronisation finds
+    them, instead of one per array cut with a boolean mask)."""
     n_cascades, n_levels = out.buys.shape
     cascade, level = out.order_cascade[keep], out.order_level[keep]
     flat = cascade * n_levels + (level.astype(xp.int64) - 1)
-    buys = xp.bincount(flat, minlength=n_cascades * n_levels).reshape(n_cascades, n_levels).astype(xp.int64)
+    buys = bin_sums(flat, n_cascades * n_levels, xp=xp).reshape(n_cascades, n_levels)
     return CascadeOutcome(out.exposures, out.shares, buys, out.matched, cascade, out.order_buyer[keep], level,
                           out.order_quantity[keep])
+
+
+def units_sold_and_lost(merchant: Any, quantity: Any, filled: Any, n_merchants: int, *, xp: ModuleType) -> Any:
+    """(int64[2, M]) units each merchant sold (row 0) and units demanded beyond its stock (row 1).
+
+    One pass over bins ``merchant`` (filled) and ``M + merchant`` (not filled) instead of one
+    masked scatter per row; the two rows come back to the host in one copy.
+
+    Args:
+        merchant, quantity: (int64[O]) each order's merchant and units; filled (bool[O]).
+    """
+    bins = xp.where(filled, merchant, merchant + n_merchants)
+    return bin_sums(bins, 2 * n_merchants, quantity, xp=xp).reshape(2, n_merchants)
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,8 @@ class Payments(Mechanism):
     engine = "arrays"
     sections = ("payments",)
     does = "stock fills orders; paid by QR (T+0), mini-program (T+1), cross-border (T+3), or outside WeChat"
+    syncs = (Sync("per-merchant units sold and lost", "the stock and the Mesa agents are on the host (the copy also "
+                  "says whether any order went unfilled)"),)
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -140,23 +158,26 @@ class Payments(Mechanism):
         # presale: a buyer whose order cannot ship today may wait for the next shipment (and pays now)
         filled |= rng.bernoulli(rng.stream_key(self.config.run.seed, "payments.backorder_wait", tick), order_key,
                                 self.config.merchants.p_wait_backorder, xp=xp)
-        sold, lost = xp.zeros(merchants.n, dtype=xp.int64), xp.zeros(merchants.n, dtype=xp.int64)
-        scatter_add(sold, merchant[filled], out.order_quantity[filled], xp=xp)
-        scatter_add(lost, merchant[~filled], out.order_quantity[~filled], xp=xp)
+        # the Mesa agents and the stock read these on the host: one copy for both rows, and it
+        # says whether any order went unfilled (every order is for at least one unit)
+        sold, lost = host(units_sold_and_lost(merchant, out.order_quantity, filled, merchants.n, xp=xp))
         key = order_key
-        if not bool(filled.all()):
-            out = keep_orders(out, filled, xp=xp)
-            merchant, key = merchant[filled], order_key[filled]
+        if lost.any():
+            kept = xp.flatnonzero(filled)
+            out = keep_orders(out, kept, xp=xp)
+            merchant, key = merchant[kept], order_key[kept]
         amount = self.price_fen[merchant] * out.order_quantity
         channel = posts.channel[out.order_cascade]
         video = channel == int(Channel.VIDEO_ACCOUNT)
         # where the platform lets videos carry links out (it does not, at the default), a share of
         # their buyers follow the link and pay outside WeChat
         link_share = self.config.channels.video_external_link_share
-        video_link = video & rng.bernoulli(rng.stream_key(self.config.run.seed, "payments.video_link", tick), key,
-                                           link_share, xp=xp) if link_share > 0 else xp.zeros_like(video)
+        off_platform = channel == int(Channel.EXTERNAL_LINK)
+        if link_share > 0:
+            video_link = video & rng.bernoulli(rng.stream_key(self.config.run.seed, "payments.video_link", tick), key,
+                                               link_share, xp=xp)
+            off_platform, video = off_platform | video_link, video & ~video_link
         payments = make_payments(key, merchant, amount, self.uses_component, self.config.payments,
-                                 self.config.run.seed, tick, xp=xp,
-                                 off_platform=(channel == int(Channel.EXTERNAL_LINK)) | video_link,
-                                 video_shop=video & ~video_link, video_commission=self.config.channels.video_commission)
-        return Orders(outcome=out, key=key, payments=payments, units_sold=host(sold), units_lost=host(lost))
+                                 self.config.run.seed, tick, xp=xp, off_platform=off_platform, video_shop=video,
+                                 video_commission=self.config.channels.video_commission)
+        return Orders(outcome=out, key=key, payments=payments, units_sold=sold, units_lost=lost)

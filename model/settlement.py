@@ -12,32 +12,34 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels.backend import scatter_add
+from .binsums import bin_sums
 from .codes import PaymentScenario
-from .fx import FxDesk, value_by_currency
+from .fx import CURRENCIES, FxDesk, currency_cdf, currency_of
 from .payments import Orders, PaymentBatch
-from .plan import Mechanism
+from .plan import Mechanism, Sync
 from .risk_engine import Screening
 from .state import Stateful
 
 #: ticks from payment to settlement of each official scenario: T+0, T+1, T+3
 SETTLEMENT_LAG = np.array([0, 1, 3], dtype=np.int64)
 MAX_LAG = int(SETTLEMENT_LAG.max())
+#: rows of M of a tick's per-merchant sums: fen due by ticks until settlement, then fees
+ROWS = MAX_LAG + 2
 
 
-def per_merchant_by_lag(payments: PaymentBatch, n_merchants: int, *, xp: ModuleType) -> tuple[Any, Any]:
-    """Amounts due per merchant per settlement lag, and fees per merchant, in fen.
+def settlement_bins(payments: PaymentBatch, settles: Any, n_merchants: int, lag_of: Any, *,
+                    xp: ModuleType) -> tuple[Any, Any]:
+    """The bins (int64[2O]) and weights (int64[2O], fen) of the payments' per-merchant sums, for
+    :func:`~weishang.model.binsums.bin_sums` over ``ROWS * M`` bins: row ``lag`` holds the
+    amounts due in ``lag`` ticks (off-platform: 0), row ``MAX_LAG + 1`` the fees (charged when
+    the payment is made). Payments that do not settle (``settles``, bool[O]) weigh nothing.
 
-    Returns:
-        due (int64[MAX_LAG+1, M]): gross amounts by ticks until settlement (off-platform: 0);
-        fees (int64[M]): charged when the payment is made.
+    ``lag_of``: (int64[4], device) ticks to settlement by payment scenario code.
     """
-    lag = xp.asarray(np.append(SETTLEMENT_LAG, 0))[payments.scenario.astype(xp.int64)]
-    due = xp.zeros((MAX_LAG + 1) * n_merchants, dtype=xp.int64)
-    scatter_add(due, lag * n_merchants + payments.merchant, payments.amount, xp=xp)
-    fees = xp.zeros(n_merchants, dtype=xp.int64)
-    scatter_add(fees, payments.merchant, payments.fee, xp=xp)
-    return due.reshape(MAX_LAG + 1, n_merchants), fees
+    lag = lag_of[payments.scenario.astype(xp.int64)]
+    bins = xp.concatenate([lag * n_merchants + payments.merchant, (MAX_LAG + 1) * n_merchants + payments.merchant])
+    weights = xp.concatenate([xp.where(settles, payments.amount, 0), xp.where(settles, payments.fee, 0)])
+    return bins, weights
 
 
 class SettlementQueue(Stateful):
@@ -80,28 +82,37 @@ class Settlement(Mechanism):
     engine = "arrays"
     sections = ("payments",)
     does = "passed payments settle by lag into merchants' accounts; cross-border rates locked until T+3"
+    syncs = (Sync("per-merchant fen due by lag and fees",
+                  "the settlement queue and the Mesa agents' books are on the host"),
+             Sync("cross-border value by currency (28)", "the exchange-rate desk and the ticks table"))
     STATE = ("queue", "fx")
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.queue = SettlementQueue(model.merchants.n)
         self.fx = FxDesk(self.config.payments.fx_daily_vol, self.config.run.seed)
+        dev = self.backend.to_device
+        self.lag_of = dev(np.append(SETTLEMENT_LAG, 0))  # off-platform (code 3) settles at once
+        self.currency_cdf = dev(currency_cdf())
 
     def step(self, tick: int, payments: Orders, risk: Screening) -> SettlementOut:
-        xp, dev, host = self.xp, self.backend.to_device, self.backend.to_host
-        pay, screening = payments.payments, risk
-        passed = screening.legit_passed
-        fraud = screening.fraud
-        completed = PaymentBatch(
-            scenario=xp.concatenate([pay.scenario[passed], dev(fraud.scenario)[screening.fraud_passed]]),
-            amount=xp.concatenate([pay.amount[passed], dev(fraud.amount)[screening.fraud_passed]]),
-            fee=xp.concatenate([pay.fee[passed], xp.zeros(int(screening.fraud_passed.sum()), dtype=xp.int64)]),
-            merchant=xp.concatenate([pay.merchant[passed], dev(fraud.merchant)[screening.fraud_passed]]))
-        due, fees = per_merchant_by_lag(completed, self.model.merchants.n, xp=xp)
-        self.queue.add(host(due))
+        xp, host, m = self.xp, self.backend.to_host, self.model.merchants.n
+        pay, passed, fraud = payments.payments, risk.legit_passed, risk.fraud
+        # the fraud that got through settles like a legitimate payment, without a fee
+        fraud_pay = PaymentBatch(scenario=fraud.scenario, amount=fraud.amount, fee=xp.zeros_like(fraud.amount),
+                                 merchant=fraud.merchant)
+        legit_bins, legit_weights = settlement_bins(pay, passed, m, self.lag_of, xp=xp)
+        fraud_bins, fraud_weights = settlement_bins(fraud_pay, risk.fraud_passed, m, self.lag_of, xp=xp)
+        # legitimate cross-border payments lock their exchange rate until T+3: their value by
+        # currency goes in the 28 bins after the per-merchant rows. Drawn for those few payments
+        # alone (one size synchronisation): a draw for every payment costs NumPy more.
+        cross = xp.flatnonzero(passed & (pay.scenario == int(PaymentScenario.CROSS_BORDER)))
+        currency = currency_of(payments.key[cross], self.currency_cdf, self.config.run.seed, tick, xp=xp)
+        sums = bin_sums(xp.concatenate([legit_bins, fraud_bins, ROWS * m + currency]), ROWS * m + len(CURRENCIES),
+                        xp.concatenate([legit_weights, fraud_weights, pay.amount[cross]]), xp=xp)
+        per_merchant = host(sums[:ROWS * m]).reshape(ROWS, m)
+        self.queue.add(per_merchant[:MAX_LAG + 1])
         settled = self.queue.release()
-        # legitimate cross-border payments lock their exchange rate until T+3
-        cross = passed & (pay.scenario == int(PaymentScenario.CROSS_BORDER))
-        locked = value_by_currency(payments.key[cross], pay.amount[cross], self.config.run.seed, tick, xp=xp)
-        fx_locked, fx_exposure = self.fx.step(tick, host(locked))
-        return SettlementOut(fees=host(fees), settled=settled, fx_locked=fx_locked, fx_exposure=fx_exposure)
+        fx_locked, fx_exposure = self.fx.step(tick, host(sums[ROWS * m:]) / 100.0)
+        return SettlementOut(fees=per_merchant[MAX_LAG + 1], settled=settled, fx_locked=fx_locked,
+                             fx_exposure=fx_exposure)

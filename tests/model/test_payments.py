@@ -1,10 +1,16 @@
 import numpy as np
 import pytest
-
-from weishang.model.config import load_config
+from weishang.model.binsums import bin_sums
 from weishang.model.codes import PaymentScenario
+from weishang.model.config import load_config
 from weishang.model.payments import make_payments
-from weishang.model.settlement import SettlementQueue, per_merchant_by_lag
+from weishang.model.settlement import (
+    MAX_LAG,
+    ROWS,
+    SETTLEMENT_LAG,
+    SettlementQueue,
+    settlement_bins,
+)
 
 OFF_PLATFORM = PaymentScenario.OFF_PLATFORM
 
@@ -40,11 +46,26 @@ def test_settlement_lags():
     key = np.arange(4, dtype=np.int64)
     p = make_payments(key, np.zeros(4, np.int64), np.full(4, 100, np.int64), np.zeros(1, bool), CFG, 1, 0, xp=np)
     p.scenario[:] = np.array([0, 1, 2, OFF_PLATFORM], dtype=np.int8)  # one payment of each kind
-    due, fees = per_merchant_by_lag(p, 1, xp=np)
+    lag_of = np.append(SETTLEMENT_LAG, 0)
+    bins, weights = settlement_bins(p, np.ones(4, bool), 1, lag_of, xp=np)
+    sums = bin_sums(bins, ROWS, weights, xp=np).reshape(ROWS, 1)
     queue = SettlementQueue(1)
-    queue.add(due)
+    queue.add(sums[:MAX_LAG + 1])
     released = [int(queue.release()[0]) for _ in range(5)]
     assert released == [200, 100, 0, 100, 0]  # QR and off-platform T+0, mini-program T+1, cross-border T+3
+    assert sums[MAX_LAG + 1, 0] == p.fee.sum() == 0
+
+
+def test_settlement_sums_rows_per_merchant():
+    # two merchants: a payment's amount lands in its lag's row, its fee in the last row, and a
+    # payment that does not settle (intercepted) weighs nothing
+    p = make_payments(np.arange(4, dtype=np.int64), np.array([0, 1, 1, 0]), np.array([100, 200, 300, 400]),
+                      np.ones(2, bool), CFG, 1, 0, xp=np)
+    p.scenario[:] = np.array([0, 1, 2, 0], dtype=np.int8)
+    p.fee[:] = np.array([1, 2, 3, 4])
+    bins, weights = settlement_bins(p, np.array([True, True, True, False]), 2, np.append(SETTLEMENT_LAG, 0), xp=np)
+    sums = bin_sums(bins, ROWS * 2, weights, xp=np).reshape(ROWS, 2)
+    assert sums.tolist() == [[100, 0], [0, 200], [0, 0], [0, 300], [1, 5]]
 
 
 def test_orders_that_left_wechat_are_off_platform():
@@ -54,3 +75,22 @@ def test_orders_that_left_wechat_are_off_platform():
     p = make_payments(key, np.zeros(n, np.int64), np.full(n, 100, np.int64), np.zeros(1, bool), CFG, 1, 0,
                       xp=np, off_platform=left)
     assert np.all(p.scenario[left] == OFF_PLATFORM)
+
+
+def test_aggregates_of_one_pass_agree_with_each_other():
+    # the aggregation sums GMV by scenario and merchant, orders by merchant and GMV by post in
+    # one pass over offset bins: each total must come out the same whichever way it is cut
+    from weishang.model.commerce import CommerceModel
+
+    config = load_config(overrides=["population.n_users=5000", "population.n_cities=10", "run.n_ticks=3",
+                                    'run.backend="numpy"'])
+    model = CommerceModel(config)
+    for _ in range(config.run.n_ticks):
+        model.step()
+        agg, pay, passed = model.record.aggregation, model.record.payments.payments, model.record.risk.legit_passed
+        gmv = int(pay.amount[passed].sum())
+        assert gmv > 0
+        assert agg.gmv_by_scenario_fen.sum() == agg.gmv_per_merchant_fen.sum() == agg.gmv_per_cascade_fen.sum() == gmv
+        assert agg.orders_per_merchant.sum() == passed.sum()
+        assert np.array_equal(agg.orders_per_merchant, np.bincount(pay.merchant[passed], minlength=model.n_merchants))
+        assert np.array_equal(agg.buys, model.record.payments.outcome.buys)
