@@ -29,8 +29,6 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 #: the share of the predicted decrease a step must achieve (Armijo's condition) to be taken
 ARMIJO = 1e-4
 #: times the line search halves a step that decreases the objective too little, at most

@@ -49,7 +49,8 @@ class LabelledRows:
         tick: the day the payments were made.
         x: (float64[R, K]) feature rows; fraud (bool[R]) the label; weight (float64[R]) how many
             payments each row stands for (1 / sampling rate for legitimate rows, 1 for fraud).
-        n_fraud: how many rows are fraud (known on the host, so a refit needs no count back).
+        n_fraud: how many rows are fraud (known on the host: a refit with one class to learn
+            from is skipped without reading anything back).
     """
 
     tick: int
@@ -69,7 +70,8 @@ def fit_logistic(x: Any, fraud: Any, weight: Any, *, backend: Backend | None = N
     labels ``fraud`` (bool[R]) and row weights ``weight`` (float64[R]), on ``backend``'s device
     (NumPy when None), the classes balanced, in raw feature units: score = bias + sum_k coef[k]
     x[:, k]. ``start``: a model (coef, bias) to start the fit from (a faster fit, the same
-    weights). Only the K + 1 weights come back to the host.
+    weights). Only the K + 1 weights and the count of fraud rows (to refuse one class) come back to
+    the host.
 
     Raises:
         ValueError: the rows hold only one class.

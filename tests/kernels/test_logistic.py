@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-
 from weishang.kernels.logistic import fit_balanced_logistic
 
 
