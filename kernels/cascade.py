@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import fused, rng
-from .backend import (array_module, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
+from .backend import (array_module, bin_sums, concat_ranges, isin_sorted, merge_sorted, repeat_ids,
                       sorted_unique)
 
 
@@ -359,7 +359,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
             float(rule.p_buy), 0.0 if last else float(rule.p_share), float(rel_off_interest), int(n_users),
             np.uint64(rng.stream_key(seed, f"cascade.buy.l{level}", tick)),
             np.uint64(rng.stream_key(seed, f"cascade.share.l{level}", tick)), xp=xp)
-        counts.append(xp.bincount(cascade * 8 + outcome, minlength=n_cascades * 8).reshape(n_cascades, 8))
+        counts.append(bin_sums(cascade * 8 + outcome, n_cascades * 8, xp=xp).reshape(n_cascades, 8))
         bought = xp.flatnonzero(outcome & BOUGHT)
         orders.append((cascade[bought], user[bought], level))
         if trace:

@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from . import rng
-from .backend import isin_sorted, merge_sorted
+from .backend import bin_sums, isin_sorted, merge_sorted
 
 #: draws of one stage of one video: at most this many candidates a stage
 STAGE_STRIDE = 1 << 20
@@ -97,8 +97,8 @@ def pool_exposures(key: Any, category_bit: Any, watch: Any, interests: Any, pool
         # promotion: this stage's viewers (repeat viewers count again: they are in this pool)
         pool_video, pool_user = pair // n_users, pair % n_users
         watched = rng.bernoulli(watch_key, key[pool_video] * n_users + pool_user, watch[pool_video], xp=xp)
-        viewers = xp.bincount(pool_video, minlength=n_videos)
-        watchers = xp.bincount(pool_video[watched], minlength=n_videos)  # integer counts: exact anywhere
+        viewers = bin_sums(pool_video, n_videos, xp=xp)
+        watchers = bin_sums(pool_video, n_videos, watched, xp=xp)  # integer counts: exact anywhere
         promoted = alive & (viewers > 0) & (watchers >= thresholds[s] * viewers)
         stage = xp.where(promoted, s + 1, stage)
         alive = promoted

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .binsums import bin_sums
+from ..kernels.backend import bin_sums
 from .codes import TICKS_PER_YEAR, Channel
 from .inventory import Restock
 from .payments import Orders

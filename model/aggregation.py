@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .binsums import bin_sums
+from ..kernels.backend import bin_sums
 from .codes import PaymentScenario
 from .diagnostics import Diagnostics
 from .inventory import Restock

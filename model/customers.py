@@ -31,8 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.backend import Repeater, concat_ranges, merge_sorted
-from .binsums import bin_sums
+from ..kernels.backend import Repeater, bin_sums, concat_ranges, merge_sorted
 from .state import Stateful
 
 

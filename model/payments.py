@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
+from ..kernels.backend import bin_sums
 from ..kernels.cascade import CascadeOutcome
-from .binsums import bin_sums
 from .codes import Channel, PaymentScenario
 from .config import PaymentsConfig
 from .inventory import fill_orders

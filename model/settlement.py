@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .binsums import bin_sums
+from ..kernels.backend import bin_sums
 from .codes import PaymentScenario
 from .fx import CURRENCIES, FxDesk, currency_cdf, currency_of
 from .payments import Orders, PaymentBatch
@@ -30,7 +30,7 @@ ROWS = MAX_LAG + 2
 def settlement_bins(payments: PaymentBatch, settles: Any, n_merchants: int, lag_of: Any, *,
                     xp: ModuleType) -> tuple[Any, Any]:
     """The bins (int64[2O]) and weights (int64[2O], fen) of the payments' per-merchant sums, for
-    :func:`~weishang.model.binsums.bin_sums` over ``ROWS * M`` bins: row ``lag`` holds the
+    :func:`~weishang.kernels.backend.bin_sums` over ``ROWS * M`` bins: row ``lag`` holds the
     amounts due in ``lag`` ticks (off-platform: 0), row ``MAX_LAG + 1`` the fees (charged when
     the payment is made). Payments that do not settle (``settles``, bool[O]) weigh nothing.
 

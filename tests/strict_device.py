@@ -71,7 +71,8 @@ class Tally:
             ``float()``, ``bool()``, ``operator.index`` of a device value); each synchronises.
         transfer_bytes: the bytes those copies moved.
         size_syncs: implicit synchronisations CuPy makes to learn an output's size (indexing with
-            a boolean mask, ``nonzero``, ``flatnonzero``, ``argwhere``, ``unique``, ``compress``).
+            a boolean mask, ``nonzero``, ``flatnonzero``, ``argwhere``, ``unique``, ``compress``;
+            ``bincount`` makes two: whether a bin is negative, and the largest bin).
         by_kind: transfers by what made them (``"get"``, ``"int"``, ...).
     """
 
@@ -326,6 +327,8 @@ def _function(name: str, func: Any) -> Any:
         if name not in _NO_KERNEL_FUNCTIONS:
             _launch()
         TALLY.size_syncs += name in _SIZE_SYNC_FUNCTIONS
+        if name == "bincount":  # CuPy: (x < 0).any(), then int(x.max()) unless x is empty
+            TALLY.size_syncs += 1 + (args[0].size > 0)
         args = _unwrap(args, allow_host=allow_host)
         kwargs = {k: _unwrap(v, allow_host=allow_host) for k, v in kwargs.items()}
         if allow_host and args and isinstance(args[0], np.ndarray):

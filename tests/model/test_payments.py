@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from weishang.model.binsums import bin_sums
+from weishang.kernels.backend import bin_sums
 from weishang.model.codes import PaymentScenario
 from weishang.model.config import load_config
 from weishang.model.payments import make_payments
