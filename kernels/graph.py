@@ -394,7 +394,8 @@ def city_repeat_inflation(w: Any, city: Any, sizes: Any, degree: float, *, xp: M
     Poisson(w_i w_j d / n) times, so a pair picked twice or more loses a friendship. To first
     order the lost share of the city's degree is r = d * mean(w^2)^2 / (2 n); the picks are
     scaled by 1 / (1 - r), with r capped at 0.5 where the approximation stops being useful.
-    ``w`` (float64[N]), ``city`` (int32[N]) and ``sizes`` (int64[C]) live on ``xp``'s device.
+    ``w`` (float64[N]), ``city`` (int32[N]) and ``sizes`` (int64[C]) live on ``xp``'s device
+    (the model's build passes host arrays: a weighted bincount sums in another order on a GPU).
     """
     mean_w2 = xp.bincount(city, weights=w * w, minlength=sizes.shape[0]) / xp.maximum(sizes, 1)
     lost = xp.minimum(0.5, degree * mean_w2**2 / (2.0 * xp.maximum(sizes, 1)))
@@ -448,8 +449,8 @@ def generate_friend_graph(
         params: degree, city and community parameters.
         seed: base seed of the counter-based draws.
         sociability: (float64[N]) optional relative friend-making weights (for example merchants'
-            accounts weighted up), on ``xp``'s device; log-normal with mean 1 when omitted.
-            Scaled to mean 1 here.
+            accounts weighted up), on the host (float work made there, see :func:`friend_pairs`);
+            log-normal with mean 1 when omitted. Scaled to mean 1 here.
         xp: the array module: the graph is built on its device, the same bit for bit on each.
 
     Returns:
@@ -497,17 +498,24 @@ def friend_pairs(
 
     # Chung-Lu layers carry the rest of the mean degree, with a heavy tail from sociability
     cl_degree = max(0.0, p.mean_degree - household_degree - circle_degree)
-    w = (sociability_weights(n, p.sociability_sigma, seed, xp=xp) if sociability is None
-         else xp.asarray(sociability, dtype=xp.float64))
     city_degree = cl_degree * (1 - p.cross_city_share)
     cross_degree = cl_degree * p.cross_city_share
     # Cap each user's expected pick count (the degree bound the trim works on) at 90% of the
     # friend limit, so that trimming is needed only for rare Poisson excursions.
     bound_room = 0.9 * p.max_degree - (p.max_household_size - 1) - 2.0 * picks_per_layer * p.n_circle_layers
+    # The weights are made on the host, in NumPy, and copied over: their exp, means and per-city
+    # sums are float work whose last bit a GPU may round otherwise (its exp, its order of
+    # summation, its atomics), and a weight feeds a stochastic rounding: so every backend gets
+    # the same bits. A few passes over N floats; the picks themselves stay on the device.
+    w = (sociability_weights(n, p.sociability_sigma, seed) if sociability is None
+         else np.asarray(sociability, dtype=np.float64))
+    city_host = np.repeat(np.arange(sizes_host.shape[0], dtype=np.int32), sizes_host)
     for _ in range(4):
         w = w / w.mean()
-        inflation = city_repeat_inflation(w, city, sizes, city_degree, xp=xp)[city]
-        w = xp.minimum(w, max(bound_room, 1.0) / (city_degree * inflation + cross_degree))
+        inflation = city_repeat_inflation(w, city_host, sizes_host, city_degree)[city_host]
+        w = np.minimum(w, max(bound_room, 1.0) / (city_degree * inflation + cross_degree))
+    del city_host
+    w, inflation = xp.asarray(w), xp.asarray(inflation)
     city_counts = _stochastic_round(w * city_degree / 2.0 * inflation, rng.stream_key(seed, "graph.city.count"), xp)
     cross_counts = _stochastic_round(w * cross_degree / 2.0, rng.stream_key(seed, "graph.cross.count"), xp)
 

@@ -154,9 +154,10 @@ def _draw_groups(indptr: Any, indices: Any, n: int, merchant_uids: Any, config: 
     n_groups = owner.shape[0]
     # log-normal sizes: mean group_size_mean, with a tail past the 500-member threshold
     sigma = 0.6
-    z = rng.normal(rng.stream_key(seed, "community.size"), n_groups, xp=xp)
+    # drawn on the host (exp) and copied over, so every backend has the same sizes
+    z = rng.normal(rng.stream_key(seed, "community.size"), n_groups)
     mean = c.group_size_mean * size_scale
-    size = xp.clip(xp.round(mean * xp.exp(sigma * z - sigma**2 / 2)), 3, n - 1).astype(xp.int64)
+    size = xp.asarray(np.clip(np.round(mean * np.exp(sigma * z - sigma**2 / 2)), 3, n - 1).astype(np.int64))
     # the k-th slot of a group takes the owner's friend k places after a random start, so a
     # group repeats no friend until it has gone round the owner's whole friend list
     owner_uid = merchant_uids[owner]
@@ -265,11 +266,14 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
         sizes = city_sizes(n, pop.n_cities, 1.0, pop.region_users)
         city = repeat_ids(xp.asarray(sizes), xp=xp).astype(xp.int32)
         merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
+        merchant_uids_host = backend.to_host(merchant_uids)  # the Mesa agents' accounts
     else:
         n = pop.n_users
         merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
-        sociability = sociability_weights(n, graph_params(config).sociability_sigma, seed, xp=xp)
-        sociability[merchant_uids] *= pop.merchant_sociability
+        # float work (exp, means) made on the host so every backend gets the same bits
+        sociability = sociability_weights(n, graph_params(config).sociability_sigma, seed)
+        merchant_uids_host = backend.to_host(merchant_uids)  # the Mesa agents' accounts
+        sociability[merchant_uids_host] *= pop.merchant_sociability
         say(f"generating friend graph: {n:,} users, mean degree {pop.mean_degree:g}")
         built = generate_friend_graph(n, graph_params(config), seed=seed, sociability=sociability, xp=xp)
         indptr, indices, city = built.indptr, built.indices, built.city
@@ -281,9 +285,10 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
     state: dict[str, Any] = {f.name: xp.full(n, f.default, dtype=f.dtype) for f in USER_STATE}
     state["city"][:] = city
     state["interests"][:] = _interests(n, pop.n_categories, seed, xp)
-    # log-normal propensity with mean 1
-    z = rng.normal(rng.stream_key(seed, "population.rel_buy"), n, xp=xp)
-    state["rel_buy"][:] = xp.exp(0.5 * z - 0.125)
+    # log-normal propensity with mean 1; drawn on the host and copied over, so every backend has
+    # the same bits (a GPU's exp may round the last bit otherwise, and float32 rounding can carry it)
+    z = rng.normal(rng.stream_key(seed, "population.rel_buy"), n)
+    state["rel_buy"][:] = xp.asarray(np.exp(0.5 * z - 0.125).astype(np.float32))
     # account ages: up to 10 years, exponential-ish (1 - u) ** 2 puts more mass on young accounts
     u = rng.uniform(rng.stream_key(seed, "population.age"), n, xp=xp)
     state["ti_created"][:] = -xp.floor(10 * TICKS_PER_YEAR * u * u).astype(xp.int32)
@@ -304,7 +309,7 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
         group_size=(group_indptr[1:] - group_indptr[:-1]).astype(xp.int32),
         member_indptr=member_indptr,
         member_groups=member_groups,
-        merchant_uids=backend.to_host(merchant_uids),
+        merchant_uids=merchant_uids_host,
         timings=timings,
     )
     for array in population.arrays():
