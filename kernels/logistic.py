@@ -13,8 +13,9 @@ Each iteration solves the (K+1) x (K+1) float64 normal equations of the iterativ
 least squares step and takes the full step unless it decreases the objective too little, then
 half of it, and so on (backtracking: it keeps the first steps from overshooting where the classes
 nearly separate, the probe's bursts and fan-out rings). The iteration stops when the Newton
-decrement is below ``tol`` or after ``max_iter``. Each trial step reads three numbers back (the
-decrement and the objective before and after, one transfer): about fifteen a fit, every week.
+decrement is below ``tol``, after ``max_iter`` iterations, or after :data:`MAX_TRIALS` trial steps
+in all. Each trial step reads three numbers back (the decrement and the objective before and
+after, one transfer): about a dozen a fit, every week, and never more than :data:`MAX_TRIALS`.
 
 Why not scikit-learn: its fit runs on the host and needs the rows there, a copy of every training
 row off the device at each refit; this is ``xp`` code, the rows stay where they were made and
@@ -36,6 +37,9 @@ MAX_HALVINGS = 30
 #: iterations at most; Newton needs about fifteen from zero on the engine's rows, five from last
 #: week's model
 MAX_ITER = 50
+#: trial steps (full Newton steps and halvings, each one read-back) a fit takes at most, whatever
+#: ``max_iter``: the bound on a refit's transfers (the engine's fits take about a dozen)
+MAX_TRIALS = 40
 #: the Newton decrement (the objective's predicted decrease, per unit of row weight) at which
 #: the fit stops: far below what float32 weights can resolve
 TOLERANCE = 1e-14
@@ -82,6 +86,7 @@ def fit_balanced_logistic(x: Any, label: Any, weight: Any, *, c: float, xp: Modu
         theta[0] = start[n_features] + (start[:n_features] * mean).sum()
     eta = mm(design, theta)
     objective = _objective(s, y, eta, theta, penalty, xp)
+    trials = 0
     for _ in range(max_iter):
         p = 1.0 / (1.0 + xp.exp(-eta))
         gradient = mm(design.T, s * (p - y)) + penalty * theta
@@ -94,13 +99,14 @@ def fit_balanced_logistic(x: Any, label: Any, weight: Any, *, c: float, xp: Modu
             candidate, margins = theta - step * newton, eta - step * along
             trial = _objective(s, y, margins, candidate, penalty, xp)
             decrement, now, before = xp.stack([mm(gradient, newton), trial, objective]).tolist()
+            trials += 1
             # converged (the decrease is below what the objective's rounding resolves), or enough
-            # decrease (Armijo's condition), or out of halvings: take the step
-            if decrement < tol or now <= before - ARMIJO * step * decrement:
+            # decrease (Armijo's condition), or out of halvings or trials: take the step
+            if decrement < tol or now <= before - ARMIJO * step * decrement or trials >= MAX_TRIALS:
                 break
             step /= 2.0
         theta, eta, objective = candidate, margins, trial
-        if decrement < tol:
+        if decrement < tol or trials >= MAX_TRIALS:
             break
     coef = theta[1:] / sd
     out = xp.empty(n_features + 1, dtype=f64)

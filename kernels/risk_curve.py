@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend import bin_sums
+
 #: false-positive targets the curve is traced at: 1e-6 to 1e-1, four a decade
 FPR_GRID = tuple(float(x) for x in np.round(np.logspace(-6, -1, 21), 12))
 
@@ -47,7 +49,8 @@ def counts_above(score: Any, label: Any, thresholds: Any, n_classes: int, *, xp:
     order = xp.argsort(thresholds)  # equal thresholds get equal counts, so ties may fall any way
     # position among the sorted thresholds: the number of thresholds strictly below each score
     below = xp.searchsorted(thresholds[order], score, side="left").astype(xp.int64)
-    hist = xp.bincount(label * (g + 1) + below, minlength=n_classes * (g + 1)).reshape(n_classes, g + 1)
+    # a scatter-add (CuPy's bincount would read the largest bin back)
+    hist = bin_sums(label * (g + 1) + below, n_classes * (g + 1), xp=xp).reshape(n_classes, g + 1)
     # above the j-th sorted threshold: scores with more than j thresholds below them
     above_sorted = xp.cumsum(hist[:, ::-1], axis=1)[:, ::-1]
     out = xp.empty((n_classes, g + 1), dtype=xp.int64)

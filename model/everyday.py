@@ -29,7 +29,6 @@ import numpy as np
 from scipy.special import ndtri
 
 from ..kernels import rng
-from ..kernels.backend import concat_ranges, repeat_ids
 from .config import WECHAT_MAU, ScenarioConfig
 
 #: everyday payments' keys (transactions log) start above the fraud keys' range
@@ -90,12 +89,18 @@ def draw_everyday(config: ScenarioConfig, n_users: int, orders_by_scenario: np.n
     """
     seed = config.run.seed
     counts = daily_everyday_counts(config, n_users, orders_by_scenario)
-    scenario = repeat_ids(xp.asarray(counts), xp=xp).astype(xp.int8)
-    number = concat_ranges(xp.zeros(3, dtype=xp.int64), xp.asarray(counts), xp=xp)
-    index = scenario.astype(xp.int64) * (1 << 30) + number
+    # the counts are on the host: each payment's scenario and number within it follow from its
+    # position and the scenarios' ends, with no size to read back
+    ends = np.cumsum(counts)
+    position = xp.arange(int(ends[-1]), dtype=xp.int64)
+    scenario64 = (position >= int(ends[0])).astype(xp.int64) + (position >= int(ends[1]))
+    # scenario s's payments start at ends[s] - counts[s]; its index is s * 2^30 + number
+    shift = xp.asarray(np.arange(3, dtype=np.int64) * (1 << 30) - (ends - counts))
+    index = position + shift[scenario64]
+    scenario = scenario64.astype(xp.int8)
     payer = rng.integers(rng.stream_key(seed, "everyday.payer", tick), index, n_users, xp=xp)
     quantile = rng.integers(rng.stream_key(seed, "everyday.amount", tick), index, AMOUNT_QUANTILES, xp=xp)
     table = xp.asarray(amount_table(config)) if amounts is None else amounts
-    amount = table[scenario.astype(xp.int64) * AMOUNT_QUANTILES + quantile]
+    amount = table[scenario64 * AMOUNT_QUANTILES + quantile]
     key = EVERYDAY_KEY_BASE + tick * EVERYDAY_KEYS_PER_TICK + index
     return EverydayPayments(key=key, payer=payer, amount=amount, scenario=scenario)

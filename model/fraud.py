@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.backend import repeat_values, scatter_add
+from ..kernels.backend import scatter_add
 from .config import FraudConfig
 from .state import Stateful
 
@@ -170,9 +170,11 @@ class FraudInjector(Stateful):
         brushers = xp.zeros(0, dtype=xp.int64)
         if k:
             events[ATO] = self._count(cfg.ato_per_million, ATO, tick)
-            orders = xp.floor(cfg.brushing_orders * self.intensity[BRUSHING]
-                              + rng.uniform(rng.stream_key(self.seed, "fraud.brushing.n", tick), k, xp=xp))
-            brushers = repeat_values(self.fraud_merchants, orders.astype(xp.int64), xp=xp)
+            # drawn on the host (K numbers, the same draws as on the device): the batch's size
+            orders = np.floor(cfg.brushing_orders * self.intensity[BRUSHING]
+                              + rng.uniform(rng.stream_key(self.seed, "fraud.brushing.n", tick), k))
+            brushers = self.fraud_merchants[xp.asarray(np.repeat(np.arange(k, dtype=np.int64),
+                                                                 orders.astype(np.int64)))]
             rings = self._count(cfg.laundering_per_million, FAN_IN, tick)
             fan_in = rng.bernoulli(rng.stream_key(self.seed, "fraud.laundering.kind", tick), rings, 0.5)
             events[FAN_IN], events[FAN_OUT] = int(fan_in.sum()), int((~fan_in).sum())

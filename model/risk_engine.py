@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
+from ..kernels.backend import bin_sums
 from ..kernels.risk import RiskState, RiskWeights, score_transactions, tick_view, update_state
 from ..kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
 from ..kernels.risk_features import (
@@ -41,8 +42,8 @@ from .config import ScenarioConfig
 from .everyday import amount_table, draw_everyday
 from .fraud import TYPOLOGIES, FraudBatch, FraudInjector
 from .payments import Orders
-from .plan import Mechanism
-from .risk_model import LabelledRows, LearnedScorer
+from .plan import Mechanism, Sync
+from .risk_model import MAX_FIT_READS, LabelledRows, LearnedScorer
 
 #: a merchant onboarded fewer ticks ago than this is new to the risk engine
 NEW_MERCHANT_TICKS = 7
@@ -120,6 +121,24 @@ class RiskEngine(Mechanism):
     does = "orders, everyday payments and injected fraud scored in bulk; above the threshold: intercepted"
     STATE = ("state", "legit_history", "fraud", "graph", "scorer", "learned_history", "learned_history_scores",
              "scores_fitted_at")
+    syncs = (
+        Sync("official payments per scenario (int64[3])",
+             "a size the host must know: each scenario's everyday payments top it up to the SPEC's daily count"),
+        Sync("the probe's own (event, payer) and (event, merchant) ids, the largest of each",
+             "a size the host must know: the probe's own-event graph is allocated with that many accounts"),
+        Sync("the tick's counts and the probe's interceptions (int64[30], one copy)",
+             "the ticks row the recorder writes, and the interception shares the fraudsters react to (a "
+             "decision the host makes)"),
+        Sync("each scorer's trade-off curve table (int64[C, G + 1])",
+             "the risk_curve rows the recorder writes; two scorers once the learned one is fitted", most=2),
+        Sync("each scorer's curve thresholds (float64[1 + G])",
+             "the risk_curve thresholds and the ticks' risk_threshold the recorder writes", most=2),
+        Sync("a refit's Newton checks (decrement, objective before and after a trial step) and its weights",
+             "decisions the host makes (take, halve or stop) and the K + 1 weights the scorer multiplies by as "
+             "Python floats; only on a refit tick, at most MAX_FIT_READS a fit", most=MAX_FIT_READS),
+        Sync("the transactions log's columns (output.transactions sample or full)",
+             "the rows the recorder writes to transactions/; none with the default output", most=11),
+    )
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
@@ -167,7 +186,7 @@ class RiskEngine(Mechanism):
         legit_idx = xp.flatnonzero(official)
         n_orders = int(legit_idx.shape[0])
         orders_by_scenario = self.backend.to_host(
-            xp.bincount(payments.scenario[legit_idx].astype(xp.int64), minlength=len(SCENARIO_NAMES)))
+            bin_sums(payments.scenario[legit_idx].astype(xp.int64), len(SCENARIO_NAMES), xp=xp))
         everyday = draw_everyday(self.config, self.n_users, orders_by_scenario, tick, xp=xp,
                                  amounts=self.everyday_amounts)
         n_legit = n_orders + everyday.n
@@ -219,9 +238,8 @@ class RiskEngine(Mechanism):
         threshold = grids.decisive[0]  # stays on the device: the interceptions need no read-back
         score = scored.decisive
         intercepted = score > threshold
-        probe_scored, probe_typology, probe_share, probe_rows = self._probe(tick, view, flag, threshold, accounts)
-        host_grids = Scored(*(None if g is None else self.backend.to_host(g) for g in (grids.rule, grids.learned)))
-        curve = self._curve(tick, scored, grids, host_grids, fraud_typology, n_legit, probe_scored, probe_typology)
+        probe_scored, probe_typology, probe_counts, probe_rows = self._probe(tick, view, flag, threshold, accounts)
+        tables = self._curve_tables(scored, grids, fraud_typology, n_legit, probe_scored, probe_typology)
         if self.learning:
             self._keep_rows(tick, rows_of, legit_key, n_legit, int(payer_all.shape[0]), probe_rows)
             update_graph(self.graph, graph_today, tick, xp=xp)
@@ -231,8 +249,22 @@ class RiskEngine(Mechanism):
         legit_passed = xp.ones(payments.scenario.shape[0], dtype=xp.bool_)
         legit_passed[legit_idx] = ~intercepted[:n_orders]
         fraud_passed = ~intercepted[n_legit:]
-        metrics = self._metrics(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_amount, fraud_passed,
-                                float(host_grids.decisive[0]), xp=xp)
+        counts = self._metric_counts(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_amount, fraud_passed,
+                                     xp=xp)
+        # what the recorder and the fraudsters read this tick: the tick's counts and the probe's
+        # in one copy, then each scorer's curve table and thresholds
+        n_typ, host = len(TYPOLOGIES), self.backend.to_host
+        host_counts = host(counts if probe_counts is None else xp.concatenate([counts, probe_counts]))
+        probe_share = np.full(n_typ, np.nan)
+        if probe_counts is not None:
+            passed_caught = host_counts[-2 * n_typ:]
+            hit, tried = passed_caught[n_typ:], passed_caught[:n_typ] + passed_caught[n_typ:]
+            probe_share = np.where(tried > 0, hit / np.maximum(tried, 1), np.nan)
+        host_tables = {name: host(table) for name, table in tables.items()}
+        host_grids = Scored(*(None if g is None else host(g) for g in (grids.rule, grids.learned)))
+        curve = self._curve(tick, host_tables, host_grids)
+        metrics = self._metrics(host_counts, n_orders, n_legit, fraud.n, int(scenario_all.shape[0]),
+                                float(host_grids.decisive[0]))
         metrics["learned_scoring"] = scored.learned is not None
         self.fraud.react(probe_share)
         log = None
@@ -304,15 +336,15 @@ class RiskEngine(Mechanism):
         tick's traffic plus its own event's payments; nothing here settles or is kept.
 
         Returns:
-            the probe's scores (None without probe), its typologies (int64[P], device), the share
-            of each typology the engine would intercept (float64[len(TYPOLOGIES)], NaN for a
-            typology without probe), and (learning) its feature rows (float64[P, K], device),
-            labelled fraud.
+            the probe's scores (None without probe), its typologies (int64[P], device), its
+            payments passed then intercepted per typology (int64[2 * len(TYPOLOGIES)], device;
+            None without probe: the caller reads it back with the tick's other counts), and
+            (learning) its feature rows (float64[P, K], device), labelled fraud.
         """
         xp, r = self.xp, self.config.risk
         probe = self.fraud.probe(tick)
         if probe.n == 0:
-            return None, None, np.full(len(TYPOLOGIES), np.nan), None
+            return None, None, None, None
         own_payer, own_merchant = probe.own_counts(xp=xp)
         payer, merchant = probe.payer, probe.merchant
         age = xp.where(probe.account_age >= 0, probe.account_age, tick - self.ti_created[payer].astype(xp.int64))
@@ -331,9 +363,7 @@ class RiskEngine(Mechanism):
         typology = probe.typology.astype(xp.int64)
         n_typ = len(TYPOLOGIES)
         caught = (scored.decisive > threshold).astype(xp.int64)
-        passed_caught = self.backend.to_host(xp.bincount(caught * n_typ + typology, minlength=2 * n_typ))
-        hit, tried = passed_caught[n_typ:], passed_caught[:n_typ] + passed_caught[n_typ:]
-        return scored, typology, np.where(tried > 0, hit / np.maximum(tried, 1), np.nan), rows
+        return scored, typology, bin_sums(caught * n_typ + typology, 2 * n_typ, xp=xp), rows
 
     def _own_graph(self, probe: FraudBatch, age: Any, tick: int) -> tuple[TickGraph, Any, Any]:
         """The counts each probe payment's own event adds (a :class:`TickGraph` over compact
@@ -348,19 +378,18 @@ class RiskEngine(Mechanism):
                          signal_day=signal_day)
         return own, own_payer, own_merchant
 
-    def _curve(self, tick: int, scored: Scored, grids: Scored, host_grids: Scored, fraud_typology: Any,
-               n_legit: int, probe: Scored | None, probe_typology: Any) -> dict[str, np.ndarray]:
-        """The tick's ``risk_curve`` rows: for each scorer, the payments of each of
-        :data:`CURVE_CLASSES` above each threshold of :data:`FPR_GRID` (``grids``: float64[1 + G]
-        per scorer on the device, the engine's own target first, from its legitimate history;
-        ``host_grids`` the same on the host). Counted on the device: one table per scorer
-        (int64[C, G + 1]) comes back."""
+    def _curve_tables(self, scored: Scored, grids: Scored, fraud_typology: Any, n_legit: int,
+                      probe: Scored | None, probe_typology: Any) -> dict[str, Any]:
+        """For each scorer, the payments of each of :data:`CURVE_CLASSES` above each threshold of
+        :data:`FPR_GRID` (``grids``: float64[1 + G] per scorer on the device, the engine's own
+        target first, from its legitimate history), then each class's total: int64[C, G + 1] on
+        the device, by scorer name ("linear", then "learned" once it scores)."""
         xp = self.xp
-        n_typ, g = len(TYPOLOGIES), len(FPR_GRID)
+        n_typ = len(TYPOLOGIES)
         label = xp.concatenate([xp.zeros(n_legit, dtype=xp.int64), fraud_typology.astype(xp.int64) + 1])
         if probe is not None:
             label = xp.concatenate([label, probe_typology + 1 + n_typ])
-        parts: list[dict[str, np.ndarray]] = []
+        tables: dict[str, Any] = {}
         for name in ("linear", "learned"):
             score = scored.rule if name == "linear" else scored.learned
             if score is None:
@@ -368,7 +397,15 @@ class RiskEngine(Mechanism):
             if probe is not None:
                 score = xp.concatenate([score, probe.rule if name == "linear" else probe.learned])
             thresholds = (grids.rule if name == "linear" else grids.learned)[1:]
-            table = self.backend.to_host(counts_above(score, label, thresholds, len(CURVE_CLASSES), xp=xp))
+            tables[name] = counts_above(score, label, thresholds, len(CURVE_CLASSES), xp=xp)
+        return tables
+
+    def _curve(self, tick: int, tables: dict[str, np.ndarray], host_grids: Scored) -> dict[str, np.ndarray]:
+        """The tick's ``risk_curve`` rows from the tables of :meth:`_curve_tables` and the grids'
+        thresholds (``host_grids``: float64[1 + G] per scorer), both on the host."""
+        g = len(FPR_GRID)
+        parts: list[dict[str, np.ndarray]] = []
+        for name, table in tables.items():
             host = (host_grids.rule if name == "linear" else host_grids.learned)[1:]
             n_classes = len(CURVE_CLASSES)
             parts.append({
@@ -383,31 +420,38 @@ class RiskEngine(Mechanism):
         rows["tick"] = np.full(rows["n"].shape[0], tick, dtype=np.int32)
         return rows
 
-    def _metrics(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
-                 fraud_amount: Any, fraud_passed: Any, threshold: float, *, xp: ModuleType) -> dict[str, float | None]:
-        """The tick's counts, reduced on the device: only a few numbers come back to the host.
-        Keys are ``ticks`` columns of :mod:`weishang.model.columns`; a ratio over nothing is None.
+    def _metric_counts(self, scenario: Any, intercepted: Any, n_orders: int, n_legit: int, fraud: FraudBatch,
+                       fraud_amount: Any, fraud_passed: Any, *, xp: ModuleType) -> Any:
+        """(int64[4 + 2 S + 2 T], device) the tick's counts, for :meth:`_metrics`: false positives
+        among orders and among all legitimate payments, fraud intercepted, fraud loss (fen); the
+        payments passed then intercepted per scenario (S); the fraud passed then intercepted per
+        typology (T).
 
         ``scenario`` and ``intercepted`` are laid out [orders (n_orders), everyday, fraud], the
-        first ``n_legit`` legitimate; ``fraud_amount`` (int64[F]) is the fraud batch's amounts on
-        the device.
+        first ``n_legit`` legitimate; ``fraud_amount`` (int64[F]) is the fraud batch's amounts.
         """
-        host = self.backend.to_host
-        k = len(SCENARIO_NAMES)
-        scen = scenario.astype(xp.int64)
-        n_by = host(xp.bincount(scen, minlength=k))
-        caught_by = host(xp.bincount(scen[intercepted], minlength=k))
-        metrics: dict[str, float] = {}
+        k, n_typ = len(SCENARIO_NAMES), len(TYPOLOGIES)
+        caught = intercepted.astype(xp.int64)
+        sums = xp.stack([caught[:n_orders].sum(), caught[:n_legit].sum(), caught[n_legit:].sum(),
+                         xp.where(fraud_passed, fraud_amount, 0).sum()])
+        by_scenario = bin_sums(caught * k + scenario.astype(xp.int64), 2 * k, xp=xp)
+        by_typology = bin_sums((~fraud_passed).astype(xp.int64) * n_typ + fraud.typology.astype(xp.int64), 2 * n_typ,
+                               xp=xp)
+        return xp.concatenate([sums.astype(xp.int64), by_scenario, by_typology])
+
+    def _metrics(self, counts: np.ndarray, n_orders: int, n_legit: int, n_fraud: int, n_all: int,
+                 threshold: float) -> dict[str, float | None]:
+        """The tick's metrics from :meth:`_metric_counts` read back (``counts``, host). Keys are
+        ``ticks`` columns of :mod:`weishang.model.columns`; a ratio over nothing is None."""
+        k, n_typ = len(SCENARIO_NAMES), len(TYPOLOGIES)
+        fp_orders, fp, tp, loss = (int(v) for v in counts[:4])
+        passed_by, caught_by = counts[4:4 + k], counts[4 + k:4 + 2 * k]
+        n_by = passed_by + caught_by
+        metrics: dict[str, float | None] = {}
         for i, name in enumerate(SCENARIO_NAMES):
             metrics[f"n_tx_{name}"] = int(n_by[i])
             metrics[f"n_intercepted_{name}"] = int(caught_by[i])
             metrics[f"interception_rate_{name}"] = ratio(int(caught_by[i]), int(n_by[i]))
-        fp_orders = int(intercepted[:n_orders].sum())
-        fp = int(intercepted[:n_legit].sum())
-        tp = int(intercepted[n_legit:].sum())
-        n_fraud = fraud.n
-        loss = int(xp.where(fraud_passed, fraud_amount, 0).sum())
-        n_all = int(scenario.shape[0])
         metrics.update({
             "n_screened": int(n_by.sum()), "n_intercepted": int(caught_by.sum()),
             "n_everyday": n_legit - n_orders, "n_orders_intercepted": fp_orders,
@@ -419,10 +463,8 @@ class RiskEngine(Mechanism):
             "fraud_loss": loss / 100.0,
             "risk_threshold": threshold,
         })
-        # per typology, passed then intercepted: one small table back
-        n_typ = len(TYPOLOGIES)
-        by_typology = self.backend.to_host(xp.bincount((~fraud_passed).astype(xp.int64) * n_typ
-                                                       + fraud.typology.astype(xp.int64), minlength=2 * n_typ))
+        # per typology, passed then intercepted
+        by_typology = counts[4 + 2 * k:4 + 2 * k + 2 * n_typ]
         for t, name in enumerate(TYPOLOGIES):
             metrics[f"n_fraud_{name}"] = int(by_typology[t] + by_typology[n_typ + t])
             metrics[f"n_fraud_intercepted_{name}"] = int(by_typology[n_typ + t])

@@ -34,9 +34,11 @@ from typing import Any
 import numpy as np
 
 from ..kernels.backend import Backend, resolve_backend
-from ..kernels.logistic import fit_balanced_logistic
+from ..kernels.logistic import MAX_TRIALS, fit_balanced_logistic
 from .state import Stateful
 
+#: device-to-host transfers a refit makes at most: a Newton check per trial step, then the weights
+MAX_FIT_READS = MAX_TRIALS + 1
 #: inverse regularisation strength of the fit (on standardised features)
 C_REGULARISATION = 1.0
 
@@ -65,13 +67,14 @@ class LabelledRows:
 
 
 def fit_logistic(x: Any, fraud: Any, weight: Any, *, backend: Backend | None = None,
-                 start: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, float]:
+                 start: tuple[np.ndarray, float] | None = None, n_fraud: int | None = None) -> tuple[np.ndarray, float]:
     """(float64[K], bias) a logistic model of fraud on feature rows ``x`` (float64[R, K]) with
     labels ``fraud`` (bool[R]) and row weights ``weight`` (float64[R]), on ``backend``'s device
     (NumPy when None), the classes balanced, in raw feature units: score = bias + sum_k coef[k]
     x[:, k]. ``start``: a model (coef, bias) to start the fit from (a faster fit, the same
-    weights). Only the K + 1 weights and the count of fraud rows (to refuse one class) come back to
-    the host.
+    weights). ``n_fraud``: the count of fraud rows when the caller knows it (read back to refuse
+    one class when None). Besides, only the Newton checks and the K + 1 weights come back to the
+    host (:data:`MAX_FIT_READS` transfers at most).
 
     Raises:
         ValueError: the rows hold only one class.
@@ -79,7 +82,7 @@ def fit_logistic(x: Any, fraud: Any, weight: Any, *, backend: Backend | None = N
     from threadpoolctl import threadpool_limits  # noqa: PLC0415  (only when a run learns)
 
     backend = backend or resolve_backend("numpy")
-    n_fraud = int(fraud.sum())
+    n_fraud = int(fraud.sum()) if n_fraud is None else n_fraud
     if n_fraud in (0, int(fraud.shape[0])):
         raise ValueError("the training rows hold only one class")
     initial = None if start is None else backend.to_device(np.append(start[0], start[1]))
@@ -131,6 +134,7 @@ class LearnedScorer(Stateful):
         self.coef, self.bias = fit_logistic(xp.concatenate([r.x for r in known]),
                                             xp.concatenate([r.fraud for r in known]),
                                             xp.concatenate([r.weight for r in known]), backend=self.backend,
-                                            start=(self.coef, self.bias) if self.fitted else None)
+                                            start=(self.coef, self.bias) if self.fitted else None,
+                                            n_fraud=n_fraud)
         self.fitted_at = tick
         return True
