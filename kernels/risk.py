@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import map_chunks, scatter_add
+from . import fused
+from .backend import bin_sums, map_chunks, scatter_add
 
 VELOCITY_CAP = 50
 BURST_CAP = 20
@@ -50,8 +51,6 @@ class RiskWeights:
     merchant_velocity: float = 0.02
     merchant_flag: float = 0.8
     scenario: tuple[float, float, float] = (0.0, 0.2, 0.5)
-
-
 
 
 @dataclass
@@ -100,10 +99,10 @@ def tick_view(payer: Any, merchant: Any, state: RiskState, reference_amount: flo
     count = state.payer_count
     window_days = state.merchant_window.shape[0]
     return TickView(
-        burst_of=xp.bincount(payer, minlength=n_users),
+        burst_of=bin_sums(payer, n_users, xp=xp),
         past_of=state.payer_window.sum(axis=0, dtype=xp.int64),
-        mean_of=xp.where(count > 0, state.payer_amount_sum / xp.maximum(count, 1), reference_amount),
-        merchant_today=xp.bincount(merchant, minlength=n_merchants),
+        mean_of=fused.launch(_MEAN_AMOUNT, state.payer_amount_sum, count, float(reference_amount), xp=xp),
+        merchant_today=bin_sums(merchant, n_merchants, xp=xp),
         merchant_mean=state.merchant_window.sum(axis=0, dtype=xp.int64) / window_days)
 
 
@@ -111,7 +110,8 @@ def score_transactions(payer: Any, merchant: Any, amount: Any, scenario: Any, ne
                        account_age: Any, merchant_flag: Any, state: RiskState, weights: RiskWeights,
                        reference_amount: float, new_account_ticks: int, *, xp: ModuleType,
                        view: TickView | None = None, own_payer: Any = None, own_merchant: Any = None) -> Any:
-    """(float64[T]) risk scores of one tick's transactions.
+    """(float64[T]) risk scores of one tick's transactions: one fused kernel
+    (:data:`_RULE_SCORES`; its NumPy reference is :func:`_rule_scores`).
 
     Args:
         payer, merchant: (int64[T]) who pays whom.
@@ -127,41 +127,114 @@ def score_transactions(payer: Any, merchant: Any, amount: Any, scenario: Any, ne
             (int64[T]) the payments each transaction's own event adds to its payer's and its
             merchant's counts today.
     """
-    w = weights
     if view is None:
         view = tick_view(payer, merchant, state, reference_amount, xp=xp)
-    scenario_weight = xp.asarray(np.asarray(w.scenario, dtype=np.float64))
-    score = xp.empty(payer.shape[0], dtype=xp.float64)
+    w = weights
+    scalars = (*(float(v) for v in (w.bias, w.payer_velocity, w.payer_burst, w.amount_ratio, w.new_account,
+                                    w.new_device, *w.scenario, w.merchant_velocity, w.merchant_flag)),
+               int(new_account_ticks))
+    counts = (view.burst_of, view.past_of, view.mean_of, view.merchant_today, view.merchant_mean, merchant_flag)
+    tx = (payer, merchant, amount, scenario, new_device, account_age)
+    if own_payer is None:
+        return fused.launch(_RULE_SCORES, *tx, *counts, *scalars, xp=xp)
+    return fused.launch(_RULE_SCORES_OWN, *tx, own_payer, own_merchant, *counts, *scalars, xp=xp)
+
+
+def _rule_scores(payer: Any, merchant: Any, amount: Any, scenario: Any, new_device: Any, account_age: Any,
+                 own_payer: Any, own_merchant: Any, burst_of: Any, past_of: Any, mean_of: Any, merchant_today: Any,
+                 merchant_mean: Any, merchant_flag: Any, bias: float, w_velocity: float, w_burst: float,
+                 w_ratio: float, w_new_account: float, w_new_device: float, w_qr: float, w_mini_program: float,
+                 w_cross_border: float, w_merchant_velocity: float, w_merchant_flag: float,
+                 new_account_ticks: int) -> np.ndarray:
+    """The NumPy reference of :data:`_RULE_SCORES` (NumPy arrays, shapes as in
+    :func:`score_transactions`; ``own_payer``/``own_merchant`` None without a probe's own
+    counts), chunk by chunk on the thread pool."""
+    scenario_weight = np.asarray((w_qr, w_mini_program, w_cross_border), dtype=np.float64)
+    score = np.empty(payer.shape[0], dtype=np.float64)
 
     def work(start: int, stop: int) -> None:
         p, m = payer[start:stop], merchant[start:stop]
-        burst = view.burst_of[p]
-        today = view.merchant_today[m]
+        burst = burst_of[p]
+        today = merchant_today[m]
         if own_payer is not None:
             burst = burst + own_payer[start:stop]
             today = today + own_merchant[start:stop]
-        velocity = xp.minimum(view.past_of[p] + burst, VELOCITY_CAP)
-        ratio = xp.minimum(amount[start:stop] / view.mean_of[p], RATIO_CAP)
-        s = w.bias + w.payer_velocity * velocity
-        s = s + w.payer_burst * xp.minimum(burst, BURST_CAP)
-        s = s + w.amount_ratio * ratio
-        s = s + w.new_account * (account_age[start:stop] < new_account_ticks)
-        s = s + w.new_device * new_device[start:stop]
-        s = s + scenario_weight[scenario[start:stop].astype(xp.int64)]
-        merchant_ratio = xp.minimum(today / xp.maximum(view.merchant_mean[m], 1.0), RATIO_CAP)
-        score[start:stop] = s + (w.merchant_velocity * merchant_ratio + w.merchant_flag * merchant_flag[m])
+        velocity = np.minimum(past_of[p] + burst, VELOCITY_CAP)
+        ratio = np.minimum(amount[start:stop] / mean_of[p], RATIO_CAP)
+        s = bias + w_velocity * velocity
+        s = s + w_burst * np.minimum(burst, BURST_CAP)
+        s = s + w_ratio * ratio
+        s = s + w_new_account * (account_age[start:stop] < new_account_ticks)
+        s = s + w_new_device * new_device[start:stop]
+        s = s + scenario_weight[scenario[start:stop].astype(np.int64)]
+        merchant_ratio = np.minimum(today / np.maximum(merchant_mean[m], 1.0), RATIO_CAP)
+        score[start:stop] = s + (w_merchant_velocity * merchant_ratio + w_merchant_flag * merchant_flag[m])
 
-    map_chunks(payer.shape[0], work, xp=xp)
+    map_chunks(payer.shape[0], work, xp=np)
     return score
+
+
+def _rule_kernel(own: bool) -> fused.FusedKernel:
+    """:func:`_rule_scores` as one fused kernel, with (``own``) or without a probe's own counts.
+    Every operation in the reference's order; ``x > cap ? cap : x`` is NumPy's ``minimum`` with
+    a cap (a NaN ratio stays NaN) and ``x < 1.0 ? 1.0 : x`` its ``maximum``; a scenario outside
+    0..2 is the reference's IndexError, here cross-border's weight."""
+    tx = "int64 payer, int64 merchant, int64 amount, int8 scenario, bool new_device, int64 account_age"
+    own_params = ", int64 own_payer, int64 own_merchant" if own else ""
+    counts = ("raw int64 burst_of, raw int64 past_of, raw float64 mean_of, raw int64 merchant_today, "
+              "raw float64 merchant_mean, raw bool merchant_flag")
+    scalars = ("float64 bias, float64 w_velocity, float64 w_burst, float64 w_ratio, float64 w_new_account, "
+               "float64 w_new_device, float64 w_qr, float64 w_mini_program, float64 w_cross_border, "
+               "float64 w_merchant_velocity, float64 w_merchant_flag, int64 new_account_ticks")
+    add_own = "burst = burst + own_payer; today = today + own_merchant;" if own else ""
+    body = f"""
+        long long burst = burst_of[payer];
+        long long today = merchant_today[merchant];
+        {add_own}
+        long long velocity = past_of[payer] + burst;
+        velocity = velocity > {VELOCITY_CAP} ? {VELOCITY_CAP} : velocity;
+        double ratio = (double)amount / mean_of[payer];
+        ratio = ratio > {RATIO_CAP!r} ? {RATIO_CAP!r} : ratio;
+        double s = bias + w_velocity * (double)velocity;
+        s = s + w_burst * (double)(burst > {BURST_CAP} ? {BURST_CAP} : burst);
+        s = s + w_ratio * ratio;
+        s = s + w_new_account * (account_age < new_account_ticks ? 1.0 : 0.0);
+        s = s + w_new_device * (new_device ? 1.0 : 0.0);
+        s = s + (scenario == 0 ? w_qr : scenario == 1 ? w_mini_program : w_cross_border);
+        const double mean = merchant_mean[merchant];
+        double merchant_ratio = (double)today / (mean < 1.0 ? 1.0 : mean);
+        merchant_ratio = merchant_ratio > {RATIO_CAP!r} ? {RATIO_CAP!r} : merchant_ratio;
+        score = s + (w_merchant_velocity * merchant_ratio + w_merchant_flag * (merchant_flag[merchant] ? 1.0 : 0.0));
+    """
+    if own:
+        reference = _rule_scores
+    else:
+        def reference(payer, merchant, amount, scenario, new_device, account_age, *rest):
+            return _rule_scores(payer, merchant, amount, scenario, new_device, account_age, None, None, *rest)
+    return fused.FusedKernel("weishang_rule_scores_own" if own else "weishang_rule_scores",
+                             f"{tx}{own_params}, {counts}, {scalars}", "float64 score", body, reference)
+
+
+#: the linear rule's score of each payment (:func:`score_transactions`), and of a probe's payments
+#: with their own event's counts: one launch each on CuPy
+_RULE_SCORES = fused.register(_rule_kernel(own=False))
+_RULE_SCORES_OWN = fused.register(_rule_kernel(own=True))
+#: each payer's mean amount so far (:attr:`TickView.mean_of`)
+_MEAN_AMOUNT = fused.register(fused.FusedKernel(
+    "weishang_mean_amount", "int64 amount_sum, int64 count, float64 reference_amount", "float64 mean",
+    "mean = count > 0 ? (double)amount_sum / (double)(count < 1 ? 1 : count) : reference_amount;",
+    lambda amount_sum, count, reference_amount: np.where(count > 0, amount_sum / np.maximum(count, 1),
+                                                         reference_amount)))
 
 
 def update_state(state: RiskState, payer: Any, merchant: Any, amount: Any, tick: int, *, xp: ModuleType) -> None:
     """Add one tick's transactions to the history (in place); slot ``tick % W`` is overwritten."""
     slot = tick % state.payer_window.shape[0]
-    state.payer_window[slot] = xp.bincount(payer, minlength=state.payer_window.shape[1]).astype(xp.int32)
-    state.merchant_window[slot] = xp.bincount(merchant, minlength=state.merchant_window.shape[1]).astype(xp.int32)
+    burst = bin_sums(payer, state.payer_window.shape[1], xp=xp)
+    state.payer_window[slot] = burst  # the assignment casts to the ring's int32
+    state.merchant_window[slot] = bin_sums(merchant, state.merchant_window.shape[1], xp=xp)
     scatter_add(state.payer_amount_sum, payer, amount, xp=xp)
-    scatter_add(state.payer_count, payer, xp.ones_like(payer), xp=xp)
+    state.payer_count += burst
 
 
 def threshold_for_fpr(legit_scores: Any, target_fpr: float, *, xp: ModuleType) -> float:

@@ -21,7 +21,7 @@ from weishang.kernels import fused, rng
 from tests import strict_device
 
 _C_TYPES = {"int64": "long long", "uint64": "unsigned long long", "float64": "double", "bool": "bool",
-            "int32": "int", "float32": "float", "int8": "signed char", "uint16": "unsigned short"}
+            "int32": "int", "float32": "float", "int8": "signed char", "uint16": "unsigned short", "int16": "short"}
 
 
 def _params(spec: str, types: dict[str, str] | None = None) -> list[tuple[bool, str, str]]:
@@ -52,11 +52,14 @@ def _compile(kernel: fused.FusedKernel, tmp_path, types: dict[str, str] | None =
 
 
 def _run_compiled(kernel: fused.FusedKernel, library: ctypes.CDLL, *inputs, types: dict[str, str] | None = None):
+    """The compiled body on ``inputs``: the non-raw ones broadcast together (to any shape, run
+    in C order as CuPy's index ``i`` runs), the outputs of that shape."""
     params = _params(kernel.in_params, types)
-    n = max(np.size(x) for x, (raw, _, _) in zip(inputs, params) if not raw)
-    arrays = [np.ascontiguousarray(np.asarray(x, dtype=t) if raw else np.broadcast_to(np.asarray(x, dtype=t), (n,)))
+    shape = np.broadcast_shapes(*(np.shape(x) for x, (raw, _, _) in zip(inputs, params) if not raw))
+    n = int(np.prod(shape))
+    arrays = [np.ascontiguousarray(np.asarray(x, dtype=t) if raw else np.broadcast_to(np.asarray(x, dtype=t), shape))
               for x, (raw, t, _) in zip(inputs, params)]
-    outs = [np.zeros(n, dtype=t) for _, t, _ in _params(kernel.out_params, types)]
+    outs = [np.zeros(shape, dtype=t) for _, t, _ in _params(kernel.out_params, types)]
     library.run(ctypes.c_longlong(n), *[a.ctypes.data_as(ctypes.c_void_p) for a in arrays + outs])
     return outs[0] if len(outs) == 1 else tuple(outs)
 
@@ -72,12 +75,16 @@ KEYS = [rng.stream_key(7, "test.fused", 0), rng.stream_key(2**40, "cascade.buy.l
 @needs_compiler
 def test_every_kernel_is_covered():
     import weishang.kernels.cascade  # noqa: F401  (registers its kernel)
+    import weishang.kernels.risk_features  # (and kernels.risk)
     import weishang.model.tools  # noqa: F401
 
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
                                   "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome",
                                   "weishang_keep_targeted", "weishang_split_fresh", "weishang_edge_views",
-                                  "weishang_viewed"}
+                                  "weishang_viewed", "weishang_rule_scores", "weishang_rule_scores_own",
+                                  "weishang_mean_amount", "weishang_risk_rows", "weishang_risk_rows_own",
+                                  "weishang_risk_scores", "weishang_risk_linear_scores", "weishang_payer_window",
+                                  "weishang_payer_day"}
 
 
 @needs_compiler
@@ -229,3 +236,170 @@ def test_edge_views_compiled_equals_numpy(tmp_path):
         library = _compile(viewed, tmp_path / itype, types)
         got, want = _run_compiled(viewed, library, *args, types=types), viewed.reference(*args)
         assert all(np.array_equal(a, b) for a, b in zip(got, want)) and want[0].shape[0] > 0
+
+
+#: the risk kernels' inputs divide by zero on purpose (a NaN and an inf ratio must agree too)
+_ZERO_DENOMINATORS = pytest.mark.filterwarnings("ignore:.*encountered in divide:RuntimeWarning")
+
+
+def _same_floats(got: np.ndarray, want: np.ndarray) -> bool:
+    """The same float64 bits wherever ``want`` is a number, and NaN where it is NaN (a GPU's NaN
+    of 0/0 has other bits than the CPU's)."""
+    nan = np.isnan(want)
+    return got.shape == want.shape and np.array_equal(np.isnan(got), nan) and \
+        np.array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64))
+
+
+def _edgy_counts(gen, n, high, cap):
+    """(int64[n]) counts in [0, high] with 0, cap - 1, cap and cap + 1 among them."""
+    values = gen.integers(0, high + 1, n)
+    values[:4] = (0, cap - 1, cap, cap + 1)
+    return values.astype(np.int64)
+
+
+def _edgy_means(gen, n):
+    """(float64[n]) means with zero (a zero denominator), below 1, exactly 1 and fractions."""
+    values = gen.integers(0, 40, n) / 7.0
+    values[:4] = (0.0, 0.5, 1.0, 3.0)
+    return values
+
+
+def _risk_payments(gen, t, n_users, n_merchants):
+    """A tick's payments (payer, merchant, amount, scenario, new_device, account_age) with the
+    edge values: amount 0 (0/0 against a zero mean: NaN) and amounts at the caps."""
+    amount = gen.integers(0, 10_000_000, t)
+    amount[:6] = (0, 1, 21_500 * 300, 21_500 * 300 + 1, 10**12, 50)
+    payer, merchant = gen.integers(0, n_users, t), gen.integers(0, n_merchants, t)
+    payer[:4], merchant[:4] = 0, 0  # amount 0 against the zero mean at index 0: NaN
+    return (payer, merchant, amount, gen.integers(0, 3, t).astype(np.int8), gen.random(t) < 0.3,
+            gen.integers(25, 35, t))
+
+
+@needs_compiler
+@_ZERO_DENOMINATORS
+def test_rule_scores_compiled_equal_numpy(tmp_path):
+    from weishang.kernels import risk
+
+    gen = np.random.default_rng(9)
+    n_users, n_merchants, t = 300, 40, 20_000
+    tx = _risk_payments(gen, t, n_users, n_merchants)
+    counts = (_edgy_counts(gen, n_users, 40, risk.BURST_CAP), _edgy_counts(gen, n_users, 80, risk.VELOCITY_CAP),
+              _edgy_means(gen, n_users) * 1e4, _edgy_counts(gen, n_merchants, 200, 50),
+              _edgy_means(gen, n_merchants), gen.random(n_merchants) < 0.3)
+    own = (gen.integers(1, 30, t), gen.integers(1, 30, t))
+    libraries = {kernel.name: _compile(kernel, tmp_path) for kernel in (risk._RULE_SCORES, risk._RULE_SCORES_OWN)}
+    negative = risk.RiskWeights(-0.5, -0.05, 0.3, -0.3, 4.0, -3.0, 0.02, -0.8, (-1.0, 0.2, 0.5))
+    for w in (risk.RiskWeights(), negative):
+        scalars = (w.bias, w.payer_velocity, w.payer_burst, w.amount_ratio, w.new_account, w.new_device, *w.scenario,
+                   w.merchant_velocity, w.merchant_flag, 30)
+        for kernel, extra in ((risk._RULE_SCORES, ()), (risk._RULE_SCORES_OWN, own)):
+            args = (*tx, *extra, *counts, *scalars)
+            want = kernel.reference(*args)
+            assert _same_floats(_run_compiled(kernel, libraries[kernel.name], *args), want), kernel.name
+            assert np.isnan(want).any() and np.isfinite(want).sum() > t // 2
+
+
+def _risk_view(gen, n_users, n_merchants, day):
+    """An AccountView's arrays (kernels.risk_features.PAYER_VIEW, then MERCHANT_VIEW) with the
+    edge values: counts at the caps, zero denominators, signals never, long ago, today and later."""
+    from weishang.kernels import risk_features as rf
+
+    last_signal = day - gen.integers(-3, 12, n_users)
+    last_signal[:3] = (rf.NO_SIGNAL, day, day - rf.RECENCY_DAYS)
+    today = _edgy_counts(gen, n_merchants, 60, 1)
+    fan_in = np.minimum(_edgy_counts(gen, n_merchants, 60, 1), today)
+    return (_edgy_counts(gen, n_users, 80, rf.VELOCITY_CAP), _edgy_counts(gen, n_users, 40, rf.BURST_CAP),
+            _edgy_means(gen, n_users) * 1e4, _edgy_counts(gen, n_users, 80, rf.FAN_CAP),
+            _edgy_counts(gen, n_users, 80, rf.FAN_CAP), _edgy_counts(gen, n_users, 40, rf.DEVICE_CAP), last_signal,
+            today, fan_in, gen.integers(0, 2, n_merchants) * today, fan_in * gen.integers(0, 6, n_merchants),
+            _edgy_means(gen, n_merchants), _edgy_means(gen, n_merchants))
+
+
+def _risk_own(gen, t, n_payers, n_merchants, day):
+    """A probe's compact ids and own TickGraph's arrays (kernels.risk_features.OWN_FIELDS)."""
+    signal = np.where(gen.random(n_payers) < 0.5, day - gen.integers(0, 3, n_payers), -(2**30))
+    fan_in = gen.integers(0, 4, n_merchants)
+    return (gen.integers(0, n_payers, t), gen.integers(0, n_merchants, t), gen.integers(0, 30, n_payers),
+            gen.integers(0, 3, n_payers), gen.integers(0, 60, n_payers), gen.integers(0, 30, n_merchants),
+            gen.integers(0, 3, n_merchants), fan_in, fan_in * 2, signal)
+
+
+@needs_compiler
+@_ZERO_DENOMINATORS
+def test_feature_rows_and_scores_compiled_equal_numpy(tmp_path):
+    from weishang.kernels import risk_features as rf
+
+    gen = np.random.default_rng(10)
+    n_users, n_merchants, t, day = 300, 40, 5_000, 12
+    tx = _risk_payments(gen, t, n_users, n_merchants)
+    flag = gen.random(n_merchants) < 0.3
+    view = _risk_view(gen, n_users, n_merchants, day)
+    own = _risk_own(gen, t, 50, 20, day)
+    rows = np.concatenate([gen.integers(0, t, 2_000), np.arange(8)])  # repeats, and the edge payments
+    grid = np.broadcast_to(rows, (rf.N_FEATURES, rows.shape[0]))
+    scalars = (21_500.0, 30, day, rows.shape[0])
+    for kernel, extra in ((rf._ROWS, ()), (rf._ROWS_OWN, own)):
+        args = (grid, *tx, flag, *view, *extra, *scalars)
+        want = kernel.reference(*args)
+        assert want.shape == (rf.N_FEATURES, rows.shape[0])
+        assert _same_floats(_run_compiled(kernel, _compile(kernel, tmp_path), *args), want), kernel.name
+        assert np.isnan(want).any()
+    x = rf._ROWS.reference(grid, *tx, flag, *view, *scalars).T
+    scores, linear = _compile(rf._SCORES, tmp_path), _compile(rf._LINEAR_SCORES, tmp_path)
+    for coef, bias in ((np.linspace(-1.0, 2.0, rf.N_FEATURES), -3.0), (gen.normal(size=rf.N_FEATURES), 0.5)):
+        weights = (bias, *coef.tolist())
+        args = (*tx, flag, *view, 21_500.0, 30, day, *weights)
+        want = rf._SCORES.reference(*args)
+        assert _same_floats(_run_compiled(rf._SCORES, scores, *args), want)
+        columns = [x[:, k] for k in range(rf.N_FEATURES)]
+        want_linear = rf._LINEAR_SCORES.reference(*columns, *weights)
+        assert _same_floats(_run_compiled(rf._LINEAR_SCORES, linear, *columns, *weights), want_linear)
+        assert _same_floats(want_linear, want[rows])  # the rows' scores are the payments' scores
+
+
+@needs_compiler
+@_ZERO_DENOMINATORS
+def test_a_planted_cap_is_caught(tmp_path):
+    # the check can fail: the burst capped at the velocity cap instead of its own
+    from weishang.kernels import risk_features as rf
+
+    body = rf._SCORES.body.replace(f"weishang_minimum(burst, {rf.BURST_CAP}LL)",
+                                   f"weishang_minimum(burst, {rf.VELOCITY_CAP}LL)")
+    assert body != rf._SCORES.body
+    planted = fused.FusedKernel("planted_scores", rf._SCORES.in_params, rf._SCORES.out_params, body,
+                                rf._SCORES.reference, rf._SCORES.preamble)
+    gen = np.random.default_rng(11)
+    args = (*_risk_payments(gen, 2_000, 300, 40), gen.random(40) < 0.3, *_risk_view(gen, 300, 40, 12), 21_500.0,
+            30, 12, -3.0, *np.linspace(-1.0, 2.0, rf.N_FEATURES).tolist())
+    assert not _same_floats(_run_compiled(planted, _compile(planted, tmp_path), *args), rf._SCORES.reference(*args))
+
+
+@needs_compiler
+@_ZERO_DENOMINATORS
+def test_risk_account_kernels_compiled_equal_numpy(tmp_path):
+    from weishang.kernels import risk
+    from weishang.kernels import risk_features as rf
+
+    gen = np.random.default_rng(12)
+    n, window, day = 5_000, 7, 40
+    count = _edgy_counts(gen, n, 30, 1)
+    amount_sum = count * gen.integers(0, 100_000, n)
+    amount_sum[:2] = (5, 0)  # a sum without a count; a zero mean
+    for reference in (21_500.0, 0.0):
+        args = (amount_sum, count, reference)
+        assert _same_floats(_run_compiled(risk._MEAN_AMOUNT, _compile(risk._MEAN_AMOUNT, tmp_path), *args),
+                            risk._MEAN_AMOUNT.reference(*args))
+    fan_out, devices = _edgy_counts(gen, n, 40_000, 2**15 - 1), _edgy_counts(gen, n, 300, 127)
+    devices[4:2_000] = 0  # most pay from known devices
+    signal = np.where(gen.random(n) < 0.3, day - gen.integers(0, 3, n), rf.NO_SIGNAL)
+    last_signal = np.where(gen.random(n) < 0.5, day - gen.integers(0, 30, n), rf.NO_SIGNAL).astype(np.int32)
+    fan_out_ring = gen.integers(0, 2**15, (window, n)).astype(np.int16)
+    device_ring = gen.integers(0, 128, (window, n)).astype(np.int8)
+    args = (gen.integers(0, 400, n), gen.integers(0, 60, n), fan_out, devices, last_signal, signal,
+            fan_out_ring.ravel(), device_ring.ravel(), window, n)
+    got = _run_compiled(rf._PAYER_WINDOW, _compile(rf._PAYER_WINDOW, tmp_path), *args)
+    assert all(np.array_equal(a, b) for a, b in zip(got, rf._PAYER_WINDOW.reference(*args), strict=True))
+    args = (fan_out, devices, signal, last_signal, day)
+    got, want = _run_compiled(rf._PAYER_DAY, _compile(rf._PAYER_DAY, tmp_path), *args), rf._PAYER_DAY.reference(*args)
+    assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert want[0].max() == 2**15 - 1 and want[1].max() == 127  # saturated
