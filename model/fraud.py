@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import rng
+from ..kernels import fused, rng
 from ..kernels.backend import scatter_add
 from .config import FraudConfig
 from .state import Stateful
@@ -60,6 +60,10 @@ TAKEOVER_WAIT_MAX = 6
 #: payments of each typology in the tick's probe (at least: whole takeovers, rings and bursts);
 #: the interception share a typology reacts to has a standard error of at most 1 / (2 sqrt(256))
 PROBE_PAYMENTS = 256
+#: the order of a batch's payments: takeovers, brushing orders, fan-in rings, fan-out rings, bursts
+SEGMENTS = (ATO, BRUSHING, FAN_IN, FAN_OUT, BURST)
+#: words of a batch table (:meth:`FraudInjector.batch_table`) before the segments, and per segment
+HEADER, SEGMENT = 4, 16
 
 
 @dataclass
@@ -167,19 +171,18 @@ class FraudInjector(Stateful):
         fraud merchant for brushing) times its intensity."""
         cfg, k, xp = self.cfg, self.n_fraud_merchants, self.xp
         events = dict.fromkeys(range(len(TYPOLOGIES)), 0)
-        brushers = xp.zeros(0, dtype=xp.int64)
+        brushing_ends = np.zeros(0, dtype=np.int64)
         if k:
             events[ATO] = self._count(cfg.ato_per_million, ATO, tick)
             # drawn on the host (K numbers, the same draws as on the device): the batch's size
             orders = np.floor(cfg.brushing_orders * self.intensity[BRUSHING]
                               + rng.uniform(rng.stream_key(self.seed, "fraud.brushing.n", tick), k))
-            brushers = self.fraud_merchants[xp.asarray(np.repeat(np.arange(k, dtype=np.int64),
-                                                                 orders.astype(np.int64)))]
+            brushing_ends = np.cumsum(orders.astype(np.int64))
             rings = self._count(cfg.laundering_per_million, FAN_IN, tick)
             fan_in = rng.bernoulli(rng.stream_key(self.seed, "fraud.laundering.kind", tick), rings, 0.5)
             events[FAN_IN], events[FAN_OUT] = int(fan_in.sum()), int((~fan_in).sum())
         events[BURST] = self._count(cfg.burst_per_million, BURST, tick)
-        return self._batch(tick, "fraud", events, brushers)
+        return self._batch(tick, "fraud", events, brushing_ends)
 
     def probe(self, tick: int) -> FraudBatch:
         """:data:`PROBE_PAYMENTS` payments (at least) of every typology, drawn as :meth:`draw`
@@ -192,13 +195,13 @@ class FraudInjector(Stateful):
                      FAN_OUT: max(2, int(round(cfg.laundering_fan * quiet[FAN_OUT]))),
                      BURST: self._burst_size()}
         events = {t: -(-PROBE_PAYMENTS // size) for t, size in per_event.items()}
-        brushers = xp.zeros(0, dtype=xp.int64)
-        if k:
+        brushing_ends = np.zeros(0, dtype=np.int64)
+        if k:  # the brushing orders' shops, drawn on the host (the same draws), sorted: orders per shop
             key = rng.stream_key(self.seed, "fraud.probe.brushing.merchant", tick)
-            brushers = xp.sort(self.fraud_merchants[rng.integers(key, PROBE_PAYMENTS, k, xp=xp)])
+            brushing_ends = np.cumsum(np.bincount(rng.integers(key, PROBE_PAYMENTS, k), minlength=k))
         else:
             events.update({ATO: 0, FAN_IN: 0, FAN_OUT: 0})
-        return self._batch(tick, "fraud.probe", events, brushers)
+        return self._batch(tick, "fraud.probe", events, brushing_ends)
 
     def puppets(self, brushers: Any, u: Any) -> Any:
         """(int64[B]) the sockpuppet paying each brushing order of the fraud merchants
@@ -216,95 +219,76 @@ class FraudInjector(Stateful):
     def _burst_size(self) -> int:
         return max(1, int(round(self.cfg.burst_orders * (1.0 - 0.5 * self.stealth[BURST]))))
 
-    def _batch(self, tick: int, stream: str, events: dict[int, int], brushers: Any) -> FraudBatch:
-        """The payments of ``events[t]`` takeovers, rings (fan-in, fan-out) and bursts, and of one
-        brushing order per entry of ``brushers`` (int64[B], fraud merchants, device), on streams
-        named ``stream``."""
-        cfg, seed, n, xp = self.cfg, self.seed, self.n_users, self.xp
-        parts: list[dict[str, Any]] = []
+    def _batch(self, tick: int, stream: str, events: dict[int, int], brushing_ends: np.ndarray) -> FraudBatch:
+        """The payments of ``events[t]`` takeovers, rings (fan-in, fan-out) and bursts, and of
+        ``brushing_ends[-1]`` brushing orders (``brushing_ends``: int64[K] on the host, the
+        cumulative orders of each fraud merchant in :attr:`fraud_merchants` order), on streams
+        named ``stream``: one fused kernel over all of them (:data:`_FRAUD_BATCH`), each payment
+        reading its typology's segment of a small table the host builds (:meth:`batch_table`)."""
+        xp = self.xp
+        table = self.batch_table(tick, stream, events, brushing_ends)
+        n = int(table[HEADER + SEGMENT * (len(SEGMENTS) - 1)] + table[HEADER + SEGMENT * (len(SEGMENTS) - 1) + 1])
+        out = fused.launch(_FRAUD_BATCH, xp.arange(n, dtype=xp.int64), xp.asarray(table), self.fraud_merchants, xp=xp)
+        return FraudBatch(*out)
+
+    def batch_table(self, tick: int, stream: str, events: dict[int, int], brushing_ends: np.ndarray) -> np.ndarray:
+        """(uint64[HEADER + SEGMENT * 5 + K], host) what :data:`_FRAUD_BATCH` draws a batch from:
+        N, M, K and the ring size; then for each segment of :data:`SEGMENTS` in turn its first
+        payment, payments, payments per event, first event number, amount scale and new-device
+        probability (float64 bits), a draw bound, the new-device stream key and the typology's
+        other stream keys (see the kernel); then ``brushing_ends``. Everything here is a number
+        the host knows already: the draws' stream keys, the tick's counts and the stealth."""
+        cfg, seed = self.cfg, self.seed
+        k = self.n_fraud_merchants
+        quiet = 1.0 - 0.7 * self.stealth  # stealthier fraud looks more like ordinary payments
+        table = np.zeros(HEADER + SEGMENT * len(SEGMENTS) + brushing_ends.shape[0], dtype=np.uint64)
+        table[:HEADER] = (self.n_users, self.n_merchants, k, cfg.brushing_ring)
+        table[HEADER + SEGMENT * len(SEGMENTS):] = brushing_ends.astype(np.uint64)
 
         def key(name: str) -> int:
             return rng.stream_key(seed, f"{stream}.{name}", tick)
 
-        def uniform(name: str, m: int) -> Any:
-            return rng.uniform(key(name), m, xp=xp)
+        def bits(x: float) -> int:
+            return int(np.float64(x).view(np.uint64))
 
-        def integers(name: str, m: int, high: int) -> Any:
-            return rng.integers(key(name), m, high, xp=xp)
-
-        def column(value: int | Any, m: int, dtype: Any) -> Any:
-            """A plain number repeated, or an array, as ``dtype``[m]."""
-            return xp.full(m, value, dtype=dtype) if isinstance(value, int) else value.astype(dtype)
-
-        n_events = 0
-
-        def add(typology: int, payer, merchant, amount, scenario: int | Any, p_new_device: float, account_age,
-                event, n_new_events: int, signal_lag: int | Any = -1) -> None:
-            nonlocal n_events
-            m = int(payer.shape[0])
-            parts.append(dict(payer=payer.astype(xp.int64), merchant=merchant.astype(xp.int64),
-                              amount=xp.maximum(amount, 100).astype(xp.int64),
-                              scenario=column(scenario, m, xp.int8),
-                              new_device=rng.bernoulli(key(f"{TYPOLOGIES[typology]}.device"), m, p_new_device, xp=xp),
-                              account_age=column(account_age, m, xp.int64),
-                              typology=xp.full(m, typology, dtype=xp.int8),
-                              event=n_events + event.astype(xp.int64),
-                              signal_lag=column(signal_lag, m, xp.int64)))
-            n_events += n_new_events if m else 0
-
-        def each(n_groups: int, size: int) -> Any:
-            """(int64[n_groups * size]) 0, 0, ..., 1, 1, ...: the group of each payment."""
-            return xp.repeat(xp.arange(n_groups, dtype=xp.int64), size)
-
-        quiet = 1.0 - 0.7 * self.stealth  # stealthier fraud looks more like ordinary payments
-        k = self.n_fraud_merchants
-        if k:
-            victims = events[ATO]
-            m = victims * cfg.ato_payments
-            payer = xp.repeat(integers("ato.victim", victims, n), cfg.ato_payments)
-            mule = self.fraud_merchants[integers("ato.mule", m, k)]
-            amount = self.reference_fen * cfg.ato_amount_multiple * quiet[ATO] * (0.5 + uniform("ato.amount", m))
-            # the takeover's signal: today, or up to TAKEOVER_WAIT_MAX days before as the ring adapts
-            wait = xp.repeat(integers("ato.wait", victims, 1 + int(round(TAKEOVER_WAIT_MAX * self.stealth[ATO]))),
-                             cfg.ato_payments)
-            add(ATO, payer, mule, amount, 1, 0.9 * quiet[ATO], -1, each(victims, cfg.ato_payments), victims, wait)
-
-            m = int(brushers.shape[0])
-            payer = self.puppets(brushers, uniform("brushing.puppet", m))
-            amount = self.reference_fen * (0.5 + uniform("brushing.amount", m))
-            # adapted brushers use aged sockpuppets
-            age = integers("brushing.age", m, 1 + int(30 * (1 + 10 * self.stealth[BRUSHING])))
-            # paid in the shop's mini-program, or to the merchant's personal QR code (common in micro-commerce)
-            scenario = xp.where(uniform("brushing.scenario", m) < cfg.brushing_share_qr, 0, 1)
-            add(BRUSHING, payer, brushers, amount, scenario, 0.5 * quiet[BRUSHING], age,
-                xp.arange(m, dtype=xp.int64), m)
-
-            for typology in (FAN_IN, FAN_OUT):
-                r = events[typology]
-                name = TYPOLOGIES[typology]
-                fan = max(2, int(round(cfg.laundering_fan * quiet[typology])))
-                m = r * fan
-                ring = each(r, fan)
-                hub_payer = integers(f"{name}.hub", r, n)[ring]
-                hub_merchant = self.fraud_merchants[integers(f"{name}.mule", r, k)][ring]
-                spread_payer = integers(f"{name}.payers", m, n)
-                spread_merchant = integers(f"{name}.merchants", m, self.n_merchants)
-                payer = spread_payer if typology == FAN_IN else hub_payer
-                merchant = hub_merchant if typology == FAN_IN else spread_merchant
-                amount = LAUNDERING_AMOUNT * quiet[typology] * (0.9 + 0.1 * uniform(f"{name}.amt", m))
-                add(typology, payer, merchant, amount, 2, 0.2 * quiet[typology], -1, ring, r)
-
-        bursts = events[BURST]
-        size = self._burst_size()
-        m = bursts * size
-        payer = xp.repeat(integers("burst.payer", bursts, n), size)
-        merchant = integers("burst.merchant", m, self.n_merchants)
-        amount = self.reference_fen * cfg.burst_amount_multiple * quiet[BURST] * (0.5 + uniform("burst.amount", m))
-        add(BURST, payer, merchant, amount, 0, 0.3 * quiet[BURST], -1, each(bursts, size), bursts)
-
-        fields = ("payer", "merchant", "amount", "scenario", "new_device", "account_age", "typology", "event",
-                  "signal_lag")
-        return FraudBatch(**{f: xp.concatenate([p[f] for p in parts]) for f in fields})
+        first = first_event = 0
+        for s, typology in enumerate(SEGMENTS):
+            name = TYPOLOGIES[typology]
+            high, keys = 0, []
+            if typology == ATO:
+                groups, size = (events[ATO], cfg.ato_payments) if k else (0, 1)
+                scale = self.reference_fen * cfg.ato_amount_multiple * quiet[ATO]
+                p_device = 0.9 * quiet[ATO]
+                high = 1 + int(round(TAKEOVER_WAIT_MAX * self.stealth[ATO]))
+                keys = [key("ato.victim"), key("ato.mule"), key("ato.amount"), key("ato.wait")]
+            elif typology == BRUSHING:
+                groups, size = (int(brushing_ends[-1]) if k else 0), 1
+                scale = float(self.reference_fen)
+                p_device = 0.5 * quiet[BRUSHING]
+                high = 1 + int(30 * (1 + 10 * self.stealth[BRUSHING]))  # adapted brushers use aged sockpuppets
+                pool = min(POOL_MAX, max(1, int(round(cfg.brushing_pool * (1 + 4 * self.stealth[BRUSHING])))))
+                keys = [key("brushing.puppet"), key("brushing.amount"), key("brushing.age"), key("brushing.scenario"),
+                        rng.stream_key(seed, "fraud.brushing.pool"), pool, bits(cfg.brushing_share_qr)]
+            elif typology in (FAN_IN, FAN_OUT):
+                groups = events[typology] if k else 0
+                size = max(2, int(round(cfg.laundering_fan * quiet[typology])))
+                scale = LAUNDERING_AMOUNT * quiet[typology]
+                p_device = 0.2 * quiet[typology]
+                keys = [key(f"{name}.hub"), key(f"{name}.mule"), key(f"{name}.payers"), key(f"{name}.merchants"),
+                        key(f"{name}.amt")]
+            else:
+                groups, size = events[BURST], self._burst_size()
+                scale = self.reference_fen * cfg.burst_amount_multiple * quiet[BURST]
+                p_device = 0.3 * quiet[BURST]
+                keys = [key("burst.payer"), key("burst.merchant"), key("burst.amount")]
+            m = groups * size
+            at = HEADER + SEGMENT * s
+            for offset, value in enumerate((first, m, max(size, 1), first_event, bits(scale), bits(p_device), high,
+                                            key(f"{name}.device"), *keys)):
+                table[at + offset] = value
+            first += m
+            first_event += groups if m else 0
+        return table
 
     def react(self, intercepted_share: np.ndarray) -> None:
         """Adapt to one tick's interception rates (float64[len(TYPOLOGIES)], from the probe);
@@ -313,3 +297,149 @@ class FraudInjector(Stateful):
         self.intensity *= 1.0 - self.cfg.p_stop_after_interception * share
         self.intensity += self.cfg.entry_rate * (1.0 - self.intensity)
         self.stealth = np.minimum(1.0, self.stealth + self.cfg.adapt_step * share)
+
+
+# -- the batch in one fused kernel (see weishang.kernels.fused) -----------------------------------
+
+def _batch_reference(j: np.ndarray, table: np.ndarray, fraud_merchants: np.ndarray) -> tuple[np.ndarray, ...]:
+    """NumPy: payments ``j`` (int64[F], numbers within the batch) of the batch that ``table``
+    (:meth:`FraudInjector.batch_table`) describes; the draws of each typology as the CUDA body of
+    :data:`_FRAUD_BATCH` makes them, vectorised segment by segment."""
+    j = np.asarray(j, dtype=np.int64)
+    f = j.shape[0]
+    payer, merchant, amount = (np.zeros(f, dtype=np.int64) for _ in range(3))
+    scenario, typology = np.zeros(f, dtype=np.int8), np.zeros(f, dtype=np.int8)
+    new_device = np.zeros(f, dtype=np.bool_)
+    age, event, lag = np.full(f, -1, dtype=np.int64), np.zeros(f, dtype=np.int64), np.full(f, -1, dtype=np.int64)
+    n, n_merchants, k, ring_size = (int(v) for v in table[:HEADER])
+    ends = table[HEADER + SEGMENT * len(SEGMENTS):].astype(np.int64)
+    starts = np.asarray([int(table[HEADER + SEGMENT * s]) for s in range(1, len(SEGMENTS))], dtype=np.int64)
+    segment_of = np.searchsorted(starts, j, side="right")  # the last segment starting at or before j
+    for s, typ in enumerate(SEGMENTS):
+        t = [int(v) for v in table[HEADER + SEGMENT * s:HEADER + SEGMENT * (s + 1)]]
+        at = np.flatnonzero(segment_of == s)
+        if at.shape[0] == 0:
+            continue
+        jj = j[at] - t[0]
+        group = jj // t[2]
+        scale, p_device = (float(np.uint64(v).view(np.float64)) for v in (t[4], t[5]))
+        keys = t[8:]
+        if typ == ATO:
+            payer[at] = rng.integers(keys[0], group, n)
+            merchant[at] = fraud_merchants[rng.integers(keys[1], jj, k)]
+            a = scale * (0.5 + rng.uniform(keys[2], jj))
+            lag[at] = rng.integers(keys[3], group, t[6])
+            scenario[at] = 1
+        elif typ == BRUSHING:
+            shop = np.searchsorted(ends, jj, side="right")
+            merchant[at] = fraud_merchants[shop]
+            pool = keys[5]
+            slot = np.minimum((rng.uniform(keys[0], jj) * pool).astype(np.int64), pool - 1)
+            payer[at] = rng.integers(keys[4], (shop // ring_size) * POOL_MAX + slot, n)
+            a = scale * (0.5 + rng.uniform(keys[1], jj))
+            age[at] = rng.integers(keys[2], jj, t[6])
+            share_qr = float(np.uint64(keys[6]).view(np.float64))
+            scenario[at] = np.where(rng.uniform(keys[3], jj) < share_qr, 0, 1)
+        elif typ in (FAN_IN, FAN_OUT):
+            if typ == FAN_IN:
+                payer[at] = rng.integers(keys[2], jj, n)
+                merchant[at] = fraud_merchants[rng.integers(keys[1], group, k)]
+            else:
+                payer[at] = rng.integers(keys[0], group, n)
+                merchant[at] = rng.integers(keys[3], jj, n_merchants)
+            a = scale * (0.9 + 0.1 * rng.uniform(keys[4], jj))
+            scenario[at] = 2
+        else:
+            payer[at] = rng.integers(keys[0], group, n)
+            merchant[at] = rng.integers(keys[1], jj, n_merchants)
+            a = scale * (0.5 + rng.uniform(keys[2], jj))
+            scenario[at] = 0
+        amount[at] = np.maximum(a, 100).astype(np.int64)
+        new_device[at] = rng.bernoulli(t[7], jj, p_device)
+        typology[at] = typ
+        event[at] = t[3] + group
+    return payer, merchant, amount, scenario, new_device, age, typology, event, lag
+
+
+_FRAUD_PREAMBLE = rng.DRAW_PREAMBLE + """
+__device__ long long weishang_fraud_integer(long long index, unsigned long long key, long long high) {
+    double v = weishang_unit(weishang_draw(index, key)) * (double)high;
+    long long whole = (long long)v;
+    return whole < high - 1 ? whole : high - 1;
+}
+__device__ double weishang_fraud_double(unsigned long long bits) {
+    union { unsigned long long u; double d; } c;
+    c.u = bits;
+    return c.d;
+}
+"""
+
+#: one launch for a whole batch: payment j finds its segment in the table, its number within it
+#: and its event's, and makes the draws of its typology (the segments as in _batch_reference)
+_FRAUD_BATCH = fused.register(fused.FusedKernel(
+    "weishang_fraud_batch", "int64 j, raw uint64 table, raw int64 fraud_merchants",
+    "int64 payer, int64 merchant, int64 amount, int8 scenario, bool new_device, int64 account_age, int8 typology, "
+    "int64 event, int64 signal_lag",
+    f"""const long long n_users = (long long)table[0], n_merchants = (long long)table[1];
+       const long long k = (long long)table[2], ring_size = (long long)table[3];
+       int s = 0;
+       while (s < {len(SEGMENTS) - 1} && j >= (long long)table[{HEADER} + {SEGMENT} * (s + 1)]) s++;
+       const unsigned long long* t = &table[{HEADER} + {SEGMENT} * s];
+       const long long jj = j - (long long)t[0];
+       const long long group = jj / (long long)t[2];
+       const double scale = weishang_fraud_double(t[4]);
+       double a;
+       account_age = -1;
+       signal_lag = -1;
+       event = (long long)t[3] + group;
+       switch (s) {{
+       case 0:  /* account takeover: the victim and the wait per takeover, a mule per payment */
+           payer = weishang_fraud_integer(group, t[8], n_users);
+           merchant = fraud_merchants[weishang_fraud_integer(jj, t[9], k)];
+           a = scale * (0.5 + weishang_unit(weishang_draw(jj, t[10])));
+           signal_lag = weishang_fraud_integer(group, t[11], (long long)t[6]);
+           scenario = 1;
+           typology = {ATO};
+           break;
+       case 1: {{  /* brushing: the shop of order jj (the first whose cumulative orders exceed jj) */
+           const long long* ends = (const long long*)&table[{HEADER} + {SEGMENT * len(SEGMENTS)}];
+           long long lo = 0, hi = k;
+           while (lo < hi) {{
+               long long mid = lo + (hi - lo) / 2;
+               if (ends[mid] > jj) hi = mid; else lo = mid + 1;
+           }}
+           merchant = fraud_merchants[lo];
+           const long long pool = (long long)t[13];
+           long long slot = (long long)(weishang_unit(weishang_draw(jj, t[8])) * (double)pool);
+           slot = slot < pool - 1 ? slot : pool - 1;
+           payer = weishang_fraud_integer((lo / ring_size) * {POOL_MAX} + slot, t[12], n_users);
+           a = scale * (0.5 + weishang_unit(weishang_draw(jj, t[9])));
+           account_age = weishang_fraud_integer(jj, t[10], (long long)t[6]);
+           scenario = weishang_unit(weishang_draw(jj, t[11])) < weishang_fraud_double(t[14]) ? 0 : 1;
+           typology = {BRUSHING};
+           break;
+       }}
+       case 2:  /* fan-in: many payers into the ring's mule */
+           payer = weishang_fraud_integer(jj, t[10], n_users);
+           merchant = fraud_merchants[weishang_fraud_integer(group, t[9], k)];
+           a = scale * (0.9 + 0.1 * weishang_unit(weishang_draw(jj, t[12])));
+           scenario = 2;
+           typology = {FAN_IN};
+           break;
+       case 3:  /* fan-out: the ring's hub out to many merchants */
+           payer = weishang_fraud_integer(group, t[8], n_users);
+           merchant = weishang_fraud_integer(jj, t[11], n_merchants);
+           a = scale * (0.9 + 0.1 * weishang_unit(weishang_draw(jj, t[12])));
+           scenario = 2;
+           typology = {FAN_OUT};
+           break;
+       default:  /* burst: one payer per burst, a merchant per order */
+           payer = weishang_fraud_integer(group, t[8], n_users);
+           merchant = weishang_fraud_integer(jj, t[9], n_merchants);
+           a = scale * (0.5 + weishang_unit(weishang_draw(jj, t[10])));
+           scenario = 0;
+           typology = {BURST};
+       }}
+       amount = (long long)(a > 100.0 ? a : 100.0);
+       new_device = weishang_unit(weishang_draw(jj, t[7])) < weishang_fraud_double(t[5]);""",
+    _batch_reference, _FRAUD_PREAMBLE))

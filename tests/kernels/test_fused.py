@@ -77,11 +77,12 @@ def test_every_kernel_is_covered():
     import weishang.kernels.cascade  # noqa: F401  (registers its kernel)
     import weishang.kernels.risk_features  # (and kernels.risk)
     import weishang.model.tools  # noqa: F401
+    import weishang.model.fraud  # noqa: F401
 
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
                                   "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome",
                                   "weishang_keep_targeted", "weishang_split_fresh", "weishang_edge_views",
-                                  "weishang_viewed", "weishang_rule_scores", "weishang_rule_scores_own",
+                                  "weishang_viewed", "weishang_fraud_batch", "weishang_rule_scores", "weishang_rule_scores_own",
                                   "weishang_mean_amount", "weishang_risk_rows", "weishang_risk_rows_own",
                                   "weishang_risk_scores", "weishang_risk_linear_scores", "weishang_payer_window",
                                   "weishang_payer_day"}
@@ -403,3 +404,37 @@ def test_risk_account_kernels_compiled_equal_numpy(tmp_path):
     got, want = _run_compiled(rf._PAYER_DAY, _compile(rf._PAYER_DAY, tmp_path), *args), rf._PAYER_DAY.reference(*args)
     assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(got, want, strict=True))
     assert want[0].max() == 2**15 - 1 and want[1].max() == 127  # saturated
+
+
+@needs_compiler
+def test_fraud_batch_compiled_equals_numpy(tmp_path):
+    from weishang.model import fraud
+    from weishang.model.config import load_config
+
+    kernel = fraud._FRAUD_BATCH
+    library = _compile(kernel, tmp_path)
+    cfg = load_config(overrides=["fraud.ato_per_million=40.0", "fraud.burst_per_million=30.0",
+                                 "fraud.laundering_per_million=8.0"]).fraud
+    gen = np.random.default_rng(9)
+    seen: set[int] = set()
+    for k, stealth in ((40, 0.0), (37, 0.8), (0, 0.4)):
+        shops = np.sort(gen.choice(500, k, replace=False)).astype(np.int64)
+        injector = fraud.FraudInjector(cfg, 1_000_000, shops, 500, 21_500, seed=3)
+        injector.stealth[:] = stealth * gen.random(len(fraud.TYPOLOGIES))
+        tables = []
+
+        def capture(tick, stream, events, ends, injector=injector):
+            tables.append(injector.batch_table(tick, stream, events, ends))
+            return fraud.FraudInjector._batch(injector, tick, stream, events, ends)
+
+        injector._batch = capture
+        for tick in (0, 9):
+            injector.draw(tick)
+            injector.probe(tick)
+        for table in tables:
+            last = fraud.HEADER + fraud.SEGMENT * (len(fraud.SEGMENTS) - 1)
+            j = np.arange(int(table[last]) + int(table[last + 1]), dtype=np.int64)
+            got, want = _run_compiled(kernel, library, j, table, shops), kernel.reference(j, table, shops)
+            assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, want))
+            seen |= set(want[6].tolist())
+    assert seen == set(range(len(fraud.TYPOLOGIES)))
