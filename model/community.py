@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..kernels import rng
+from ..kernels import fused, rng
 from ..kernels.backend import Backend, concat_ranges
 from ..kernels.cascade import expose_neighbours
 from .customers import CustomerLedger
@@ -161,14 +161,44 @@ def _read_or_push(indptr: Any, users: Any, rows: Any, post: Any, p_read: Any, p_
                                       rng.stream_key(seed, f"traffic.{stream}.read", tick), xp=xp)
     if cascade.shape[0] == 0:
         return cascade, user
+    keep = fused.launch(_KEEP_READER, cascade, user, post, p_read, p_push, p_high, profile_complete, interests,
+                        category_bit, cascade_key, int(post.shape[0]), int(interests.shape[0]),
+                        np.uint64(rng.stream_key(seed, f"traffic.{stream}.push", tick)), xp=xp)
+    kept = xp.flatnonzero(keep)
+    return cascade[kept], user[kept]
+
+
+def _keep_reader_reference(cascade: Any, user: Any, post: Any, p_read: Any, p_push: Any, p_high: Any,
+                           profile_complete: Any, interests: Any, category_bit: Any, cascade_key: Any,
+                           n_posts: int, n_users: int, key: Any) -> Any:
+    """(bool[X]) which users drawn with ``p_high`` keep the post: with the ratio of their own
+    probability (push-open if targeted: complete profile, interested; read otherwise) to it."""
     # the post's position among the group posts: post is ascending, so search it
-    which = xp.searchsorted(post, cascade)
+    which = np.searchsorted(post, cascade)
     targeted = profile_complete[user] & ((interests[user] & category_bit[cascade]) != 0)
-    p_own = xp.where(targeted, p_push[which], p_read[which])
-    keep = rng.bernoulli(rng.stream_key(seed, f"traffic.{stream}.push", tick),
-                         cascade_key[cascade] * interests.shape[0] + user,
-                         xp.where(p_high[which] > 0, p_own / xp.maximum(p_high[which], 1e-300), 0.0), xp=xp)
-    return cascade[keep], user[keep]
+    p_own = np.where(targeted, p_push[which], p_read[which])
+    return rng.bernoulli(int(key), cascade_key[cascade] * n_users + user,
+                         np.where(p_high[which] > 0, p_own / np.maximum(p_high[which], 1e-300), 0.0))
+
+
+#: a group post's readers kept in one launch on CuPy (a binary search for the post's row)
+_KEEP_READER = fused.register(fused.FusedKernel(
+    "weishang_keep_reader",
+    "int64 cascade, int64 user, raw int64 post, raw float64 p_read, raw float64 p_push, raw float64 p_high, "
+    "raw bool profile_complete, raw uint16 interests, raw uint16 category_bit, raw int64 cascade_key, "
+    "int64 n_posts, int64 n_users, uint64 key",
+    "bool keep",
+    """long long lo = 0, hi = n_posts;  // searchsorted(post, cascade, side="left")
+       while (lo < hi) {
+           long long mid = lo + (hi - lo) / 2;
+           if (post[mid] < cascade) lo = mid + 1; else hi = mid;
+       }
+       bool targeted = profile_complete[user] && (interests[user] & category_bit[cascade]) != 0;
+       double p_own = targeted ? p_push[lo] : p_read[lo];
+       double high = p_high[lo];
+       double ratio = high > 0 ? p_own / (high > 1e-300 ? high : 1e-300) : 0.0;
+       keep = weishang_unit(weishang_draw(cascade_key[cascade] * n_users + user, key)) < ratio;""",
+    _keep_reader_reference, rng.DRAW_PREAMBLE))
 
 
 class Community(Mechanism):

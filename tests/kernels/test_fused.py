@@ -74,10 +74,8 @@ KEYS = [rng.stream_key(7, "test.fused", 0), rng.stream_key(2**40, "cascade.buy.l
 
 @needs_compiler
 def test_every_kernel_is_covered():
-    import weishang.kernels.cascade  # noqa: F401  (registers its kernel)
-    import weishang.kernels.risk_features  # (and kernels.risk)
-    import weishang.model.tools  # noqa: F401
-    import weishang.model.fraud  # noqa: F401
+    # every kernel the model registers, whatever other tests imported before this one
+    import weishang.model.commerce  # noqa: F401  (imports every mechanism and kernel module)
 
     assert set(fused.KERNELS) == {"weishang_rng_bits", "weishang_rng_uniform", "weishang_rng_bernoulli",
                                   "weishang_rng_integers", "weishang_rng_binomial", "weishang_exposure_outcome",
@@ -85,7 +83,7 @@ def test_every_kernel_is_covered():
                                   "weishang_viewed", "weishang_fraud_batch", "weishang_rule_scores", "weishang_rule_scores_own",
                                   "weishang_mean_amount", "weishang_risk_rows", "weishang_risk_rows_own",
                                   "weishang_risk_scores", "weishang_risk_linear_scores", "weishang_payer_window",
-                                  "weishang_payer_day"}
+                                  "weishang_payer_day", "weishang_keep_reader"}
 
 
 @needs_compiler
@@ -438,3 +436,27 @@ def test_fraud_batch_compiled_equals_numpy(tmp_path):
             assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, want))
             seen |= set(want[6].tolist())
     assert seen == set(range(len(fraud.TYPOLOGIES)))
+
+
+@needs_compiler
+def test_keep_reader_compiled_equals_numpy(tmp_path):
+    from weishang.model import community
+
+    kernel = community._KEEP_READER
+    library = _compile(kernel, tmp_path)
+    gen = np.random.default_rng(9)
+    n_users, n_cascades, n_posts, x = 5000, 60, 25, 20_000
+    post = np.sort(gen.choice(n_cascades, n_posts, replace=False)).astype(np.int64)
+    p_read, p_push = gen.random(n_posts) * 0.6, gen.random(n_posts)
+    p_read[:3], p_push[:3] = 0.0, 0.0  # a post nobody reads: ratio 0, not 0/0
+    p_high = np.maximum(p_read, p_push)
+    profile = gen.random(n_users) < 0.5
+    interests = gen.integers(0, 2**16, n_users).astype(np.uint16)
+    category_bit = (1 << gen.integers(0, 16, n_cascades)).astype(np.uint16)
+    cascade_key = gen.integers(0, 10**6, n_cascades)
+    c, u = post[gen.integers(0, n_posts, x)], gen.integers(0, n_users, x)
+    args = (c, u, post, p_read, p_push, p_high, profile, interests, category_bit, cascade_key, n_posts, n_users,
+            np.uint64(KEYS[1]))
+    expected = kernel.reference(*args)
+    assert np.array_equal(_run_compiled(kernel, library, *args), expected)
+    assert 0 < expected.sum() < x and not expected[np.isin(c, post[:3])].any()
