@@ -154,8 +154,9 @@ def bin_sums(bins: Any, n_bins: int, weights: Any = None, *, xp: ModuleType) -> 
     import cupyx  # noqa: PLC0415  (CuPy's, or the strict stand-in's; NumPy-only machines have none)
 
     out = xp.zeros(n_bins, dtype=xp.int64)
-    cupyx.scatter_add(out, bins, xp.ones(bins.shape[0], dtype=xp.int64) if weights is None
-                      else weights.astype(xp.int64, copy=False))
+    # a scalar 1 is broadcast by scatter_add (no array of ones); other weights are cast to int64
+    # inside it, as the target's dtype
+    cupyx.scatter_add(out, bins, 1 if weights is None else weights)
     return out
 
 
@@ -170,7 +171,7 @@ def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:
         return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
     ends = xp.cumsum(counts)
     total = int(ends[-1]) if counts.shape[0] else 0
-    return xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64)
+    return xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64, copy=False)
 
 
 def sort_in_runs(values: Any, run: Any, *, xp: ModuleType) -> Any:

@@ -148,16 +148,39 @@ def draw_in_home_city(source: Any, count: Any, index_base: Any, city: Any, city_
         (owner (int64[X]) the source index of each draw, source by source; user (int64[X])).
     """
     owner = repeat_ids(count, xp=xp)
-    # per source first (F values), then one gather per draw: draw j of a source whose run
-    # starts at position `first` has index index_base + (position - first)
-    first = xp.cumsum(count) - count
-    index = (index_base - first)[owner] + xp.arange(owner.shape[0], dtype=xp.int64)
-    home = city[source].astype(xp.int64)
+    first = xp.cumsum(count) - count  # each source's first position among the draws
+    return owner, fused.launch(_HOME_CITY_DRAWS, owner, first, index_base, source, city, city_start,
+                               np.uint64(key), xp=xp)
+
+
+def _home_city_draws_reference(owner: Any, first: Any, index_base: Any, source: Any, city: Any, city_start: Any,
+                               key: Any) -> Any:
+    """(int64[X]) draw ``i`` (the ``i - first[o]``-th of source ``o = owner[i]``): a user drawn
+    uniformly from source ``o``'s city, at index ``index_base[o] + i - first[o]`` of ``key``."""
+    # per source first (F values), then one gather per draw
+    index = (index_base - first)[owner] + np.arange(owner.shape[0], dtype=np.int64)
+    home = city[source].astype(np.int64)
     city_first = city_start[home]
     city_size = city_start[home + 1] - city_first
-    user = rng.integers(key, index, city_size[owner], xp=xp)
+    user = rng.integers(int(key), index, city_size[owner])
     user += city_first[owner]
-    return owner, user
+    return user
+
+
+#: draws from each source's home city in one launch on CuPy (``i``: the draw's position)
+_HOME_CITY_DRAWS = fused.register(fused.FusedKernel(
+    "weishang_home_city_draws",
+    "int64 owner, raw int64 first, raw int64 index_base, raw int64 source, raw I city, raw int64 city_start, "
+    "uint64 key",
+    "int64 user",
+    """long long home = (long long)city[source[owner]];
+       long long city_first = city_start[home];
+       long long size = city_start[home + 1] - city_first;
+       long long index = index_base[owner] + ((long long)i - first[owner]);
+       double v = weishang_unit(weishang_draw(index, key)) * (double)size;
+       long long whole = (long long)v;
+       user = (whole < size - 1 ? whole : size - 1) + city_first;""",
+    _home_city_draws_reference, rng.DRAW_PREAMBLE))
 
 
 @dataclass

@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 
 from ..kernels import fused, rng
-from ..kernels.backend import scatter_add
 from .config import FraudConfig
 from .state import Stateful
 
@@ -111,10 +110,11 @@ class FraudBatch:
         """(int64[F], int64[F]) payments of each payment's own event by the same payer and to the
         same merchant (itself included): what the event adds to the engine's counts today."""
         def count(account: Any) -> Any:
-            ids = self.own_ids(account, xp=xp)
-            counts = xp.zeros(self.n, dtype=xp.int64)
-            scatter_add(counts, ids, xp.ones(self.n, dtype=xp.int64), xp=xp)
-            return counts[ids]
+            # an (event, account) pair as one key (events and accounts each below 2^31): the
+            # pair's count is the width of its run among the sorted keys
+            key = (self.event << 32) | account
+            ordered = xp.sort(key)
+            return xp.searchsorted(ordered, key, side="right") - xp.searchsorted(ordered, key, side="left")
         return count(self.payer), count(self.merchant)
 
     def signals(self, day: int, *, xp: ModuleType = np, payer: Any = None) -> tuple[Any, Any]:
@@ -169,7 +169,7 @@ class FraudInjector(Stateful):
     def draw(self, tick: int) -> FraudBatch:
         """The tick's fraud: each typology's events at its expected rate (per million users, per
         fraud merchant for brushing) times its intensity."""
-        cfg, k, xp = self.cfg, self.n_fraud_merchants, self.xp
+        cfg, k = self.cfg, self.n_fraud_merchants
         events = dict.fromkeys(range(len(TYPOLOGIES)), 0)
         brushing_ends = np.zeros(0, dtype=np.int64)
         if k:
@@ -189,7 +189,7 @@ class FraudInjector(Stateful):
         would at the current stealth, on streams of their own: what fraud of each kind met this
         tick, whatever N (see the module docstring). Empty for the typologies that need fraud
         merchants when there are none."""
-        cfg, k, xp = self.cfg, self.n_fraud_merchants, self.xp
+        cfg, k = self.cfg, self.n_fraud_merchants
         quiet = 1.0 - 0.7 * self.stealth
         per_event = {ATO: cfg.ato_payments, FAN_IN: max(2, int(round(cfg.laundering_fan * quiet[FAN_IN]))),
                      FAN_OUT: max(2, int(round(cfg.laundering_fan * quiet[FAN_OUT]))),

@@ -413,8 +413,11 @@ xp.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda:
 
 
 def scatter_add(target: DeviceArray, indices: Any, values: Any) -> None:
-    """``cupyx.scatter_add``: target[indices] += values, repeats accumulated."""
+    """``cupyx.scatter_add``: target[indices] += values, repeats accumulated; a scalar value is
+    broadcast, an array of another dtype is cast to the target's first (a launch of its own)."""
     _launch()
+    if isinstance(values, DeviceArray) and values.dtype != target.dtype:
+        _launch()
     np.add.at(target._a, _unwrap(indices), _unwrap(values))
 
 

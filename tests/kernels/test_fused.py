@@ -83,7 +83,7 @@ def test_every_kernel_is_covered():
                                   "weishang_viewed", "weishang_fraud_batch", "weishang_rule_scores", "weishang_rule_scores_own",
                                   "weishang_mean_amount", "weishang_risk_rows", "weishang_risk_rows_own",
                                   "weishang_risk_scores", "weishang_risk_linear_scores", "weishang_payer_window",
-                                  "weishang_payer_day", "weishang_keep_reader"}
+                                  "weishang_payer_day", "weishang_keep_reader", "weishang_home_city_draws"}
 
 
 @needs_compiler
@@ -460,3 +460,24 @@ def test_keep_reader_compiled_equals_numpy(tmp_path):
     expected = kernel.reference(*args)
     assert np.array_equal(_run_compiled(kernel, library, *args), expected)
     assert 0 < expected.sum() < x and not expected[np.isin(c, post[:3])].any()
+
+
+@needs_compiler
+def test_home_city_draws_compiled_equal_numpy(tmp_path):
+    from weishang.kernels import cascade
+
+    kernel = cascade._HOME_CITY_DRAWS
+    library = _compile(kernel, tmp_path, {"I": "int32"})
+    gen = np.random.default_rng(10)
+    sizes = gen.integers(1, 400, 30)
+    city_start = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    city = np.repeat(np.arange(30, dtype=np.int32), sizes)
+    source = gen.integers(0, city.shape[0], 500)
+    count = gen.integers(0, 40, 500)
+    owner = np.repeat(np.arange(500), count)
+    first = np.cumsum(count) - count
+    index_base = gen.integers(0, 2**40, 500)
+    args = (owner, first, index_base, source, city, city_start, np.uint64(KEYS[0]))
+    user = _run_compiled(kernel, library, *args, types={"I": "int32"})
+    assert np.array_equal(user, kernel.reference(*args))
+    assert np.array_equal(city[user], city[source[owner]])  # every draw in its source's city
