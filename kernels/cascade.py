@@ -356,7 +356,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     n_users = interests.shape[0]
     n_cascades = cascade_key.shape[0]
     n_levels = len(levels)
-    counts: list[Any] = []  # per level, (int64[C, 8]) exposures by cascade and outcome code
+    counts: list[Any] = []  # per level, (int64[X]) each exposure's bin: cascade, level, outcome code
     orders: list[tuple[Any, Any, int]] = []
     traced: list[tuple[Any, Any, int, Any, Any]] = []
     seen = xp.zeros(0, dtype=xp.int64)
@@ -377,12 +377,12 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
         cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp,
                                                merge=level < n_levels)
         last = level == n_levels  # nobody shares at the last level
-        outcome = fused.launch(
+        outcome, bins = fused.launch(
             _EXPOSURE_OUTCOME, cascade, user, cascade_key, interests, category_bit, rel_buy, rel_post, rel_share,
             float(rule.p_buy), 0.0 if last else float(rule.p_share), float(rel_off_interest), int(n_users),
             np.uint64(rng.stream_key(seed, f"cascade.buy.l{level}", tick)),
-            np.uint64(rng.stream_key(seed, f"cascade.share.l{level}", tick)), xp=xp)
-        counts.append(bin_sums(cascade * 8 + outcome, n_cascades * 8, xp=xp).reshape(n_cascades, 8))
+            np.uint64(rng.stream_key(seed, f"cascade.share.l{level}", tick)), n_levels, level - 1, xp=xp)
+        counts.append(bins)
         bought = xp.flatnonzero(outcome & BOUGHT)
         orders.append((cascade[bought], user[bought], level))
         if trace:
@@ -391,10 +391,10 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
             break
         shared = xp.flatnonzero(outcome & SHARED)
         cascade, user = cascade[shared], user[shared]
-    while len(counts) < n_levels:  # levels no exposure reached
-        counts.append(xp.zeros((n_cascades, 8), dtype=xp.int64))
-    # (cascade, level, shared, bought, matched): the outcome code's bits as axes
-    by_outcome = xp.stack(counts, axis=1).reshape(n_cascades, n_levels, 2, 2, 2)
+    # every level's exposures counted in one pass, by (cascade, level, shared, bought, matched):
+    # the outcome code's bits as axes
+    by_outcome = bin_sums(xp.concatenate(counts), n_cascades * n_levels * 8, xp=xp)
+    by_outcome = by_outcome.reshape(n_cascades, n_levels, 2, 2, 2)
     exposures = by_outcome.sum(axis=(2, 3, 4))
     matched = by_outcome[..., 1].sum(axis=(2, 3))
     buys = by_outcome[:, :, :, 1, :].sum(axis=(2, 3))
@@ -421,18 +421,22 @@ MATCHED, BOUGHT, SHARED = 1, 2, 4
 
 def _exposure_outcome_reference(cascade: Any, user: Any, cascade_key: Any, interests: Any, category_bit: Any,
                                 rel_buy: Any, rel_post: Any, rel_share: Any, p_buy: float, p_share: float,
-                                rel_off_interest: float, n_users: int, buy_key: Any, share_key: Any) -> Any:
+                                rel_off_interest: float, n_users: int, buy_key: Any, share_key: Any,
+                                n_levels: int, level: int) -> tuple[Any, Any]:
     """(int8[X]) each exposure's outcome code: MATCHED if the post's category is among the
     viewer's interests, BOUGHT if the viewer buys (``p_buy * rel_buy[user] * rel_post[k]``,
     times ``rel_off_interest`` off interest), SHARED if the viewer shares (``min(p_share *
-    rel_share[k], 1)``); the buy and share draws at index ``cascade_key[k] * N + user``."""
+    rel_share[k], 1)``); the buy and share draws at index ``cascade_key[k] * N + user``. And
+    (int64[X]) its bin for the tick's counts: ``(cascade * n_levels + level) * 8 + code``
+    (``level`` 0-based)."""
     draw_index = cascade_key[cascade] * n_users + user
     match = (interests[user] & category_bit[cascade]) != 0
     p = p_buy * rel_buy[user].astype(np.float64) * rel_post[cascade]
     p = np.where(match, p, p * rel_off_interest)
     bought = rng.bernoulli(int(buy_key), draw_index, p)
     shared = rng.bernoulli(int(share_key), draw_index, np.minimum(p_share * rel_share[cascade], 1.0))
-    return match.view(np.int8) | (bought.view(np.int8) << 1) | (shared.view(np.int8) << 2)
+    code = match.view(np.int8) | (bought.view(np.int8) << 1) | (shared.view(np.int8) << 2)
+    return code, (cascade * n_levels + level) * 8 + code
 
 
 #: a level's buy and share draws for every exposure in one launch on CuPy
@@ -440,8 +444,8 @@ _EXPOSURE_OUTCOME = fused.register(fused.FusedKernel(
     "weishang_exposure_outcome",
     "int64 cascade, int64 user, raw int64 cascade_key, raw uint16 interests, raw uint16 category_bit, "
     "raw float32 rel_buy, raw float64 rel_post, raw float64 rel_share, float64 p_buy, float64 p_share, "
-    "float64 rel_off_interest, int64 n_users, uint64 buy_key, uint64 share_key",
-    "int8 outcome",
+    "float64 rel_off_interest, int64 n_users, uint64 buy_key, uint64 share_key, int64 n_levels, int64 level",
+    "int8 outcome, int64 bin",
     """long long index = cascade_key[cascade] * n_users + user;
        bool match = (interests[user] & category_bit[cascade]) != 0;
        double p = p_buy * (double)rel_buy[user] * rel_post[cascade];
@@ -450,5 +454,6 @@ _EXPOSURE_OUTCOME = fused.register(fused.FusedKernel(
        double q = p_share * rel_share[cascade];
        q = q < 1.0 ? q : 1.0;
        bool shared = weishang_unit(weishang_draw(index, share_key)) < q;
-       outcome = (match ? 1 : 0) | (bought ? 2 : 0) | (shared ? 4 : 0);""",
+       outcome = (match ? 1 : 0) | (bought ? 2 : 0) | (shared ? 4 : 0);
+       bin = (cascade * n_levels + level) * 8 + outcome;""",
     _exposure_outcome_reference, rng.DRAW_PREAMBLE))

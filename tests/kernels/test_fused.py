@@ -163,10 +163,12 @@ def test_exposure_outcome_compiled_equals_numpy(tmp_path):
     c, u = gen.integers(0, n_cascades, x), gen.integers(0, n_users, x)
     for p_buy, p_share in ((0.02, 0.1), (0.6, 0.9), (0.0, 0.0), (1.0, 1.0)):
         args = (c, u, cascade_key, interests, category_bit, rel_buy, rel_post, rel_share, p_buy, p_share, 0.25,
-                n_users, np.uint64(KEYS[0]), np.uint64(KEYS[1]))
-        expected = kernel.reference(*args)
-        assert np.array_equal(_run_compiled(kernel, library, *args), expected), (p_buy, p_share)
-        assert 0 < np.count_nonzero(expected) or p_buy == p_share == 0.0
+                n_users, np.uint64(KEYS[0]), np.uint64(KEYS[1]), 3, 1)
+        code, bins = kernel.reference(*args)
+        got_code, got_bins = _run_compiled(kernel, library, *args)
+        assert np.array_equal(got_code, code) and np.array_equal(got_bins, bins), (p_buy, p_share)
+        assert 0 < np.count_nonzero(code) or p_buy == p_share == 0.0
+        assert np.array_equal(bins, (c * 3 + 1) * 8 + code)
 
 
 @needs_compiler
