@@ -30,6 +30,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
+from . import fused
+
 #: the share of the predicted decrease a step must achieve (Armijo's condition) to be taken
 ARMIJO = 1e-4
 #: times the line search halves a step that decreases the objective too little, at most
@@ -88,9 +92,9 @@ def fit_balanced_logistic(x: Any, label: Any, weight: Any, *, c: float, xp: Modu
     objective = _objective(s, y, eta, theta, penalty, xp)
     trials = 0
     for _ in range(max_iter):
-        p = 1.0 / (1.0 + xp.exp(-eta))
-        gradient = mm(design.T, s * (p - y)) + penalty * theta
-        root = design * xp.sqrt(s * p * (1.0 - p))[:, None]
+        residual, curvature = fused.launch(_NEWTON_TERMS, eta, s, y, xp=xp)
+        gradient = mm(design.T, residual) + penalty * theta
+        root = design * curvature[:, None]
         hessian = mm(root.T, root) + xp.diag(penalty)  # a product of an array with itself: BLAS's syrk
         newton = xp.linalg.solve(hessian, gradient)
         along = mm(design, newton)
@@ -118,9 +122,31 @@ def fit_balanced_logistic(x: Any, label: Any, weight: Any, *, c: float, xp: Modu
 def _objective(s: Any, y: Any, eta: Any, theta: Any, penalty: Any, xp: ModuleType) -> Any:
     """(float64, 0-d) the objective per unit of row weight at coefficients ``theta`` (float64[K+1])
     whose margins are ``eta`` (float64[R])."""
-    return xp.matmul(s, _softplus(eta, xp) - y * eta) + 0.5 * xp.matmul(penalty, theta * theta)
+    return xp.matmul(s, fused.launch(_LOSS, eta, y, xp=xp)) + 0.5 * xp.matmul(penalty, theta * theta)
 
 
-def _softplus(z: Any, xp: ModuleType) -> Any:
-    """log(1 + exp(z)) elementwise, without overflow (a few passes: NumPy's logaddexp is slower)."""
-    return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
+def _newton_terms_reference(eta: Any, s: Any, y: Any) -> tuple[Any, Any]:
+    """Each row's gradient term ``s (p - y)`` and Hessian root ``sqrt(s p (1 - p))`` (float64[R]
+    each) at margins ``eta`` (p the logistic of eta; ``s`` the row weights, ``y`` the labels)."""
+    p = 1.0 / (1.0 + np.exp(-eta))
+    return s * (p - y), np.sqrt(s * p * (1.0 - p))
+
+
+def _loss_reference(z: Any, y: Any) -> Any:
+    """Each row's log-loss ``log(1 + exp(z)) - y z`` (float64[R]), the softplus without overflow
+    (NumPy's logaddexp is slower)."""
+    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z))) - y * z
+
+
+# One launch each on CuPy. exp and log1p are the device's, as in CuPy's own ufuncs, and agree with
+# NumPy's to an ulp, not bit for bit: the fit's weights are rounded to float32 for that reason.
+_NEWTON_TERMS = fused.register(fused.FusedKernel(
+    "weishang_newton_terms", "float64 eta, float64 s, float64 y", "float64 residual, float64 curvature",
+    """double p = 1.0 / (1.0 + exp(-eta));
+       residual = s * (p - y);
+       curvature = sqrt(s * p * (1.0 - p));""",
+    _newton_terms_reference))
+_LOSS = fused.register(fused.FusedKernel(
+    "weishang_logistic_loss", "float64 z, float64 y", "float64 loss",
+    "loss = (z > 0.0 ? z : 0.0) + log1p(exp(-fabs(z))) - y * z;",
+    _loss_reference))
