@@ -166,12 +166,19 @@ def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:
     NumPy spells this ``np.repeat(arange, counts)``; CuPy's ``repeat`` takes no array of
     counts, so there we search the cumulative counts instead (one host sync for the length).
     """
+    return repeat_ids_and_firsts(counts, xp=xp)[0]
+
+
+def repeat_ids_and_firsts(counts: Any, *, xp: ModuleType) -> tuple[Any, Any]:
+    """(:func:`repeat_ids` of ``counts``, and each id's first position in it (int64[S]: the
+    counts' exclusive running sum)), from one scan of the counts."""
     counts = counts.astype(xp.int64, copy=False)
-    if xp is np:
-        return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
     ends = xp.cumsum(counts)
+    if xp is np:
+        return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts), ends - counts
     total = int(ends[-1]) if counts.shape[0] else 0
-    return xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64, copy=False)
+    owner = xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64, copy=False)
+    return owner, ends - counts
 
 
 def sort_in_runs(values: Any, run: Any, *, xp: ModuleType) -> Any:

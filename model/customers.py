@@ -32,6 +32,7 @@ import numpy as np
 
 from ..kernels import rng
 from ..kernels.backend import Repeater, bin_sums, concat_ranges, merge_sorted
+from ..kernels.cascade import row_spans
 from .state import Stateful
 
 
@@ -43,8 +44,7 @@ def is_group_member(merchant: Any, buyer: Any, member_indptr: Any, member_groups
         merchant, buyer: (int64[P]) pairs.
         member_indptr: (int64[N+1]) user -> groups CSR; member_groups (int32[...]); group_owner (int32[G]).
     """
-    start = member_indptr[buyer]
-    length = member_indptr[buyer + 1] - start
+    start, length = row_spans(member_indptr, buyer, xp=xp)
     repeat = Repeater(length, xp=xp)  # the slots' owners found once, for the slots and the pairs
     slots = concat_ranges(start, length, xp=xp, repeat=repeat)
     pair = repeat.owner_ids()  # the pair each slot belongs to

@@ -84,7 +84,7 @@ def test_every_kernel_is_covered():
                                   "weishang_mean_amount", "weishang_risk_rows", "weishang_risk_rows_own",
                                   "weishang_risk_scores", "weishang_risk_linear_scores", "weishang_payer_window",
                                   "weishang_payer_day", "weishang_keep_reader", "weishang_home_city_draws",
-                                  "weishang_newton_terms", "weishang_logistic_loss"}
+                                  "weishang_newton_terms", "weishang_logistic_loss", "weishang_row_spans"}
 
 
 @needs_compiler
@@ -503,3 +503,14 @@ def test_logistic_terms_compiled_agree_with_numpy_to_an_ulp(tmp_path):
             # p - y cancels where p is near y: an ulp of p is then a larger share of the term
             np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15 * s.max())
             assert np.isfinite(a).all()
+
+
+@needs_compiler
+def test_row_spans_compiled_equal_numpy(tmp_path):
+    from weishang.kernels import cascade
+
+    kernel = cascade._ROW_SPANS
+    indptr = np.concatenate([[0], np.cumsum(np.random.default_rng(12).integers(0, 50, 1000))]).astype(np.int64)
+    rows = np.random.default_rng(13).integers(0, 1000, 3000)
+    got, want = _run_compiled(kernel, _compile(kernel, tmp_path), rows, indptr), kernel.reference(rows, indptr)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want)) and want[1].sum() > 0
