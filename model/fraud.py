@@ -97,11 +97,14 @@ class FraudBatch:
         order (event, then account): compact ids of what each event adds to an account."""
         if self.n == 0:
             return xp.zeros(0, dtype=xp.int64)
-        order = xp.lexsort(xp.stack([account, self.event]))  # the last key sorts first
-        event, account = self.event[order], account[order]
+        # an (event, account) pair as one key (each below 2^31); equal keys get one id, so how a
+        # sort orders them does not matter
+        key = (self.event << 32) | account
+        order = xp.argsort(key)
+        key = key[order]
         first = xp.empty(self.n, dtype=xp.bool_)
         first[0] = True
-        first[1:] = (event[1:] != event[:-1]) | (account[1:] != account[:-1])
+        first[1:] = key[1:] != key[:-1]
         ids = xp.empty(self.n, dtype=xp.int64)
         ids[order] = xp.cumsum(first) - 1
         return ids

@@ -242,11 +242,14 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
 
     # the friend channels in one pass: a post's friends see it with its channel's view probability
     # (a weight: its external-link step and fatigue), drawn from its channel's stream
-    view = xp.asarray(friend_view_probabilities(config))
-    view_key = xp.asarray(np.array([rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick) for ch in Channel],
-                                   dtype=np.uint64))
-    posts = xp.flatnonzero(view[channel] >= 0.0)
-    p = view[channel[posts]] * post_arrays.reach_weight[posts] * boost(posts)
+    # by channel code, the view probability and the stream key: one upload (the probabilities'
+    # bits carried as uint64 beside the keys, viewed back as float64 on the device)
+    tables = xp.asarray(np.stack([friend_view_probabilities(config).view(np.uint64), np.array(
+        [rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick) for ch in Channel], dtype=np.uint64)]))
+    view, view_key = tables[0].view(xp.float64), tables[1]
+    post_view = view[channel]
+    posts = xp.flatnonzero(post_view >= 0.0)
+    p = post_view[posts] * post_arrays.reach_weight[posts] * boost(posts)
     friend_cascade, friend_user = expose_neighbours(pop.indptr, pop.indices, post_arrays.origin[posts], posts, keys,
                                                     xp.minimum(p, 1.0), view_key[channel[posts]], xp=xp)
     parts = [targeted_only(friend_cascade, friend_user, "traffic.analytics.target")]

@@ -131,9 +131,9 @@ def counting(sites: bool = False) -> Iterator[Tally]:
 
 #: functions whose output size depends on the data: CuPy reads a count back from the device
 _SIZE_SYNC_FUNCTIONS = {"nonzero", "flatnonzero", "argwhere", "unique", "compress", "extract"}
-#: functions that allocate without computing (no kernel)
+#: functions that allocate without computing, or make a view (no kernel)
 _NO_KERNEL_FUNCTIONS = {"empty", "empty_like", "shape", "ndim", "size", "result_type", "dtype", "iinfo", "finfo",
-                        "can_cast", "promote_types", "broadcast_shapes", "isscalar"}
+                        "can_cast", "promote_types", "broadcast_shapes", "isscalar", "broadcast_to"}
 #: array methods that make a view or read metadata (no kernel)
 _NO_KERNEL_METHODS = {"reshape", "view", "ravel", "transpose", "squeeze", "swapaxes", "__array_namespace__"}
 
@@ -324,7 +324,9 @@ def _function(name: str, func: Any) -> Any:
     def call(*args: Any, **kwargs: Any) -> Any:
         if name == "repeat" and len(args) > 1 and not np.isscalar(args[1]) and not isinstance(args[1], (list, tuple)):
             raise TypeError("cupy.repeat takes an int or a list of repeats, not an array (use repeat_ids)")
-        if name not in _NO_KERNEL_FUNCTIONS:
+        same = (name == "asarray" and args and isinstance(args[0], DeviceArray)
+                and kwargs.get("dtype", args[1] if len(args) > 1 else None) in (None, args[0].dtype))
+        if name not in _NO_KERNEL_FUNCTIONS and not same:  # asarray of a device array: itself
             _launch()
         TALLY.size_syncs += name in _SIZE_SYNC_FUNCTIONS
         if name == "bincount":  # CuPy: (x < 0).any(), then int(x.max()) unless x is empty
