@@ -77,7 +77,7 @@ class Aggregation(Mechanism):
     name = "aggregation"
     engine = "arrays"
     sections = ()
-    does = "integer reductions for the recorder (the only device-to-host copies), diagnostics, analytics windows"
+    does = "integer reductions for the recorder, diagnostics, analytics windows"
     syncs = (Sync("per-merchant completed GMV by scenario and completed orders",
                   "the recorder's tables and the Mesa agents' diagnostics"),
              Sync("per-post exposures, shares, buys, matches and GMV",

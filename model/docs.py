@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .columns import REGISTRY, Column, Reduction
 from .commerce import TICK_PLAN
-from .plan import markdown_table
+from .plan import markdown_table, syncs_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_FILES = {"ticks": "`ticks.parquet`", "merchants": "`merchants.parquet`", "cascades": "`cascades.parquet`",
@@ -100,7 +100,8 @@ def outputs_reference() -> str:
 
 #: README section name -> its generator
 SECTIONS: dict[str, Callable[[], str]] = {"tick-plan": lambda: markdown_table(TICK_PLAN),
-                                          "columns": column_overview}
+                                          "columns": column_overview,
+                                          "device-syncs": lambda: syncs_table(TICK_PLAN)}
 
 
 def render_readme(text: str) -> str:

@@ -110,6 +110,18 @@ def markdown_table(plan: Sequence[type[Mechanism]]) -> str:
     return "\n".join(lines)
 
 
+def syncs_table(plan: Sequence[type[Mechanism]]) -> str:
+    """The README's table of each step's named device-to-host transfers (see :class:`Sync`)."""
+    lines = ["| step | transfer to the host | at most a tick | why it cannot be avoided |", "|---|---|---|---|"]
+    for mech in plan:
+        for sync in mech.syncs:
+            lines.append(f"| `{mech.name}` | {sync.what} | {sync.most} | {sync.why} |")
+    none = [f"`{mech.name}`" for mech in plan if not mech.syncs]
+    if none:
+        lines.append(f"| {', '.join(none)} | none | 0 | |")
+    return "\n".join(lines)
+
+
 class TickPlan:
     """The mechanisms in order, with each step's inputs resolved once (see :func:`wiring`)."""
 
