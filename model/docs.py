@@ -1,10 +1,11 @@
-"""The README's generated tables and ``docs/outputs.md``, from the tick plan and the column registry.
+"""The README's and docs/gpu.md's generated tables and ``docs/outputs.md``, from the tick plan
+and the column registry.
 
-    python -m weishang.model.docs           # rewrite README.md's generated sections and docs/outputs.md
+    python -m weishang.model.docs           # rewrite the generated sections and docs/outputs.md
     python -m weishang.model.docs --check   # exit 1 when they are out of date (the tests run this)
 
-A generated section of the README sits between ``<!-- generated: NAME -->`` and
-``<!-- end generated: NAME -->``; everything else in the README is written by hand.
+A generated section sits between ``<!-- generated: NAME -->`` and ``<!-- end generated: NAME
+-->``; everything else in those files is written by hand.
 """
 
 from __future__ import annotations
@@ -100,23 +101,26 @@ def outputs_reference() -> str:
 
 #: README section name -> its generator
 SECTIONS: dict[str, Callable[[], str]] = {"tick-plan": lambda: markdown_table(TICK_PLAN),
-                                          "columns": column_overview,
-                                          "device-syncs": lambda: syncs_table(TICK_PLAN)}
+                                          "columns": column_overview}
+#: docs/gpu.md section name -> its generator
+GPU_SECTIONS: dict[str, Callable[[], str]] = {"device-syncs": lambda: syncs_table(TICK_PLAN)}
 
 
-def render_readme(text: str) -> str:
+def render_readme(text: str, sections: dict[str, Callable[[], str]] = SECTIONS, name: str = "README.md") -> str:
     """``text`` with every generated section replaced by its generator's output."""
-    for name, make in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- generated: {name} -->\n)(?:.*?\n)?(<!-- end generated: {name} -->)", re.S)
+    for section, make in sections.items():
+        pattern = re.compile(rf"(<!-- generated: {section} -->\n)(?:.*?\n)?(<!-- end generated: {section} -->)",
+                             re.S)
         if not pattern.search(text):
-            raise ValueError(f"README.md has no generated section {name!r}")
+            raise ValueError(f"{name} has no generated section {section!r}")
         text = pattern.sub(lambda m: m.group(1) + make() + "\n" + m.group(2), text)
     return text
 
 
 def main(argv: list[str]) -> int:
-    readme, outputs = ROOT / "README.md", ROOT / "docs" / "outputs.md"
-    wanted = {readme: render_readme(readme.read_text(encoding="utf-8")), outputs: outputs_reference()}
+    readme, outputs, gpu = ROOT / "README.md", ROOT / "docs" / "outputs.md", ROOT / "docs" / "gpu.md"
+    wanted = {readme: render_readme(readme.read_text(encoding="utf-8")), outputs: outputs_reference(),
+              gpu: render_readme(gpu.read_text(encoding="utf-8"), GPU_SECTIONS, "docs/gpu.md")}
     stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text(encoding="utf-8") != text]
     if "--check" in argv:
         for path in stale:
