@@ -231,11 +231,14 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
     if owner.shape[0] == 0:
         empty = xp.zeros(0, dtype=xp.int64)
         return empty, empty
-    n = sources.shape[0]
-    p_view = p_view if getattr(p_view, "ndim", 0) > 0 else xp.full(n, float(p_view), dtype=xp.float64)
-    key = key if getattr(key, "ndim", 0) > 0 else xp.full(n, np.uint64(key), dtype=xp.uint64)
-    edge, hit = fused.launch(_EDGE_VIEWS, owner, start, first, cascade, cascade_key, p_view, key,
-                             int(indices.shape[0]), xp=xp)
+    if xp is np:  # the reference takes a single probability and key as they are (cheaper draws)
+        edge, hit = _edge_views_reference(owner, start, first, cascade, cascade_key, p_view, key, indices.shape[0])
+    else:
+        n = sources.shape[0]
+        p_view = p_view if getattr(p_view, "ndim", 0) > 0 else xp.full(n, float(p_view), dtype=xp.float64)
+        key = key if getattr(key, "ndim", 0) > 0 else xp.full(n, np.uint64(key), dtype=xp.uint64)
+        edge, hit = fused.launch(_EDGE_VIEWS, owner, start, first, cascade, cascade_key, p_view, key,
+                                 int(indices.shape[0]), xp=xp)
     return fused.launch(_VIEWED, xp.flatnonzero(hit), owner, edge, cascade, indices, xp=xp)
 
 
@@ -259,10 +262,13 @@ def _edge_views_reference(owner: Any, start: Any, first: Any, cascade: Any, casc
                           key: Any, n_indices: int) -> tuple[Any, Any]:
     """For each edge examined, its position in the CSR (int64[X]) and whether it is viewed
     (bool[X]): edge ``i`` is row ``owner[i]``'s ``i - first[owner[i]]``-th, drawn at index
-    ``edge + cascade_key[cascade[owner]] * E`` with that source's ``p_view`` and stream ``key``."""
+    ``edge + cascade_key[cascade[owner]] * E`` with that source's ``p_view`` and stream ``key``
+    (per source, float64[F] and uint64[F]; on NumPy either may also be one number for all)."""
     edge = start[owner] + (np.arange(owner.shape[0], dtype=np.int64) - first[owner])
     draw_index = edge + cascade_key[cascade[owner]] * n_indices
-    return edge, rng.bernoulli(key[owner], draw_index, p_view[owner])
+    key = key[owner] if getattr(key, "ndim", 0) > 0 else int(key)
+    p_view = p_view[owner] if getattr(p_view, "ndim", 0) > 0 else p_view
+    return edge, rng.bernoulli(key, draw_index, p_view)
 
 
 #: a CSR hop's edges laid out and drawn in one launch on CuPy (``i`` is the element's position)
