@@ -121,6 +121,9 @@ def scatter_add(target: Any, indices: Any, values: Any, *, xp: ModuleType) -> No
     ``cupyx.scatter_add``. For float64 targets on NumPy we use ``bincount``, which is exact for
     the same summation order as ``add.at`` only up to rounding, so the kernels that need bit
     identity across backends accumulate integers.
+
+    On CuPy an int64 target is added to through its uint64 view (the same bits in two's
+    complement): ``cupyx.scatter_add`` takes no int64 before CuPy 14.1.
     """
     if xp is np:
         if target.dtype.kind in "iu" or target.dtype == np.bool_:
@@ -132,6 +135,9 @@ def scatter_add(target: Any, indices: Any, values: Any, *, xp: ModuleType) -> No
         return
     import cupyx  # noqa: PLC0415
 
+    if target.dtype == xp.int64:
+        target = target.view(xp.uint64)
+        values = _as_uint64(values, xp) if hasattr(values, "ndim") else np.int64(values).astype(np.uint64)
     cupyx.scatter_add(target, indices, values)
 
 
@@ -148,16 +154,25 @@ def bin_sums(bins: Any, n_bins: int, weights: Any = None, *, xp: ModuleType) -> 
     zeroed int64 array instead.
     """
     if xp is np:
+        # CuPy's scatter wraps a bin past the end round to the start; NumPy's bincount would grow:
+        # refuse it here, where it costs one pass, so the CPU tests catch what a GPU would hide
+        if bins.shape[0] and int(bins.max()) >= n_bins:
+            raise ValueError(f"bin_sums: a bin is {int(bins.max())}, past the last of {n_bins}")
         if weights is None:
             return np.bincount(bins, minlength=n_bins).astype(np.int64, copy=False)
         return np.bincount(bins, weights=weights, minlength=n_bins).astype(np.int64)
     import cupyx  # noqa: PLC0415  (CuPy's, or the strict stand-in's; NumPy-only machines have none)
 
-    out = xp.zeros(n_bins, dtype=xp.int64)
-    # a scalar 1 is broadcast by scatter_add (no array of ones); other weights are cast to int64
-    # inside it, as the target's dtype
-    cupyx.scatter_add(out, bins, 1 if weights is None else weights)
-    return out
+    # summed as uint64 and read as int64 (the same bits: cupyx.scatter_add takes no int64 before
+    # CuPy 14.1); a scalar 1 is broadcast by scatter_add, so no array of ones
+    out = xp.zeros(n_bins, dtype=xp.uint64)
+    cupyx.scatter_add(out, bins, np.uint64(1) if weights is None else _as_uint64(weights, xp))
+    return out.view(xp.int64)
+
+
+def _as_uint64(values: Any, xp: ModuleType) -> Any:
+    """Whole numbers as uint64 for a wrapping sum: int64 reinterpreted (a view), others cast."""
+    return values.view(xp.uint64) if values.dtype == xp.int64 else values.astype(xp.uint64)
 
 
 def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:

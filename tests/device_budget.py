@@ -44,16 +44,11 @@ def _counted(step, name: str, tick_of, out: list[StepTally]):
     return run
 
 
-def measure(n_users: int, n_ticks: int, overrides: Sequence[str] = ()) -> list[StepTally]:
-    """Each tick's tally per mechanism, for a run of ``n_users`` x ``n_ticks`` on the stand-in.
-
-    The build is not counted; the default config otherwise (``overrides``: ``"section.key=value"``).
-    """
+def _measure(n_users: int, n_ticks: int, overrides: Sequence[str]) -> list[StepTally]:
     from weishang.model import commerce
     from weishang.model.commerce import CommerceModel
     from weishang.model.config import load_config
 
-    sys.modules["cupyx"] = strict_device.cupyx  # the CuPy-only branches' scatter_add
     config = load_config(overrides=[f"population.n_users={n_users}", f"run.n_ticks={n_ticks}",
                                     'run.backend="numpy"', *overrides])
     model = CommerceModel(config, backend=strict_device.backend())
@@ -68,3 +63,21 @@ def measure(n_users: int, n_ticks: int, overrides: Sequence[str] = ()) -> list[S
     finally:
         commerce.tick_rows = tick_rows
     return out
+
+
+def measure(n_users: int, n_ticks: int, overrides: Sequence[str] = ()) -> list[StepTally]:
+    """Each tick's tally per mechanism, for a run of ``n_users`` x ``n_ticks`` on the stand-in.
+
+    The build is not counted; the default config otherwise (``overrides``: ``"section.key=value"``).
+    The stand-in's ``cupyx`` serves the CuPy-only branches while it runs, and only then (a CuPy
+    test run later in the same process must find the real one).
+    """
+    before = sys.modules.get("cupyx")
+    sys.modules["cupyx"] = strict_device.cupyx
+    try:
+        return _measure(n_users, n_ticks, overrides)
+    finally:
+        if before is None:
+            sys.modules.pop("cupyx", None)
+        else:
+            sys.modules["cupyx"] = before

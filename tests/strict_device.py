@@ -149,7 +149,8 @@ def _is_array_key(key: Any) -> bool:
 
 
 def _is_host_array(value: Any) -> bool:
-    return isinstance(value, np.ndarray) and value.ndim > 0
+    # 0-d included: CuPy takes a NumPy scalar (np.float64), not a 0-d ndarray ("Unsupported type")
+    return isinstance(value, np.ndarray)
 
 
 def _unwrap(value: Any, *, allow_host: bool = False) -> Any:
@@ -382,31 +383,46 @@ class _StrictModule(types.ModuleType):
 class ElementwiseKernel:
     """``cupy.ElementwiseKernel`` on the stand-in: runs the NumPy reference registered under the
     kernel's name in :mod:`weishang.kernels.fused` (the CUDA body cannot run here), as one launch,
-    with CuPy's checks on the arguments: device arrays or CuPy's scalars only, and an array's
-    dtype exactly the parameter's type ("Type is mismatched" on CuPy)."""
+    with CuPy's checks: device arrays or CuPy's scalars only; an array's dtype exactly the
+    parameter's type ("Type is mismatched"); a non-raw array to size the loop ("Loop size is
+    undecided") and non-raw arrays that broadcast; no parameter named ``i``; and the outputs of
+    the declared types (CuPy allocates them so, whatever the reference returns)."""
 
     def __init__(self, in_params: str, out_params: str, operation: str, name: str, **kwargs: Any) -> None:
         from weishang.kernels.fused import KERNELS
 
         self.name, self.reference = name, KERNELS[name].reference
         params = [param.split() for param in in_params.split(",")]
+        outs = [param.split() for param in out_params.split(",")]
+        if "i" in [words[-1] for words in params + outs]:
+            raise ValueError("Can not use 'i' as a parameter name")
         # a one-letter type is a type variable: the array's own (one dtype per letter)
         self.in_types = [words[-2] if len(words[-2]) == 1 else np.dtype(words[-2]) for words in params]
         self.raw = [words[0] == "raw" for words in params]
+        self.out_types = [np.dtype(words[-2]) for words in outs]
 
     def __call__(self, *args: Any) -> Any:
         if len(args) != len(self.in_types):
             raise TypeError(f"Wrong number of arguments for {self.name!r}")
         bound: dict[str, Any] = {}
         for arg, dtype, raw in zip(args, self.in_types, self.raw):
+            _unwrap(arg)  # a host array or a scalar CuPy refuses raises here
             if raw and not isinstance(arg, DeviceArray):
                 raise TypeError(f"{self.name}: a raw parameter takes a device array, got {type(arg).__name__}")
             if isinstance(dtype, str):
                 dtype = bound.setdefault(dtype, getattr(arg, "dtype", None))
             if isinstance(arg, DeviceArray) and arg.dtype != dtype:
                 raise TypeError(f"Type is mismatched: {self.name} takes {dtype}, got an array of {arg.dtype}")
+        sized = [arg.shape for arg, raw in zip(args, self.raw) if isinstance(arg, DeviceArray) and not raw]
+        if not sized:
+            raise ValueError(f"{self.name}: Loop size is undecided (no array among the non-raw arguments)")
+        np.broadcast_shapes(*sized)
         _launch()
-        return _wrap(self.reference(*_unwrap(args)))
+        result = self.reference(*_unwrap(args))
+        for out, dtype in zip(result if isinstance(result, tuple) else (result,), self.out_types):
+            if np.asarray(out).dtype != dtype:
+                raise TypeError(f"{self.name}: the reference gives {np.asarray(out).dtype} where CuPy gives {dtype}")
+        return _wrap(result)
 
 
 xp = _StrictModule("strict_device_xp")
