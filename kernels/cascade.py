@@ -245,7 +245,7 @@ def expose_neighbours(indptr: Any, indices: Any, sources: Any, cascade: Any, cas
 def _viewed_reference(kept: Any, owner: Any, edge: Any, cascade: Any, indices: Any) -> tuple[Any, Any]:
     """(cascade, user (int64[K])) of the viewed edges ``kept`` (int64[K], positions among the
     edges examined; ``owner``, ``edge``: int64[X]; ``cascade``: int64[F]; ``indices``: the CSR's
-    targets, int32[E] for the friend graph, int64 for group members)."""
+    targets, int32[E] for the friend graph and the group members, int64 for recruited buyers)."""
     return cascade[owner[kept]], indices[edge[kept]].astype(np.int64)
 
 

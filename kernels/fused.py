@@ -13,8 +13,10 @@ integer arithmetic and IEEE-754 float64 ``+ - * /`` and comparisons, in the refe
 compiled with ``--fmad=false`` so that no multiply and add are contracted into one rounding.
 Two checks run without a GPU: ``tests/kernels/test_fused.py`` compiles every body with the
 host's C++ compiler (``-ffp-contract=off``) and compares it with the reference, and the strict
-stand-in runs the reference through the same call as CuPy, refusing what CuPy would refuse. On a
-GPU, ``pytest -m gpu`` compares CuPy's result with NumPy's.
+stand-in runs the reference through the same call as CuPy, with the argument checks of CuPy's
+that our code could trip on (dtypes, scalars, raw arrays, loop size). On a GPU, ``pytest -m gpu``
+compares CuPy's result with NumPy's. The two logistic-fit kernels use exp and log1p, which are
+not correctly rounded by contract: they agree with NumPy to an ulp, not bit for bit.
 
 Call a kernel through :func:`launch` with the array module: NumPy runs the reference; CuPy (and
 the stand-in) run ``xp.ElementwiseKernel``.

@@ -402,10 +402,12 @@ def city_repeat_inflation(w: Any, city: Any, sizes: Any, degree: float, *, xp: M
     return 1.0 / (1.0 - lost)
 
 
-def sociability_weights(n: int, sigma: float, seed: int, *, xp: ModuleType = np) -> Any:
-    """(float64[n]) log-normal sociability with mean 1 (the degree tail's shape)."""
-    z = rng.normal(rng.stream_key(seed, "graph.sociability"), n, xp=xp)
-    w = xp.exp(sigma * z)
+def sociability_weights(n: int, sigma: float, seed: int) -> np.ndarray:
+    """(float64[n], host) log-normal sociability with mean 1 (the degree tail's shape). Made on
+    the host only: its exp and mean would round the last bit otherwise on a GPU, and a weight
+    feeds a stochastic rounding (see :func:`friend_pairs`)."""
+    z = rng.normal(rng.stream_key(seed, "graph.sociability"), n)
+    w = np.exp(sigma * z)
     return w / w.mean()
 
 

@@ -106,10 +106,12 @@ def fit_balanced_logistic(x: Any, label: Any, weight: Any, *, c: float, xp: Modu
             trials += 1
             # converged (the decrease is below what the objective's rounding resolves), or enough
             # decrease (Armijo's condition), or out of halvings or trials: take the step
-            if decrement < tol or now <= before - ARMIJO * step * decrement or trials >= MAX_TRIALS:
+            accepted = decrement < tol or now <= before - ARMIJO * step * decrement
+            if accepted or trials >= MAX_TRIALS:
                 break
             step /= 2.0
-        theta, eta, objective = candidate, margins, trial
+        if accepted:  # out of trials with too little decrease: the last good coefficients stand
+            theta, eta, objective = candidate, margins, trial
         if decrement < tol or trials >= MAX_TRIALS:
             break
     coef = theta[1:] / sd

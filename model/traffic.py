@@ -241,8 +241,8 @@ def level1_exposures(post_arrays: PostArrays, pop: Any, config: Any, group_parts
                                 rng.stream_key(seed, stream, tick), xp=xp)
 
     # the friend channels in one pass: a post's friends see it with its channel's view probability
-    # (a weight: its external-link step and fatigue), drawn from its channel's stream
-    # by channel code, the view probability and the stream key: one upload (the probabilities'
+    # (times a weight: its external-link step and fatigue), drawn from its channel's stream. The
+    # probabilities and stream keys by channel code go over in one upload (the probabilities'
     # bits carried as uint64 beside the keys, viewed back as float64 on the device)
     tables = xp.asarray(np.stack([friend_view_probabilities(config).view(np.uint64), np.array(
         [rng.stream_key(seed, f"traffic.{CHANNELS[ch]}.view", tick) for ch in Channel], dtype=np.uint64)]))

@@ -116,6 +116,26 @@ def test_cupy_run_identical_to_numpy(small_config, tmp_path, gpu_backend):
     assert table_digest(a) == table_digest(b)
 
 
+@pytest.mark.gpu
+def test_cupy_run_through_every_fused_kernel_identical_to_numpy(tmp_path, gpu_backend):
+    # past the first refit (tick 7) with video posts, the transaction log and the linear rule's
+    # curve: every kernel of weishang.kernels.fused runs on CuPy at least once. The learned
+    # scorer's weights are rounded to float32, so a refit agrees unless a weight sits on a
+    # float32 rounding boundary (odds near 1e-7 a fit)
+    from weishang.kernels import fused
+
+    config = load_config(overrides=["population.n_users=20000", "run.n_ticks=9", 'run.backend="numpy"',
+                                    "channels.share_video_account=0.3", "channels.share_search=0.061202",
+                                    "merchants.post_rate=0.5", 'output.transactions="full"'])
+    a = run_scenario(config, tmp_path / "cpu").run_dir
+    on_gpu = config.model_copy(update={"run": config.run.model_copy(update={"backend": "cupy"})})
+    compiled_before = {name for _, name in fused._COMPILED}
+    b = run_scenario(on_gpu, tmp_path / "gpu").run_dir
+    assert table_digest(a) == table_digest(b)
+    compiled = {name for _, name in fused._COMPILED} | compiled_before
+    assert compiled >= set(fused.KERNELS) - {"weishang_rng_bits"}, set(fused.KERNELS) - compiled
+
+
 def test_python_api_returns_arrow_tables(small_config, tmp_path):
     result = run_scenario(small_config, tmp_path / "api")
     ticks = result.table("ticks")
