@@ -51,11 +51,16 @@ DEVICE_CONTEXT_BYTES = 540 * 2**20
 #: a CuPy run's device memory over the run-state model (``run`` in :func:`estimate`): the model
 #: counts what a run holds between ticks, while on the device a tick's temporaries (the cascade's
 #: keys, the risk engine's features) are alive at once. Measured on an H200 (CuPy 14.2, 10 ticks,
+#: before the population was built on the device,
 #: the model 1,038 MiB at 1M users and 208 MiB at 200k): with the pool capped at 8 times the model
 #: (as a sweep's workers are, :func:`weishang.model.sweep.device_share`) both runs finished, their
 #: pools peaking at 7,774 and 1,548 MiB; capped at 6 times, the 1M run ran out (7,210 MiB live at
 #: once). Uncapped, CuPy's pool kept 13,943 and 2,295 MiB (13 and 11 times), hoarding freed blocks
 DEVICE_PEAK_RATIO = 8
+#: host bytes per user of a CuPy run's build: the float work kept on the host so every backend
+#: gets the same bits (sociability and its per-user inflation, rel_buy's normal draws and their
+#: temporaries: five float64 arrays of N)
+HOST_FLOAT_BYTES_PER_USER = 40
 
 
 class PreflightError(ValueError):
@@ -81,8 +86,11 @@ def estimate(config: ScenarioConfig, backend_name: str) -> MemoryEstimate:
     run = (RUN_BYTES_PER_EDGE * edges + per_user * n + RUN_BYTES_PER_MEMBER * members
            + RUN_BYTES_PER_MERCHANT * config.n_merchants)
     if backend_name == "cupy":
-        # the graph is built on the host, then the run state lives on the device
-        return MemoryEstimate(host_bytes=int(BASELINE_BYTES + build), device_bytes=int(DEVICE_PEAK_RATIO * run))
+        # the population is built on the device (the graph's pairs and keys: the build model), then
+        # the run state lives there; the host keeps the build's float work (sociability weights
+        # and their inflation, rel_buy's normals: a few float64 arrays of N)
+        return MemoryEstimate(host_bytes=int(BASELINE_BYTES + HOST_FLOAT_BYTES_PER_USER * n),
+                              device_bytes=int(max(build, DEVICE_PEAK_RATIO * run)))
     return MemoryEstimate(host_bytes=int(BASELINE_BYTES + max(build, run)), device_bytes=0)
 
 

@@ -575,6 +575,13 @@ def check_memory(sweep: Sweep, out: Path, workers: int, task_index: int | None =
     return free
 
 
+def _may_use_device(spec: RunSpec, sweep: Sweep) -> bool:
+    """Whether the run asks for CuPy (``cupy``, or ``auto`` on a machine where the preflight found
+    a device)."""
+    backend = load_config(spec.scenario_file or None, spec.overrides(sweep.common)).run.backend
+    return backend in ("cupy", "auto")
+
+
 def device_share(free_device_bytes: int, workers: int) -> int:
     """Each CuPy worker's pool limit: its even share of the device's free memory, less its context.
 
@@ -740,8 +747,10 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
                     if on_done:
                         on_done(done[-1])
             else:
-                at_once = min(workers, len(todo))
-                limit = device_share(device_free_bytes, at_once) if device_free_bytes is not None else None
+                limit = None
+                if device_free_bytes is not None:  # shared by the runs that may be on the device at once
+                    on_device = min(workers, sum(1 for spec in todo if _may_use_device(spec, sweep)))
+                    limit = device_share(device_free_bytes, on_device) if on_device else None
                 done = _run_on_pool(todo, sweep, out, workers, on_done, limit)
     finally:
         write_runs_table(sweep, out)
