@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import fused
 from ..kernels.backend import bin_sums
 from .codes import PaymentScenario
 from .fx import CURRENCIES, FxDesk, currency_cdf, currency_of
@@ -36,10 +37,30 @@ def settlement_bins(payments: PaymentBatch, settles: Any, n_merchants: int, lag_
 
     ``lag_of``: (int64[4], device) ticks to settlement by payment scenario code.
     """
-    lag = lag_of[payments.scenario.astype(xp.int64)]
-    bins = xp.concatenate([lag * n_merchants + payments.merchant, (MAX_LAG + 1) * n_merchants + payments.merchant])
-    weights = xp.concatenate([xp.where(settles, payments.amount, 0), xp.where(settles, payments.fee, 0)])
-    return bins, weights
+    due_bin, fee_bin, due, fee = fused.launch(_SETTLEMENT_BINS, payments.scenario, payments.merchant, payments.amount,
+                                              payments.fee, settles, lag_of, int(n_merchants), MAX_LAG + 1, xp=xp)
+    return xp.concatenate([due_bin, fee_bin]), xp.concatenate([due, fee])
+
+
+def _settlement_bins_reference(scenario: Any, merchant: Any, amount: Any, fee: Any, settles: Any, lag_of: Any,
+                               n_merchants: int, fee_row: int) -> tuple[Any, Any, Any, Any]:
+    """Each payment's bin of the amount due, bin of the fee, and the two amounts (int64[O] each)."""
+    lag = lag_of[scenario.astype(np.int64)]
+    return (lag * n_merchants + merchant, fee_row * n_merchants + merchant, np.where(settles, amount, 0),
+            np.where(settles, fee, 0))
+
+
+#: a batch's settlement bins and amounts in one launch on CuPy
+_SETTLEMENT_BINS = fused.register(fused.FusedKernel(
+    "weishang_settlement_bins",
+    "int8 scenario, int64 merchant, int64 amount, int64 fee, bool settles, raw int64 lag_of, int64 n_merchants, "
+    "int64 fee_row",
+    "int64 due_bin, int64 fee_bin, int64 due, int64 fee_due",
+    """due_bin = lag_of[(long long)scenario] * n_merchants + merchant;
+       fee_bin = fee_row * n_merchants + merchant;
+       due = settles ? amount : 0;
+       fee_due = settles ? fee : 0;""",
+    _settlement_bins_reference))
 
 
 class SettlementQueue(Stateful):

@@ -84,7 +84,8 @@ def test_every_kernel_is_covered():
                                   "weishang_mean_amount", "weishang_risk_rows", "weishang_risk_rows_own",
                                   "weishang_risk_scores", "weishang_risk_linear_scores", "weishang_payer_window",
                                   "weishang_payer_day", "weishang_keep_reader", "weishang_home_city_draws",
-                                  "weishang_newton_terms", "weishang_logistic_loss", "weishang_row_spans"}
+                                  "weishang_newton_terms", "weishang_logistic_loss", "weishang_row_spans",
+                                  "weishang_settlement_bins"}
 
 
 @needs_compiler
@@ -514,3 +515,16 @@ def test_row_spans_compiled_equal_numpy(tmp_path):
     rows = np.random.default_rng(13).integers(0, 1000, 3000)
     got, want = _run_compiled(kernel, _compile(kernel, tmp_path), rows, indptr), kernel.reference(rows, indptr)
     assert all(np.array_equal(a, b) for a, b in zip(got, want)) and want[1].sum() > 0
+
+
+@needs_compiler
+def test_settlement_bins_compiled_equal_numpy(tmp_path):
+    from weishang.model import settlement
+
+    kernel = settlement._SETTLEMENT_BINS
+    gen = np.random.default_rng(14)
+    o = 5000
+    args = (gen.integers(0, 4, o).astype(np.int8), gen.integers(0, 300, o), gen.integers(100, 10**7, o),
+            gen.integers(0, 5000, o), gen.random(o) < 0.9, np.array([0, 1, 3, 0], dtype=np.int64), 300, 4)
+    got, want = _run_compiled(kernel, _compile(kernel, tmp_path), *args), kernel.reference(*args)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want)) and (want[2] == 0).any()
