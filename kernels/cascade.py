@@ -456,7 +456,10 @@ def _exposure_outcome_reference(cascade: Any, user: Any, cascade_key: Any, inter
     p = p_buy * rel_buy[user].astype(np.float64) * rel_post[cascade]
     p = np.where(match, p, p * rel_off_interest)
     bought = rng.bernoulli(int(buy_key), draw_index, p)
-    shared = rng.bernoulli(int(share_key), draw_index, np.minimum(p_share * rel_share[cascade], 1.0))
+    if p_share > 0.0:
+        shared = rng.bernoulli(int(share_key), draw_index, np.minimum(p_share * rel_share[cascade], 1.0))
+    else:  # the last level: nobody shares, and the draws (u < 0) would say so at the cost of a pass
+        shared = np.zeros(cascade.shape[0], dtype=np.bool_)
     code = match.view(np.int8) | (bought.view(np.int8) << 1) | (shared.view(np.int8) << 2)
     return code, (cascade * n_levels + level) * 8 + code
 
@@ -475,7 +478,7 @@ _EXPOSURE_OUTCOME = fused.register(fused.FusedKernel(
        bool bought = weishang_unit(weishang_draw(index, buy_key)) < p;
        double q = p_share * rel_share[cascade];
        q = q < 1.0 ? q : 1.0;
-       bool shared = weishang_unit(weishang_draw(index, share_key)) < q;
+       bool shared = p_share > 0.0 && weishang_unit(weishang_draw(index, share_key)) < q;
        outcome = (match ? 1 : 0) | (bought ? 2 : 0) | (shared ? 4 : 0);
        bin = (cascade * n_levels + level) * 8 + outcome;""",
     _exposure_outcome_reference, rng.DRAW_PREAMBLE))
