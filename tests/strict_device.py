@@ -13,10 +13,12 @@ exactly a Python ``int``/``float``/``bool``/``complex`` or a NumPy scalar: CuPy 
 ``type(x) in {int, float, bool, complex}``, so an ``IntEnum`` member, a ``Decimal``, a
 ``Fraction`` or an object with only ``__index__`` is refused, where NumPy accepts them).
 
-It also keeps a :class:`Tally` of what a GPU would pay for (:func:`counting`): array operations
-(each at least one kernel launch on a GPU), explicit device-to-host transfers (``.get()``,
-``int()``/``float()``/``bool()`` of a device value, ``to_host``) with their bytes, and the
-implicit synchronisations CuPy makes to learn a size (a boolean mask, ``nonzero``, ``unique``).
+Its :class:`ElementwiseKernel` runs each fused kernel's NumPy reference (:mod:`weishang.kernels.fused`)
+behind CuPy's argument checks. It also keeps a :class:`Tally` of what a GPU would pay for
+(:func:`counting`): array operations (each at least one kernel launch on a GPU), explicit
+device-to-host transfers (``.get()``, ``int()``/``float()``/``bool()`` of a device value,
+``to_host``) with their bytes, and the implicit synchronisations CuPy makes to learn a size (a
+boolean mask, ``nonzero``, ``unique``, ``bincount``).
 
 It checks discipline, not CUDA: bit-identity on a real GPU is what ``pytest -m gpu`` checks.
 """
