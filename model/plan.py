@@ -52,7 +52,7 @@ class Mechanism(Stateful):
         sections: the config sections it reads.
         does: one line for the README's tick-plan table.
         syncs: the device-to-host transfers its step may make in a tick, each named with its
-            reason (the README's GPU section lists them; ``tests/model/test_device_budget.py``
+            reason (docs/gpu.md lists them; ``tests/model/test_device_budget.py``
             holds every step to its list on the strict stand-in).
         STATE: the attributes a run changes (see :class:`~weishang.model.state.Stateful`).
     """
@@ -111,7 +111,7 @@ def markdown_table(plan: Sequence[type[Mechanism]]) -> str:
 
 
 def syncs_table(plan: Sequence[type[Mechanism]]) -> str:
-    """The README's table of each step's named device-to-host transfers (see :class:`Sync`)."""
+    """docs/gpu.md's table of each step's named device-to-host transfers (see :class:`Sync`)."""
     lines = ["| step | transfer to the host | at most a tick | why it cannot be avoided |", "|---|---|---|---|"]
     for mech in plan:
         for sync in mech.syncs:
