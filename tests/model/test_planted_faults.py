@@ -89,3 +89,18 @@ def test_group_down_weighting_binds_above_its_threshold_only(stepped_model):
     assert over.any() and (~over).any()
     np.testing.assert_allclose(push[over], community.push_open_rate * w)
     np.testing.assert_allclose(push[~over], community.push_open_rate)
+
+
+def test_external_link_steps_bind_from_each_step_on():
+    # a share just below a step keeps the weight before it; at the step and above, the next one
+    from weishang.model.traffic import external_link_weight
+
+    platform = load_config().platform
+    steps, weights = platform.external_link_share_steps, platform.external_link_weights
+    below = np.array([max(s - 1e-9, 0.0) for s in steps])
+    got_below = external_link_weight(below, steps, weights)
+    got_at = external_link_weight(np.array(steps, dtype=np.float64), steps, weights)
+    np.testing.assert_array_equal(got_below, weights[:-1])
+    np.testing.assert_array_equal(got_at, weights[1:])
+    assert external_link_weight(np.array([0.0]), steps, weights)[0] == weights[0]
+    assert list(weights) == sorted(weights, reverse=True)  # each step penalises more, never less
