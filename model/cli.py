@@ -409,7 +409,7 @@ def dashboard(
     host: Annotated[str, typer.Option("--host", help="address to listen on (127.0.0.1: this machine only)")] = "127.0.0.1",
 ) -> None:
     """A web page: a small world stepping live with the platform's levers, and a run's or sweep's results
-    (open http://HOST:PORT); needs the dashboard extra (pip install weishang[dashboard])."""
+    (open http://HOST:PORT); needs the dashboard extra (pip install 'weishang\\[dashboard]')."""
     try:
         from .dashboard import serve  # noqa: PLC0415
     except ImportError as exc:

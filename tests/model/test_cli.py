@@ -139,3 +139,10 @@ def test_preflight_honours_ulimit_v(tmp_path):
                            "--out", str(tmp_path / "r")], capture_output=True, text=True, preexec_fn=limit_address_space)
     assert proc.returncode == 2 and "allowed by ulimit -v" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--help"], ["dashboard", "--help"]])
+def test_help_names_the_dashboard_extra(args, capsys):
+    # Rich reads "[dashboard]" as markup and drops it unless escaped: the install line must survive
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and "weishang[dashboard]" in " ".join(out.split()), out
