@@ -330,7 +330,8 @@ def check_run_dir_free(path: Path) -> None:
     folder this process can write (the error names the path and what is wrong)."""
     try:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise RunDirectoryError(f"run directory {str(path)!r} already exists and is not empty; choose another --out")
+            raise RunDirectoryError(f"run directory {str(path)!r} already exists and is not empty; choose another "
+                                    f"directory (--out on the command line)")
         parent = path.parent
         while not parent.exists():
             parent = parent.parent

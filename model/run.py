@@ -48,9 +48,15 @@ class RunResult:
         import pyarrow.dataset as ds  # noqa: PLC0415
         import pyarrow.parquet as pq  # noqa: PLC0415
 
-        if name == "validation":
-            return pq.read_table(self.run_dir / "validation.parquet")
-        path = table_path(self.run_dir, self.manifest, name)
+        names = ("ticks", "merchants", "cascades", "risk_curve", "validation", "transactions")
+        if name not in names:
+            raise ValueError(f"table {name!r}: a run has {', '.join(names)}")
+        path = self.run_dir / "validation.parquet" if name == "validation" else table_path(
+            self.run_dir, self.manifest, name)
+        if not path.exists():
+            hint = (": this run kept no transaction log; set output.transactions = \"full\" or \"sample\" "
+                    "(weishang run --set 'output.transactions=\"full\"')" if name == "transactions" else "")
+            raise FileNotFoundError(f"{path} does not exist{hint}")
         return ds.dataset(path, format="parquet").to_table() if name == "transactions" else pq.read_table(path)
 
 

@@ -141,6 +141,11 @@ def test_python_api_returns_arrow_tables(small_config, tmp_path):
     ticks = result.table("ticks")
     assert ticks.num_rows == small_config.run.n_ticks and "gmv" in ticks.column_names
     assert result.table("cascades").num_rows == result.summary["posts"]
+    # a table the run did not keep says how to get it; a name that is no table says which are
+    with pytest.raises(FileNotFoundError, match="output.transactions"):
+        result.table("transactions")
+    with pytest.raises(ValueError, match="ticks, merchants"):
+        result.table("tick")
 
 
 def test_damaged_or_old_results_give_a_clear_error(small_config, tmp_path):
