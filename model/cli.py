@@ -322,7 +322,9 @@ def sweep(
     # --backend comes last, as --set does: every run, whatever its scenario file says
     spec = load_sweep(sweep_file, [*(set_ or ()), *([f'run.backend="{backend.value}"'] if backend else [])])
     if list_runs:
-        table = Table(title=f"sweep {spec.name}: {len(spec.runs)} runs")
+        # params: the run's grid point; what every run shares ([set], --set, --backend) is the caption
+        shared = ", ".join(f"{key}={json.dumps(value)}" for key, value in spec.common.items()) or "none"
+        table = Table(title=f"sweep {spec.name}: {len(spec.runs)} runs", caption=f"every run: {shared}")
         for col in ("run", "scenario", "point", "params", "replicate", "seed"):
             table.add_column(col)
         for r in spec.runs:

@@ -146,3 +146,12 @@ def test_help_names_the_dashboard_extra(args, capsys):
     # Rich reads "[dashboard]" as markup and drops it unless escaped: the install line must survive
     code, out, _ = run_cli(args, capsys)
     assert code == 0 and "weishang[dashboard]" in " ".join(out.split()), out
+
+
+def test_sweep_list_shows_what_every_run_shares(capsys):
+    # params is each run's grid point; the [set] table and --set apply to every run: the caption
+    from pathlib import Path
+
+    sweep_file = str(Path(__file__).resolve().parents[2] / "experiments" / "sweeps" / "ban.toml")
+    code, out, _ = run_cli(["sweep", sweep_file, "--list", "--set", "population.n_users=20000"], capsys)
+    assert code == 0 and "every run:" in out and "population.n_users=20000" in " ".join(out.split())
