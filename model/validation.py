@@ -4,7 +4,7 @@ The figures live in ``model/targets.toml`` (:func:`load_targets`); each names ho
 from a run's outputs as a :class:`Measure` over entries of the column registry
 (:mod:`weishang.model.columns`), checked when the targets load. :func:`validate_run` measures one run directory; :func:`validate` measures a
 run or a sweep (with a 95% t interval over replicates per scenario and point) and writes
-``validation.parquet`` with the columns ``target, section, kind, expected, low, high, simulated,
+``validation.parquet`` with the columns ``target, section, kind, figure, expected, low, high, simulated,
 ci_low, ci_high, within`` (plus ``scenario, point, replicates`` for a sweep).
 
 ``within`` is null for figures the model does not produce (``not_modelled``) and for runs that
@@ -334,10 +334,39 @@ def validate(directory: str | Path, targets: list[Target] | None = None) -> tupl
     return table, write_validation(table, directory)
 
 
+#: each column of ``validation.parquet``: (unit, meaning), written as field metadata as every
+#: other table's are (``field.metadata[b"unit"]``, ``[b"meaning"]``)
+VALIDATION_COLUMNS = {
+    "target": ("-", "the figure's name in model/targets.toml"),
+    "section": ("-", "the SPEC sections the figure comes from"),
+    "kind": ("-", "input (a value the model takes), target (fitted), plausibility (a bound), not_modelled"),
+    "figure": ("-", "the SPEC's wording of the figure"),
+    "expected": ("the figure's unit", "the SPEC's value (units in model/targets.toml)"),
+    "low": ("the figure's unit", "the tolerance band's lower end"),
+    "high": ("the figure's unit", "the tolerance band's upper end"),
+    "simulated": ("the figure's unit", "the run's value (a sweep: the mean over replicates)"),
+    "ci_low": ("the figure's unit", "a sweep's 95% t interval over replicates, lower end, within the values the "
+                                    "figure can take; null for one run"),
+    "ci_high": ("the figure's unit", "the same interval's upper end"),
+    "within": ("-", "simulated lies in [low, high]; null when not measured"),
+    "scenario": ("-", "a sweep's scenario"),
+    "point": ("-", "a sweep's grid point"),
+    "replicates": ("runs", "the replicates the mean is over"),
+}
+
+
 def write_validation(table: pl.DataFrame, directory: Path) -> Path:
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    arrow = table.to_arrow()
+    fields = [f.with_metadata({b"unit": VALIDATION_COLUMNS[f.name][0].encode(),
+                               b"meaning": VALIDATION_COLUMNS[f.name][1].encode()}) if f.name in VALIDATION_COLUMNS
+              else f for f in arrow.schema]
+    arrow = arrow.cast(pa.schema(fields))
     target = directory / "validation.parquet"
     tmp = directory / f".validation.parquet.tmp-{os.getpid()}"
-    table.write_parquet(tmp)
+    pq.write_table(arrow, tmp)
     os.replace(tmp, target)
     return target
 

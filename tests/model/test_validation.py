@@ -82,6 +82,11 @@ def test_every_run_writes_its_validation_table(tmp_path):
     row = targets.filter(pl.col("target") == "conversion_friend_rec")
     assert row["simulated"][0] == pytest.approx(result.summary["conversion_friend_rec"])
     assert table.equals(validate_run(result.run_dir))
+    # every field carries its unit and meaning, as the other tables' do
+    import pyarrow.parquet as pq
+
+    for field in pq.read_schema(result.run_dir / "validation.parquet"):
+        assert field.metadata[b"unit"] and len(field.metadata[b"meaning"]) > 10, field.name
 
 
 def test_sweep_validation_has_replicate_intervals(tmp_path):
