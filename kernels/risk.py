@@ -244,6 +244,8 @@ def threshold_for_fpr(legit_scores: Any, target_fpr: float, *, xp: ModuleType) -
     allowed = int(np.floor(target_fpr * n))
     if n == 0 or n * target_fpr < 1.0:
         return float("inf")
+    if allowed >= n:  # every score may lie above: no threshold (the rank below would wrap to the largest)
+        return float("-inf")
     # the (n - 1 - allowed)-th smallest score: a selection, linear in n, not a sort (the
     # history holds a month of everyday payments)
     k = n - 1 - allowed

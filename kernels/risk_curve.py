@@ -24,15 +24,19 @@ FPR_GRID = tuple(float(x) for x in np.round(np.logspace(-6, -1, 21), 12))
 def grid_thresholds(legit_scores: Any, fpr_grid: tuple[float, ...], *, xp: ModuleType) -> Any:
     """(float64[G], device) for each target in ``fpr_grid``, the lowest threshold at which at most
     that share of ``legit_scores`` (float64[L]) lie strictly above it (as
-    :func:`weishang.kernels.risk.threshold_for_fpr`); +inf where L cannot resolve the target. One
+    :func:`weishang.kernels.risk.threshold_for_fpr`); +inf where L cannot resolve the target, -inf
+    where it lets every score lie above (a target of 1). One
     partition for all targets; which order statistics to take follows from L alone, so nothing
     is read back."""
     n = int(legit_scores.shape[0])
     rank = np.full(len(fpr_grid), -1, dtype=np.int64)  # the order statistic each target takes
+    every = np.zeros(len(fpr_grid), dtype=bool)  # targets that let every score lie above
     for i, f in enumerate(fpr_grid):
         if n and n * f >= 1.0:
-            rank[i] = n - 1 - int(np.floor(f * n))
-    out = xp.full(len(fpr_grid), np.inf, dtype=xp.float64)
+            allowed = int(np.floor(f * n))
+            every[i] = allowed >= n
+            rank[i] = -1 if every[i] else n - 1 - allowed
+    out = xp.asarray(np.where(every, -np.inf, np.inf))
     resolved = np.flatnonzero(rank >= 0)
     if resolved.shape[0]:
         kth = np.unique(rank[resolved])

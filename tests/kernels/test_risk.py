@@ -68,3 +68,17 @@ def test_cupy_scores_identical(gpu_backend):
         assert np.array_equal(h, gpu_backend.to_host(d))
         update_state(state_h, tx["payer"], tx["merchant"], tx["amount"], tick, xp=np)
         update_state(state_d, dev(tx["payer"]), dev(tx["merchant"]), dev(tx["amount"]), tick, xp=xp)
+
+
+def test_a_looser_false_positive_target_never_blocks_fewer_up_to_one():
+    # issue 32: at a target of 1 the threshold's rank wrapped round to the largest score, so the
+    # loosest setting blocked almost nothing; the count above must grow with the target to all
+    from weishang.kernels.risk import threshold_for_fpr
+    from weishang.kernels.risk_curve import grid_thresholds
+
+    scores = np.random.default_rng(3).normal(size=2000)
+    targets = (0.001, 0.1, 0.5, 0.9, 0.999, 1.0)
+    above = [int((scores > threshold_for_fpr(scores, t, xp=np)).sum()) for t in targets]
+    assert above == sorted(above) and above[-1] == scores.shape[0], above
+    grid = grid_thresholds(scores, targets, xp=np)
+    assert [int((scores > g).sum()) for g in grid] == above
