@@ -187,6 +187,13 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         points, members = ensemble_points(_table(doc, "ensemble"), path.parent)
         if len(points) * len(scenarios) * replicates > MAX_RUNS:
             raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
+    # a run's seed derives from sweep.base_seed and its replicate (common random numbers across
+    # scenarios and points): a seed given per point or for every run would be silently replaced
+    seeded = [place for place, keys in (("[set] or --set", common), ("the points", points[0] if points else {}))
+              if "run.seed" in keys]
+    if seeded:
+        raise ConfigError(f"run.seed in {seeded[0]}: a sweep derives each run's seed from sweep.base_seed and its "
+                          f"replicate; set sweep.base_seed, or sweep.replicates for more seeds")
     files = [(path.parent / scenario).resolve() for scenario in scenarios]
     sweep = build_sweep(head.get("name", path.stem), files, points, replicates, base_seed, common)
     return sweep if members is None else Sweep(sweep.name, sweep.runs, sweep.common, tuple(members))

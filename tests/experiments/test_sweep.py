@@ -78,7 +78,12 @@ def test_task_index_runs_one_run(tmp_path):
 def test_bad_sweep_files(tmp_path):
     for text, message in [("[sweep]\nreplicates = 2\n", "scenarios"),
                           ('[sweep]\nscenarios = ["x.toml"]\n[gird]\n', "unknown section"),
-                          (f'[sweep]\nscenarios = ["{EXPERIMENTS / "baseline.toml"}"]\n[set]\n"run.n_ticks" = -1\n', "run.n_ticks")]:
+                          (f'[sweep]\nscenarios = ["{EXPERIMENTS / "baseline.toml"}"]\n[set]\n"run.n_ticks" = -1\n', "run.n_ticks"),
+                          # a seed per point, or for every run, would be replaced by the derived seed
+                          (f'[sweep]\nscenarios = ["{EXPERIMENTS / "baseline.toml"}"]\n[grid]\n"run.seed" = [1, 2]\n',
+                           "base_seed"),
+                          (f'[sweep]\nscenarios = ["{EXPERIMENTS / "baseline.toml"}"]\n[set]\n"run.seed" = 4\n',
+                           "base_seed")]:
         path = tmp_path / "bad.toml"
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
