@@ -111,8 +111,10 @@ def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
     for name in spec.log:
         if name not in params or params[name][0] <= 0:
             raise ConfigError(f"ensemble.log: {name!r} must be a parameter with a positive range")
-    if not 1 <= spec.samples <= 100_000 or not 2 <= spec.centre_replicates <= 100 or spec.cutoff <= 0:
-        raise ConfigError("ensemble: samples 1-100000, centre_replicates 2-100 and a positive cutoff")
+    # a NaN or infinite cutoff would keep every set (NaN compares false, inf admits all)
+    if (not 1 <= spec.samples <= 100_000 or not 2 <= spec.centre_replicates <= 100
+            or not math.isfinite(spec.cutoff) or spec.cutoff <= 0):
+        raise ConfigError("ensemble: samples 1-100000, centre_replicates 2-100 and a positive, finite cutoff")
     return spec
 
 

@@ -28,6 +28,7 @@ def run_cli(args, capsys):
     ["run", "--backend", "gpu"],
     ["run", "does-not-exist.toml"],
     ["config", "show", "--set", "merchants.margin=2"],
+    ["calibrate", "--replicates", "-1"],
     ["config", "nope"],
     ["run", "--resume"],
     ["run", "--checkpoint-every", "-2"],

@@ -77,6 +77,10 @@ def test_ensemble_spec_errors_are_one_line(tmp_path):
     bad.write_text('[ensemble]\nhold_out = ["nope"]\n[ensemble.params]\n"cascade.p_buy_friend" = [0.1, 0.2]\n')
     with pytest.raises(Exception, match="'nope' is not a measured target"):
         load_ensemble_spec(bad)
+    for cutoff in ("nan", "inf", "0.0"):  # NaN and inf would keep every set
+        bad.write_text(f'[ensemble]\ncutoff = {cutoff}\n[ensemble.params]\n"cascade.p_buy_friend" = [0.1, 0.2]\n')
+        with pytest.raises(Exception, match="positive, finite cutoff"):
+            load_ensemble_spec(bad)
     proc = subprocess.run([sys.executable, "-m", "weishang.model.cli", "calibrate", "--ensemble", str(bad),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
