@@ -149,6 +149,15 @@ def test_on_the_stand_in_a_draw_is_one_launch_and_cupy_dtypes_are_enforced(monke
         fused.launch(rng._UNIFORM, np.arange(10), np.uint64(key), xp=xp)  # a host array
 
 
+def _exposures(gen, n_users: int = 5000, n_cascades: int = 40, x: int = 20_000):
+    """A tick's posts and exposures for a kernel test: (n_users, cascade_key (int64[C]),
+    interests (uint16[N]), category_bit (uint16[C]), cascade and user of each exposure (int64[X]))."""
+    cascade_key = gen.integers(0, 10**6, n_cascades)
+    interests = gen.integers(0, 2**16, n_users).astype(np.uint16)
+    category_bit = (1 << gen.integers(0, 16, n_cascades)).astype(np.uint16)
+    return n_users, cascade_key, interests, category_bit, gen.integers(0, n_cascades, x), gen.integers(0, n_users, x)
+
+
 @needs_compiler
 def test_exposure_outcome_compiled_equals_numpy(tmp_path):
     from weishang.kernels import cascade
@@ -156,13 +165,9 @@ def test_exposure_outcome_compiled_equals_numpy(tmp_path):
     kernel = cascade._EXPOSURE_OUTCOME
     library = _compile(kernel, tmp_path)
     gen = np.random.default_rng(5)
-    n_users, n_cascades, x = 5000, 40, 20_000
-    cascade_key = gen.integers(0, 10**6, n_cascades)
-    interests = gen.integers(0, 2**16, n_users).astype(np.uint16)
-    category_bit = (1 << gen.integers(0, 16, n_cascades)).astype(np.uint16)
+    n_users, cascade_key, interests, category_bit, c, u = _exposures(gen)
     rel_buy = gen.lognormal(0, 0.5, n_users).astype(np.float32)
-    rel_post, rel_share = gen.lognormal(0, 1, n_cascades), gen.lognormal(0, 1, n_cascades)
-    c, u = gen.integers(0, n_cascades, x), gen.integers(0, n_users, x)
+    rel_post, rel_share = gen.lognormal(0, 1, cascade_key.shape[0]), gen.lognormal(0, 1, cascade_key.shape[0])
     for p_buy, p_share in ((0.02, 0.1), (0.6, 0.9), (0.0, 0.0), (1.0, 1.0)):
         args = (c, u, cascade_key, interests, category_bit, rel_buy, rel_post, rel_share, p_buy, p_share, 0.25,
                 n_users, np.uint64(KEYS[0]), np.uint64(KEYS[1]), 3, 1)
@@ -180,12 +185,8 @@ def test_keep_targeted_compiled_equals_numpy(tmp_path):
     kernel = tools._KEEP_TARGETED
     library = _compile(kernel, tmp_path)
     gen = np.random.default_rng(6)
-    n_users, n_cascades, x = 5000, 40, 20_000
-    targeted = gen.random(n_cascades) < 0.5
-    category_bit = (1 << gen.integers(0, 16, n_cascades)).astype(np.uint16)
-    interests = gen.integers(0, 2**16, n_users).astype(np.uint16)
-    cascade_key = gen.integers(0, 10**6, n_cascades)
-    c, u = gen.integers(0, n_cascades, x), gen.integers(0, n_users, x)
+    n_users, cascade_key, interests, category_bit, c, u = _exposures(gen)
+    targeted = gen.random(cascade_key.shape[0]) < 0.5
     for keep in (0.0, 0.3, 1.0):
         args = (c, u, targeted, category_bit, interests, cascade_key, keep, n_users, np.uint64(KEYS[2]))
         expected = kernel.reference(*args)
