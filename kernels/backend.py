@@ -181,7 +181,10 @@ def repeat_ids(counts: Any, *, xp: ModuleType) -> Any:
     NumPy spells this ``np.repeat(arange, counts)``; CuPy's ``repeat`` takes no array of
     counts, so there we search the cumulative counts instead (one host sync for the length).
     """
-    return repeat_ids_and_firsts(counts, xp=xp)[0]
+    counts = counts.astype(xp.int64, copy=False)
+    if xp is np:
+        return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
+    return _owners(xp.cumsum(counts), xp)
 
 
 def repeat_ids_and_firsts(counts: Any, *, xp: ModuleType) -> tuple[Any, Any]:
@@ -189,11 +192,15 @@ def repeat_ids_and_firsts(counts: Any, *, xp: ModuleType) -> tuple[Any, Any]:
     counts' exclusive running sum)), from one scan of the counts."""
     counts = counts.astype(xp.int64, copy=False)
     ends = xp.cumsum(counts)
-    if xp is np:
-        return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts), ends - counts
-    total = int(ends[-1]) if counts.shape[0] else 0
-    owner = xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64, copy=False)
+    owner = np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts) if xp is np else _owners(ends, xp)
     return owner, ends - counts
+
+
+def _owners(ends: Any, xp: ModuleType) -> Any:
+    """CuPy's spelling of :func:`repeat_ids` from the counts' running sums (int64[S]): a search
+    of each output position among them, after one host sync for the length."""
+    total = int(ends[-1]) if ends.shape[0] else 0
+    return xp.searchsorted(ends, xp.arange(total, dtype=xp.int64), side="right").astype(xp.int64, copy=False)
 
 
 def sort_in_runs(values: Any, run: Any, *, xp: ModuleType) -> Any:
@@ -291,37 +298,14 @@ def repeat_values(values: Any, counts: Any, *, xp: ModuleType) -> Any:
     return values[repeat_ids(counts, xp=xp)]
 
 
-class Repeater:
-    """Repeats arrays by one fixed ``counts`` (int[S]): ``rep(values)`` is ``values[i]`` repeated
-    ``counts[i]`` times (T[sum(counts)]).
-
-    Several arrays repeated by the same counts share one piece of work: on CuPy the owner of
-    each output element (:func:`repeat_ids`: a scan, a size read back, a search) is found once
-    and each array is one gather; on NumPy each is an ``np.repeat``, faster there than a gather.
-    """
-
-    def __init__(self, counts: Any, *, xp: ModuleType) -> None:
-        self.counts, self.xp = counts.astype(xp.int64, copy=False), xp
-        self.owner = None if xp is np else repeat_ids(self.counts, xp=xp)
-
-    def __call__(self, values: Any) -> Any:
-        return np.repeat(values, self.counts) if self.owner is None else values[self.owner]
-
-    def owner_ids(self) -> Any:
-        """(int64[sum(counts)]) the index i each output element repeats."""
-        return repeat_ids(self.counts, xp=self.xp) if self.owner is None else self.owner
-
-
-def concat_ranges(start: Any, length: Any, *, xp: ModuleType, repeat: Repeater | None = None) -> Any:
+def concat_ranges(start: Any, length: Any, *, xp: ModuleType) -> Any:
     """(int64[sum(length)]) ``start[i], start[i]+1, ..., start[i]+length[i]-1`` for each i in turn.
 
     The positions of CSR rows laid end to end: one repeat and one add per element, instead of
-    two gathers through the owner of each element. ``repeat``: a :class:`Repeater` of ``length``
-    the caller reuses for other arrays.
+    two gathers through the owner of each element.
     """
     length = length.astype(xp.int64, copy=False)
-    repeat = repeat or Repeater(length, xp=xp)
-    shifts = repeat(start.astype(xp.int64) - (xp.cumsum(length) - length))
+    shifts = repeat_values(start.astype(xp.int64) - (xp.cumsum(length) - length), length, xp=xp)
     return shifts + xp.arange(shifts.shape[0], dtype=xp.int64)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..kernels import rng
-from ..kernels.backend import Repeater, bin_sums, concat_ranges, merge_sorted
+from ..kernels.backend import bin_sums, merge_sorted, repeat_ids_and_firsts
 from ..kernels.cascade import row_spans
 from .state import Stateful
 
@@ -45,9 +45,9 @@ def is_group_member(merchant: Any, buyer: Any, member_indptr: Any, member_groups
         member_indptr: (int64[N+1]) user -> groups CSR; member_groups (int32[...]); group_owner (int32[G]).
     """
     start, length = row_spans(member_indptr, buyer, xp=xp)
-    repeat = Repeater(length, xp=xp)  # the slots' owners found once, for the slots and the pairs
-    slots = concat_ranges(start, length, xp=xp, repeat=repeat)
-    pair = repeat.owner_ids()  # the pair each slot belongs to
+    pair, first = repeat_ids_and_firsts(length, xp=xp)  # the pair each slot belongs to
+    # slot j of a pair's run is the j-th of its buyer's group list (concat_ranges, sharing the pairs)
+    slots = (start - first)[pair] + xp.arange(pair.shape[0], dtype=xp.int64)
     owned = group_owner[member_groups[slots]].astype(xp.int64) == merchant[pair]
     return bin_sums(pair, buyer.shape[0], owned, xp=xp) > 0
 
