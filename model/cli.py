@@ -87,6 +87,7 @@ def run(
 ) -> None:
     """Run a scenario and write its run directory of Parquet tables."""
     from .run import prepare_run, run_scenario  # noqa: PLC0415  (keeps `weishang --help` fast)
+    from .small_world import size_notes  # noqa: PLC0415
 
     overrides = [*(set_ or ()), *([f"output.checkpoint_every={checkpoint_every}"] if checkpoint_every is not None else [])]
     config = load_config(scenario, overrides, seed=seed, backend=backend)
@@ -113,6 +114,8 @@ def run(
 
         result = run_scenario(config, on_build_step=on_build_step, on_tick=on_tick, prepared=prepared)
     out_console.print(summary_table(result.summary, result.manifest))
+    for note in size_notes(result.manifest["config"], result.manifest.get("population", {}).get("users")):
+        err_console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     out_console.print(f"results: [bold]{result.run_dir}[/]")
 
 
@@ -377,26 +380,37 @@ def report(directory: Annotated[Path, typer.Argument(help="a run directory or a 
 
 
 def print_validation(table: Any, title: str) -> None:
-    """The validation table as a rich table, misses in red, with the share within tolerance."""
-    from .validation import format_ci, share_within  # noqa: PLC0415
+    """The validation table as a rich table, misses in red, with the share of fitted outputs
+    within tolerance (a sweep: for the mean and for each seed on its own)."""
+    from .validation import format_ci, per_replicate_within, share_within  # noqa: PLC0415
     from .validation import format_value as fmt  # noqa: PLC0415
 
+    sweep = "seeds_within" in table.columns
     grid = Table(title=title)
-    for column in ("target", "section", "kind", "expected", "low", "high", "simulated", "ci", "within"):
+    for column in ("target", "section", "kind", "expected", "low", "high", "simulated", "ci", "within",
+                   *(("seeds",) if sweep else ())):
         grid.add_column(column, justify="right" if column not in ("target", "kind") else "left")
     for row in table.iter_rows(named=True):
         within = row["within"]
         mark = "-" if within is None else ("yes" if within else "[red]no[/]")
-        scenario = f" ({row['scenario']}/{row['point']})" if "scenario" in row else ""
+        scenario = f" ({row['scenario']}/{row['point']})" if sweep else ""
+        seeds = () if not sweep else ("-" if row["seeds_within"] is None else
+                                      f"{row['seeds_within']}/{row['replicates']}",)
         grid.add_row(row["target"] + scenario, row["section"], row["kind"], fmt(row["expected"]), fmt(row["low"]),
-                     fmt(row["high"]), fmt(row["simulated"]), format_ci(row), mark)
+                     fmt(row["high"]), fmt(row["simulated"]), format_ci(row), mark, *seeds)
     out_console.print(grid)
-    for scenario_table in (table.partition_by(["scenario", "point"]) if "scenario" in table.columns else [table]):
+    for scenario_table in (table.partition_by(["scenario", "point"]) if sweep else [table]):
         hit, measured = share_within(scenario_table)
         total = scenario_table.filter(scenario_table["kind"] == "target").height
-        where = f"{scenario_table['scenario'][0]}/{scenario_table['point'][0]}: " if "scenario" in table.columns else ""
-        out_console.print(f"{where}{hit} of {measured} measured targets within tolerance "
-                          f"({hit / max(measured, 1):.0%}); {measured} of {total} targets measured")
+        where = f"{scenario_table['scenario'][0]}/{scenario_table['point'][0]}: " if sweep else ""
+        mean = "the mean: " if sweep else ""
+        out_console.print(f"{where}{mean}{hit} of {measured} fitted outputs within tolerance "
+                          f"({hit / max(measured, 1):.0%}); {measured} of {total} measured "
+                          f"(inputs, alternatives and plausibility bounds are not counted)")
+        if sweep:
+            each = per_replicate_within(scenario_table)
+            out_console.print(f"{where}each seed on its own: " + ", ".join(f"{h} of {m}" for h, m in each)
+                              + " (completed replicates, in order)")
         plausible = scenario_table.filter((scenario_table["kind"] == "plausibility") & scenario_table["within"].is_not_null())
         if plausible.height:
             out_console.print(f"{where}{int(plausible['within'].sum())} of {plausible.height} untargeted outputs "

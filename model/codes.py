@@ -73,9 +73,12 @@ class Channel(Code):
     VIDEO_ACCOUNT = 6
 
 
-#: channels whose level-1 viewers get the post as a friend's personal recommendation (the
-#: official account's followers are friends too, but get a brand broadcast)
-FRIEND_RECOMMENDATION = (Channel.MOMENTS, Channel.GROUPS, Channel.LIVE_STREAM, Channel.EXTERNAL_LINK)
+#: the one set of "friend" channels of level 1 (SPEC sections 1-2: friends buy directly at 12.7%,
+#: level 1 reaches 150-200 friends): the posts a merchant shows its own friends as a personal
+#: recommendation. Not the official account (its followers are friends too, but get a brand
+#: broadcast), not groups (their members are not the merchant's friends). Both level-1 friend
+#: figures, ``conversion_friend_rec`` and ``reach_l1``, are measured on these channels.
+FRIEND_RECOMMENDATION = (Channel.MOMENTS, Channel.LIVE_STREAM, Channel.EXTERNAL_LINK)
 
 
 class PaymentScenario(Code):

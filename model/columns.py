@@ -204,7 +204,7 @@ CHANNEL = {label: label.replace("_", " ") for label in Channel.labels()}
 SCENARIO = {PaymentScenario.label(s): PaymentScenario.label(s).replace("_", " ") for s in OFFICIAL_SCENARIOS}
 STYLE = {label: label for label in Style.labels()}
 TYPOLOGY = {t: t.replace("_", " ") for t in TYPOLOGIES}
-RECOMMENDATION = {"friend_rec": "the channels where a friend recommends personally (Moments, groups, live, external "
+RECOMMENDATION = {"friend_rec": "the channels where a friend recommends personally (Moments, live, external "
                                 "links)",
                   "system_rec": "search (system recommendation)"}
 

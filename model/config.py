@@ -259,11 +259,11 @@ class ChannelsConfig(_Section):
         0.0, ge=0, le=1,
         description="video accounts: share of a video's buyers who follow a link out of WeChat (to Taobao, Pinduoduo) "
                     "and pay there; 0 while the platform keeps external links out of videos (the default)")
-    trust_video: float = Field(0.25, ge=0, le=1,
+    trust_video: float = Field(0.20492, ge=0, le=1,
                                description="video accounts: conversion of a pool viewer (a stranger who watched the "
                                            "video through) relative to a friend's")
     p_view_live: float = Field(0.1, ge=0, le=1, description="a friend joins the merchant's live stream")
-    live_conversion_boost: float = Field(1.883, ge=0, le=10,
+    live_conversion_boost: float = Field(1.59576, ge=0, le=10,
                                          description="conversion multiplier of live demonstration and interaction "
                                                      "(SPEC section 7 reports 19.7% for mini-program live)")
     p_follow_account: float = Field(0.7827, ge=0, le=1, description="a friend follows the merchant's official account")
@@ -306,8 +306,8 @@ class CascadeConfig(_Section):
     cutting, live fission). Conversion falls with distance because trust does.
     """
 
-    p_view_friend: float = Field(0.3045, ge=0, le=1, description="a friend sees a merchant's Moments post")
-    p_buy_friend: float = Field(0.25492, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
+    p_view_friend: float = Field(0.34713, ge=0, le=1, description="a friend sees a merchant's Moments post")
+    p_buy_friend: float = Field(0.311, ge=0, le=1, description="base conversion of a level-1 viewer (a friend)")
     p_share_friend: float = Field(0.02063, ge=0, le=1, description="a level-1 viewer shares the post")
     p_view_share: float = Field(0.25899, ge=0, le=1, description="a sharer's friend sees the share")
     p_buy_share: float = Field(0.15868, ge=0, le=1, description="base conversion of a level-2 viewer")
@@ -323,10 +323,10 @@ class CascadeConfig(_Section):
                                           description="share multiplier of an induced-sharing post (rewards for sharing)")
     virality_sigma: float = Field(2.502, ge=0, le=5,
                                   description="log-normal spread of posts' share appeal (a few posts go viral)")
-    trust_account: float = Field(0.8218, ge=0, le=1,
+    trust_account: float = Field(0.76093, ge=0, le=1,
                                  description="trust in a brand broadcast from an official account relative to a "
                                              "merchant's personal post")
-    trust_stranger: float = Field(0.223164, ge=0, le=1,
+    trust_stranger: float = Field(0.182921, ge=0, le=1,
                                   description="trust in a system recommendation relative to a friend's (search viewers)")
     rel_off_interest: float = Field(0.25, ge=0, le=1,
                                     description="conversion multiplier when the category is not among the viewer's interests")

@@ -34,6 +34,7 @@ from plotly.subplots import make_subplots
 
 from .effects import OUTCOMES, ensemble_effects, paired_effects, run_outcomes, summarize_outcomes
 from .live import CHANNELS, LEVERS, LiveSession, default_levers
+from .small_world import size_notes
 
 LEVEL_COLOURS = ("#222222", "#1f77b4", "#ff7f0e", "#2ca02c")
 CHANNEL_COLOURS = ("#4c72b0", "#55a868", "#c44e52", "#8172b3", "#ccb974", "#64b5cd", "#dd8452")
@@ -220,10 +221,20 @@ def build_app(directory: Path | None = None, n_users: int = 20_000, seed: int = 
     return app
 
 
+def live_size_notes(session: LiveSession) -> list[str]:
+    """The live world's size notes (:func:`weishang.model.small_world.size_notes`), over a
+    quarter of days (the session itself runs for years)."""
+    config = session.model.config.resolved()
+    return size_notes({**config, "run": {**config["run"], "n_ticks": 90}})
+
+
 def _layout(session: LiveSession, start: dict[str, Any], directory: Path | None) -> html.Div:
     frame = session.frame()
     return html.Div(style=STYLE, children=[
         html.H3("weishang: WeChat micro-commerce, live and in results", style={"margin": "6px 0"}),
+        # the live world is small: say which of its figures are not the calibrated world's
+        html.Div(id="size-notes", style={"font-size": "12px", "color": "#8a5a00"},
+                 children=[html.Div(f"Live world: {note}.") for note in live_size_notes(session)]),
         dcc.Tabs(id="tabs", value="live", children=[
             dcc.Tab(label="Live", value="live", children=[html.Div(style={"display": "flex"}, children=[
                 html.Div(style={"width": "260px", "padding": "8px"}, children=[

@@ -315,6 +315,18 @@ def _along_grid(summary: pl.DataFrame, tables: SweepTables, out: Path) -> str | 
 
 # ------------------------------------------------------------------ the report
 
+def _size_section(directory: Path) -> list[str]:
+    """The report's lines on figures its runs are too small or short to carry (none when the
+    runs are calibrated-size): :func:`weishang.model.small_world.manifest_notes`."""
+    from .small_world import manifest_notes  # noqa: PLC0415
+    from .validation import manifests_of  # noqa: PLC0415
+
+    notes = manifest_notes(manifests_of(directory))
+    if not notes:
+        return []
+    return ["## What this size cannot show", "", *[f"* {note}." for note in notes], ""]
+
+
 def write_report(directory: str | Path) -> Path:
     """Write ``DIR/report/report.md``, its plots and ``outcomes.parquet`` (and ``effects.parquet``
     for a sweep of several scenarios); returns the Markdown file."""
@@ -331,6 +343,7 @@ def write_report(directory: str | Path) -> Path:
              f"{outcomes.height} runs: {len(tables.scenarios)} scenario(s) x {tables.points.height} grid point(s), "
              f"{outcomes.group_by(['scenario', 'point']).len()['len'].max()} replicate(s) each. Intervals are 95% "
              f"t intervals over replicates (none with one replicate); nothing is pooled across grid points.", ""]
+    lines += _size_section(directory)
     lines += ["## Outcomes per scenario and grid point", "",
               "| scenario | grid point | outcome | mean | 95% interval | replicates |", "|---|---|---|---|---|---|"]
     for r in summary.iter_rows(named=True):
@@ -385,6 +398,7 @@ def _ensemble_report(directory: Path, tables: SweepTables, outcomes: pl.DataFram
              "mean over members. **Seed**: its 95% interval from run-to-run noise alone (more replicates shrink "
              "it). **Parameters**: the range, 95% of members, over which the figure moves across the parameter "
              "sets the targets cannot tell apart, seed noise removed (no number of replicates shrinks it).", "",
+             *_size_section(directory),
              "## Outcomes per scenario", "",
              "| scenario | outcome | mean | seed 95% interval | parameter range | members x replicates |",
              "|---|---|---|---|---|---|"]

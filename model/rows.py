@@ -10,7 +10,7 @@ fission tools, is awareness (the SPEC's level-3 funnel starts at "awareness", no
 is the channel's ``awareness_C``, counted in reach, not visits. ``orders_C`` and ``gmv_C``
 count every level, so a channel's GMV and order value include what its fission sells.
 ``conversion_friend_rec`` is level 1 of the channels where a friend recommends personally
-(Moments, groups, live, external links), ``conversion_system_rec`` level 1 of search.
+(Moments, live, external links), ``conversion_system_rec`` level 1 of search.
 """
 
 from __future__ import annotations

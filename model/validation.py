@@ -5,7 +5,10 @@ from a run's outputs as a :class:`Measure` over entries of the column registry
 (:mod:`weishang.model.columns`), checked when the targets load. :func:`validate_run` measures one run directory; :func:`validate` measures a
 run or a sweep (with a 95% t interval over replicates per scenario and point) and writes
 ``validation.parquet`` with the columns ``target, section, kind, figure, expected, low, high, simulated,
-ci_low, ci_high, within`` (plus ``scenario, point, replicates`` for a sweep).
+ci_low, ci_high, within`` (plus ``seeds_within, within_by_replicate, scenario, point, replicates``
+for a sweep: the per-seed truth beside the mean). Kinds: ``target`` (the fitted outputs, the only
+ones counted), ``input``, ``not_modelled``, ``plausibility`` and ``alternative`` (another reading
+of an ambiguous figure, reported beside the fitted one).
 
 ``within`` is null for figures the model does not produce (``not_modelled``) and for runs that
 lack a measure's table; a target is within when its simulated value lies in ``[low, high]``.
@@ -32,12 +35,13 @@ from .config import PRACTITIONERS, WECHAT_MAU, ScenarioConfig, load_config
 from .fx import CURRENCIES
 from .merchant import ONBOARDING_TICKS
 from .settlement import SETTLEMENT_LAG
+from .small_world import size_notes
 from .recorder import RunDirectoryError, read_manifest, table_path
 
 #: the code's constants a target can read as an input
 CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURRENCIES": len(CURRENCIES),
              "CROSS_BORDER_LAG": int(SETTLEMENT_LAG[2]), "ONBOARDING_TICKS": ONBOARDING_TICKS}
-KINDS = ("target", "input", "not_modelled", "plausibility")
+KINDS = ("target", "input", "not_modelled", "plausibility", "alternative")
 COLUMNS = ("target", "section", "kind", "figure", "expected", "low", "high", "simulated", "ci_low", "ci_high", "within")
 
 
@@ -122,6 +126,7 @@ class Target:
     measure: Measure | None = None
     scale: str = "none"
     why: str = ""
+    of: str = ""
 
     def within(self, value: float) -> bool | None:
         if self.kind == "not_modelled" or value is None or not math.isfinite(value):
@@ -165,6 +170,11 @@ def load_targets(path: str | Path | None = None) -> list[Target]:
         if t.kind not in KINDS:
             raise ValueError(f"{where}: kind {t.kind!r} is not one of {', '.join(KINDS)}")
         targets.append(t)
+    fitted = {t.id for t in targets if t.kind == "target"}
+    for t in targets:
+        if (t.kind == "alternative") != bool(t.of) or (t.of and t.of not in fitted):
+            raise ValueError(f"target {t.id}: an alternative reading names the fitted target it reads (of = ID), "
+                             f"and only an alternative does")
     return targets
 
 
@@ -282,7 +292,10 @@ def _schema() -> dict[str, Any]:
 
 def _sweep_runs(sweep_dir: Path) -> list[tuple[str, str, Path]]:
     runs = []
-    for path in sorted((sweep_dir / "runs").glob("scenario=*/point=*/replicate=*")):
+    # in replicate order (replicate=10 after replicate=9), as within_by_replicate reports them
+    paths = sorted((sweep_dir / "runs").glob("scenario=*/point=*/replicate=*"),
+                   key=lambda p: (p.parent.parent.name, p.parent.name, int(p.name.split("=", 1)[1])))
+    for path in paths:
         if (path / "manifest.json").is_file():
             scenario = path.parent.parent.name.split("=", 1)[1]
             point = path.parent.name.split("=", 1)[1]
@@ -291,7 +304,9 @@ def _sweep_runs(sweep_dir: Path) -> list[tuple[str, str, Path]]:
 
 
 def validate_sweep(sweep_dir: str | Path, targets: list[Target] | None = None) -> pl.DataFrame:
-    """Per scenario and point: the replicates' mean and its 95% t interval for each target."""
+    """Per scenario and point: the replicates' mean and its 95% t interval for each target, and
+    how many replicates lie within the band on their own (``seeds_within``; which ones in
+    ``within_by_replicate``, in replicate order, null where a replicate lacks the figure)."""
     targets = targets if targets is not None else load_targets()
     groups: dict[tuple[str, str], list[RunMeasures]] = {}
     for scenario, point, path in _sweep_runs(Path(sweep_dir)):
@@ -303,9 +318,11 @@ def validate_sweep(sweep_dir: str | Path, targets: list[Target] | None = None) -
         raise RunDirectoryError(f"{str(sweep_dir)!r} holds no completed runs")
     frames = []
     for (scenario, point), runs in sorted(groups.items()):
-        rows = []
+        rows, by_replicate = [], []
         for t in targets:
-            values = [v for v in (r.measure(t) for r in runs) if v is not None and math.isfinite(v)]
+            measured = [r.measure(t) for r in runs]
+            by_replicate.append([t.within(v) if v is not None else None for v in measured])
+            values = [v for v in measured if v is not None and math.isfinite(v)]
             if not values:
                 rows.append(_row(t, None, None, None))
                 continue
@@ -315,8 +332,11 @@ def validate_sweep(sweep_dir: str | Path, targets: list[Target] | None = None) -
             low = mean if low is None else max(low, lower) if lower is not None else low
             high = mean if high is None else min(high, upper) if upper is not None else high
             rows.append(_row(t, mean, low, high))
+        seeds_within = [sum(1 for w in each if w) if any(w is not None for w in each) else None for each in by_replicate]
         frame = pl.DataFrame(rows, schema=_schema(), orient="row")
-        frames.append(frame.with_columns(pl.lit(scenario).alias("scenario"), pl.lit(point).alias("point"),
+        frames.append(frame.with_columns(pl.Series("seeds_within", seeds_within, dtype=pl.Int64),
+                                         pl.Series("within_by_replicate", by_replicate, dtype=pl.List(pl.Boolean)),
+                                         pl.lit(scenario).alias("scenario"), pl.lit(point).alias("point"),
                                          pl.lit(len(runs)).alias("replicates")))
     return pl.concat(frames)
 
@@ -352,6 +372,8 @@ VALIDATION_COLUMNS = {
     "scenario": ("-", "a sweep's scenario"),
     "point": ("-", "a sweep's grid point"),
     "replicates": ("runs", "the replicates the mean is over"),
+    "seeds_within": ("runs", "a sweep's replicates whose own value lies in [low, high]; null when none measured it"),
+    "within_by_replicate": ("-", "each replicate's own within, in replicate order (null: not measured)"),
 }
 
 
@@ -413,6 +435,7 @@ def validation_warnings(manifests: list[dict[str, Any]], targets: list[Target] |
             warnings.append(f"{name}: the default is calibrated on whole regions of {region:,} users x "
                             f"{default.run.n_ticks} ticks; this run has {users:,} users x {ticks} ticks, and figures "
                             f"that depend on the size of the last region or on the run's length may leave their bands")
+        warnings += [f"{name}: {note}" for note in size_notes(config, users)]
         changed = _changed_settings(config, default)
         if changed:
             warnings.append(f"{name}: {len(changed)} setting{'s differ' if len(changed) > 1 else ' differs'} from the "
@@ -453,6 +476,17 @@ def share_within(table: pl.DataFrame) -> tuple[int, int]:
     return int(measured["within"].sum()), measured.height
 
 
+def per_replicate_within(table: pl.DataFrame, kind: str = "target") -> list[tuple[int, int]]:
+    """(within, measured) of each replicate of one sweep point's table, over the figures of
+    ``kind`` (the fitted targets by default): the per-seed truth beside the mean."""
+    rows = table.filter(pl.col("kind") == kind)["within_by_replicate"].to_list()
+    counts = []
+    for replicate in range(max((len(r) for r in rows if r is not None), default=0)):
+        marks = [r[replicate] for r in rows if r is not None and r[replicate] is not None]
+        counts.append((sum(marks), len(marks)))
+    return counts
+
+
 def format_value(value: float | None) -> str:
     """A figure for a table: 4 significant digits, 3 in exponent form when very large or small,
     "-" when there is none."""
@@ -472,12 +506,17 @@ def format_ci(row: dict[str, Any]) -> str:
 
 def to_markdown(table: pl.DataFrame) -> str:
     """A validation table as Markdown (for READMEs and reports); one run or one sweep point."""
-    lines = ["| target | section | expected | band | simulated | 95% CI | within |", "|---|---|---|---|---|---|---|"]
+    sweep = "seeds_within" in table.columns
+    lines = ["| target | section | expected | band | simulated | 95% CI | within |" + (" seeds within |" if sweep else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if sweep else "")]
     for row in table.iter_rows(named=True):
-        if row["kind"] != "target":
+        if row["kind"] not in ("target", "alternative"):
             continue
         band = f"{format_value(row['low'])} .. {format_value(row['high'])}"
         within = "-" if row["within"] is None else ("yes" if row["within"] else "**no**")
-        lines.append(f"| {row['target']} | {row['section']} | {format_value(row['expected'])} | {band} | "
-                     f"{format_value(row['simulated'])} | {format_ci(row)} | {within} |")
+        name = row["target"] if row["kind"] == "target" else f"({row['target']}, not counted)"
+        seeds = f" {row['seeds_within']} of {row['replicates']} |" if sweep and row["seeds_within"] is not None else \
+            (" - |" if sweep else "")
+        lines.append(f"| {name} | {row['section']} | {format_value(row['expected'])} | {band} | "
+                     f"{format_value(row['simulated'])} | {format_ci(row)} | {within} |{seeds}")
     return "\n".join(lines)

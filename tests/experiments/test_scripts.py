@@ -94,3 +94,21 @@ def test_held_out_levers_reads_an_ensemble_sweep(tmp_path):
     assert set(table["lever"]) == {"no_inducement_ban", "group_downweight_strict", "external_links_open"}
     assert (table["seed_low"] <= table["effect"]).all() and (table["effect"] <= table["seed_high"]).all()
     assert table["members_agreeing"].str.ends_with("of 2").all()
+
+
+def test_mutants_are_listed_and_each_names_code_that_exists():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mutants_listed", ROOT / "experiments" / "mutants.py")
+    mutants = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mutants  # its dataclass looks its module up
+    spec.loader.exec_module(mutants)
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "mutants.py"), "--list"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == len(mutants.MUTANTS) >= 30
+    for m in mutants.MUTANTS:  # a mutant whose text moved away would test nothing
+        assert (ROOT / m.path).read_text(encoding="utf-8").count(m.old) == 1, m.name
+        assert m.old != m.new
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments" / "mutants.py"), "--only", "no_such"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown mutant" in bad.stderr

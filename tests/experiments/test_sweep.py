@@ -130,6 +130,7 @@ def test_report_for_a_sweep_and_for_a_run(tmp_path):
     run_sweep(sweep, out)
     report = write_report(out)
     text = report.read_text()
+    assert "## What this size cannot show" in text and "fraud figures" in text  # a small world says so
     for png in ("gmv_by_channel.png", "cascade_sizes.png", "fraud.png", "survival.png", "effects.png"):
         assert (report.parent / png).stat().st_size > 1000 and png in text
     effects = pl.read_parquet(report.parent / "effects.parquet")

@@ -56,9 +56,11 @@ def test_existing_out_dir_refused(capsys, tmp_path):
 
 def test_run_writes_complete_run_dir(capsys, tmp_path):
     out = tmp_path / "myrun"
-    code, stdout, _err = run_cli(["run", *SMALL, "--backend", "numpy", "--out", str(out)], capsys)
+    code, stdout, err = run_cli(["run", *SMALL, "--backend", "numpy", "--out", str(out)], capsys)
     assert code == 0
     assert str(out) in stdout and "run summary" in stdout
+    # a small world says which of its figures are not the calibrated world's (issue 30)
+    assert "note:" in err and "fraud figures" in err and "a few large events" in " ".join(err.split())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert {p.name for p in out.iterdir()} == {"manifest.json", "ticks.parquet", "merchants.parquet", "cascades.parquet",

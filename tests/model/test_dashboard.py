@@ -96,6 +96,8 @@ def test_the_page_steps_pulls_a_lever_and_shows_results(dashboard, tmp_path):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url, timeout=60_000)
         page.get_by_text("day 0").wait_for(timeout=60_000)
+        # the live world is small and says which of its figures are not the calibrated world's
+        assert "Live world:" in page.locator("#size-notes").inner_text()
         page.locator("#step").click()
         page.get_by_text("day 1", exact=True).wait_for(timeout=60_000)
         page.wait_for_function("() => document.querySelector('#live-graph .js-plotly-plot').data[0].x.length == 1")
