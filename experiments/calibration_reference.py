@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from tests.calibration_reference import (REFERENCE, SEEDS, WORLD, compare, load_reference, measure,  # noqa: E402
                                          reference_of, tolerance)
 
@@ -38,8 +39,9 @@ def main(argv: list[str]) -> int:
     for name, ref, mean, tol in left:
         print(f"LEFT: {name}: {ref:.5g} -> {mean:.5g} (tolerance {tol:.3g})")
     if args.write:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        REFERENCE.write_text(json.dumps({"world": WORLD, "seeds": list(SEEDS), "written_on_commit": commit + (" (with changes)" if subprocess.run(["git", "diff", "--quiet", "HEAD"]).returncode else ""),
+        git = {"cwd": ROOT, "capture_output": True, "text": True}
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], **git).stdout.strip()
+        REFERENCE.write_text(json.dumps({"world": WORLD, "seeds": list(SEEDS), "written_on_commit": commit + (" (with changes)" if subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode else ""),
                                          "figures": now}, indent=1) + "\n", encoding="utf-8")
         print(f"written: {REFERENCE}")
         return 0

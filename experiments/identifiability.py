@@ -53,9 +53,12 @@ def validate_copy(mutant_name: str | None, workdir: Path) -> dict:
     sweep = subprocess.run([sys.executable, "-m", "weishang", "sweep", "experiments/sweeps/validation.toml", "--out",
                             str(out), "--workers", "2"], cwd=repo, env=env, capture_output=True, text=True)
     if sweep.returncode != 0:
-        return {"mutant": mutant_name or "control", "error": sweep.stderr.strip().splitlines()[-1][:200]}
+        last = (sweep.stderr.strip().splitlines() or [f"exit {sweep.returncode}"])[-1]
+        return {"mutant": mutant_name or "control", "error": last[:200]}
     result = subprocess.run([sys.executable, "-c", VALIDATE, str(out)], cwd=repo, env=env, capture_output=True,
-                            text=True, check=True)
+                            text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"validating {mutant_name or 'the control'} failed: {result.stderr.strip()[-500:]}")
     return {"mutant": mutant_name or "control", **json.loads(result.stdout.strip().splitlines()[-1])}
 
 

@@ -172,9 +172,11 @@ def load_targets(path: str | Path | None = None) -> list[Target]:
         targets.append(t)
     fitted = {t.id for t in targets if t.kind == "target"}
     for t in targets:
-        if (t.kind == "alternative") != bool(t.of) or (t.of and t.of not in fitted):
-            raise ValueError(f"target {t.id}: an alternative reading names the fitted target it reads (of = ID), "
-                             f"and only an alternative does")
+        if t.kind == "alternative" and t.of not in fitted:
+            raise ValueError(f"target {t.id}: an alternative names the fitted target it reads (of = ID); "
+                             f"{t.of!r} is not one")
+        if t.kind != "alternative" and t.of:
+            raise ValueError(f"target {t.id}: only an alternative names another target (of = ...)")
     return targets
 
 
@@ -373,7 +375,8 @@ VALIDATION_COLUMNS = {
     "point": ("-", "a sweep's grid point"),
     "replicates": ("runs", "the replicates the mean is over"),
     "seeds_within": ("runs", "a sweep's replicates whose own value lies in [low, high]; null when none measured it"),
-    "within_by_replicate": ("-", "each replicate's own within, in replicate order (null: not measured)"),
+    "within_by_replicate": ("-", "each completed replicate's own within, in replicate order (a failed replicate "
+                                 "is left out: runs.parquet says which; null: not measured)"),
 }
 
 
@@ -479,6 +482,8 @@ def share_within(table: pl.DataFrame) -> tuple[int, int]:
 def per_replicate_within(table: pl.DataFrame, kind: str = "target") -> list[tuple[int, int]]:
     """(within, measured) of each replicate of one sweep point's table, over the figures of
     ``kind`` (the fitted targets by default): the per-seed truth beside the mean."""
+    if table.select("scenario", "point").n_unique() != 1:
+        raise ValueError("per_replicate_within takes one scenario and grid point: partition the table first")
     rows = table.filter(pl.col("kind") == kind)["within_by_replicate"].to_list()
     counts = []
     for replicate in range(max((len(r) for r in rows if r is not None), default=0)):

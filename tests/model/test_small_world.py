@@ -18,7 +18,7 @@ def test_the_calibrated_size_needs_no_note():
 
 def test_a_small_short_world_names_its_sparse_cities_and_its_few_fraud_events():
     density, fraud = notes("population.n_users=20000", "run.n_ticks=30")
-    assert "20,000 users in 100 cities is 200 users a city" in density and "population.n_cities=10" in density
+    assert "20,000 users a region in 100 cities is 200 users a city" in density and "population.n_cities=10" in density
     # 5 laundering rings per million users a day: 0.1 a day, 3 over the run
     assert "about 3 laundering rings over 30 days" in fraud and "a few large events" in fraud
     assert "200,000 users at 30 days" in fraud  # where 30 events are expected

@@ -152,8 +152,9 @@ def test_fitted_outputs_exclude_inputs_and_both_friend_figures_read_one_channel_
     # every alternative reading names a fitted target and is never counted
     alternatives = [t for t in targets.values() if t.kind == "alternative"]
     assert {t.of for t in alternatives} >= {"reach_l2", "reach_l3", "interception_qr"}
-    table = pl.DataFrame({"target": ["a", "b"], "kind": ["target", "alternative"], "within": [True, True]})
-    assert share_within(table) == (1, 1)
+    # an alternative within its band never lifts the count of a fitted output that misses
+    table = pl.DataFrame({"target": ["a", "b"], "kind": ["target", "alternative"], "within": [False, True]})
+    assert share_within(table) == (0, 1)
 
 
 def test_calibrate_writes_a_loadable_scenario_and_resumes(tmp_path):
