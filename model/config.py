@@ -313,7 +313,9 @@ class CascadeConfig(_Section):
     p_buy_share: float = Field(0.15868, ge=0, le=1, description="base conversion of a level-2 viewer")
     p_share_tool: float = Field(0.02, ge=0, le=1,
                                 description="a level-2 viewer shares through a tool (group buying, price cutting, live fission)")
-    n_stranger_views: int = Field(174, ge=0, le=100_000,
+    # at most 1000: the viewers a tool share gets are drawn by binomial inversion (kernels.rng.binomial),
+    # exact for small n; the bound said 100,000 and a run past 1000 failed mid-run (issue 32)
+    n_stranger_views: int = Field(174, ge=0, le=1000,
                                   description="strangers in the sharer's city a tool share is put in front of")
     p_view_stranger: float = Field(0.5, ge=0, le=1, description="a stranger shown a tool share looks at it")
     p_buy_stranger: float = Field(0.06, ge=0, le=1, description="base conversion of a level-3 viewer")

@@ -96,7 +96,9 @@ def draw_merchants(config: Any, uids: np.ndarray) -> MerchantTable:
     table.category[:] = draw_categories(rng.uniform(rng.stream_key(seed, "merchant.category"), m),
                                         config.population.n_categories)
     z = rng.normal(rng.stream_key(seed, "merchant.price"), m)
-    table.price[:] = np.round(mc.price_median * np.exp(mc.price_sigma * z), 2)
+    # to the fen, and at least one: a price rounded to zero divided the price response by zero and
+    # crashed a run with a tiny valid price_median (issue 32)
+    table.price[:] = np.maximum(np.round(mc.price_median * np.exp(mc.price_sigma * z), 2), 0.01)
     u = rng.uniform(rng.stream_key(seed, "merchant.compliance"), m)
     table.compliance[:] = np.where(u < mc.share_no_brand, Compliance.NO_BRAND,
                                    np.where(u < mc.share_no_brand + mc.share_exaggerated, Compliance.EXAGGERATED,

@@ -33,6 +33,8 @@ def test_scenario_file_then_overrides_then_shortcuts(tmp_path):
     ("payments.mix_qr=0.9", ["must sum to 1"]),
     ("merchants.n_merchants=999999", ["merchants.n_merchants", "at most population.n_users"]),
     ("n_users=5", ["section.key"]),
+    # the bound is what the binomial draw can do (issue 32: 1001 passed, then failed mid-run)
+    ("cascade.n_stranger_views=1001", ["cascade.n_stranger_views", "1001", "less than or equal to 1000"]),
     ("novalue", ["section.key=value"]),
 ])
 def test_bad_values_name_key_value_and_allowed(override, pieces):
@@ -89,3 +91,22 @@ def test_preflight_estimate_grows_with_users_and_degree():
     assert big - BASELINE_BYTES > 4 * (small - BASELINE_BYTES) and dense > small
     # the measured 1M-user build peaked at 1.85 GiB; the estimate must cover it
     assert big >= 1.85 * 2**30
+
+
+def test_the_whole_allowed_range_of_stranger_views_and_prices_runs(tmp_path):
+    # issue 32: valid configs that crashed mid-run (n_stranger_views=1001 was allowed; a tiny
+    # price median rounded some prices to zero and divided by them)
+    import numpy as np
+
+    from weishang.model.run import run_scenario
+
+    for extra in (["cascade.n_stranger_views=1000"], ["merchants.price_median=0.01"]):
+        config = load_config(overrides=["population.n_users=3000", "population.n_cities=3", "run.n_ticks=3",
+                                        'run.backend="numpy"', "merchants.post_rate=0.5", *extra])
+        result = run_scenario(config, tmp_path / extra[0].split("=")[0])
+        assert result.manifest["status"] == "complete"
+    from weishang.model.commerce import CommerceModel
+
+    model = CommerceModel(load_config(overrides=["population.n_users=3000", "population.n_cities=3",
+                                                 'run.backend="numpy"', "merchants.price_median=0.01"]))
+    assert (model.merchants.price >= 0.01).all() and np.isfinite(model.traffic.appeal.rel_price).all()
