@@ -465,8 +465,10 @@ def calibrate(
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option("--out", help="calibration directory (study.db, calibrated.toml, ...)")] = Path(
         "results/calibration"),
-    trials: Annotated[int, typer.Option("--trials", help="complete trials per stage (a resumed study tops up)")] = 60,
-    workers: Annotated[int, typer.Option("--workers", help="worker processes")] = 1,
+    # bounded here, so a bad count is one line before any progress bar (issue 32: --workers 0 drew one first)
+    trials: Annotated[int, typer.Option("--trials", min=1, max=100_000,
+                                        help="complete trials per stage (a resumed study tops up)")] = 60,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=256, help="worker processes")] = 1,
     replicates: Annotated[Optional[int], typer.Option("--replicates", min=1, max=100,
                                                       help="seeds per trial (default: calibration.toml)")] = None,
     hold_out: Annotated[Optional[str], typer.Option("--hold-out", help="comma-separated targets left out of the fit")] = None,

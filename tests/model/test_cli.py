@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +30,10 @@ def run_cli(args, capsys):
     ["run", "does-not-exist.toml"],
     ["config", "show", "--set", "merchants.margin=2"],
     ["calibrate", "--replicates", "-1"],
+    # one line and nothing else: the ensemble's progress bar came first (issue 32)
+    ["calibrate", "--ensemble", str(Path(__file__).resolve().parents[2] / "experiments" / "calibration" / "ensemble.toml"),
+     "--workers", "0"],
+    ["calibrate", "--trials", "0"],
     ["config", "nope"],
     ["run", "--resume"],
     ["run", "--checkpoint-every", "-2"],
