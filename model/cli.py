@@ -427,12 +427,13 @@ def dashboard(
     """A web page: a small world stepping live with the platform's levers, and a run's or sweep's results
     (open http://HOST:PORT); needs the dashboard extra (pip install 'weishang\\[dashboard]')."""
     try:
-        from .dashboard import serve  # noqa: PLC0415
+        from .dashboard import check_address, serve  # noqa: PLC0415
     except ImportError as exc:
         raise ConfigError(f"the dashboard needs Dash and Plotly ({exc.name} is missing): "
                           f"pip install 'weishang[dashboard]'") from None
     if directory is not None and not directory.exists():
         raise RunDirectoryError(f"{str(directory)!r} does not exist: name a run or sweep directory")
+    check_address(host, port)  # a port in use or a bad host: one line before the world is built
     err_console.print(f"weishang dashboard: http://{host}:{port}  (Ctrl-C stops it)")
     serve(directory, port, users, host)
 

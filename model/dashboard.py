@@ -341,6 +341,29 @@ def _callbacks(app: Dash, session: LiveSession) -> None:
                 _table(summary.with_columns(pl.col("outcome").replace_strict(labels)), "outcomes-table"))
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not listen on (a port in use, a host not
+    of this machine), before the live world is built (issue 32: it built first, then exited 1)."""
+    import socket  # noqa: PLC0415
+
+    from .config import ConfigError  # noqa: PLC0415
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"--host {host!r} is not an address of this machine ({exc}): use 127.0.0.1 or 0.0.0.0") \
+            from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another --port "
+                              f"or --host") from None
+
+
 def serve(directory: Path | None, port: int, n_users: int, host: str = "127.0.0.1") -> None:
-    """Build the app and serve it until interrupted."""
+    """Build the app and serve it until interrupted (the address checked first)."""
+    check_address(host, port)
     build_app(directory, n_users=n_users).run(host=host, port=port, debug=False)

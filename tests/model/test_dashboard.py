@@ -144,3 +144,16 @@ def test_a_missing_results_directory_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "weishang", "dashboard", str(tmp_path / "nowhere")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
+
+
+def test_a_port_in_use_or_a_bad_host_is_one_line_before_the_world_is_built():
+    # issue 32: both exited 1 only after building the live world
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        for args, words in ((["--port", str(port)], "cannot listen on"), (["--host", "no-such-host.invalid"], "--host")):
+            proc = subprocess.run([sys.executable, "-m", "weishang", "dashboard", *args], capture_output=True, text=True,
+                                  timeout=120)
+            assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and words in proc.stderr, proc.stderr
+            assert "weishang dashboard: http" not in proc.stderr  # refused before the world was built
