@@ -87,7 +87,12 @@ def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     method = head.get("method", "morris")
     if method not in METHODS:
         raise ConfigError(f"sensitivity.method = {method!r}: one of {', '.join(METHODS)}")
-    outcomes = tuple(head.get("outcomes", DEFAULT_OUTCOMES))
+    outcomes = head.get("outcomes", DEFAULT_OUTCOMES)
+    if not isinstance(outcomes, (list, tuple)) or not outcomes or not all(isinstance(o, str) for o in outcomes):
+        # an empty list ran every point, then divided by zero (issue 32)
+        raise ConfigError(f"sensitivity.outcomes = {outcomes!r}: a non-empty list of run summary figures, "
+                          f"e.g. [\"gmv_cny\"]")
+    outcomes = tuple(outcomes)
     known = {c.name for c in SUMMARY}
     for outcome in outcomes:
         if outcome not in known:
@@ -97,7 +102,11 @@ def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if len(parameters) < 2:
         raise ConfigError("sensitivity: [parameters] needs at least two section.key = [low, high] entries")
     for key, bounds in parameters.items():
-        split_key(key)
+        section, name = split_key(key)
+        fields = ScenarioConfig.model_fields
+        if section not in fields or name not in fields[section].annotation.model_fields:
+            # an unknown key failed with an AttributeError after sampling (issue 32)
+            raise ConfigError(f"parameters.{key}: not a config key (`weishang config schema` lists them)")
         if (not isinstance(bounds, list) or len(bounds) != 2 or
                 not all(isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b) for b in bounds)
                 or bounds[0] >= bounds[1]):
@@ -106,15 +115,16 @@ def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
                                                                                     for b in parameters.values()]}
     seed = _int(head, "seed", 1, 0, 2**32 - 1)
     levels = _int(head, "levels", 4, 2, 100)
-    if method == "morris":
-        samples = morris_sample.sample(problem, N=_int(head, "trajectories", 10, 2, 10_000), num_levels=levels,
-                                       seed=seed)
-    else:
-        samples = sobol_sample.sample(problem, N=_int(head, "samples", 64, 2, 100_000), calc_second_order=False,
-                                      seed=seed)
     replicates = _int(head, "replicates", 1, 1, 1000)
-    if samples.shape[0] * replicates > MAX_RUNS:
-        raise ConfigError(f"the screen has {samples.shape[0] * replicates:,} runs; at most {MAX_RUNS:,}")
+    # the run count before sampling: SALib warned about a huge sample before the refusal (issue 32)
+    n = _int(head, "trajectories", 10, 2, 10_000) if method == "morris" else _int(head, "samples", 64, 2, 100_000)
+    runs = n * (len(parameters) + (1 if method == "morris" else 2)) * replicates
+    if runs > MAX_RUNS:
+        raise ConfigError(f"the screen has {runs:,} runs; at most {MAX_RUNS:,}")
+    if method == "morris":
+        samples = morris_sample.sample(problem, N=n, num_levels=levels, seed=seed)
+    else:
+        samples = sobol_sample.sample(problem, N=n, calc_second_order=False, seed=seed)
     common = flatten_keys(doc.get("set", {}))
     for text in overrides:
         (section, key), value = parse_override(text)

@@ -51,6 +51,13 @@ def test_morris_screen_ranks_a_lever_that_matters_above_one_that_does_not(tmp_pa
     ('outcomes = ["gmv_cny", "orders"]', 'outcomes = ["gmv"]', "not a figure of the run summary"),
     ('"cascade.p_buy_friend" = [0.05, 0.6]', '"cascade.p_buy_friend" = [0.6, 0.05]', "low < high"),
     ('trajectories = 3', 'trajectories = 1', "from 2 to 10000"),
+    # issue 32: an unknown key (AttributeError), no outcomes (ran, then divided by zero), a run
+    # count refused only after SALib had drawn and warned
+    ('"cascade.p_buy_friend" = [0.05, 0.6]', '"cascade.nope" = [0.05, 0.6]', "not a config key"),
+    ('outcomes = ["gmv_cny", "orders"]', 'outcomes = []', "a non-empty list"),
+    ('outcomes = ["gmv_cny", "orders"]', 'outcomes = "gmv_cny"', "a non-empty list"),
+    ('method = "morris"\ntrajectories = 3\nsamples = 4', 'method = "sobol"\ntrajectories = 3\nsamples = 90000',
+     "at most 100,000"),
 ])
 def test_bad_specs_are_one_line(tmp_path, old, new, message):
     (tmp_path / "bad.toml").write_text(spec(tmp_path).read_text().replace(old, new))
@@ -71,3 +78,16 @@ def test_sobol_indices_have_their_schema(tmp_path):
     assert set(indices.columns) == {"parameter", "outcome", "S1", "S1_conf", "ST", "ST_conf"}
     st = {r["parameter"]: r["ST"] for r in indices.filter(pl.col("outcome") == "gmv_cny").iter_rows(named=True)}
     assert st["governance.human_review_minutes"] == 0 and st["cascade.p_buy_friend"] > 0
+
+
+def test_a_screen_too_large_is_refused_before_salib_draws_or_warns(tmp_path):
+    import warnings
+
+    bad = spec(tmp_path).read_text().replace('method = "morris"\ntrajectories = 3\nsamples = 4',
+                                             'method = "sobol"\ntrajectories = 3\nsamples = 90000')
+    (tmp_path / "huge.toml").write_text(bad)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ConfigError, match="360,000 runs"):
+            load_screen(tmp_path / "huge.toml")
+    assert not caught, [str(w.message) for w in caught]  # SALib's sample-size warning came first (issue 32)
