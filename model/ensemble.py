@@ -53,8 +53,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .calibrate import _exit_with_parent, evaluate, prepare
-from .config import ConfigError, ScenarioConfig, read_toml_file
+from .calibrate import POPULATION_KEYS, POPULATION_SECTIONS, _exit_with_parent, evaluate, prepare
+from .config import ConfigError, ScenarioConfig, flatten_keys, read_toml_file
 from .validation import Target, load_targets
 
 #: the sample index of the scenario's own values run on replicate seeds (for the seed spread)
@@ -88,22 +88,30 @@ def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
         raise ConfigError(f"ensemble.{sorted(unknown)[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
     defaults = ScenarioConfig().model_dump()
     params: dict[str, tuple[float, float]] = {}
-    for name, bounds in dict(section.get("params", {})).items():
+    table = section.get("params", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"ensemble.params = {table!r}: a table of \"section.key\" = [low, high]")
+    for name, bounds in flatten_keys(table).items():
         section_name, _, key = name.partition(".")
         if section_name not in defaults or key not in defaults[section_name]:
             raise ConfigError(f"ensemble.params: {name!r} is not a config key")
-        if section_name == "population":
+        # workers reuse one population per seed: a key that shapes it was ignored after the first sample
+        if section_name in POPULATION_SECTIONS or name in POPULATION_KEYS:
             raise ConfigError(f"ensemble.params: {name!r} would change the population, which the runs share")
-        if (not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, (int, float)) for b in bounds)
+        if (not isinstance(bounds, list) or len(bounds) != 2
+                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
                 or not bounds[0] < bounds[1]):
             raise ConfigError(f"ensemble.params.{name} = {bounds!r}: must be [low, high] with low < high")
         params[name] = (float(bounds[0]), float(bounds[1]))
     if not params:
         raise ConfigError("ensemble.params: name at least one parameter with its [low, high] range")
-    spec = EnsembleSpec(params=params, log=set(section.get("log", [])), samples=int(section.get("samples", 200)),
-                        seed=int(section.get("seed", 1)), centre_replicates=int(section.get("centre_replicates", 5)),
-                        cutoff=float(section.get("cutoff", 3.0)), exclude=list(section.get("exclude", [])),
-                        hold_out=list(section.get("hold_out", [])))
+    # each setting of its type, refused in one line (a traceback before: issue 32)
+    spec = EnsembleSpec(params=params, log=set(_names(section, "log")), samples=_whole(section, "samples", 200),
+                        seed=_whole(section, "seed", 1), centre_replicates=_whole(section, "centre_replicates", 5),
+                        cutoff=_number(section, "cutoff", 3.0), exclude=_names(section, "exclude"),
+                        hold_out=_names(section, "hold_out"))
+    if spec.seed < 0:
+        raise ConfigError(f"ensemble.seed = {spec.seed}: a seed is a whole number from 0")
     known = {t.id for t in load_targets() if t.kind in ("target", "plausibility") and t.measure}
     for name in [*spec.exclude, *spec.hold_out]:
         if name not in known:
@@ -116,6 +124,27 @@ def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
             or not math.isfinite(spec.cutoff) or spec.cutoff <= 0):
         raise ConfigError("ensemble: samples 1-100000, centre_replicates 2-100 and a positive, finite cutoff")
     return spec
+
+
+def _whole(section: dict[str, Any], key: str, default: int) -> int:
+    value = section.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"ensemble.{key} = {value!r}: a whole number")
+    return value
+
+
+def _number(section: dict[str, Any], key: str, default: float) -> float:
+    value = section.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"ensemble.{key} = {value!r}: a number")
+    return float(value)
+
+
+def _names(section: dict[str, Any], key: str) -> list[str]:
+    value = section.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"ensemble.{key} = {value!r}: a list of names, e.g. [\"reach_l1\"]")
+    return value
 
 
 def draw_samples(spec: EnsembleSpec) -> list[dict[str, float]]:

@@ -4,6 +4,7 @@ parameter uncertainty apart."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from weishang.model.config import ConfigError
 from weishang.model.effects import two_level
 from weishang.model.ensemble import (CENTRE, EnsembleSpec, coverage, draw_samples, implausibility,
                                      load_ensemble_spec)
@@ -84,6 +86,31 @@ def test_ensemble_spec_errors_are_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "weishang.model.cli", "calibrate", "--ensemble", str(bad),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("line,message", [
+    # issue 32: each of these was a traceback, or (a key shaping the population) silently ignored
+    ('samples = "abc"', "ensemble.samples = 'abc': a whole number"),
+    ("seed = -1", "a seed is a whole number from 0"),
+    ("seed = 1.5", "ensemble.seed = 1.5: a whole number"),
+    ("params = 5", "ensemble.params = 5: a table"),
+    ("exclude = 5", "ensemble.exclude = 5: a list of names"),
+    ('cutoff = "x"', "ensemble.cutoff = 'x': a number"),
+])
+def test_ensemble_settings_of_the_wrong_type_are_one_line(tmp_path, line, message):
+    bad = tmp_path / "e.toml"
+    params = "" if line.startswith("params") else '[ensemble.params]\n"cascade.p_buy_friend" = [0.1, 0.2]\n'
+    bad.write_text(f"[ensemble]\n{line}\n{params}")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_ensemble_spec(bad)
+
+
+def test_an_ensemble_box_over_a_key_that_shapes_the_population_is_refused(tmp_path):
+    # workers reuse one population per seed, so the box was ignored after a worker's first sample
+    bad = tmp_path / "e.toml"
+    bad.write_text('[ensemble]\n[ensemble.params]\n"community.group_size_mean" = [100, 400]\n')
+    with pytest.raises(ConfigError, match="would change the population"):
+        load_ensemble_spec(bad)
 
 
 def test_calibrate_ensemble_writes_its_tables_and_resumes(tmp_path):
