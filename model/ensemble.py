@@ -126,6 +126,33 @@ def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
     return spec
 
 
+#: what the runs of ``OUT/samples.parquet`` were made with (the box, the draws, the config)
+RUNS_STAMP = "ensemble_runs.json"
+
+
+def check_same_runs(out: Path, spec: EnsembleSpec, config: ScenarioConfig) -> None:
+    """Refuse to resume into ``out`` runs made with another box, sample count, seed or config (a
+    rerun with another box or ``--set`` reused the old samples and reported the new box: issue
+    32); stamp a new directory. The cutoff and the targets matched or held out may change: they
+    only re-read the runs."""
+    import json  # noqa: PLC0415
+
+    wanted = {"params": {name: list(bounds) for name, bounds in spec.params.items()}, "log": sorted(spec.log),
+              "samples": spec.samples, "seed": spec.seed, "centre_replicates": spec.centre_replicates,
+              "config": config.model_dump(mode="json")}
+    stamp = out / RUNS_STAMP
+    if stamp.is_file():
+        if json.loads(stamp.read_text(encoding="utf-8")) != wanted:
+            raise ConfigError(f"{str(out)!r} holds ensemble runs of another box, sample count, seed or config "
+                              f"(--set, scenario): choose another --out, or rerun with what made them")
+        return
+    if (out / "samples.parquet").exists():
+        raise ConfigError(f"{str(out)!r} holds ensemble runs that do not say what made them: choose another --out")
+    tmp = stamp.with_name(f".{stamp.name}.tmp")
+    tmp.write_text(json.dumps(wanted, sort_keys=True), encoding="utf-8")
+    tmp.replace(stamp)
+
+
 def _whole(section: dict[str, Any], key: str, default: int) -> int:
     value = section.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -316,6 +343,7 @@ def run_ensemble(spec_path: str | Path, out: str | Path, scenario: str | Path | 
     for k in range(spec.centre_replicates):  # the centre's replicates: sample -1 - k
         jobs[CENTRE - k] = (centre, replicate_seed(base_config.run.seed, k))
     path = out / "samples.parquet"
+    check_same_runs(out, spec, base_config)
     rows: list[dict[str, Any]] = []
     if path.exists():
         previous = pl.read_parquet(path)

@@ -179,3 +179,32 @@ def test_the_report_over_an_ensemble_gives_seed_and_parameter_intervals(ensemble
     twins = runs.filter((pl.col("member") > 0) & (pl.col("scenario") == "baseline"))
     values = twins.pivot(on="replicate", index="member", values="gmv").drop("member").to_numpy()
     assert two_level(values)[2] == 0.0
+
+
+def test_an_ensemble_rerun_with_another_box_or_set_is_refused_not_reused(tmp_path):
+    # issue 32: a rerun on the same --out with another box (or --set) reused the old samples while
+    # ranges.parquet reported the new box
+    from weishang.model.ensemble import RUNS_STAMP, check_same_runs
+    from weishang.model.config import load_config
+
+    spec = tmp_path / "e.toml"
+    spec.write_text('[ensemble]\nsamples = 4\n[ensemble.params]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
+    out, config = tmp_path / "ens", load_config(overrides=["population.n_users=3000"])
+    out.mkdir()
+    check_same_runs(out, load_ensemble_spec(spec), config)
+    assert (out / RUNS_STAMP).is_file()
+    check_same_runs(out, load_ensemble_spec(spec), config)  # the same runs: resumes
+    looser = spec.read_text().replace("cutoff", "").replace("samples = 4", "samples = 4\ncutoff = 2.0")
+    spec.write_text(looser)
+    check_same_runs(out, load_ensemble_spec(spec), config)  # another cutoff only re-reads the runs
+    spec.write_text(looser.replace("[0.2, 0.3]", "[0.2, 0.4]"))
+    with pytest.raises(ConfigError, match="another box"):
+        check_same_runs(out, load_ensemble_spec(spec), config)
+    spec.write_text(looser)
+    with pytest.raises(ConfigError, match="another box"):
+        check_same_runs(out, load_ensemble_spec(spec), load_config(overrides=["population.n_users=8000"]))
+    unstamped = tmp_path / "old"
+    unstamped.mkdir()
+    (unstamped / "samples.parquet").write_bytes(b"")
+    with pytest.raises(ConfigError, match="do not say what made them"):
+        check_same_runs(unstamped, load_ensemble_spec(spec), config)
