@@ -221,6 +221,13 @@ def ensemble_points(section: dict[str, Any], base: Path) -> tuple[list[dict[str,
         raise ConfigError(f"ensemble.file {str(file)!r}: not an ensemble (needs member and param.* columns)")
     if table.height == 0:
         raise ConfigError(f"ensemble.file {str(file)!r}: has no members (no parameter set met the targets)")
+    # issue 32: repeated ids merged members in the report (6 runs averaged as 4), and a null or text
+    # cell was a traceback
+    if not table.schema["member"].is_integer() or table["member"].null_count() or table["member"].n_unique() < table.height:
+        raise ConfigError(f"ensemble.file {str(file)!r}: member ids must be whole numbers, each once")
+    for c in params:
+        if not table.schema[c].is_numeric() or table[c].null_count() or not table[c].cast(pl.Float64).is_finite().all():
+            raise ConfigError(f"ensemble.file {str(file)!r}: {c} must be finite numbers in every row")
     table = table.sort("member")
     wanted = section.get("members", table.height)
     if not isinstance(wanted, int) or isinstance(wanted, bool) or not 1 <= wanted:

@@ -208,3 +208,17 @@ def test_an_ensemble_rerun_with_another_box_or_set_is_refused_not_reused(tmp_pat
     (unstamped / "samples.parquet").write_bytes(b"")
     with pytest.raises(ConfigError, match="do not say what made them"):
         check_same_runs(unstamped, load_ensemble_spec(spec), config)
+
+
+@pytest.mark.parametrize("members,param,message", [
+    ([0, 0, 1], [0.2, 0.25, 0.3], "each once"),          # issue 32: 6 runs reported, 4 averaged
+    ([0, None, 1], [0.2, 0.25, 0.3], "each once"),
+    ([0, 1, 2], [0.2, None, 0.3], "finite numbers in every row"),
+    ([0, 1, 2], ["0.2", "x", "0.3"], "finite numbers in every row"),
+])
+def test_an_ensemble_file_with_repeated_ids_or_bad_cells_is_one_line(tmp_path, members, param, message):
+    pl.DataFrame({"member": members, "param.cascade.p_buy_friend": param}).write_parquet(tmp_path / "ens.parquet")
+    (tmp_path / "base.toml").write_text('[run]\nname = "baseline"\n')
+    (tmp_path / "s.toml").write_text('[sweep]\nscenarios = ["base.toml"]\n[ensemble]\nfile = "ens.parquet"\n')
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(tmp_path / "s.toml")
