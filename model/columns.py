@@ -23,7 +23,10 @@ from .fraud import TYPOLOGIES
 
 TABLES = ("ticks", "merchants", "cascades", "risk_curve", "transactions", "summary")
 #: figures that take either sign
-SIGNED = {"fx_exposure", "cum_profit"}
+SIGNED = {"fx_exposure", "cum_profit", "profit", "merchant_profit_cny"}
+#: figures that can be negative but never above 1: a margin (profit over sales) is a loss
+#: without bound below (issue 32: net margin -8.6 was reported with an interval [0, -5.9])
+AT_MOST_ONE = {"net_margin"}
 #: Arrow type names the registry uses
 DTYPES = ("int8", "int16", "int32", "int64", "float64", "bool", "string")
 
@@ -170,11 +173,13 @@ class Column:
 
     @property
     def bounds(self) -> tuple[float | None, float | None]:
-        """The values the figure can take: shares lie in [0, 1], growths and gains are above -1,
-        scores and what is signed by nature (exchange-rate exposure, profit) are unbounded, and
-        everything else (counts, money, times) is non-negative."""
+        """The values the figure can take: shares lie in [0, 1] (a margin only below 1), growths
+        and gains are above -1, scores and what is signed by nature (exchange-rate exposure,
+        profit) are unbounded, and everything else (counts, money, times) is non-negative."""
         if self.name in SIGNED or self.unit == "score":
             return None, None
+        if self.name in AT_MOST_ONE:
+            return None, 1.0
         if self.name.endswith(("_growth", "_gain")):
             return -1.0, None
         return (0.0, 1.0) if self.unit == "share" else (0.0, None)

@@ -257,3 +257,20 @@ def test_validation_intervals_respect_bounds_and_short_runs_warn(tmp_path, capsy
         assert row["seeds_within"] == (sum(bool(w) for w in each) if any(w is not None for w in each) else None)
     counts = [int(o.filter((pl.col("kind") == "target") & pl.col("within"))["within"].len()) for o in own]
     assert "each seed on its own: " + ", ".join(f"{c} of 24" for c in counts) in captured.out
+
+
+def test_a_loss_making_sweep_keeps_its_margin_inside_its_interval(tmp_path):
+    # issue 32: net margin -8.6 was shown with the interval [0, -5.9]: the registry bounded a
+    # margin to [0, 1] and profit to >= 0, and the interval was clipped past its own mean
+    from weishang.model.columns import column
+
+    assert column("summary", "net_margin").bounds == (None, 1.0)
+    assert column("summary", "merchant_profit_cny").bounds == (None, None)
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nscenarios = ["' + str(Path(__file__).resolve().parents[2] / "experiments" / "baseline.toml")
+                    + '"]\nreplicates = 2\n[set]\n' + "\n".join(f'"{o.split("=")[0]}" = {o.split("=")[1]}' for o in SMALL)
+                    + '\n"merchants.traffic_cost_per_post" = 100000.0\n')
+    run_sweep(load_sweep(path), tmp_path / "out")
+    row = validate(tmp_path / "out")[0].filter(pl.col("target") == "net_margin").row(0, named=True)
+    assert row["simulated"] < 0  # a loss, as the cost makes it
+    assert row["ci_low"] <= row["simulated"] <= row["ci_high"] <= 1.0
