@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 
 from .calibrate import POPULATION_KEYS, POPULATION_SECTIONS, _exit_with_parent, evaluate, prepare
-from .config import ConfigError, ScenarioConfig, flatten_keys, read_toml_file
+from .config import ConfigError, ScenarioConfig, flatten_keys, load_config, read_toml_file
 from .validation import Target, load_targets
 
 #: the sample index of the scenario's own values run on replicate seeds (for the seed spread)
@@ -102,6 +102,14 @@ def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
                 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
                 or not bounds[0] < bounds[1]):
             raise ConfigError(f"ensemble.params.{name} = {bounds!r}: must be [low, high] with low < high")
+        # checked now, not when a run starts (issue 32: these failed after runs began and left OUT behind)
+        if ScenarioConfig.model_fields[section_name].annotation.model_fields[key].annotation is int:
+            raise ConfigError(f"ensemble.params.{name}: a whole-number key cannot be drawn from a continuous box")
+        for end in bounds:
+            try:
+                load_config(overrides=[f"{name}={end!r}"])
+            except ConfigError as exc:
+                raise ConfigError(f"ensemble.params.{name} = {bounds!r}: {exc}") from None
         params[name] = (float(bounds[0]), float(bounds[1]))
     if not params:
         raise ConfigError("ensemble.params: name at least one parameter with its [low, high] range")

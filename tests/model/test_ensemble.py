@@ -96,10 +96,13 @@ def test_ensemble_spec_errors_are_one_line(tmp_path):
     ("params = 5", "ensemble.params = 5: a table"),
     ("exclude = 5", "ensemble.exclude = 5: a list of names"),
     ('cutoff = "x"', "ensemble.cutoff = 'x': a number"),
+    # issue 32: these failed only once runs had started, leaving the output folder behind
+    ('[ensemble.params]\n"cascade.p_buy_share" = [0.1, 1.5]', "less than or equal to 1"),
+    ('[ensemble.params]\n"merchants.exit_window" = [14, 60]', "whole-number key"),
 ])
-def test_ensemble_settings_of_the_wrong_type_are_one_line(tmp_path, line, message):
+def test_ensemble_settings_that_cannot_run_are_one_line(tmp_path, line, message):
     bad = tmp_path / "e.toml"
-    params = "" if line.startswith("params") else '[ensemble.params]\n"cascade.p_buy_friend" = [0.1, 0.2]\n'
+    params = "" if "params" in line else '[ensemble.params]\n"cascade.p_buy_friend" = [0.1, 0.2]\n'
     bad.write_text(f"[ensemble]\n{line}\n{params}")
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_ensemble_spec(bad)
