@@ -325,9 +325,21 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     os.replace(tmp, directory / MANIFEST)
 
 
+#: the tables a sweep keeps as datasets (``SWEEP/ticks/scenario=.../...``)
+DATASETS = ("ticks", "merchants", "cascades", "risk_curve", "transactions")
+
+
 def check_run_dir_free(path: Path) -> None:
     """Raise :class:`RunDirectoryError` unless ``path`` is absent or an empty directory under a
-    folder this process can write (the error names the path and what is wrong)."""
+    folder this process can write, and outside a sweep's datasets (the error names the path and
+    what is wrong)."""
+    for folder in Path(os.path.abspath(path)).parents:
+        # a run inside SWEEP/ticks/ was read as part of the dataset and broke the sweep's report (issue 32)
+        sweep = folder.parent
+        if folder.name in DATASETS and ((sweep / "runs.parquet").is_file()
+                                        or ((sweep / "runs").is_dir() and (sweep / "status").is_dir())):
+            raise RunDirectoryError(f"run directory {str(path)!r} lies inside the sweep dataset {str(folder)!r}, "
+                                    f"whose readers would take it for part of the sweep; choose a folder outside it")
     try:
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirectoryError(f"run directory {str(path)!r} already exists and is not empty; choose another "

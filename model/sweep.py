@@ -93,8 +93,8 @@ from ..kernels import rng
 from .codes import Channel
 from .columns import column
 from .config import ConfigError, config_digest, flatten_keys, load_config, parse_override, read_toml_file
-from .recorder import (OutputLock, RunDirectoryError, RunInterrupted, make_dirs, read_manifest, sigterm_raises,
-                       table_path, write_manifest)
+from .recorder import (DATASETS, OutputLock, RunDirectoryError, RunInterrupted, make_dirs, read_manifest,
+                       sigterm_raises, table_path, write_manifest)
 
 #: the most runs a sweep may have (a grid's product is checked before anything is expanded)
 MAX_RUNS = 100_000
@@ -360,8 +360,6 @@ def _release_device_memory() -> None:
     cupy.get_default_pinned_memory_pool().free_all_blocks()
 
 
-#: the tables a sweep keeps as datasets
-DATASETS = ("ticks", "merchants", "cascades", "risk_curve", "transactions")
 
 
 def partition(spec: RunSpec) -> str:

@@ -50,6 +50,17 @@ def test_bad_input_one_line_exit_2_nothing_written(args, capsys, tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_run_inside_a_sweeps_dataset_is_refused(capsys, tmp_path):
+    # issue 32: a run whose --out lay inside SWEEP/ticks/ was accepted and broke the sweep's readers
+    sweep = tmp_path / "sweep"
+    for folder in ("runs", "status", "ticks/scenario=a/point=0/replicate=0"):
+        (sweep / folder).mkdir(parents=True)
+    out = sweep / "ticks" / "scenario=a" / "mine"
+    code, _out, err = run_cli(["run", *SMALL, "--out", str(out)], capsys)
+    assert code == 2 and "inside the sweep dataset" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and sorted(p.name for p in (sweep / "ticks" / "scenario=a").iterdir()) == ["point=0"]
+
+
 def test_existing_out_dir_refused(capsys, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
