@@ -37,7 +37,8 @@ table, _ = validate(Path(sys.argv[1]))
 targets = {t.id: t for t in load_targets()}
 fitted = table.filter(table["kind"] == "target")
 distance = sum(targets[r["target"]].miss(r["simulated"]) for r in fitted.iter_rows(named=True) if r["simulated"] is not None)
-print(json.dumps({"within": share_within(table)[0], "fitted": share_within(table)[1],
+within, fitted = share_within(table)
+print(json.dumps({"within": within, "fitted": fitted,
                   "per_seed": [h for h, _ in per_replicate_within(table)], "distance": distance,
                   "misses": fitted.filter(~fitted["within"])["target"].to_list()}))
 """

@@ -595,6 +595,15 @@ def _merge(base: dict[str, Any], over: dict[str, Any], where: str = "") -> dict[
     return out
 
 
+def whole_number(table: dict[str, Any], key: str, default: int, low: int, high: int, where: str) -> int:
+    """``table[key]`` (``default`` when absent) as a whole number in ``[low, high]``; otherwise a
+    :class:`ConfigError` naming ``where.key``, the value and what is allowed (specs' counts and seeds)."""
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{where}.{key} = {value!r}: a whole number from {low} to {high}")
+    return value
+
+
 def split_key(dotted: str) -> tuple[str, str]:
     """``"section.key"`` (or ``section__key``) as (section, key); a ConfigError names the key otherwise."""
     path = [part.strip() for part in dotted.replace("__", ".").split(".")]

@@ -39,7 +39,8 @@ import numpy as np
 import polars as pl
 
 from .columns import SUMMARY
-from .config import ConfigError, ScenarioConfig, flatten_keys, load_config, parse_override, read_toml_file, split_key
+from .config import (ConfigError, ScenarioConfig, flatten_keys, load_config, parse_override, read_toml_file,
+                     split_key, whole_number)
 from .recorder import read_manifest
 from .sweep import MAX_RUNS, MAX_SEED, Sweep, build_sweep, is_complete
 
@@ -61,10 +62,7 @@ class Screen:
 
 
 def _int(head: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = head.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(f"sensitivity.{key} = {value!r}: must be an integer from {low} to {high}")
-    return value
+    return whole_number(head, key, default, low, high, "sensitivity")
 
 
 def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Screen:

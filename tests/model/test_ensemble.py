@@ -91,7 +91,7 @@ def test_ensemble_spec_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize("line,message", [
     # issue 32: each of these was a traceback, or (a key shaping the population) silently ignored
     ('samples = "abc"', "ensemble.samples = 'abc': a whole number"),
-    ("seed = -1", "a seed is a whole number from 0"),
+    ("seed = -1", "ensemble.seed = -1: a whole number from 0"),
     ("seed = 1.5", "ensemble.seed = 1.5: a whole number"),
     ("params = 5", "ensemble.params = 5: a table"),
     ("exclude = 5", "ensemble.exclude = 5: a list of names"),
