@@ -25,7 +25,7 @@ from .aggregation import Aggregation
 from .cascade import Cascade
 from .columns import MODEL_FIGURES, TICKS
 from .community import Community
-from .config import ConfigError, ScenarioConfig, configure
+from .config import ConfigError, ScenarioConfig, configure, split_key
 from .governance import Governance
 from .graph_io import with_edge_list
 from .inventory import Inventory
@@ -45,6 +45,37 @@ from .traffic import Traffic
 #: books update, merchants decide (Mesa), and the tick is reduced for the recorder.
 TICK_PLAN = (Posting, Traffic, Cascade, Payments, RiskEngine, Settlement, Governance, Community, Inventory, Books,
              Adaptation, Aggregation)
+
+#: The config keys a running world honours when they change between ticks
+#: (:meth:`CommerceModel.with_rules`): the platform's rules, governance, fees, the risk engine's
+#: target and weights, and the market's costs, which the steps read afresh each tick. Every other
+#: key is drawn or built into the world when it starts (the population and its groups, the
+#: merchants' prices, styles and tools, the channel mix, the fraud rings, the sizes of the state's
+#: windows), so a change mid-run would be accepted and silently ignored; ``with_rules`` refuses
+#: them. ``tests/model/test_live_rules.py`` changes each of these mid-run and sees the world move.
+LIVE_RULES: tuple[str, ...] = (
+    "platform.external_link_share_steps", "platform.external_link_weights", "platform.induced_sharing_ban",
+    "platform.inducement_penalty", "platform.group_downweight_threshold", "platform.group_downweight",
+    "platform.deep_data_min_certification",
+    "governance.machine_review_coverage", "governance.p_detect_violation", "governance.rectification_ticks",
+    "governance.p_false_flag", "governance.human_review_per_day", "governance.human_review_minutes",
+    "governance.p_report",
+    "payments.transaction_fee", "payments.p_private_transfer",
+    "risk.target_fpr", "risk.w_payer_velocity", "risk.w_payer_burst", "risk.w_amount_ratio", "risk.w_new_account",
+    "risk.w_new_device", "risk.w_merchant_velocity", "risk.w_merchant_flag", "risk.w_scenario_mini_program",
+    "risk.w_scenario_cross_border",
+    "merchants.traffic_cost_per_post", "merchants.traffic_cost_growth", "merchants.fixed_cost_per_tick",
+    "channels.video_traffic_share", "channels.video_commission",
+)
+
+
+def live_rules_text() -> str:
+    """:data:`LIVE_RULES` in a line, a section at a time (for an error message)."""
+    sections: dict[str, list[str]] = {}
+    for key in LIVE_RULES:
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(name)
+    return "; ".join(f"{section}.{{{', '.join(names)}}}" for section, names in sections.items())
 
 
 class CommerceModel(mesa.Model):
@@ -114,16 +145,16 @@ class CommerceModel(mesa.Model):
         by ``"section.key"`` or ``section__key``) laid over this one's config, on the same
         population, in this model's state, so its next tick is the first under the new rules.
         With no overrides it continues exactly as this model would. What the new config derives
-        at construction (weights, tables) is derived again; a change that would change the
-        population or the shape of the state (``population``, ``merchants.n_merchants``, the
-        risk engine's window) is refused with a :class:`~weishang.model.config.ConfigError`.
+        at construction (weights, tables) is derived again. Only the keys of :data:`LIVE_RULES`
+        may change: any other is drawn or built into the world when it starts, so it is refused
+        with a :class:`~weishang.model.config.ConfigError` rather than silently kept.
         """
-        fixed = {"population", "merchants.n_merchants", "risk.window_ticks", "merchants.exit_window"}
         for key in overrides:
-            dotted = key.replace("__", ".", 1)
-            if dotted.split(".")[0] in fixed or dotted in fixed:
-                raise ConfigError(f"{dotted}: cannot change during a run (it shapes the population or the "
-                                  f"model's state); start a new model instead")
+            dotted = ".".join(split_key(key))
+            if dotted not in LIVE_RULES:
+                raise ConfigError(f"{dotted}: cannot change during a run (it is drawn or built into the world "
+                                  f"when it starts); start a new model instead. Keys a running world honours: "
+                                  f"{live_rules_text()}")
         config = configure(self.config, **overrides)
         successor = CommerceModel(config, backend=self.backend, population=self.population)
         successor.load_state_dict(self.state_dict())

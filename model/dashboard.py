@@ -283,19 +283,22 @@ def _callbacks(app: Dash, session: LiveSession) -> None:
     def advance(_step, _step10, _reset, _apply, _clock, *values):
         trigger = callback_context.triggered_id
         message = ""
-        if trigger == "reset":
-            session.reset(lever_values(list(values)))
-            message = "a new world with these levers"
-        elif trigger == "apply":
-            changed = session.apply(lever_values(list(values)))
-            message = ("from day %d: %s" % (session.tick, ", ".join(changed))) if changed else "nothing changed"
-        else:
-            session.step(10 if trigger == "step10" else 1)
-        frame = session.frame()
+        with session.lock:  # the server's threads share the world: one request's change and its read at a time
+            if trigger == "reset":
+                session.reset(lever_values(list(values)))
+                message = "a new world with these levers"
+            elif trigger == "apply":
+                changed = session.apply(lever_values(list(values)))
+                message = ("from day %d: %s" % (session.tick, ", ".join(changed))) if changed else "nothing changed"
+            else:
+                session.step(10 if trigger == "step10" else 1)
+            frame = session.frame()
+            graph = session.cascade()
+            tick = session.tick
         last = frame.tail(1).to_dicts()[0] if frame.height else None
         summary = "" if last is None else (f"last day: GMV {last['gmv']:,.0f} CNY, fees {last['fees']:,.2f} CNY, "
                                            f"{last['n_active_merchants']:,.0f} merchants in business")
-        return (live_figure(frame), cascade_figure(session.cascade()), f"day {session.tick}", summary, message)
+        return (live_figure(frame), cascade_figure(graph), f"day {tick}", summary, message)
 
     @app.callback(Output("clock", "disabled"), Output("run", "children"), Input("run", "n_clicks"),
                   prevent_initial_call=True)

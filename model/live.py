@@ -9,6 +9,7 @@ levers as they stand.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,36 +65,47 @@ def default_levers(model_config: Any) -> dict[str, Any]:
 
 class LiveSession:
     """A model of ``n_users`` users (default 20k) stepped on demand; ``history`` holds a row of
-    :data:`HISTORY` per tick run."""
+    :data:`HISTORY` per tick run.
+
+    One world is shared by every request of a web server, which serves requests on several
+    threads; ``lock`` (re-entrant) serialises them, so overlapping "step" requests run their ticks
+    one after another, never interleaved (a tick is not thread-safe: the model's RNG and state
+    advance in place). Each method takes it; a caller that needs several calls to see one state
+    (step, then read the frame and the cascade) holds it around them.
+    """
 
     def __init__(self, n_users: int = 20_000, seed: int = 1, n_ticks: int = 3650) -> None:
         self.n_users, self.seed, self.n_ticks = n_users, seed, n_ticks
         self.levers: dict[str, Any] = {}
+        self.lock = threading.RLock()
         self.reset()
 
     def reset(self, levers: dict[str, Any] | None = None) -> None:
         """A new world with the given levers (the default's where not given), no tick run yet."""
-        self.levers = dict(levers or {})
-        self.model = CommerceModel(seed=self.seed, **{"population.n_users": self.n_users,
-                                                      "run.n_ticks": self.n_ticks, **self.levers})
-        self.history: list[dict[str, float]] = []
+        with self.lock:
+            self.levers = dict(levers or {})
+            self.model = CommerceModel(seed=self.seed, **{"population.n_users": self.n_users,
+                                                          "run.n_ticks": self.n_ticks, **self.levers})
+            self.history: list[dict[str, float]] = []
 
     def apply(self, levers: dict[str, Any]) -> list[str]:
         """Change levers from the next tick on, in the same world; returns the keys that changed."""
-        current = default_levers(self.model.config)
-        changed = {k: v for k, v in levers.items() if current.get(k) != v}
-        if changed:
-            self.model = self.model.with_rules(**changed)
-            self.levers.update(changed)
-        return sorted(changed)
+        with self.lock:
+            current = default_levers(self.model.config)
+            changed = {k: v for k, v in levers.items() if current.get(k) != v}
+            if changed:
+                self.model = self.model.with_rules(**changed)
+                self.levers.update(changed)
+            return sorted(changed)
 
     def step(self, n: int = 1) -> None:
-        for _ in range(n):
-            if not self.model.running:
-                return
-            self.model.step()
-            ticks = self.model.rows.ticks
-            self.history.append({name: ticks.get(name) for name in HISTORY})
+        with self.lock:
+            for _ in range(n):
+                if not self.model.running:
+                    return
+                self.model.step()
+                ticks = self.model.rows.ticks
+                self.history.append({name: ticks.get(name) for name in HISTORY})
 
     @property
     def tick(self) -> int:
@@ -102,8 +114,10 @@ class LiveSession:
 
     def frame(self) -> pl.DataFrame:
         """The history as a table (one row per tick; empty before the first)."""
-        return pl.DataFrame(self.history, schema={name: pl.Float64 for name in HISTORY}, orient="row",
-                            strict=False) if self.history else pl.DataFrame(schema={n: pl.Float64 for n in HISTORY})
+        with self.lock:
+            history = list(self.history)
+        return pl.DataFrame(history, schema={name: pl.Float64 for name in HISTORY}, orient="row",
+                            strict=False) if history else pl.DataFrame(schema={n: pl.Float64 for n in HISTORY})
 
     def cascade(self, max_nodes: int = 400) -> dict[str, np.ndarray] | None:
         """The last tick's widest post, as a small graph to draw: nodes (``user``, ``level`` 0 for
@@ -111,13 +125,14 @@ class LiveSession:
         the first thinned to at most ``max_nodes`` nodes. A level-2 viewer hangs from a level-1
         sharer among its friends, a level-3 stranger from a level-2 sharer of its city. None
         before the first tick or when the tick had no post."""
-        record = self.model.record
-        if record is None or record.traffic.posts.n == 0:
-            return None
-        exposures = np.asarray(self.model.backend.to_host(record.cascade.exposures))
-        post = int(np.argmax(exposures[:, 1:].sum(axis=1) * 10**9 + exposures[:, 0]))
-        traced = trace_post(self.model, post)
-        return cascade_graph(traced, self.model, max_nodes)
+        with self.lock:
+            record = self.model.record
+            if record is None or record.traffic.posts.n == 0:
+                return None
+            exposures = np.asarray(self.model.backend.to_host(record.cascade.exposures))
+            post = int(np.argmax(exposures[:, 1:].sum(axis=1) * 10**9 + exposures[:, 0]))
+            traced = trace_post(self.model, post)
+            return cascade_graph(traced, self.model, max_nodes)
 
 
 def cascade_graph(traced: dict[str, Any], model: CommerceModel, max_nodes: int) -> dict[str, np.ndarray]:
