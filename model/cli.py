@@ -286,7 +286,7 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
                        scheduler: Optional[str], label: str) -> tuple[list[dict[str, Any]], int]:
     """Check everything a sweep's runs need before showing anything, then run them under a
     progress bar; returns their records and how many were complete before."""
-    from .sweep import check_memory, check_task_index, check_unchanged, is_complete, run_sweep  # noqa: PLC0415
+    from .sweep import check_memory, check_task_index, check_unchanged, claim_run, is_complete, run_sweep  # noqa: PLC0415
 
     if out is None:
         raise ConfigError("--out DIR is needed (the directory the runs go to)")
@@ -297,12 +297,15 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
     # N workers' host and device memory together; on a Dask cluster each run's own preflight runs where it lands
     device_free = check_memory(sweep, out, workers, task_index) if scheduler is None else None
     already = 0 if task_index is not None else sum(is_complete(r, out) for r in sweep.runs)
+    # an array-job element claims its run before the progress bar: a second element is refused in one line
+    claimed = claim_run(sweep.runs[task_index], out) if task_index is not None else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         task = progress.add_task(label, total=1 if task_index is not None else len(sweep.runs))
         progress.update(task, completed=already)
         results = run_sweep(sweep, out, workers, task_index, on_done=lambda _rec: progress.advance(task),
-                            scheduler=scheduler, preflight=False, device_free_bytes=device_free)  # checked above
+                            scheduler=scheduler, preflight=False, device_free_bytes=device_free,  # checked above
+                            claimed=claimed)
     return results, already
 
 

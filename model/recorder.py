@@ -120,7 +120,8 @@ class OutputLock:
     process ends, however it ends.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy: str | None = None) -> None:
+        """``busy``: the error's words when another process holds the lock (a default names the path)."""
         import fcntl  # noqa: PLC0415  (POSIX; the HPC and GPU machines this runs on are)
 
         self.path = path.parent / f".{path.name}.lock"
@@ -133,8 +134,8 @@ class OutputLock:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._file.close()
-            raise RunDirectoryError(f"another weishang process is writing {str(path)!r} (it holds {str(self.path)!r}); "
-                                    f"wait for it or choose another --out") from None
+            raise RunDirectoryError(busy or f"another weishang process is writing {str(path)!r} (it holds "
+                                            f"{str(self.path)!r}); wait for it or choose another --out") from None
 
     def release(self) -> None:
         if not self._file.closed:

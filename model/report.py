@@ -16,6 +16,8 @@ seed and the parameter uncertainty given apart):
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -44,13 +46,15 @@ plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": Fa
 
 class SweepTables:
     """The tables a report reads: per-tick rows, merchants in business per tick, cascade sizes,
-    and the parameters of each grid point (empty for one run)."""
+    the parameters of each grid point (empty for one run), and the risk engine's curve rows
+    (None where the runs have none). All are read before anything is written."""
 
     def __init__(self, ticks: pl.DataFrame, active: pl.DataFrame, sizes: pl.DataFrame, points: pl.DataFrame,
-                 baseline: str, members: dict[int, int] | None = None) -> None:
+                 baseline: str, members: dict[int, int] | None = None, curve: pl.DataFrame | None = None) -> None:
         self.ticks, self.active, self.sizes, self.points, self.baseline = ticks, active, sizes, points, baseline
         #: over an ensemble: the member each point is (point -> member); None for a grid
         self.members = members
+        self.curve = curve
         self.scenarios = sorted(set(ticks["scenario"]), key=lambda s: (s != baseline, s))
 
 
@@ -104,7 +108,8 @@ def _read_tables(directory: Path) -> SweepTables:
         if "member" in runs.columns:
             pairs = runs.select(pl.col("point").cast(pl.Int64), pl.col("member").cast(pl.Int64)).unique("point")
             members = dict(zip(pairs["point"].to_list(), pairs["member"].to_list()))
-        return SweepTables(ticks, active, sizes, points, "baseline" if "baseline" in names else names[0], members)
+        return SweepTables(ticks, active, sizes, points, "baseline" if "baseline" in names else names[0], members,
+                           tradeoff.read_curve(directory))
     if (directory / "manifest.json").is_file():
         manifest = read_manifest(directory)
         if manifest.get("status") != "complete":
@@ -119,7 +124,8 @@ def _read_tables(directory: Path) -> SweepTables:
         active = table("merchants", ["tick", "active"]).group_by([*KEYS, "tick"]).agg(pl.col("active").mean()).collect()
         sizes = table("cascades", ["exposures_l1", "exposures_l2", "exposures_l3"]).select(
             "scenario", "point", size).collect()
-        return SweepTables(ticks, active, sizes, pl.DataFrame({"point": [0]}), manifest["scenario"])
+        return SweepTables(ticks, active, sizes, pl.DataFrame({"point": [0]}), manifest["scenario"],
+                           curve=tradeoff.read_curve(directory))
     raise ConfigError(f"{str(directory)!r} is neither a run directory (manifest.json) nor a sweep (runs.parquet)")
 
 
@@ -329,14 +335,48 @@ def _size_section(directory: Path) -> list[str]:
 
 def write_report(directory: str | Path) -> Path:
     """Write ``DIR/report/report.md``, its plots and ``outcomes.parquet`` (and ``effects.parquet``
-    for a sweep of several scenarios); returns the Markdown file."""
+    for a sweep of several scenarios); returns the Markdown file.
+
+    Every table is read first (a damaged one is a one-line error before anything is written);
+    the report is made in a hidden ``DIR/.report.partial-PID/`` and takes the place of an older
+    ``DIR/report/`` in one rename, so a failed or interrupted report leaves the older one whole.
+
+    Raises:
+        RunDirectoryError: a table is missing or damaged, or ``DIR/report`` is not a folder.
+        ConfigError: ``DIR`` is not a complete run or a sweep with a complete run.
+    """
     directory = Path(directory)
+    final = directory / "report"
+    if final.exists() and not final.is_dir():
+        raise RunDirectoryError(f"{str(final)!r} exists and is not a folder: move it away (the report is written "
+                                f"there)")
     tables = _read(directory)
-    out = directory / "report"
-    out.mkdir(exist_ok=True)
+    out = directory / f".report.partial-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        out.mkdir()
+        name = (_ensemble_report if tables.members is not None else _grid_report)(directory, tables, out)
+        _publish(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return final / name
+
+
+def _publish(made: Path, final: Path) -> None:
+    """Put the folder ``made`` in the place of ``final``: the older report is moved aside, the new
+    one renamed in, the older one removed. Only between the two renames is there no report."""
+    older = final.with_name(f".report.old-{os.getpid()}")
+    if final.exists():
+        final.rename(older)
+    made.rename(final)
+    shutil.rmtree(older, ignore_errors=True)
+
+
+def _grid_report(directory: Path, tables: SweepTables, out: Path) -> str:
+    """The report of a run or a sweep over scenarios and a grid, written in ``out``; returns the
+    Markdown file's name."""
     outcomes = run_outcomes(tables.ticks)
-    if tables.members is not None:
-        return _ensemble_report(directory, tables, outcomes, out)
     summary = summarize_outcomes(outcomes)
     summary.write_parquet(out / "outcomes.parquet")
     lines = [f"# weishang report: {directory.name}", "",
@@ -372,10 +412,9 @@ def write_report(directory: str | Path) -> Path:
               "## Cascade sizes", "", f"![cascade sizes]({_cascade_sizes(tables, out)})", "",
               "## Fraud caught and missed, and false positives", "", f"![fraud]({_fraud(outcomes, tables, out)})", "",
               "## Merchants in business", "", f"![survival]({_survival(tables, out)})", ""]
-    lines += tradeoff.report_section(directory, tables.ticks, tables.baseline, out)
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    lines += tradeoff.report_section(tables.curve, tables.ticks, tables.baseline, out)
+    (out / "report.md").write_text("\n".join(lines))
+    return "report.md"
 
 
 # ------------------------------------------------------------------ over an ensemble
@@ -384,9 +423,10 @@ def _interval(low: float | None, high: float | None, outcome: str) -> str:
     return "-" if low is None else f"{_fmt(low, outcome)} .. {_fmt(high, outcome)}"
 
 
-def _ensemble_report(directory: Path, tables: SweepTables, outcomes: pl.DataFrame, out: Path) -> Path:
+def _ensemble_report(directory: Path, tables: SweepTables, out: Path) -> str:
     """The report of a sweep over a calibration ensemble: every figure pooled over the members,
     with its seed interval and its parameter range apart (:func:`weishang.model.effects.two_level`)."""
+    outcomes = run_outcomes(tables.ticks)
     members = tables.members or {}
     summary = ensemble_outcomes(outcomes, members)
     summary.write_parquet(out / "outcomes.parquet")
@@ -426,9 +466,8 @@ def _ensemble_report(directory: Path, tables: SweepTables, outcomes: pl.DataFram
         lines.append("")
     lines += ["## GMV by channel (the first members)", "", f"![GMV by channel]({_gmv_by_channel(tables, out)})", "",
               "## Merchants in business (the first members)", "", f"![survival]({_survival(tables, out)})", ""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    (out / "report.md").write_text("\n".join(lines))
+    return "report.md"
 
 
 def _ensemble_forest(effects: pl.DataFrame, out: Path) -> str:

@@ -304,18 +304,49 @@ def _record(spec: RunSpec, out: Path, **fields: Any) -> dict[str, Any]:
             "config_digest": spec.config_digest, "error": None, "seconds": None, **fields}
 
 
-def execute(spec: RunSpec, common: dict[str, Any], out: str) -> dict[str, Any]:
+def claim_run(spec: RunSpec, out: Path) -> OutputLock:
+    """Hold run ``spec`` of the sweep at ``out`` for this process: a ``flock`` on
+    ``OUT/status/.run-NNNNNN.lock``, which the kernel drops when the process ends, however it ends.
+    Two processes making one run (two array-job elements given the same ``--task-index``, or an
+    element beside a whole sweep) would each delete the other's partial directory as stale; the
+    second is refused instead, before it touches anything of the run.
+
+    Raises:
+        RunDirectoryError: another process holds the run, or ``OUT/status`` cannot be made.
+    """
+    status_dir = out / "status"
+    make_dirs(status_dir)
+    return OutputLock(status_dir / f"run-{spec.index:06d}",
+                      busy=f"run {spec.index} of {str(out)!r} is being made by another process (an array-job "
+                           f"element with the same --task-index?); wait for it to finish")
+
+
+def execute(spec: RunSpec, common: dict[str, Any], out: str, claimed: bool = False) -> dict[str, Any]:
     """Run one sweep run (in any process); returns its status record. A run's own error is
-    recorded (the sweep carries on); an interruption is recorded and raised (the sweep stops)."""
+    recorded (the sweep carries on); an interruption is recorded and raised (the sweep stops).
+    ``claimed``: the caller holds the run's lock (:func:`claim_run`); otherwise it is taken here.
+
+    Raises:
+        RunDirectoryError: another process is making the same run.
+    """
+    lock = None if claimed else claim_run(spec, Path(out))
+    try:
+        return _execute(spec, common, Path(out))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _execute(spec: RunSpec, common: dict[str, Any], out_path: Path) -> dict[str, Any]:
     from .run import run_scenario  # noqa: PLC0415  (imported in the worker)
 
-    out_path = Path(out)
     started = time.perf_counter()
     run_dir = spec.run_dir(out_path)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     status_dir = out_path / "status"
     status_dir.mkdir(parents=True, exist_ok=True)
     (status_dir / f"run-{spec.index:06d}.started").touch()  # lets the pool tell in-flight runs apart
+    # partials of this run can only be a killed attempt's: whoever makes the run holds its lock
     for stale in run_dir.parent.glob(f".{run_dir.name}.partial-*"):  # left by a killed attempt
         shutil.rmtree(stale, ignore_errors=True)
     if run_state(spec, out_path) != "complete":
@@ -723,18 +754,19 @@ def _run_on_pool(todo: list[RunSpec], sweep: Sweep, out: Path, workers: int,
 def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None = None,
               on_done: Callable[[dict[str, Any]], None] | None = None,
               scheduler: str | None = None, preflight: bool = True,
-              device_free_bytes: int | None = None) -> list[dict[str, Any]]:
+              device_free_bytes: int | None = None, claimed: OutputLock | None = None) -> list[dict[str, Any]]:
     """Run the sweep's pending runs (or only run ``task_index``) on ``workers`` local processes,
     or on the Dask cluster at ``scheduler`` (an address such as ``tcp://host:8786``).
     ``preflight``: first check that ``workers`` runs fit in memory together (:func:`check_memory`);
     ``device_free_bytes``: what such a check already read (the CLI checks before its progress bar).
-    CuPy workers each get an even share of the device (:func:`device_share`).
+    ``claimed``: with ``task_index``, the run's lock the caller already holds (:func:`claim_run`;
+    released here). CuPy workers each get an even share of the device (:func:`device_share`).
 
     Raises:
         ConfigError: the task index is out of range, or ``out`` holds runs made from another
             version of the sweep file (nothing is created or changed then).
         PreflightError, BackendUnavailable: see :func:`check_memory` (nothing created then).
-        RunDirectoryError: another sweep holds ``out``.
+        RunDirectoryError: another sweep holds ``out``, or another process the run ``task_index``.
         RunInterrupted, KeyboardInterrupt: SIGTERM or Ctrl-C; the runs in flight are recorded as
             interrupted and ``runs.parquet`` is written first.
     """
@@ -745,7 +777,10 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
         device_free_bytes = check_memory(sweep, out, workers, task_index)
     make_dirs(out)
     # array-job elements share the sweep directory on purpose; each locks only its own run
-    lock = OutputLock(out) if task_index is None else None
+    if task_index is None:
+        lock = OutputLock(out)
+    else:
+        lock = claimed or claim_run(sweep.runs[task_index], out)
     done: list[dict[str, Any]] = []
     try:
         with sigterm_raises():
@@ -754,7 +789,7 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
                 done = _run_on_dask(todo, sweep, out, scheduler, on_done)
             elif workers <= 1 or len(todo) <= 1:
                 for spec in todo:
-                    done.append(execute(spec, sweep.common, str(out)))
+                    done.append(execute(spec, sweep.common, str(out), claimed=task_index is not None))
                     write_runs_table(sweep, out)
                     if on_done:
                         on_done(done[-1])
@@ -766,6 +801,5 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
                 done = _run_on_pool(todo, sweep, out, workers, on_done, limit)
     finally:
         write_runs_table(sweep, out)
-        if lock is not None:
-            lock.release()
+        lock.release()
     return done

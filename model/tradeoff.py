@@ -183,17 +183,21 @@ def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Pa
     return path
 
 
-def report_section(directory: Path, ticks: pl.DataFrame, baseline: str, out: Path) -> list[str]:
+def report_section(curve: pl.DataFrame | None, ticks: pl.DataFrame, baseline: str, out: Path) -> list[str]:
     """The report's Markdown on the risk engine's trade-off (and ``tradeoff.png``,
-    ``tradeoff.parquet`` in ``out``): the baseline's curve at its first grid point, every
-    scenario's operating point on it at that grid point. Empty without a ``risk_curve`` table."""
-    curve = read_curve(directory)
+    ``tradeoff.parquet`` in ``out``) from the runs' ``curve`` rows (:func:`read_curve`): the
+    baseline's curve at its first grid point, every scenario's operating point on it at that grid
+    point. Empty without a ``risk_curve`` table; a line saying so when the baseline has none."""
     if curve is None or curve.height == 0 or not set(OPERATING_COLUMNS) <= set(ticks.columns):
         return []
     # past the engine's cold start; a run too short to leave it is read whole (and says so)
     from_tick = FROM_TICK if int(curve["tick"].max()) >= FROM_TICK else 0
     points = curve_points(curve, from_tick)
     points.write_parquet(out / "tradeoff.parquet")
+    if points.filter(pl.col("scenario") == baseline).height == 0:
+        return ["## The risk engine's trade-off", "",
+                f"The {baseline} scenario's runs have no risk_curve rows, so there is no curve to place the "
+                f"scenarios on (their curves are in tradeoff.parquet).", ""]
     point = int(points.filter(pl.col("scenario") == baseline)["point"].min())
     base = points.filter((pl.col("scenario") == baseline) & (pl.col("point") == point))
     operating = operating_points(ticks.filter(pl.col("point") == point), from_tick)

@@ -75,6 +75,32 @@ def test_task_index_runs_one_run(tmp_path):
         run_sweep(load_sweep(sweep_file(tmp_path)), out, task_index=6)
 
 
+def test_a_second_element_for_the_same_run_is_refused_and_deletes_nothing(tmp_path):
+    """Issue 32: two array-job elements given --task-index 0 a second apart. The second deleted the
+    first's in-flight partial as stale; the first then failed, and both exited 0. Now the element
+    holds its run (the first is played here by this process holding the run's lock, its partial
+    directory in flight): the second is refused in one line, exit 2, and leaves the partial alone."""
+    from weishang.model.sweep import claim_run
+
+    path = sweep_file(tmp_path)
+    sweep, out = load_sweep(path), tmp_path / "out"
+    first = claim_run(sweep.runs[0], out)
+    in_flight = sweep.runs[0].run_dir(out).parent / f".{sweep.runs[0].run_dir(out).name}.partial-99999"
+    in_flight.mkdir(parents=True)
+    (in_flight / ".manifest.json.tmp").write_text("{}")
+    second = subprocess.run([sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out),
+                             "--task-index", "0"], capture_output=True, text=True)
+    assert second.returncode == 2 and second.stderr.count("\n") == 1, second.stderr
+    assert second.stderr.startswith("error: run 0 of") and "another process" in second.stderr
+    assert (in_flight / ".manifest.json.tmp").exists() and not (out / "status" / "run-000000.started").exists()
+    with pytest.raises(Exception, match="being made by another process"):
+        run_sweep(sweep, out, task_index=0)
+    first.release()  # the first element's process ended (the kernel drops its lock): its partial is stale now
+    run_sweep(sweep, out, task_index=0)
+    assert not in_flight.exists()
+    assert pl.read_parquet(out / "runs.parquet").filter(pl.col("run_id") == 0)["status"].item() == "complete"
+
+
 def test_bad_sweep_files(tmp_path):
     for text, message in [("[sweep]\nreplicates = 2\n", "scenarios"),
                           ('[sweep]\nscenarios = ["x.toml"]\n[gird]\n', "unknown section"),
@@ -146,6 +172,36 @@ def test_report_for_a_sweep_and_for_a_run(tmp_path):
     assert "Effects against" not in write_report(one_run).read_text()
     with pytest.raises(ConfigError, match="neither a run directory"):
         write_report(tmp_path)
+
+
+def test_a_report_that_fails_leaves_the_older_one_whole(tmp_path):
+    """Issue 32: a truncated risk_curve part gave a polars ComputeError and left a half-written
+    report/ beside an older report.md; a baseline without curve rows gave a TypeError; DIR/report
+    being a file gave a FileExistsError."""
+    from weishang.model.recorder import RunDirectoryError
+    from weishang.model.report import write_report
+
+    out = tmp_path / "out"
+    run_sweep(load_sweep(sweep_file(tmp_path)), out)
+    report = write_report(out)
+    before = {p.name: p.read_bytes() for p in report.parent.iterdir()}
+    parts = sorted((out / "risk_curve").rglob("*.parquet"))
+    assert parts and "risk engine's trade-off" in report.read_text()
+    whole = parts[-1].read_bytes()
+    parts[-1].write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(RunDirectoryError, match="missing or damaged") as error:
+        write_report(out)
+    assert "\n" not in str(error.value)
+    assert {p.name: p.read_bytes() for p in report.parent.iterdir()} == before  # the older report, untouched
+    assert not [p for p in out.iterdir() if p.name.startswith(".report")]
+    parts[-1].write_bytes(whole)
+    for part in (out / "risk_curve" / "scenario=baseline").rglob("*.parquet"):
+        part.unlink()
+    assert "no risk_curve rows" in write_report(out).read_text()
+    run = out / "runs" / "scenario=baseline" / "point=0" / "replicate=0"
+    (run / "report").write_text("not a folder")
+    with pytest.raises(RunDirectoryError, match="is not a folder"):
+        write_report(run)
 
 
 def test_report_answers_a_known_question_per_grid_point(tmp_path):
