@@ -8,7 +8,10 @@ tick, 16 per user of amount history; the learned scorer 3 more per window tick a
 while a tick is scored), and per-tick temporaries bounded by the posts' reach.
 Merchants' groups cost about 64 bytes per member slot while they are drawn (keys sorted and made
 unique in int64) and 8 while the run holds them (membership both ways, int32), and each merchant
-a few kilobytes (a Mesa agent, its row of the tables, per-merchant rows of each tick).
+a few kilobytes (a Mesa agent, its row of the tables, per-merchant rows of each tick). A tick's
+injected fraud costs about 600 bytes a payment while it is drawn, paid and scored
+(:func:`fraud_payments_per_tick` bounds how many a tick can have: heavy brushing, every merchant
+placing 10,000 fake orders a tick, is 36 million payments at 200k users).
 
 What is available honours the limits the process runs under, not only the machine's free
 memory: ``ulimit -v`` (``RLIMIT_AS``) and the cgroup's ``memory.max`` (what SLURM's ``--mem`` and
@@ -29,6 +32,7 @@ import sys
 from dataclasses import dataclass
 
 from .config import ScenarioConfig
+from .fraud import PROBE_PAYMENTS
 
 GIB = 2**30
 BUILD_BYTES_PER_EDGE = 10.5
@@ -43,6 +47,10 @@ LEARNED_BYTES_PER_USER = 4 + 17 * 8
 BUILD_BYTES_PER_MEMBER = 64
 RUN_BYTES_PER_MEMBER = 8
 RUN_BYTES_PER_MERCHANT = 4096
+#: bytes a tick's fraud payment holds while the batch is drawn, paid and scored (its columns, the
+#: risk engine's features and scores): 614 measured here between 1.4M and 2.9M brushing orders a
+#: tick (20k users, every merchant a fraud merchant, peak RSS)
+FRAUD_BYTES_PER_PAYMENT = 640
 #: the interpreter, NumPy, Mesa and pyarrow before any model state
 BASELINE_BYTES = 300 * 2**20
 #: device memory a process holds once CuPy has made its CUDA context, before any array: each
@@ -73,6 +81,21 @@ class MemoryEstimate:
     device_bytes: int  # 0 for the NumPy backend
 
 
+def fraud_payments_per_tick(config: ScenarioConfig) -> int:
+    """The most fraud payments one tick can inject (:mod:`weishang.model.fraud`, every typology at
+    full intensity, each count at its rounding up), and the tick's probe."""
+    f, n = config.fraud, config.population.n_users
+    fraud_merchants = round(f.share_fraud_merchants * config.n_merchants)
+    per_million = n / 1e6
+    events = (fraud_merchants * (f.brushing_orders + 1) if fraud_merchants else 0)
+    if fraud_merchants:
+        events += (f.ato_per_million * per_million + 1) * f.ato_payments
+        events += (f.laundering_per_million * per_million + 1) * f.laundering_fan
+    events += (f.burst_per_million * per_million + 1) * f.burst_orders
+    probe = 5 * (PROBE_PAYMENTS + max(f.ato_payments, f.burst_orders, f.laundering_fan))
+    return int(events + probe)
+
+
 def estimate(config: ScenarioConfig, backend_name: str) -> MemoryEstimate:
     """Peak bytes the run needs on the host and (for CuPy) on the device."""
     n = config.population.n_users
@@ -85,13 +108,15 @@ def estimate(config: ScenarioConfig, backend_name: str) -> MemoryEstimate:
         per_user += LEARNED_BYTES_PER_USER + LEARNED_BYTES_PER_USER_WINDOW * config.risk.window_ticks
     run = (RUN_BYTES_PER_EDGE * edges + per_user * n + RUN_BYTES_PER_MEMBER * members
            + RUN_BYTES_PER_MERCHANT * config.n_merchants)
+    # a tick's fraud is drawn on the device where it is scored; its settlement reads it back
+    fraud = FRAUD_BYTES_PER_PAYMENT * fraud_payments_per_tick(config)
     if backend_name == "cupy":
         # the population is built on the device (the graph's pairs and keys: the build model), then
         # the run state lives there; the host keeps the build's float work (sociability weights
         # and their inflation, rel_buy's normals: a few float64 arrays of N)
-        return MemoryEstimate(host_bytes=int(BASELINE_BYTES + HOST_FLOAT_BYTES_PER_USER * n),
-                              device_bytes=int(max(build, DEVICE_PEAK_RATIO * run)))
-    return MemoryEstimate(host_bytes=int(BASELINE_BYTES + max(build, run)), device_bytes=0)
+        return MemoryEstimate(host_bytes=int(BASELINE_BYTES + HOST_FLOAT_BYTES_PER_USER * n + fraud),
+                              device_bytes=int(max(build, DEVICE_PEAK_RATIO * run + fraud)))
+    return MemoryEstimate(host_bytes=int(BASELINE_BYTES + max(build, run + fraud)), device_bytes=0)
 
 
 def _proc_kib(path: str, field: str) -> int | None:

@@ -160,6 +160,30 @@ def test_preflight_honours_ulimit_v(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
 
 
+def test_preflight_counts_what_fraud_can_allocate(tmp_path):
+    """Issue 32: heavy brushing (every merchant a fraud merchant, 10,000 fake orders a tick) passed
+    the preflight, then grew to 24 GB and was killed. A tick's fraud is counted now: 36 million
+    payments at about 600 bytes each (measured), refused under 8 GiB where the same world without
+    that fraud fits."""
+    import resource
+
+    from weishang.model.config import load_config
+    from weishang.model.preflight import GIB, estimate, fraud_payments_per_tick
+
+    heavy = ["fraud.share_fraud_merchants=1.0", "fraud.brushing_orders=10000"]
+    assert fraud_payments_per_tick(load_config(overrides=heavy)) > 35e6
+    assert estimate(load_config(overrides=heavy), "numpy").host_bytes > 20 * GIB > 8 * GIB
+    assert estimate(load_config(), "numpy").host_bytes < 1 * GIB
+
+    def limit_address_space():
+        resource.setrlimit(resource.RLIMIT_AS, (8 * GIB, resource.RLIM_INFINITY))
+
+    proc = subprocess.run([sys.executable, "-m", "weishang", "run", *(a for kv in heavy for a in ("--set", kv)),
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True, preexec_fn=limit_address_space)
+    assert proc.returncode == 2 and "GiB of host memory" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args", [["--help"], ["dashboard", "--help"]])
 def test_help_names_the_dashboard_extra(args, capsys):
     # Rich reads "[dashboard]" as markup and drops it unless escaped: the install line must survive
