@@ -8,6 +8,7 @@ stderr starting ``error:``, exit code 2, no traceback, nothing written.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import re
 import sys
@@ -580,6 +581,11 @@ def _main(argv: list[str] | None) -> int:
     except RunInterrupted:
         print("error: terminated; nothing unfinished was published (a run in flight stays hidden, marked interrupted)", file=sys.stderr)
         return 143  # 128 + SIGTERM, as shells report it
+    except OSError as exc:
+        storage = _storage_failure(exc)
+        if storage is None:
+            raise
+        return _fail(storage, code=1)
     except Exception as exc:
         # Typer's parser errors (bad option, missing value, bad choice) come from click, which
         # newer Typer releases vendor privately; both spell them as exceptions carrying
@@ -595,6 +601,25 @@ def _main(argv: list[str] | None) -> int:
     if result == 130:  # newer Typer turns Ctrl-C into this exit code itself, silently
         return _interrupted()
     return result if isinstance(result, int) else 0
+
+
+#: what a full or failing disk raises (pyarrow's writers raise OSError with the errno in the text)
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+                  errno.EFBIG: "a file grew past the size allowed", errno.EROFS: "the file system is read-only",
+                  errno.EIO: "the disk reported an input/output error"}
+
+
+def _storage_failure(exc: OSError) -> str | None:
+    """One line for an OSError of the storage (a full disk, a quota, ...), None for any other.
+    Nothing unfinished is published when writing fails (a run appears by an atomic rename), so
+    the line says that and what to do; the traceback of 70 lines said nothing more."""
+    code = exc.errno if exc.errno in STORAGE_ERRNOS else next(
+        (c for c in STORAGE_ERRNOS if f"errno {c}]" in str(exc).lower()), None)
+    if code is None:
+        return None
+    where = f" writing {exc.filename}" if exc.filename else ""
+    return (f"{STORAGE_ERRNOS[code]}{where}; nothing unfinished was published (a hidden .NAME.partial-PID folder "
+            f"may hold what was written: remove it to free the space), free some space and run again")
 
 
 def _interrupted() -> int:

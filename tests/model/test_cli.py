@@ -184,6 +184,26 @@ def test_preflight_counts_what_fraud_can_allocate(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    """Issue 32: a full disk printed 71 lines of OSError [Errno 28]. The Parquet writer is made to
+    fail as pyarrow does on a full disk; the run says so in one line, and publishes nothing."""
+    import pyarrow.parquet as pq
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    code, _out, err = run_cli(["run", "--set", "population.n_users=3000", "--set", "run.n_ticks=3",
+                               "--out", str(tmp_path / "r")], capsys)
+    last = err.strip().splitlines()[-1]  # after the progress lines the run had shown
+    assert code == 1 and last.startswith("error: no space left on the device") and "Traceback" not in err, err
+    assert err.count("error") == 1
+    assert not (tmp_path / "r").exists()
+    other = OSError(2, "No such file or directory")  # not the storage's: a traceback, as any bug gives
+    from weishang.model.cli import _storage_failure
+    assert _storage_failure(other) is None and _storage_failure(OSError("[Errno 28] x")) is not None
+
+
 @pytest.mark.parametrize("args", [["--help"], ["dashboard", "--help"]])
 def test_help_names_the_dashboard_extra(args, capsys):
     # Rich reads "[dashboard]" as markup and drops it unless escaped: the install line must survive
