@@ -87,7 +87,7 @@ def _read_tables(directory: Path) -> SweepTables:
         if done.height == 0:
             raise ConfigError(f"{str(directory)!r}: the sweep has no complete run yet")
         for run_dir in done["run_dir"]:
-            read_manifest(run_dir)
+            read_manifest(directory / run_dir)  # relative to the sweep; an absolute path (older sweeps) stays as it is
         keep = done.select(pl.col("scenario"), pl.col("point").cast(pl.Int64), pl.col("replicate").cast(pl.Int64))
 
         def dataset(table: str, columns: list[str]) -> pl.LazyFrame:

@@ -121,7 +121,13 @@ class RunSpec:
         return {**common, **self.params}
 
     def run_dir(self, out: Path) -> Path:
-        return out / "runs" / f"scenario={self.scenario}" / f"point={self.point}" / f"replicate={self.replicate}"
+        return out / self.relative_dir
+
+    @property
+    def relative_dir(self) -> Path:
+        """The run's folder inside the sweep's: what ``runs.parquet`` records, so a sweep can be
+        moved or read from another working directory."""
+        return Path("runs") / f"scenario={self.scenario}" / f"point={self.point}" / f"replicate={self.replicate}"
 
 
 @dataclass(frozen=True)
@@ -300,7 +306,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def _record(spec: RunSpec, out: Path, **fields: Any) -> dict[str, Any]:
     return {"run_id": spec.index, "scenario": spec.scenario, "point": spec.point, "replicate": spec.replicate,
-            "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True), "run_dir": str(spec.run_dir(out)),
+            "seed": spec.seed, "params": json.dumps(spec.params, sort_keys=True), "run_dir": spec.relative_dir.as_posix(),
             "config_digest": spec.config_digest, "error": None, "seconds": None, **fields}
 
 
@@ -512,7 +518,7 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
                        **{name: None for name in OUTCOME_COLUMNS})
         if sweep.members is not None:
             row["member"] = sweep.members[spec.point]
-        row["run_dir"] = str(spec.run_dir(out))
+        row["run_dir"] = spec.relative_dir.as_posix()  # relative to the sweep: the folder may move
         rows.append(row)
     out.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows)

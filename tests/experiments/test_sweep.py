@@ -174,6 +174,25 @@ def test_report_for_a_sweep_and_for_a_run(tmp_path):
         write_report(tmp_path)
 
 
+def test_a_sweep_made_with_a_relative_out_can_be_moved_and_reported(tmp_path):
+    """Issue 32: a sweep made with a relative --out could not be reported from another directory,
+    or once moved ("rel/runs/.../manifest.json cannot be read ... the run is damaged")."""
+    made_in = tmp_path / "here"
+    made_in.mkdir()
+    path = sweep_file(tmp_path)
+    cli = [sys.executable, "-m", "weishang"]
+    subprocess.run([*cli, "sweep", str(path), "--out", "rel"], cwd=made_in, check=True, capture_output=True)
+    runs = pl.read_parquet(made_in / "rel" / "runs.parquet")
+    assert runs["run_dir"].str.starts_with("runs/scenario=").all()
+    moved = tmp_path / "elsewhere" / "sweep"
+    moved.parent.mkdir()
+    (made_in / "rel").rename(moved)
+    report = subprocess.run([*cli, "report", "sweep"], cwd=moved.parent, capture_output=True, text=True)
+    assert report.returncode == 0 and (moved / "report" / "report.md").is_file(), report.stderr
+    resumed = subprocess.run([*cli, "sweep", str(path), "--out", str(moved), "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0 and "0 runs completed, 0 failed, 6 already complete" in resumed.stdout, resumed.stderr
+
+
 def test_a_report_that_fails_leaves_the_older_one_whole(tmp_path):
     """Issue 32: a truncated risk_curve part gave a polars ComputeError and left a half-written
     report/ beside an older report.md; a baseline without curve rows gave a TypeError; DIR/report
