@@ -275,7 +275,7 @@ def test_a_sweep_is_one_dataset_per_table_for_every_reader(tmp_path):
     for outcome in ("gmv", "orders", "exits", "fraud_intercepted", "false_positives", "official_share_of_value",
                     "compliant_survival_per_year", "gmv_moments"):
         assert runs.schema[outcome].is_numeric(), outcome
-    manifest = json.loads((Path(runs["run_dir"][0]) / "manifest.json").read_text())
+    manifest = json.loads((out / runs["run_dir"][0] / "manifest.json").read_text())  # run_dir: relative to the sweep
     assert manifest["config"]["population"]["n_users"] == 3000 and "tables" in manifest
 
 
