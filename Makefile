@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
+# the suite on every core (pytest-xdist); a test file stays on one worker, so its module fixtures run once
+PYTEST_PARALLEL ?= -n auto --dist loadfile
 
 .PHONY: run test bench clean
 
@@ -23,7 +25,7 @@ bench: $(STAMP)
 	$(BIN)/weishang bench $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

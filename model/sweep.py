@@ -550,6 +550,18 @@ def _lookup(config: dict[str, Any], dotted: str) -> Any:
     return config[section][key]
 
 
+def _probe_tcp(address: str) -> None:
+    """Raise OSError at once when a ``tcp://host:port`` address refuses connections (Dask's
+    client retries a refused address until its timeout: ten silent seconds before the same error).
+    Other schemes are left to Dask."""
+    import socket  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    parts = urlsplit(address)
+    if parts.scheme == "tcp" and parts.hostname and parts.port:
+        socket.create_connection((parts.hostname, parts.port), timeout=5).close()
+
+
 def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
                  on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     """Run ``todo`` on a Dask distributed cluster whose workers see ``out`` (a shared file system)."""
@@ -558,6 +570,7 @@ def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
     except ImportError:
         raise ConfigError("--scheduler needs Dask: pip install 'weishang[dist]'") from None
     try:
+        _probe_tcp(scheduler)
         client = Client(scheduler, timeout=10)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConfigError(f"--scheduler {scheduler!r}: cannot reach a Dask scheduler there "
