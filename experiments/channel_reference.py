@@ -4,7 +4,7 @@ mean, as merchants see it with their mix held at the habit (``channels.share_*``
     .venv/bin/python experiments/channel_reference.py [SCENARIO.toml] [--seeds 1 2] [--set key=value ...]
 
 Prints the ``channels.reference_payoffs`` line to put in the scenario: with it, the channel
-choice (:mod:`weishang.model.channel_choice`) keeps the default's mix at its habit, and a rule
+choice (:mod:`weishang.model.mechanisms.channel_choice`) keeps the default's mix at its habit, and a rule
 that changes what a channel pays moves effort. Run it again after a calibration moves the
 channels' funnels. The estimate pools the category payoff estimates of every adaptation from
 tick 30 on (the first month is the merchants' warm-up), weighted by the category's merchants,
@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 from tqdm import tqdm
 
-from weishang.model.channel_choice import relative_payoff
+from weishang.model.mechanisms.channel_choice import relative_payoff
 from weishang.model.codes import Channel
 from weishang.model.commerce import CommerceModel
 from weishang.model.config import load_config

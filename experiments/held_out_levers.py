@@ -13,7 +13,7 @@ effects as directions:
   lifting it (``external_links_open``) lowers the official payment channel's share of value.
 
 For each: the effect (paired by member and seed) with its seed interval and parameter range
-(:func:`weishang.model.effects.two_level`), and in how many members it has the stated sign.
+(:func:`weishang.model.study.effects.two_level`), and in how many members it has the stated sign.
 
     .venv/bin/python experiments/held_out_levers.py results/ensemble_levers [--markdown]
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from weishang.model.effects import two_level
+from weishang.model.study.effects import two_level
 
 #: scenario -> (what the SPEC states, the per-run figure, the sign of the stated effect)
 STATED = {

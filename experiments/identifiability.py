@@ -9,7 +9,7 @@ probability, the official-account and search shares swapped, the group down-weig
 a copy of the repository with the fault runs ``experiments/sweeps/validation.toml`` (200k users,
 90 days, 5 seeds, 2 workers: about 40 s) and validates it: the fitted outputs within their
 bands for the mean and for each seed, and the summed distance outside the bands (in
-half-widths, :meth:`weishang.model.validation.Target.miss`). A fault the fit can tell from the
+half-widths, :meth:`weishang.model.study.validation.Target.miss`). A fault the fit can tell from the
 right mechanism scores worse than the control.
 """
 
@@ -32,7 +32,7 @@ PLANTED = ("level3_view_of_level2", "level2_buy_of_level1", "channel_shares_swap
 VALIDATE = """
 import json, sys
 from pathlib import Path
-from weishang.model.validation import load_targets, per_replicate_within, share_within, validate
+from weishang.model.study.validation import load_targets, per_replicate_within, share_within, validate
 table, _ = validate(Path(sys.argv[1]))
 targets = {t.id: t for t in load_targets()}
 fitted = table.filter(table["kind"] == "target")

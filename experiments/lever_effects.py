@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import polars as pl
 
-from weishang.model.effects import relative_change, t_interval
+from weishang.model.study.effects import relative_change, t_interval
 
 #: outcome column of runs.parquet -> (label, a share: its change in points, not percent)
 OUTCOMES = {"gmv": ("GMV", False), "official_share_of_value": ("official share", True),

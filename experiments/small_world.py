@@ -1,5 +1,5 @@
 """How far a small world's figures are from the calibrated world's: the factors
-``weishang.model.small_world.MEASURED`` states (issue 30, "small worlds").
+``weishang.model.study.small_world.MEASURED`` states (issue 30, "small worlds").
 
     weishang sweep experiments/sweeps/validation.toml --out results/validation --workers 2
     python experiments/small_world.py results/validation            # 20k users, seeds 1-3

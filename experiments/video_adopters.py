@@ -18,7 +18,7 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from weishang.model.effects import t_interval
+from weishang.model.study.effects import t_interval
 
 QUERY = """
 with last as (

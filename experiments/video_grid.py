@@ -16,7 +16,7 @@ import sys
 import duckdb
 import polars as pl
 
-from weishang.model.effects import relative_change, t_interval
+from weishang.model.study.effects import relative_change, t_interval
 
 SOCIAL, TRAFFIC = "param.channels.video_social_weight", "param.channels.video_traffic_share"
 

@@ -370,7 +370,7 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
             without group-buying or price-cutting tools reaches fewer strangers).
         trace: keep every exposure (:attr:`CascadeOutcome.trace`): for a few cascades, such as
             one post run again on its own (its draws depend on its key, not on the others, so it
-            spreads exactly as it did among them; :func:`weishang.model.cascade.trace_post`).
+            spreads exactly as it did among them; :func:`weishang.model.mechanisms.cascade.trace_post`).
 
     Returns:
         A :class:`CascadeOutcome`.

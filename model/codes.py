@@ -62,7 +62,7 @@ class Code(metaclass=_CodeType):
 
 
 class Channel(Code):
-    """Where a post goes (SPEC section 1; see :mod:`weishang.model.traffic`)."""
+    """Where a post goes (SPEC section 1; see :mod:`weishang.model.mechanisms.traffic`)."""
 
     MOMENTS = 0
     OFFICIAL_ACCOUNT = 1

@@ -4,7 +4,7 @@ The recorder builds each table's Arrow schema from here (types, field metadata w
 meaning) and refuses a row that does not match; the run summary is computed from the
 ``summary`` entries' reductions; ``weishang validate`` measures targets on registry entries;
 the CLI formats numbers by their unit; the README's and ``docs/outputs.md``'s column tables are
-generated from it (``python -m weishang.model.docs``).
+generated from it (``python -m weishang.model.apps.docs``).
 
 An undefined value (a ratio over nothing, the LTV of a merchant without customers, the exit
 reason of a merchant still in business) is null, never 0, NaN or an empty string; ``nullable``
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codes import LEVELS, OFFICIAL_SCENARIOS, TICKS_PER_YEAR, Channel, Compliance, PaymentScenario, Style
-from .fraud import TYPOLOGIES
+from .mechanisms.risk.fraud import TYPOLOGIES
 
 TABLES = ("ticks", "merchants", "cascades", "risk_curve", "transactions", "summary")
 #: figures that take either sign

@@ -19,26 +19,26 @@ from typing import Any
 import mesa
 
 from ..kernels.backend import Backend, resolve_backend
-from .accounts import Books
-from .adaptation import Adaptation
-from .aggregation import Aggregation
-from .cascade import Cascade
+from .mechanisms.books import Books
+from .mechanisms.adaptation import Adaptation
+from .mechanisms.aggregation import Aggregation
+from .mechanisms.cascade import Cascade
 from .columns import MODEL_FIGURES, TICKS
-from .community import Community
+from .mechanisms.community import Community
 from .config import ConfigError, ScenarioConfig, configure, split_key
-from .governance import Governance
+from .mechanisms.governance import Governance
 from .graph_io import with_edge_list
-from .inventory import Inventory
+from .mechanisms.inventory import Inventory
 from .merchant import draw_merchants
-from .payments import Payments
+from .mechanisms.payments import Payments
 from .plan import TickPlan, TickRecord
 from .population import Population, build_population
-from .posting import Posting
-from .risk_engine import RiskEngine
+from .mechanisms.posting import Posting
+from .mechanisms.risk.engine import RiskEngine
 from .rows import TickRows, tick_rows
-from .settlement import Settlement
+from .mechanisms.settlement import Settlement
 from .state import capture, restore
-from .traffic import Traffic
+from .mechanisms.traffic import Traffic
 
 #: The tick, in order: merchants post, the platform allocates traffic, the cascade spreads,
 #: orders are paid, risk is scored, payments settle, governance acts, communities and stock and
@@ -92,9 +92,9 @@ class CommerceModel(mesa.Model):
         overrides: config values by ``"section.key"`` (or ``section__key``), e.g. from
             ``mesa.batch_run(CommerceModel, parameters={"cascade.p_view_friend": [0.2, 0.3]})``.
 
-    Each mechanism of :data:`TICK_PLAN` is an attribute under its name (``weishang.model.traffic``,
-    ``weishang.model.risk``, ...); the merchants' numbers are ``weishang.model.merchants``; after a step,
-    ``weishang.model.record`` holds the tick's mechanism outputs and ``weishang.model.rows`` its table rows, and
+    Each mechanism of :data:`TICK_PLAN` is an attribute under its name (``model.traffic``,
+    ``model.risk``, ...); the merchants' numbers are ``model.merchants``; after a step,
+    ``model.record`` holds the tick's mechanism outputs and ``model.rows`` its table rows, and
     the figures of :data:`~weishang.model.columns.MODEL_FIGURES` are properties.
     """
 

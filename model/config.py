@@ -293,7 +293,7 @@ class ChannelsConfig(_Section):
         return self
 
     def channel_shares(self) -> tuple[float, ...]:
-        """Shares of posts by channel, in :data:`weishang.model.traffic.CHANNELS` order."""
+        """Shares of posts by channel, in :data:`weishang.model.mechanisms.traffic.CHANNELS` order."""
         return (self.share_moments, self.share_official_account, self.share_search, self.share_groups,
                 self.share_live_stream, self.share_external_link, self.share_video_account)
 

@@ -27,7 +27,7 @@ from .state import StateField, Stateful
 from .tools import draw_tools
 
 if TYPE_CHECKING:
-    from .accounts import MerchantAccounts
+    from .mechanisms.books import MerchantAccounts
     from .commerce import CommerceModel
 
 #: onboarding takes 3 days, or 2 hours (inside the first day) with the transaction component

@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass
 
 from .config import ScenarioConfig
-from .fraud import PROBE_PAYMENTS
+from .mechanisms.risk.fraud import PROBE_PAYMENTS
 
 GIB = 2**30
 BUILD_BYTES_PER_EDGE = 10.5
@@ -61,7 +61,7 @@ DEVICE_CONTEXT_BYTES = 540 * 2**20
 #: keys, the risk engine's features) are alive at once. Measured on an H200 (CuPy 14.2, 10 ticks,
 #: before the population was built on the device,
 #: the model 1,038 MiB at 1M users and 208 MiB at 200k): with the pool capped at 8 times the model
-#: (as a sweep's workers are, :func:`weishang.model.sweep.device_share`) both runs finished, their
+#: (as a sweep's workers are, :func:`weishang.model.study.sweep.device_share`) both runs finished, their
 #: pools peaking at 7,774 and 1,548 MiB; capped at 6 times, the 1M run ran out (7,210 MiB live at
 #: once). Uncapped, CuPy's pool kept 13,943 and 2,295 MiB (13 and 11 times), hoarding freed blocks
 DEVICE_PEAK_RATIO = 8
@@ -82,7 +82,7 @@ class MemoryEstimate:
 
 
 def fraud_payments_per_tick(config: ScenarioConfig) -> int:
-    """The most fraud payments one tick can inject (:mod:`weishang.model.fraud`, every typology at
+    """The most fraud payments one tick can inject (:mod:`weishang.model.mechanisms.risk.fraud`, every typology at
     full intensity, each count at its rounding up), and the tick's probe."""
     f, n = config.fraud, config.population.n_users
     fraud_merchants = round(f.share_fraud_merchants * config.n_merchants)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .accounts import traffic_cost_per_post
+from .mechanisms.books import traffic_cost_per_post
 from .codes import FRIEND_RECOMMENDATION, LEVELS, Channel, Compliance, ExitReason, PaymentScenario, Provider, Style
 from .columns import ratio
 from .plan import TickRecord

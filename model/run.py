@@ -208,7 +208,7 @@ def _tick(prepared: PreparedRun, writer: RunWriter, manifest: dict[str, Any],
 def _run(prepared: PreparedRun, on_build_step: Callable[[str], None] | None,
          on_tick: Callable[[int, int], None] | None, population: Any) -> RunResult:
     config, final_dir, backend, saved = prepared.config, prepared.final_dir, prepared.backend, prepared.saved
-    from .validation import validate_run, write_validation  # noqa: PLC0415
+    from .study.validation import validate_run, write_validation  # noqa: PLC0415
 
     if backend.name == "numpy":
         retain_freed_memory()  # ticks reuse mapped pages instead of faulting them in again

@@ -8,7 +8,7 @@ is mechanism, and the service providers' share of GMV (SPEC: 47%) is an outcome 
 * **marketing tools** (group buying, price cutting, live fission) carry level 3: a post without
   them reaches ``no_tools_stranger_reach`` as many strangers;
 * an **ERP** and the **analytics tools** make the demand forecast sharper, so stock runs out less
-  and less safety stock sits idle (see :mod:`weishang.model.inventory`);
+  and less safety stock sits idle (see :mod:`weishang.model.mechanisms.inventory`);
 * **deep analytics** (certified merchants only, see ``platform.deep_data_min_certification``)
   also targets pushes: interest-matched friends are pushed the post more often and off-interest
   friends less (see :func:`target_exposures`);

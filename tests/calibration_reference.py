@@ -2,7 +2,7 @@
 
 A mechanism that breaks moves the figures the calibration rests on: a level taking another
 level's probability moved GMV by 10-12% and nothing in the suite noticed (issue 30). This
-module measures the figures of ``model/targets.toml`` (fitted targets, plausibility bounds and
+module measures the figures of ``model/study/targets.toml`` (fitted targets, plausibility bounds and
 alternative readings) on :data:`WORLD`: one region of 20k users in 10 cities (the default's
 density of 2,000 users a city, so a scaled copy of the default's region, see
 ``tests/model/test_size_free.py``), 60 ticks, seeds :data:`SEEDS`, with every other setting the
@@ -32,7 +32,7 @@ import polars as pl
 
 from weishang.model.config import load_config
 from weishang.model.run import run_scenario
-from weishang.model.validation import validate_run
+from weishang.model.study.validation import validate_run
 
 REFERENCE = Path(__file__).resolve().parent / "model" / "calibration_reference.json"
 WORLD = ["population.n_users=20000", "population.n_cities=10", "population.region_users=20000", "run.n_ticks=60",

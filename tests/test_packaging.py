@@ -18,7 +18,7 @@ def test_wheel_has_only_weishang_and_imports_beside_a_users_model_py(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"weishang"}  # no bare `model` or `kernels` in site-packages
-    assert "weishang/model/scenarios/default.toml" in names and "weishang/model/targets.toml" in names
+    assert "weishang/model/scenarios/default.toml" in names and "weishang/model/study/targets.toml" in names
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                                 str(tmp_path / "site"), str(wheel)], capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr

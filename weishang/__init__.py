@@ -40,8 +40,8 @@ _API = {
     "run_scenario": "weishang.model.run",
     "RunResult": "weishang.model.run",
     "CommerceModel": "weishang.model.commerce",
-    "load_sweep": "weishang.model.sweep",
-    "run_sweep": "weishang.model.sweep",
+    "load_sweep": "weishang.model.study.sweep",
+    "run_sweep": "weishang.model.study.sweep",
 }
 
 __all__ = ["__version__", *_API]

@@ -1,5 +1,5 @@
 """``python -m weishang``: the command line (same as the ``weishang`` command)."""
 
-from weishang.model.cli import main
+from weishang.model.apps.cli import main
 
 main()

@@ -27,7 +27,7 @@ from tests.calibration_reference import WORLD
 from weishang.model.config import load_config
 from weishang.model.recorder import read_manifest
 from weishang.model.run import run_scenario
-from weishang.model.sweep import OUTCOME_COLUMNS
+from weishang.model.study.sweep import OUTCOME_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))

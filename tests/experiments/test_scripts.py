@@ -53,7 +53,7 @@ def test_lever_summary_says_whether_the_interval_excludes_zero():
 
 
 def test_video_adopters_table_from_a_small_sweep(tmp_path):
-    from weishang.model.sweep import load_sweep, run_sweep
+    from weishang.model.study.sweep import load_sweep, run_sweep
 
     sweep_file = tmp_path / "video.toml"
     sweep_file.write_text(f'''[sweep]
@@ -78,7 +78,7 @@ replicates = 2
 def test_held_out_levers_reads_an_ensemble_sweep(tmp_path):
     """The held-out lever test on a tiny sweep over a two-member ensemble: a row per lever with
     its effect, seed interval, parameter range and members agreeing with the stated sign."""
-    from weishang.model.sweep import load_sweep, run_sweep
+    from weishang.model.study.sweep import load_sweep, run_sweep
 
     pl.DataFrame({"member": [0, 1], "param.cascade.p_buy_friend": [0.2, 0.3]}).write_parquet(tmp_path / "e.parquet")
     scenarios = ", ".join(f'"{ROOT / "experiments" / name}.toml"' for name in

@@ -4,8 +4,8 @@ import polars as pl
 import pytest
 
 from weishang.model.config import ConfigError
-from weishang.model.sensitivity import analyze, load_screen
-from weishang.model.sweep import run_sweep
+from weishang.model.study.sensitivity import analyze, load_screen
+from weishang.model.study.sweep import run_sweep
 
 
 def spec(tmp_path, method="morris", extra=""):

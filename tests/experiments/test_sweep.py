@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from weishang.model.config import ConfigError
-from weishang.model.sweep import load_sweep, run_sweep
+from weishang.model.study.sweep import load_sweep, run_sweep
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -80,7 +80,7 @@ def test_a_second_element_for_the_same_run_is_refused_and_deletes_nothing(tmp_pa
     first's in-flight partial as stale; the first then failed, and both exited 0. Now the element
     holds its run (the first is played here by this process holding the run's lock, its partial
     directory in flight): the second is refused in one line, exit 2, and leaves the partial alone."""
-    from weishang.model.sweep import claim_run
+    from weishang.model.study.sweep import claim_run
 
     path = sweep_file(tmp_path)
     sweep, out = load_sweep(path), tmp_path / "out"
@@ -149,7 +149,7 @@ def test_shipped_sweep_files_load(path):
 
 
 def test_report_for_a_sweep_and_for_a_run(tmp_path):
-    from weishang.model.report import write_report
+    from weishang.model.study.report import write_report
 
     sweep = load_sweep(sweep_file(tmp_path))
     out = tmp_path / "out"
@@ -198,7 +198,7 @@ def test_a_report_that_fails_leaves_the_older_one_whole(tmp_path):
     report/ beside an older report.md; a baseline without curve rows gave a TypeError; DIR/report
     being a file gave a FileExistsError."""
     from weishang.model.recorder import RunDirectoryError
-    from weishang.model.report import write_report
+    from weishang.model.study.report import write_report
 
     out = tmp_path / "out"
     run_sweep(load_sweep(sweep_file(tmp_path)), out)
@@ -226,7 +226,7 @@ def test_a_report_that_fails_leaves_the_older_one_whole(tmp_path):
 def test_report_answers_a_known_question_per_grid_point(tmp_path):
     # issue 17: a lever with no effect (how long a human review takes changes no sale) and one with
     # a large one (friends buy twice as often), on a grid of two points, three replicates each
-    from weishang.model.report import write_report
+    from weishang.model.study.report import write_report
 
     (tmp_path / "no_effect.toml").write_text('[run]\nname = "no_effect"\n[governance]\nhuman_review_minutes = 50.0\n')
     (tmp_path / "large.toml").write_text('[run]\nname = "large"\n[cascade]\np_buy_friend = 0.6\n')
@@ -378,7 +378,7 @@ def test_a_damaged_published_run_is_made_again_on_resume(tmp_path):
     run_sweep(sweep, out)
     victim = out / "ticks" / "scenario=baseline" / "point=0" / "replicate=1" / "part-0.parquet"
     victim.write_bytes(victim.read_bytes()[:100])  # truncated by a full disk or a careless copy
-    from weishang.model.sweep import run_state
+    from weishang.model.study.sweep import run_state
 
     assert run_state(sweep.runs[1], out) == "damaged"
     redone = run_sweep(sweep, out)
@@ -460,7 +460,7 @@ def test_two_sweeps_on_one_out_do_not_race(tmp_path):
 
 
 def test_a_garbage_runs_table_or_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
-    from weishang.model.cli import _main
+    from weishang.model.apps.cli import _main
 
     out = tmp_path / "out"
     out.mkdir()
@@ -478,7 +478,7 @@ def test_cupy_workers_that_do_not_fit_on_the_device_are_refused_before_anything(
     # issue 29: N workers on one GPU, the device's free memory read from the CuPy stand-in
     from tests import strict_device
     from weishang.model import preflight
-    from weishang.model.cli import _main
+    from weishang.model.apps.cli import _main
     from weishang.model.config import load_config
 
     config = load_config(EXPERIMENTS / "baseline.toml", ["population.n_users=4000", "population.n_cities=4"])
@@ -508,7 +508,7 @@ def test_workers_are_spawned_and_inherit_no_device_state(tmp_path, monkeypatch):
     # one starts afresh. The stand-in "cupy" here breaks any run whose process can see it.
     import types
 
-    from weishang.model import sweep as sweep_module
+    from weishang.model.study import sweep as sweep_module
 
     assert sweep_module.WORKER_START_METHOD == "spawn"
 
@@ -548,7 +548,7 @@ def test_each_cupy_worker_gets_an_even_share_of_the_device(monkeypatch):
     from concurrent.futures import ProcessPoolExecutor
 
     from weishang.model.preflight import DEVICE_CONTEXT_BYTES
-    from weishang.model.sweep import WORKER_START_METHOD, _worker_start, device_share
+    from weishang.model.study.sweep import WORKER_START_METHOD, _worker_start, device_share
 
     assert device_share(40 * 2**30, 4) == 10 * 2**30 - DEVICE_CONTEXT_BYTES
     # the worker's CuPy reads its pool limit from the environment when it is first imported

@@ -411,7 +411,7 @@ def test_risk_account_kernels_compiled_equal_numpy(tmp_path):
 
 @needs_compiler
 def test_fraud_batch_compiled_equals_numpy(tmp_path):
-    from weishang.model import fraud
+    from weishang.model.mechanisms.risk import fraud
     from weishang.model.config import load_config
 
     kernel = fraud._FRAUD_BATCH
@@ -445,7 +445,7 @@ def test_fraud_batch_compiled_equals_numpy(tmp_path):
 
 @needs_compiler
 def test_keep_reader_compiled_equals_numpy(tmp_path):
-    from weishang.model import community
+    from weishang.model.mechanisms import community
 
     kernel = community._KEEP_READER
     library = _compile(kernel, tmp_path)
@@ -520,7 +520,7 @@ def test_row_spans_compiled_equal_numpy(tmp_path):
 
 @needs_compiler
 def test_settlement_bins_compiled_equal_numpy(tmp_path):
-    from weishang.model import settlement
+    from weishang.model.mechanisms import settlement
 
     kernel = settlement._SETTLEMENT_BINS
     gen = np.random.default_rng(14)

@@ -3,7 +3,7 @@
 
 import pyarrow.parquet as pq
 
-from weishang.model.bench import COLUMNS, bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows
+from weishang.model.apps.bench import COLUMNS, bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows
 
 
 def test_benchmarks_produce_rows_with_the_documented_columns(tmp_path):
@@ -25,7 +25,7 @@ def test_device_benchmarks_run_their_kernels_on_the_device(monkeypatch):
     # come back explicitly, and rows name the backend and the device they ran on
     import sys
 
-    from weishang.model import bench
+    from weishang.model.apps import bench
     from tests import strict_device
 
     monkeypatch.setitem(sys.modules, "cupyx", strict_device.cupyx)

@@ -4,12 +4,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from weishang.model.channel_choice import ChannelMix, relative_payoff, shrunk_payoff, target_mix
+from weishang.model.mechanisms.channel_choice import ChannelMix, relative_payoff, shrunk_payoff, target_mix
 from weishang.model.codes import Channel
 from weishang.model.config import ConfigError, load_config
-from weishang.model.inventory import Stock
+from weishang.model.mechanisms.inventory import Stock
 from weishang.model.run import run_scenario
-from weishang.model.traffic import external_link_weight, plan_posts
+from weishang.model.mechanisms.traffic import external_link_weight, plan_posts
 
 HABIT = np.array([0.3, 0.25, 0.23, 0.05, 0.1, 0.05, 0.02])
 

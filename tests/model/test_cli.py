@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from weishang.model.cli import main
+from weishang.model.apps.cli import main
 
 SMALL = ["--set", "population.n_users=3000", "--set", "population.n_cities=3", "--set", "run.n_ticks=3"]
 
@@ -200,7 +200,7 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     assert err.count("error") == 1
     assert not (tmp_path / "r").exists()
     other = OSError(2, "No such file or directory")  # not the storage's: a traceback, as any bug gives
-    from weishang.model.cli import _storage_failure
+    from weishang.model.apps.cli import _storage_failure
     assert _storage_failure(other) is None and _storage_failure(OSError("[Errno 28] x")) is not None
 
 

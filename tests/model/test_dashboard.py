@@ -15,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from weishang.model.live import LEVERS, LiveSession, default_levers
+from weishang.model.apps.live import LEVERS, LiveSession, default_levers
 
 CHROMIUM = os.environ.get("WEISHANG_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -49,7 +49,7 @@ def dashboard(tmp_path_factory):
     pytest.importorskip("playwright")
     if CHROMIUM is None:
         pytest.skip("no Chromium: install Debian's chromium package (.ci/run does)")
-    from weishang.model.sweep import load_sweep, run_sweep
+    from weishang.model.study.sweep import load_sweep, run_sweep
 
     root = tmp_path_factory.mktemp("dash")
     (root / "base.toml").write_text('[run]\nname = "baseline"\n')

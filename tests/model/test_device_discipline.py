@@ -65,7 +65,7 @@ def test_stand_in_refuses_scalars_cupy_refuses(strict):
 
 
 def test_the_old_traffic_comparison_fails_on_the_stand_in(strict):
-    # the line that crashed on the H200 (model/traffic.py, commit 56dfe1a), with the IntEnum the
+    # the line that crashed on the H200 (model/mechanisms/traffic.py, commit 56dfe1a), with the IntEnum the
     # codes were then: refused here as on CuPy; the codes are plain ints now, and pass
     import enum
 
@@ -146,7 +146,7 @@ def test_per_tick_copies_to_the_host_are_aggregates(strict):
     from weishang.kernels.backend import Backend
     from weishang.model.codes import Channel
     from weishang.model.commerce import CommerceModel
-    from weishang.model.risk_engine import CURVE_CLASSES, FPR_GRID
+    from weishang.model.mechanisms.risk.engine import CURVE_CLASSES, FPR_GRID
 
     copied: list[int] = []
 

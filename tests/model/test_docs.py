@@ -1,12 +1,12 @@
 """The README's tick plan and column tables, and docs/outputs.md, are generated from the code."""
 
-from weishang.model import docs
+from weishang.model.apps import docs
 from weishang.model.columns import REGISTRY
 from weishang.model.commerce import TICK_PLAN
 
 
 def test_generated_docs_are_up_to_date():
-    assert docs.main(["--check"]) == 0, "run: python -m weishang.model.docs"
+    assert docs.main(["--check"]) == 0, "run: python -m weishang.model.apps.docs"
 
 
 def test_readme_lists_every_step_and_outputs_doc_every_column():

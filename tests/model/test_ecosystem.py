@@ -11,13 +11,13 @@ import pytest
 from weishang.kernels.backend import resolve_backend
 from weishang.model.commerce import CommerceModel
 from weishang.model.config import load_config
-from weishang.model.customers import CustomerLedger
-from weishang.model.diagnostics import Diagnostics
-from weishang.model.governance import ReviewDesk
-from weishang.model.inventory import fill_orders
-from weishang.model.community import GroupParts, group_exposures
+from weishang.model.mechanisms.customers import CustomerLedger
+from weishang.model.mechanisms.diagnostics import Diagnostics
+from weishang.model.mechanisms.governance import ReviewDesk
+from weishang.model.mechanisms.inventory import fill_orders
+from weishang.model.mechanisms.community import GroupParts, group_exposures
 from weishang.model.run import run_scenario
-from weishang.model.traffic import CHANNELS, GROUPS, plan_posts
+from weishang.model.mechanisms.traffic import CHANNELS, GROUPS, plan_posts
 
 BASE = ["population.n_users=8000", "population.n_cities=4", "run.n_ticks=30", 'run.backend="numpy"',
         "merchants.post_rate=0.6", "merchants.traffic_cost_per_post=10.95"]  # volumes and costs the tests were sized

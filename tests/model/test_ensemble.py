@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 
 from weishang.model.config import ConfigError
-from weishang.model.effects import two_level
-from weishang.model.ensemble import (CENTRE, EnsembleSpec, coverage, draw_samples, implausibility,
+from weishang.model.study.effects import two_level
+from weishang.model.study.ensemble import (CENTRE, EnsembleSpec, coverage, draw_samples, implausibility,
                                      load_ensemble_spec)
-from weishang.model.report import write_report
-from weishang.model.sweep import load_sweep, run_sweep
-from weishang.model.validation import Measure, Target
+from weishang.model.study.report import write_report
+from weishang.model.study.sweep import load_sweep, run_sweep
+from weishang.model.study.validation import Measure, Target
 
 TINY = ['"population.n_users" = 3000', '"population.n_cities" = 3', '"run.n_ticks" = 6']
 
@@ -83,7 +83,7 @@ def test_ensemble_spec_errors_are_one_line(tmp_path):
         bad.write_text(f'[ensemble]\ncutoff = {cutoff}\n[ensemble.params]\n"cascade.p_buy_friend" = [0.1, 0.2]\n')
         with pytest.raises(Exception, match="positive, finite cutoff"):
             load_ensemble_spec(bad)
-    proc = subprocess.run([sys.executable, "-m", "weishang.model.cli", "calibrate", "--ensemble", str(bad),
+    proc = subprocess.run([sys.executable, "-m", "weishang.model.apps.cli", "calibrate", "--ensemble", str(bad),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
@@ -121,7 +121,7 @@ def test_calibrate_ensemble_writes_its_tables_and_resumes(tmp_path):
     spec.write_text('[ensemble]\nsamples = 4\ncentre_replicates = 2\nhold_out = ["reach_l1"]\n'
                     'exclude = ["analytics_gmv_growth"]\nlog = ["merchants.exit_hazard"]\n[ensemble.params]\n'
                     '"cascade.p_buy_friend" = [0.2, 0.3]\n"merchants.exit_hazard" = [0.001, 0.003]\n')
-    args = [sys.executable, "-m", "weishang.model.cli", "calibrate", "--ensemble", str(spec), "--out",
+    args = [sys.executable, "-m", "weishang.model.apps.cli", "calibrate", "--ensemble", str(spec), "--out",
             str(tmp_path / "ens"), "--set", "population.n_users=3000", "--set", "population.n_cities=3",
             "--set", "run.n_ticks=6", "--set", 'run.backend="numpy"']
     proc = subprocess.run(args, capture_output=True, text=True)
@@ -187,7 +187,7 @@ def test_the_report_over_an_ensemble_gives_seed_and_parameter_intervals(ensemble
 def test_an_ensemble_rerun_with_another_box_or_set_is_refused_not_reused(tmp_path):
     # issue 32: a rerun on the same --out with another box (or --set) reused the old samples while
     # ranges.parquet reported the new box
-    from weishang.model.ensemble import RUNS_STAMP, check_same_runs
+    from weishang.model.study.ensemble import RUNS_STAMP, check_same_runs
     from weishang.model.config import load_config
 
     spec = tmp_path / "e.toml"

@@ -5,8 +5,8 @@ import polars as pl
 import pytest
 
 from weishang.model.config import WECHAT_MAU, load_config
-from weishang.model.everyday import daily_everyday_counts, draw_everyday
-from weishang.model.fraud import PROBE_PAYMENTS, TYPOLOGIES, FraudInjector
+from weishang.model.mechanisms.risk.everyday import daily_everyday_counts, draw_everyday
+from weishang.model.mechanisms.risk.fraud import PROBE_PAYMENTS, TYPOLOGIES, FraudInjector
 from weishang.model.run import run_scenario
 
 
@@ -165,7 +165,7 @@ def test_transactions_log_full_and_reproducible_sample(tmp_path):
 
 
 def test_fx_exposure_follows_rate_moves():
-    from weishang.model.fx import CURRENCIES, LOCK_TICKS, FxDesk
+    from weishang.model.mechanisms.fx import CURRENCIES, LOCK_TICKS, FxDesk
 
     still = FxDesk(0.0, seed=1)
     moving = FxDesk(0.01, seed=1)

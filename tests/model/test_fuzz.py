@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from weishang.model.cli import main
+from weishang.model.apps.cli import main
 from weishang.model.config import ConfigError, ScenarioConfig, load_config
 from weishang.model.graph_io import GraphInputError, read_edge_list
-from weishang.model.sweep import load_sweep
+from weishang.model.study.sweep import load_sweep
 
 SECTIONS = list(ScenarioConfig.model_fields)
 KEYS = sorted({k for s in SECTIONS for k in ScenarioConfig.model_fields[s].annotation.model_fields} | {"nope", "n"})

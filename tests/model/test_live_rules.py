@@ -18,7 +18,7 @@ import pytest
 
 from weishang.model.commerce import LIVE_RULES, CommerceModel
 from weishang.model.config import ConfigError, ScenarioConfig
-from weishang.model.live import LEVERS
+from weishang.model.apps.live import LEVERS
 
 #: a small world made busy, so every rule has something to act on within days: ten times the
 #: posts, violations flagged and reviewed far more often, more public traffic to video accounts

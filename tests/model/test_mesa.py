@@ -98,7 +98,7 @@ def test_one_post_traced_spreads_as_it_did_in_the_tick():
     as the tick counted for it, for the tick's largest cascades."""
     import numpy as np
 
-    from weishang.model.cascade import trace_post
+    from weishang.model.mechanisms.cascade import trace_post
 
     model = CommerceModel(**{**SMALL, "population.n_users": 6000, "run.n_ticks": 3, "merchants.post_rate": 1.0})
     model.step()

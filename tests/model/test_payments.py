@@ -3,8 +3,8 @@ import pytest
 from weishang.kernels.backend import bin_sums
 from weishang.model.codes import PaymentScenario
 from weishang.model.config import load_config
-from weishang.model.payments import make_payments
-from weishang.model.settlement import (
+from weishang.model.mechanisms.payments import make_payments
+from weishang.model.mechanisms.settlement import (
     MAX_LAG,
     ROWS,
     SETTLEMENT_LAG,

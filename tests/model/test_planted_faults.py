@@ -20,7 +20,7 @@ from weishang.model.config import load_config
 
 
 def test_each_cascade_level_takes_its_own_probabilities():
-    from weishang.model.cascade import level_rules
+    from weishang.model.mechanisms.cascade import level_rules
 
     # every probability distinct, so a level reading another level's field shows
     config = load_config(overrides=["cascade.p_buy_friend=0.11", "cascade.p_share_friend=0.012",
@@ -54,7 +54,7 @@ def stepped_model():
 
 
 def test_a_merchants_profit_is_margin_less_fees_traffic_fixed_and_holding(stepped_model):
-    from weishang.model.accounts import traffic_cost_per_post
+    from weishang.model.mechanisms.books import traffic_cost_per_post
 
     model, config = stepped_model, stepped_model.config
     weights = np.asarray(config.channels.traffic_cost_weights)
@@ -89,7 +89,7 @@ def test_holding_stock_costs_its_goods_value_times_the_daily_rate(stepped_model)
 
 
 def test_group_down_weighting_binds_above_its_threshold_only(stepped_model):
-    from weishang.model.community import group_read_probability
+    from weishang.model.mechanisms.community import group_read_probability
 
     platform, community = stepped_model.config.platform, stepped_model.config.community
     t, w = platform.group_downweight_threshold, platform.group_downweight
@@ -108,7 +108,7 @@ def test_group_down_weighting_binds_above_its_threshold_only(stepped_model):
 
 def test_external_link_steps_bind_from_each_step_on():
     # a share just below a step keeps the weight before it; at the step and above, the next one
-    from weishang.model.traffic import external_link_weight
+    from weishang.model.mechanisms.traffic import external_link_weight
 
     platform = load_config().platform
     steps, weights = platform.external_link_share_steps, platform.external_link_weights
@@ -125,7 +125,7 @@ def test_each_fraud_typology_comes_at_its_own_rate():
     # a ring count drawn at another typology's rate survived every test (the mutants' report):
     # distinct whole rates per million users a day give exact counts (stochastic rounding of an
     # integer), so a typology reading another's rate shows
-    from weishang.model.fraud import ATO, BURST, FAN_IN, FAN_OUT, FraudInjector
+    from weishang.model.mechanisms.risk.fraud import ATO, BURST, FAN_IN, FAN_OUT, FraudInjector
 
     cfg = load_config(overrides=["fraud.ato_per_million=2.0", "fraud.laundering_per_million=7.0",
                                  "fraud.burst_per_million=11.0"]).fraud

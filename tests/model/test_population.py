@@ -134,7 +134,7 @@ def test_an_edge_list_sets_the_users_every_figure_scales_by(tmp_path):
     import json
 
     from weishang.model.run import run_scenario
-    from weishang.model.validation import load_targets, validate_run
+    from weishang.model.study.validation import load_targets, validate_run
 
     graph = generate_friend_graph_for_test(3000)
     pq.write_table(pa.table({"src": graph[0], "dst": graph[1]}), tmp_path / "g.parquet")

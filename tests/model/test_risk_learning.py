@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from weishang.kernels.risk_features import N_FEATURES, linear_scores
-from weishang.model.risk_model import LabelledRows, LearnedScorer, fit_logistic
-from weishang.model.tradeoff import curve_points, read_curve, recall_at
+from weishang.model.mechanisms.risk.scorer import LabelledRows, LearnedScorer, fit_logistic
+from weishang.model.study.tradeoff import curve_points, read_curve, recall_at
 
 
 def rows(tick, n=200, seed=0, fraud_share=0.1):

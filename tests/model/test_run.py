@@ -150,7 +150,7 @@ def test_python_api_returns_arrow_tables(small_config, tmp_path):
 
 def test_damaged_or_old_results_give_a_clear_error(small_config, tmp_path):
     from weishang.model.recorder import RunDirectoryError, read_manifest
-    from weishang.model.report import write_report
+    from weishang.model.study.report import write_report
 
     run = run_scenario(small_config, tmp_path / "r").run_dir
     manifest = json.loads((run / "manifest.json").read_text())
@@ -290,7 +290,7 @@ def test_damaged_tables_and_checkpoints_are_one_line(small_config, tmp_path, cap
     import pickle
 
     from weishang.model import checkpoint
-    from weishang.model.cli import _main
+    from weishang.model.apps.cli import _main
     from weishang.model.recorder import RunDirectoryError
 
     run = run_scenario(small_config, tmp_path / "r").run_dir

@@ -16,7 +16,7 @@ import pytest
 
 from weishang.model.config import load_config
 from weishang.model.run import run_scenario
-from weishang.model.validation import load_targets, validate_run
+from weishang.model.study.validation import load_targets, validate_run
 
 REGION = 20_000
 SMALL_WORLD = ["population.n_cities=10", f"population.region_users={REGION}", "run.n_ticks=30",

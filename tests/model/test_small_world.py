@@ -4,7 +4,7 @@ fraud loss of the order of its GMV, and nothing said so."""
 from __future__ import annotations
 
 from weishang.model.config import load_config
-from weishang.model.small_world import dense_cities, manifest_notes, size_notes
+from weishang.model.study.small_world import dense_cities, manifest_notes, size_notes
 
 
 def notes(*overrides: str) -> list[str]:

@@ -10,13 +10,13 @@ import optuna
 import polars as pl
 import pytest
 
-from weishang.model.calibrate import calibrate, load_spec, loss
-from weishang.model.cli import _main
+from weishang.model.study.calibrate import calibrate, load_spec, loss
+from weishang.model.apps.cli import _main
 from weishang.model.config import ConfigError, load_config
 from weishang.model.recorder import FORMAT_VERSION
 from weishang.model.run import run_scenario
-from weishang.model.sweep import load_sweep, run_sweep
-from weishang.model.validation import (KINDS, Measure, RunMeasures, Target, load_targets, share_within, validate,
+from weishang.model.study.sweep import load_sweep, run_sweep
+from weishang.model.study.validation import (KINDS, Measure, RunMeasures, Target, load_targets, share_within, validate,
                                        validate_run)
 
 SMALL = ["population.n_users=5000", "population.n_cities=10", "run.n_ticks=8", 'run.backend="numpy"',

@@ -1,0 +1,24 @@
+"""The mechanisms of a tick, one module per step of
+:data:`~weishang.model.commerce.TICK_PLAN` and named as the step, with the helpers each step
+alone uses beside it:
+
+========================  ===================================================================
+step                      module (helpers)
+========================  ===================================================================
+``posting``               :mod:`.posting`
+``traffic``               :mod:`.traffic` (:mod:`.appeal`: what a post earns; :mod:`.channel_choice`)
+``cascade``               :mod:`.cascade` (the kernel is :mod:`weishang.kernels.cascade`)
+``payments``              :mod:`.payments`
+``risk``                  :mod:`.risk` (engine, learned scorer, injected fraud, everyday payments)
+``settlement``            :mod:`.settlement` (:mod:`.fx`: cross-border exchange rates)
+``governance``            :mod:`.governance`
+``community``             :mod:`.community` (:mod:`.customers`: who bought from whom)
+``inventory``             :mod:`.inventory`
+``books``                 :mod:`.books`
+``adaptation``            :mod:`.adaptation` (the Mesa merchants' decisions)
+``aggregation``           :mod:`.aggregation` (:mod:`.diagnostics`: per-merchant diagnostics)
+========================  ===================================================================
+
+What every step shares (the config, the codes, the merchants' and users' tables, the plan and
+its state protocol) lives one level up, in :mod:`weishang.model`.
+"""

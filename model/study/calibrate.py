@@ -1,0 +1,455 @@
+"""``weishang calibrate``: fit the free mechanism parameters to docs/SPEC.md's targets with Optuna.
+
+What is fitted is declared in ``model/study/calibration.toml``: stages of parameters with their search
+ranges (never a target, never a figure the SPEC gives as an input). Each stage runs a TPE study
+whose first trial is the scenario's current values; a trial runs the scenario on
+``run.replicates`` seeds (common to all trials, :func:`weishang.model.study.sweep.replicate_seed`) and scores
+the replicates' mean of every fitted target of ``model/study/targets.toml``:
+
+    loss = sum over the stage's targets of huber(miss)  +  0.01 * sum of ((value - expected) / half-width) ** 2
+
+where ``miss`` is the distance outside the tolerance band in half-widths (0 inside), and
+``huber(x)`` is ``x ** 2`` up to 3 and grows linearly beyond: the first term brings targets into
+their bands, the small second one prefers the centre. The linear tail keeps a target the
+mechanisms cannot reach at this N (level-3 reach of 50,000 in a 200k-user population) from
+dragging every other parameter after it, while a far miss still costs more than a near one. A stage fits the
+targets it lists (``targets`` in ``calibration.toml``; all when it lists none); every trial
+records all of them. The best values of a stage are fixed before the next. Targets named with
+``--hold-out`` are left out of every loss, to check how the mechanisms reproduce patterns they
+were not fitted to.
+
+Everything is kept in ``OUT/study.db`` (an Optuna SQLite storage): running the command again
+with the same ``OUT`` resumes where it stopped, and a stage with enough complete trials is not
+run again. Outputs: ``OUT/calibrated.toml`` (a scenario file of the fitted values, loadable as
+``weishang run OUT/calibrated.toml``), ``OUT/trials.parquet`` (every trial's parameters and
+target values) and ``OUT/importances.parquet`` + ``importances.png`` (fANOVA importance of each
+parameter for each target that the stage moves by at least 5% (std / mean over its trials):
+which parameters move which targets; ``spread`` says how much the stage moved the target).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..config import ConfigError, ScenarioConfig, load_config, read_toml_file
+from ..recorder import RunDirectoryError
+from .validation import Target, load_targets
+
+#: weight of the pull toward each target's centre, next to the band misses
+CENTRE_WEIGHT = 0.01
+#: misses beyond this many half-widths grow the loss linearly, not quadratically
+HUBER_KNEE = 3.0
+#: importances are reported for targets whose trials spread at least this much (std / |mean|)
+MIN_SPREAD = 0.05
+#: parameters that would change the population (which trials share): the whole population
+#: section, and the community keys the groups and profiles are drawn with
+POPULATION_SECTIONS = ("population",)
+POPULATION_KEYS = ("community.group_size_mean", "community.groups_per_merchant", "community.profile_completeness")
+
+
+@dataclass
+class Stage:
+    """One block of parameters fitted together."""
+
+    name: str
+    why: str
+    params: dict[str, tuple[float, float]]
+    log: set[str] = field(default_factory=set)
+    integer: set[str] = field(default_factory=set)
+    remainder: str = ""
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CalibrationSpec:
+    stages: list[Stage]
+    replicates: int
+    rounds: int = 1
+
+
+def load_spec(path: str | Path | None = None) -> CalibrationSpec:
+    """Read ``calibration.toml`` (the shipped one when ``path`` is None) and check its names."""
+    if path is None:
+        doc = tomllib.loads(resources.files(__package__).joinpath("calibration.toml").read_text(encoding="utf-8"))
+    else:
+        doc = read_toml_file(path, "calibration spec")
+    defaults = ScenarioConfig().model_dump()
+    stages = []
+    try:
+        entries = list(doc["stage"])
+        for entry in entries:
+            entry["params"] = {name: (float(lo), float(hi)) for name, (lo, hi) in entry["params"].items()}
+            if not entry.get("name"):
+                raise ValueError("a stage needs a name")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"calibration spec: each [[stage]] needs a name and [stage.params] of "
+                          f"name = [low, high] ({type(exc).__name__}: {exc})") from None
+    for entry in entries:
+        params = entry["params"]
+        for name in [*params, *([entry["remainder"]] if entry.get("remainder") else [])]:
+            section, _, key = name.partition(".")
+            if section not in defaults or key not in defaults[section]:
+                raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} is not a config key")
+            if section in POPULATION_SECTIONS or name in POPULATION_KEYS:
+                raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} would change the population, "
+                                  f"which trials share; fit it in a scenario sweep instead")
+        stages.append(Stage(entry["name"], entry.get("why", ""), params, set(entry.get("log", [])),
+                            set(entry.get("int", [])), entry.get("remainder", ""), list(entry.get("targets", []))))
+    run = doc.get("run", {})
+    return CalibrationSpec(stages=stages, replicates=int(run.get("replicates", 1)), rounds=int(run.get("rounds", 1)))
+
+
+def study_name(stage: Stage, round_index: int) -> str:
+    """The Optuna study of a stage in a round (round 0 keeps the plain name)."""
+    return f"stage-{stage.name}" + (f"-round{round_index + 1}" if round_index else "")
+
+
+def loss(values: dict[str, float], targets: list[Target]) -> float:
+    """The fitting loss of a trial's target values (see the module docstring); a target that a
+    trial could not measure counts as a miss of 10 half-widths."""
+    total = 0.0
+    for t in targets:
+        value = values.get(t.id)
+        if value is None or not math.isfinite(value):
+            total += 100.0
+            continue
+        miss = t.miss(value)
+        total += miss**2 if miss <= HUBER_KNEE else HUBER_KNEE * (2 * miss - HUBER_KNEE)
+        lo, hi = t.low, t.high
+        if lo is not None and hi is not None and hi > lo:
+            total += CENTRE_WEIGHT * ((value - t.expected) / ((hi - lo) / 2)) ** 2
+    return total
+
+
+def _format(value: Any) -> str:
+    return repr(value) if not isinstance(value, str) else f'"{value}"'
+
+
+def overrides_of(values: dict[str, Any]) -> list[str]:
+    return [f"{name}={_format(value)}" for name, value in values.items()]
+
+
+def _remainder(config: ScenarioConfig, stage: Stage, values: dict[str, Any]) -> dict[str, Any]:
+    """Set the stage's remainder share so the channel shares still sum to 1."""
+    if not stage.remainder:
+        return {}
+    section, key = stage.remainder.split(".")
+    data = config.model_dump()
+    shares = {k: v for k, v in data[section].items() if k.startswith("share_")}
+    for name, value in values.items():
+        s, k = name.split(".")
+        if s == section and k in shares:
+            shares[k] = value
+    rest = 1.0 - sum(v for k, v in shares.items() if k != key)
+    return {stage.remainder: round(rest, 12)}
+
+
+# ------------------------------------------------------------------ trials (in worker processes)
+
+_POPULATIONS: dict[int, Any] = {}
+
+
+def _population(config: ScenarioConfig) -> Any:
+    """The population for this seed, built once per worker and shared by its trials (a
+    population is read-only: no run changes it)."""
+    from ...kernels.backend import resolve_backend  # noqa: PLC0415
+    from ..population import build_population  # noqa: PLC0415
+
+    seed = config.run.seed
+    if seed not in _POPULATIONS:
+        _POPULATIONS[seed] = build_population(config, resolve_backend(config.run.backend))
+    return _POPULATIONS[seed]
+
+
+def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seeds: list[int],
+             targets: list[Target]) -> dict[str, float]:
+    """Run the scenario with ``values`` on each seed; the replicates' mean of every target."""
+    from ..run import run_scenario  # noqa: PLC0415
+
+    wanted = {t.id for t in targets}
+    per_target: dict[str, list[float]] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="weishang-calibrate-"))
+    try:
+        for seed in seeds:
+            config = load_config(scenario, [*base, *overrides_of(values), f"run.seed={seed}"])
+            result = run_scenario(config, scratch / f"seed{seed}", preflight=False, population=_population(config))
+            # every run measures itself against the targets (validation.parquet): read, not redo
+            measured = pl.read_parquet(result.run_dir / "validation.parquet", columns=["target", "simulated"])
+            for tid, value in zip(measured["target"], measured["simulated"]):
+                if tid in wanted and value is not None and math.isfinite(value):
+                    per_target.setdefault(tid, []).append(value)
+            shutil.rmtree(result.run_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {tid: float(np.mean(v)) for tid, v in per_target.items()}
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Stop this worker when the calibration that started it is gone (killed, even by SIGKILL),
+    so no orphan keeps writing trials into the study."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _work(storage: str, name: str, stage: Stage, base: list[str], scenario: str | None,
+          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int) -> None:
+    import optuna  # noqa: PLC0415
+
+    _exit_with_parent(parent)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    targets = load_targets()
+    fit = [t for t in targets if t.id in fitted and (not stage.targets or t.id in stage.targets)]
+    measured = [t for t in targets if t.kind == "target" and t.measure]
+    study = optuna.load_study(study_name=name, storage=storage)
+    base_config = load_config(scenario, [*base, *overrides_of(fixed)])
+
+    def objective(trial: optuna.Trial) -> float:
+        values: dict[str, Any] = {}
+        for name, (lo, hi) in stage.params.items():
+            if name in stage.integer:
+                values[name] = trial.suggest_int(name, int(lo), int(hi), log=name in stage.log)
+            else:
+                values[name] = trial.suggest_float(name, lo, hi, log=name in stage.log)
+        values.update(_remainder(base_config, stage, values))
+        if stage.remainder and values[stage.remainder] < 0:
+            raise optuna.TrialPruned(f"{stage.remainder} would be negative")
+        try:
+            result = evaluate(base, scenario, {**fixed, **values}, seeds, measured)
+        except ConfigError as exc:
+            raise optuna.TrialPruned(str(exc)) from None
+        for tid, value in result.items():
+            trial.set_user_attr(tid, value)
+        return loss(result, fit)
+
+    study.optimize(objective, n_trials=n_trials)
+
+
+# ------------------------------------------------------------------ the driver
+
+
+@dataclass
+class CalibrationResult:
+    scenario_file: Path
+    fitted: dict[str, Any]
+    losses: dict[str, float]
+    trials_file: Path
+    importances_file: Path | None
+
+
+def _complete(study: Any) -> int:
+    import optuna  # noqa: PLC0415
+
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def _fail_stale(study: Any) -> None:
+    """Trials left RUNNING by a killed calibration are marked failed before resuming."""
+    import optuna  # noqa: PLC0415
+
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def prepare(out: str | Path, scenario: str | Path | None,
+            overrides: list[str] | tuple[str, ...]) -> tuple[Path, str | None, list[str], ScenarioConfig]:
+    """The calibration directory (created), the scenario and overrides as the runs take them, and
+    the config they give: a bad scenario, override or directory says so before any run."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: {exc.strerror}") from None
+    scenario = str(scenario) if scenario is not None else None
+    base = list(overrides)
+    return out, scenario, base, load_config(scenario, base)
+
+
+def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+              trials: int = 60, workers: int = 1, replicates: int | None = None, hold_out: list[str] | None = None,
+              stages: list[str] | None = None, spec_path: str | Path | None = None,
+              on_progress: Callable[[str, int, int], None] | None = None) -> CalibrationResult:
+    """Fit the stages in order; see the module docstring. Returns what was written."""
+    import optuna  # noqa: PLC0415
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = load_spec(spec_path)
+    targets = load_targets()
+    known = {t.id for t in targets if t.kind == "target" and t.measure}
+    hold_out = list(hold_out or [])
+    unknown = [h for h in hold_out if h not in known]
+    if unknown:
+        raise ConfigError(f"--hold-out {', '.join(unknown)}: not a measured target "
+                          f"(allowed: {', '.join(sorted(known))})")
+    fitted = sorted(known - set(hold_out))
+    for stage in spec.stages:
+        strangers = [t for t in stage.targets if t not in known]
+        if strangers:
+            raise ConfigError(f"calibration stage {stage.name!r}: {', '.join(strangers)} is not a measured target")
+    chosen = [s for s in spec.stages if stages is None or s.name in stages]
+    if stages is not None and len(chosen) != len(stages):
+        names = ", ".join(s.name for s in spec.stages)
+        raise ConfigError(f"--stages {', '.join(stages)}: unknown stage (allowed: {names})")
+    if trials < 1 or workers < 1:
+        raise ConfigError("--trials and --workers must be at least 1")
+    out, scenario, base, base_config = prepare(out, scenario, overrides)
+    from .sweep import replicate_seed  # noqa: PLC0415
+
+    seeds = [replicate_seed(base_config.run.seed, k) for k in range(replicates or spec.replicates)]
+    storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    fixed: dict[str, Any] = {}
+    losses: dict[str, float] = {}
+    context = multiprocessing.get_context("spawn")
+    studies: list[tuple[Stage, str]] = []
+    # stages interact (merchants' survival changes traffic): later rounds refit every stage
+    # from the previous round's best values
+    for stage, name in [(stage, study_name(stage, r)) for r in range(spec.rounds) for stage in chosen]:
+        studies.append((stage, name))
+        study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=base_config.run.seed, n_startup_trials=10))
+        _fail_stale(study)
+        if not study.trials:
+            # the first trial is the scenario as it stands (clipped into the search ranges)
+            start = load_config(scenario, [*base, *overrides_of(fixed)]).model_dump()
+            study.enqueue_trial({param: min(max(start[param.split(".")[0]][param.split(".")[1]], lo), hi)
+                                 for param, (lo, hi) in stage.params.items()})
+        remaining = trials - _complete(study)
+        if remaining > 0:
+            per_worker = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [pool.submit(_work, storage, name, stage, base, scenario, fixed, seeds, fitted, n,
+                                       os.getpid()) for n in per_worker if n > 0]
+                while not all(f.done() for f in futures):
+                    if on_progress is not None:
+                        on_progress(name, _complete(study), trials)
+                    time.sleep(2.0)
+                for f in futures:
+                    f.result()  # a worker's error surfaces here
+        if on_progress is not None:
+            on_progress(name, _complete(study), trials)
+        best = study.best_trial
+        before = load_config(scenario, [*base, *overrides_of(fixed)])
+        fixed.update(best.params)
+        fixed.update(_remainder(before, stage, best.params))
+        losses[name] = float(best.value)
+    scenario_file = write_scenario(out / "calibrated.toml", fixed, losses, hold_out,
+                                   spec_name=str(spec_path) if spec_path else "model/study/calibration.toml")
+    trials_file = write_trials(out, storage, [name for _, name in studies])
+    importances_file = write_importances(out, storage, studies, targets)
+    return CalibrationResult(scenario_file, fixed, losses, trials_file, importances_file)
+
+
+def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float], hold_out: list[str],
+                   spec_name: str = "model/study/calibration.toml") -> Path:
+    """The fitted values as a scenario file (sections of keys), written atomically."""
+    sections: dict[str, dict[str, Any]] = {}
+    for name, value in sorted(values.items()):
+        section, key = name.split(".")
+        sections.setdefault(section, {})[key] = value
+    lines = [f"# Written by `weishang calibrate`: the fitted free parameters ({spec_name}).",
+             "# Best loss per stage: " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()),
+             f"# Held out of the fit: {', '.join(hold_out) if hold_out else 'nothing'}", ""]
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        for key, value in keys.items():
+            if isinstance(value, float):
+                value = float(f"{value:.6g}")
+            lines.append(f"{key} = {_format(value)}")
+        lines.append("")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_trials(out: Path, storage: str, study_names: list[str]) -> Path:
+    import optuna  # noqa: PLC0415
+    import polars as pl  # noqa: PLC0415
+
+    frames = []
+    for name in study_names:
+        study = optuna.load_study(study_name=name, storage=storage)
+        rows = [{"study": name, "trial": t.number, "state": t.state.name, "loss": t.value,
+                 **{f"param.{k}": float(v) for k, v in t.params.items()},
+                 **{f"target.{k}": float(v) for k, v in t.user_attrs.items()}} for t in study.trials]
+        if rows:
+            frames.append(pl.DataFrame(rows))
+    path = out / "trials.parquet"
+    tmp = out / ".trials.parquet.tmp"
+    pl.concat(frames, how="diagonal").write_parquet(tmp)
+    tmp.replace(path)
+    return path
+
+
+def write_importances(out: Path, storage: str, studies: list[tuple[Stage, str]],
+                      targets: list[Target]) -> Path | None:
+    """fANOVA importance of each stage parameter for each target (table and heat map), from
+    each stage's last round."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import optuna  # noqa: PLC0415
+    import polars as pl  # noqa: PLC0415
+
+    rows = []
+    last = {stage.name: (stage, name) for stage, name in studies}
+    for stage, name in last.values():
+        study = optuna.load_study(study_name=name, storage=storage)
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(complete) < 5:
+            continue
+        for t in targets:
+            if not all(t.id in trial.user_attrs for trial in complete):
+                continue
+            values = np.asarray([trial.user_attrs[t.id] for trial in complete])
+            # importances are shares of the target's variance across the stage's trials; a target
+            # the stage hardly moves would show its noise as importance, so it is left out
+            spread = float(values.std() / abs(values.mean())) if values.mean() else float(values.std())
+            if spread < MIN_SPREAD:
+                continue
+            importance = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+                target=lambda trial, tid=t.id: trial.user_attrs[tid])
+            rows += [{"stage": stage.name, "param": p, "target": t.id, "importance": float(v), "spread": spread}
+                     for p, v in importance.items()]
+    if not rows:
+        return None
+    table = pl.DataFrame(rows)
+    path = out / "importances.parquet"
+    tmp = out / ".importances.parquet.tmp"
+    table.write_parquet(tmp)
+    tmp.replace(path)
+    wide = table.pivot(on="target", index="param", values="importance", aggregate_function="max").fill_null(0.0)
+    params, names = wide["param"].to_list(), [c for c in wide.columns if c != "param"]
+    grid = wide.select(names).to_numpy()
+    fig, ax = plt.subplots(figsize=(0.38 * len(names) + 4, 0.32 * len(params) + 2))
+    im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
+    ax.set_yticks(range(len(params)), params, fontsize=7)
+    fig.colorbar(im, ax=ax, label="fANOVA importance")
+    ax.set_title("which parameters move which targets")
+    fig.tight_layout()
+    fig.savefig(out / "importances.png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,226 @@
+"""``weishang sensitivity``: a global screen of which levers and parameters move which outcomes.
+
+A spec file (TOML)::
+
+    [sensitivity]
+    method = "morris"                 # Morris elementary effects (a screen), or "sobol" (indices)
+    trajectories = 10                 # Morris: trajectories (runs = trajectories x (parameters + 1))
+    levels = 4                        # Morris: grid levels
+    samples = 64                      # Sobol: base sample size (runs = samples x (2 x parameters + 2))
+    seed = 1                          # the sampling's seed
+    replicates = 1                    # common seeds per sampled point (their mean is analysed)
+    base_seed = 7
+    scenario = "baseline.toml"        # optional, relative to this file; the built-in default otherwise
+    outcomes = ["gmv_cny", "compliant_survival_per_year", "fraud_intercepted", "exits"]
+
+    [set]                             # every run's overrides (size, length)
+    "population.n_users" = 20000
+
+    [parameters]                      # the screened levers and parameters: [low, high]
+    "platform.group_downweight" = [0.1, 1.0]
+    "merchants.traffic_cost_per_post" = [5.0, 50.0]
+
+Sampling and analysis are SALib's (``SALib.sample.morris`` / ``sobol``, ``SALib.analyze``); an
+integer field takes the rounded value, a true/false field is true above the middle of its range.
+The runs are a sweep (:mod:`weishang.model.study.sweep`): resumable, on local workers, a Dask cluster or
+as array-job elements. Outputs in ``OUT``: the sweep itself, ``samples.parquet`` (each point's
+parameters and outcomes), ``sensitivity.parquet`` (per parameter and outcome: Morris ``mu_star``,
+its confidence, ``mu`` and ``sigma``; or Sobol ``S1``, ``ST`` and their confidences) and
+``sensitivity.png``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ..columns import SUMMARY
+from ..config import (ConfigError, ScenarioConfig, flatten_keys, load_config, parse_override, read_toml_file,
+                     split_key, whole_number)
+from ..recorder import read_manifest
+from .sweep import MAX_RUNS, MAX_SEED, Sweep, build_sweep, is_complete
+
+METHODS = ("morris", "sobol")
+DEFAULT_OUTCOMES = ("gmv_cny", "official_share_of_value", "compliant_survival_per_year", "exits",
+                    "fraud_intercepted", "false_positives")
+
+
+@dataclass(frozen=True)
+class Screen:
+    """A loaded spec: the SALib problem, the sampled points, and the sweep that runs them."""
+
+    method: str
+    problem: dict[str, Any]
+    samples: np.ndarray  # (float64[P, K]) SALib's sample, one row per point
+    outcomes: tuple[str, ...]
+    sweep: Sweep
+    levels: int
+
+
+def _int(head: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    return whole_number(head, key, default, low, high, "sensitivity")
+
+
+def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Screen:
+    """Read and check a sensitivity spec and sample its points; every run's config is validated."""
+    from SALib.sample import morris as morris_sample  # noqa: PLC0415
+    from SALib.sample import sobol as sobol_sample  # noqa: PLC0415
+
+    path = Path(path)
+    doc = read_toml_file(path, "sensitivity spec")
+    unknown = set(doc) - {"sensitivity", "set", "parameters"}
+    if unknown:
+        raise ConfigError(f"sensitivity spec: unknown section [{sorted(unknown)[0]}] "
+                          f"(allowed: sensitivity, set, parameters)")
+    head = doc.get("sensitivity", {})
+    allowed = {"method", "trajectories", "levels", "samples", "seed", "replicates", "base_seed", "scenario",
+               "outcomes", "name"}
+    if set(head) - allowed:
+        raise ConfigError(f"sensitivity.{sorted(set(head) - allowed)[0]}: unknown key "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+    method = head.get("method", "morris")
+    if method not in METHODS:
+        raise ConfigError(f"sensitivity.method = {method!r}: one of {', '.join(METHODS)}")
+    outcomes = head.get("outcomes", DEFAULT_OUTCOMES)
+    if not isinstance(outcomes, (list, tuple)) or not outcomes or not all(isinstance(o, str) for o in outcomes):
+        # an empty list ran every point, then divided by zero (issue 32)
+        raise ConfigError(f"sensitivity.outcomes = {outcomes!r}: a non-empty list of run summary figures, "
+                          f"e.g. [\"gmv_cny\"]")
+    outcomes = tuple(outcomes)
+    known = {c.name for c in SUMMARY}
+    for outcome in outcomes:
+        if outcome not in known:
+            raise ConfigError(f"sensitivity.outcomes: {outcome!r} is not a figure of the run summary "
+                              f"(see docs/outputs.md)")
+    parameters = flatten_keys(doc.get("parameters", {}))
+    if len(parameters) < 2:
+        raise ConfigError("sensitivity: [parameters] needs at least two section.key = [low, high] entries")
+    for key, bounds in parameters.items():
+        section, name = split_key(key)
+        fields = ScenarioConfig.model_fields
+        if section not in fields or name not in fields[section].annotation.model_fields:
+            # an unknown key failed with an AttributeError after sampling (issue 32)
+            raise ConfigError(f"parameters.{key}: not a config key (`weishang config schema` lists them)")
+        if (not isinstance(bounds, list) or len(bounds) != 2 or
+                not all(isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b) for b in bounds)
+                or bounds[0] >= bounds[1]):
+            raise ConfigError(f"parameters.{key} = {bounds!r}: must be [low, high] with low < high")
+    problem = {"num_vars": len(parameters), "names": list(parameters), "bounds": [list(map(float, b))
+                                                                                    for b in parameters.values()]}
+    seed = _int(head, "seed", 1, 0, 2**32 - 1)
+    levels = _int(head, "levels", 4, 2, 100)
+    replicates = _int(head, "replicates", 1, 1, 1000)
+    # the run count before sampling: SALib warned about a huge sample before the refusal (issue 32)
+    n = _int(head, "trajectories", 10, 2, 10_000) if method == "morris" else _int(head, "samples", 64, 2, 100_000)
+    runs = n * (len(parameters) + (1 if method == "morris" else 2)) * replicates
+    if runs > MAX_RUNS:
+        raise ConfigError(f"the screen has {runs:,} runs; at most {MAX_RUNS:,}")
+    if method == "morris":
+        samples = morris_sample.sample(problem, N=n, num_levels=levels, seed=seed)
+    else:
+        samples = sobol_sample.sample(problem, N=n, calc_second_order=False, seed=seed)
+    common = flatten_keys(doc.get("set", {}))
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        common[f"{section}.{key}"] = value
+    scenario = head.get("scenario")
+    file = (path.parent / scenario).resolve() if scenario else None
+    template = load_config(file, common)
+    points = [{name: _typed(template, name, value) for name, value in zip(problem["names"], row)} for row in samples]
+    sweep = build_sweep(head.get("name", path.stem), [file], points, replicates,
+                        _int(head, "base_seed", 7, 0, MAX_SEED), common)
+    return Screen(method, problem, samples, outcomes, sweep, levels)
+
+
+def _typed(config: ScenarioConfig, name: str, value: float) -> Any:
+    """A sampled value as the config field takes it: rounded for an integer, a threshold for a flag."""
+    section, key = split_key(name)
+    current = getattr(getattr(config, section), key)
+    if isinstance(current, bool):
+        return bool(value >= 0.5)
+    if isinstance(current, int):
+        return int(round(value))
+    return float(value)
+
+
+def analyze(screen: Screen, out: Path) -> pl.DataFrame:
+    """The indices per parameter and outcome from the completed runs (each point's replicates
+    averaged); writes ``samples.parquet``, ``sensitivity.parquet`` and ``sensitivity.png``."""
+    from SALib.analyze import morris as morris_analyze  # noqa: PLC0415
+    from SALib.analyze import sobol as sobol_analyze  # noqa: PLC0415
+
+    missing = [spec.index for spec in screen.sweep.runs if not is_complete(spec, out)]
+    if missing:
+        raise ConfigError(f"{len(missing)} of the screen's runs are not complete (first: run {missing[0]}); "
+                          f"finish them with --resume before the analysis")
+    values: dict[int, dict[str, list[float]]] = {}
+    for spec in screen.sweep.runs:
+        summary = read_manifest(spec.run_dir(out))["summary"]
+        for outcome in screen.outcomes:
+            value = summary.get(outcome)
+            values.setdefault(spec.point, {}).setdefault(outcome, []).append(np.nan if value is None else value)
+    n_points = screen.samples.shape[0]
+    y = {o: np.array([np.mean(values[p][o]) for p in range(n_points)]) for o in screen.outcomes}
+    table = pl.DataFrame({**{name: screen.samples[:, i] for i, name in enumerate(screen.problem["names"])},
+                          **{o: y[o] for o in screen.outcomes}})
+    table.write_parquet(out / "samples.parquet")
+    rows = []
+    for outcome in screen.outcomes:
+        target = y[outcome]
+        if not np.all(np.isfinite(target)):
+            raise ConfigError(f"outcome {outcome!r} is undefined in some runs (e.g. a ratio over nothing); "
+                              f"screen another outcome or make the runs longer")
+        if screen.method == "morris":
+            result = morris_analyze.analyze(screen.problem, screen.samples, target, num_levels=screen.levels,
+                                            seed=1, print_to_console=False)
+            for i, name in enumerate(screen.problem["names"]):
+                rows.append({"parameter": name, "outcome": outcome, "mu_star": float(result["mu_star"][i]),
+                             "mu_star_conf": float(result["mu_star_conf"][i]), "mu": float(result["mu"][i]),
+                             "sigma": float(result["sigma"][i])})
+        else:
+            result = sobol_analyze.analyze(screen.problem, target, calc_second_order=False, seed=1,
+                                           print_to_console=False)
+            for i, name in enumerate(screen.problem["names"]):
+                rows.append({"parameter": name, "outcome": outcome, "S1": float(result["S1"][i]),
+                             "S1_conf": float(result["S1_conf"][i]), "ST": float(result["ST"][i]),
+                             "ST_conf": float(result["ST_conf"][i])})
+    indices = pl.DataFrame(rows)
+    indices.write_parquet(out / "sensitivity.parquet")
+    _plot(indices, screen, out / "sensitivity.png")
+    return indices
+
+
+def _plot(indices: pl.DataFrame, screen: Screen, path: Path) -> None:
+    """Per outcome, each parameter's importance (mu* normalised by the largest, or ST) as bars."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    measure = "mu_star" if screen.method == "morris" else "ST"
+    names = screen.problem["names"]
+    n_cols = min(3, len(screen.outcomes))
+    n_rows = -(-len(screen.outcomes) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 3.0, n_rows * (0.3 * len(names) + 1.4)),
+                             sharey=True, squeeze=False)
+    for axis in axes.flat[len(screen.outcomes):]:
+        axis.set_visible(False)
+    for axis, outcome in zip(axes.flat, screen.outcomes):
+        value = indices.filter(pl.col("outcome") == outcome)[measure].to_numpy()
+        largest = float(np.nanmax(np.abs(value))) if value.size else 0.0
+        axis.barh(np.arange(len(names))[::-1], value / largest if measure == "mu_star" and largest else value)
+        axis.set_xlim(0, 1.05)
+        if not largest:
+            axis.text(0.5, len(names) / 2, "no parameter moved it\nin these runs", ha="center", fontsize=8)
+        axis.set_title(outcome, fontsize=9)
+        axis.set_xlabel("mu* / largest mu*" if measure == "mu_star" else "total-order index", fontsize=8)
+        axis.spines[["top", "right"]].set_visible(False)
+    for row in axes:
+        row[0].set_yticks(np.arange(len(names))[::-1], names, fontsize=8)
+    fig.subplots_adjust(hspace=0.5)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
