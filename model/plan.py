@@ -49,7 +49,11 @@ class Mechanism(Stateful):
     Class attributes:
         name: how the plan and later steps refer to it (and its output).
         engine: one of :data:`ENGINES`.
-        sections: the config sections it reads.
+        sections: the config sections it reads (``run``, the seed and length, every step may).
+        uses: the other mechanisms whose *state* it reads (``self.model.<name>``): a later
+            step's state is as the last tick left it. A step's *outputs* it reads are its
+            ``step``'s parameters instead. ``tests/model/test_layout.py`` runs ticks with every
+            read recorded and fails on one not declared here or in ``sections``.
         does: one line for the README's tick-plan table.
         syncs: the device-to-host transfers its step may make in a tick, each named with its
             reason (docs/gpu.md lists them; ``tests/model/test_device_budget.py``
@@ -60,6 +64,7 @@ class Mechanism(Stateful):
     name: ClassVar[str]
     engine: ClassVar[Engine]
     sections: ClassVar[tuple[str, ...]] = ()
+    uses: ClassVar[tuple[str, ...]] = ()
     does: ClassVar[str] = ""
     syncs: ClassVar[tuple[Sync, ...]] = ()
 
@@ -85,12 +90,22 @@ def wiring(plan: Sequence[type[Mechanism]]) -> dict[str, tuple[str, ...]]:
     """Each mechanism's inputs: the names its step reads, in the order of the plan.
 
     Raises:
-        ValueError: an engine is unknown, or a step reads a mechanism that does not run before it.
+        ValueError: an engine or a config section is unknown, a step reads the output of a
+            mechanism that does not run before it, or uses the state of one not in the plan.
     """
+    from .config import ScenarioConfig  # noqa: PLC0415
+
+    names = {mech.name for mech in plan}
     inputs: dict[str, tuple[str, ...]] = {}
     for mech in plan:
         if mech.engine not in ENGINES:
             raise ValueError(f"mechanism {mech.name}: engine {mech.engine!r} is not one of {ENGINES}")
+        unknown_sections = set(mech.sections) - set(ScenarioConfig.model_fields)
+        if unknown_sections:
+            raise ValueError(f"mechanism {mech.name}: config sections {sorted(unknown_sections)} do not exist")
+        strangers = [name for name in mech.uses if name not in names or name == mech.name]
+        if strangers:
+            raise ValueError(f"mechanism {mech.name} uses the state of {strangers}, not other mechanisms of the plan")
         reads = tuple(p for p in inspect.signature(mech.step).parameters if p not in ("self", "tick"))
         unknown = [name for name in reads if name not in inputs]
         if unknown:
@@ -100,13 +115,16 @@ def wiring(plan: Sequence[type[Mechanism]]) -> dict[str, tuple[str, ...]]:
 
 
 def markdown_table(plan: Sequence[type[Mechanism]]) -> str:
-    """The plan as the README's table: step, engine, config sections, what it reads, what it does."""
+    """The plan as the README's table: step, engine, config sections, the outputs it reads, the
+    other mechanisms' state it uses, what it does."""
     inputs = wiring(plan)
-    lines = ["| step | engine | config | reads | what it does |", "|---|---|---|---|---|"]
+    lines = ["| step | engine | config | reads outputs of | uses state of | what it does |",
+             "|---|---|---|---|---|---|"]
     for mech in plan:
         reads = ", ".join(f"`{name}`" for name in inputs[mech.name]) or "-"
+        uses = ", ".join(f"`{name}`" for name in mech.uses) or "-"
         sections = ", ".join(f"`{name}`" for name in mech.sections) or "-"
-        lines.append(f"| `{mech.name}` | {mech.engine} | {sections} | {reads} | {mech.does} |")
+        lines.append(f"| `{mech.name}` | {mech.engine} | {sections} | {reads} | {uses} | {mech.does} |")
     return "\n".join(lines)
 
 

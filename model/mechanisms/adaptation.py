@@ -35,7 +35,8 @@ class AdaptationOut:
 class Adaptation(Mechanism):
     name = "adaptation"
     engine = "mesa"
-    sections = ("merchants", "platform")
+    sections = ("merchants", "platform", "channels", "population")
+    uses = ("books", "community")
     does = "losing merchants may exit; every `adapt_every` days each adapts budget, style, channel mix and groups"
     #: the agents' own memory (everything else they know is in the merchants' table), and every
     #: merchant's channel mix

@@ -77,6 +77,7 @@ class Aggregation(Mechanism):
     name = "aggregation"
     engine = "arrays"
     sections = ()
+    uses = ("inventory",)
     does = "integer reductions for the recorder, diagnostics, analytics windows"
     syncs = (Sync("per-merchant completed GMV by scenario and completed orders",
                   "the recorder's tables and the Mesa agents' diagnostics"),

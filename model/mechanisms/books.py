@@ -111,7 +111,7 @@ class BooksOut:
 class Books(Mechanism):
     name = "books"
     engine = "arrays"
-    sections = ("merchants",)
+    sections = ("merchants", "channels")
     does = "each merchant's books: settled margin less fees, traffic, fixed and holding costs"
     syncs = (Sync("per-merchant, per-channel sales and fees of paid posts",
                   "the channel choice of the Mesa agents reads them"),)

@@ -30,6 +30,7 @@ class Cascade(Mechanism):
     name = "cascade"
     engine = "kernel"
     sections = ("cascade",)
+    uses = ("traffic",)
     does = "friends, friends of sharers, strangers reached by tools; a user sees a post at most once"
     syncs = (
         Sync("friend edges of the level-1 sharers", "the host sizes the list of edges to draw level-2 views on "

@@ -163,7 +163,8 @@ class Restock:
 class Inventory(Mechanism):
     name = "inventory"
     engine = "arrays"
-    sections = ("merchants", "tools")
+    sections = ("merchants", "tools", "community")
+    uses = ("community",)
     does = "sales leave the shelf, holding costs, forecasts, restocking"
     STATE = ("stock",)
 

@@ -137,7 +137,8 @@ class Orders:
 class Payments(Mechanism):
     name = "payments"
     engine = "arrays"
-    sections = ("payments",)
+    sections = ("payments", "channels", "merchants")
+    uses = ("inventory",)
     does = "stock fills orders; paid by QR (T+0), mini-program (T+1), cross-border (T+3), or outside WeChat"
     syncs = (Sync("per-merchant units sold and lost", "the stock and the Mesa agents are on the host (the copy also "
                   "says whether any order went unfilled)"),)

@@ -53,7 +53,8 @@ class PostCounts:
 class Posting(Mechanism):
     name = "posting"
     engine = "arrays"
-    sections = ("merchants", "community")
+    sections = ("community",)
+    uses = ("community",)
     does = "each merchant's paid posts (its budget, stochastically rounded) and free posts to its own groups"
 
     def step(self, tick: int) -> PostCounts:

@@ -332,7 +332,8 @@ class Traffic(Mechanism):
 
     name = "traffic"
     engine = "arrays"
-    sections = ("channels", "cascade", "platform", "tools", "community")
+    sections = ("channels", "cascade", "platform", "tools", "community", "merchants", "population")
+    uses = ("community", "adaptation")
     does = "posts go to seven channels, social first; level-1 viewers drawn per channel (group reads and pushes, analytics targeting, video traffic pools)"
     STATE = ("recent_posts", "recent_links", "video_adopted")
     syncs = (

@@ -117,7 +117,7 @@ class RiskEngine(Mechanism):
 
     name = "risk"
     engine = "kernel"
-    sections = ("risk", "fraud", "payments")
+    sections = ("risk", "fraud", "payments", "merchants", "output")
     does = "orders, everyday payments and injected fraud scored in bulk; above the threshold: intercepted"
     STATE = ("state", "legit_history", "fraud", "graph", "scorer", "learned_history", "learned_history_scores",
              "scores_fitted_at")
