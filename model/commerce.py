@@ -89,6 +89,12 @@ class CommerceModel(mesa.Model):
         progress: told about each population build step.
         graph: the edge list's CSR, read with the config by
             :func:`~weishang.model.graph_io.with_edge_list` (read here when omitted).
+        agent_reporters: Mesa ``DataCollector`` agent reporters over the merchants (e.g.
+            ``{"post_rate": "post_rate", "active": "active"}``): one record per merchant a tick,
+            read with ``datacollector.get_agent_vars_dataframe()``. None by default: the
+            ``merchants`` table of a run holds every merchant's row each tick, and Python records
+            of a million merchants a tick would cost more than the tick. Not carried by
+            :meth:`with_rules` or a checkpoint.
         overrides: config values by ``"section.key"`` (or ``section__key``), e.g. from
             ``mesa.batch_run(CommerceModel, parameters={"cascade.p_view_friend": [0.2, 0.3]})``.
 
@@ -100,7 +106,8 @@ class CommerceModel(mesa.Model):
 
     def __init__(self, config: ScenarioConfig | str | Path | None = None, *, seed: int | None = None,
                  backend: Backend | str | None = None, population: Population | None = None,
-                 progress: Any = None, graph: Any = None, **overrides: Any) -> None:
+                 progress: Any = None, graph: Any = None, agent_reporters: dict[str, Any] | None = None,
+                 **overrides: Any) -> None:
         config = configure(config, seed=seed, **overrides)
         if population is None and graph is None:
             config, graph = with_edge_list(config)  # an edge list sets the number of users
@@ -118,7 +125,8 @@ class CommerceModel(mesa.Model):
         self.plan = TickPlan(self.mechanisms)
         self.record: TickRecord | None = None
         self.rows: TickRows | None = None
-        self.datacollector = mesa.DataCollector(model_reporters={name: name for name in MODEL_FIGURES})
+        self.datacollector = mesa.DataCollector(model_reporters={name: name for name in MODEL_FIGURES},
+                                                agent_reporters=agent_reporters or {})
         self.running = self.steps < config.run.n_ticks
 
     @property

@@ -117,3 +117,15 @@ def test_one_post_traced_spreads_as_it_did_in_the_tick():
         assert traced["origin"] not in set(traced["user"].tolist())  # never the merchant's own account
     with pytest.raises(ValueError, match="the last tick had posts"):
         trace_post(model, 10**9)
+
+
+def test_agent_reporters_collect_each_merchant_each_tick():
+    """Opt-in Mesa agent reporters (issue 31: get_agent_vars_dataframe() only warned): a row per
+    merchant a tick, its value the merchants' table's at that tick."""
+    model = CommerceModel(agent_reporters={"post_rate": "post_rate", "active": "active"},
+                          **{**SMALL, "run.n_ticks": 3})
+    model.run_model()
+    frame = model.datacollector.get_agent_vars_dataframe()
+    assert len(frame) == 3 * model.n_merchants
+    last = frame.xs(3, level="Step")["post_rate"].to_numpy()
+    assert (last == model.merchants.post_rate).all()
