@@ -433,7 +433,7 @@ def dashboard(
     try:
         from .dashboard import check_address, serve  # noqa: PLC0415
     except ImportError as exc:
-        raise ConfigError(f"the dashboard needs Dash and Plotly ({exc.name} is missing): "
+        raise ConfigError(f"the dashboard needs Dash, Plotly and Waitress ({exc.name} is missing): "
                           f"pip install 'weishang[dashboard]'") from None
     if directory is not None and not directory.exists():
         raise RunDirectoryError(f"{str(directory)!r} does not exist: name a run or sweep directory")

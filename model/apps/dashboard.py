@@ -31,6 +31,7 @@ import plotly.graph_objects as go
 import polars as pl
 from dash import Dash, Input, Output, State, callback_context, dash_table, dcc, html
 from plotly.subplots import make_subplots
+from waitress import serve as waitress_serve
 
 from ..study.effects import OUTCOMES, ensemble_effects, paired_effects, run_outcomes, summarize_outcomes
 from .live import CHANNELS, LEVERS, LiveSession, default_levers
@@ -55,16 +56,26 @@ def live_figure(frame: pl.DataFrame) -> go.Figure:
                                  line={"width": 0.5, "color": colour}), 1, 1)
         fig.add_trace(go.Scatter(x=t, y=frame[f"effort_{c}"].to_list(), name=c, showlegend=False, legendgroup=c,
                                  stackgroup="mix", line={"width": 0.5, "color": colour}), 2, 3)
+    # every plot but the channels' has its own small legend in its corner (one long legend for six
+    # plots sent the eye across the page); the channels' legend serves both channel plots
     for level in (1, 2, 3):
         fig.add_trace(go.Scatter(x=t, y=frame[f"conversion_l{level}"].to_list(), name=f"level {level}",
-                                 line={"color": LEVEL_COLOURS[level]}), 1, 2)
-    fig.add_trace(go.Scatter(x=t, y=frame["n_active_merchants"].to_list(), name="in business"), 1, 3)
-    fig.add_trace(go.Bar(x=t, y=frame["n_exits"].to_list(), name="exits"), 1, 3)
-    fig.add_trace(go.Scatter(x=t, y=frame["n_fraud_intercepted"].to_list(), name="fraud caught"), 2, 1)
-    fig.add_trace(go.Scatter(x=t, y=frame["n_false_positives"].to_list(), name="false positives"), 2, 1)
+                                 line={"color": LEVEL_COLOURS[level]}, legend="legend2"), 1, 2)
+    fig.add_trace(go.Scatter(x=t, y=frame["n_active_merchants"].to_list(), name="in business", legend="legend3"), 1, 3)
+    fig.add_trace(go.Bar(x=t, y=frame["n_exits"].to_list(), name="exits", legend="legend3"), 1, 3)
+    fig.add_trace(go.Scatter(x=t, y=frame["n_fraud_intercepted"].to_list(), name="fraud caught",
+                             legend="legend4"), 2, 1)
+    fig.add_trace(go.Scatter(x=t, y=frame["n_false_positives"].to_list(), name="false positives",
+                             legend="legend4"), 2, 1)
     for style in ("content", "ad", "inducement"):
-        fig.add_trace(go.Scatter(x=t, y=frame[f"n_style_{style}"].to_list(), name=style), 2, 2)
-    fig.update_layout(height=620, margin={"l": 40, "r": 10, "t": 40, "b": 30}, legend={"font": {"size": 10}})
+        fig.add_trace(go.Scatter(x=t, y=frame[f"n_style_{style}"].to_list(), name=style, legend="legend5"), 2, 2)
+    corners = {}
+    for name, axis in (("legend2", "xaxis2"), ("legend3", "xaxis3"), ("legend4", "xaxis4"), ("legend5", "xaxis5")):
+        x_domain, y_domain = fig.layout[axis].domain, fig.layout["y" + axis[1:]].domain
+        corners[name] = {"x": x_domain[1], "y": y_domain[1], "xanchor": "right", "yanchor": "top",
+                         "font": {"size": 9}, "bgcolor": "rgba(255,255,255,0.7)"}
+    fig.update_layout(height=620, margin={"l": 40, "r": 10, "t": 40, "b": 30},
+                      legend={"font": {"size": 10}, "title": {"text": "channel"}}, **corners)
     fig.update_xaxes(title_text="day")
     return fig
 
@@ -125,22 +136,30 @@ def read_results(directory: Path) -> dict[str, Any]:
 
 
 def results_figure(ticks: pl.DataFrame, scenarios: list[str], point: int | None) -> go.Figure:
-    """GMV a day per scenario at one grid point (``point``; None: every point, for an ensemble's
-    members pooled): the mean over replicates and its 5-95% band."""
+    """GMV a day per scenario at one grid point (``point``; None: an ensemble's members, each
+    member's runs counted as draws): the mean over the runs and its 95% t interval, as the
+    report gives it (:func:`weishang.model.study.effects.t_interval`; none with one run)."""
+    from scipy import stats  # noqa: PLC0415
+
     fig = go.Figure()
     if point is not None:
         ticks = ticks.filter(pl.col("point") == point)
     for i, scenario in enumerate(scenarios):
         per_tick = ticks.filter(pl.col("scenario") == scenario).group_by("tick").agg(
-            pl.col("gmv").mean().alias("mean"), pl.col("gmv").quantile(0.05).alias("low"),
-            pl.col("gmv").quantile(0.95).alias("high")).sort("tick")
+            pl.col("gmv").mean().alias("mean"), pl.col("gmv").std().alias("sd"), pl.len().alias("n")).sort("tick")
+        n = per_tick["n"].to_numpy()
+        half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * per_tick["sd"].fill_null(0.0).to_numpy()
+                        / np.sqrt(n), 0.0)
+        mean = per_tick["mean"].to_numpy()
         colour = f"hsl({(i * 67) % 360}, 60%, 45%)"
         t = per_tick["tick"].to_list()
-        fig.add_trace(go.Scatter(x=t + t[::-1], y=per_tick["high"].to_list() + per_tick["low"].to_list()[::-1],
-                                 fill="toself", line={"width": 0}, fillcolor=colour, opacity=0.2,
-                                 showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=t, y=per_tick["mean"].to_list(), name=scenario, line={"color": colour}))
-    fig.update_layout(height=380, title="GMV a day (CNY): mean over replicates, 5-95% band",
+        if (n > 1).any():
+            fig.add_trace(go.Scatter(x=t + t[::-1], y=(mean + half).tolist() + np.maximum(mean - half, 0.0).tolist()[::-1],
+                                     fill="toself", line={"width": 0}, fillcolor=colour, opacity=0.2,
+                                     showlegend=False, hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=t, y=mean.tolist(), name=scenario, line={"color": colour}))
+    runs = "replicates" if point is not None else "members and replicates"
+    fig.update_layout(height=380, title=f"GMV a day (CNY): mean over {runs}, 95% t interval",
                       margin={"l": 40, "r": 10, "t": 40, "b": 30})
     return fig
 
@@ -321,8 +340,9 @@ def _callbacks(app: Dash, session: LiveSession) -> None:
         options = [{"label": results["point_labels"].get(p, f"point {p}"), "value": p} for p in points]
         if results["members"] is not None:  # an ensemble: the members pooled, as the report does
             options = [{"label": f"all {len(points)} members (pooled)", "value": -1}, *options]
-        message = (f"{len(results['scenarios'])} scenario(s); baseline {results['baseline']}; "
-                   f"{len(points)} point(s); {results['summary']['replicates'].max()} replicate(s) a point")
+        message = (f"{_count(len(results['scenarios']), 'scenario')} (effects against \"{results['baseline']}\"), "
+                   f"{_count(len(points), 'grid point')}, "
+                   f"{_count(int(results['summary']['replicates'].max()), 'replicate')} a point")
         return options, options[0]["value"], message
 
     @app.callback(Output("results-graph", "figure"), Output("effects-graph", "figure"), Output("effects", "children"),
@@ -342,6 +362,10 @@ def _callbacks(app: Dash, session: LiveSession) -> None:
         return (results_figure(loaded["ticks"], loaded["scenarios"], chosen), figure,
                 _table(shown, "effects-table") if shown.height else "one scenario: no effects",
                 _table(summary.with_columns(pl.col("outcome").replace_strict(labels)), "outcomes-table"))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def check_address(host: str, port: int) -> None:
@@ -367,6 +391,9 @@ def check_address(host: str, port: int) -> None:
 
 
 def serve(directory: Path | None, port: int, n_users: int, host: str = "127.0.0.1") -> None:
-    """Build the app and serve it until interrupted (the address checked first)."""
+    """Build the app and serve it until interrupted (the address checked first), on Waitress, a
+    production WSGI server (Flask's own server is for development and says so in red). Its
+    threads share the one live world; :class:`~weishang.model.apps.live.LiveSession` serialises
+    them."""
     check_address(host, port)
-    build_app(directory, n_users=n_users).run(host=host, port=port, debug=False)
+    waitress_serve(build_app(directory, n_users=n_users).server, host=host, port=port, threads=8)

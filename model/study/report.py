@@ -26,7 +26,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter  # noqa: E402
 
 from ..codes import Channel  # noqa: E402
 from ..columns import column, display  # noqa: E402
@@ -251,7 +251,12 @@ def _survival(tables: SweepTables, out: Path) -> str:
             label = scenario if tables.points.height <= 1 else f"{scenario}, {_point_label(tables, point)}"
             final = runs.filter(pl.col("tick") == runs["tick"].max())["active"].mean()
             _band(axis, runs, "active", ls=LINESTYLES[(i + j) % 4], lw=1.6, label=f"{label} ({final:.1%} at the end)")
-    axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+    # a short run loses a fraction of a point: at least 2 points of axis, so a dip looks its size,
+    # and as many decimals as the axis needs (every tick read "100%" before)
+    low, high = axis.get_ylim()
+    high = min(high, 1.0 + (high - low) * 0.05)
+    axis.set_ylim(max(0.0, min(low, high - 0.02)), high)
+    axis.yaxis.set_major_formatter(PercentFormatter(1.0))
     axis.set_ylabel("merchants in business")
     _days(axis)
     axis.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -262,36 +267,48 @@ def _survival(tables: SweepTables, out: Path) -> str:
 FOREST = ("gmv", "orders", "fraud_intercepted", "false_positives", "exits", "active_merchants_at_end")
 
 
-def _forest_panels(n_labels: int) -> tuple[plt.Figure, np.ndarray, list]:
-    """The forest plot's figure: a panel per outcome of :data:`FOREST`, rows of three."""
+def _forest_plot(effects: pl.DataFrame, labels: list[str], mid: str, intervals: list[tuple[str, str, str]],
+                 path: Path) -> str:
+    """Relative effects (%), a panel per outcome of :data:`FOREST` in rows of three, a row per
+    label (the ``gmv`` rows' order): the point ``mid`` and each interval ``(low, high, label)``,
+    side by side when there are several (seed and parameter ranges). A panel where no scenario
+    moves, or where the change is undefined (the baseline has none), says so in words."""
     shown = [o for o in OUTCOMES if o.name in FOREST]
     n_cols = 3
     n_rows = -(-len(shown) // n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 2.5, n_rows * (0.45 * n_labels + 1.4)),
-                             sharey=True, squeeze=False)
-    return fig, axes, shown
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols + 2.5, n_rows * (0.45 * len(labels) + 1.6)),
+                             sharey=True, squeeze=False, layout="constrained")
+    offsets = np.linspace(0.14, -0.14, len(intervals)) if len(intervals) > 1 else [0.0]
+    for axis, o in zip(axes.flat, shown):
+        rows = effects.filter(pl.col("outcome") == o.name)
+        y = np.arange(rows.height)[::-1]
+        centre = rows[mid].fill_null(np.nan).to_numpy() * 100
+        ends = [(rows[lo].fill_null(np.nan).to_numpy() * 100, rows[hi].fill_null(np.nan).to_numpy() * 100)
+                for lo, hi, _ in intervals]
+        axis.set_title(o.label)
+        axis.axvline(0, color="grey", lw=0.8)
+        values = np.concatenate([centre, *(e for pair in ends for e in pair)])
+        if np.isnan(centre).all() or not np.nanmax(np.abs(values), initial=0.0):
+            words = "undefined: the baseline has none" if np.isnan(centre).all() else "no change in any scenario"
+            axis.text(0.5, 0.5, words, transform=axis.transAxes, ha="center", va="center", color="grey")
+            axis.set_xticks([])
+            continue
+        for (lo, hi), shift, (_, _, label), color in zip(ends, offsets, intervals, ("C0", "C1")):
+            axis.errorbar(centre, y + shift, xerr=[np.nan_to_num(centre - lo), np.nan_to_num(hi - centre)], fmt="o",
+                          capsize=3, color=color, label=label if len(intervals) > 1 else None)
+        axis.set_xlabel("change vs baseline (%)")
+    if len(intervals) > 1:
+        axes.flat[0].legend(fontsize=7, loc="best")
+    for row in axes:
+        row[0].set_yticks(np.arange(len(labels))[::-1], labels)
+    return _save(fig, path)
 
 
 def _forest(effects: pl.DataFrame, tables: SweepTables, out: Path) -> str:
     labels = [f"{r['scenario']}  ({_point_label(tables, r['point'])})" if tables.points.height > 1 else r["scenario"]
               for r in effects.filter(pl.col("outcome") == "gmv").iter_rows(named=True)]
-    fig, axes, shown = _forest_panels(len(labels))
-    for axis, o in zip(axes.flat, shown):
-        rows = effects.filter(pl.col("outcome") == o.name)
-        y = np.arange(rows.height)[::-1]
-        mid = rows["relative"].fill_null(np.nan).to_numpy() * 100
-        lo = rows["relative_low"].fill_null(np.nan).to_numpy() * 100
-        hi = rows["relative_high"].fill_null(np.nan).to_numpy() * 100
-        axis.errorbar(mid, y, xerr=[np.nan_to_num(mid - lo), np.nan_to_num(hi - mid)], fmt="o", capsize=3)
-        axis.axvline(0, color="grey", lw=0.8)
-        if not np.nanmax(np.abs(np.concatenate([mid, lo, hi])), initial=0.0):
-            axis.set_xlim(-1, 1)  # no change anywhere: a plain zero axis
-        axis.set_title(o.label)
-        axis.set_xlabel("change vs baseline (%)")
-    for row in axes:
-        row[0].set_yticks(np.arange(len(labels))[::-1], labels)
-    fig.subplots_adjust(hspace=0.35)
-    return _save(fig, out / "effects.png")
+    return _forest_plot(effects, labels, "relative", [("relative_low", "relative_high", "95% interval")],
+                        out / "effects.png")
 
 
 def _along_grid(summary: pl.DataFrame, tables: SweepTables, out: Path) -> str | None:
@@ -473,23 +490,6 @@ def _ensemble_report(directory: Path, tables: SweepTables, out: Path) -> str:
 def _ensemble_forest(effects: pl.DataFrame, out: Path) -> str:
     """Relative effects: the seed interval (above) and the parameter range (below) of each."""
     labels = effects.filter(pl.col("outcome") == "gmv")["scenario"].to_list()
-    fig, axes, shown = _forest_panels(len(labels))
-    for axis, o in zip(axes.flat, shown):
-        rows = effects.filter(pl.col("outcome") == o.name)
-        y = np.arange(rows.height)[::-1]
-        mid = rows["relative_mean"].fill_null(np.nan).to_numpy() * 100
-        for low, high, shift, color, label in (("relative_seed_low", "relative_seed_high", 0.14, "C0", "seed 95%"),
-                                               ("relative_param_low", "relative_param_high", -0.14, "C1",
-                                                "parameter range")):
-            lo = rows[low].fill_null(np.nan).to_numpy() * 100
-            hi = rows[high].fill_null(np.nan).to_numpy() * 100
-            axis.hlines(y + shift, lo, hi, lw=3.0, color=color, label=label)
-            axis.plot(mid, y + shift, "|", color="k", ms=8)
-        axis.axvline(0, color="grey", lw=0.8)
-        axis.set_title(o.label)
-        axis.set_xlabel("change vs baseline (%)")
-    axes.flat[0].legend(fontsize=7, loc="best")
-    for row in axes:
-        row[0].set_yticks(np.arange(len(labels))[::-1], labels)
-    fig.subplots_adjust(hspace=0.35)
-    return _save(fig, out / "effects.png")
+    return _forest_plot(effects, labels, "relative_mean",
+                        [("relative_seed_low", "relative_seed_high", "seed 95%"),
+                         ("relative_param_low", "relative_param_high", "parameter range")], out / "effects.png")

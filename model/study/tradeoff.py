@@ -163,18 +163,18 @@ def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Pa
     roc.set_title("ROC per typology (probe; learned scorer solid); stars: all fraud")
     roc.axvline(3e-4, color="grey", lw=0.8, ls=":")
     roc.text(3e-4, 0.02, " SPEC: < 0.03%", color="grey", fontsize=7)
-    roc.legend(fontsize=6.5, loc="lower right")
+    roc.legend(fontsize=7.5, loc="lower right")
     box = derived_range()
     if box is not None:
         (r_low, r_high), (p_low, p_high) = box
         pr.add_patch(plt.Rectangle((r_low, p_low), r_high - r_low, p_high - p_low, color="C2", alpha=0.12,
-                                   label="the range derived from the SPEC (docs/risk.md)"))
+                                   label="range derived from the SPEC"))
     pr.set_xlabel("recall (the run's fraud)")
     pr.set_ylabel("precision (fraud among interceptions)")
     pr.set_title("precision and recall (the run's payments)")
     pr.set_xlim(0, 1)
     pr.set_ylim(0, 1.02)
-    pr.legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    pr.legend(fontsize=8, loc="lower left", framealpha=0.9)  # the curves run from upper left to lower right
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -201,8 +201,10 @@ def report_section(curve: pl.DataFrame | None, ticks: pl.DataFrame, baseline: st
     point = int(points.filter(pl.col("scenario") == baseline)["point"].min())
     base = points.filter((pl.col("scenario") == baseline) & (pl.col("point") == point))
     operating = operating_points(ticks.filter(pl.col("point") == point), from_tick)
+    days = ("from day 30, after the engine's warm-up" if from_tick
+            else "every day: the runs are shorter than the 30-day warm-up")
     plot_tradeoff(base, operating, out / "tradeoff.png",
-                  f"{baseline}: ticks {from_tick}+, replicates pooled; stars: each scenario's operating point")
+                  f"{baseline}, {days}, replicates pooled; stars: each scenario's operating point")
     engine = "learned" if base.filter(pl.col("scorer") == "learned").height else "linear"
     all_fraud = base.filter((pl.col("scorer") == engine) & (pl.col("source") == "payments")
                             & (pl.col("typology") == "all"))

@@ -71,7 +71,9 @@ def dashboard(tmp_path_factory):
             time.sleep(0.5)
     yield url, root
     server.terminate()
-    server.wait(timeout=20)
+    printed, _ = server.communicate(timeout=20)
+    # served by Waitress: no Flask "development server" warning on the user's terminal
+    assert "development server" not in printed and "Traceback" not in printed, printed
 
 
 def _points(page, graph_id: str) -> int:
@@ -132,7 +134,7 @@ def test_the_page_steps_pulls_a_lever_and_shows_results(dashboard, tmp_path):
         assert _fees(page) > default_fees
 
         page.get_by_text("Results", exact=True).click()
-        page.get_by_text("2 scenario(s); baseline baseline").wait_for(timeout=60_000)
+        page.get_by_text("2 scenarios (effects against \"baseline\"), 1 grid point, 2 replicates a point").wait_for(timeout=60_000)
         page.locator("#effects-table").wait_for(timeout=60_000)
         assert "fee_high" in page.locator("#effects-table").inner_text()
         assert page.evaluate("() => document.querySelector('#effects-graph .js-plotly-plot').data.length") >= 1
