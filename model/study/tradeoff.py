@@ -163,7 +163,7 @@ def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Pa
     roc.set_title("ROC per typology (probe; learned scorer solid); stars: all fraud")
     roc.axvline(3e-4, color="grey", lw=0.8, ls=":")
     roc.text(3e-4, 0.02, " SPEC: < 0.03%", color="grey", fontsize=7)
-    roc.legend(fontsize=7.5, loc="lower right")
+    roc.legend(fontsize=7.5, loc="best", framealpha=0.9)
     box = derived_range()
     if box is not None:
         (r_low, r_high), (p_low, p_high) = box
@@ -174,7 +174,7 @@ def plot_tradeoff(points: pl.DataFrame, operating: pl.DataFrame | None, path: Pa
     pr.set_title("precision and recall (the run's payments)")
     pr.set_xlim(0, 1)
     pr.set_ylim(0, 1.02)
-    pr.legend(fontsize=8, loc="lower left", framealpha=0.9)  # the curves run from upper left to lower right
+    pr.legend(fontsize=8, loc="best", framealpha=0.9)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
