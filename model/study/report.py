@@ -297,8 +297,9 @@ def _forest_plot(effects: pl.DataFrame, labels: list[str], mid: str, intervals: 
             axis.errorbar(centre, y + shift, xerr=[np.nan_to_num(centre - lo), np.nan_to_num(hi - centre)], fmt="o",
                           capsize=3, color=color, label=label if len(intervals) > 1 else None)
         axis.set_xlabel("change vs baseline (%)")
-    if len(intervals) > 1:
-        axes.flat[0].legend(fontsize=7, loc="best")
+    labelled = [axis for axis in axes.flat if axis.get_legend_handles_labels()[0]]
+    if len(intervals) > 1 and labelled:  # the first panel with bars names them
+        labelled[0].legend(fontsize=7, loc="best")
     for row in axes:
         row[0].set_yticks(np.arange(len(labels))[::-1], labels)
     return _save(fig, path)
