@@ -1,6 +1,6 @@
 """Compare the tables of two run directories: a refactor that should not change results proves it.
 
-For each table (ticks, merchants, cascades, the transactions log) it prints a content digest of
+For each table (ticks, merchants, cascades, the risk curve, the transactions log) it prints a content digest of
 each side and, where they differ, which columns differ and how. A column whose only differences
 are undefined values written as nulls on the new side (where the old side wrote 0.0, NaN or an
 empty string) is reported as such, not as a change of results. Wall-clock columns are ignored.
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-TABLES = ("ticks", "merchants", "cascades", "transactions")
+TABLES = ("ticks", "merchants", "cascades", "risk_curve", "transactions")
 #: wall-clock columns: the one thing allowed to differ between identical runs
 WALL_CLOCK = {"seconds"}
 

@@ -79,6 +79,39 @@ class Screening:
 
 
 @dataclass
+class TickBatch:
+    """The tick's transactions as the engine scores them, laid out [orders (O'), everyday (E),
+    fraud (F)], T = O' + E + F, on the device.
+
+    Attributes:
+        legit_idx: (int64[O']) the official payments among the tick's orders; n_orders = O'.
+        n_legit: O' + E; legit_key: (int64[O' + E]) their keys.
+        fraud: the tick's injected fraud.
+        payer, merchant (the everyday shops: M), amount (fen), scenario, new_device,
+            account_age, each [T]; merchant_flag: (bool[M + 1]) the shops the engine watches.
+    """
+
+    legit_idx: Any
+    n_orders: int
+    n_legit: int
+    legit_key: Any
+    fraud: FraudBatch
+    payer: Any
+    merchant: Any
+    amount: Any
+    scenario: Any
+    new_device: Any
+    account_age: Any
+    merchant_flag: Any
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """The transactions' columns by the names the scoring kernels take."""
+        return {"payer": self.payer, "merchant": self.merchant, "amount": self.amount, "scenario": self.scenario,
+                "new_device": self.new_device, "account_age": self.account_age, "merchant_flag": self.merchant_flag}
+
+
+@dataclass
 class Scored:
     """One set of payments scored two ways (device arrays): ``rule`` by the linear rule,
     ``learned`` by the learned scorer (None before its first fit, or with the linear scorer)."""
@@ -181,55 +214,16 @@ class RiskEngine(Mechanism):
             payments: the tick's :class:`~weishang.model.mechanisms.payments.PaymentBatch`; order_key and
                 payer (int64[O], device) of each; merchant_flag (bool[M], host).
         """
-        xp, dev, r, seed = self.xp, self.backend.to_device, self.config.risk, self.config.run.seed
-        official = payments.scenario != int(PaymentScenario.OFF_PLATFORM)
-        legit_idx = xp.flatnonzero(official)
-        n_orders = int(legit_idx.shape[0])
-        orders_by_scenario = self.backend.to_host(
-            bin_sums(payments.scenario[legit_idx].astype(xp.int64), len(SCENARIO_NAMES), xp=xp))
-        everyday = draw_everyday(self.config, self.n_users, orders_by_scenario, tick, xp=xp,
-                                 amounts=self.everyday_amounts)
-        n_legit = n_orders + everyday.n
-        fraud = self.fraud.draw(tick)  # drawn on the device
-        fraud_payer, fraud_amount, fraud_typology = fraud.payer, fraud.amount, fraud.typology
-        real_age = tick - self.ti_created[fraud_payer].astype(xp.int64)
-        stated_age = fraud.account_age  # -1: the payer account's real age
-        fraud_age = xp.where(stated_age >= 0, stated_age, real_age)
-        legit_payer = xp.concatenate([payer[legit_idx], everyday.payer])
-        legit_key = xp.concatenate([order_key[legit_idx], everyday.key])
-        payer_all = xp.concatenate([legit_payer, fraud_payer])
-        merchant_all = xp.concatenate([payments.merchant[legit_idx],
-                                       xp.full(everyday.n, self.n_merchants, dtype=xp.int64), fraud.merchant])
-        amount_all = xp.concatenate([payments.amount[legit_idx], everyday.amount, fraud_amount])
-        scenario_all = xp.concatenate([payments.scenario[legit_idx], everyday.scenario, fraud.scenario])
-        legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), legit_key, r.p_new_device,
-                                         xp=xp)
-        new_device_all = xp.concatenate([legit_new_device, fraud.new_device])
-        age_all = xp.concatenate([tick - self.ti_created[legit_payer].astype(xp.int64), fraud_age])
-        flag = xp.concatenate([dev(merchant_flag), xp.zeros(1, dtype=xp.bool_)])  # everyday shops: never flagged
-        view = tick_view(payer_all, merchant_all, self.state, float(self.reference_fen), xp=xp)
-        rule = score_transactions(payer_all, merchant_all, amount_all, scenario_all, new_device_all, age_all,
-                                  flag, self.state, self.weights, float(self.reference_fen),
-                                  r.new_account_ticks, xp=xp, view=view)
-        tx = dict(payer=payer_all, merchant=merchant_all, amount=amount_all, scenario=scenario_all,
-                  new_device=new_device_all, account_age=age_all, merchant_flag=flag)
+        xp, r = self.xp, self.config.risk
+        batch = self._lay_out(payments, order_key, payer, merchant_flag, tick)
+        tx = batch.columns
+        view = tick_view(batch.payer, batch.merchant, self.state, float(self.reference_fen), xp=xp)
+        rule = score_transactions(**tx, state=self.state, weights=self.weights,
+                                  reference_amount=float(self.reference_fen), new_account_ticks=r.new_account_ticks,
+                                  xp=xp, view=view)
         scored, graph_today, accounts, rows_of = Scored(rule), None, None, None
         if self.learning:
-            self.scorer.maybe_refit(tick)
-            signal_payer, signal_day = fraud.signals(tick, xp=xp)
-            graph_today = tick_graph(payer_all, merchant_all, age_all < r.new_account_ticks, new_device_all,
-                                     self.n_users, self.n_merchants + 1, self.n_merchants, xp=xp,
-                                     signal_payer=signal_payer, signal_day=signal_day,
-                                     burst=view.burst_of, today=view.merchant_today)
-            accounts = account_view(graph_today, view, self.graph, xp=xp)
-            common = dict(view=accounts, reference_amount=float(self.reference_fen),
-                          new_account_ticks=r.new_account_ticks, day=tick, xp=xp)
-
-            def rows_of(rows: Any) -> Any:
-                return features(**tx, **common, rows=rows)
-
-            if self.scorer.fitted:
-                scored.learned = feature_scores(**tx, **common, coef=self.scorer.coef, bias=self.scorer.bias)
+            scored.learned, graph_today, accounts, rows_of = self._learned(tick, batch, view)
         history = self._legit_history(scored)
         # the engine's threshold and the curve's, one selection per scorer's history
         targets = (r.target_fpr, *FPR_GRID)
@@ -238,22 +232,84 @@ class RiskEngine(Mechanism):
         threshold = grids.decisive[0]  # stays on the device: the interceptions need no read-back
         score = scored.decisive
         intercepted = score > threshold
-        probe_scored, probe_typology, probe_counts, probe_rows = self._probe(tick, view, flag, threshold, accounts)
-        tables = self._curve_tables(scored, grids, fraud_typology, n_legit, probe_scored, probe_typology)
+        probe_scored, probe_typology, probe_counts, probe_rows = self._probe(tick, view, tx["merchant_flag"],
+                                                                             threshold, accounts)
+        tables = self._curve_tables(scored, grids, batch.fraud.typology, batch.n_legit, probe_scored, probe_typology)
         if self.learning:
-            self._keep_rows(tick, rows_of, legit_key, n_legit, int(payer_all.shape[0]), probe_rows)
+            self._keep_rows(tick, rows_of, batch.legit_key, batch.n_legit, int(batch.payer.shape[0]), probe_rows)
             update_graph(self.graph, graph_today, tick, xp=xp)
-        update_state(self.state, payer_all, merchant_all, amount_all, tick, xp=xp)
-        self.legit_history.append(rule[:n_legit])
+        update_state(self.state, batch.payer, batch.merchant, batch.amount, tick, xp=xp)
+        self.legit_history.append(rule[:batch.n_legit])
 
         legit_passed = xp.ones(payments.scenario.shape[0], dtype=xp.bool_)
-        legit_passed[legit_idx] = ~intercepted[:n_orders]
-        fraud_passed = ~intercepted[n_legit:]
-        counts = self._metric_counts(scenario_all, intercepted, n_orders, n_legit, fraud, fraud_amount, fraud_passed,
-                                     xp=xp)
-        # what the recorder and the fraudsters read this tick: the tick's counts and the probe's
-        # in one copy, then each scorer's curve table and thresholds
-        n_typ, host = len(TYPOLOGIES), self.backend.to_host
+        legit_passed[batch.legit_idx] = ~intercepted[:batch.n_orders]
+        fraud_passed = ~intercepted[batch.n_legit:]
+        counts = self._metric_counts(batch.scenario, intercepted, batch.n_orders, batch.n_legit, batch.fraud,
+                                     batch.fraud.amount, fraud_passed, xp=xp)
+        metrics, curve, probe_share = self._read_back(tick, batch, counts, probe_counts, tables, grids)
+        metrics["learned_scoring"] = scored.learned is not None
+        self.fraud.react(probe_share)
+        log = None if self.config.output.transactions == "none" else self._log(tick, batch, score, intercepted)
+        return Screening(legit_passed, batch.fraud, fraud_passed, metrics, log, curve)
+
+    def _lay_out(self, payments: Any, order_key: Any, payer: Any, merchant_flag: np.ndarray, tick: int) -> TickBatch:
+        """The tick's transactions in one layout, [orders (O'), everyday (E), fraud (F)]: the
+        official orders, the everyday payments drawn beside them, and the injected fraud."""
+        xp, dev, r, seed = self.xp, self.backend.to_device, self.config.risk, self.config.run.seed
+        official = payments.scenario != int(PaymentScenario.OFF_PLATFORM)
+        legit_idx = xp.flatnonzero(official)
+        n_orders = int(legit_idx.shape[0])
+        orders_by_scenario = self.backend.to_host(
+            bin_sums(payments.scenario[legit_idx].astype(xp.int64), len(SCENARIO_NAMES), xp=xp))
+        everyday = draw_everyday(self.config, self.n_users, orders_by_scenario, tick, xp=xp,
+                                 amounts=self.everyday_amounts)
+        fraud = self.fraud.draw(tick)  # drawn on the device
+        real_age = tick - self.ti_created[fraud.payer].astype(xp.int64)
+        fraud_age = xp.where(fraud.account_age >= 0, fraud.account_age, real_age)  # -1: the payer's real age
+        legit_payer = xp.concatenate([payer[legit_idx], everyday.payer])
+        legit_key = xp.concatenate([order_key[legit_idx], everyday.key])
+        legit_new_device = rng.bernoulli(rng.stream_key(seed, "risk.new_device", tick), legit_key, r.p_new_device,
+                                         xp=xp)
+        return TickBatch(
+            legit_idx=legit_idx, n_orders=n_orders, n_legit=n_orders + everyday.n, legit_key=legit_key, fraud=fraud,
+            payer=xp.concatenate([legit_payer, fraud.payer]),
+            merchant=xp.concatenate([payments.merchant[legit_idx],
+                                     xp.full(everyday.n, self.n_merchants, dtype=xp.int64), fraud.merchant]),
+            amount=xp.concatenate([payments.amount[legit_idx], everyday.amount, fraud.amount]),
+            scenario=xp.concatenate([payments.scenario[legit_idx], everyday.scenario, fraud.scenario]),
+            new_device=xp.concatenate([legit_new_device, fraud.new_device]),
+            account_age=xp.concatenate([tick - self.ti_created[legit_payer].astype(xp.int64), fraud_age]),
+            merchant_flag=xp.concatenate([dev(merchant_flag), xp.zeros(1, dtype=xp.bool_)]))  # everyday shops: never
+
+    def _learned(self, tick: int, batch: TickBatch, view: Any) -> tuple[Any, Any, Any, Any]:
+        """The learned scorer's side of the tick: refit when due, today's graph of payers and
+        shops, the accounts' view, a function giving feature rows, and the learned scores (None
+        before the first fit)."""
+        xp, r = self.xp, self.config.risk
+        self.scorer.maybe_refit(tick)
+        signal_payer, signal_day = batch.fraud.signals(tick, xp=xp)
+        graph_today = tick_graph(batch.payer, batch.merchant, batch.account_age < r.new_account_ticks,
+                                 batch.new_device, self.n_users, self.n_merchants + 1, self.n_merchants, xp=xp,
+                                 signal_payer=signal_payer, signal_day=signal_day,
+                                 burst=view.burst_of, today=view.merchant_today)
+        accounts = account_view(graph_today, view, self.graph, xp=xp)
+        common = dict(view=accounts, reference_amount=float(self.reference_fen),
+                      new_account_ticks=r.new_account_ticks, day=tick, xp=xp)
+
+        def rows_of(rows: Any) -> Any:
+            return features(**batch.columns, **common, rows=rows)
+
+        learned = None
+        if self.scorer.fitted:
+            learned = feature_scores(**batch.columns, **common, coef=self.scorer.coef, bias=self.scorer.bias)
+        return learned, graph_today, accounts, rows_of
+
+    def _read_back(self, tick: int, batch: TickBatch, counts: Any, probe_counts: Any, tables: dict[str, Any],
+                   grids: Scored) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+        """What the recorder and the fraudsters read this tick: the tick's counts and the probe's
+        in one copy, then each scorer's curve table and thresholds. Returns the ticks row's
+        metrics, the risk_curve rows and each typology's intercepted share of the probe."""
+        xp, host, n_typ = self.xp, self.backend.to_host, len(TYPOLOGIES)
         host_counts = host(counts if probe_counts is None else xp.concatenate([counts, probe_counts]))
         probe_share = np.full(n_typ, np.nan)
         if probe_counts is not None:
@@ -263,28 +319,28 @@ class RiskEngine(Mechanism):
         host_tables = {name: host(table) for name, table in tables.items()}
         host_grids = Scored(*(None if g is None else host(g) for g in (grids.rule, grids.learned)))
         curve = self._curve(tick, host_tables, host_grids)
-        metrics = self._metrics(host_counts, n_orders, n_legit, fraud.n, int(scenario_all.shape[0]),
-                                float(host_grids.decisive[0]))
-        metrics["learned_scoring"] = scored.learned is not None
-        self.fraud.react(probe_share)
-        log = None
-        if self.config.output.transactions != "none":
-            # a transaction's key: its order key, an everyday payment's key (from EVERYDAY_KEY_BASE),
-            # or for fraud a key above every order key
-            key = xp.concatenate([legit_key,
-                                  FRAUD_KEY_BASE + tick * FRAUD_KEYS_PER_TICK + xp.arange(fraud.n, dtype=xp.int64)])
-            keep = xp.ones(key.shape[0], dtype=xp.bool_)
-            if self.config.output.transactions == "sample":
-                keep = rng.bernoulli(rng.stream_key(seed, "output.transactions"), key,
-                                     self.config.output.transactions_sample, xp=xp)
-            typology = xp.concatenate([xp.full(n_legit, -1, dtype=xp.int8), fraud_typology])
-            columns = {"key": key, "payer": payer_all, "merchant": merchant_all, "amount": amount_all,
-                       "scenario": scenario_all, "new_device": new_device_all, "account_age": age_all,
-                       "score": score, "intercepted": intercepted, "is_fraud": typology >= 0, "typology": typology}
-            log = {name: self.backend.to_host(col[keep]) for name, col in columns.items()}
-            log["amount"] = log["amount"] / 100.0
-            log["merchant"][log["merchant"] == self.n_merchants] = -1  # everyday shops
-        return Screening(legit_passed, fraud, fraud_passed, metrics, log, curve)
+        metrics = self._metrics(host_counts, batch.n_orders, batch.n_legit, batch.fraud.n,
+                                int(batch.scenario.shape[0]), float(host_grids.decisive[0]))
+        return metrics, curve, probe_share
+
+    def _log(self, tick: int, batch: TickBatch, score: Any, intercepted: Any) -> dict[str, np.ndarray]:
+        """The scored transactions kept for ``transactions/`` (all, or a sample), as host columns."""
+        xp, seed, output = self.xp, self.config.run.seed, self.config.output
+        # a transaction's key: its order key, an everyday payment's key (from EVERYDAY_KEY_BASE),
+        # or for fraud a key above every order key
+        key = xp.concatenate([batch.legit_key,
+                              FRAUD_KEY_BASE + tick * FRAUD_KEYS_PER_TICK + xp.arange(batch.fraud.n, dtype=xp.int64)])
+        keep = xp.ones(key.shape[0], dtype=xp.bool_)
+        if output.transactions == "sample":
+            keep = rng.bernoulli(rng.stream_key(seed, "output.transactions"), key, output.transactions_sample, xp=xp)
+        typology = xp.concatenate([xp.full(batch.n_legit, -1, dtype=xp.int8), batch.fraud.typology])
+        columns = {"key": key, "payer": batch.payer, "merchant": batch.merchant, "amount": batch.amount,
+                   "scenario": batch.scenario, "new_device": batch.new_device, "account_age": batch.account_age,
+                   "score": score, "intercepted": intercepted, "is_fraud": typology >= 0, "typology": typology}
+        log = {name: self.backend.to_host(col[keep]) for name, col in columns.items()}
+        log["amount"] = log["amount"] / 100.0
+        log["merchant"][log["merchant"] == self.n_merchants] = -1  # everyday shops
+        return log
 
     def _legit_history(self, scored: Scored) -> Scored:
         """The confirmed-legitimate scores of past ticks the thresholds come from: every legitimate
