@@ -235,6 +235,56 @@ def _transpose_membership(group_indptr: Any, members: Any, n: int, xp: ModuleTyp
     return member_indptr, (keys % max(n_groups, 1)).astype(xp.int32)
 
 
+def _friend_graph(config: ScenarioConfig, backend: Backend, say: Any, graph: tuple[np.ndarray, np.ndarray] | None,
+                  timings: dict[str, float]) -> tuple[ScenarioConfig, int, Any, Any, Any, Any, np.ndarray]:
+    """The friend graph, read from the config's edge list or generated, with each user's city and
+    the merchants' accounts: (config, N, indptr int64[N + 1], indices int32[E], city int32[N],
+    merchant uids int64[M]) on the device, and the merchant uids on the host (the Mesa agents'
+    accounts). An edge list sets N (the config returned says so)."""
+    seed, pop, xp = config.run.seed, config.population, backend.xp
+    if pop.edge_list:
+        if graph is None:
+            say(f"reading edge list {pop.edge_list}")
+            config, graph = with_edge_list(config)
+        t_copy = time.perf_counter()
+        indptr, indices = backend.to_device(graph[0]), backend.to_device(graph[1])
+        timings["to_device"] = time.perf_counter() - t_copy
+        n = indptr.shape[0] - 1
+        sizes = city_sizes(n, pop.n_cities, 1.0, pop.region_users)
+        city = repeat_ids(xp.asarray(sizes), xp=xp).astype(xp.int32)
+        merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
+        return config, n, indptr, indices, city, merchant_uids, backend.to_host(merchant_uids)
+    n = pop.n_users
+    merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
+    # float work (exp, means) made on the host so every backend gets the same bits
+    sociability = sociability_weights(n, graph_params(config).sociability_sigma, seed)
+    merchant_uids_host = backend.to_host(merchant_uids)
+    sociability[merchant_uids_host] *= pop.merchant_sociability
+    say(f"generating friend graph: {n:,} users, mean degree {pop.mean_degree:g}")
+    built = generate_friend_graph(n, graph_params(config), seed=seed, sociability=sociability, xp=xp)
+    timings["to_device"] = 0.0  # built where it lives
+    return config, n, built.indptr, built.indices, built.city, merchant_uids, merchant_uids_host
+
+
+def _user_state(config: ScenarioConfig, n: int, city: Any, xp: ModuleType) -> dict[str, Any]:
+    """The users' columns of :data:`USER_STATE` (each [N], on the device): city, interests,
+    purchase propensity, account age, a complete profile."""
+    seed = config.run.seed
+    state: dict[str, Any] = {f.name: xp.full(n, f.default, dtype=f.dtype) for f in USER_STATE}
+    state["city"][:] = city
+    state["interests"][:] = _interests(n, config.population.n_categories, seed, xp)
+    # log-normal propensity with mean 1; drawn on the host and copied over, so every backend has
+    # the same bits (a GPU's exp may round the last bit otherwise, and float32 rounding can carry it)
+    z = rng.normal(rng.stream_key(seed, "population.rel_buy"), n)
+    state["rel_buy"][:] = xp.asarray(np.exp(0.5 * z - 0.125).astype(np.float32))
+    # account ages: up to 10 years, exponential-ish (1 - u) ** 2 puts more mass on young accounts
+    u = rng.uniform(rng.stream_key(seed, "population.age"), n, xp=xp)
+    state["ti_created"][:] = -xp.floor(10 * TICKS_PER_YEAR * u * u).astype(xp.int32)
+    state["profile_complete"][:] = rng.bernoulli(rng.stream_key(seed, "population.profile"), n,
+                                                 config.community.profile_completeness, xp=xp)
+    return state
+
+
 def build_population(config: ScenarioConfig, backend: Backend, progress: Any = None,
                      graph: tuple[np.ndarray, np.ndarray] | None = None) -> Population:
     """Build users, graph and groups on the backend's device (the host for NumPy), the same
@@ -249,51 +299,17 @@ def build_population(config: ScenarioConfig, backend: Backend, progress: Any = N
             this is omitted); copied to the device once.
     """
     say = progress or (lambda _msg: None)
-    seed = config.run.seed
-    pop = config.population
     xp = backend.xp
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-
-    if pop.edge_list:
-        if graph is None:
-            say(f"reading edge list {pop.edge_list}")
-            config, graph = with_edge_list(config)
-        t_copy = time.perf_counter()
-        indptr, indices = backend.to_device(graph[0]), backend.to_device(graph[1])
-        timings["to_device"] = time.perf_counter() - t_copy
-        n = indptr.shape[0] - 1
-        sizes = city_sizes(n, pop.n_cities, 1.0, pop.region_users)
-        city = repeat_ids(xp.asarray(sizes), xp=xp).astype(xp.int32)
-        merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
-        merchant_uids_host = backend.to_host(merchant_uids)  # the Mesa agents' accounts
-    else:
-        n = pop.n_users
-        merchant_uids = _choose_merchants(n, config.n_merchants, seed, xp)
-        # float work (exp, means) made on the host so every backend gets the same bits
-        sociability = sociability_weights(n, graph_params(config).sociability_sigma, seed)
-        merchant_uids_host = backend.to_host(merchant_uids)  # the Mesa agents' accounts
-        sociability[merchant_uids_host] *= pop.merchant_sociability
-        say(f"generating friend graph: {n:,} users, mean degree {pop.mean_degree:g}")
-        built = generate_friend_graph(n, graph_params(config), seed=seed, sociability=sociability, xp=xp)
-        indptr, indices, city = built.indptr, built.indices, built.city
-        timings["to_device"] = 0.0  # built where it lives
+    config, n, indptr, indices, city, merchant_uids, merchant_uids_host = _friend_graph(config, backend, say, graph,
+                                                                                          timings)
     timings["graph"] = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     say("drawing user attributes and merchant groups")
-    state: dict[str, Any] = {f.name: xp.full(n, f.default, dtype=f.dtype) for f in USER_STATE}
-    state["city"][:] = city
-    state["interests"][:] = _interests(n, pop.n_categories, seed, xp)
-    # log-normal propensity with mean 1; drawn on the host and copied over, so every backend has
-    # the same bits (a GPU's exp may round the last bit otherwise, and float32 rounding can carry it)
-    z = rng.normal(rng.stream_key(seed, "population.rel_buy"), n)
-    state["rel_buy"][:] = xp.asarray(np.exp(0.5 * z - 0.125).astype(np.float32))
-    # account ages: up to 10 years, exponential-ish (1 - u) ** 2 puts more mass on young accounts
-    u = rng.uniform(rng.stream_key(seed, "population.age"), n, xp=xp)
-    state["ti_created"][:] = -xp.floor(10 * TICKS_PER_YEAR * u * u).astype(xp.int32)
-    state["profile_complete"][:] = rng.bernoulli(rng.stream_key(seed, "population.profile"), n,
-                                                 config.community.profile_completeness, xp=xp)
+    state = _user_state(config, n, city, xp)
+    seed = config.run.seed
     group_indptr, group_members, group_owner = _groups(indptr, indices, n, merchant_uids, config, seed, xp)
     member_indptr, member_groups = _transpose_membership(group_indptr, group_members, n, xp)
     timings["attributes"] = time.perf_counter() - t1
