@@ -472,7 +472,9 @@ def friend_pairs(
     sociability: Any = None,
     xp: ModuleType = np,
 ) -> tuple[Any, Any, Any, Any]:
-    """The picks of :func:`generate_friend_graph` before the CSR build, on ``xp``'s device.
+    """The picks of :func:`generate_friend_graph` before the CSR build, on ``xp``'s device:
+    households, then each circle layer, then the city and cross-city Chung-Lu layers, written
+    one after another into one pair of arrays.
 
     Returns:
         u, v (int32[P]) picks, with ``u == v`` marking dropped ones; the degree bound (int64[N],
@@ -502,21 +504,7 @@ def friend_pairs(
     cl_degree = max(0.0, p.mean_degree - household_degree - circle_degree)
     city_degree = cl_degree * (1 - p.cross_city_share)
     cross_degree = cl_degree * p.cross_city_share
-    # Cap each user's expected pick count (the degree bound the trim works on) at 90% of the
-    # friend limit, so that trimming is needed only for rare Poisson excursions.
-    bound_room = 0.9 * p.max_degree - (p.max_household_size - 1) - 2.0 * picks_per_layer * p.n_circle_layers
-    # The weights are made on the host, in NumPy, and copied over: their exp, means and per-city
-    # sums are float work whose last bit a GPU may round otherwise (its exp, its order of
-    # summation, its atomics), and a weight feeds a stochastic rounding: so every backend gets
-    # the same bits. A few passes over N floats; the picks themselves stay on the device.
-    w = (sociability_weights(n, p.sociability_sigma, seed) if sociability is None
-         else np.asarray(sociability, dtype=np.float64))
-    city_host = np.repeat(np.arange(sizes_host.shape[0], dtype=np.int32), sizes_host)
-    for _ in range(4):
-        w = w / w.mean()
-        inflation = city_repeat_inflation(w, city_host, sizes_host, city_degree)[city_host]
-        w = np.minimum(w, max(bound_room, 1.0) / (city_degree * inflation + cross_degree))
-    del city_host
+    w, inflation = _chung_lu_weights(n, p, seed, sociability, sizes_host, city_degree, cross_degree, picks_per_layer)
     w, inflation = xp.asarray(w), xp.asarray(inflation)
     city_counts = _stochastic_round(w * city_degree / 2.0 * inflation, rng.stream_key(seed, "graph.city.count"), xp)
     cross_counts = _stochastic_round(w * cross_degree / 2.0, rng.stream_key(seed, "graph.cross.count"), xp)
@@ -528,44 +516,84 @@ def friend_pairs(
     v[: hu.shape[0]] = hv
     offset = hu.shape[0]
     del hu, hv
-
     for layer, counts in enumerate(circle_counts):
-        order = _city_order(city + rng.uniform(rng.stream_key(seed, f"graph.circle{layer}.order"), n, xp=xp),
-                            city_start_host, xp)
-        position = xp.empty(n, dtype=xp.int64)
-        position[order] = xp.arange(n, dtype=xp.int64)
-        group_start = position - (position - city_start[city]) % p.circle_size
-        group_len = xp.minimum(p.circle_size, city_start[city + 1] - group_start)
-        del position
-        key = rng.stream_key(seed, f"graph.circle{layer}")
+        offset = _circle_layer(u, v, offset, counts, layer, city, city_start, city_start_host, p, seed, xp)
+    offset = _city_layer(u, v, offset, city_counts, city, city_start, seed, xp)
+    offset = _cross_city_layer(u, v, offset, cross_counts, n, p, seed, xp)
+    assert offset == total
 
-        def circle_partner(pickers, pick_index, order=order, group_start=group_start, group_len=group_len, key=key):
-            return order[group_start[pickers] + rng.integers(key, pick_index, group_len[pickers], xp=xp)]
+    degree_bound = trim_to_max_degree(u, v, n, p.max_degree, seed, xp=xp)
+    return u, v, degree_bound, city
 
-        end, _ = _write_pickers(u, offset, counts, xp)
-        _fill_partners(u, v, offset, end, circle_partner, xp)
-        offset = end
-        del order, group_start, group_len
 
-    # city ties: a layer's pickers are sorted by user, hence grouped by city, and double as its
-    # stub list: a partner drawn uniformly from the city's stubs is drawn in proportion to weight
-    end, picks_before = _write_pickers(u, offset, city_counts, xp)
+def _chung_lu_weights(n: int, p: GraphParams, seed: int, sociability: Any, sizes_host: np.ndarray,
+                      city_degree: float, cross_degree: float, picks_per_layer: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's Chung-Lu weight (float64[N], mean 1) and its city's repeat inflation
+    (float64[N]), on the host. The weights are made in NumPy and copied over by the caller: their
+    exp, means and per-city sums are float work whose last bit a GPU may round otherwise (its
+    exp, its order of summation, its atomics), and a weight feeds a stochastic rounding: so every
+    backend gets the same bits. A few passes over N floats; the picks themselves stay on the device.
+    """
+    # Cap each user's expected pick count (the degree bound the trim works on) at 90% of the
+    # friend limit, so that trimming is needed only for rare Poisson excursions.
+    bound_room = 0.9 * p.max_degree - (p.max_household_size - 1) - 2.0 * picks_per_layer * p.n_circle_layers
+    w = (sociability_weights(n, p.sociability_sigma, seed) if sociability is None
+         else np.asarray(sociability, dtype=np.float64))
+    city_host = np.repeat(np.arange(sizes_host.shape[0], dtype=np.int32), sizes_host)
+    for _ in range(4):
+        w = w / w.mean()
+        inflation = city_repeat_inflation(w, city_host, sizes_host, city_degree)[city_host]
+        w = np.minimum(w, max(bound_room, 1.0) / (city_degree * inflation + cross_degree))
+    return w, inflation
+
+
+def _circle_layer(u: Any, v: Any, offset: int, counts: Any, layer: int, city: Any, city_start: Any,
+                  city_start_host: np.ndarray, p: GraphParams, seed: int, xp: ModuleType) -> int:
+    """Write one circle layer's picks from ``offset``: users in a random order within their city,
+    cut into circles of ``circle_size``; a partner is drawn from the picker's circle. Returns
+    where the next layer starts."""
+    order = _city_order(city + rng.uniform(rng.stream_key(seed, f"graph.circle{layer}.order"), city.shape[0], xp=xp),
+                        city_start_host, xp)
+    position = xp.empty(city.shape[0], dtype=xp.int64)
+    position[order] = xp.arange(city.shape[0], dtype=xp.int64)
+    group_start = position - (position - city_start[city]) % p.circle_size
+    group_len = xp.minimum(p.circle_size, city_start[city + 1] - group_start)
+    del position
+    key = rng.stream_key(seed, f"graph.circle{layer}")
+
+    def circle_partner(pickers: Any, pick_index: Any) -> Any:
+        return order[group_start[pickers] + rng.integers(key, pick_index, group_len[pickers], xp=xp)]
+
+    end, _ = _write_pickers(u, offset, counts, xp)
+    _fill_partners(u, v, offset, end, circle_partner, xp)
+    return end
+
+
+def _city_layer(u: Any, v: Any, offset: int, counts: Any, city: Any, city_start: Any, seed: int,
+                xp: ModuleType) -> int:
+    """Write the city ties from ``offset``. The layer's pickers are sorted by user, hence grouped
+    by city, and double as its stub list: a partner drawn uniformly from the city's stubs is
+    drawn in proportion to weight. Returns where the next layer starts."""
+    end, picks_before = _write_pickers(u, offset, counts, xp)
     stubs = u[offset:end]
     stub_city_start = picks_before[city_start]  # the stubs of users in earlier cities
     stub_city_count = xp.maximum(stub_city_start[1:] - stub_city_start[:-1], 1)
     key = rng.stream_key(seed, "graph.city")
 
-    def city_partner(pickers, pick_index):
+    def city_partner(pickers: Any, pick_index: Any) -> Any:
         c = city[pickers]
         return stubs[stub_city_start[c] + rng.integers(key, pick_index, stub_city_count[c], xp=xp)]
 
     _fill_partners(u, v, offset, end, city_partner, xp)
-    offset = end
+    return end
 
-    # cross-city ties: partners drawn in proportion to weight from the picker's own region (a
-    # region is a closed social world, so a cascade meets the same cities at every N), and with
-    # probability cross_region_share from every region
-    end, picks_before = _write_pickers(u, offset, cross_counts, xp)
+
+def _cross_city_layer(u: Any, v: Any, offset: int, counts: Any, n: int, p: GraphParams, seed: int,
+                      xp: ModuleType) -> int:
+    """Write the cross-city ties from ``offset``: partners drawn in proportion to weight from the
+    picker's own region (a region is a closed social world, so a cascade meets the same cities at
+    every N), and with probability ``cross_region_share`` from every region. Returns the end."""
+    end, picks_before = _write_pickers(u, offset, counts, xp)
     cross_stubs = u[offset:end]
     region_bounds = np.append(np.arange(0, n, p.region_users or n, dtype=np.int64), n)
     stub_region_start = picks_before[xp.asarray(region_bounds)]
@@ -573,7 +601,7 @@ def friend_pairs(
     key = rng.stream_key(seed, "graph.cross")
     key_far = rng.stream_key(seed, "graph.cross_region")
 
-    def cross_partner(pickers, pick_index):
+    def cross_partner(pickers: Any, pick_index: Any) -> Any:
         region = pickers // (p.region_users or n)
         first, count = stub_region_start[region], stub_region_count[region]
         if p.cross_region_share > 0:
@@ -583,11 +611,7 @@ def friend_pairs(
         return cross_stubs[first + rng.integers(key, pick_index, count, xp=xp)]
 
     _fill_partners(u, v, offset, end, cross_partner, xp)
-    offset = end
-    assert offset == total
-
-    degree_bound = trim_to_max_degree(u, v, n, p.max_degree, seed, xp=xp)
-    return u, v, degree_bound, city
+    return end
 
 
 def _live_degree(u: Any, v: Any, n: int, xp: ModuleType) -> Any:
