@@ -385,17 +385,9 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
     cascade, user = level1_cascade, level1_user
     rel_share = xp.ones(n_cascades, dtype=xp.float64) if rel_share is None else rel_share
     for level, rule in enumerate(levels, start=1):
-        key_view = rng.stream_key(seed, f"cascade.view.l{level}", tick)
         if level > 1:
-            p_view = rule.p_view if rel_view is None else xp.minimum(rule.p_view * rel_view[cascade], 1.0)
-        if level > 1 and rule.n_strangers:
-            if rel_tool is not None:
-                p_view = xp.minimum(p_view * rel_tool[cascade], 1.0)
-            cascade, user = expose_strangers(user, cascade, cascade_key, rule.n_strangers, p_view,
-                                             city, city_start, key_view, xp=xp)
-        elif level > 1:
-            cascade, user = expose_neighbours(indptr, indices, user, cascade, cascade_key,
-                                              p_view, key_view, xp=xp)
+            cascade, user = _reach_next_level(indptr, indices, cascade, user, cascade_key, rule, level,
+                                              rel_view, rel_tool, city, city_start, seed, tick, xp)
         cascade, user, seen = _first_exposures(cascade, user, origin, seen, n_users, xp=xp,
                                                merge=level < n_levels)
         last = level == n_levels  # nobody shares at the last level
@@ -413,21 +405,9 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
             break
         shared = xp.flatnonzero(outcome & SHARED)
         cascade, user = cascade[shared], user[shared]
-    # every level's exposures counted in one pass, by (cascade, level, shared, bought, matched):
-    # the outcome code's bits as axes
-    by_outcome = bin_sums(xp.concatenate(counts), n_cascades * n_levels * 8, xp=xp)
-    by_outcome = by_outcome.reshape(n_cascades, n_levels, 2, 2, 2)
-    exposures = by_outcome.sum(axis=(2, 3, 4))
-    matched = by_outcome[..., 1].sum(axis=(2, 3))
-    buys = by_outcome[:, :, :, 1, :].sum(axis=(2, 3))
-    shares = by_outcome[:, :, 1].sum(axis=(2, 3))
-
-    order_cascade = xp.concatenate([c for c, _, _ in orders])
-    order_buyer = xp.concatenate([u for _, u, _ in orders])
-    order_level = xp.concatenate([xp.full(c.shape[0], lvl, dtype=xp.int8) for c, _, lvl in orders])
-    qty_index = cascade_key[order_cascade] * n_users + order_buyer
-    order_quantity = 1 + rng.integers(rng.stream_key(seed, "cascade.quantity", tick), qty_index,
-                                      max_quantity[order_cascade], xp=xp)
+    exposures, shares, buys, matched = _tally(counts, n_cascades, n_levels, xp)
+    order_cascade, order_buyer, order_level, order_quantity = _orders(orders, cascade_key, max_quantity, n_users,
+                                                                      seed, tick, xp)
     kept = None
     if trace:
         kept = {"cascade": xp.concatenate([t[0] for t in traced]), "user": xp.concatenate([t[1] for t in traced]),
@@ -435,6 +415,49 @@ def propagate(indptr: Any, indices: Any, level1_cascade: Any, level1_user: Any, 
                 "bought": xp.concatenate([t[3] for t in traced]), "shared": xp.concatenate([t[4] for t in traced])}
     return CascadeOutcome(exposures, shares, buys, matched, order_cascade, order_buyer, order_level, order_quantity,
                           kept)
+
+
+def _reach_next_level(indptr: Any, indices: Any, cascade: Any, sharer: Any, cascade_key: Any, rule: LevelRule,
+                      level: int, rel_view: Any, rel_tool: Any, city: Any, city_start: Any, seed: int, tick: int,
+                      xp: ModuleType) -> tuple[Any, Any]:
+    """(cascade, user) of the people the last level's sharers put the post in front of: their
+    friends, each with ``p_view`` (times the post's ``rel_view``), or at a stranger level
+    ``n_strangers`` of their city through tools (times ``rel_tool`` as well). Repeats included;
+    :func:`_first_exposures` keeps the first."""
+    key_view = rng.stream_key(seed, f"cascade.view.l{level}", tick)
+    p_view = rule.p_view if rel_view is None else xp.minimum(rule.p_view * rel_view[cascade], 1.0)
+    if rule.n_strangers:
+        if rel_tool is not None:
+            p_view = xp.minimum(p_view * rel_tool[cascade], 1.0)
+        return expose_strangers(sharer, cascade, cascade_key, rule.n_strangers, p_view, city, city_start, key_view,
+                                xp=xp)
+    return expose_neighbours(indptr, indices, sharer, cascade, cascade_key, p_view, key_view, xp=xp)
+
+
+def _tally(counts: list[Any], n_cascades: int, n_levels: int, xp: ModuleType) -> tuple[Any, Any, Any, Any]:
+    """Every level's exposures counted in one pass, by (cascade, level, shared, bought, matched),
+    the outcome code's bits as axes: (exposures, shares, buys, matched), each int64[C, L]."""
+    by_outcome = bin_sums(xp.concatenate(counts), n_cascades * n_levels * 8, xp=xp)
+    by_outcome = by_outcome.reshape(n_cascades, n_levels, 2, 2, 2)
+    exposures = by_outcome.sum(axis=(2, 3, 4))
+    matched = by_outcome[..., 1].sum(axis=(2, 3))
+    buys = by_outcome[:, :, :, 1, :].sum(axis=(2, 3))
+    shares = by_outcome[:, :, 1].sum(axis=(2, 3))
+    return exposures, shares, buys, matched
+
+
+def _orders(orders: list[tuple[Any, Any, int]], cascade_key: Any, max_quantity: Any, n_users: int, seed: int,
+            tick: int, xp: ModuleType) -> tuple[Any, Any, Any, Any]:
+    """Each level's purchases as one list of orders: (cascade int64[B], buyer int64[B], level
+    int8[B], quantity int64[B]), a quantity drawn from 1 to the post's ``max_quantity`` on a key
+    of (cascade key, buyer), so an order's size does not depend on the other orders."""
+    order_cascade = xp.concatenate([c for c, _, _ in orders])
+    order_buyer = xp.concatenate([u for _, u, _ in orders])
+    order_level = xp.concatenate([xp.full(c.shape[0], lvl, dtype=xp.int8) for c, _, lvl in orders])
+    qty_index = cascade_key[order_cascade] * n_users + order_buyer
+    order_quantity = 1 + rng.integers(rng.stream_key(seed, "cascade.quantity", tick), qty_index,
+                                      max_quantity[order_cascade], xp=xp)
+    return order_cascade, order_buyer, order_level, order_quantity
 
 
 #: bits of an exposure's outcome code (:data:`_EXPOSURE_OUTCOME`)
