@@ -309,12 +309,13 @@ def test_latin_hypercube_samples(tmp_path):
     assert load_sweep(path).runs == sweep.runs  # seeded: the same samples every time
 
 
-def test_hundred_runs_survive_a_killed_worker(tmp_path):
+def test_forty_runs_survive_a_killed_worker(tmp_path):
+    # a worker SIGKILLed mid-sweep: every run is accounted for, at most the worker's two lost to it
     path = tmp_path / "load.toml"
     path.write_text(f"""
 [sweep]
 scenarios = ["{EXPERIMENTS / 'baseline.toml'}"]
-replicates = 100
+replicates = 40
 [set]
 "population.n_users" = 600
 "population.n_cities" = 2
@@ -346,9 +347,9 @@ replicates = 100
     _stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     runs = pl.read_parquet(out / "runs.parquet")
-    assert runs.height == 100
+    assert runs.height == 40
     assert set(runs["status"]) <= {"complete", "failed"}  # every run accounted for: none pending or lost
-    assert (runs["status"] == "complete").sum() >= 98
+    assert (runs["status"] == "complete").sum() >= 38
 
 
 def test_resume_after_the_sweep_file_changed_refuses_naming_the_runs(tmp_path):
