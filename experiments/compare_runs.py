@@ -35,9 +35,10 @@ def read(run_dir: Path, name: str) -> pa.Table | None:
 
 
 def digest(table: pa.Table) -> str:
-    """sha256 of the table's column names and values (not its schema metadata)."""
+    """sha256 of the table's column names and values (not its schema metadata, nor the columns'
+    order: a table whose columns were reordered holds the same results)."""
     h = hashlib.sha256()
-    for name in table.column_names:
+    for name in sorted(table.column_names):
         if name not in WALL_CLOCK:
             h.update(name.encode())
             h.update(repr(table.column(name).to_pylist()).encode())

@@ -25,8 +25,15 @@ from typing import Any
 import numpy as np
 
 from . import fused, rng
-from .backend import (array_module, bin_sums, concat_ranges, isin_sorted, merge_sorted, repeat_ids_and_firsts,
-                      sorted_unique)
+from .backend import (
+    array_module,
+    bin_sums,
+    concat_ranges,
+    isin_sorted,
+    merge_sorted,
+    repeat_ids_and_firsts,
+    sorted_unique,
+)
 
 
 def independent_cascade(indptr: Any, indices: Any, seeds: Any, p: Any, *, seed: int = 0,

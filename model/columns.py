@@ -14,115 +14,34 @@ columns say when.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
-from .codes import LEVELS, OFFICIAL_SCENARIOS, TICKS_PER_YEAR, Channel, Compliance, PaymentScenario, Style
-from .mechanisms.risk.fraud import TYPOLOGIES
-
-TABLES = ("ticks", "merchants", "cascades", "risk_curve", "transactions", "summary")
-#: figures that take either sign
-SIGNED = {"fx_exposure", "cum_profit", "profit", "merchant_profit_cny"}
-#: figures that can be negative but never above 1: a margin (profit over sales) is a loss
-#: without bound below (issue 32: net margin -8.6 was reported with an interval [0, -5.9])
-AT_MOST_ONE = {"net_margin"}
-#: Arrow type names the registry uses
-DTYPES = ("int8", "int16", "int32", "int64", "float64", "bool", "string")
-
-
-# ------------------------------------------------------------------ reductions
-
-class Reduction:
-    """How a run's ticks reduce to one figure (see :class:`RunTotals`)."""
-
-    def value(self, totals: "RunTotals", model: Any) -> float | None:
-        raise NotImplementedError
-
-    def columns(self) -> tuple[str, ...]:
-        """The ``ticks`` columns it reads."""
-        return ()
-
-
-@dataclass(frozen=True)
-class Total(Reduction):
-    """The column's sum over the run's ticks (rounded to ``digits`` decimals when given)."""
-
-    column: str
-    digits: int | None = None
-
-    def value(self, totals: "RunTotals", model: Any) -> float:
-        total = totals.sums[self.column]
-        return total if self.digits is None else round(total, self.digits)
-
-    def columns(self) -> tuple[str, ...]:
-        return (self.column,)
-
-
-@dataclass(frozen=True)
-class Final(Reduction):
-    """The column's value at the last tick (a stock, or a running figure)."""
-
-    column: str
-
-    def value(self, totals: "RunTotals", model: Any) -> float | None:
-        return totals.last[self.column]
-
-    def columns(self) -> tuple[str, ...]:
-        return (self.column,)
-
-
-@dataclass(frozen=True)
-class Mean(Reduction):
-    """The column's mean over the run's ticks."""
-
-    column: str
-
-    def value(self, totals: "RunTotals", model: Any) -> float | None:
-        return totals.sums[self.column] / totals.n_ticks if totals.n_ticks else None
-
-    def columns(self) -> tuple[str, ...]:
-        return (self.column,)
-
-
-@dataclass(frozen=True)
-class Ratio(Reduction):
-    """One reduction over another (a column name means its :class:`Total`); null over nothing."""
-
-    numerator: Reduction | str
-    denominator: Reduction | str
-
-    def _parts(self) -> tuple[Reduction, Reduction]:
-        return tuple(Total(p) if isinstance(p, str) else p for p in (self.numerator, self.denominator))
-
-    def value(self, totals: "RunTotals", model: Any) -> float | None:
-        num, den = (p.value(totals, model) for p in self._parts())
-        return ratio(num, den)
-
-    def columns(self) -> tuple[str, ...]:
-        return tuple(c for p in self._parts() for c in p.columns())
-
-
-@dataclass(frozen=True)
-class Derived(Reduction):
-    """A formula over the run's totals and the model at the end (``how`` says which)."""
-
-    formula: Callable[["RunTotals", Any], float | None]
-    how: str
-    uses: tuple[str, ...] = ()
-
-    def value(self, totals: "RunTotals", model: Any) -> float | None:
-        return self.formula(totals, model)
-
-    def columns(self) -> tuple[str, ...]:
-        return self.uses
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """``numerator / denominator``, or None (undefined) when either is missing or the denominator is 0."""
-    if numerator is None or denominator is None or not denominator:
-        return None
-    return float(numerator / denominator)
+from .codes import TICKS_PER_YEAR, Compliance
+from .mechanisms import TICK_PLAN
+from .schema import (  # noqa: F401
+    AT_MOST_ONE,
+    CHANNEL,
+    DTYPES,
+    LEVEL,
+    RECOMMENDATION,
+    SCENARIO,
+    SHARING,
+    SIGNED,
+    STYLE,
+    TABLES,
+    TYPOLOGY,
+    Column,
+    Derived,
+    Final,
+    Mean,
+    Ratio,
+    Reduction,
+    Total,
+    col,
+    family,
+    ratio,
+)
 
 
 class RunTotals:
@@ -145,196 +64,12 @@ class RunTotals:
                 self.sums[column.name] = self.sums.get(column.name, 0.0) + float(value)
 
 
-# ------------------------------------------------------------------ columns
-
-@dataclass(frozen=True)
-class Column:
-    """One output column.
-
-    Attributes:
-        name, table (one of :data:`TABLES`), dtype (one of :data:`DTYPES`).
-        unit: what a value counts or measures ("CNY", "people", "share" (0 to 1), ...).
-        reduction: how a run's ticks reduce it: "sum", "last", "mean", "none", or a
-            :class:`Reduction` (summary entries).
-        meaning: one sentence; says when the value is null for ``nullable`` columns.
-        family: the template it was generated from (``"exposures_l{x}"``), and family_meaning
-            the meaning of the whole family, for the docs.
-    """
-
-    name: str
-    table: str
-    dtype: str
-    unit: str
-    reduction: str | Reduction
-    meaning: str
-    nullable: bool = False
-    family: str = ""
-    family_meaning: str = ""
-
-    @property
-    def bounds(self) -> tuple[float | None, float | None]:
-        """The values the figure can take: shares lie in [0, 1] (a margin only below 1), growths
-        and gains are above -1, scores and what is signed by nature (exchange-rate exposure,
-        profit) are unbounded, and everything else (counts, money, times) is non-negative."""
-        if self.name in SIGNED or self.unit == "score":
-            return None, None
-        if self.name in AT_MOST_ONE:
-            return None, 1.0
-        if self.name.endswith(("_growth", "_gain")):
-            return -1.0, None
-        return (0.0, 1.0) if self.unit == "share" else (0.0, None)
-
-
-def col(table: str, name: str, dtype: str, unit: str, reduction: str | Reduction, meaning: str,
-        nullable: bool = False) -> list[Column]:
-    return [Column(name, table, dtype, unit, reduction, meaning, nullable)]
-
-
-def family(table: str, template: str, values: dict[str, str], dtype: str, unit: str,
-           reduction: str | Callable[[str], Reduction], meaning: str, nullable: bool = False,
-           of: dict[str, str] | None = None) -> list[Column]:
-    """One column per value: ``template`` and ``meaning`` are formatted with ``{x}`` (the value) and
-    ``{what}`` (its description); a callable reduction gets the value. ``of``: the whole family's
-    values when ``values`` is a part of it (to interleave families column by column)."""
-    whole = meaning.format(x="{x}", what=" / ".join((of or values).values()))
-    return [Column(template.format(x=x), table, dtype, unit, reduction(x) if callable(reduction) else reduction,
-                   meaning.format(x=x, what=what), nullable, template, whole)
-            for x, what in values.items()]
-
-
-LEVEL = {str(lv): f"level {lv}" for lv in LEVELS}
-#: the levels whose viewers can share onward (level 3's strangers do not)
-SHARING = {k: v for k, v in LEVEL.items() if int(k) < LEVELS[-1]}
-CHANNEL = {label: label.replace("_", " ") for label in Channel.labels()}
-SCENARIO = {PaymentScenario.label(s): PaymentScenario.label(s).replace("_", " ") for s in OFFICIAL_SCENARIOS}
-STYLE = {label: label for label in Style.labels()}
-TYPOLOGY = {t: t.replace("_", " ") for t in TYPOLOGIES}
-RECOMMENDATION = {"friend_rec": "the channels where a friend recommends personally (Moments, live, external "
-                                "links)",
-                  "system_rec": "search (system recommendation)"}
-
 T = "ticks"
+#: the ``ticks`` table: the day, each mechanism's columns in the order of the plan (declared with
+#: the mechanism, :attr:`~weishang.model.plan.Mechanism.columns`), and the tick's wall time
 TICKS: tuple[Column, ...] = tuple(
     col(T, "tick", "int64", "tick", "none", "the day, 0-based")
-    + col(T, "n_active_merchants", "int64", "merchants", "last", "merchants in business at the end of the tick")
-    + col(T, "n_posts", "int64", "posts", "sum", "posts made (paid and community)")
-    + [c for lv in LEVELS for c in (
-        family(T, "exposures_l{x}", {str(lv): f"level {lv}"}, "int64", "people", "sum",
-               "people who saw a post at {what} (1 friends or channel viewers, 2 friends of sharers, 3 strangers)",
-               of=LEVEL)
-        + family(T, "buys_l{x}", {str(lv): f"level {lv}"}, "int64", "orders", "sum", "filled orders at {what}", of=LEVEL)
-        + family(T, "conversion_l{x}", {str(lv): f"level {lv}"}, "float64", "share",
-                 lambda x: Ratio(f"buys_l{x}", f"exposures_l{x}"),
-                 "buys over exposures at {what}; null without exposures", nullable=True, of=LEVEL)
-        + (family(T, "shares_l{x}", {str(lv): f"level {lv}"}, "int64", "people", "sum",
-                  "viewers at {what} who shared the post onward", of=SHARING) if lv < LEVELS[-1] else []))]
-    + [c for ch, what in CHANNEL.items() for c in (
-        family(T, "n_posts_{x}", {ch: what}, "int64", "posts", "sum", "posts to {what}", of=CHANNEL)
-        + family(T, "visits_{x}", {ch: what}, "int64", "people", "sum",
-                 "visits to {what} posts' links: their audience (level 1) and friends opening a share (level 2)",
-                 of=CHANNEL)
-        + family(T, "visit_orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} visits",
-                 of=CHANNEL)
-        + family(T, "awareness_{x}", {ch: what}, "int64", "people", "sum",
-                 "strangers fission tools put {what} posts in front of (level 3)", of=CHANNEL)
-        + family(T, "orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} posts, every level",
-                 of=CHANNEL)
-        + family(T, "gmv_{x}", {ch: what}, "float64", "CNY", "sum",
-                 "completed GMV of {what} posts' orders, every level", of=CHANNEL)
-        + family(T, "conversion_{x}", {ch: what}, "float64", "share",
-                 lambda x: Ratio(f"visit_orders_{x}", f"visits_{x}"),
-                 "visit orders over visits of {what}; null without visits", nullable=True, of=CHANNEL)
-        + family(T, "aov_{x}", {ch: what}, "float64", "CNY", lambda x: Ratio(f"gmv_{x}", f"orders_{x}"),
-                 "average order value of {what} (GMV over orders); null without orders", nullable=True, of=CHANNEL))]
-    + [c for rec, what in RECOMMENDATION.items() for c in (
-        family(T, "visits_{x}", {rec: what}, "int64", "people", "sum", "level-1 viewers of {what}", of=RECOMMENDATION)
-        + family(T, "visit_orders_{x}", {rec: what}, "int64", "orders", "sum", "their filled orders",
-                 of=RECOMMENDATION)
-        + family(T, "conversion_{x}", {rec: what}, "float64", "share",
-                 lambda x: Ratio(f"visit_orders_{x}", f"visits_{x}"),
-                 "their conversion; null without viewers", nullable=True, of=RECOMMENDATION))]
-    + col(T, "visits_live_viewers", "int64", "people", "sum", "viewers of live streams (their level 1)")
-    + col(T, "visit_orders_live_viewers", "int64", "orders", "sum", "live-stream viewers' filled orders")
-    + [c for s, what in SCENARIO.items() for c in (
-        family(T, "n_tx_{x}", {s: what}, "int64", "payments", "sum",
-               "{what} payments the risk engine screened (orders, everyday payments and fraud)", of=SCENARIO)
-        + family(T, "n_intercepted_{x}", {s: what}, "int64", "payments", "sum", "of those, intercepted", of=SCENARIO)
-        + family(T, "interception_rate_{x}", {s: what}, "float64", "share",
-                 lambda x: Ratio(f"n_intercepted_{x}", f"n_tx_{x}"),
-                 "intercepted over screened {what} payments; null without any", nullable=True, of=SCENARIO))]
-    + col(T, "n_everyday", "int64", "payments", "sum",
-          "everyday WeChat Pay payments screened besides micro-commerce orders")
-    + col(T, "n_orders_intercepted", "int64", "payments", "sum", "micro-commerce orders intercepted (all legitimate)")
-    + col(T, "n_screened", "int64", "payments", "sum", "payments the risk engine screened (every scenario)")
-    + col(T, "n_intercepted", "int64", "payments", "sum", "payments the risk engine intercepted (every scenario)")
-    + col(T, "n_fraud", "int64", "payments", "sum", "injected fraudulent payments")
-    + col(T, "n_fraud_intercepted", "int64", "payments", "sum", "fraudulent payments intercepted")
-    + col(T, "n_false_positives", "int64", "payments", "sum", "legitimate payments intercepted")
-    + col(T, "false_positive_rate", "float64", "share", Ratio("n_false_positives", Derived(
-          lambda t, m: t.sums["n_tx_qr"] + t.sums["n_tx_mini_program"] + t.sums["n_tx_cross_border"]
-          - t.sums["n_fraud"], "screened payments less fraud")),
-          "legitimate payments intercepted over legitimate payments screened; null without any", nullable=True)
-    + col(T, "precision", "float64", "share", Ratio("n_fraud_intercepted", Derived(
-          lambda t, m: t.sums["n_fraud_intercepted"] + t.sums["n_false_positives"], "interceptions")),
-          "fraud among the intercepted payments; null when nothing was intercepted", nullable=True)
-    + col(T, "recall", "float64", "share", Ratio("n_fraud_intercepted", "n_fraud"),
-          "fraudulent payments intercepted over fraudulent payments; null without fraud", nullable=True)
-    + col(T, "illicit_share", "float64", "share", "mean",
-          "fraudulent over all screened payments; null without any", nullable=True)
-    + col(T, "fraud_loss", "float64", "CNY", "sum", "value of the fraud that passed")
-    + col(T, "risk_threshold", "float64", "score", "none",
-          "score above which payments are intercepted (infinite while the engine has no history)")
-    + family(T, "n_fraud_{x}", TYPOLOGY, "int64", "payments", "sum", "injected {what} payments")
-    + family(T, "n_fraud_intercepted_{x}", TYPOLOGY, "int64", "payments", "sum", "intercepted {what} payments")
-    + col(T, "learned_scoring", "bool", "flag", "last",
-          "the learned scorer decided the tick (false: the linear rule, before the first fit or by config)")
-    + col(T, "n_orders", "int64", "orders", "sum", "filled orders")
-    + col(T, "gmv", "float64", "CNY", "sum", "completed GMV: filled orders whose payment was not intercepted")
-    + family(T, "gmv_{x}", {label: label.replace("_", " ") for label in PaymentScenario.labels()}, "float64", "CNY", "sum",
-             "completed GMV paid by {what}")
-    + col(T, "fees", "float64", "CNY", "sum", "transaction-component fees charged")
-    + col(T, "fx_locked", "float64", "CNY", "sum", "cross-border value locked at today's exchange rates")
-    + col(T, "fx_exposure", "float64", "CNY", "sum",
-          "exchange-rate gain (positive) or loss of the cross-border value settling today")
-    + col(T, "settled", "float64", "CNY", "sum", "sales settled into merchants' accounts today")
-    + col(T, "gmv_provider", "float64", "CNY", "sum", "completed GMV of merchants run through a service provider")
-    + col(T, "n_flagged", "int64", "merchants", "sum", "merchants machine review flagged")
-    + col(T, "n_false_flags", "int64", "merchants", "sum", "of those, compliant ones")
-    + col(T, "n_reports", "int64", "reports", "sum", "user reports against merchants")
-    + col(T, "n_reviewed", "int64", "merchants", "sum", "merchants human review settled")
-    + col(T, "n_cleared", "int64", "merchants", "sum", "reviewed and found compliant")
-    + col(T, "review_backlog_reports", "int64", "merchants", "last", "merchants with reports waiting for review")
-    + col(T, "review_backlog_flags", "int64", "merchants", "last", "merchants with only machine flags waiting")
-    + col(T, "report_response_minutes", "float64", "minutes", "mean",
-          "response time to a report at full scale (a fluid-queue estimate; infinite without review capacity)")
-    + col(T, "n_removed", "int64", "merchants", "sum", "merchants removed by governance")
-    + col(T, "n_rectifications", "int64", "merchants", "sum", "merchants given a rectification period")
-    + col(T, "n_exits", "int64", "merchants", "sum", "merchants that gave up (unprofitable)")
-    + col(T, "n_active_compliant", "int64", "merchants", "last", "compliant merchants in business")
-    + col(T, "traffic_cost_per_post", "float64", "CNY", "mean", "what one post's traffic costs today")
-    + col(T, "mean_post_rate", "float64", "posts", "mean",
-          "mean paid posts per tick budgeted by the merchants in business; null when none is", nullable=True)
-    + family(T, "effort_{x}", CHANNEL, "float64", "share", "last",
-             "mean share of their paid posts the merchants in business put on {what} (their channel mix); null when "
-             "none is", nullable=True)
-    + col(T, "cost_traffic", "float64", "CNY", "sum", "what the paid posts' traffic cost the merchants in business")
-    + col(T, "cost_fixed", "float64", "CNY", "sum", "fixed costs of the merchants in business")
-    + col(T, "cost_holding", "float64", "CNY", "sum", "their cost of holding stock")
-    + col(T, "profit", "float64", "CNY", "sum", "profit of the merchants in business today: settled margin less fees, "
-                                                "traffic, fixed and holding costs")
-    + family(T, "n_style_{x}", STYLE, "int64", "merchants", "last", "merchants in business whose style is {what}")
-    + col(T, "units_sold", "int64", "units", "sum", "units sold")
-    + col(T, "units_from_shelf", "int64", "units", "sum",
-          "of those, units off the merchants' own shelves (the rest their suppliers shipped)")
-    + col(T, "units_lost", "int64", "units", "sum", "units demanded beyond stock (lost sales)")
-    + col(T, "stock_units", "int64", "units", "last", "units on the merchants' shelves overnight")
-    + col(T, "customers", "int64", "pairs", "last", "(merchant, buyer) pairs with a completed order so far")
-    + col(T, "repurchase_rate_members", "float64", "share", "last",
-          "share of community members' (merchant, buyer) pairs that bought again; null without any", nullable=True)
-    + col(T, "repurchase_rate_others", "float64", "share", "last",
-          "the same for customers outside the merchant's community; null without any", nullable=True)
-    + col(T, "n_group_parts_oversized", "int64", "groups", "last", "group parts over the down-weighting threshold")
-    + col(T, "n_groups_split", "int64", "groups", "sum", "groups merchants split into smaller parts")
+    + list(chain.from_iterable(mechanism.columns for mechanism in TICK_PLAN))
     + col(T, "seconds", "float64", "s", "sum", "wall time of the tick (the one column identical runs differ in)"))
 
 M = "merchants"

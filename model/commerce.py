@@ -19,32 +19,15 @@ from typing import Any
 import mesa
 
 from ..kernels.backend import Backend, resolve_backend
-from .mechanisms.books import Books
-from .mechanisms.adaptation import Adaptation
-from .mechanisms.aggregation import Aggregation
-from .mechanisms.cascade import Cascade
 from .columns import MODEL_FIGURES, TICKS
-from .mechanisms.community import Community
 from .config import ConfigError, ScenarioConfig, configure, split_key
-from .mechanisms.governance import Governance
 from .graph_io import with_edge_list
-from .mechanisms.inventory import Inventory
+from .mechanisms import TICK_PLAN
 from .merchant import draw_merchants
-from .mechanisms.payments import Payments
 from .plan import TickPlan, TickRecord
 from .population import Population, build_population
-from .mechanisms.posting import Posting
-from .mechanisms.risk.engine import RiskEngine
 from .rows import TickRows, tick_rows
-from .mechanisms.settlement import Settlement
 from .state import capture, restore
-from .mechanisms.traffic import Traffic
-
-#: The tick, in order: merchants post, the platform allocates traffic, the cascade spreads,
-#: orders are paid, risk is scored, payments settle, governance acts, communities and stock and
-#: books update, merchants decide (Mesa), and the tick is reduced for the recorder.
-TICK_PLAN = (Posting, Traffic, Cascade, Payments, RiskEngine, Settlement, Governance, Community, Inventory, Books,
-             Adaptation, Aggregation)
 
 #: The config keys a running world honours when they change between ticks
 #: (:meth:`CommerceModel.with_rules`): the platform's rules, governance, fees, the risk engine's

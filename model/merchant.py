@@ -27,8 +27,8 @@ from .state import StateField, Stateful
 from .tools import draw_tools
 
 if TYPE_CHECKING:
-    from .mechanisms.books import MerchantAccounts
     from .commerce import CommerceModel
+    from .mechanisms.books import MerchantAccounts
 
 #: onboarding takes 3 days, or 2 hours (inside the first day) with the transaction component
 ONBOARDING_TICKS = 3

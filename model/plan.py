@@ -58,6 +58,9 @@ class Mechanism(Stateful):
         syncs: the device-to-host transfers its step may make in a tick, each named with its
             reason (docs/gpu.md lists them; ``tests/model/test_device_budget.py``
             holds every step to its list on the strict stand-in).
+        columns: its columns of the ``ticks`` table (:class:`~weishang.model.schema.Column`),
+            which :meth:`row` fills each tick; :mod:`weishang.model.columns` gathers them in the
+            order of the plan.
         STATE: the attributes a run changes (see :class:`~weishang.model.state.Stateful`).
     """
 
@@ -67,6 +70,7 @@ class Mechanism(Stateful):
     uses: ClassVar[tuple[str, ...]] = ()
     does: ClassVar[str] = ""
     syncs: ClassVar[tuple[Sync, ...]] = ()
+    columns: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(self, model: "CommerceModel") -> None:
         self.model = model
@@ -76,6 +80,11 @@ class Mechanism(Stateful):
 
     def step(self, tick: int, **inputs: Any) -> Any:
         raise NotImplementedError
+
+    def row(self, record: "TickRecord") -> dict[str, Any]:
+        """Its slice of the tick's ``ticks`` row: a value (host number, or None when undefined)
+        for each of :attr:`columns`, from the tick's outputs (``record``) and its own state."""
+        return {}
 
 
 class TickRecord:

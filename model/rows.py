@@ -1,7 +1,10 @@
 """One tick's rows of the output tables, from the tick's mechanism outputs (host data only).
 
-The columns and their order are declared in :mod:`weishang.model.columns`; this module fills
-them, and :func:`weishang.model.recorder.to_arrow` checks that it filled exactly those.
+The ``ticks`` row is the mechanisms' own: each declares its columns and fills its slice
+(:attr:`~weishang.model.plan.Mechanism.columns`, :meth:`~weishang.model.plan.Mechanism.row`).
+The per-merchant, per-post and per-payment tables are the model's views over every mechanism,
+filled here; their columns are declared in :mod:`weishang.model.columns`, and
+:func:`weishang.model.recorder.to_arrow` checks that every row fills exactly those.
 
 A channel's *visits* are the people who open its posts' links: the post's own audience
 (level 1) and friends opening a friend's share (level 2); ``visit_orders_C`` are their
@@ -20,17 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .mechanisms.books import traffic_cost_per_post
-from .codes import FRIEND_RECOMMENDATION, LEVELS, Channel, Compliance, ExitReason, PaymentScenario, Provider, Style
-from .columns import ratio
+from .codes import LEVELS, Channel, Compliance, ExitReason, Provider, Style
 from .plan import TickRecord
 
 if TYPE_CHECKING:
     from .commerce import CommerceModel
-
-#: levels whose exposures are visits to a channel's link (the post's audience, friends' shares)
-VISIT_LEVELS = 2
-
 
 @dataclass
 class TickRows:
@@ -60,66 +57,11 @@ def tick_rows(model: "CommerceModel", record: TickRecord) -> TickRows:
 
 
 def _ticks_row(model: "CommerceModel", record: TickRecord) -> dict[str, Any]:
-    agg, posts, merchants = record.aggregation, record.traffic.posts, model.merchants
-    exposures, shares, buys = agg.exposures, agg.shares, agg.buys
-    gmv_fen, cascade_gmv = agg.gmv_by_scenario_fen, agg.gmv_per_cascade_fen
-    exp_total, buy_total, share_total = exposures.sum(axis=0), buys.sum(axis=0), shares.sum(axis=0)
-    active = merchants.active
-    row: dict[str, Any] = {"tick": record.tick, "n_active_merchants": int(active.sum()), "n_posts": posts.n}
-    for lv in LEVELS:
-        row[f"exposures_l{lv}"] = int(exp_total[lv - 1])
-        row[f"buys_l{lv}"] = int(buy_total[lv - 1])
-        row[f"conversion_l{lv}"] = ratio(buy_total[lv - 1], exp_total[lv - 1])
-        if lv < LEVELS[-1]:
-            row[f"shares_l{lv}"] = int(share_total[lv - 1])
-    for channel in Channel:
-        mine, name = posts.channel == channel, Channel.label(channel)
-        visits, visit_orders = int(exposures[mine, :VISIT_LEVELS].sum()), int(buys[mine, :VISIT_LEVELS].sum())
-        orders, gmv = int(buys[mine].sum()), cascade_gmv[mine].sum() / 100.0
-        row.update({f"n_posts_{name}": int(mine.sum()), f"visits_{name}": visits,
-                    f"visit_orders_{name}": visit_orders, f"awareness_{name}": int(exposures[mine, VISIT_LEVELS:].sum()),
-                    f"orders_{name}": orders, f"gmv_{name}": gmv, f"conversion_{name}": ratio(visit_orders, visits),
-                    f"aov_{name}": ratio(gmv, orders)})
-    live = posts.channel == Channel.LIVE_STREAM
-    for name, posts_of in (("friend_rec", np.isin(posts.channel, FRIEND_RECOMMENDATION)),
-                           ("system_rec", posts.channel == Channel.SEARCH)):
-        visits, orders = int(exposures[posts_of, 0].sum()), int(buys[posts_of, 0].sum())
-        row.update({f"visits_{name}": visits, f"visit_orders_{name}": orders, f"conversion_{name}": ratio(orders, visits)})
-    # a live stream's viewers are its level-1 audience (SPEC section 7: viewer conversion)
-    row["visits_live_viewers"] = int(exposures[live, 0].sum())
-    row["visit_orders_live_viewers"] = int(buys[live, 0].sum())
-    row.update(record.risk.metrics)
-    settlement, governance, review = record.settlement, record.governance, record.governance.review
-    ledger, parts = model.community.ledger, model.community.parts
-    members, others = ledger.pairs[1], ledger.pairs[0]
-    mix = model.adaptation.channels.mix
-    row.update({
-        "n_orders": int(buy_total.sum()), "gmv": gmv_fen.sum() / 100.0,
-        **{f"gmv_{label}": gmv_fen[s] / 100.0 for s, label in enumerate(PaymentScenario.labels())},
-        "fees": settlement.fees.sum() / 100.0, "fx_locked": settlement.fx_locked, "fx_exposure": settlement.fx_exposure,
-        "settled": settlement.settled.sum() / 100.0,
-        "gmv_provider": agg.gmv_per_merchant_fen[merchants.provider != Provider.NONE].sum() / 100.0,
-        "n_flagged": int(governance.flagged.sum()),
-        "n_false_flags": int((governance.flagged & (merchants.compliance == Compliance.COMPLIANT)).sum()),
-        "n_reports": int(governance.reports.sum()), "n_reviewed": review.reviewed, "n_cleared": review.cleared,
-        "review_backlog_reports": review.backlog_reports, "review_backlog_flags": review.backlog_flags,
-        "report_response_minutes": review.report_response_minutes, "n_removed": governance.removed,
-        "n_rectifications": governance.rectifications, "n_exits": record.adaptation.exits,
-        "n_active_compliant": int((active & (merchants.compliance == Compliance.COMPLIANT)).sum()),
-        "traffic_cost_per_post": traffic_cost_per_post(model.config, record.tick),
-        "mean_post_rate": float(merchants.post_rate[active].mean()) if active.any() else None,
-        **{f"effort_{label}": float(mix[active, c].mean()) if active.any() else None
-           for c, label in enumerate(Channel.labels())},
-        "cost_traffic": record.books.traffic_cost, "cost_fixed": record.books.fixed_cost,
-        "cost_holding": record.books.holding_cost, "profit": record.books.profit,
-        **{f"n_style_{label}": int((active & (merchants.style == s)).sum()) for s, label in enumerate(Style.labels())},
-        "units_sold": int(record.payments.units_sold.sum()), "units_lost": int(record.payments.units_lost.sum()),
-        "units_from_shelf": int(record.inventory.from_shelf.sum()),
-        "stock_units": int(model.inventory.stock.units.sum()), "customers": int(ledger.pairs.sum()),
-        "repurchase_rate_members": ratio(ledger.repeat_pairs[1], members),
-        "repurchase_rate_others": ratio(ledger.repeat_pairs[0], others),
-        "n_group_parts_oversized": parts.n_oversized_parts(), "n_groups_split": record.adaptation.groups_split,
-    })
+    """The day, then each mechanism's slice (:meth:`~weishang.model.plan.Mechanism.row`), in the
+    order of the plan; a slice fills exactly the columns its mechanism declares."""
+    row: dict[str, Any] = {"tick": record.tick}
+    for mechanism in model.mechanisms:
+        row.update(mechanism.row(record))
     return row
 
 

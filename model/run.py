@@ -18,18 +18,28 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from weishang import __version__
+
 from ..kernels.backend import Backend, resolve_backend
 from ..kernels.host_allocator import release_freed_memory, retain_freed_memory
-from weishang import __version__
 from . import checkpoint
 from .columns import SUMMARY, RunTotals
 from .commerce import CommerceModel
 from .config import ScenarioConfig, config_digest
+from .graph_io import with_edge_list
 from .preflight import check as memory_check
 from .preflight import peak_rss_bytes
-from .graph_io import with_edge_list
-from .recorder import (OutputLock, RunDirectoryError, RunInterrupted, RunWriter, check_run_dir_free, make_dirs,
-                       read_manifest, sigterm_raises, table_path)
+from .recorder import (
+    OutputLock,
+    RunDirectoryError,
+    RunInterrupted,
+    RunWriter,
+    check_run_dir_free,
+    make_dirs,
+    read_manifest,
+    sigterm_raises,
+    table_path,
+)
 
 if TYPE_CHECKING:
     import pyarrow

@@ -28,7 +28,6 @@ from ...kernels.backend import Backend, resolve_backend
 from ..preflight import peak_rss_bytes
 
 
-
 def machine(backend: Backend | None = None) -> str:
     """One line naming the machine: CPU count, memory, processor and Python, and the GPU when
     the benchmark ran on one."""
@@ -55,8 +54,14 @@ def _device_pool_bytes(backend: Backend) -> int | None:
 def _graph_child(size: int, mean_degree: float, seed: int, what: str, queue: Any) -> None:
     import numpy as np
 
-    from ...kernels.graph import (GraphParams, csr_from_pairs, csr_from_pairs_plain, friend_pairs,
-                               generate_friend_graph, local_clustering)
+    from ...kernels.graph import (
+        GraphParams,
+        csr_from_pairs,
+        csr_from_pairs_plain,
+        friend_pairs,
+        generate_friend_graph,
+        local_clustering,
+    )
 
     params = GraphParams(mean_degree=mean_degree)
     rss_before = peak_rss_bytes()  # the interpreter and imports, before any graph work
@@ -151,9 +156,9 @@ def _ndlib_edges_per_s(indptr: Any, indices: Any, seeds: Any, p: float, repeats:
     Only the iterations are timed (not building the networkx graph or NDlib's configuration),
     which favours NDlib. Edges examined are counted the same way as for ours.
     """
-    import networkx as nx
-    import ndlib.models.ModelConfig as mc
     import ndlib.models.epidemics as ep
+    import ndlib.models.ModelConfig as mc
+    import networkx as nx
     import numpy as np
 
     n = indptr.shape[0] - 1
@@ -228,7 +233,13 @@ def bench_risk(size: int, n_users: int = 1_000_000, n_merchants: int = 20_000, r
     ``reference_size`` of them, with velocity history from three earlier ticks."""
     import numpy as np
 
-    from ...kernels.risk import RiskState, RiskWeights, reference_scores, score_transactions, update_state
+    from ...kernels.risk import (
+        RiskState,
+        RiskWeights,
+        reference_scores,
+        score_transactions,
+        update_state,
+    )
 
     resolved = resolve_backend(backend)
     xp, dev = resolved.xp, resolved.to_device
@@ -275,7 +286,13 @@ def _bench_learned(resolved: Backend, rs: Any, tx: dict[str, Any], flag: Any, ho
 
     from ...kernels.risk import tick_view
     from ...kernels.risk_features import (
-        N_FEATURES, GraphState, account_view, feature_scores, reference_features, tick_graph, update_graph,
+        N_FEATURES,
+        GraphState,
+        account_view,
+        feature_scores,
+        reference_features,
+        tick_graph,
+        update_graph,
     )
 
     xp, dev = resolved.xp, resolved.to_device

@@ -17,7 +17,14 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ...kernels.backend import BackendUnavailable
@@ -165,7 +172,13 @@ def bench_suite(
     if ctx.invoked_subcommand is not None:
         return
     from ...kernels.backend import resolve_backend  # noqa: PLC0415
-    from .bench import bench_cascade, bench_end_to_end, bench_graph, bench_risk, write_rows  # noqa: PLC0415
+    from .bench import (  # noqa: PLC0415
+        bench_cascade,
+        bench_end_to_end,
+        bench_graph,
+        bench_risk,
+        write_rows,
+    )
 
     on = resolve_backend(backend.value).name  # refuse cupy without a GPU before anything runs
     rows = []
@@ -287,7 +300,14 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
                        scheduler: Optional[str], label: str) -> tuple[list[dict[str, Any]], int]:
     """Check everything a sweep's runs need before showing anything, then run them under a
     progress bar; returns their records and how many were complete before."""
-    from ..study.sweep import check_memory, check_task_index, check_unchanged, claim_run, is_complete, run_sweep  # noqa: PLC0415
+    from ..study.sweep import (  # noqa: PLC0415
+        check_memory,
+        check_task_index,
+        check_unchanged,
+        claim_run,
+        is_complete,
+        run_sweep,
+    )
 
     if out is None:
         raise ConfigError("--out DIR is needed (the directory the runs go to)")
@@ -448,10 +468,12 @@ def validate(directory: Annotated[Path, typer.Argument(help="a run directory or 
              ) -> None:
     """Compare a run (or a sweep's replicates, with 95% intervals) with every figure of the SPEC (docs/SPEC.md);
     writes DIR/validation.parquet."""
-    from ..study.validation import to_markdown  # noqa: PLC0415
+    from ..study.validation import (  # noqa: PLC0415
+        manifests_of,
+        to_markdown,  # noqa: PLC0415
+        validation_warnings,
+    )
     from ..study.validation import validate as validate_dir  # noqa: PLC0415
-
-    from ..study.validation import manifests_of, validation_warnings  # noqa: PLC0415
 
     table, path = validate_dir(directory)
     for warning in validation_warnings(manifests_of(directory)):

@@ -33,9 +33,15 @@ from dash import Dash, Input, Output, State, callback_context, dash_table, dcc, 
 from plotly.subplots import make_subplots
 from waitress import serve as waitress_serve
 
-from ..study.effects import OUTCOMES, ensemble_effects, paired_effects, run_outcomes, summarize_outcomes
-from .live import CHANNELS, LEVERS, LiveSession, default_levers
+from ..study.effects import (
+    OUTCOMES,
+    ensemble_effects,
+    paired_effects,
+    run_outcomes,
+    summarize_outcomes,
+)
 from ..study.small_world import size_notes
+from .live import CHANNELS, LEVERS, LiveSession, default_levers
 
 LEVEL_COLOURS = ("#222222", "#1f77b4", "#ff7f0e", "#2ca02c")
 CHANNEL_COLOURS = ("#4c72b0", "#55a868", "#c44e52", "#8172b3", "#ccb974", "#64b5cd", "#dd8452")

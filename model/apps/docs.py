@@ -83,7 +83,7 @@ def _reduction(c: Column) -> str:
 def outputs_reference() -> str:
     """``docs/outputs.md``: every column with its type, unit, reduction and meaning."""
     lines = ["# Output columns", "",
-             "Generated from the column registry (`model/columns.py`) by `python -m weishang.model.apps.docs`; do not "
+             "Generated from the column registry (`model/columns.py`, which gathers each mechanism's `ticks` columns) by `python -m weishang.model.apps.docs`; do not "
              "edit by hand. Every Parquet field carries its `unit` and `meaning` as field metadata. Null means "
              "undefined (a ratio over nothing, a merchant still in business has no exit reason); *reduction* says "
              "how a run's ticks add up to one figure (`sum`, `last`, `mean`, `none`, or the summary's formula).", ""]

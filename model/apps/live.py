@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..mechanisms.cascade import trace_post
 from ..codes import Channel
 from ..commerce import CommerceModel
+from ..mechanisms.cascade import trace_post
 
 
 @dataclass(frozen=True)

@@ -22,3 +22,23 @@ step                      module (helpers)
 What every step shares (the config, the codes, the merchants' and users' tables, the plan and
 its state protocol) lives one level up, in :mod:`weishang.model`.
 """
+
+from .adaptation import Adaptation
+from .aggregation import Aggregation
+from .books import Books
+from .cascade import Cascade
+from .community import Community
+from .governance import Governance
+from .inventory import Inventory
+from .payments import Payments
+from .posting import Posting
+from .risk.engine import RiskEngine
+from .settlement import Settlement
+from .traffic import Traffic
+
+#: The tick, in order: merchants post, the platform allocates traffic, the cascade spreads,
+#: orders are paid, risk is scored, payments settle, governance acts, communities and stock and
+#: books update, merchants decide (Mesa), and the tick is reduced for the recorder. The
+#: ``ticks`` table's columns follow this order (:mod:`weishang.model.columns`).
+TICK_PLAN = (Posting, Traffic, Cascade, Payments, RiskEngine, Settlement, Governance, Community, Inventory, Books,
+             Adaptation, Aggregation)

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from ...kernels import rng
-from .channel_choice import ChannelMix
-from ..codes import Style
+from ..codes import Channel, Compliance, Style
 from ..merchant import AdaptDraws, Merchant
-from ..plan import Mechanism
+from ..plan import Mechanism, TickRecord
+from ..schema import CHANNEL, STYLE, Column, T, col, family
+from .channel_choice import ChannelMix
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,27 @@ class AdaptationOut:
     groups_split: int
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Adaptation.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "n_active_merchants", "int64", "merchants", "last", "merchants in business at the end of the tick")
+    + col(T, "n_exits", "int64", "merchants", "sum", "merchants that gave up (unprofitable)")
+    + col(T, "n_active_compliant", "int64", "merchants", "last", "compliant merchants in business")
+    + col(T, "mean_post_rate", "float64", "posts", "mean",
+          "mean paid posts per tick budgeted by the merchants in business; null when none is", nullable=True)
+    + family(T, "effort_{x}", CHANNEL, "float64", "share", "last",
+             "mean share of their paid posts the merchants in business put on {what} (their channel mix); null when "
+             "none is", nullable=True)
+    + family(T, "n_style_{x}", STYLE, "int64", "merchants", "last", "merchants in business whose style is {what}")
+    + col(T, "n_groups_split", "int64", "groups", "sum", "groups merchants split into smaller parts"))
+
+
 class Adaptation(Mechanism):
     name = "adaptation"
     engine = "mesa"
     sections = ("merchants", "platform", "channels", "population")
     uses = ("books", "community")
     does = "losing merchants may exit; every `adapt_every` days each adapts budget, style, channel mix and groups"
+    columns = COLUMNS
     #: the agents' own memory (everything else they know is in the merchants' table), and every
     #: merchant's channel mix
     STATE = ("memory", "channels")
@@ -59,6 +75,20 @@ class Adaptation(Mechanism):
         for agent, saved in zip(self.agents, values):
             for name, value in zip(Merchant.MEMORY, saved):
                 setattr(agent, name, value)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """The merchants in business after today's decisions: how many (and how many compliant),
+        exits, their budgets, channel mix and styles, groups split."""
+        merchants, mix = self.model.merchants, self.channels.mix
+        active = merchants.active
+        return {"n_active_merchants": int(active.sum()), "n_exits": record.adaptation.exits,
+                "n_active_compliant": int((active & (merchants.compliance == Compliance.COMPLIANT)).sum()),
+                "mean_post_rate": float(merchants.post_rate[active].mean()) if active.any() else None,
+                **{f"effort_{label}": float(mix[active, c].mean()) if active.any() else None
+                   for c, label in enumerate(Channel.labels())},
+                **{f"n_style_{label}": int((active & (merchants.style == s)).sum())
+                   for s, label in enumerate(Style.labels())},
+                "n_groups_split": record.adaptation.groups_split}
 
     def step(self, tick: int) -> AdaptationOut:
         merchants, seed, m = self.model.merchants, self.config.run.seed, self.model.merchants.n

@@ -14,14 +14,26 @@ from typing import Any
 import numpy as np
 
 from ...kernels.backend import bin_sums
-from ..codes import PaymentScenario
+from ..codes import FRIEND_RECOMMENDATION, LEVELS, Channel, PaymentScenario, Provider
+from ..plan import Mechanism, Sync, TickRecord
+from ..schema import (
+    CHANNEL,
+    LEVEL,
+    RECOMMENDATION,
+    SHARING,
+    Column,
+    Ratio,
+    T,
+    col,
+    family,
+    ratio,
+)
+from ..state import Stateful
+from ..tools import analytics_window
 from .diagnostics import Diagnostics
 from .inventory import Restock
 from .payments import Orders
-from ..plan import Mechanism, Sync
 from .risk.engine import Screening
-from ..state import Stateful
-from ..tools import analytics_window
 from .traffic import TrafficOut
 
 
@@ -73,12 +85,64 @@ class AnalyticsWindows(Stateful):
             self.sums[side, 2, mask] += stock_held[mask]
 
 
+#: levels whose exposures are visits to a channel's link (the post's audience, friends' shares);
+#: level 3, strangers put in front of the post by fission tools, is awareness
+VISIT_LEVELS = 2
+
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Aggregation.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "n_posts", "int64", "posts", "sum", "posts made (paid and community)")
+    + [c for lv in LEVELS for c in (
+        family(T, "exposures_l{x}", {str(lv): f"level {lv}"}, "int64", "people", "sum",
+               "people who saw a post at {what} (1 friends or channel viewers, 2 friends of sharers, 3 strangers)",
+               of=LEVEL)
+        + family(T, "buys_l{x}", {str(lv): f"level {lv}"}, "int64", "orders", "sum", "filled orders at {what}", of=LEVEL)
+        + family(T, "conversion_l{x}", {str(lv): f"level {lv}"}, "float64", "share",
+                 lambda x: Ratio(f"buys_l{x}", f"exposures_l{x}"),
+                 "buys over exposures at {what}; null without exposures", nullable=True, of=LEVEL)
+        + (family(T, "shares_l{x}", {str(lv): f"level {lv}"}, "int64", "people", "sum",
+                  "viewers at {what} who shared the post onward", of=SHARING) if lv < LEVELS[-1] else []))]
+    + [c for ch, what in CHANNEL.items() for c in (
+        family(T, "n_posts_{x}", {ch: what}, "int64", "posts", "sum", "posts to {what}", of=CHANNEL)
+        + family(T, "visits_{x}", {ch: what}, "int64", "people", "sum",
+                 "visits to {what} posts' links: their audience (level 1) and friends opening a share (level 2)",
+                 of=CHANNEL)
+        + family(T, "visit_orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} visits",
+                 of=CHANNEL)
+        + family(T, "awareness_{x}", {ch: what}, "int64", "people", "sum",
+                 "strangers fission tools put {what} posts in front of (level 3)", of=CHANNEL)
+        + family(T, "orders_{x}", {ch: what}, "int64", "orders", "sum", "filled orders of {what} posts, every level",
+                 of=CHANNEL)
+        + family(T, "gmv_{x}", {ch: what}, "float64", "CNY", "sum",
+                 "completed GMV of {what} posts' orders, every level", of=CHANNEL)
+        + family(T, "conversion_{x}", {ch: what}, "float64", "share",
+                 lambda x: Ratio(f"visit_orders_{x}", f"visits_{x}"),
+                 "visit orders over visits of {what}; null without visits", nullable=True, of=CHANNEL)
+        + family(T, "aov_{x}", {ch: what}, "float64", "CNY", lambda x: Ratio(f"gmv_{x}", f"orders_{x}"),
+                 "average order value of {what} (GMV over orders); null without orders", nullable=True, of=CHANNEL))]
+    + [c for rec, what in RECOMMENDATION.items() for c in (
+        family(T, "visits_{x}", {rec: what}, "int64", "people", "sum", "level-1 viewers of {what}", of=RECOMMENDATION)
+        + family(T, "visit_orders_{x}", {rec: what}, "int64", "orders", "sum", "their filled orders",
+                 of=RECOMMENDATION)
+        + family(T, "conversion_{x}", {rec: what}, "float64", "share",
+                 lambda x: Ratio(f"visit_orders_{x}", f"visits_{x}"),
+                 "their conversion; null without viewers", nullable=True, of=RECOMMENDATION))]
+    + col(T, "visits_live_viewers", "int64", "people", "sum", "viewers of live streams (their level 1)")
+    + col(T, "visit_orders_live_viewers", "int64", "orders", "sum", "live-stream viewers' filled orders")
+    + col(T, "n_orders", "int64", "orders", "sum", "filled orders")
+    + col(T, "gmv", "float64", "CNY", "sum", "completed GMV: filled orders whose payment was not intercepted")
+    + family(T, "gmv_{x}", {label: label.replace("_", " ") for label in PaymentScenario.labels()}, "float64", "CNY", "sum",
+             "completed GMV paid by {what}")
+    + col(T, "gmv_provider", "float64", "CNY", "sum", "completed GMV of merchants run through a service provider"))
+
+
 class Aggregation(Mechanism):
     name = "aggregation"
     engine = "arrays"
     sections = ()
     uses = ("inventory",)
     does = "integer reductions for the recorder, diagnostics, analytics windows"
+    columns = COLUMNS
     syncs = (Sync("per-merchant completed GMV by scenario and completed orders",
                   "the recorder's tables and the Mesa agents' diagnostics"),
              Sync("per-post exposures, shares, buys, matches and GMV",
@@ -89,6 +153,43 @@ class Aggregation(Mechanism):
         super().__init__(model)
         self.diagnostics = Diagnostics(model.merchants.n)
         self.analytics = AnalyticsWindows(model.merchants.n, self.config.run.n_ticks)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """The funnel (exposures, buys and shares by level; visits, orders and GMV by channel and by
+        kind of recommendation) and the tick's completed GMV by payment scenario."""
+        agg, posts, merchants = record.aggregation, record.traffic.posts, self.model.merchants
+        exposures, shares, buys = agg.exposures, agg.shares, agg.buys
+        gmv_fen, cascade_gmv = agg.gmv_by_scenario_fen, agg.gmv_per_cascade_fen
+        exp_total, buy_total, share_total = exposures.sum(axis=0), buys.sum(axis=0), shares.sum(axis=0)
+        row: dict[str, Any] = {"n_posts": posts.n}
+        for lv in LEVELS:
+            row[f"exposures_l{lv}"] = int(exp_total[lv - 1])
+            row[f"buys_l{lv}"] = int(buy_total[lv - 1])
+            row[f"conversion_l{lv}"] = ratio(buy_total[lv - 1], exp_total[lv - 1])
+            if lv < LEVELS[-1]:
+                row[f"shares_l{lv}"] = int(share_total[lv - 1])
+        for channel in Channel:
+            mine, name = posts.channel == channel, Channel.label(channel)
+            visits, visit_orders = int(exposures[mine, :VISIT_LEVELS].sum()), int(buys[mine, :VISIT_LEVELS].sum())
+            orders, gmv = int(buys[mine].sum()), cascade_gmv[mine].sum() / 100.0
+            row.update({f"n_posts_{name}": int(mine.sum()), f"visits_{name}": visits,
+                        f"visit_orders_{name}": visit_orders,
+                        f"awareness_{name}": int(exposures[mine, VISIT_LEVELS:].sum()),
+                        f"orders_{name}": orders, f"gmv_{name}": gmv, f"conversion_{name}": ratio(visit_orders, visits),
+                        f"aov_{name}": ratio(gmv, orders)})
+        for name, posts_of in (("friend_rec", np.isin(posts.channel, FRIEND_RECOMMENDATION)),
+                               ("system_rec", posts.channel == Channel.SEARCH)):
+            visits, orders = int(exposures[posts_of, 0].sum()), int(buys[posts_of, 0].sum())
+            row.update({f"visits_{name}": visits, f"visit_orders_{name}": orders,
+                        f"conversion_{name}": ratio(orders, visits)})
+        # a live stream's viewers are its level-1 audience (SPEC section 7: viewer conversion)
+        live = posts.channel == Channel.LIVE_STREAM
+        row["visits_live_viewers"] = int(exposures[live, 0].sum())
+        row["visit_orders_live_viewers"] = int(buys[live, 0].sum())
+        row.update({"n_orders": int(buy_total.sum()), "gmv": gmv_fen.sum() / 100.0,
+                    **{f"gmv_{label}": gmv_fen[s] / 100.0 for s, label in enumerate(PaymentScenario.labels())},
+                    "gmv_provider": agg.gmv_per_merchant_fen[merchants.provider != Provider.NONE].sum() / 100.0})
+        return row
 
     def step(self, tick: int, traffic: TrafficOut, payments: Orders, risk: Screening, inventory: Restock) -> TickAggregates:
         xp, host, out, pay = self.xp, self.backend.to_host, payments.outcome, payments.payments

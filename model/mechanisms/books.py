@@ -21,12 +21,13 @@ import numpy as np
 
 from ...kernels.backend import bin_sums
 from ..codes import TICKS_PER_YEAR, Channel
+from ..plan import Mechanism, Sync, TickRecord
+from ..schema import Column, T, col
+from ..state import Stateful
 from .inventory import Restock
 from .payments import Orders
-from ..plan import Mechanism, Sync
 from .posting import PostCounts
 from .settlement import SettlementOut
-from ..state import Stateful
 from .traffic import TrafficOut
 
 N_CHANNELS = len(Channel)
@@ -108,11 +109,22 @@ class BooksOut:
     holding_cost: float
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Books.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "traffic_cost_per_post", "float64", "CNY", "mean", "what one post's traffic costs today")
+    + col(T, "cost_traffic", "float64", "CNY", "sum", "what the paid posts' traffic cost the merchants in business")
+    + col(T, "cost_fixed", "float64", "CNY", "sum", "fixed costs of the merchants in business")
+    + col(T, "cost_holding", "float64", "CNY", "sum", "their cost of holding stock")
+    + col(T, "profit", "float64", "CNY", "sum", "profit of the merchants in business today: settled margin less fees, "
+                                                "traffic, fixed and holding costs"))
+
+
 class Books(Mechanism):
     name = "books"
     engine = "arrays"
     sections = ("merchants", "channels")
     does = "each merchant's books: settled margin less fees, traffic, fixed and holding costs"
+    columns = COLUMNS
     syncs = (Sync("per-merchant, per-channel sales and fees of paid posts",
                   "the channel choice of the Mesa agents reads them"),)
     STATE = ("accounts",)
@@ -120,6 +132,13 @@ class Books(Mechanism):
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.accounts = MerchantAccounts(model.merchants.n, self.config.merchants.exit_window)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """Today's price of a paid post, and the merchants' costs beyond the goods and profit."""
+        out = record.books
+        return {"traffic_cost_per_post": traffic_cost_per_post(self.config, record.tick),
+                "cost_traffic": out.traffic_cost, "cost_fixed": out.fixed_cost, "cost_holding": out.holding_cost,
+                "profit": out.profit}
 
     def step(self, tick: int, posting: PostCounts, traffic: TrafficOut, payments: Orders, settlement: SettlementOut,
              inventory: Restock) -> BooksOut:

@@ -30,9 +30,10 @@ import numpy as np
 from ...kernels import fused, rng
 from ...kernels.backend import Backend, concat_ranges
 from ...kernels.cascade import expose_neighbours
-from .customers import CustomerLedger
-from ..plan import Mechanism, Sync
+from ..plan import Mechanism, Sync, TickRecord
+from ..schema import Column, T, col, ratio
 from ..state import Stateful
+from .customers import CustomerLedger
 
 
 def group_read_probability(group_size: Any, weekly_active: float, threshold: int, downweight: float,
@@ -201,6 +202,16 @@ _KEEP_READER = fused.register(fused.FusedKernel(
     _keep_reader_reference, rng.DRAW_PREAMBLE))
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Community.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "customers", "int64", "pairs", "last", "(merchant, buyer) pairs with a completed order so far")
+    + col(T, "repurchase_rate_members", "float64", "share", "last",
+          "share of community members' (merchant, buyer) pairs that bought again; null without any", nullable=True)
+    + col(T, "repurchase_rate_others", "float64", "share", "last",
+          "the same for customers outside the merchant's community; null without any", nullable=True)
+    + col(T, "n_group_parts_oversized", "int64", "groups", "last", "group parts over the down-weighting threshold"))
+
+
 class Community(Mechanism):
     """Merchants' groups and the (merchant, buyer) ledger: who posts to which group part, who
     joined after buying, and who came back."""
@@ -209,6 +220,7 @@ class Community(Mechanism):
     engine = "arrays"
     sections = ("community", "platform")
     does = "the (merchant, buyer) ledger: recruits into groups, repurchase, customers behind LTV"
+    columns = COLUMNS
     syncs = (Sync("the new pairs' slots in the buyers' group lists", "a size the host must know to allocate "
                   "(CuPy's repeat by counts)"),
              Sync("per-merchant new customers and repeaters, outside and inside groups",
@@ -222,6 +234,16 @@ class Community(Mechanism):
         self.ledger = CustomerLedger(pop.n_users, m, xp=self.xp, p_join=community.p_join_after_purchase,
                                      runs_group=self.backend.to_device(self.parts.part_count > 0),
                                      seed=self.config.run.seed, p_leave=community.recruit_leave_rate)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """The (merchant, buyer) ledger: customers so far, repurchase inside and outside the
+        merchants' communities, and group parts over the down-weighting threshold."""
+        ledger = self.ledger
+        members, others = ledger.pairs[1], ledger.pairs[0]
+        return {"customers": int(ledger.pairs.sum()),
+                "repurchase_rate_members": ratio(ledger.repeat_pairs[1], members),
+                "repurchase_rate_others": ratio(ledger.repeat_pairs[0], others),
+                "n_group_parts_oversized": self.parts.n_oversized_parts()}
 
     def step(self, tick: int, payments: Any, risk: Any) -> None:
         """Record who bought from whom (completed orders: ``payments``' orders that ``risk``

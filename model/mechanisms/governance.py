@@ -32,10 +32,11 @@ from scipy.stats import poisson
 from ...kernels import rng
 from ...kernels.backend import scatter_add
 from ..codes import Compliance, ExitReason
-from .payments import Orders
-from ..plan import Mechanism, Sync
-from .posting import PostCounts
+from ..plan import Mechanism, Sync, TickRecord
+from ..schema import Column, T, col
 from ..state import Stateful
+from .payments import Orders
+from .posting import PostCounts
 from .traffic import TrafficOut
 
 MINUTES_PER_DAY = 1440.0
@@ -170,11 +171,27 @@ class GovernanceOut:
     rectifications: int
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Governance.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "n_flagged", "int64", "merchants", "sum", "merchants machine review flagged")
+    + col(T, "n_false_flags", "int64", "merchants", "sum", "of those, compliant ones")
+    + col(T, "n_reports", "int64", "reports", "sum", "user reports against merchants")
+    + col(T, "n_reviewed", "int64", "merchants", "sum", "merchants human review settled")
+    + col(T, "n_cleared", "int64", "merchants", "sum", "reviewed and found compliant")
+    + col(T, "review_backlog_reports", "int64", "merchants", "last", "merchants with reports waiting for review")
+    + col(T, "review_backlog_flags", "int64", "merchants", "last", "merchants with only machine flags waiting")
+    + col(T, "report_response_minutes", "float64", "minutes", "mean",
+          "response time to a report at full scale (a fluid-queue estimate; infinite without review capacity)")
+    + col(T, "n_removed", "int64", "merchants", "sum", "merchants removed by governance")
+    + col(T, "n_rectifications", "int64", "merchants", "sum", "merchants given a rectification period"))
+
+
 class Governance(Mechanism):
     name = "governance"
     engine = "arrays"
     sections = ("governance",)
     does = "machine review and reports open cases; human review closes them; penalties by compliance type"
+    columns = COLUMNS
     syncs = (Sync("per-merchant level-1 viewers",
                   "user reports are drawn on the host, where the review desk queues them"),)
     STATE = ("desk",)
@@ -182,6 +199,17 @@ class Governance(Mechanism):
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.desk = ReviewDesk(model.merchants.n, self.config)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """Cases opened (flags, false flags, reports), settled by review, waiting, the report
+        response time, and the penalties given."""
+        out, review, merchants = record.governance, record.governance.review, self.model.merchants
+        return {"n_flagged": int(out.flagged.sum()),
+                "n_false_flags": int((out.flagged & (merchants.compliance == Compliance.COMPLIANT)).sum()),
+                "n_reports": int(out.reports.sum()), "n_reviewed": review.reviewed, "n_cleared": review.cleared,
+                "review_backlog_reports": review.backlog_reports, "review_backlog_flags": review.backlog_flags,
+                "report_response_minutes": review.report_response_minutes, "n_removed": out.removed,
+                "n_rectifications": out.rectifications}
 
     def step(self, tick: int, posting: PostCounts, traffic: TrafficOut, payments: Orders) -> GovernanceOut:
         gov, seed, xp, merchants = self.config.governance, self.config.run.seed, self.xp, self.model.merchants

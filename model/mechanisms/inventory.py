@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...kernels import rng
-from ..plan import Mechanism
+from ..plan import Mechanism, TickRecord
+from ..schema import Column, T, col
 from ..state import Stateful
 from ..tools import forecast_sigma
 
@@ -160,18 +161,30 @@ class Restock:
     from_shelf: np.ndarray
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Inventory.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "units_from_shelf", "int64", "units", "sum",
+          "of those, units off the merchants' own shelves (the rest their suppliers shipped)")
+    + col(T, "stock_units", "int64", "units", "last", "units on the merchants' shelves overnight"))
+
+
 class Inventory(Mechanism):
     name = "inventory"
     engine = "arrays"
     sections = ("merchants", "tools", "community")
     uses = ("community",)
     does = "sales leave the shelf, holding costs, forecasts, restocking"
+    columns = COLUMNS
     STATE = ("stock",)
 
     def __init__(self, model: Any) -> None:
         super().__init__(model)
         self.stock = Stock(model.merchants.n, self.config)
         self.unit_cost = model.merchants.price * (1.0 - self.config.merchants.margin)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """Units sold off the merchants' own shelves, and the stock left overnight."""
+        return {"units_from_shelf": int(record.inventory.from_shelf.sum()), "stock_units": int(self.stock.units.sum())}
 
     def step(self, tick: int, posting: "PostCounts", payments: "Orders") -> Restock:
         merchants, config = self.model.merchants, self.config

@@ -26,8 +26,9 @@ from ...kernels.backend import bin_sums
 from ...kernels.cascade import CascadeOutcome
 from ..codes import Channel, PaymentScenario
 from ..config import PaymentsConfig
+from ..plan import Mechanism, Sync, TickRecord
+from ..schema import Column, T, col
 from .inventory import fill_orders
-from ..plan import Mechanism, Sync
 from .traffic import TrafficOut
 
 
@@ -134,12 +135,19 @@ class Orders:
         return self.outcome.order_buyer
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Payments.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "units_sold", "int64", "units", "sum", "units sold")
+    + col(T, "units_lost", "int64", "units", "sum", "units demanded beyond stock (lost sales)"))
+
+
 class Payments(Mechanism):
     name = "payments"
     engine = "arrays"
     sections = ("payments", "channels", "merchants")
     uses = ("inventory",)
     does = "stock fills orders; paid by QR (T+0), mini-program (T+1), cross-border (T+3), or outside WeChat"
+    columns = COLUMNS
     syncs = (Sync("per-merchant units sold and lost", "the stock and the Mesa agents are on the host (the copy also "
                   "says whether any order went unfilled)"),)
 
@@ -148,6 +156,11 @@ class Payments(Mechanism):
         merchants, dev = model.merchants, model.backend.to_device
         self.price_fen = dev(np.round(merchants.price * 100).astype(np.int64))
         self.uses_component = dev(merchants.uses_component)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """Units sold and units demanded beyond stock."""
+        out = record.payments
+        return {"units_sold": int(out.units_sold.sum()), "units_lost": int(out.units_lost.sum())}
 
     def step(self, tick: int, traffic: TrafficOut, cascade: CascadeOutcome) -> Orders:
         xp, dev, host = self.xp, self.backend.to_device, self.backend.to_host

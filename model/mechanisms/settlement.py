@@ -15,11 +15,12 @@ import numpy as np
 from ...kernels import fused
 from ...kernels.backend import bin_sums
 from ..codes import PaymentScenario
+from ..plan import Mechanism, Sync, TickRecord
+from ..schema import Column, T, col
+from ..state import Stateful
 from .fx import CURRENCIES, FxDesk, currency_cdf, currency_of
 from .payments import Orders, PaymentBatch
-from ..plan import Mechanism, Sync
 from .risk.engine import Screening
-from ..state import Stateful
 
 #: ticks from payment to settlement of each official scenario: T+0, T+1, T+3
 SETTLEMENT_LAG = np.array([0, 1, 3], dtype=np.int64)
@@ -98,11 +99,21 @@ class SettlementOut:
     fx_exposure: float
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`Settlement.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    col(T, "fees", "float64", "CNY", "sum", "transaction-component fees charged")
+    + col(T, "fx_locked", "float64", "CNY", "sum", "cross-border value locked at today's exchange rates")
+    + col(T, "fx_exposure", "float64", "CNY", "sum",
+          "exchange-rate gain (positive) or loss of the cross-border value settling today")
+    + col(T, "settled", "float64", "CNY", "sum", "sales settled into merchants' accounts today"))
+
+
 class Settlement(Mechanism):
     name = "settlement"
     engine = "arrays"
     sections = ("payments",)
     does = "passed payments settle by lag into merchants' accounts; cross-border rates locked until T+3"
+    columns = COLUMNS
     syncs = (Sync("per-merchant fen due by lag and fees",
                   "the settlement queue and the Mesa agents' books are on the host"),
              Sync("cross-border value by currency (28)", "the exchange-rate desk and the ticks table"))
@@ -115,6 +126,12 @@ class Settlement(Mechanism):
         dev = self.backend.to_device
         self.lag_of = dev(np.append(SETTLEMENT_LAG, 0))  # off-platform (code 3) settles at once
         self.currency_cdf = dev(currency_cdf())
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """Fees charged, cross-border value locked and its exchange-rate exposure, sales settled."""
+        out = record.settlement
+        return {"fees": out.fees.sum() / 100.0, "fx_locked": out.fx_locked, "fx_exposure": out.fx_exposure,
+                "settled": out.settled.sum() / 100.0}
 
     def step(self, tick: int, payments: Orders, risk: Screening) -> SettlementOut:
         xp, host, m = self.xp, self.backend.to_host, self.model.merchants.n

@@ -56,12 +56,12 @@ from ...kernels import rng
 from ...kernels.backend import concat_ranges
 from ...kernels.cascade import draw_in_home_city, expose_neighbours
 from ...kernels.video import STAGE_STRIDE, pool_exposures
-from .appeal import PostAppeal
 from ..codes import TICKS_PER_YEAR, Channel
-from .community import group_exposures
 from ..plan import Mechanism, Sync
-from .posting import MAX_POSTS_PER_TICK, PostCounts
 from ..tools import target_exposures
+from .appeal import PostAppeal
+from .community import group_exposures
+from .posting import MAX_POSTS_PER_TICK, PostCounts
 
 CHANNELS = Channel.labels()
 MOMENTS, OFFICIAL_ACCOUNT, SEARCH, GROUPS, LIVE_STREAM, EXTERNAL_LINK, VIDEO_ACCOUNT = Channel

@@ -53,8 +53,21 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .calibrate import POPULATION_KEYS, POPULATION_SECTIONS, _exit_with_parent, evaluate, prepare
-from ..config import ConfigError, ScenarioConfig, flatten_keys, load_config, read_toml_file, whole_number
+from ..config import (
+    ConfigError,
+    ScenarioConfig,
+    flatten_keys,
+    load_config,
+    read_toml_file,
+    whole_number,
+)
+from .calibrate import (
+    POPULATION_KEYS,
+    POPULATION_SECTIONS,
+    _exit_with_parent,
+    evaluate,
+    prepare,
+)
 from .validation import Target, load_targets
 
 #: the sample index of the scenario's own values run on replicate seeds (for the seed spread)

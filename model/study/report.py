@@ -31,12 +31,20 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter  # no
 from ..codes import Channel  # noqa: E402
 from ..columns import column, display  # noqa: E402
 from ..config import ConfigError  # noqa: E402
-from .effects import (KEYS, OUTCOMES, ensemble_effects, ensemble_outcomes, paired_effects, run_outcomes,  # noqa: E402
-                      summarize_outcomes, t_interval)
+from .effects import (  # noqa: E402
+    KEYS,
+    OUTCOMES,
+    ensemble_effects,
+    ensemble_outcomes,
+    paired_effects,
+    run_outcomes,
+    summarize_outcomes,
+    t_interval,
+)
 
 OUTCOME = {o.name: o for o in OUTCOMES}
-from . import tradeoff  # noqa: E402
 from ..recorder import RunDirectoryError, read_manifest, table_path  # noqa: E402
+from . import tradeoff  # noqa: E402
 
 CHANNELS = Channel.labels()
 LINESTYLES = ("-", "--", ":", "-.")

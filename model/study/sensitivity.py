@@ -39,8 +39,16 @@ import numpy as np
 import polars as pl
 
 from ..columns import SUMMARY
-from ..config import (ConfigError, ScenarioConfig, flatten_keys, load_config, parse_override, read_toml_file,
-                     split_key, whole_number)
+from ..config import (
+    ConfigError,
+    ScenarioConfig,
+    flatten_keys,
+    load_config,
+    parse_override,
+    read_toml_file,
+    split_key,
+    whole_number,
+)
 from ..recorder import read_manifest
 from .sweep import MAX_RUNS, MAX_SEED, Sweep, build_sweep, is_complete
 

@@ -92,9 +92,25 @@ import pyarrow.parquet as pq
 from ...kernels import rng
 from ..codes import Channel
 from ..columns import column
-from ..config import ConfigError, config_digest, flatten_keys, load_config, parse_override, read_toml_file
-from ..recorder import (DATASETS, OutputLock, RunDirectoryError, RunInterrupted, make_dirs, read_manifest,
-                       sigterm_raises, table_path, write_manifest)
+from ..config import (
+    ConfigError,
+    config_digest,
+    flatten_keys,
+    load_config,
+    parse_override,
+    read_toml_file,
+)
+from ..recorder import (
+    DATASETS,
+    OutputLock,
+    RunDirectoryError,
+    RunInterrupted,
+    make_dirs,
+    read_manifest,
+    sigterm_raises,
+    table_path,
+    write_manifest,
+)
 
 #: the most runs a sweep may have (a grid's product is checked before anything is expanded)
 MAX_RUNS = 100_000
@@ -566,7 +582,8 @@ def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
                  on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
     """Run ``todo`` on a Dask distributed cluster whose workers see ``out`` (a shared file system)."""
     try:
-        from dask.distributed import Client, as_completed as dask_completed  # noqa: PLC0415
+        from dask.distributed import Client  # noqa: PLC0415
+        from dask.distributed import as_completed as dask_completed
     except ImportError:
         raise ConfigError("--scheduler needs Dask: pip install 'weishang[dist]'") from None
     try:

@@ -29,14 +29,14 @@ import numpy as np
 import polars as pl
 
 from ..codes import Channel
-from .effects import t_interval
 from ..columns import column
 from ..config import PRACTITIONERS, WECHAT_MAU, ScenarioConfig, load_config
 from ..mechanisms.fx import CURRENCIES
-from ..merchant import ONBOARDING_TICKS
 from ..mechanisms.settlement import SETTLEMENT_LAG
-from .small_world import size_notes
+from ..merchant import ONBOARDING_TICKS
 from ..recorder import RunDirectoryError, read_manifest, table_path
+from .effects import t_interval
+from .small_world import size_notes
 
 #: the code's constants a target can read as an input
 CONSTANTS = {"WECHAT_MAU": WECHAT_MAU, "PRACTITIONERS": PRACTITIONERS, "N_CURRENCIES": len(CURRENCIES),

@@ -91,3 +91,18 @@ def test_every_read_across_steps_and_of_the_config_is_declared(monkeypatch):
         assert sections[mechanism.name] - {"run"} <= set(mechanism.sections), \
             f"{mechanism.name} reads config sections {sorted(sections[mechanism.name] - {'run'} - set(mechanism.sections))} undeclared"
     assert any(reads.values()) and all(sections.values())  # the views saw reads: the check can fail
+
+
+def test_each_mechanism_fills_exactly_the_ticks_columns_it_declares():
+    """A mechanism owns its outputs (issue 31): its ``ticks`` columns are declared with it, the
+    table is the day, the plan's columns in order, and the wall time; each step's ``row`` fills
+    its own columns and no other's."""
+    from weishang.model.columns import TICKS
+
+    model = CommerceModel(seed=2, **{"population.n_users": 3000, "population.n_cities": 3, "run.n_ticks": 3})
+    model.step()
+    declared = [c.name for mechanism in TICK_PLAN for c in mechanism.columns]
+    assert [c.name for c in TICKS] == ["tick", *declared, "seconds"] and len(set(declared)) == len(declared)
+    for mechanism in model.mechanisms:
+        assert set(mechanism.row(model.record)) == {c.name for c in mechanism.columns}, mechanism.name
+    assert sum(bool(mechanism.columns) for mechanism in TICK_PLAN) >= 9

@@ -30,19 +30,33 @@ import numpy as np
 
 from ....kernels import rng
 from ....kernels.backend import bin_sums
-from ....kernels.risk import RiskState, RiskWeights, score_transactions, tick_view, update_state
+from ....kernels.risk import (
+    RiskState,
+    RiskWeights,
+    score_transactions,
+    tick_view,
+    update_state,
+)
 from ....kernels.risk_curve import FPR_GRID, counts_above, grid_thresholds
 from ....kernels.risk_features import (
-    N_FEATURES, AccountView, GraphState, TickGraph, account_view, feature_scores, features, linear_scores, tick_graph,
+    N_FEATURES,
+    AccountView,
+    GraphState,
+    TickGraph,
+    account_view,
+    feature_scores,
+    features,
+    linear_scores,
+    tick_graph,
     update_graph,
 )
 from ...codes import OFFICIAL_SCENARIOS, PaymentScenario
-from ...columns import ratio
 from ...config import ScenarioConfig
+from ...plan import Mechanism, Sync, TickRecord
+from ...schema import SCENARIO, TYPOLOGY, Column, Derived, Ratio, T, col, family, ratio
+from ..payments import Orders
 from .everyday import amount_table, draw_everyday
 from .fraud import TYPOLOGIES, FraudBatch, FraudInjector
-from ..payments import Orders
-from ...plan import Mechanism, Sync
 from .scorer import MAX_FIT_READS, LabelledRows, LearnedScorer
 
 #: a merchant onboarded fewer ticks ago than this is new to the risk engine
@@ -140,6 +154,43 @@ def draw_fraud_merchants(seed: int, n_merchants: int, share: float) -> np.ndarra
     return np.sort(order[:n_fraud]).astype(np.int64)
 
 
+#: this step's columns of the ``ticks`` table, filled each tick by :meth:`RiskEngine.row`
+COLUMNS: tuple[Column, ...] = tuple(
+    [c for s, what in SCENARIO.items() for c in (
+        family(T, "n_tx_{x}", {s: what}, "int64", "payments", "sum",
+               "{what} payments the risk engine screened (orders, everyday payments and fraud)", of=SCENARIO)
+        + family(T, "n_intercepted_{x}", {s: what}, "int64", "payments", "sum", "of those, intercepted", of=SCENARIO)
+        + family(T, "interception_rate_{x}", {s: what}, "float64", "share",
+                 lambda x: Ratio(f"n_intercepted_{x}", f"n_tx_{x}"),
+                 "intercepted over screened {what} payments; null without any", nullable=True, of=SCENARIO))]
+    + col(T, "n_everyday", "int64", "payments", "sum",
+          "everyday WeChat Pay payments screened besides micro-commerce orders")
+    + col(T, "n_orders_intercepted", "int64", "payments", "sum", "micro-commerce orders intercepted (all legitimate)")
+    + col(T, "n_screened", "int64", "payments", "sum", "payments the risk engine screened (every scenario)")
+    + col(T, "n_intercepted", "int64", "payments", "sum", "payments the risk engine intercepted (every scenario)")
+    + col(T, "n_fraud", "int64", "payments", "sum", "injected fraudulent payments")
+    + col(T, "n_fraud_intercepted", "int64", "payments", "sum", "fraudulent payments intercepted")
+    + col(T, "n_false_positives", "int64", "payments", "sum", "legitimate payments intercepted")
+    + col(T, "false_positive_rate", "float64", "share", Ratio("n_false_positives", Derived(
+          lambda t, m: t.sums["n_tx_qr"] + t.sums["n_tx_mini_program"] + t.sums["n_tx_cross_border"]
+          - t.sums["n_fraud"], "screened payments less fraud")),
+          "legitimate payments intercepted over legitimate payments screened; null without any", nullable=True)
+    + col(T, "precision", "float64", "share", Ratio("n_fraud_intercepted", Derived(
+          lambda t, m: t.sums["n_fraud_intercepted"] + t.sums["n_false_positives"], "interceptions")),
+          "fraud among the intercepted payments; null when nothing was intercepted", nullable=True)
+    + col(T, "recall", "float64", "share", Ratio("n_fraud_intercepted", "n_fraud"),
+          "fraudulent payments intercepted over fraudulent payments; null without fraud", nullable=True)
+    + col(T, "illicit_share", "float64", "share", "mean",
+          "fraudulent over all screened payments; null without any", nullable=True)
+    + col(T, "fraud_loss", "float64", "CNY", "sum", "value of the fraud that passed")
+    + col(T, "risk_threshold", "float64", "score", "none",
+          "score above which payments are intercepted (infinite while the engine has no history)")
+    + family(T, "n_fraud_{x}", TYPOLOGY, "int64", "payments", "sum", "injected {what} payments")
+    + family(T, "n_fraud_intercepted_{x}", TYPOLOGY, "int64", "payments", "sum", "intercepted {what} payments")
+    + col(T, "learned_scoring", "bool", "flag", "last",
+          "the learned scorer decided the tick (false: the linear rule, before the first fit or by config)"))
+
+
 class RiskEngine(Mechanism):
     """Scores, intercepts and learns its threshold; owns the fraud injector.
 
@@ -152,6 +203,7 @@ class RiskEngine(Mechanism):
     engine = "kernel"
     sections = ("risk", "fraud", "payments", "merchants", "output")
     does = "orders, everyday payments and injected fraud scored in bulk; above the threshold: intercepted"
+    columns = COLUMNS
     STATE = ("state", "legit_history", "fraud", "graph", "scorer", "learned_history", "learned_history_scores",
              "scores_fitted_at")
     syncs = (
@@ -202,6 +254,11 @@ class RiskEngine(Mechanism):
         """(bool[M]) merchants the engine watches: under rectification, or onboarded recently."""
         merchants = self.model.merchants
         return (merchants.ti_rectify_until > tick) | (tick - merchants.ti_onboarded < NEW_MERCHANT_TICKS)
+
+    def row(self, record: TickRecord) -> dict[str, Any]:
+        """What the screen counted: payments screened and intercepted by scenario and typology,
+        false positives, precision and recall, the threshold, and which scorer decided."""
+        return dict(record.risk.metrics)
 
     def step(self, tick: int, payments: Orders) -> Screening:
         return self.screen(payments.payments, payments.key, payments.buyer, self.merchant_flag(tick), tick)
