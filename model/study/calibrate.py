@@ -49,6 +49,7 @@ import polars as pl
 
 from ..config import ConfigError, ScenarioConfig, load_config, read_toml_file
 from ..recorder import RunDirectoryError
+from .space import parameter_box
 from .validation import Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
@@ -59,8 +60,6 @@ HUBER_KNEE = 3.0
 MIN_SPREAD = 0.05
 #: parameters that would change the population (which trials share): the whole population
 #: section, and the community keys the groups and profiles are drawn with
-POPULATION_SECTIONS = ("population",)
-POPULATION_KEYS = ("community.group_size_mean", "community.groups_per_merchant", "community.profile_completeness")
 
 
 @dataclass
@@ -91,25 +90,19 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
         doc = read_toml_file(path, "calibration spec")
     defaults = ScenarioConfig().model_dump()
     stages = []
-    try:
-        entries = list(doc["stage"])
-        for entry in entries:
-            entry["params"] = {name: (float(lo), float(hi)) for name, (lo, hi) in entry["params"].items()}
-            if not entry.get("name"):
-                raise ValueError("a stage needs a name")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"calibration spec: each [[stage]] needs a name and [stage.params] of "
-                          f"name = [low, high] ({type(exc).__name__}: {exc})") from None
+    entries = doc.get("stage")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and e.get("name") for e in entries):
+        raise ConfigError("calibration spec: each [[stage]] needs a name and [stage.params] of name = [low, high]")
     for entry in entries:
-        params = entry["params"]
-        for name in [*params, *([entry["remainder"]] if entry.get("remainder") else [])]:
-            section, _, key = name.partition(".")
+        # trials share one population: a key that shapes it is refused (fit it in a scenario sweep)
+        boxes = parameter_box(entry.get("params"), f"stage {entry['name']!r} params", shared_population=True)
+        entry["params"] = {key: (box.low, box.high) for key, box in boxes.items()}
+        remainder = entry.get("remainder")
+        if remainder:
+            section, _, key = remainder.partition(".")
             if section not in defaults or key not in defaults[section]:
-                raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} is not a config key")
-            if section in POPULATION_SECTIONS or name in POPULATION_KEYS:
-                raise ConfigError(f"calibration stage {entry['name']!r}: {name!r} would change the population, "
-                                  f"which trials share; fit it in a scenario sweep instead")
-        stages.append(Stage(entry["name"], entry.get("why", ""), params, set(entry.get("log", [])),
+                raise ConfigError(f"calibration stage {entry['name']!r}: {remainder!r} is not a config key")
+        stages.append(Stage(entry["name"], entry.get("why", ""), entry["params"], set(entry.get("log", [])),
                             set(entry.get("int", [])), entry.get("remainder", ""), list(entry.get("targets", []))))
     run = doc.get("run", {})
     return CalibrationSpec(stages=stages, replicates=int(run.get("replicates", 1)), rounds=int(run.get("rounds", 1)))

@@ -56,18 +56,15 @@ import polars as pl
 from ..config import (
     ConfigError,
     ScenarioConfig,
-    flatten_keys,
-    load_config,
     read_toml_file,
     whole_number,
 )
 from .calibrate import (
-    POPULATION_KEYS,
-    POPULATION_SECTIONS,
     _exit_with_parent,
     evaluate,
     prepare,
 )
+from .space import parameter_box
 from .validation import Target, load_targets
 
 #: the sample index of the scenario's own values run on replicate seeds (for the seed spread)
@@ -99,33 +96,11 @@ def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
     unknown = set(section) - allowed
     if unknown:
         raise ConfigError(f"ensemble.{sorted(unknown)[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
-    defaults = ScenarioConfig().model_dump()
-    params: dict[str, tuple[float, float]] = {}
-    table = section.get("params", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"ensemble.params = {table!r}: a table of \"section.key\" = [low, high]")
-    for name, bounds in flatten_keys(table).items():
-        section_name, _, key = name.partition(".")
-        if section_name not in defaults or key not in defaults[section_name]:
-            raise ConfigError(f"ensemble.params: {name!r} is not a config key")
-        # workers reuse one population per seed: a key that shapes it was ignored after the first sample
-        if section_name in POPULATION_SECTIONS or name in POPULATION_KEYS:
-            raise ConfigError(f"ensemble.params: {name!r} would change the population, which the runs share")
-        if (not isinstance(bounds, list) or len(bounds) != 2
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
-                or not bounds[0] < bounds[1]):
-            raise ConfigError(f"ensemble.params.{name} = {bounds!r}: must be [low, high] with low < high")
-        # checked now, not when a run starts (issue 32: these failed after runs began and left OUT behind)
-        if ScenarioConfig.model_fields[section_name].annotation.model_fields[key].annotation is int:
-            raise ConfigError(f"ensemble.params.{name}: a whole-number key cannot be drawn from a continuous box")
-        for end in bounds:
-            try:
-                load_config(overrides=[f"{name}={end!r}"])
-            except ConfigError as exc:
-                raise ConfigError(f"ensemble.params.{name} = {bounds!r}: {exc}") from None
-        params[name] = (float(bounds[0]), float(bounds[1]))
-    if not params:
-        raise ConfigError("ensemble.params: name at least one parameter with its [low, high] range")
+    # workers reuse one population per seed (a key that shapes it was ignored after the first
+    # sample); a box's ends are checked now, not when a run starts (issue 32)
+    params = {key: (box.low, box.high) for key, box in
+              parameter_box(section.get("params", {}), "ensemble.params", shared_population=True,
+                            integers=False, whole_config=True).items()}
     # each setting of its type, refused in one line (a traceback before: issue 32)
     spec = EnsembleSpec(params=params, log=set(_names(section, "log")),
                         samples=whole_number(section, "samples", 200, 1, 100_000, "ensemble"),

@@ -42,14 +42,13 @@ from ..columns import SUMMARY
 from ..config import (
     ConfigError,
     ScenarioConfig,
-    flatten_keys,
     load_config,
-    parse_override,
     read_toml_file,
     split_key,
     whole_number,
 )
 from ..recorder import read_manifest
+from .space import common_overrides, parameter_box
 from .sweep import MAX_RUNS, MAX_SEED, Sweep, build_sweep, is_complete
 
 METHODS = ("morris", "sobol")
@@ -104,19 +103,8 @@ def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         if outcome not in known:
             raise ConfigError(f"sensitivity.outcomes: {outcome!r} is not a figure of the run summary "
                               f"(see docs/outputs.md)")
-    parameters = flatten_keys(doc.get("parameters", {}))
-    if len(parameters) < 2:
-        raise ConfigError("sensitivity: [parameters] needs at least two section.key = [low, high] entries")
-    for key, bounds in parameters.items():
-        section, name = split_key(key)
-        fields = ScenarioConfig.model_fields
-        if section not in fields or name not in fields[section].annotation.model_fields:
-            # an unknown key failed with an AttributeError after sampling (issue 32)
-            raise ConfigError(f"parameters.{key}: not a config key (`weishang config schema` lists them)")
-        if (not isinstance(bounds, list) or len(bounds) != 2 or
-                not all(isinstance(b, (int, float)) and not isinstance(b, bool) and np.isfinite(b) for b in bounds)
-                or bounds[0] >= bounds[1]):
-            raise ConfigError(f"parameters.{key} = {bounds!r}: must be [low, high] with low < high")
+    parameters = {key: [box.low, box.high] for key, box in
+                  parameter_box(doc.get("parameters", {}), "parameters", at_least=2).items()}
     problem = {"num_vars": len(parameters), "names": list(parameters), "bounds": [list(map(float, b))
                                                                                     for b in parameters.values()]}
     seed = _int(head, "seed", 1, 0, 2**32 - 1)
@@ -131,10 +119,7 @@ def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         samples = morris_sample.sample(problem, N=n, num_levels=levels, seed=seed)
     else:
         samples = sobol_sample.sample(problem, N=n, calc_second_order=False, seed=seed)
-    common = flatten_keys(doc.get("set", {}))
-    for text in overrides:
-        (section, key), value = parse_override(text)
-        common[f"{section}.{key}"] = value
+    common = common_overrides(doc, overrides)
     scenario = head.get("scenario")
     file = (path.parent / scenario).resolve() if scenario else None
     template = load_config(file, common)

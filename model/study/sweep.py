@@ -97,7 +97,6 @@ from ..config import (
     config_digest,
     flatten_keys,
     load_config,
-    parse_override,
     read_toml_file,
 )
 from ..recorder import (
@@ -111,6 +110,7 @@ from ..recorder import (
     table_path,
     write_manifest,
 )
+from .space import common_overrides, parameter_box
 
 #: the most runs a sweep may have (a grid's product is checked before anything is expanded)
 MAX_RUNS = 100_000
@@ -187,10 +187,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     base_seed = head.get("base_seed", 1)
     if not isinstance(base_seed, int) or isinstance(base_seed, bool) or not 0 <= base_seed <= MAX_SEED:
         raise ConfigError(f"sweep.base_seed = {base_seed!r}: must be an integer from 0 to 2**63 - 1")
-    common = flatten_keys(_table(doc, "set"))
-    for text in overrides:
-        (section, key), value = parse_override(text)
-        common[f"{section}.{key}"] = value
+    common = common_overrides(doc, overrides)
     grid = flatten_keys(_table(doc, "grid"))
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -300,18 +297,12 @@ def latin_hypercube(section: dict[str, Any]) -> list[dict[str, float]]:
         raise ConfigError(f"samples.n = {n!r}: must be an integer from 1 to 100000")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"samples.seed = {seed!r}: must be an integer from 0 to 2**63 - 1")
-    if not spec:
-        raise ConfigError("samples: name at least one parameter with its [low, high] range")
-    for key, bounds in spec.items():
-        if (not isinstance(bounds, list) or len(bounds) != 2
-                or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
-                or bounds[0] >= bounds[1]):
-            raise ConfigError(f"samples.{key} = {bounds!r}: must be [low, high] with low < high")
-    unit = qmc.LatinHypercube(d=len(spec), seed=seed).random(n)
-    lows = [b[0] for b in spec.values()]
-    highs = [b[1] for b in spec.values()]
-    scaled = qmc.scale(unit, lows, highs)
-    return [{key: float(value) for key, value in zip(spec, row)} for row in scaled]
+    boxes = parameter_box(spec, "samples")
+    unit = qmc.LatinHypercube(d=len(boxes), seed=seed).random(n)
+    scaled = qmc.scale(unit, [b.low for b in boxes.values()], [b.high for b in boxes.values()])
+    # a whole-number key takes the nearest whole number of its draw
+    return [{key: int(round(value)) if box.integer else float(value) for (key, box), value in zip(boxes.items(), row)}
+            for row in scaled]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
