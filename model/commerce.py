@@ -140,8 +140,12 @@ class CommerceModel(mesa.Model):
         may change: any other is drawn or built into the world when it starts, so it is refused
         with a :class:`~weishang.model.config.ConfigError` rather than silently kept.
         """
+        known = ScenarioConfig().model_dump()
         for key in overrides:
-            dotted = ".".join(split_key(key))
+            section, name = split_key(key)
+            dotted = f"{section}.{name}"
+            if name not in known.get(section, {}):
+                raise ConfigError(f"{dotted}: not a config key (`weishang config schema` lists them)")
             if dotted not in LIVE_RULES:
                 raise ConfigError(f"{dotted}: cannot change during a run (it is drawn or built into the world "
                                   f"when it starts); start a new model instead. Keys a running world honours: "

@@ -124,6 +124,8 @@ def prepare_run(config: ScenarioConfig, out_dir: str | Path | None,
     Raises the user errors of :func:`run_scenario`.
     """
     final_dir = Path(out_dir) if out_dir is not None else default_run_dir(config)
+    if resume and (final_dir / "manifest.json").is_file():
+        raise RunDirectoryError(f"{str(final_dir)!r} is a finished run: nothing to resume")
     check_run_dir_free(final_dir)
     digest = config_digest(config)  # of the config as given: a sweep knows its runs by it
     config, graph = with_edge_list(config)

@@ -106,6 +106,8 @@ def run(
     pop = config.population
     err_console.print(f"[bold]{config.run.name}[/]: {pop.n_users:,} users, {config.n_merchants:,} merchants, "
                       f"{config.run.n_ticks} ticks, seed {config.run.seed}")
+    if prepared.saved is not None:
+        err_console.print(f"resuming after tick {prepared.saved['tick']} (the last checkpoint)")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console) as progress:
         build = progress.add_task("building population", total=None)
@@ -115,7 +117,7 @@ def run(
             progress.update(build, description=message)
 
         def on_tick(done: int, total: int) -> None:
-            if done == 1:
+            if not progress.tasks[ticks].visible:  # the first tick run (after a checkpoint's, on --resume)
                 progress.update(build, description="population built", total=1, completed=1)
                 progress.update(ticks, visible=True)
             progress.update(ticks, completed=done)
@@ -317,7 +319,8 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
     check_unchanged(sweep, out)  # a changed sweep file is refused at once
     # N workers' host and device memory together; on a Dask cluster each run's own preflight runs where it lands
     device_free = check_memory(sweep, out, workers, task_index) if scheduler is None else None
-    already = 0 if task_index is not None else sum(is_complete(r, out) for r in sweep.runs)
+    todo = sweep.runs if task_index is None else [sweep.runs[task_index]]
+    already = sum(is_complete(r, out) for r in todo)
     # an array-job element claims its run before the progress bar: a second element is refused in one line
     claimed = claim_run(sweep.runs[task_index], out) if task_index is not None else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -361,7 +364,7 @@ def sweep(
     results, already = _run_with_progress(spec, out, workers, task_index, resume, scheduler, f"sweep {spec.name}")
     failed = [r for r in results if r["status"] != "complete"]
     out_console.print(f"{len(results) - len(failed)} runs completed, {len(failed)} failed, "
-                      f"{already if task_index is None else 0} already complete: [bold]{out / 'runs.parquet'}[/]")
+                      f"{already} already complete: [bold]{out / 'runs.parquet'}[/]")
     for r in failed[:5]:
         out_console.print(f"  run {r['run_id']} ({r['scenario']}, replicate {r['replicate']}): {r['error']}")
 

@@ -272,7 +272,8 @@ def _survival(tables: SweepTables, out: Path) -> str:
 
 
 #: the outcomes a forest plot of effects shows, one panel each
-FOREST = ("gmv", "orders", "fraud_intercepted", "false_positives", "exits", "active_merchants_at_end")
+FOREST = ("gmv", "orders", "fraud_intercepted", "fraud_missed", "fraud_loss", "false_positives", "exits",
+          "active_merchants_at_end")
 
 
 def _forest_plot(effects: pl.DataFrame, labels: list[str], mid: str, intervals: list[tuple[str, str, str]],
@@ -305,6 +306,8 @@ def _forest_plot(effects: pl.DataFrame, labels: list[str], mid: str, intervals: 
             axis.errorbar(centre, y + shift, xerr=[np.nan_to_num(centre - lo), np.nan_to_num(hi - centre)], fmt="o",
                           capsize=3, color=color, label=label if len(intervals) > 1 else None)
         axis.set_xlabel("change vs baseline (%)")
+    for axis in axes.flat[len(shown):]:  # the last row's spare panels
+        axis.set_visible(False)
     labelled = [axis for axis in axes.flat if axis.get_legend_handles_labels()[0]]
     if len(intervals) > 1 and labelled:  # the first panel with bars names them
         labelled[0].legend(fontsize=7, loc="best")

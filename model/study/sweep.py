@@ -485,8 +485,9 @@ def check_unchanged(sweep: Sweep, out: Path) -> None:
     if changed:
         named = ", ".join(f"{s.index} ({s.scenario}, point {s.point}, replicate {s.replicate})" for s in changed[:5])
         more = f" and {len(changed) - 5} more" if len(changed) > 5 else ""
-        raise ConfigError(f"{str(out)!r} holds runs made from another version of the sweep file: run {named}{more}; "
-                          f"resume with the file they were made from, or choose another --out")
+        raise ConfigError(f"{str(out)!r} holds runs made from another version of the sweep file or other --set "
+                          f"values: run {named}{more}; resume with the file and --set they were made with, or choose "
+                          f"another --out")
 
 
 def _status_records(out: Path) -> dict[int, dict[str, Any]]:

@@ -362,7 +362,7 @@ def test_resume_after_the_sweep_file_changed_refuses_naming_the_runs(tmp_path):
     assert (runs["status"] == "complete").all() and runs["param.cascade.p_view_friend"].to_list()[:4] == [0.2] * 3 + [0.3]
     path.write_text(path.read_text().replace("[0.2, 0.3]", "[0.9, 0.3, 0.05]"))
     edited = load_sweep(path)
-    with pytest.raises(ConfigError, match=r"another version of the sweep file: run 0 \(baseline, point 0, replicate 0\)"):
+    with pytest.raises(ConfigError, match=r"another version of the sweep file or other --set values: run 0 \(baseline, point 0, replicate 0\)"):
         run_sweep(edited, out)
     cli = subprocess.run([sys.executable, "-m", "weishang", "sweep", str(path), "--out", str(out), "--resume"],
                          capture_output=True, text=True)

@@ -133,3 +133,5 @@ def test_every_other_key_is_refused_in_one_line(world):
         with pytest.raises(ConfigError, match="cannot change during a run") as error:
             model.with_rules(**{key: 1})
         assert "\n" not in str(error.value) and key.strip().replace("__", ".") in str(error.value)
+    with pytest.raises(ConfigError, match="platform.nosuch: not a config key"):
+        model.with_rules(**{"platform.nosuch": 5})
