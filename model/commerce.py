@@ -1,8 +1,9 @@
 """``CommerceModel``: the Mesa model that owns the consumers, the merchants and the mechanisms,
 and runs the tick plan.
 
-The tick plan is :data:`TICK_PLAN`, written out once, in order; each mechanism owns its state,
-its config sections and its step (see :mod:`weishang.model.plan`). A Mesa user drives the model
+The tick plan is :data:`~weishang.model.mechanisms.TICK_PLAN` (importable from here too),
+written out once, in order; each mechanism owns its state, its config sections, its step and its
+columns of the ``ticks`` table (see :mod:`weishang.model.plan`). A Mesa user drives the model
 as any Mesa model::
 
     model = CommerceModel(seed=7, **{"population.n_users": 20_000, "run.n_ticks": 30})

@@ -5,7 +5,7 @@ names, as keyword parameters, the earlier mechanisms whose outputs it reads; it 
 small typed output, which later mechanisms read under its name. :class:`TickPlan` checks that
 wiring once, runs the steps in order, times each one, and hands back the tick's outputs as a
 :class:`TickRecord` (``record.payments.units_sold``). The order itself is written out once,
-in :data:`weishang.model.commerce.TICK_PLAN`; the README's tick-plan table is generated from it
+in :data:`weishang.model.mechanisms.TICK_PLAN`; the README's tick-plan table is generated from it
 (:func:`markdown_table`, ``python -m weishang.model.apps.docs``).
 
 Learnt from Starsim's loop (a list of module steps, each timed) and module lifecycle (a module

@@ -1,5 +1,5 @@
 """The mechanisms of a tick, one module per step of
-:data:`~weishang.model.commerce.TICK_PLAN` and named as the step, with the helpers each step
+:data:`TICK_PLAN` (at the end of this module) and named as the step, with the helpers each step
 alone uses beside it:
 
 ========================  ===================================================================
