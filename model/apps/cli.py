@@ -33,9 +33,29 @@ from ..graph_io import GraphInputError
 from ..preflight import PreflightError
 from ..recorder import RunDirectoryError, RunInterrupted
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+class _Command(typer.core.TyperCommand):
+    """A command whose ``--help`` shows no ``<bool>`` type (Typer prints one for its own flag)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(typer.core.TyperGroup):
+    """A command group whose ``--help`` shows no ``<bool>`` type."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+app = typer.Typer(cls=_Group, add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="weishang: an agent-based model of WeChat's micro-commerce ecosystem.")
-config_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inspect scenario configs.")
+config_app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help="Inspect scenario configs.")
 app.add_typer(config_app, name="config")
 
 
@@ -80,7 +100,7 @@ def to_toml(data: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@app.command(cls=_Command)
 def run(
     scenario: ScenarioArg = None,
     set_: SetOpt = None,
@@ -148,7 +168,7 @@ def summary_table(summary: dict[str, Any], manifest: dict[str, Any]) -> Table:
     return table
 
 
-bench_app = typer.Typer(add_completion=False, help="Benchmarks that write Parquet (no subcommand: the whole suite).")
+bench_app = typer.Typer(cls=_Group, add_completion=False, help="Benchmarks that write Parquet (no subcommand: the whole suite).")
 app.add_typer(bench_app, name="bench")
 
 
@@ -202,7 +222,7 @@ def bench_suite(
     out_console.print(f"written: [bold]{path}[/] and {out / 'suite.md'}")
 
 
-@bench_app.command("e2e")
+@bench_app.command("e2e", cls=_Command)
 def bench_e2e_cmd(
     out: Annotated[Path, typer.Option("--out", help="folder for e2e.parquet")] = Path("results/bench"),
     ticks: Annotated[int, typer.Option("--ticks", min=1, help="ticks per size")] = 10,
@@ -225,7 +245,7 @@ def bench_e2e_cmd(
     out_console.print(f"written: [bold]{path}[/]")
 
 
-@bench_app.command("graph")
+@bench_app.command("graph", cls=_Command)
 def bench_graph_cmd(
     size: Annotated[int, typer.Option("--size", min=100, help="users in the benchmark graph")] = 1_000_000,
     out: Annotated[Path, typer.Option("--out", help="folder for graph.parquet")] = Path("results/bench"),
@@ -254,7 +274,7 @@ def bench_graph_cmd(
     out_console.print(f"written: [bold]{path}[/]")
 
 
-@bench_app.command("cascade")
+@bench_app.command("cascade", cls=_Command)
 def bench_cascade_cmd(
     size: Annotated[int, typer.Option("--size", min=100, help="users in the throughput graph")] = 1_000_000,
     ndlib_size: Annotated[int, typer.Option("--ndlib-size", min=100, help="users in the graph NDlib also runs on")] = 20_000,
@@ -279,7 +299,7 @@ def bench_cascade_cmd(
     out_console.print(f"written: [bold]{path}[/]")
 
 
-@bench_app.command("risk")
+@bench_app.command("risk", cls=_Command)
 def bench_risk_cmd(
     size: Annotated[int, typer.Option("--size", min=1000, help="transactions scored at once")] = 10_000_000,
     out: Annotated[Path, typer.Option("--out", help="folder for risk.parquet")] = Path("results/bench"),
@@ -333,7 +353,7 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
     return results, already
 
 
-@app.command()
+@app.command(cls=_Command)
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep TOML file")],
     out: Annotated[Optional[Path], typer.Option("--out", help="sweep directory")] = None,
@@ -369,7 +389,7 @@ def sweep(
         out_console.print(f"  run {r['run_id']} ({r['scenario']}, replicate {r['replicate']}): {r['error']}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def sensitivity(
     spec_file: Annotated[Path, typer.Argument(help="sensitivity spec TOML file (see weishang.model.study.sensitivity)")],
     out: Annotated[Optional[Path], typer.Option("--out", help="the screen's directory")] = None,
@@ -397,7 +417,7 @@ def sensitivity(
     out_console.print(f"written: [bold]{out / 'sensitivity.parquet'}[/], samples.parquet, sensitivity.png")
 
 
-@app.command()
+@app.command(cls=_Command)
 def report(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")]) -> None:
     """Markdown report with plots (GMV by channel, cascade sizes, fraud, survival, scenario deltas)."""
     from ..study.report import write_report  # noqa: PLC0415
@@ -444,7 +464,7 @@ def print_validation(table: Any, title: str) -> None:
                               f"within their plausibility bounds")
 
 
-@app.command()
+@app.command(cls=_Command)
 def dashboard(
     directory: Annotated[Optional[Path], typer.Argument(help="a run or sweep directory for the Results tab")] = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="port to serve on")] = 8050,
@@ -465,7 +485,7 @@ def dashboard(
     serve(directory, port, users, host)
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(directory: Annotated[Path, typer.Argument(help="a run directory or a sweep directory")],
              markdown: Annotated[bool, typer.Option("--markdown", metavar="", help="print the targets as a Markdown table")] = False,
              ) -> None:
@@ -489,7 +509,7 @@ def validate(directory: Annotated[Path, typer.Argument(help="a run directory or 
     out_console.print(f"written: [bold]{path}[/]")
 
 
-@app.command()
+@app.command(cls=_Command)
 def calibrate(
     scenario: ScenarioArg = None,
     set_: SetOpt = None,
@@ -564,7 +584,7 @@ def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[
     out_console.print(f"ranges: {out / 'ranges.parquet'}, plot {out / 'ensemble.png'}")
 
 
-@config_app.command("show")
+@config_app.command("show", cls=_Command)
 def config_show(
     scenario: ScenarioArg = None,
     set_: SetOpt = None,
@@ -576,7 +596,7 @@ def config_show(
     typer.echo(json.dumps(data, indent=2) if as_json else to_toml(data))
 
 
-@config_app.command("schema")
+@config_app.command("schema", cls=_Command)
 def config_schema() -> None:
     """Print the config's JSON schema (every section, key, type, range and meaning)."""
     typer.echo(json.dumps(ScenarioConfig.model_json_schema(), indent=2))
