@@ -33,6 +33,7 @@ from ..graph_io import GraphInputError
 from ..preflight import PreflightError
 from ..recorder import RunDirectoryError, RunInterrupted
 
+
 class _Command(typer.core.TyperCommand):
     """A command whose ``--help`` shows no ``<bool>`` type (Typer prints one for its own flag)."""
 
