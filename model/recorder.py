@@ -117,7 +117,8 @@ class OutputLock:
     second process writing the same ``--out`` refuses at once instead of racing the first.
 
     The lock is ``flock`` on ``.NAME.lock`` beside the path; the kernel releases it when the
-    process ends, however it ends.
+    process ends, however it ends. A holder deletes the file as it lets go, so a lock taken on a
+    file that was deleted meanwhile is no lock: it is taken again on the file now at the path.
     """
 
     def __init__(self, path: Path, busy: str | None = None) -> None:
@@ -125,17 +126,28 @@ class OutputLock:
         import fcntl  # noqa: PLC0415  (POSIX; the HPC and GPU machines this runs on are)
 
         self.path = path.parent / f".{path.name}.lock"
+        for _ in range(10):
+            try:
+                self._file = open(self.path, "a")
+            except OSError as exc:
+                raise RunDirectoryError(f"cannot create {str(self.path)!r}: {exc.strerror or type(exc).__name__}") \
+                    from None
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                self._file.close()
+                raise RunDirectoryError(busy or f"another weishang process is writing {str(path)!r} (it holds "
+                                                f"{str(self.path)!r}); wait for it or choose another --out") from None
+            if self._holds_the_file_at_the_path():
+                return
+            self._file.close()  # the last holder deleted it between our open and our lock: again
+        raise RunDirectoryError(busy or f"{str(self.path)!r} keeps changing: another process is taking it")
+
+    def _holds_the_file_at_the_path(self) -> bool:
         try:
-            self._file = open(self.path, "a")
-        except OSError as exc:
-            raise RunDirectoryError(f"cannot create {str(self.path)!r}: {exc.strerror or type(exc).__name__}") \
-                from None
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._file.close()
-            raise RunDirectoryError(busy or f"another weishang process is writing {str(path)!r} (it holds "
-                                            f"{str(self.path)!r}); wait for it or choose another --out") from None
+            return os.stat(self.path).st_ino == os.fstat(self._file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
 
     def release(self) -> None:
         if not self._file.closed:

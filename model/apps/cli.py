@@ -664,8 +664,9 @@ def _storage_failure(exc: OSError) -> str | None:
     if code is None:
         return None
     where = f" writing {exc.filename}" if exc.filename else ""
-    return (f"{STORAGE_ERRNOS[code]}{where}; nothing unfinished was published (a hidden .NAME.partial-PID folder "
-            f"may hold what was written: remove it to free the space), free some space and run again")
+    return (f"{STORAGE_ERRNOS[code]}{where}; nothing unfinished was published. Free some space and run again: "
+            f"a run started with --checkpoint-every continues with --resume from its hidden .NAME.partial-PID "
+            f"folder (otherwise that folder may be removed)")
 
 
 def _interrupted() -> int:

@@ -241,7 +241,11 @@ def build_app(directory: Path | None = None, n_users: int = 20_000, seed: int = 
     session = LiveSession(n_users=n_users, seed=seed)
     start = default_levers(session.model.config)
     app = Dash(__name__, title="weishang dashboard")
-    app.layout = lambda: _layout(session, start, directory)  # per page load: the session as it stands
+    def layout() -> html.Div:  # per page load: the session as it stands, read in one state
+        with session.lock:
+            return _layout(session, start, directory)
+
+    app.layout = layout
     _callbacks(app, session)
     return app
 
@@ -299,7 +303,8 @@ def _layout(session: LiveSession, start: dict[str, Any], directory: Path | None)
 
 def _callbacks(app: Dash, session: LiveSession) -> None:
     controls = [State({"type": "lever", "key": lever.key}, "value") for lever in LEVERS]
-    loaded: dict[str, Any] = {}  # the results directory the page opened last
+    # the results directory the page opened last, swapped whole: a request reads one or the other
+    opened: dict[str, dict[str, Any]] = {"results": {}}
 
     @app.callback(Output("live-graph", "figure"), Output("cascade-graph", "figure"), Output("tick", "children"),
                   Output("last-tick", "children"), Output("applied", "children"),
@@ -340,8 +345,7 @@ def _callbacks(app: Dash, session: LiveSession) -> None:
             results = read_results(Path(path))
         except Exception as exc:  # noqa: BLE001 (a page shows the reason; the server carries on)
             return [], None, f"cannot open {path}: {exc}"
-        loaded.clear()
-        loaded.update(results, path=path)
+        opened["results"] = {**results, "path": path}
         points = sorted(set(results["ticks"]["point"].to_list()))
         options = [{"label": results["point_labels"].get(p, f"point {p}"), "value": p} for p in points]
         if results["members"] is not None:  # an ensemble: the members pooled, as the report does
@@ -354,6 +358,7 @@ def _callbacks(app: Dash, session: LiveSession) -> None:
     @app.callback(Output("results-graph", "figure"), Output("effects-graph", "figure"), Output("effects", "children"),
                   Output("outcomes", "children"), Input("results-point", "value"), Input("results-outcome", "value"))
     def show_results(point, outcome):
+        loaded = opened["results"]  # one snapshot for the whole request
         if not loaded or point is None:
             return go.Figure(), go.Figure(), "", ""
         labels = {o.name: o.label for o in OUTCOMES}

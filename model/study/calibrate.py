@@ -102,8 +102,9 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
             section, _, key = remainder.partition(".")
             if section not in defaults or key not in defaults[section]:
                 raise ConfigError(f"calibration stage {entry['name']!r}: {remainder!r} is not a config key")
+        whole = set(entry.get("int", [])) | {key for key, box in boxes.items() if box.integer}
         stages.append(Stage(entry["name"], entry.get("why", ""), entry["params"], set(entry.get("log", [])),
-                            set(entry.get("int", [])), entry.get("remainder", ""), list(entry.get("targets", []))))
+                            whole, entry.get("remainder", ""), list(entry.get("targets", []))))
     run = doc.get("run", {})
     return CalibrationSpec(stages=stages, replicates=int(run.get("replicates", 1)), rounds=int(run.get("rounds", 1)))
 

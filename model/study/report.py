@@ -398,7 +398,12 @@ def _publish(made: Path, final: Path) -> None:
     older = final.with_name(f".report.old-{os.getpid()}")
     if final.exists():
         final.rename(older)
-    made.rename(final)
+    try:
+        made.rename(final)
+    except BaseException:  # interrupted between the renames: the older report goes back
+        if older.exists() and not final.exists():
+            older.rename(final)
+        raise
     shutil.rmtree(older, ignore_errors=True)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -43,7 +43,7 @@ class Box:
     integer: bool
 
 
-def field_kind(key: str) -> type:
+def field_kind(key: str) -> Any:
     """The Python type of config key ``"section.key"`` (raises ConfigError for an unknown key)."""
     section, name = split_key(key)
     fields = ScenarioConfig.model_fields
@@ -81,18 +81,20 @@ def parameter_box(table: Any, where: str, *, shared_population: bool = False, in
     if not isinstance(table, dict):
         raise ConfigError(f"{where} = {table!r}: a table of \"section.key\" = [low, high]")
     boxes: dict[str, Box] = {}
-    for key, bounds in flatten_keys(table).items():
+    for written, bounds in flatten_keys(table).items():
         try:
-            kind = field_kind(key)
+            kind = field_kind(written)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        key = ".".join(split_key(written))  # as the config spells it: "population__n_users" is population.n_users
         if shared_population and (key.split(".")[0] in POPULATION_SECTIONS or key in POPULATION_KEYS):
             raise ConfigError(f"{where}: {key!r} would change the population, which the runs share")
         if (not isinstance(bounds, list) or len(bounds) != 2
                 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
                 or not bounds[0] < bounds[1]):
             raise ConfigError(f"{where}.{key} = {bounds!r}: must be [low, high] with low < high")
-        integer = kind is int
+        # whole numbers: int, an optional int (None meaning "derived"), and a flag drawn as 0 or 1
+        integer = kind in (int, bool) or int in get_args(kind)
         if integer and not integers:
             raise ConfigError(f"{where}.{key}: a whole-number key cannot be drawn from a continuous box")
         for end in bounds:  # each end a value the field takes, so no run fails on it later

@@ -339,10 +339,14 @@ def execute(spec: RunSpec, common: dict[str, Any], out: str, claimed: bool = Fal
     recorded (the sweep carries on); an interruption is recorded and raised (the sweep stops).
     ``claimed``: the caller holds the run's lock (:func:`claim_run`); otherwise it is taken here.
 
-    Raises:
-        RunDirectoryError: another process is making the same run.
-    """
-    lock = None if claimed else claim_run(spec, Path(out))
+    Another process making the same run (an array element) is recorded as this run's failure
+    (``--resume`` makes it again if that process did not finish it)."""
+    try:
+        lock = None if claimed else claim_run(spec, Path(out))
+    except RunDirectoryError as exc:  # an array element is making it: recorded, and the sweep carries on
+        record = _record(spec, Path(out), status="failed", error=_one_line(str(exc)))
+        _write_json(Path(out) / "status" / f"run-{spec.index:06d}.json", record)  # its status until it finishes
+        return record
     try:
         return _execute(spec, common, Path(out))
     finally:
@@ -571,7 +575,7 @@ def _probe_tcp(address: str) -> None:
 
 
 def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
-                 on_done: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+                 on_done: Callable[[dict[str, Any]], None] | None, claimed: bool = False) -> list[dict[str, Any]]:
     """Run ``todo`` on a Dask distributed cluster whose workers see ``out`` (a shared file system)."""
     try:
         from dask.distributed import Client  # noqa: PLC0415
@@ -587,7 +591,8 @@ def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
     done = []
     with client:
         # pure=False: each run executes once; keys name the run so the dashboard reads well
-        futures = [client.submit(execute, spec, sweep.common, str(out), key=f"weishang-run-{spec.index}", pure=False)
+        futures = [client.submit(execute, spec, sweep.common, str(out), claimed, key=f"weishang-run-{spec.index}",
+                                 pure=False)
                    for spec in todo]
         try:
             for future in dask_completed(futures):
@@ -814,7 +819,7 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
         with sigterm_raises():
             todo = [spec for spec in todo if not is_complete(spec, out)]
             if scheduler is not None:
-                done = _run_on_dask(todo, sweep, out, scheduler, on_done)
+                done = _run_on_dask(todo, sweep, out, scheduler, on_done, claimed=task_index is not None)
             elif workers <= 1 or len(todo) <= 1:
                 for spec in todo:
                     done.append(execute(spec, sweep.common, str(out), claimed=task_index is not None))

@@ -74,3 +74,18 @@ def test_a_whole_number_key_is_drawn_whole():
     assert boxes["cascade.n_stranger_views"].integer and not boxes["cascade.p_buy_friend"].integer
     with pytest.raises(ConfigError, match="whole-number key"):
         parameter_box({"cascade.n_stranger_views": [10, 20]}, "ensemble.params", integers=False)
+
+
+def test_a_key_is_checked_as_the_config_spells_it():
+    # "population__n_users" is population.n_users: runs sharing a population refuse it however written
+    with pytest.raises(ConfigError, match="would change the population"):
+        parameter_box({"population__n_users": [1000, 2000]}, "ensemble.params", shared_population=True)
+    # an optional whole number (None: derived from the users) is drawn whole too
+    assert parameter_box({"merchants.n_merchants": [50, 60]}, "samples")["merchants.n_merchants"].integer
+
+
+def test_a_calibration_stage_draws_a_whole_number_key_whole(tmp_path):
+    (tmp_path / "c.toml").write_text('[[stage]]\nname = "x"\n[stage.params]\n"cascade.n_stranger_views" = [10, 20]\n'
+                                     + OTHER)
+    stage = load_spec(tmp_path / "c.toml").stages[0]
+    assert stage.integer == {"cascade.n_stranger_views"}

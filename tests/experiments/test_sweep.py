@@ -193,6 +193,20 @@ def test_a_sweep_made_with_a_relative_out_can_be_moved_and_reported(tmp_path):
     assert resumed.returncode == 0 and "0 runs completed, 0 failed, 6 already complete" in resumed.stdout, resumed.stderr
 
 
+def test_a_run_another_process_makes_is_recorded_and_the_sweep_carries_on(tmp_path):
+    """An array element holds run 1 while a whole sweep runs over the same folder: the sweep
+    records run 1 as failed (naming the other process) and makes the others."""
+    from weishang.model.study.sweep import claim_run
+
+    sweep, out = load_sweep(sweep_file(tmp_path)), tmp_path / "out"
+    element = claim_run(sweep.runs[1], out)
+    run_sweep(sweep, out)
+    element.release()
+    runs = pl.read_parquet(out / "runs.parquet").sort("run_id")
+    assert runs["status"].to_list() == ["complete", "failed", *["complete"] * 4]
+    assert "another process" in runs["error"][1]
+
+
 def test_a_report_that_fails_leaves_the_older_one_whole(tmp_path):
     """Issue 32: a truncated risk_curve part gave a polars ComputeError and left a half-written
     report/ beside an older report.md; a baseline without curve rows gave a TypeError; DIR/report
@@ -217,6 +231,25 @@ def test_a_report_that_fails_leaves_the_older_one_whole(tmp_path):
     for part in (out / "risk_curve" / "scenario=baseline").rglob("*.parquet"):
         part.unlink()
     assert "no risk_curve rows" in write_report(out).read_text()
+    # interrupted between its two renames: the older report goes back in place
+    import pathlib
+
+    shown = (out / "report" / "report.md").read_text()
+    rename = pathlib.Path.rename
+
+    def interrupted(self, target):
+        if self.name.startswith(".report.partial"):
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    pathlib.Path.rename = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_report(out)
+    finally:
+        pathlib.Path.rename = rename
+    assert (out / "report" / "report.md").read_text() == shown
+    assert not [p for p in out.iterdir() if p.name.startswith(".report")]
     run = out / "runs" / "scenario=baseline" / "point=0" / "replicate=0"
     (run / "report").write_text("not a folder")
     with pytest.raises(RunDirectoryError, match="is not a folder"):
@@ -287,7 +320,11 @@ def test_dask_local_cluster_gives_identical_results(tmp_path):
     run_sweep(sweep, local, workers=2)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         run_sweep(sweep, on_dask, scheduler=cluster.scheduler_address)
+        # an array element sent to Dask: it holds its run's lock, and the worker runs it under that claim
+        run_sweep(sweep, tmp_path / "element", task_index=2, scheduler=cluster.scheduler_address)
     assert (pl.read_parquet(on_dask / "runs.parquet")["status"] == "complete").all()
+    element = pl.read_parquet(tmp_path / "element" / "runs.parquet")
+    assert element.filter(pl.col("status") == "complete")["run_id"].to_list() == [2]
     for spec in sweep.runs:
         for table in ("ticks", "merchants", "cascades"):
             part = f"{table}/scenario={spec.scenario}/point={spec.point}/replicate={spec.replicate}/part-0.parquet"
