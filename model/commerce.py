@@ -21,7 +21,7 @@ import mesa
 
 from ..kernels.backend import Backend, resolve_backend
 from .columns import MODEL_FIGURES, TICKS
-from .config import ConfigError, ScenarioConfig, configure, split_key
+from .config import ConfigError, ScenarioConfig, config_field, configure, split_key
 from .graph_io import with_edge_list
 from .mechanisms import TICK_PLAN
 from .merchant import draw_merchants
@@ -141,12 +141,9 @@ class CommerceModel(mesa.Model):
         may change: any other is drawn or built into the world when it starts, so it is refused
         with a :class:`~weishang.model.config.ConfigError` rather than silently kept.
         """
-        known = ScenarioConfig().model_dump()
         for key in overrides:
-            section, name = split_key(key)
-            dotted = f"{section}.{name}"
-            if name not in known.get(section, {}):
-                raise ConfigError(f"{dotted}: not a config key (`weishang config schema` lists them)")
+            config_field(key)  # an unknown key says so
+            dotted = ".".join(split_key(key))
             if dotted not in LIVE_RULES:
                 raise ConfigError(f"{dotted}: cannot change during a run (it is drawn or built into the world "
                                   f"when it starts); start a new model instead. Keys a running world honours: "

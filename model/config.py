@@ -612,6 +612,16 @@ def split_key(dotted: str) -> tuple[str, str]:
     return path[0], path[1]
 
 
+def config_field(key: str) -> Any:
+    """The pydantic field (type, bounds, description) of config key ``"section.key"`` (or
+    ``section__key``); a ConfigError names the key when the config has none."""
+    section, name = split_key(key)
+    fields = ScenarioConfig.model_fields
+    if section not in fields or name not in fields[section].annotation.model_fields:
+        raise ConfigError(f"{section}.{name}: not a config key (`weishang config schema` lists them)")
+    return fields[section].annotation.model_fields[name]
+
+
 def flatten_keys(table: dict[str, Any]) -> dict[str, Any]:
     """A TOML table of overrides with dotted keys written either way: ``"population.n_users" = 5``
     or ``population.n_users = 5`` (which TOML reads as a nested table) both give

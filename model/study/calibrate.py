@@ -47,7 +47,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..config import ConfigError, ScenarioConfig, load_config, read_toml_file
+from ..config import (
+    ConfigError,
+    ScenarioConfig,
+    config_field,
+    load_config,
+    read_toml_file,
+)
 from ..recorder import RunDirectoryError
 from .space import parameter_box
 from .validation import Target, load_targets
@@ -88,7 +94,6 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
         doc = tomllib.loads(resources.files(__package__).joinpath("calibration.toml").read_text(encoding="utf-8"))
     else:
         doc = read_toml_file(path, "calibration spec")
-    defaults = ScenarioConfig().model_dump()
     stages = []
     entries = doc.get("stage")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and e.get("name") for e in entries):
@@ -99,9 +104,10 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
         entry["params"] = {key: (box.low, box.high) for key, box in boxes.items()}
         remainder = entry.get("remainder")
         if remainder:
-            section, _, key = remainder.partition(".")
-            if section not in defaults or key not in defaults[section]:
-                raise ConfigError(f"calibration stage {entry['name']!r}: {remainder!r} is not a config key")
+            try:
+                config_field(remainder)
+            except ConfigError as exc:
+                raise ConfigError(f"calibration stage {entry['name']!r} remainder: {exc}") from None
         whole = set(entry.get("int", [])) | {key for key, box in boxes.items() if box.integer}
         stages.append(Stage(entry["name"], entry.get("why", ""), entry["params"], set(entry.get("log", [])),
                             whole, entry.get("remainder", ""), list(entry.get("targets", []))))

@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ..config import (
     ConfigError,
-    ScenarioConfig,
+    config_field,
     flatten_keys,
     load_config,
     parse_override,
@@ -43,19 +43,9 @@ class Box:
     integer: bool
 
 
-def field_kind(key: str) -> Any:
-    """The Python type of config key ``"section.key"`` (raises ConfigError for an unknown key)."""
-    section, name = split_key(key)
-    fields = ScenarioConfig.model_fields
-    if section not in fields or name not in fields[section].annotation.model_fields:
-        raise ConfigError(f"{key!r} is not a config key (`weishang config schema` lists them)")
-    return fields[section].annotation.model_fields[name].annotation
-
-
 def field_adapter(key: str) -> TypeAdapter:
     """A validator of one config field's values alone: its type and bounds (``ge``, ``le``, ...)."""
-    section, name = split_key(key)
-    info = ScenarioConfig.model_fields[section].annotation.model_fields[name]
+    info = config_field(key)
     return TypeAdapter(Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation)
 
 
@@ -83,7 +73,7 @@ def parameter_box(table: Any, where: str, *, shared_population: bool = False, in
     boxes: dict[str, Box] = {}
     for written, bounds in flatten_keys(table).items():
         try:
-            kind = field_kind(written)
+            kind = config_field(written).annotation
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         key = ".".join(split_key(written))  # as the config spells it: "population__n_users" is population.n_users
