@@ -56,7 +56,7 @@ from ...plan import Mechanism, Sync, TickRecord
 from ...schema import SCENARIO, TYPOLOGY, Column, Derived, Ratio, T, col, family, ratio
 from ..payments import Orders
 from .everyday import amount_table, draw_everyday
-from .fraud import TYPOLOGIES, FraudBatch, FraudInjector
+from .fraud import TYPOLOGIES, FraudBatch, FraudInjector, fraud_merchant_count
 from .scorer import MAX_FIT_READS, LabelledRows, LearnedScorer
 
 #: a merchant onboarded fewer ticks ago than this is new to the risk engine
@@ -149,7 +149,7 @@ def weights_from(config: ScenarioConfig) -> RiskWeights:
 
 def draw_fraud_merchants(seed: int, n_merchants: int, share: float) -> np.ndarray:
     """(int64[K]) the merchants that brush fake orders and serve as mules, sorted."""
-    n_fraud = round(share * n_merchants)
+    n_fraud = fraud_merchant_count(share, n_merchants)
     order = np.argsort(rng.uniform(rng.stream_key(seed, "fraud.merchants"), n_merchants), kind="stable")
     return np.sort(order[:n_fraud]).astype(np.int64)
 

@@ -65,6 +65,12 @@ SEGMENTS = (ATO, BRUSHING, FAN_IN, FAN_OUT, BURST)
 HEADER, SEGMENT = 4, 16
 
 
+def fraud_merchant_count(share: float, n_merchants: int) -> int:
+    """How many merchants brush fake orders and serve as mules: ``share`` of them, rounded (the
+    risk engine draws which; the memory preflight sizes their orders)."""
+    return round(share * n_merchants)
+
+
 @dataclass
 class FraudBatch:
     """One tick's fraudulent payments (arrays on the injector's device).
