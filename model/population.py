@@ -285,6 +285,24 @@ def _user_state(config: ScenarioConfig, n: int, city: Any, xp: ModuleType) -> di
     return state
 
 
+#: the config keys :func:`build_population` reads beyond the population section (and run.seed)
+POPULATION_KEYS = ("community.group_size_mean", "community.groups_per_merchant", "community.profile_completeness",
+                   "merchants.n_merchants")
+
+
+def population_key(config: ScenarioConfig) -> str:
+    """What :func:`build_population` builds from, as one string: two configs with the same key
+    build the same population (bit for bit), so runs may share one (an ensemble's samples, a
+    calibration's trials). A test builds a population through a view that records every config
+    read and checks each is in the key."""
+    import json  # noqa: PLC0415
+
+    data = config.model_dump(mode="json")
+    return json.dumps({"population": data["population"], "seed": config.run.seed, "backend": config.run.backend,
+                       **{key: data[key.split(".")[0]][key.split(".")[1]] for key in POPULATION_KEYS}},
+                      sort_keys=True)
+
+
 def build_population(config: ScenarioConfig, backend: Backend, progress: Any = None,
                      graph: tuple[np.ndarray, np.ndarray] | None = None) -> Population:
     """Build users, graph and groups on the backend's device (the host for NumPy), the same

@@ -528,12 +528,19 @@ def calibrate(
     ensemble: Annotated[Optional[Path], typer.Option(
         "--ensemble", help="instead of a fit: the ensemble of parameter sets consistent with the targets "
                            "(history matching; spec e.g. experiments/calibration/ensemble.toml)")] = None,
+    task_index: Annotated[Optional[int], typer.Option(
+        "--task-index", help="with --ensemble: make only run I (an array-job element)")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="with --ensemble: Dask scheduler address (tcp://host:8786)")] = None,
 ) -> None:
     """Fit the free parameters (model/study/calibration.toml) to the SPEC's targets (docs/SPEC.md) with Optuna;
     resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances. With --ensemble:
     OUT/ensemble.parquet, held_out.parquet, coverage.parquet and ensemble.png."""
+    if ensemble is None and (task_index is not None or scheduler is not None):
+        raise ConfigError("--task-index and --scheduler run an ensemble's runs (--ensemble SPEC); a fit's trials "
+                          "are adaptive: use --workers")
     if ensemble is not None:
-        _ensemble(ensemble, out, scenario, set_ or (), workers)
+        _ensemble(ensemble, out, scenario, set_ or (), workers, task_index, scheduler)
         return
     from ..study.calibrate import calibrate as run_calibration  # noqa: PLC0415
 
@@ -559,11 +566,15 @@ def calibrate(
 
 
 def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[str, ...] | list[str],
-              workers: int) -> None:
-    from ..study.ensemble import load_ensemble_spec, run_ensemble  # noqa: PLC0415
+              workers: int, task_index: Optional[int], scheduler: Optional[str]) -> None:
+    from ..study.ensemble import plan_ensemble, run_ensemble  # noqa: PLC0415
+    from ..study.sweep import check_memory, check_task_index  # noqa: PLC0415
 
-    load_ensemble_spec(spec)  # a bad spec or scenario: one line before the progress bar
-    load_config(scenario, overrides)
+    # a bad spec, scenario, task index or a sweep that does not fit: one line before the progress bar
+    planned = plan_ensemble(spec, out, scenario, overrides)
+    check_task_index(planned.sweep, task_index)
+    if scheduler is None:
+        check_memory(planned.sweep, out, workers, task_index)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         task = progress.add_task("ensemble runs", total=None)
@@ -571,7 +582,12 @@ def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[
         def on_progress(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = run_ensemble(spec, out, scenario, overrides, workers=workers, on_progress=on_progress)
+        result = run_ensemble(spec, out, scenario, overrides, workers=workers, on_progress=on_progress,
+                              task_index=task_index, scheduler=scheduler, planned=planned, preflight=False)
+    if result is None:
+        out_console.print(f"run {task_index} done; match once every run is: weishang calibrate --ensemble {spec} "
+                          f"--out {out}")
+        return
     out_console.print(f"{result.members} of {result.samples} parameter sets consistent with the targets: "
                       f"[bold]{result.ensemble_file}[/]")
     held = result.held_out

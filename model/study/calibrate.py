@@ -52,10 +52,9 @@ from ..config import (
     ScenarioConfig,
     config_field,
     load_config,
-    read_toml_file,
+    whole_number,
 )
 from ..recorder import RunDirectoryError
-from .space import parameter_box
 from .validation import Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
@@ -89,30 +88,30 @@ class CalibrationSpec:
 
 
 def load_spec(path: str | Path | None = None) -> CalibrationSpec:
-    """Read ``calibration.toml`` (the shipped one when ``path`` is None) and check its names."""
+    """Read ``calibration.toml`` (the shipped one when ``path`` is None) and check its names
+    (:func:`weishang.model.study.experiment.load_experiment`)."""
+    from .experiment import load_experiment  # noqa: PLC0415
+
     if path is None:
-        doc = tomllib.loads(resources.files(__package__).joinpath("calibration.toml").read_text(encoding="utf-8"))
+        shipped = resources.files(__package__).joinpath("calibration.toml")
+        experiment = load_experiment(Path(str(shipped)), "calibration",
+                                     default=tomllib.loads(shipped.read_text(encoding="utf-8")))
     else:
-        doc = read_toml_file(path, "calibration spec")
+        experiment = load_experiment(path, "calibration")
     stages = []
-    entries = doc.get("stage")
-    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) and e.get("name") for e in entries):
-        raise ConfigError("calibration spec: each [[stage]] needs a name and [stage.params] of name = [low, high]")
-    for entry in entries:
-        # trials share one population: a key that shapes it is refused (fit it in a scenario sweep)
-        boxes = parameter_box(entry.get("params"), f"stage {entry['name']!r} params", shared_population=True)
-        entry["params"] = {key: (box.low, box.high) for key, box in boxes.items()}
-        remainder = entry.get("remainder")
+    for block in experiment.stages:
+        remainder = block.settings.get("remainder", "")
         if remainder:
             try:
                 config_field(remainder)
             except ConfigError as exc:
-                raise ConfigError(f"calibration stage {entry['name']!r} remainder: {exc}") from None
-        whole = set(entry.get("int", [])) | {key for key, box in boxes.items() if box.integer}
-        stages.append(Stage(entry["name"], entry.get("why", ""), entry["params"], set(entry.get("log", [])),
-                            whole, entry.get("remainder", ""), list(entry.get("targets", []))))
-    run = doc.get("run", {})
-    return CalibrationSpec(stages=stages, replicates=int(run.get("replicates", 1)), rounds=int(run.get("rounds", 1)))
+                raise ConfigError(f"calibration stage {block.name!r} remainder: {exc}") from None
+        whole = set(block.settings.get("int", [])) | {key for key, box in block.uncertainties.items() if box.integer}
+        stages.append(Stage(block.name, block.why,
+                            {key: (box.low, box.high) for key, box in block.uncertainties.items()}, set(block.log),
+                            whole, remainder, list(block.outcomes)))
+    rounds = whole_number(experiment.settings, "rounds", 1, 1, 100, "calibration")
+    return CalibrationSpec(stages=stages, replicates=experiment.replicates, rounds=rounds)
 
 
 def study_name(stage: Stage, round_index: int) -> str:
@@ -162,19 +161,20 @@ def _remainder(config: ScenarioConfig, stage: Stage, values: dict[str, Any]) -> 
 
 # ------------------------------------------------------------------ trials (in worker processes)
 
-_POPULATIONS: dict[int, Any] = {}
+_POPULATIONS: dict[str, Any] = {}
 
 
 def _population(config: ScenarioConfig) -> Any:
-    """The population for this seed, built once per worker and shared by its trials (a
-    population is read-only: no run changes it)."""
+    """The population of this config, built once per worker for each seed the trials run and
+    shared by them (a population is read-only: no run changes it); keyed by everything it is
+    built from (:func:`~weishang.model.population.population_key`)."""
     from ...kernels.backend import resolve_backend  # noqa: PLC0415
-    from ..population import build_population  # noqa: PLC0415
+    from ..population import build_population, population_key  # noqa: PLC0415
 
-    seed = config.run.seed
-    if seed not in _POPULATIONS:
-        _POPULATIONS[seed] = build_population(config, resolve_backend(config.run.backend))
-    return _POPULATIONS[seed]
+    key = population_key(config)
+    if key not in _POPULATIONS:
+        _POPULATIONS[key] = build_population(config, resolve_backend(config.run.backend))
+    return _POPULATIONS[key]
 
 
 def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seeds: list[int],

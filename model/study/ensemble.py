@@ -32,8 +32,10 @@ ensemble) narrows it when the first keeps too many. The ensemble is a set of pla
 not a posterior: members are equally weighted, and the report treats them as draws of parameter
 uncertainty (:func:`weishang.model.study.effects.ensemble_effects`).
 
-Outputs in ``OUT``: ``samples.parquet`` (every run: parameters, figures, implausibility; kept as
-runs finish, so a stopped fit resumes), ``ensemble.parquet`` (the members: ``member``, one
+The runs are a sweep's (:func:`plan_ensemble`): ``OUT/runs.parquet`` and ``OUT/runs/`` hold them
+as they finish (each run's manifest and ``validation.parquet`` only), so a stopped fit resumes,
+and they run on local workers, as array-job elements or on a Dask cluster. Outputs in ``OUT``:
+``samples.parquet`` (every run: parameters, figures, implausibility), ``ensemble.parquet`` (the members: ``member``, one
 ``param.*`` column per parameter, their figures), ``held_out.parquet``, ``coverage.parquet``,
 ``ensemble.png`` (each parameter's box and the ensemble's range). A sweep runs a scenario over
 the members with ``[ensemble] file = ".../ensemble.parquet"`` (:mod:`weishang.model.study.sweep`).
@@ -42,10 +44,7 @@ the members with ``[ensemble] file = ".../ensemble.parquet"`` (:mod:`weishang.mo
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,16 +54,11 @@ import polars as pl
 
 from ..config import (
     ConfigError,
-    ScenarioConfig,
-    read_toml_file,
+    load_config,
     whole_number,
 )
-from .calibrate import (
-    _exit_with_parent,
-    evaluate,
-    prepare,
-)
-from .space import parameter_box
+from .space import Box, common_overrides, latin_hypercube
+from .sweep import Sweep, build_sweep, check_unchanged, is_complete, run_sweep
 from .validation import Target, load_targets
 
 #: the sample index of the scenario's own values run on replicate seeds (for the seed spread)
@@ -85,67 +79,40 @@ class EnsembleSpec:
     cutoff: float = 3.0
     exclude: list[str] = field(default_factory=list)
     hold_out: list[str] = field(default_factory=list)
+    #: the targets matched (empty: every measured one with a band, less ``exclude`` and ``hold_out``)
+    outcomes: list[str] = field(default_factory=list)
+    #: the spec as the shared model reads it (scenarios, [set]); None for a spec made in code
+    experiment: Any = None
 
 
 def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
-    doc = read_toml_file(path, "ensemble spec")
-    section = doc.get("ensemble")
-    if not isinstance(section, dict):
-        raise ConfigError(f"ensemble spec {str(path)!r}: needs an [ensemble] table with [ensemble.params]")
-    allowed = {"params", "log", "samples", "seed", "centre_replicates", "cutoff", "exclude", "hold_out"}
-    unknown = set(section) - allowed
-    if unknown:
-        raise ConfigError(f"ensemble.{sorted(unknown)[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+    """Read and check an ensemble spec (:func:`weishang.model.study.experiment.load_experiment`)."""
+    from .experiment import load_experiment  # noqa: PLC0415
+
     # workers reuse one population per seed (a key that shapes it was ignored after the first
     # sample); a box's ends are checked now, not when a run starts (issue 32)
-    params = {key: (box.low, box.high) for key, box in
-              parameter_box(section.get("params", {}), "ensemble.params", shared_population=True,
-                            integers=False, whole_config=True).items()}
+    experiment = load_experiment(path, "ensemble", shared_population=True, integers=False, whole_config=True)
+    section = experiment.settings
+    if not experiment.uncertainties:
+        raise ConfigError(f"ensemble spec {str(path)!r}: needs [uncertainties] (or [ensemble.params]) of "
+                          f"\"section.key\" = [low, high]")
     # each setting of its type, refused in one line (a traceback before: issue 32)
-    spec = EnsembleSpec(params=params, log=set(_names(section, "log")),
+    spec = EnsembleSpec(params={key: (box.low, box.high) for key, box in experiment.uncertainties.items()},
+                        log=set(experiment.log),
                         samples=whole_number(section, "samples", 200, 1, 100_000, "ensemble"),
                         seed=whole_number(section, "seed", 1, 0, 2**63 - 1, "ensemble"),
                         centre_replicates=whole_number(section, "centre_replicates", 5, 2, 100, "ensemble"),
                         cutoff=_number(section, "cutoff", 3.0), exclude=_names(section, "exclude"),
-                        hold_out=_names(section, "hold_out"))
+                        hold_out=_names(section, "hold_out"), outcomes=list(experiment.outcomes),
+                        experiment=experiment)
     known = {t.id for t in load_targets() if t.kind in ("target", "plausibility") and t.measure}
     for name in [*spec.exclude, *spec.hold_out]:
         if name not in known:
             raise ConfigError(f"ensemble: {name!r} is not a measured target (allowed: {', '.join(sorted(known))})")
-    for name in spec.log:
-        if name not in params or params[name][0] <= 0:
-            raise ConfigError(f"ensemble.log: {name!r} must be a parameter with a positive range")
     # a NaN or infinite cutoff would keep every set (NaN compares false, inf admits all)
     if not math.isfinite(spec.cutoff) or spec.cutoff <= 0:
         raise ConfigError(f"ensemble.cutoff = {spec.cutoff}: must be a positive, finite cutoff")
     return spec
-
-
-#: what the runs of ``OUT/samples.parquet`` were made with (the box, the draws, the config)
-RUNS_STAMP = "ensemble_runs.json"
-
-
-def check_same_runs(out: Path, spec: EnsembleSpec, config: ScenarioConfig) -> None:
-    """Refuse to resume into ``out`` runs made with another box, sample count, seed or config (a
-    rerun with another box or ``--set`` reused the old samples and reported the new box: issue
-    32); stamp a new directory. The cutoff and the targets matched or held out may change: they
-    only re-read the runs."""
-    import json  # noqa: PLC0415
-
-    wanted = {"params": {name: list(bounds) for name, bounds in spec.params.items()}, "log": sorted(spec.log),
-              "samples": spec.samples, "seed": spec.seed, "centre_replicates": spec.centre_replicates,
-              "config": config.model_dump(mode="json")}
-    stamp = out / RUNS_STAMP
-    if stamp.is_file():
-        if json.loads(stamp.read_text(encoding="utf-8")) != wanted:
-            raise ConfigError(f"{str(out)!r} holds ensemble runs of another box, sample count, seed or config "
-                              f"(--set, scenario): choose another --out, or rerun with what made them")
-        return
-    if (out / "samples.parquet").exists():
-        raise ConfigError(f"{str(out)!r} holds ensemble runs that do not say what made them: choose another --out")
-    tmp = stamp.with_name(f".{stamp.name}.tmp")
-    tmp.write_text(json.dumps(wanted, sort_keys=True), encoding="utf-8")
-    tmp.replace(stamp)
 
 
 def _number(section: dict[str, Any], key: str, default: float) -> float:
@@ -163,20 +130,10 @@ def _names(section: dict[str, Any], key: str) -> list[str]:
 
 
 def draw_samples(spec: EnsembleSpec) -> list[dict[str, float]]:
-    """The Latin hypercube over the box (scipy's qmc, seeded); log-uniform where asked."""
-    from scipy.stats import qmc  # noqa: PLC0415
-
-    names = list(spec.params)
-    unit = qmc.LatinHypercube(d=len(names), seed=spec.seed).random(spec.samples)
-    points = []
-    for row in unit:
-        point = {}
-        for name, u in zip(names, row):
-            lo, hi = spec.params[name]
-            point[name] = float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))) if name in spec.log
-                                else lo + u * (hi - lo))
-        points.append(point)
-    return points
+    """The Latin hypercube over the box (log-uniform where asked): the sweep's own draw
+    (:func:`weishang.model.study.space.latin_hypercube`)."""
+    boxes = {name: Box(name, lo, hi, False) for name, (lo, hi) in spec.params.items()}
+    return latin_hypercube(boxes, spec.samples, spec.seed, spec.log)
 
 
 # ------------------------------------------------------------------ matching
@@ -187,7 +144,8 @@ def matched_targets(spec: EnsembleSpec, targets: list[Target] | None = None) -> 
     less the excluded and the held-out."""
     targets = targets if targets is not None else load_targets()
     return [t for t in targets if t.kind in ("target", "plausibility") and t.measure
-            and (t.low is not None or t.high is not None) and t.id not in spec.exclude and t.id not in spec.hold_out]
+            and (t.low is not None or t.high is not None) and t.id not in spec.exclude and t.id not in spec.hold_out
+            and (not spec.outcomes or t.id in spec.outcomes)]
 
 
 def outside(value: Any, low: float | None, high: float | None) -> Any:
@@ -289,12 +247,6 @@ def held_out_predictions(members: pl.DataFrame, spec: EnsembleSpec, targets: lis
 # ------------------------------------------------------------------ running
 
 
-def _evaluate_sample(base: list[str], scenario: str | None, values: dict[str, float], seed: int,
-                     targets: list[Target], parent: int) -> dict[str, float]:
-    _exit_with_parent(parent)
-    return evaluate(base, scenario, values, [seed], targets)
-
-
 def _write(frame: pl.DataFrame, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     frame.write_parquet(tmp)
@@ -311,56 +263,111 @@ class EnsembleResult:
     ranges: pl.DataFrame
 
 
+@dataclass(frozen=True)
+class EnsembleRuns:
+    """An ensemble's runs as a sweep: its samples (point i, one seed) and its centre (the last
+    point, ``centre_replicates`` seeds), each recording every measured target."""
+
+    spec: EnsembleSpec
+    sweep: Sweep
+    out: Path
+
+
+def plan_ensemble(spec_path: str | Path, out: str | Path, scenario: str | Path | None = None,
+                  overrides: list[str] | tuple[str, ...] = ()) -> EnsembleRuns:
+    """Read the spec and lay its runs out as a sweep (:mod:`weishang.model.study.sweep`), so they
+    run as any sweep's do: on local workers, as array-job elements or on a Dask cluster, resumable,
+    each run's identity its config's digest. ``scenario`` (the command line's) wins over the
+    spec's ``scenarios``; ``overrides`` (``--set``) come after its ``[set]``.
+
+    Every sample runs on replicate 0's seed of the scenario's ``run.seed`` and the centre on
+    replicates 0..k-1 (common random numbers), and runs that share a seed share one population in
+    each worker (:attr:`RunSpec.share_population`). Only each run's manifest and
+    ``validation.parquet`` are kept (:attr:`RunSpec.keep_tables`).
+
+    Raises:
+        ConfigError: a bad spec, scenario or override, or ``out`` holds runs made with another box,
+            sample count, seed, scenario or ``--set`` (the digests differ), or an earlier
+            release's ensemble runs.
+    """
+    spec = load_ensemble_spec(spec_path)
+    out = Path(out)
+    if (out / "samples.parquet").exists() and not (out / "runs.parquet").exists():
+        raise ConfigError(f"{str(out)!r} holds ensemble runs of an earlier release, which do not say what made "
+                          f"them: choose another --out")
+    experiment = spec.experiment
+    scenario_file = Path(scenario).resolve() if scenario is not None else experiment.scenarios[0]
+    common = common_overrides({"set": experiment.common}, overrides)
+    base_config = load_config(scenario_file, common)
+    if "run.seed" in common:  # the seeds derive from it: taken as the base, not laid over every run
+        common = {key: value for key, value in common.items() if key != "run.seed"}
+    points = draw_samples(spec)
+    values = base_config.model_dump()
+    centre = {name: float(values[name.split(".")[0]][name.split(".")[1]]) for name in spec.params}
+    measured = tuple(t.id for t in load_targets() if t.kind in ("target", "plausibility") and t.measure)
+    sweep = build_sweep(experiment.name, [scenario_file], [*points, centre],
+                        [1] * len(points) + [spec.centre_replicates], base_config.run.seed, common, measured,
+                        share_population=True, keep_tables=False)
+    try:
+        check_unchanged(sweep, out)
+    except ConfigError:  # issue 32: a rerun with another box reused the old samples and reported the new box
+        raise ConfigError(f"{str(out)!r} holds ensemble runs made with another box, sample count, seed, scenario "
+                          f"or --set: choose another --out, or rerun with what made them") from None
+    return EnsembleRuns(spec, sweep, out)
+
+
+def samples_table(runs: EnsembleRuns) -> pl.DataFrame:
+    """Every run's parameters and measured targets from the sweep's ``runs.parquet``: ``sample``
+    (the centre's replicates are ``CENTRE``), ``replicate_seed``, ``param.*``, ``target.*``.
+
+    Raises:
+        ConfigError: a run is not complete (it names how many and the first failure).
+    """
+    table = pl.read_parquet(runs.out / "runs.parquet")
+    unfinished = table.filter(pl.col("status") != "complete")
+    if unfinished.height:
+        first = unfinished.row(0, named=True)
+        why = f": {first['error']}" if first["error"] else ""
+        raise ConfigError(f"{unfinished.height} of the ensemble's {table.height} runs are not complete (run "
+                          f"{first['run_id']} {first['status']}{why}); run the command again to finish them")
+    n_samples = runs.spec.samples
+    return table.select(
+        pl.when(pl.col("point") < n_samples).then(pl.col("point")).otherwise(CENTRE).cast(pl.Int64).alias("sample"),
+        pl.col("seed").alias("replicate_seed"),
+        *[pl.col(f"param.{n}").cast(pl.Float64) for n in runs.spec.params],
+        pl.col("^target\\..*$"),
+    ).sort("sample", "replicate_seed")
+
+
 def run_ensemble(spec_path: str | Path, out: str | Path, scenario: str | Path | None = None,
                  overrides: list[str] | tuple[str, ...] = (), workers: int = 1,
-                 on_progress: Callable[[int, int], None] | None = None) -> EnsembleResult:
-    """Run the samples and the centre's replicates (resuming from ``OUT/samples.parquet``), then
-    match, predict the held-out targets, check coverage and write everything to ``OUT``."""
-    spec = load_ensemble_spec(spec_path)
+                 on_progress: Callable[[int, int], None] | None = None, task_index: int | None = None,
+                 scheduler: str | None = None, planned: EnsembleRuns | None = None,
+                 preflight: bool = True) -> EnsembleResult | None:
+    """Run the samples and the centre's replicates as a sweep in ``OUT`` (resuming what is
+    complete), then match, predict the held-out targets, check coverage and write everything to
+    ``OUT``. ``task_index``: make only that run (an array-job element) and return None;
+    ``scheduler``: a Dask scheduler's address; ``planned``: what :func:`plan_ensemble` returned
+    for these arguments; ``preflight``: check that ``workers`` runs fit in memory together first
+    (:func:`weishang.model.study.sweep.check_memory`)."""
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    out, scenario, base, base_config = prepare(out, scenario, overrides)
-    from .sweep import replicate_seed  # noqa: PLC0415
-
-    targets = load_targets()
-    measured = [t for t in targets if t.kind in ("target", "plausibility") and t.measure]
-    points = draw_samples(spec)
-    seed = replicate_seed(base_config.run.seed, 0)
-    jobs: dict[int, tuple[dict[str, float], int]] = {i: (p, seed) for i, p in enumerate(points)}
-    centre = {name: float(base_config.model_dump()[name.split(".")[0]][name.split(".")[1]]) for name in spec.params}
-    for k in range(spec.centre_replicates):  # the centre's replicates: sample -1 - k
-        jobs[CENTRE - k] = (centre, replicate_seed(base_config.run.seed, k))
-    path = out / "samples.parquet"
-    check_same_runs(out, spec, base_config)
-    rows: list[dict[str, Any]] = []
-    if path.exists():
-        previous = pl.read_parquet(path)
-        if set(previous.columns) >= {f"param.{n}" for n in spec.params}:
-            rows = previous.to_dicts()
-    done = {(r["sample"], r["replicate_seed"]) for r in rows}
-    pending = [(i, v, s) for i, (v, s) in jobs.items() if (CENTRE if i <= CENTRE else i, s) not in done]
-    total = len(jobs)
+    runs = planned or plan_ensemble(spec_path, out, scenario, overrides)
+    todo = runs.sweep.runs if task_index is None else runs.sweep.runs[task_index:task_index + 1]
+    done = sum(is_complete(spec, runs.out) for spec in todo)
     if on_progress is not None:
-        on_progress(total - len(pending), total)
-    if pending:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_evaluate_sample, base, scenario, v, s, measured, os.getpid()): (i, v, s)
-                       for i, v, s in pending}
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    i, values, s = futures[future]
-                    result = future.result()
-                    rows.append({"sample": CENTRE if i <= CENTRE else i, "replicate_seed": s,
-                                 **{f"param.{n}": values[n] for n in spec.params},
-                                 **{f"target.{t.id}": result.get(t.id) for t in measured}})
-                _write(pl.DataFrame(rows, infer_schema_length=None), path)
-                if on_progress is not None:
-                    on_progress(total - len(remaining), total)
-    samples = pl.DataFrame(rows, infer_schema_length=None).sort("sample", "replicate_seed")
-    return summarise(samples, spec, out)
+        on_progress(done, len(todo))
+
+    def advance(_record: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(todo))
+
+    run_sweep(runs.sweep, runs.out, workers, task_index, on_done=advance, scheduler=scheduler, preflight=preflight)
+    if task_index is not None:
+        return None
+    return summarise(samples_table(runs), runs.spec, runs.out)
 
 
 def summarise(samples: pl.DataFrame, spec: EnsembleSpec, out: Path) -> EnsembleResult:

@@ -1,6 +1,6 @@
 """``weishang sensitivity``: a global screen of which levers and parameters move which outcomes.
 
-A spec file (TOML)::
+A spec file (TOML; the shared spec model of :mod:`weishang.model.study.experiment`)::
 
     [sensitivity]
     method = "morris"                 # Morris elementary effects (a screen), or "sobol" (indices)
@@ -10,16 +10,19 @@ A spec file (TOML)::
     seed = 1                          # the sampling's seed
     replicates = 1                    # common seeds per sampled point (their mean is analysed)
     base_seed = 7
-    scenario = "baseline.toml"        # optional, relative to this file; the built-in default otherwise
-    outcomes = ["gmv_cny", "compliant_survival_per_year", "fraud_intercepted", "exits"]
+    scenarios = ["baseline.toml"]     # optional (one), relative to this file; the built-in default otherwise
+    outcomes = ["gmv_cny", "compliant_survival_per_year", "fraud_intercepted", "reach_l1"]
+    log = ["merchants.traffic_cost_per_post"]   # optional: screened on its logarithm
 
     [set]                             # every run's overrides (size, length)
     "population.n_users" = 20000
 
-    [parameters]                      # the screened levers and parameters: [low, high]
+    [uncertainties]                   # the screened levers and parameters: [low, high]
     "platform.group_downweight" = [0.1, 1.0]
     "merchants.traffic_cost_per_post" = [5.0, 50.0]
 
+An outcome is a run-summary figure or a target's id (as the run's ``validation.parquet``
+measures it).
 Sampling and analysis are SALib's (``SALib.sample.morris`` / ``sobol``, ``SALib.analyze``); an
 integer field takes the rounded value, a true/false field is true above the middle of its range.
 The runs are a sweep (:mod:`weishang.model.study.sweep`): resumable, on local workers, a Dask cluster or
@@ -31,6 +34,7 @@ its confidence, ``mu`` and ``sigma``; or Sobol ``S1``, ``ST`` and their confiden
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,18 +42,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ..columns import SUMMARY
 from ..config import (
     ConfigError,
     ScenarioConfig,
     load_config,
-    read_toml_file,
     split_key,
     whole_number,
 )
 from ..recorder import read_manifest
-from .space import common_overrides, parameter_box
-from .sweep import MAX_RUNS, MAX_SEED, Sweep, build_sweep, is_complete
+from .experiment import read_outcomes
+from .sweep import MAX_RUNS, Sweep, build_sweep, is_complete
 
 METHODS = ("morris", "sobol")
 DEFAULT_OUTCOMES = ("gmv_cny", "official_share_of_value", "compliant_survival_per_year", "exits",
@@ -66,67 +68,54 @@ class Screen:
     outcomes: tuple[str, ...]
     sweep: Sweep
     levels: int
-
-
-def _int(head: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
-    return whole_number(head, key, default, low, high, "sensitivity")
+    #: parameters screened on their logarithm (``samples`` holds their logs)
+    log: frozenset[str] = frozenset()
 
 
 def load_screen(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Screen:
-    """Read and check a sensitivity spec and sample its points; every run's config is validated."""
+    """Read and check a sensitivity spec (:func:`weishang.model.study.experiment.load_experiment`)
+    and sample its points; every run's config is validated."""
     from SALib.sample import morris as morris_sample  # noqa: PLC0415
     from SALib.sample import sobol as sobol_sample  # noqa: PLC0415
 
-    path = Path(path)
-    doc = read_toml_file(path, "sensitivity spec")
-    unknown = set(doc) - {"sensitivity", "set", "parameters"}
-    if unknown:
-        raise ConfigError(f"sensitivity spec: unknown section [{sorted(unknown)[0]}] "
-                          f"(allowed: sensitivity, set, parameters)")
-    head = doc.get("sensitivity", {})
-    allowed = {"method", "trajectories", "levels", "samples", "seed", "replicates", "base_seed", "scenario",
-               "outcomes", "name"}
-    if set(head) - allowed:
-        raise ConfigError(f"sensitivity.{sorted(set(head) - allowed)[0]}: unknown key "
-                          f"(allowed: {', '.join(sorted(allowed))})")
+    from .experiment import load_experiment  # noqa: PLC0415
+
+    spec = load_experiment(path, "sensitivity", overrides, at_least=2)
+    head = spec.settings
     method = head.get("method", "morris")
     if method not in METHODS:
         raise ConfigError(f"sensitivity.method = {method!r}: one of {', '.join(METHODS)}")
-    outcomes = head.get("outcomes", DEFAULT_OUTCOMES)
-    if not isinstance(outcomes, (list, tuple)) or not outcomes or not all(isinstance(o, str) for o in outcomes):
-        # an empty list ran every point, then divided by zero (issue 32)
-        raise ConfigError(f"sensitivity.outcomes = {outcomes!r}: a non-empty list of run summary figures, "
-                          f"e.g. [\"gmv_cny\"]")
-    outcomes = tuple(outcomes)
-    known = {c.name for c in SUMMARY}
-    for outcome in outcomes:
-        if outcome not in known:
-            raise ConfigError(f"sensitivity.outcomes: {outcome!r} is not a figure of the run summary "
-                              f"(see docs/outputs.md)")
-    parameters = {key: [box.low, box.high] for key, box in
-                  parameter_box(doc.get("parameters", {}), "parameters", at_least=2).items()}
-    problem = {"num_vars": len(parameters), "names": list(parameters), "bounds": [list(map(float, b))
-                                                                                    for b in parameters.values()]}
+    # an empty list ran every point, then divided by zero (issue 32)
+    outcomes = spec.outcomes or DEFAULT_OUTCOMES
+    where = spec.where("uncertainties")
+    if not spec.uncertainties:
+        raise ConfigError(f"{where}: name at least 2 parameters with their [low, high] range")
+    names = list(spec.uncertainties)
+    # a log-sampled parameter is screened on its logarithm (its effects per factor, not per unit)
+    bounds = [[math.log(b.low), math.log(b.high)] if key in spec.log else [b.low, b.high]
+              for key, b in spec.uncertainties.items()]
+    problem = {"num_vars": len(names), "names": names, "bounds": bounds}
     seed = _int(head, "seed", 1, 0, 2**32 - 1)
     levels = _int(head, "levels", 4, 2, 100)
-    replicates = _int(head, "replicates", 1, 1, 1000)
     # the run count before sampling: SALib warned about a huge sample before the refusal (issue 32)
     n = _int(head, "trajectories", 10, 2, 10_000) if method == "morris" else _int(head, "samples", 64, 2, 100_000)
-    runs = n * (len(parameters) + (1 if method == "morris" else 2)) * replicates
+    runs = n * (len(names) + (1 if method == "morris" else 2)) * spec.replicates
     if runs > MAX_RUNS:
         raise ConfigError(f"the screen has {runs:,} runs; at most {MAX_RUNS:,}")
     if method == "morris":
         samples = morris_sample.sample(problem, N=n, num_levels=levels, seed=seed)
     else:
         samples = sobol_sample.sample(problem, N=n, calc_second_order=False, seed=seed)
-    common = common_overrides(doc, overrides)
-    scenario = head.get("scenario")
-    file = (path.parent / scenario).resolve() if scenario else None
-    template = load_config(file, common)
-    points = [{name: _typed(template, name, value) for name, value in zip(problem["names"], row)} for row in samples]
-    sweep = build_sweep(head.get("name", path.stem), [file], points, replicates,
-                        _int(head, "base_seed", 7, 0, MAX_SEED), common)
-    return Screen(method, problem, samples, outcomes, sweep, levels)
+    file = spec.scenarios[0]
+    template = load_config(file, spec.common)
+    points = [{name: _typed(template, name, math.exp(value) if name in spec.log else value)
+               for name, value in zip(names, row)} for row in samples]
+    sweep = build_sweep(spec.name, [file], points, spec.replicates, spec.base_seed, spec.common, outcomes)
+    return Screen(method, problem, samples, tuple(outcomes), sweep, levels, spec.log)
+
+
+def _int(head: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    return whole_number(head, key, default, low, high, "sensitivity")
 
 
 def _typed(config: ScenarioConfig, name: str, value: float) -> Any:
@@ -152,13 +141,15 @@ def analyze(screen: Screen, out: Path) -> pl.DataFrame:
                           f"finish them with --resume before the analysis")
     values: dict[int, dict[str, list[float]]] = {}
     for spec in screen.sweep.runs:
-        summary = read_manifest(spec.run_dir(out))["summary"]
+        measured = read_outcomes(spec.run_dir(out), read_manifest(spec.run_dir(out)), screen.outcomes)
         for outcome in screen.outcomes:
-            value = summary.get(outcome)
+            value = measured[outcome]
             values.setdefault(spec.point, {}).setdefault(outcome, []).append(np.nan if value is None else value)
     n_points = screen.samples.shape[0]
     y = {o: np.array([np.mean(values[p][o]) for p in range(n_points)]) for o in screen.outcomes}
-    table = pl.DataFrame({**{name: screen.samples[:, i] for i, name in enumerate(screen.problem["names"])},
+    # each parameter as the runs took it (a log-screened one's logarithm undone)
+    table = pl.DataFrame({**{name: np.exp(screen.samples[:, i]) if name in screen.log else screen.samples[:, i]
+                             for i, name in enumerate(screen.problem["names"])},
                           **{o: y[o] for o in screen.outcomes}})
     table.write_parquet(out / "samples.parquet")
     rows = []

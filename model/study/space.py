@@ -25,11 +25,11 @@ from ..config import (
     parse_override,
     split_key,
 )
+from ..population import POPULATION_KEYS
 
 #: keys that shape the population: runs that share one population (an ensemble's workers, a
 #: calibration's trials) would ignore a change of them after their first run
 POPULATION_SECTIONS = ("population",)
-POPULATION_KEYS = ("community.group_size_mean", "community.groups_per_merchant", "community.profile_completeness")
 
 
 @dataclass(frozen=True)
@@ -116,3 +116,24 @@ def common_overrides(doc: dict[str, Any], overrides: list[str] | tuple[str, ...]
         (section, key), value = parse_override(text)
         common[f"{section}.{key}"] = value
     return common
+
+
+def latin_hypercube(boxes: dict[str, Box], n: int, seed: int, log: frozenset[str] | set[str] = frozenset()
+                    ) -> list[dict[str, float | int]]:
+    """``n`` points by Latin hypercube over the boxes (scipy's qmc, seeded): uniform on each box,
+    or log-uniform for the keys in ``log``; a whole-number key takes its draw's nearest whole
+    number. A sweep's ``[uncertainties]`` and an ensemble's are drawn by this one function."""
+    from scipy.stats import qmc  # noqa: PLC0415
+
+    unit = qmc.LatinHypercube(d=len(boxes), seed=seed).random(n)
+    points = []
+    for row in unit:
+        point: dict[str, float | int] = {}
+        for (key, box), u in zip(boxes.items(), row):
+            if key in log:
+                value = math.exp(math.log(box.low) + u * (math.log(box.high) - math.log(box.low)))
+            else:
+                value = box.low + u * (box.high - box.low)
+            point[key] = int(round(value)) if box.integer else float(value)
+        points.append(point)
+    return points

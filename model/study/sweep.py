@@ -1,27 +1,28 @@
 """Sweeps: scenarios x a parameter grid x replicate seeds, each run addressable by index.
 
-A sweep file (TOML)::
+A sweep file (TOML; the shared spec model of :mod:`weishang.model.study.experiment`)::
 
     [sweep]
     name = "ban"                      # optional
     scenarios = ["baseline.toml", "no_inducement_ban.toml"]   # relative to the sweep file
     replicates = 3
     base_seed = 7
+    outcomes = ["posts", "reach_l1"]  # optional: more runs.parquet columns (a target as target.ID)
+    samples = 8                       # with [uncertainties]: Latin hypercube samples
+    seed = 1                          # ... and their seed
 
     [set]                             # overrides applied to every run
     "population.n_users" = 20000
 
-    [grid]                            # optional: every combination of these values
+    [levers]                          # optional: every combination of these values
     "cascade.p_view_friend" = [0.2, 0.25]
 
-    [samples]                         # optional, instead of [grid]: Latin hypercube samples
-    n = 8
-    seed = 1
-    "cascade.trust_stranger" = [0.05, 0.3]    # [low, high] of each sampled parameter
+    [uncertainties]                   # optional, instead of [levers]: [low, high] of each sampled
+    "cascade.trust_stranger" = [0.05, 0.3]    # parameter (log-uniform when named in log = [...])
 
-    [ensemble]                        # optional, instead of [grid]: the members of a calibration
+    [members]                         # optional, instead of [levers]: the members of a calibration
     file = "calibration/ensemble_members.parquet"   # ensemble (weishang calibrate --ensemble)
-    members = 10                      # optional: that many, spread over the ensemble (default all)
+    count = 10                        # optional: that many, spread over the ensemble (default all)
 
 Run ``i`` is (scenario, grid point, replicate) in that nesting order. Over an ensemble, the
 points are its members (``runs.parquet`` has a ``member`` column), and ``weishang report``
@@ -82,7 +83,7 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -95,9 +96,7 @@ from ..columns import column
 from ..config import (
     ConfigError,
     config_digest,
-    flatten_keys,
     load_config,
-    read_toml_file,
 )
 from ..recorder import (
     DATASETS,
@@ -110,7 +109,7 @@ from ..recorder import (
     table_path,
     write_manifest,
 )
-from .space import common_overrides, parameter_box
+from .space import latin_hypercube
 
 #: the most runs a sweep may have (a grid's product is checked before anything is expanded)
 MAX_RUNS = 100_000
@@ -131,6 +130,12 @@ class RunSpec:
     seed: int
     #: digest of the run's resolved config (:func:`weishang.model.config.config_digest`): its identity
     config_digest: str = ""
+    #: its worker may reuse the population its previous run built from the same population config
+    #: and seed (:func:`weishang.model.population.population_key`), as an ensemble's samples do
+    share_population: bool = False
+    #: its tables go into the sweep's datasets; False keeps only its manifest and validation (an
+    #: ensemble's hundreds of runs are read for their figures alone)
+    keep_tables: bool = True
 
     def overrides(self, common: dict[str, Any]) -> dict[str, Any]:
         """The run's config values by "section.key": the sweep's ``[set]``, then its point's."""
@@ -153,6 +158,8 @@ class Sweep:
     common: dict[str, Any]
     #: over an ensemble: the member (``member`` of ensemble.parquet) each point is; None otherwise
     members: tuple[int, ...] | None = None
+    #: the spec's outcomes: extra ``runs.parquet`` columns (a target as ``target.ID``)
+    outcomes: tuple[str, ...] = ()
 
 
 def replicate_seed(base_seed: int, replicate: int) -> int:
@@ -161,49 +168,37 @@ def replicate_seed(base_seed: int, replicate: int) -> int:
 
 
 def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Sweep:
-    """Read and check a sweep file; every run's config is validated now, before anything runs.
+    """Read and check a sweep file (:func:`weishang.model.study.experiment.load_experiment`);
+    every run's config is validated now, before anything runs.
 
     ``overrides``: ``"section.key=value"`` strings laid over the file's ``[set]`` (the CLI's
     ``--set``, e.g. to shrink a sweep for a trial without writing another file).
     """
-    path = Path(path)
-    doc = read_toml_file(path, "sweep file")
-    unknown = set(doc) - {"sweep", "set", "grid", "samples", "ensemble"}
-    if unknown:
-        raise ConfigError(f"sweep file: unknown section [{sorted(unknown)[0]}] "
-                          f"(allowed: sweep, set, grid, samples, ensemble)")
-    if sum(name in doc for name in ("grid", "samples", "ensemble")) > 1:
-        raise ConfigError("sweep file: use one of [grid], [samples] and [ensemble]")
-    head = doc.get("sweep", {})
-    allowed = {"name", "scenarios", "replicates", "base_seed"}
-    if set(head) - allowed:
-        raise ConfigError(f"sweep.{sorted(set(head) - allowed)[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
-    scenarios = head.get("scenarios", [])
-    if not isinstance(scenarios, list) or not scenarios or not all(isinstance(s, str) for s in scenarios):
+    from .experiment import load_experiment  # noqa: PLC0415
+
+    spec = load_experiment(path, "sweep", overrides)
+    designs = [name for name in ("levers", "uncertainties", "members") if name in spec.spelled or getattr(spec, name)]
+    if len(designs) > 1:
+        raise ConfigError(f"sweep file: use one of [{spec.where(designs[0])}] and [{spec.where(designs[1])}]")
+    if spec.scenarios == (None,):
         raise ConfigError("sweep.scenarios: a non-empty list of scenario files is required")
-    replicates = head.get("replicates", 1)
-    if not isinstance(replicates, int) or isinstance(replicates, bool) or not 1 <= replicates <= 10_000:
-        raise ConfigError(f"sweep.replicates = {replicates!r}: must be an integer from 1 to 10000")
-    base_seed = head.get("base_seed", 1)
-    if not isinstance(base_seed, int) or isinstance(base_seed, bool) or not 0 <= base_seed <= MAX_SEED:
-        raise ConfigError(f"sweep.base_seed = {base_seed!r}: must be an integer from 0 to 2**63 - 1")
-    common = common_overrides(doc, overrides)
-    grid = flatten_keys(_table(doc, "grid"))
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid.{key}: must be a non-empty list of values")
-    n_points = math.prod(len(values) for values in grid.values())
+    scenarios, replicates, common = spec.scenarios, spec.replicates, spec.common
+    n_points = math.prod(len(values) for values in spec.levers.values())
     if n_points * len(scenarios) * replicates > MAX_RUNS:
         raise ConfigError(f"the sweep has {n_points * len(scenarios) * replicates:,} runs ({n_points:,} grid points x "
                           f"{len(scenarios)} scenarios x {replicates} replicates); at most {MAX_RUNS:,}: split it")
-    points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
-    if "samples" in doc:
-        points = latin_hypercube(doc["samples"])
+    points = [dict(zip(spec.levers, combo)) for combo in itertools.product(*spec.levers.values())] or [{}]
+    if spec.uncertainties or "uncertainties" in spec.spelled:
+        points = _sampled_points(spec)
         if len(points) * len(scenarios) * replicates > MAX_RUNS:
             raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
+    else:
+        for key in ("log", "samples", "seed"):  # the Latin hypercube's settings, with nothing to draw
+            if getattr(spec, key, None) or spec.settings.get(key) is not None:
+                raise ConfigError(f"sweep.{key}: draws [uncertainties], and the sweep has none")
     members = None
-    if "ensemble" in doc:
-        points, members = ensemble_points(_table(doc, "ensemble"), path.parent)
+    if spec.members or "members" in spec.spelled:
+        points, members = ensemble_points(spec.members, spec.path.parent, spec.where("members"))
         if len(points) * len(scenarios) * replicates > MAX_RUNS:
             raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
     # a run's seed derives from sweep.base_seed and its replicate (common random numbers across
@@ -213,44 +208,62 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if seeded:
         raise ConfigError(f"run.seed in {seeded[0]}: a sweep derives each run's seed from sweep.base_seed and its "
                           f"replicate; set sweep.base_seed, or sweep.replicates for more seeds")
-    files = [(path.parent / scenario).resolve() for scenario in scenarios]
-    sweep = build_sweep(head.get("name", path.stem), files, points, replicates, base_seed, common)
-    return sweep if members is None else Sweep(sweep.name, sweep.runs, sweep.common, tuple(members))
+    sweep = build_sweep(spec.name, list(scenarios), points, replicates, spec.base_seed, common, spec.outcomes)
+    return sweep if members is None else replace(sweep, members=tuple(members))
 
 
-def ensemble_points(section: dict[str, Any], base: Path) -> tuple[list[dict[str, float]], list[int]]:
-    """The points of an ``[ensemble]`` section: each chosen member's parameters, and its member id."""
+def _sampled_points(spec: Any) -> list[dict[str, Any]]:
+    """The points of a sweep's ``[uncertainties]``: ``samples`` Latin hypercube draws (seeded by
+    ``seed``), log-uniform for the keys in ``log``."""
+    old = spec.where("uncertainties") == "samples"  # an earlier release's [samples] n = ..., seed = ...
+    where_n, where_seed = ("samples.n", "samples.seed") if old else ("sweep.samples", "sweep.seed")
+    n, seed = spec.settings.get("samples"), spec.settings.get("seed", 0)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100_000:
+        raise ConfigError(f"{where_n} = {n!r}: must be an integer from 1 to 100000")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{where_seed} = {seed!r}: must be an integer from 0 to 2**63 - 1")
+    if not spec.uncertainties:
+        raise ConfigError(f"{spec.where('uncertainties')}: name at least one parameter with its [low, high] range")
+    return latin_hypercube(spec.uncertainties, n, seed, spec.log)
+
+
+def ensemble_points(section: dict[str, Any], base: Path, where: str = "members"
+                    ) -> tuple[list[dict[str, float]], list[int]]:
+    """The points of a ``[members]`` section (``file``: an ensemble.parquet, ``count``: how many of
+    its members): each chosen member's parameters, and its member id. ``where``: how the file
+    spells the section (an earlier release's ``[ensemble]``, whose ``members`` is the count)."""
     import numpy as np  # noqa: PLC0415
     import polars as pl  # noqa: PLC0415
 
-    unknown = set(section) - {"file", "members"}
+    count = "members" if where == "ensemble" else "count"
+    unknown = set(section) - {"file", "count"}
     if unknown:
-        raise ConfigError(f"ensemble.{sorted(unknown)[0]}: unknown key (allowed: file, members)")
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key (allowed: file, {count})")
     name = section.get("file")
     if not isinstance(name, str) or not name:
-        raise ConfigError("ensemble.file: the ensemble.parquet of `weishang calibrate --ensemble` is required")
+        raise ConfigError(f"{where}.file: the ensemble.parquet of `weishang calibrate --ensemble` is required")
     file = (base / name).resolve()
     try:
         table = pl.read_parquet(file)
     except (OSError, pl.exceptions.PolarsError) as exc:
-        raise ConfigError(f"ensemble.file {str(file)!r}: cannot be read ({type(exc).__name__}); "
+        raise ConfigError(f"{where}.file {str(file)!r}: cannot be read ({type(exc).__name__}); "
                           f"write it with weishang calibrate --ensemble") from None
     params = [c for c in table.columns if c.startswith("param.")]
     if "member" not in table.columns or not params:
-        raise ConfigError(f"ensemble.file {str(file)!r}: not an ensemble (needs member and param.* columns)")
+        raise ConfigError(f"{where}.file {str(file)!r}: not an ensemble (needs member and param.* columns)")
     if table.height == 0:
-        raise ConfigError(f"ensemble.file {str(file)!r}: has no members (no parameter set met the targets)")
+        raise ConfigError(f"{where}.file {str(file)!r}: has no members (no parameter set met the targets)")
     # issue 32: repeated ids merged members in the report (6 runs averaged as 4), and a null or text
     # cell was a traceback
     if not table.schema["member"].is_integer() or table["member"].null_count() or table["member"].n_unique() < table.height:
-        raise ConfigError(f"ensemble.file {str(file)!r}: member ids must be whole numbers, each once")
+        raise ConfigError(f"{where}.file {str(file)!r}: member ids must be whole numbers, each once")
     for c in params:
         if not table.schema[c].is_numeric() or table[c].null_count() or not table[c].cast(pl.Float64).is_finite().all():
-            raise ConfigError(f"ensemble.file {str(file)!r}: {c} must be finite numbers in every row")
+            raise ConfigError(f"{where}.file {str(file)!r}: {c} must be finite numbers in every row")
     table = table.sort("member")
-    wanted = section.get("members", table.height)
+    wanted = section.get("count", table.height)
     if not isinstance(wanted, int) or isinstance(wanted, bool) or not 1 <= wanted:
-        raise ConfigError(f"ensemble.members = {wanted!r}: must be a positive integer")
+        raise ConfigError(f"{where}.{count} = {wanted!r}: must be a positive integer")
     # spread over the ensemble (members are in sample order, which is random): evenly spaced rows
     rows = np.unique(np.round(np.linspace(0, table.height - 1, min(wanted, table.height))).astype(int))
     chosen = table[rows.tolist()]
@@ -258,10 +271,14 @@ def ensemble_points(section: dict[str, Any], base: Path) -> tuple[list[dict[str,
     return points, [int(m) for m in chosen["member"]]
 
 
-def build_sweep(name: str, scenario_files: list[Path | None], points: list[dict[str, Any]], replicates: int,
-                base_seed: int, common: dict[str, Any]) -> Sweep:
+def build_sweep(name: str, scenario_files: list[Path | None], points: list[dict[str, Any]],
+                replicates: int | list[int], base_seed: int, common: dict[str, Any], outcomes: tuple[str, ...] = (),
+                **options: bool) -> Sweep:
     """The runs of scenarios x points x replicates, every config validated now (None: the
-    built-in default scenario). Replicate k's seed is the same in every scenario and point."""
+    built-in default scenario). Replicate k's seed is the same in every scenario and point.
+    ``replicates``: per point when a list (an ensemble's centre has several, its samples one);
+    ``options``: :class:`RunSpec`'s ``share_population`` and ``keep_tables``."""
+    per_point = replicates if isinstance(replicates, list) else [replicates] * len(points)
     runs = []
     names = []
     for file in scenario_files:
@@ -271,38 +288,12 @@ def build_sweep(name: str, scenario_files: list[Path | None], points: list[dict[
         names.append(scenario)
         for p, params in enumerate(points):
             config = load_config(file, {**common, **params})  # every run's config is valid, or nothing starts
-            for k in range(replicates):
+            for k in range(per_point[p]):
                 seed = replicate_seed(base_seed, k)
                 digest = config_digest(config.model_copy(update={"run": config.run.model_copy(update={"seed": seed})}))
-                runs.append(RunSpec(len(runs), scenario, str(file) if file else "", p, params, k, seed, digest))
-    return Sweep(name=name, runs=tuple(runs), common=common)
-
-
-def _table(doc: dict[str, Any], name: str) -> dict[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"sweep file: [{name}] must be a table of section.key = value")
-    return value
-
-
-def latin_hypercube(section: dict[str, Any]) -> list[dict[str, float]]:
-    """Points of a ``[samples]`` section: ``n`` Latin hypercube samples (scipy's qmc, seeded)
-    over the ``[low, high]`` range of each parameter."""
-    from scipy.stats import qmc  # noqa: PLC0415
-
-    spec = flatten_keys(section)
-    n = spec.pop("n", None)
-    seed = spec.pop("seed", 0)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100_000:
-        raise ConfigError(f"samples.n = {n!r}: must be an integer from 1 to 100000")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"samples.seed = {seed!r}: must be an integer from 0 to 2**63 - 1")
-    boxes = parameter_box(spec, "samples")
-    unit = qmc.LatinHypercube(d=len(boxes), seed=seed).random(n)
-    scaled = qmc.scale(unit, [b.low for b in boxes.values()], [b.high for b in boxes.values()])
-    # a whole-number key takes the nearest whole number of its draw
-    return [{key: int(round(value)) if box.integer else float(value) for (key, box), value in zip(boxes.items(), row)}
-            for row in scaled]
+                runs.append(RunSpec(len(runs), scenario, str(file) if file else "", p, params, k, seed, digest,
+                                    **options))
+    return Sweep(name=name, runs=tuple(runs), common=common, outcomes=outcomes)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -370,7 +361,7 @@ def _execute(spec: RunSpec, common: dict[str, Any], out_path: Path) -> dict[str,
         _remove_run(spec, out_path)  # a damaged or half-moved earlier attempt: made again
     try:
         config = load_config(spec.scenario_file or None, spec.overrides(common), seed=spec.seed)
-        run_scenario(config, run_dir)
+        run_scenario(config, run_dir, population=_shared_population(config) if spec.share_population else None)
         _move_into_datasets(spec, out_path)
         record = _record(spec, out_path, status="complete")
     except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -387,6 +378,25 @@ def _execute(spec: RunSpec, common: dict[str, Any], out_path: Path) -> dict[str,
     record["seconds"] = time.perf_counter() - started
     _write_json(status_dir / f"run-{spec.index:06d}.json", record)
     return record
+
+
+#: the population this worker built last: (its key, the population), for runs that share one
+_LAST_POPULATION: list[tuple[str, Any]] = []
+
+
+def _shared_population(config: Any) -> Any:
+    """The population of ``config``: the one this worker built for its previous run when it has the
+    same :func:`~weishang.model.population.population_key` (a population is read-only: no run
+    changes it), built otherwise. One is held at a time, let go before the next is built, so a
+    worker never holds two."""
+    from ...kernels.backend import resolve_backend  # noqa: PLC0415
+    from ..population import build_population, population_key  # noqa: PLC0415
+
+    key = population_key(config)
+    if not _LAST_POPULATION or _LAST_POPULATION[0][0] != key:
+        _LAST_POPULATION.clear()
+        _LAST_POPULATION.append((key, build_population(config, resolve_backend(config.run.backend))))
+    return _LAST_POPULATION[0][1]
 
 
 def _release_device_memory() -> None:
@@ -424,6 +434,9 @@ def _move_into_datasets(spec: RunSpec, out: Path) -> None:
         source = table_path(run_dir, manifest, table)
         if not source.exists():
             continue  # the transaction log is opt-in
+        if not spec.keep_tables:
+            shutil.rmtree(source) if source.is_dir() else source.unlink()
+            continue
         folder = out / table / partition(spec)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder if table == "transactions" else folder / "part-0.parquet"
@@ -431,7 +444,8 @@ def _move_into_datasets(spec: RunSpec, out: Path) -> None:
             folder.rmdir()  # the run's folder of parts takes its place
         os.replace(source, target)
         moved[table] = os.path.relpath(target, run_dir)
-    write_manifest(run_dir, {**manifest, "tables": moved})
+    dropped = {} if spec.keep_tables else {"dropped": sorted(set(manifest.get("rows", {})) & set(DATASETS))}
+    write_manifest(run_dir, {**manifest, "tables": moved, **dropped})
 
 
 def _remove_run(spec: RunSpec, out: Path) -> None:
@@ -461,6 +475,8 @@ def run_state(spec: RunSpec, out: Path) -> str:
     if "tables" not in manifest:
         return "damaged"  # published, but stopped before its tables reached the datasets
     for table, rows in manifest.get("rows", {}).items():
+        if table in manifest.get("dropped", ()):
+            continue  # a run whose tables were not kept (RunSpec.keep_tables)
         path = table_path(run_dir, manifest, table)
         try:
             if table == "transactions":
@@ -510,7 +526,12 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
     """Rebuild ``runs.parquet``, atomically: one row per run, typed columns for every parameter.
     A complete run's row comes from its own manifest (its seed and config, its GMV); the others'
     from their status records, or ``pending``."""
+    from .experiment import outcome_column, read_outcomes  # noqa: PLC0415
+
     records = _status_records(out)
+    # the spec's outcomes that the standing columns do not already hold (a target, as measured,
+    # is a column of its own even where a summary figure has its name)
+    extra = tuple(name for name in sweep.outcomes if outcome_column(name) not in OUTCOME_COLUMNS.values())
     rows = []
     for spec in sweep.runs:
         state = run_state(spec, out)
@@ -521,13 +542,15 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
             summary = manifest["summary"]
             row.update(seed=manifest["seed"], **{f"param.{k}": _lookup(config, k) for k in spec.params},
                        status=state, error=None, seconds=records.get(spec.index, {}).get("seconds"),
-                       **{name: summary.get(key) for name, key in OUTCOME_COLUMNS.items()})
+                       **{name: summary.get(key) for name, key in OUTCOME_COLUMNS.items()},
+                       **{outcome_column(name): value for name, value in
+                          read_outcomes(spec.run_dir(out), manifest, extra).items()})
         else:
             rec = records.get(spec.index, {})
             status = rec.get("status") if rec.get("status") in ("failed", "interrupted") else "pending"
             row.update(seed=spec.seed, **{f"param.{k}": v for k, v in spec.params.items()}, status=status,
                        error=rec.get("error") if status != "pending" else None, seconds=rec.get("seconds"),
-                       **{name: None for name in OUTCOME_COLUMNS})
+                       **{name: None for name in OUTCOME_COLUMNS}, **{outcome_column(name): None for name in extra})
         if sweep.members is not None:
             row["member"] = sweep.members[spec.point]
         row["run_dir"] = spec.relative_dir.as_posix()  # relative to the sweep: the folder may move
@@ -536,7 +559,8 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
     table = pa.Table.from_pylist(rows)
     # typed even when every value is null so far (no run failed, none finished)
     types = {"error": pa.string(), "seconds": pa.float64(),
-             **{name: _ARROW[column("summary", key).dtype] for name, key in OUTCOME_COLUMNS.items()}}
+             **{name: _ARROW[column("summary", key).dtype] for name, key in OUTCOME_COLUMNS.items()},
+             **{outcome_column(name): pa.float64() for name in extra}}
     for name, kind in types.items():
         table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
     target = out / "runs.parquet"

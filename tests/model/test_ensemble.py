@@ -186,31 +186,31 @@ def test_the_report_over_an_ensemble_gives_seed_and_parameter_intervals(ensemble
 
 def test_an_ensemble_rerun_with_another_box_or_set_is_refused_not_reused(tmp_path):
     # issue 32: a rerun on the same --out with another box (or --set) reused the old samples while
-    # ranges.parquet reported the new box
-    from weishang.model.study.ensemble import RUNS_STAMP, check_same_runs
-    from weishang.model.config import load_config
+    # ranges.parquet reported the new box; its runs are a sweep's now, each known by its config's digest
+    from weishang.model.study.ensemble import plan_ensemble, run_ensemble, samples_table
 
     spec = tmp_path / "e.toml"
     spec.write_text('[ensemble]\nsamples = 4\n[ensemble.params]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
-    out, config = tmp_path / "ens", load_config(overrides=["population.n_users=3000"])
-    out.mkdir()
-    check_same_runs(out, load_ensemble_spec(spec), config)
-    assert (out / RUNS_STAMP).is_file()
-    check_same_runs(out, load_ensemble_spec(spec), config)  # the same runs: resumes
-    looser = spec.read_text().replace("cutoff", "").replace("samples = 4", "samples = 4\ncutoff = 2.0")
+    out, tiny = tmp_path / "ens", ["population.n_users=3000", "population.n_cities=3", "run.n_ticks=2"]
+    assert run_ensemble(spec, out, overrides=tiny, task_index=0) is None  # one run made, nothing matched yet
+    plan_ensemble(spec, out, overrides=tiny)  # the same runs: resumes
+    looser = spec.read_text().replace("samples = 4", "samples = 4\ncutoff = 2.0")
     spec.write_text(looser)
-    check_same_runs(out, load_ensemble_spec(spec), config)  # another cutoff only re-reads the runs
+    plan_ensemble(spec, out, overrides=tiny)  # another cutoff only re-reads the runs
     spec.write_text(looser.replace("[0.2, 0.3]", "[0.2, 0.4]"))
     with pytest.raises(ConfigError, match="another box"):
-        check_same_runs(out, load_ensemble_spec(spec), config)
+        plan_ensemble(spec, out, overrides=tiny)
     spec.write_text(looser)
     with pytest.raises(ConfigError, match="another box"):
-        check_same_runs(out, load_ensemble_spec(spec), load_config(overrides=["population.n_users=8000"]))
-    unstamped = tmp_path / "old"
-    unstamped.mkdir()
-    (unstamped / "samples.parquet").write_bytes(b"")
-    with pytest.raises(ConfigError, match="do not say what made them"):
-        check_same_runs(unstamped, load_ensemble_spec(spec), config)
+        plan_ensemble(spec, out, overrides=[*tiny, "population.n_users=4000"])
+    run_ensemble(spec, out, overrides=tiny, task_index=1)  # an array-job element
+    with pytest.raises(ConfigError, match="7 of the ensemble's 9 runs are not complete"):
+        samples_table(plan_ensemble(spec, out, overrides=tiny))  # matching waits for every run
+    earlier = tmp_path / "old"
+    earlier.mkdir()
+    (earlier / "samples.parquet").write_bytes(b"")
+    with pytest.raises(ConfigError, match="an earlier release"):
+        plan_ensemble(spec, earlier, overrides=tiny)
 
 
 @pytest.mark.parametrize("members,param,message", [

@@ -157,3 +157,44 @@ def generate_friend_graph_for_test(n):
     src = np.repeat(np.arange(n), np.diff(g.indptr))
     keep = src < g.indices
     return src[keep], g.indices[keep].astype(np.int64)
+
+
+class _Reads:
+    """A config as :func:`build_population` sees it, recording every "section.key" it reads (a
+    derived property, such as ``n_merchants``, is evaluated on the view, so its reads count)."""
+
+    def __init__(self, config, reads, section=None):
+        for key, value in (("_config", config), ("_reads", reads), ("_section", section)):
+            object.__setattr__(self, key, value)
+
+    def __getattr__(self, name):
+        from weishang.model.config import ScenarioConfig
+
+        if self._section is not None:
+            self._reads.add(f"{self._section}.{name}")
+            return getattr(self._config, name)
+        if name in ScenarioConfig.model_fields:
+            return _Reads(getattr(self._config, name), self._reads, name)
+        derived = getattr(type(self._config), name, None)
+        if isinstance(derived, property):
+            return derived.fget(self)
+        raise AssertionError(f"build_population reads config.{name}, which the test cannot follow")
+
+
+def test_the_population_key_holds_everything_the_population_is_built_from():
+    # runs that share a population (an ensemble's samples, a calibration's trials) reuse it when
+    # their keys match: a read outside the key would hand a run another config's population
+    from weishang.model.population import POPULATION_KEYS, population_key
+
+    config = load_config(overrides=["population.n_users=3000", "population.n_cities=3"])
+    reads: set[str] = set()
+    build_population(_Reads(config, reads), NUMPY)
+    assert reads, "the view recorded nothing"
+    keyed = set(POPULATION_KEYS) | {"run.seed", "run.backend"}
+    assert {r for r in reads if not r.startswith("population.")} <= keyed
+    # each keyed value changes the key; a key outside them does not
+    for change in ("run.seed=3", "merchants.n_merchants=7", "community.group_size_mean=100", "population.n_cities=4"):
+        assert population_key(load_config(overrides=["population.n_users=3000", "population.n_cities=3", change])) \
+            != population_key(config), change
+    assert population_key(load_config(overrides=["population.n_users=3000", "population.n_cities=3",
+                                                 "cascade.p_buy_friend=0.4"])) == population_key(config)

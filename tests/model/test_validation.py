@@ -9,15 +9,23 @@ from pathlib import Path
 import optuna
 import polars as pl
 import pytest
-
-from weishang.model.study.calibrate import calibrate, load_spec, loss
 from weishang.model.apps.cli import _main
 from weishang.model.config import ConfigError, load_config
 from weishang.model.recorder import FORMAT_VERSION
 from weishang.model.run import run_scenario
+from weishang.model.study.calibrate import calibrate, load_spec, loss
+from weishang.model.study.ensemble import load_ensemble_spec
 from weishang.model.study.sweep import load_sweep, run_sweep
-from weishang.model.study.validation import (KINDS, Measure, RunMeasures, Target, load_targets, share_within, validate,
-                                       validate_run)
+from weishang.model.study.validation import (
+    KINDS,
+    Measure,
+    RunMeasures,
+    Target,
+    load_targets,
+    share_within,
+    validate,
+    validate_run,
+)
 
 SMALL = ["population.n_users=5000", "population.n_cities=10", "run.n_ticks=8", 'run.backend="numpy"',
          "merchants.post_rate=0.6"]
@@ -131,7 +139,7 @@ def test_the_default_lies_inside_every_box_of_the_fits_that_produced_it():
     default = load_config().resolved()
     root = Path(__file__).resolve().parents[2]
     boxes = [("calibration.toml " + stage.name, stage.params) for stage in load_spec().stages]
-    ensemble = tomllib.loads((root / "experiments" / "calibration" / "ensemble.toml").read_text())["ensemble"]["params"]
+    ensemble = load_ensemble_spec(root / "experiments" / "calibration" / "ensemble.toml").params
     boxes.append(("ensemble.toml", ensemble))
     for where, box in boxes:
         for name, (lo, hi) in box.items():
