@@ -320,7 +320,7 @@ def bench_risk_cmd(
 
 
 def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index: Optional[int], resume: bool,
-                       scheduler: Optional[str], label: str) -> tuple[list[dict[str, Any]], int]:
+                       scheduler: Optional[str], label: str, what: str = "sweep") -> tuple[list[dict[str, Any]], int]:
     """Check everything a sweep's runs need before showing anything, then run them under a
     progress bar; returns their records and how many were complete before."""
     from ..study.sweep import (  # noqa: PLC0415
@@ -336,7 +336,7 @@ def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index
         raise ConfigError("--out DIR is needed (the directory the runs go to)")
     if (out / "runs.parquet").exists() and not resume and task_index is None:
         raise ConfigError(f"{str(out)!r} already holds a sweep; pass --resume to continue it or choose another --out")
-    check_task_index(sweep, task_index)  # before anything is shown or created
+    check_task_index(sweep, task_index, what)  # before anything is shown or created
     check_unchanged(sweep, out)  # a changed sweep file is refused at once
     # N workers' host and device memory together; on a Dask cluster each run's own preflight runs where it lands
     device_free = check_memory(sweep, out, workers, task_index) if scheduler is None else None
@@ -405,7 +405,7 @@ def sensitivity(
     from ..study.sensitivity import analyze, load_screen  # noqa: PLC0415
 
     screen = load_screen(spec_file, set_ or ())
-    _run_with_progress(screen.sweep, out, workers, task_index, resume, scheduler, f"{screen.method} screen")
+    _run_with_progress(screen.sweep, out, workers, task_index, resume, scheduler, f"{screen.method} screen", "screen")
     if task_index is not None:
         out_console.print(f"run {task_index} done; analyse with: weishang sensitivity {spec_file} --out {out} --resume")
         return
@@ -572,7 +572,7 @@ def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[
 
     # a bad spec, scenario, task index or a sweep that does not fit: one line before the progress bar
     planned = plan_ensemble(spec, out, scenario, overrides)
-    check_task_index(planned.sweep, task_index)
+    check_task_index(planned.sweep, task_index, "ensemble")
     if scheduler is None:
         check_memory(planned.sweep, out, workers, task_index)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -85,6 +85,10 @@ class CalibrationSpec:
     stages: list[Stage]
     replicates: int
     rounds: int = 1
+    #: the spec's scenario (``scenarios``; the command line's wins), None for the built-in default
+    scenario: Path | None = None
+    #: the spec's ``[set]``, laid under the command line's ``--set``
+    common: dict[str, Any] = field(default_factory=dict)
 
 
 def load_spec(path: str | Path | None = None) -> CalibrationSpec:
@@ -111,7 +115,8 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
                             {key: (box.low, box.high) for key, box in block.uncertainties.items()}, set(block.log),
                             whole, remainder, list(block.outcomes)))
     rounds = whole_number(experiment.settings, "rounds", 1, 1, 100, "calibration")
-    return CalibrationSpec(stages=stages, replicates=experiment.replicates, rounds=rounds)
+    return CalibrationSpec(stages=stages, replicates=experiment.replicates, rounds=rounds,
+                           scenario=experiment.scenarios[0], common=experiment.common)
 
 
 def study_name(stage: Stage, round_index: int) -> str:
@@ -312,7 +317,9 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         raise ConfigError(f"--stages {', '.join(stages)}: unknown stage (allowed: {names})")
     if trials < 1 or workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
-    out, scenario, base, base_config = prepare(out, scenario, overrides)
+    # the spec's scenario and [set], under the command line's scenario and --set
+    scenario = scenario if scenario is not None else spec.scenario
+    out, scenario, base, base_config = prepare(out, scenario, [*overrides_of(spec.common), *overrides])
     from .sweep import replicate_seed  # noqa: PLC0415
 
     seeds = [replicate_seed(base_config.run.seed, k) for k in range(replicates or spec.replicates)]

@@ -494,9 +494,10 @@ def is_complete(spec: RunSpec, out: Path) -> bool:
     return run_state(spec, out) == "complete"
 
 
-def check_task_index(sweep: Sweep, task_index: int | None) -> None:
+def check_task_index(sweep: Sweep, task_index: int | None, what: str = "sweep") -> None:
+    """Refuse a task index outside the runs (``what``: the study, as the message names it)."""
     if task_index is not None and not 0 <= task_index < len(sweep.runs):
-        raise ConfigError(f"--task-index {task_index}: the sweep has runs 0 to {len(sweep.runs) - 1}")
+        raise ConfigError(f"--task-index {task_index}: the {what} has runs 0 to {len(sweep.runs) - 1}")
 
 
 def check_unchanged(sweep: Sweep, out: Path) -> None:

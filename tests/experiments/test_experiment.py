@@ -179,3 +179,40 @@ def test_a_sweep_with_sampling_settings_and_nothing_to_draw_is_refused(tmp_path)
         (tmp_path / "s.toml").write_text(f'[sweep]\nscenarios = ["{BASELINE}"]\n{line}\n')
         with pytest.raises(ConfigError, match="the sweep has none|must be an uncertainty"):
             load_sweep(tmp_path / "s.toml")
+
+
+def test_a_calibration_takes_its_specs_scenario_and_set_under_the_command_line(tmp_path, monkeypatch):
+    from weishang.model.study import calibrate as calibration
+
+    (tmp_path / "mine.toml").write_text('[run]\nname = "mine"\n')
+    (tmp_path / "c.toml").write_text('[calibration]\nscenarios = ["mine.toml"]\n[set]\n"run.n_ticks" = 3\n'
+                                     '"population.n_users" = 3000\n[[stage]]\nname = "a"\n[stage.uncertainties]\n'
+                                     '"cascade.p_buy_friend" = [0.2, 0.3]\n')
+    seen = []
+
+    def prepare(out, scenario, overrides):
+        seen.append((scenario, list(overrides)))
+        raise KeyboardInterrupt  # stop before any trial
+
+    monkeypatch.setattr(calibration, "prepare", prepare)
+    with pytest.raises(KeyboardInterrupt):
+        calibration.calibrate(tmp_path / "out", spec_path=tmp_path / "c.toml", overrides=["run.n_ticks=5"])
+    with pytest.raises(KeyboardInterrupt):
+        calibration.calibrate(tmp_path / "out", scenario=BASELINE, spec_path=tmp_path / "c.toml")
+    assert seen[0] == (tmp_path / "mine.toml", ["run.n_ticks=3", "population.n_users=3000", "run.n_ticks=5"])
+    assert seen[1][0] == BASELINE  # the command line's scenario wins
+
+
+def test_an_ensemble_runs_on_the_pool_and_on_dask_alike(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    from weishang.model.study.ensemble import run_ensemble
+
+    spec = tmp_path / "e.toml"
+    spec.write_text('[ensemble]\nsamples = 3\ncentre_replicates = 2\n[uncertainties]\n'
+                    '"cascade.p_buy_friend" = [0.2, 0.4]\n')
+    tiny = ["population.n_users=2000", "population.n_cities=2", "run.n_ticks=2", 'run.backend="numpy"']
+    run_ensemble(spec, tmp_path / "pool", overrides=tiny, workers=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        run_ensemble(spec, tmp_path / "dask", overrides=tiny, scheduler=cluster.scheduler_address)
+    pool, dask = (pl.read_parquet(tmp_path / where / "samples.parquet") for where in ("pool", "dask"))
+    assert pool.height == 5 and pool.equals(dask)
