@@ -700,6 +700,12 @@ def read_toml_file(path: str | Path, what: str = "scenario file") -> dict[str, A
         raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}") from None
 
 
+#: the head tables of experiment specs (weishang.model.study.experiment), and what runs each
+EXPERIMENT_TABLES = {"sweep": "weishang sweep", "sensitivity": "weishang sensitivity",
+                     "ensemble": "weishang calibrate --ensemble", "calibration": "weishang calibrate --spec",
+                     "stage": "weishang calibrate --spec"}
+
+
 def load_config(
     scenario: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] | dict[str, Any] = (),
@@ -716,6 +722,10 @@ def load_config(
     doc = default_document()
     if scenario is not None:
         user = read_toml_file(scenario)
+        study = next((name for name in EXPERIMENT_TABLES if name in user), None)
+        if study is not None:  # an experiment spec (docs/experiments.md) given where a scenario goes
+            raise ConfigError(f"{str(scenario)!r} is an experiment spec (it has [{study}]), not a scenario file: run "
+                              f"it with {EXPERIMENT_TABLES[study]}")
         if "population" in user and isinstance(user["population"], dict) and user["population"].get("edge_list"):
             edge_list = Path(user["population"]["edge_list"])
             if not edge_list.is_absolute():

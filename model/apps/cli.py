@@ -405,7 +405,7 @@ def sensitivity(
     from ..study.sensitivity import analyze, load_screen  # noqa: PLC0415
 
     screen = load_screen(spec_file, set_ or ())
-    _run_with_progress(screen.sweep, out, workers, task_index, resume, scheduler, f"{screen.method} screen", "screen")
+    _run_with_progress(screen.sweep, out, workers, task_index, resume, scheduler, f"{screen.method} screen {screen.sweep.name}", "screen")
     if task_index is not None:
         out_console.print(f"run {task_index} done; analyse with: weishang sensitivity {spec_file} --out {out} --resume")
         return
@@ -540,10 +540,21 @@ def calibrate(
         raise ConfigError("--task-index and --scheduler run an ensemble's runs (--ensemble SPEC); a fit's trials "
                           "are adaptive: use --workers")
     if ensemble is not None:
+        given = [name for name, value in (("--spec", spec), ("--stages", stages), ("--hold-out", hold_out),
+                                          ("--replicates", replicates)) if value is not None]
+        if given:  # a fit's options: an ensemble's spec says what it matches and holds out
+            raise ConfigError(f"{given[0]} is a fit's option; an ensemble's spec sets what it matches (outcomes, "
+                              f"exclude, hold_out) and its seeds (centre_replicates)")
         _ensemble(ensemble, out, scenario, set_ or (), workers, task_index, scheduler)
         return
+    from ..study.calibrate import MIN_IMPORTANCE_TRIALS, plan_calibration  # noqa: PLC0415
     from ..study.calibrate import calibrate as run_calibration  # noqa: PLC0415
 
+    # every check before the progress bars (which print a line first) and before OUT is made
+    hold = [h.strip() for h in hold_out.split(",")] if hold_out else None
+    chosen = [s.strip() for s in stages.split(",")] if stages else None
+    planned = plan_calibration(out, scenario, set_ or (), trials=trials, workers=workers, hold_out=hold,
+                               stages=chosen, spec_path=spec)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         tasks: dict[str, Any] = {}
@@ -554,15 +565,16 @@ def calibrate(
             progress.update(tasks[stage], completed=min(done, total))
 
         result = run_calibration(out, scenario, set_ or (), trials=trials, workers=workers, replicates=replicates,
-                                 hold_out=[h.strip() for h in hold_out.split(",")] if hold_out else None,
-                                 stages=[s.strip() for s in stages.split(",")] if stages else None,
-                                 spec_path=spec, on_progress=on_progress)
+                                 hold_out=hold, stages=chosen, spec_path=spec, on_progress=on_progress,
+                                 planned=planned)
     for stage, value in result.losses.items():
         out_console.print(f"{stage}: best loss {value:.4g}")
     out_console.print(f"calibrated scenario: [bold]{result.scenario_file}[/]  (weishang run {result.scenario_file})")
     out_console.print(f"trials: {result.trials_file}")
     if result.importances_file is not None:
         out_console.print(f"importances: {result.importances_file} and {result.importances_file.with_suffix('.png')}")
+    else:
+        out_console.print(f"importances: none (a stage needs at least {MIN_IMPORTANCE_TRIALS} complete trials)")
 
 
 def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[str, ...] | list[str],
@@ -577,7 +589,7 @@ def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[
         check_memory(planned.sweep, out, workers, task_index)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
-        task = progress.add_task("ensemble runs", total=None)
+        task = progress.add_task(f"ensemble {planned.sweep.name}", total=None)
 
         def on_progress(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
@@ -588,8 +600,14 @@ def _ensemble(spec: Path, out: Path, scenario: Optional[Path], overrides: tuple[
         out_console.print(f"run {task_index} done; match once every run is: weishang calibrate --ensemble {spec} "
                           f"--out {out}")
         return
+    out_console.print(f"{result.made} runs made, {result.already} already complete")
     out_console.print(f"{result.members} of {result.samples} parameter sets consistent with the targets: "
                       f"[bold]{result.ensemble_file}[/]")
+    if result.members == 0 and result.ruled_out is not None:
+        worst = ", ".join(f"{r['target']} ({r['ruled_out']} sets" + (f", {r['unmeasured']} unmeasured" if
+                                                                       r["unmeasured"] else "") + ")"
+                          for r in result.ruled_out.head(3).iter_rows(named=True))
+        out_console.print(f"the targets that ruled most sets out: {worst}")
     held = result.held_out
     if held.height:
         out_console.print(f"held out of the matching, predicted within the SPEC's band: "

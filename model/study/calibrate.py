@@ -55,6 +55,7 @@ from ..config import (
     whole_number,
 )
 from ..recorder import RunDirectoryError
+from .space import common_overrides
 from .validation import Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
@@ -63,6 +64,8 @@ CENTRE_WEIGHT = 0.01
 HUBER_KNEE = 3.0
 #: importances are reported for targets whose trials spread at least this much (std / |mean|)
 MIN_SPREAD = 0.05
+#: a stage's complete trials needed for its fANOVA importances
+MIN_IMPORTANCE_TRIALS = 5
 #: parameters that would change the population (which trials share): the whole population
 #: section, and the community keys the groups and profiles are drawn with
 
@@ -114,7 +117,7 @@ def load_spec(path: str | Path | None = None) -> CalibrationSpec:
         stages.append(Stage(block.name, block.why,
                             {key: (box.low, box.high) for key, box in block.uncertainties.items()}, set(block.log),
                             whole, remainder, list(block.outcomes)))
-    rounds = whole_number(experiment.settings, "rounds", 1, 1, 100, "calibration")
+    rounds = whole_number(experiment.settings, "rounds", 1, 1, 100, experiment.where("calibration"))
     return CalibrationSpec(stages=stages, replicates=experiment.replicates, rounds=rounds,
                            scenario=experiment.scenarios[0], common=experiment.common)
 
@@ -182,7 +185,7 @@ def _population(config: ScenarioConfig) -> Any:
     return _POPULATIONS[key]
 
 
-def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seeds: list[int],
+def evaluate(base: dict[str, Any], scenario: str | None, values: dict[str, Any], seeds: list[int],
              targets: list[Target]) -> dict[str, float]:
     """Run the scenario with ``values`` on each seed; the replicates' mean of every target."""
     from ..run import run_scenario  # noqa: PLC0415
@@ -192,7 +195,7 @@ def evaluate(base: list[str], scenario: str | None, values: dict[str, Any], seed
     scratch = Path(tempfile.mkdtemp(prefix="weishang-calibrate-"))
     try:
         for seed in seeds:
-            config = load_config(scenario, [*base, *overrides_of(values), f"run.seed={seed}"])
+            config = load_config(scenario, {**base, **values}, seed=seed)
             result = run_scenario(config, scratch / f"seed{seed}", preflight=False, population=_population(config))
             # every run measures itself against the targets (validation.parquet): read, not redo
             measured = pl.read_parquet(result.run_dir / "validation.parquet", columns=["target", "simulated"])
@@ -216,7 +219,7 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _work(storage: str, name: str, stage: Stage, base: list[str], scenario: str | None,
+def _work(storage: str, name: str, stage: Stage, base: dict[str, Any], scenario: str | None,
           fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int) -> None:
     import optuna  # noqa: PLC0415
 
@@ -226,7 +229,7 @@ def _work(storage: str, name: str, stage: Stage, base: list[str], scenario: str 
     fit = [t for t in targets if t.id in fitted and (not stage.targets or t.id in stage.targets)]
     measured = [t for t in targets if t.kind == "target" and t.measure]
     study = optuna.load_study(study_name=name, storage=storage)
-    base_config = load_config(scenario, [*base, *overrides_of(fixed)])
+    base_config = load_config(scenario, {**base, **fixed})
 
     def objective(trial: optuna.Trial) -> float:
         values: dict[str, Any] = {}
@@ -276,28 +279,31 @@ def _fail_stale(study: Any) -> None:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
 
 
-def prepare(out: str | Path, scenario: str | Path | None,
-            overrides: list[str] | tuple[str, ...]) -> tuple[Path, str | None, list[str], ScenarioConfig]:
-    """The calibration directory (created), the scenario and overrides as the runs take them, and
-    the config they give: a bad scenario, override or directory says so before any run."""
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: {exc.strerror}") from None
-    scenario = str(scenario) if scenario is not None else None
-    base = list(overrides)
-    return out, scenario, base, load_config(scenario, base)
+@dataclass
+class CalibrationPlan:
+    """A checked calibration: what :func:`plan_calibration` read, before anything is created."""
+
+    spec: CalibrationSpec
+    out: Path
+    scenario: str | None
+    #: the spec's [set] under the command line's --set, as parsed values by "section.key"
+    base: dict[str, Any]
+    base_config: ScenarioConfig
+    chosen: list[Stage]
+    fitted: list[str]
+    hold_out: list[str]
 
 
-def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-              trials: int = 60, workers: int = 1, replicates: int | None = None, hold_out: list[str] | None = None,
-              stages: list[str] | None = None, spec_path: str | Path | None = None,
-              on_progress: Callable[[str, int, int], None] | None = None) -> CalibrationResult:
-    """Fit the stages in order; see the module docstring. Returns what was written."""
-    import optuna  # noqa: PLC0415
+def plan_calibration(out: str | Path, scenario: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                     trials: int = 60, workers: int = 1, hold_out: list[str] | None = None,
+                     stages: list[str] | None = None, spec_path: str | Path | None = None) -> CalibrationPlan:
+    """Read and check everything a calibration needs, creating nothing: the spec, the targets held
+    out, the stages chosen, the scenario (the command line's, else the spec's ``scenarios``) and
+    the overrides (the spec's ``[set]``, then ``--set``).
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    Raises:
+        ConfigError: in one line, the first thing that is wrong.
+    """
     spec = load_spec(spec_path)
     targets = load_targets()
     known = {t.id for t in targets if t.kind == "target" and t.measure}
@@ -306,7 +312,6 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
     if unknown:
         raise ConfigError(f"--hold-out {', '.join(unknown)}: not a measured target "
                           f"(allowed: {', '.join(sorted(known))})")
-    fitted = sorted(known - set(hold_out))
     for stage in spec.stages:
         strangers = [t for t in stage.targets if t not in known]
         if strangers:
@@ -317,9 +322,33 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         raise ConfigError(f"--stages {', '.join(stages)}: unknown stage (allowed: {names})")
     if trials < 1 or workers < 1:
         raise ConfigError("--trials and --workers must be at least 1")
-    # the spec's scenario and [set], under the command line's scenario and --set
-    scenario = scenario if scenario is not None else spec.scenario
-    out, scenario, base, base_config = prepare(out, scenario, [*overrides_of(spec.common), *overrides])
+    scenario = str(scenario) if scenario is not None else (str(spec.scenario) if spec.scenario else None)
+    base = common_overrides({"set": spec.common}, overrides)
+    base_config = load_config(scenario, base)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: a file is in the way")
+    return CalibrationPlan(spec, out, scenario, base, base_config, chosen, sorted(known - set(hold_out)), hold_out)
+
+
+def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+              trials: int = 60, workers: int = 1, replicates: int | None = None, hold_out: list[str] | None = None,
+              stages: list[str] | None = None, spec_path: str | Path | None = None,
+              on_progress: Callable[[str, int, int], None] | None = None,
+              planned: CalibrationPlan | None = None) -> CalibrationResult:
+    """Fit the stages in order; see the module docstring. Returns what was written. ``planned``:
+    what :func:`plan_calibration` returned for these arguments (the CLI checks before its bars)."""
+    import optuna  # noqa: PLC0415
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plan = planned or plan_calibration(out, scenario, overrides, trials, workers, hold_out, stages, spec_path)
+    spec, out, scenario, base, base_config = plan.spec, plan.out, plan.scenario, plan.base, plan.base_config
+    chosen, fitted, hold_out = plan.chosen, plan.fitted, plan.hold_out
+    targets = load_targets()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirectoryError(f"cannot create calibration directory {str(out)!r}: {exc.strerror}") from None
     from .sweep import replicate_seed  # noqa: PLC0415
 
     seeds = [replicate_seed(base_config.run.seed, k) for k in range(replicates or spec.replicates)]
@@ -337,7 +366,7 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         _fail_stale(study)
         if not study.trials:
             # the first trial is the scenario as it stands (clipped into the search ranges)
-            start = load_config(scenario, [*base, *overrides_of(fixed)]).model_dump()
+            start = load_config(scenario, {**base, **fixed}).model_dump()
             study.enqueue_trial({param: min(max(start[param.split(".")[0]][param.split(".")[1]], lo), hi)
                                  for param, (lo, hi) in stage.params.items()})
         remaining = trials - _complete(study)
@@ -355,27 +384,34 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         if on_progress is not None:
             on_progress(name, _complete(study), trials)
         best = study.best_trial
-        before = load_config(scenario, [*base, *overrides_of(fixed)])
+        before = load_config(scenario, {**base, **fixed})
         fixed.update(best.params)
         fixed.update(_remainder(before, stage, best.params))
         losses[name] = float(best.value)
     scenario_file = write_scenario(out / "calibrated.toml", fixed, losses, hold_out,
-                                   spec_name=str(spec_path) if spec_path else "model/study/calibration.toml")
+                                   spec_name=str(spec_path) if spec_path else "model/study/calibration.toml",
+                                   fitted_on=(scenario, base))
     trials_file = write_trials(out, storage, [name for _, name in studies])
     importances_file = write_importances(out, storage, studies, targets)
     return CalibrationResult(scenario_file, fixed, losses, trials_file, importances_file)
 
 
 def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float], hold_out: list[str],
-                   spec_name: str = "model/study/calibration.toml") -> Path:
-    """The fitted values as a scenario file (sections of keys), written atomically."""
+                   spec_name: str = "model/study/calibration.toml",
+                   fitted_on: tuple[str | None, dict[str, Any]] = (None, {})) -> Path:
+    """The fitted values as a scenario file (sections of keys), written atomically. ``fitted_on``:
+    the scenario and overrides the fit ran on, said in the header (the file holds the fitted
+    values alone, laid on the built-in default)."""
     sections: dict[str, dict[str, Any]] = {}
     for name, value in sorted(values.items()):
         section, key = name.split(".")
         sections.setdefault(section, {})[key] = value
     lines = [f"# Written by `weishang calibrate`: the fitted free parameters ({spec_name}).",
              "# Best loss per stage: " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()),
-             f"# Held out of the fit: {', '.join(hold_out) if hold_out else 'nothing'}", ""]
+             f"# Held out of the fit: {', '.join(hold_out) if hold_out else 'nothing'}",
+             f"# Fitted on: {fitted_on[0] or 'the built-in default'}, with "
+             + (", ".join(f"{k}={_format(v)}" for k, v in fitted_on[1].items()) or "no overrides")
+             + " (this file holds the fitted values alone)", ""]
     for section, keys in sections.items():
         lines.append(f"[{section}]")
         for key, value in keys.items():
@@ -424,7 +460,7 @@ def write_importances(out: Path, storage: str, studies: list[tuple[Stage, str]],
     for stage, name in last.values():
         study = optuna.load_study(study_name=name, storage=storage)
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if len(complete) < 5:
+        if len(complete) < MIN_IMPORTANCE_TRIALS:
             continue
         for t in targets:
             if not all(t.id in trial.user_attrs for trial in complete):

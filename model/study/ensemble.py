@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,12 @@ def load_ensemble_spec(path: str | Path) -> EnsembleSpec:
     for name in [*spec.exclude, *spec.hold_out]:
         if name not in known:
             raise ConfigError(f"ensemble: {name!r} is not a measured target (allowed: {', '.join(sorted(known))})")
+    both = [name for name in spec.outcomes if name in spec.exclude or name in spec.hold_out]
+    if both:
+        raise ConfigError(f"ensemble.outcomes: {both[0]!r} is also excluded or held out; a target is matched, "
+                          f"held out or excluded")
+    if not matched_targets(spec):  # nothing to match would keep every set
+        raise ConfigError("ensemble: no target is left to match (every outcome is excluded or held out)")
     # a NaN or infinite cutoff would keep every set (NaN compares false, inf admits all)
     if not math.isfinite(spec.cutoff) or spec.cutoff <= 0:
         raise ConfigError(f"ensemble.cutoff = {spec.cutoff}: must be a positive, finite cutoff")
@@ -261,6 +267,12 @@ class EnsembleResult:
     held_out: pl.DataFrame
     coverage: pl.DataFrame
     ranges: pl.DataFrame
+    #: per matched target: how many samples it puts beyond the cutoff (``ruled_out``), and how many
+    #: of those could not measure it (``unmeasured``), most first: why sets were not kept
+    ruled_out: pl.DataFrame | None = None
+    #: runs made by this call, and runs complete before it
+    made: int = 0
+    already: int = 0
 
 
 @dataclass(frozen=True)
@@ -354,7 +366,7 @@ def run_ensemble(spec_path: str | Path, out: str | Path, scenario: str | Path | 
         raise ConfigError("--workers must be at least 1")
     runs = planned or plan_ensemble(spec_path, out, scenario, overrides)
     todo = runs.sweep.runs if task_index is None else runs.sweep.runs[task_index:task_index + 1]
-    done = sum(is_complete(spec, runs.out) for spec in todo)
+    done = already = sum(is_complete(spec, runs.out) for spec in todo)
     if on_progress is not None:
         on_progress(done, len(todo))
 
@@ -367,7 +379,8 @@ def run_ensemble(spec_path: str | Path, out: str | Path, scenario: str | Path | 
     run_sweep(runs.sweep, runs.out, workers, task_index, on_done=advance, scheduler=scheduler, preflight=preflight)
     if task_index is not None:
         return None
-    return summarise(samples_table(runs), runs.spec, runs.out)
+    result = summarise(samples_table(runs), runs.spec, runs.out)
+    return replace(result, made=done - already, already=already)
 
 
 def summarise(samples: pl.DataFrame, spec: EnsembleSpec, out: Path) -> EnsembleResult:
@@ -397,7 +410,24 @@ def summarise(samples: pl.DataFrame, spec: EnsembleSpec, out: Path) -> EnsembleR
                            for n, (lo, hi) in spec.params.items()])
     _write(ranges, out / "ranges.parquet")
     plot_ranges(ranges, runs, members, spec, out / "ensemble.png")
-    return EnsembleResult(members.height, runs.height, ensemble_file, held, cover, ranges)
+    return EnsembleResult(members.height, runs.height, ensemble_file, held, cover, ranges,
+                          ruled_out(runs, matched, sigma, spec.cutoff))
+
+
+def ruled_out(runs: pl.DataFrame, targets: list[Target], sigma: dict[str, float], cutoff: float) -> pl.DataFrame:
+    """Per target, the samples it alone puts beyond ``cutoff`` (implausibility over that target),
+    and of those, the ones that could not measure it (too few events in a short or small run):
+    most first, so an ensemble that keeps nothing says why."""
+    rows = []
+    for t in targets:
+        score = implausibility(runs, [t], sigma)
+        column = f"target.{t.id}"
+        values = runs[column].cast(pl.Float64).fill_null(np.nan).to_numpy() if column in runs.columns \
+            else np.full(runs.height, np.nan)
+        rows.append({"target": t.id, "ruled_out": int((score > cutoff).sum()),
+                     "unmeasured": int((~np.isfinite(values)).sum())})
+    return pl.DataFrame(rows, schema={"target": pl.Utf8, "ruled_out": pl.Int64, "unmeasured": pl.Int64}).sort(
+        "ruled_out", descending=True)
 
 
 def plot_ranges(ranges: pl.DataFrame, runs: pl.DataFrame, members: pl.DataFrame, spec: EnsembleSpec,

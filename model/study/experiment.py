@@ -56,14 +56,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, read_toml_file, whole_number
+from ..config import (
+    EXPERIMENT_TABLES,
+    ConfigError,
+    RunConfig,
+    read_toml_file,
+    whole_number,
+)
 from .space import Box, common_overrides, parameter_box
 
 #: the studies, in the order a spec's table names them (a sweep over ensemble members has both)
 KINDS = ("sweep", "sensitivity", "calibration", "ensemble")
 #: how each study is started (for the message that a spec of one is given to another)
-COMMANDS = {"sweep": "weishang sweep SPEC", "sensitivity": "weishang sensitivity SPEC",
-            "ensemble": "weishang calibrate --ensemble SPEC", "calibration": "weishang calibrate --spec SPEC"}
+COMMANDS = {kind: f"{EXPERIMENT_TABLES[kind]} SPEC" for kind in KINDS}
 #: the seed range of run.seed and of every sampling seed
 MAX_SEED = 2**63 - 1
 
@@ -84,6 +89,8 @@ class Study:
     targets_only: bool = False
     #: base_seed when the spec gives none
     base_seed: int = 1
+    #: the most replicates it takes
+    max_replicates: int = 10_000
 
 
 STUDIES = {
@@ -91,11 +98,11 @@ STUDIES = {
                    frozenset({"samples", "seed"}), frozenset({"set", "levers", "uncertainties", "members"}), False),
     "sensitivity": Study(frozenset({"name", "scenarios", "replicates", "base_seed", "outcomes", "log"}),
                          frozenset({"method", "trajectories", "levels", "samples", "seed"}),
-                         frozenset({"set", "uncertainties"}), True, base_seed=7),
+                         frozenset({"set", "uncertainties"}), True, base_seed=7, max_replicates=1000),
     "ensemble": Study(frozenset({"name", "scenarios", "outcomes", "log"}),
                       frozenset({"samples", "seed", "centre_replicates", "cutoff", "exclude", "hold_out"}),
                       frozenset({"set", "uncertainties"}), True, targets_only=True),
-    "calibration": Study(frozenset({"name", "scenarios", "replicates"}), frozenset({"rounds"}),
+    "calibration": Study(frozenset({"scenarios", "replicates"}), frozenset({"rounds"}),
                          frozenset({"set", "stage"}), True, targets_only=True),
 }
 #: a calibration stage's keys
@@ -190,21 +197,22 @@ def load_experiment(path: str | Path, kind: str, overrides: list[str] | tuple[st
                           f"(allowed: {', '.join(sorted(study.sections | {kind}))})")
     allowed = study.shared | study.own
     if set(head) - allowed:
-        raise ConfigError(f"{spelled.get(kind, kind)}.{sorted(set(head) - allowed)[0]}: unknown key "
-                          f"(allowed: {', '.join(sorted(allowed))})")
+        key = sorted(set(head) - allowed)[0]
+        hint = f"; a run's setting goes in [set] as \"run.{key}\"" if key in RunConfig.model_fields else ""
+        raise ConfigError(f"{spelled.get(kind, kind)}.{key}: unknown key (allowed: {', '.join(sorted(allowed))}){hint}")
     where = spelled.get(kind, kind)
     scenarios = _scenarios(head, where, path, study.one_scenario)
     box = dict(shared_population=shared_population, integers=integers, whole_config=whole_config)
     uncertainties = (parameter_box(doc["uncertainties"], spelled.get("uncertainties", "uncertainties"),
                                    at_least=at_least, **box) if "uncertainties" in doc else {})
-    log = _log(head, where, uncertainties)
+    log = _log(head, f"{where}.log", uncertainties)
     stages = tuple(_stage(entry, box) for entry in _stages(doc)) if kind == "calibration" else ()
     return Experiment(
         kind=kind, name=_text(head, "name", path.stem, where), path=path, scenarios=scenarios,
         common=common_overrides(doc, overrides), levers=_levers(doc.get("levers", {}), spelled.get("levers", "levers")),
         uncertainties=uncertainties, log=log,
         outcomes=_outcomes(head, where, study.targets_only),
-        replicates=whole_number(head, "replicates", 1, 1, 10_000, where),
+        replicates=whole_number(head, "replicates", 1, 1, study.max_replicates, where),
         base_seed=_seed(head, "base_seed", study.base_seed, where) if "base_seed" in study.shared else None,
         settings={key: value for key, value in head.items() if key in study.own},
         members=_table(doc, "members", spelled), stages=stages, spelled=spelled)
@@ -239,7 +247,10 @@ def _canonical(doc: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict[str
             head = doc["sweep"] = dict(doc.get("sweep", {}))
             for key in ("n", "seed"):
                 if key in samples:
-                    head["samples" if key == "n" else "seed"] = samples.pop(key)
+                    new = "samples" if key == "n" else "seed"
+                    if new in head:
+                        raise ConfigError(f"samples.{key} is the earlier place of sweep.{new}: write one of them")
+                    head[new] = samples.pop(key)
             head.setdefault("samples", None)  # boxes without n: refused as the sweep's samples
             doc["uncertainties"], spelled["uncertainties"] = samples, "samples"
     elif kind == "sensitivity":
@@ -270,6 +281,8 @@ def _scenarios(head: dict[str, Any], where: str, path: Path, one: bool) -> tuple
     names = head.get("scenarios", [])
     if not isinstance(names, list) or not all(isinstance(s, str) and s for s in names):
         raise ConfigError(f"{where}.scenarios = {names!r}: a list of scenario files (relative to the spec)")
+    if "scenarios" in head and not names:
+        raise ConfigError(f"{where}.scenarios = []: a list of scenario files (leave it out for the built-in default)")
     if one and len(names) > 1:
         raise ConfigError(f"{where}.scenarios: this study runs one scenario (sweep several with weishang sweep)")
     return tuple((path.parent / name).resolve() for name in names) or (None,)
@@ -292,7 +305,8 @@ def _outcomes(head: dict[str, Any], where: str, targets_only: bool) -> tuple[str
     screen, then divided by zero: issue 32)."""
     outcomes = _names(head, "outcomes", where)
     if "outcomes" in head and not outcomes:
-        raise ConfigError(f"{where}.outcomes = []: a non-empty list of outcomes, e.g. [\"gmv_cny\"] "
+        example = "reach_l1" if targets_only else "gmv_cny"
+        raise ConfigError(f"{where}.outcomes = []: a non-empty list of outcomes, e.g. [\"{example}\"] "
                           f"(leave it out for the study's own)")
     return check_outcomes(outcomes, f"{where}.outcomes", targets_only)
 
@@ -304,12 +318,17 @@ def _seed(head: dict[str, Any], key: str, default: int, where: str) -> int:
     return value
 
 
-def _log(head: dict[str, Any], where: str, uncertainties: dict[str, Box]) -> frozenset[str]:
-    names = _names(head, "log", where)
-    for name in names:
-        if name not in uncertainties or uncertainties[name].low <= 0:
-            raise ConfigError(f"{where}.log: {name!r} must be an uncertainty with a positive range")
-    return frozenset(names)
+def _log(table: dict[str, Any], where: str, uncertainties: dict[str, Box]) -> frozenset[str]:
+    """The uncertainties drawn log-uniformly (``where``: how the spec names its ``log``)."""
+    value = table.get("log", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} = {value!r}: a list of uncertainties' keys, e.g. [\"merchants.exit_hazard\"]")
+    for name in value:
+        if name not in uncertainties:
+            raise ConfigError(f"{where}: {name!r} is not one of the uncertainties")
+        if uncertainties[name].low <= 0:
+            raise ConfigError(f"{where}: {name!r} is drawn log-uniformly, so its range must be above 0")
+    return frozenset(value)
 
 
 def _names(table: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
@@ -361,9 +380,11 @@ def _stage(entry: dict[str, Any], box: dict[str, Any]) -> Block:
     why = entry.get("why", "")
     if not isinstance(why, str):
         raise ConfigError(f"{where} why = {why!r}: a sentence")
-    return Block(name, why, uncertainties, _log(entry, where, uncertainties),
-                 check_outcomes(_names(entry, "outcomes", where), f"{where} {spelled.get('outcomes', 'outcomes')}",
-                                True),
+    outcomes_where = f"{where} {spelled.get('outcomes', 'outcomes')}"
+    if "outcomes" in entry and entry["outcomes"] == []:  # as refused in every study's head
+        raise ConfigError(f"{outcomes_where} = []: a non-empty list of targets (leave it out to fit every one)")
+    return Block(name, why, uncertainties, _log(entry, f"{where} log", uncertainties),
+                 check_outcomes(_names(entry, "outcomes", where), outcomes_where, True),
                  {key: entry[key] for key in ("remainder", "int") if key in entry})
 
 

@@ -45,6 +45,7 @@ from .effects import (  # noqa: E402
 OUTCOME = {o.name: o for o in OUTCOMES}
 from ..recorder import RunDirectoryError, read_manifest, table_path  # noqa: E402
 from . import tradeoff  # noqa: E402
+from .sweep import check_tables_kept  # noqa: E402
 
 CHANNELS = Channel.labels()
 LINESTYLES = ("-", "--", ":", "-.")
@@ -90,6 +91,7 @@ def _scan(source: str | Path, columns: list[str], hive: bool) -> pl.LazyFrame:
 def _read_tables(directory: Path) -> SweepTables:
     size = (pl.col("exposures_l1") + pl.col("exposures_l2") + pl.col("exposures_l3")).alias("size")
     if (directory / "runs.parquet").is_file():
+        check_tables_kept(directory)
         runs = pl.read_parquet(directory / "runs.parquet")
         done = runs.filter(pl.col("status") == "complete")
         if done.height == 0:

@@ -2,11 +2,12 @@
 it takes (``[set]`` and the command line's ``--set``), and its uncertain parameters, each a
 ``"section.key" = [low, high]`` box over a config key.
 
-A sweep's Latin hypercube (``[samples]``), a sensitivity screen's ``[parameters]``, an
-ensemble's ``[ensemble.params]`` and a calibration stage's ``[stage.params]`` are the same thing
-drawn four ways (in the manner of the EMA workbench's uncertainties), so one function reads them
-all (:func:`parameter_box`) and a box is refused alike in every spec: before any run, in one
-line that names the spec's own key.
+A sweep's, a sensitivity screen's and an ensemble's ``[uncertainties]`` and a calibration
+stage's ``[stage.uncertainties]`` are the same thing drawn four ways (in the manner of the EMA
+workbench's uncertainties; the spec model is :mod:`weishang.model.study.experiment`), so one
+function reads them all (:func:`parameter_box`) and a box is refused alike in every spec: before
+any run, in one line that names the table as the spec spells it. A sweep and an ensemble draw
+theirs by one Latin hypercube (:func:`latin_hypercube`).
 """
 
 from __future__ import annotations

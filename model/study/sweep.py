@@ -177,30 +177,40 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     from .experiment import load_experiment  # noqa: PLC0415
 
     spec = load_experiment(path, "sweep", overrides)
-    designs = [name for name in ("levers", "uncertainties", "members") if name in spec.spelled or getattr(spec, name)]
-    if len(designs) > 1:
-        raise ConfigError(f"sweep file: use one of [{spec.where(designs[0])}] and [{spec.where(designs[1])}]")
-    if spec.scenarios == (None,):
-        raise ConfigError("sweep.scenarios: a non-empty list of scenario files is required")
+    sampled = bool(spec.uncertainties) or "uncertainties" in spec.spelled
+    over_members = bool(spec.members) or "members" in spec.spelled
+    if sampled and over_members:
+        raise ConfigError(f"sweep spec: use one of [{spec.where('uncertainties')}] and [{spec.where('members')}] "
+                          f"(each gives the points' parameter values)")
+    if spec.levers and over_members:
+        # the report pools the members as draws of parameter uncertainty: lever values would be pooled too
+        raise ConfigError(f"sweep spec: [{spec.where('levers')}] over [{spec.where('members')}] would pool the lever's "
+                          f"values with the members; give each lever value its own scenario file")
+    both = sorted(set(spec.levers) & set(spec.uncertainties))
+    if both:
+        raise ConfigError(f"sweep spec: {both[0]!r} is both a lever and an uncertainty")
     scenarios, replicates, common = spec.scenarios, spec.replicates, spec.common
-    n_points = math.prod(len(values) for values in spec.levers.values())
-    if n_points * len(scenarios) * replicates > MAX_RUNS:
-        raise ConfigError(f"the sweep has {n_points * len(scenarios) * replicates:,} runs ({n_points:,} grid points x "
-                          f"{len(scenarios)} scenarios x {replicates} replicates); at most {MAX_RUNS:,}: split it")
-    points = [dict(zip(spec.levers, combo)) for combo in itertools.product(*spec.levers.values())] or [{}]
-    if spec.uncertainties or "uncertainties" in spec.spelled:
-        points = _sampled_points(spec)
-        if len(points) * len(scenarios) * replicates > MAX_RUNS:
-            raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
+    n_levers = math.prod(len(values) for values in spec.levers.values())
+    n_design = spec.settings.get("samples") if sampled and isinstance(spec.settings.get("samples"), int) else 1
+    if n_levers * n_design * len(scenarios) * replicates > MAX_RUNS:  # counted before anything is expanded
+        raise ConfigError(f"the sweep has {n_levers * n_design * len(scenarios) * replicates:,} runs ({n_levers:,} "
+                          f"lever points x {n_design:,} samples x {len(scenarios)} scenarios x {replicates} "
+                          f"replicates); at most {MAX_RUNS:,}: split it")
+    lever_points = [dict(zip(spec.levers, combo)) for combo in itertools.product(*spec.levers.values())] or [{}]
+    members = None
+    if sampled:
+        design = _sampled_points(spec)
+    elif over_members:
+        design, members = ensemble_points(spec.members, spec.path.parent, spec.where("members"))
+        if len(design) * len(scenarios) * replicates > MAX_RUNS:
+            raise ConfigError(f"the sweep has {len(design) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
     else:
+        design = [{}]
         for key in ("log", "samples", "seed"):  # the Latin hypercube's settings, with nothing to draw
             if getattr(spec, key, None) or spec.settings.get(key) is not None:
                 raise ConfigError(f"sweep.{key}: draws [uncertainties], and the sweep has none")
-    members = None
-    if spec.members or "members" in spec.spelled:
-        points, members = ensemble_points(spec.members, spec.path.parent, spec.where("members"))
-        if len(points) * len(scenarios) * replicates > MAX_RUNS:
-            raise ConfigError(f"the sweep has {len(points) * len(scenarios) * replicates:,} runs; at most {MAX_RUNS:,}")
+    # every lever point with every sample (EMA's policies x scenarios): levers outer, samples inner
+    points = [{**lever, **drawn} for lever in lever_points for drawn in design]
     # a run's seed derives from sweep.base_seed and its replicate (common random numbers across
     # scenarios and points): a seed given per point or for every run would be silently replaced
     seeded = [place for place, keys in (("[set] or --set", common), ("the points", points[0] if points else {}))
@@ -218,6 +228,9 @@ def _sampled_points(spec: Any) -> list[dict[str, Any]]:
     old = spec.where("uncertainties") == "samples"  # an earlier release's [samples] n = ..., seed = ...
     where_n, where_seed = ("samples.n", "samples.seed") if old else ("sweep.samples", "sweep.seed")
     n, seed = spec.settings.get("samples"), spec.settings.get("seed", 0)
+    if n is None:
+        raise ConfigError(f"{where_n}: how many Latin hypercube samples to draw from [{spec.where('uncertainties')}] "
+                          f"is required (e.g. {'n' if old else 'samples'} = 20)")
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 100_000:
         raise ConfigError(f"{where_n} = {n!r}: must be an integer from 1 to 100000")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
@@ -361,7 +374,10 @@ def _execute(spec: RunSpec, common: dict[str, Any], out_path: Path) -> dict[str,
         _remove_run(spec, out_path)  # a damaged or half-moved earlier attempt: made again
     try:
         config = load_config(spec.scenario_file or None, spec.overrides(common), seed=spec.seed)
-        run_scenario(config, run_dir, population=_shared_population(config) if spec.share_population else None)
+        if spec.share_population:
+            _run_on_shared_population(config, run_dir)
+        else:
+            run_scenario(config, run_dir)
         _move_into_datasets(spec, out_path)
         record = _record(spec, out_path, status="complete")
     except (KeyboardInterrupt, RunInterrupted) as exc:
@@ -380,23 +396,43 @@ def _execute(spec: RunSpec, common: dict[str, Any], out_path: Path) -> dict[str,
     return record
 
 
-#: the population this worker built last: (its key, the population), for runs that share one
+#: the population this process built last, as (its key, the population); the lock makes the
+#: check, the build and the read one step for threads that share the process (a Dask worker's)
 _LAST_POPULATION: list[tuple[str, Any]] = []
+_POPULATION_LOCK = threading.Lock()
 
 
-def _shared_population(config: Any) -> Any:
-    """The population of ``config``: the one this worker built for its previous run when it has the
+def _run_on_shared_population(config: Any, run_dir: Path) -> None:
+    """Run ``config`` on the population this process built for its previous run when it has the
     same :func:`~weishang.model.population.population_key` (a population is read-only: no run
-    changes it), built otherwise. One is held at a time, let go before the next is built, so a
-    worker never holds two."""
-    from ...kernels.backend import resolve_backend  # noqa: PLC0415
+    changes it), built otherwise. The run's own checks, its memory preflight included, come first,
+    so a run that does not fit is refused before anything is built; a population of another key
+    is let go before them, so a process never holds two. A run on the held population skips the
+    preflight, which would count the population in hand twice: the sweep's preflight counted it.
+    """
     from ..population import build_population, population_key  # noqa: PLC0415
+    from ..run import prepare_run, run_scenario  # noqa: PLC0415
 
     key = population_key(config)
-    if not _LAST_POPULATION or _LAST_POPULATION[0][0] != key:
+    with _POPULATION_LOCK:
+        if _LAST_POPULATION and _LAST_POPULATION[0][0] != key:
+            _LAST_POPULATION.clear()
+        held = _LAST_POPULATION[0][1] if _LAST_POPULATION else None
+        prepared = prepare_run(config, run_dir, preflight=held is None)
+        try:
+            if held is None:
+                held = build_population(prepared.config, prepared.backend, graph=prepared.graph)
+                _LAST_POPULATION.append((key, held))
+        except BaseException:
+            prepared.lock.release()
+            raise
+    run_scenario(config, run_dir, population=held, prepared=prepared)
+
+
+def release_shared_population() -> None:
+    """Let go of the population held for runs that share one (when a sweep ends in this process)."""
+    with _POPULATION_LOCK:
         _LAST_POPULATION.clear()
-        _LAST_POPULATION.append((key, build_population(config, resolve_backend(config.run.backend))))
-    return _LAST_POPULATION[0][1]
 
 
 def _release_device_memory() -> None:
@@ -456,6 +492,25 @@ def _remove_run(spec: RunSpec, out: Path) -> None:
 
 def _one_line(text: str) -> str:
     return text.splitlines()[0][:500] if text else ""
+
+
+def check_tables_kept(directory: Path) -> None:
+    """Refuse a sweep folder whose runs kept no tables (a calibration ensemble's: the report and the
+    validation read tables), in one line that says where its figures are.
+
+    Raises:
+        ConfigError: the runs' manifests say their tables were dropped (:attr:`RunSpec.keep_tables`).
+    """
+    for path in (directory / "runs").glob("scenario=*/point=*/replicate=*/manifest.json"):
+        try:
+            dropped = "dropped" in json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if dropped:
+            raise ConfigError(f"{str(directory)!r} holds a calibration ensemble's runs, which keep only their "
+                              f"figures, no tables: read its samples.parquet, ensemble.parquet and held_out.parquet; "
+                              f"sweep over its members ([members]) to report or validate them")
+        return
 
 
 def run_state(spec: RunSpec, out: Path) -> str:
@@ -530,9 +585,9 @@ def write_runs_table(sweep: Sweep, out: Path) -> Path:
     from .experiment import outcome_column, read_outcomes  # noqa: PLC0415
 
     records = _status_records(out)
-    # the spec's outcomes that the standing columns do not already hold (a target, as measured,
-    # is a column of its own even where a summary figure has its name)
-    extra = tuple(name for name in sweep.outcomes if outcome_column(name) not in OUTCOME_COLUMNS.values())
+    # the spec's outcomes, each a column by its own name (a target's is target.ID), but for those
+    # the standing columns already hold under that name
+    extra = tuple(name for name in sweep.outcomes if outcome_column(name) not in OUTCOME_COLUMNS)
     rows = []
     for spec in sweep.runs:
         state = run_state(spec, out)
@@ -616,8 +671,10 @@ def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
     done = []
     with client:
         # pure=False: each run executes once; keys name the run so the dashboard reads well
-        futures = [client.submit(execute, spec, sweep.common, str(out), claimed, key=f"weishang-run-{spec.index}",
-                                 pure=False)
+        # a Dask worker lives on after the sweep (and may run threads): it builds each run's own
+        # population, never holding one between runs
+        futures = [client.submit(execute, replace(spec, share_population=False), sweep.common, str(out), claimed,
+                                 key=f"weishang-run-{spec.index}", pure=False)
                    for spec in todo]
         try:
             for future in dask_completed(futures):
@@ -858,6 +915,7 @@ def run_sweep(sweep: Sweep, out: Path, workers: int = 1, task_index: int | None 
                     limit = device_share(device_free_bytes, on_device) if on_device else None
                 done = _run_on_pool(todo, sweep, out, workers, on_done, limit)
     finally:
+        release_shared_population()  # runs made in this process (one worker, or one run) held it
         write_runs_table(sweep, out)
         lock.release()
     return done

@@ -349,6 +349,9 @@ def validate(directory: str | Path, targets: list[Target] | None = None) -> tupl
     if (directory / "manifest.json").is_file():
         table = validate_run(directory, targets)
     elif (directory / "runs").is_dir():
+        from .sweep import check_tables_kept  # noqa: PLC0415
+
+        check_tables_kept(directory)
         table = validate_sweep(directory, targets)
     else:
         raise RunDirectoryError(f"{str(directory)!r} is neither a run directory (manifest.json) "

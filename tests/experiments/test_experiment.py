@@ -111,7 +111,7 @@ def test_outcomes_are_checked_alike(tmp_path, study, table):
 
 def test_a_sweep_records_its_outcomes_summary_figures_and_targets(tmp_path):
     (tmp_path / "s.toml").write_text(
-        f'[sweep]\nscenarios = ["{BASELINE}"]\nreplicates = 2\noutcomes = ["orders", "posts", "daily_gmv", '
+        f'[sweep]\nscenarios = ["{BASELINE}"]\nreplicates = 2\noutcomes = ["orders", "posts", "gmv_cny", "daily_gmv", '
         f'"official_share_of_value"]\n[set]\n"population.n_users" = 3000\n"population.n_cities" = 3\n'
         f'"run.n_ticks" = 3\n')
     out = tmp_path / "out"
@@ -120,6 +120,7 @@ def test_a_sweep_records_its_outcomes_summary_figures_and_targets(tmp_path):
     # "orders" already has its column; "posts" is a summary figure; the others are targets
     assert {"orders", "posts", "target.daily_gmv", "target.official_share_of_value"} <= set(runs.columns)
     assert "official_share_of_value" in runs.columns  # the summary's own figure stays beside the target's measure
+    assert runs["gmv_cny"].equals(runs["gmv"], check_names=False)  # an outcome is a column by the name it is given
     for row in runs.iter_rows(named=True):
         measured = pl.read_parquet(out / row["run_dir"] / "validation.parquet")
         daily = measured.filter(pl.col("target") == "daily_gmv")["simulated"][0]
@@ -141,7 +142,7 @@ def test_log_uniform_uncertainties_in_a_sweep_and_a_screen(tmp_path):
     assert taken.min() >= 0.0001 * (1 - 1e-9) and taken.max() <= 0.1 * (1 + 1e-9)
     assert screen.problem["bounds"][0] == [math.log(0.0001), math.log(0.1)]  # screened on its logarithm
     (tmp_path / "bad.toml").write_text(f'[sweep]\nscenarios = ["{BASELINE}"]\nlog = ["merchants.exit_hazard"]\n')
-    with pytest.raises(ConfigError, match="must be an uncertainty"):
+    with pytest.raises(ConfigError, match="is not one of the uncertainties"):
         load_sweep(tmp_path / "bad.toml")
 
 
@@ -177,30 +178,27 @@ def test_an_ensemble_runs_as_a_sweep_on_shared_populations(tmp_path):
 def test_a_sweep_with_sampling_settings_and_nothing_to_draw_is_refused(tmp_path):
     for line in ("samples = 5", "seed = 2", 'log = ["merchants.exit_hazard"]'):
         (tmp_path / "s.toml").write_text(f'[sweep]\nscenarios = ["{BASELINE}"]\n{line}\n')
-        with pytest.raises(ConfigError, match="the sweep has none|must be an uncertainty"):
+        with pytest.raises(ConfigError, match="the sweep has none|is not one of the uncertainties"):
             load_sweep(tmp_path / "s.toml")
 
 
-def test_a_calibration_takes_its_specs_scenario_and_set_under_the_command_line(tmp_path, monkeypatch):
-    from weishang.model.study import calibrate as calibration
+def test_a_calibration_takes_its_specs_scenario_and_set_under_the_command_line(tmp_path):
+    from weishang.model.study.calibrate import plan_calibration
 
     (tmp_path / "mine.toml").write_text('[run]\nname = "mine"\n')
+    # a flag and a text with a backslash and a quote reach the runs as written (issue 31 review:
+    # re-written as text, true became "True" and the backslash an escape)
     (tmp_path / "c.toml").write_text('[calibration]\nscenarios = ["mine.toml"]\n[set]\n"run.n_ticks" = 3\n'
-                                     '"population.n_users" = 3000\n[[stage]]\nname = "a"\n[stage.uncertainties]\n'
-                                     '"cascade.p_buy_friend" = [0.2, 0.3]\n')
-    seen = []
-
-    def prepare(out, scenario, overrides):
-        seen.append((scenario, list(overrides)))
-        raise KeyboardInterrupt  # stop before any trial
-
-    monkeypatch.setattr(calibration, "prepare", prepare)
-    with pytest.raises(KeyboardInterrupt):
-        calibration.calibrate(tmp_path / "out", spec_path=tmp_path / "c.toml", overrides=["run.n_ticks=5"])
-    with pytest.raises(KeyboardInterrupt):
-        calibration.calibrate(tmp_path / "out", scenario=BASELINE, spec_path=tmp_path / "c.toml")
-    assert seen[0] == (tmp_path / "mine.toml", ["run.n_ticks=3", "population.n_users=3000", "run.n_ticks=5"])
-    assert seen[1][0] == BASELINE  # the command line's scenario wins
+                                     '"platform.induced_sharing_ban" = false\n'
+                                     "\"output.dir\" = 'res\\new \"x\"'\n"
+                                     '[[stage]]\nname = "a"\n[stage.uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
+    plan = plan_calibration(tmp_path / "out", spec_path=tmp_path / "c.toml", overrides=["run.n_ticks=5"])
+    assert plan.scenario == str(tmp_path / "mine.toml")
+    assert plan.base == {"run.n_ticks": 5, "platform.induced_sharing_ban": False, "output.dir": 'res\\new "x"'}
+    assert plan.base_config.run.n_ticks == 5 and plan.base_config.platform.induced_sharing_ban is False
+    assert plan.base_config.output.dir == 'res\\new "x"'
+    assert not (tmp_path / "out").exists()  # a plan creates nothing
+    assert plan_calibration(tmp_path / "out", scenario=BASELINE, spec_path=tmp_path / "c.toml").scenario == str(BASELINE)
 
 
 def test_an_ensemble_runs_on_the_pool_and_on_dask_alike(tmp_path):
@@ -216,3 +214,113 @@ def test_an_ensemble_runs_on_the_pool_and_on_dask_alike(tmp_path):
         run_ensemble(spec, tmp_path / "dask", overrides=tiny, scheduler=cluster.scheduler_address)
     pool, dask = (pl.read_parquet(tmp_path / where / "samples.parquet") for where in ("pool", "dask"))
     assert pool.height == 5 and pool.equals(dask)
+
+
+def test_threads_sharing_a_process_each_run_on_their_own_population(monkeypatch):
+    # issue 31 review: a Dask worker's threads could hand a run another seed's population
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import weishang.model.population as population
+    import weishang.model.run as run
+    from weishang.model.config import load_config
+    from weishang.model.study import sweep
+
+    def build(config, backend, graph=None):
+        time.sleep(0.2)  # long enough for the other thread to interleave
+        return ("population of seed", config.run.seed)
+
+    got = {}
+    monkeypatch.setattr(population, "build_population", build)
+    monkeypatch.setattr(run, "prepare_run", lambda config, run_dir, preflight=True: SimpleNamespace(
+        config=config, backend=None, graph=None, lock=SimpleNamespace(release=lambda: None)))
+    monkeypatch.setattr(run, "run_scenario", lambda config, run_dir, population, prepared: got.__setitem__(
+        config.run.seed, population))
+    configs = [load_config(overrides=["population.n_users=2000"], seed=seed) for seed in (1, 2, 1, 2)]
+    threads = [threading.Thread(target=sweep._run_on_shared_population, args=(c, Path("unused"))) for c in configs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == {1: ("population of seed", 1), 2: ("population of seed", 2)}
+    assert len(sweep._LAST_POPULATION) == 1  # never two held
+    sweep.release_shared_population()
+    assert sweep._LAST_POPULATION == []
+
+
+def test_earlier_names_of_members_and_of_an_ensemble_make_the_same_runs(tmp_path):
+    from weishang.model.study.ensemble import plan_ensemble
+
+    pl.DataFrame({"member": [0, 1, 2], "param.cascade.p_buy_friend": [0.2, 0.3, 0.25]}).write_parquet(
+        tmp_path / "ens.parquet")
+    head = f'[sweep]\nscenarios = ["{BASELINE}"]\n'
+    (tmp_path / "old.toml").write_text(head + '[ensemble]\nfile = "ens.parquet"\nmembers = 2\n')
+    (tmp_path / "new.toml").write_text(head + '[members]\nfile = "ens.parquet"\ncount = 2\n')
+    old, new = load_sweep(tmp_path / "old.toml"), load_sweep(tmp_path / "new.toml")
+    assert _same_runs(old, new) and old.members == new.members == (0, 2)
+    boxes = '"cascade.p_buy_friend" = [0.2, 0.3]\n"merchants.exit_hazard" = [0.001, 0.01]\n'
+    (tmp_path / "old.toml").write_text(f'[ensemble]\nsamples = 4\nlog = ["merchants.exit_hazard"]\n[ensemble.params]\n{boxes}')
+    (tmp_path / "new.toml").write_text(f'[ensemble]\nsamples = 4\nlog = ["merchants.exit_hazard"]\n[uncertainties]\n{boxes}')
+    tiny = ["population.n_users=3000"]
+    assert _same_runs(plan_ensemble(tmp_path / "old.toml", tmp_path / "o", overrides=tiny).sweep,
+                      plan_ensemble(tmp_path / "new.toml", tmp_path / "o", overrides=tiny).sweep)
+
+
+def test_levers_cross_the_uncertainties_and_a_sweep_without_scenarios_runs_the_default(tmp_path):
+    (tmp_path / "s.toml").write_text('[sweep]\nsamples = 3\n[levers]\n"platform.group_downweight" = [0.5, 1.0]\n'
+                                     '[uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
+    sweep = load_sweep(tmp_path / "s.toml")
+    assert {r.scenario for r in sweep.runs} == {"default"} and len(sweep.runs) == 6
+    points = [r.params for r in sweep.runs]
+    # every lever value meets the same three draws (levers outer, samples inner)
+    assert [p["platform.group_downweight"] for p in points] == [0.5] * 3 + [1.0] * 3
+    assert [p["cascade.p_buy_friend"] for p in points[:3]] == [p["cascade.p_buy_friend"] for p in points[3:]]
+    for text, message in [('[levers]\n"cascade.p_buy_friend" = [0.2]\n', "both a lever and an uncertainty"),
+                          ("", "how many Latin hypercube samples")]:
+        (tmp_path / "bad.toml").write_text('[sweep]\n' + text + '[uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(tmp_path / "bad.toml")
+
+
+def test_an_ensemble_outcome_also_held_out_or_nothing_to_match_is_refused(tmp_path):
+    for line, message in [('outcomes = ["reach_l1"]\nhold_out = ["reach_l1"]', "also excluded or held out"),
+                          ('outcomes = []', r'e.g. \["reach_l1"\]')]:
+        (tmp_path / "e.toml").write_text(f'[ensemble]\n{line}\n[uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
+        with pytest.raises(ConfigError, match=message):
+            load_ensemble_spec(tmp_path / "e.toml")
+
+
+def test_an_ensemble_folder_is_not_reported_as_damaged_and_a_spec_is_not_a_scenario(tmp_path):
+    from weishang.model.study.ensemble import run_ensemble
+
+    spec = tmp_path / "e.toml"
+    spec.write_text('[ensemble]\nsamples = 2\ncentre_replicates = 2\n[uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.4]\n')
+    result = run_ensemble(spec, tmp_path / "ens", overrides=["population.n_users=2000", "population.n_cities=2",
+                                                             "run.n_ticks=2", 'run.backend="numpy"'])
+    assert (result.made, result.already) == (4, 0) and set(result.ruled_out["target"]) >= {"daily_gmv"}
+    for command in (["report", str(tmp_path / "ens")], ["validate", str(tmp_path / "ens")], ["run", str(spec)]):
+        proc = subprocess.run([sys.executable, "-m", "weishang", *command], capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert ("a calibration ensemble's runs" in proc.stderr) or ("weishang calibrate --ensemble" in proc.stderr)
+    assert not (tmp_path / "ens" / "report").exists()
+
+
+def test_a_bad_calibration_is_one_line_and_creates_nothing(tmp_path):
+    (tmp_path / "c.toml").write_text('[calibration]\nreplicates = 1\n[[stage]]\nname = "a"\noutcomes = ["nope"]\n'
+                                     '[stage.uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
+    ensemble = str(ROOT / "experiments" / "calibration" / "ensemble.toml")
+    for args in (["--spec", str(tmp_path / "c.toml")], ["--set", "population.n_users=-5"],
+                 ["--ensemble", ensemble, "--hold-out", "reach_l1"]):  # a fit's option, not the ensemble's
+        proc = subprocess.run([sys.executable, "-m", "weishang", "calibrate", *args, "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1, proc.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_the_docs_example_spec_loads_as_the_sweep_it_describes(tmp_path):
+    text = (ROOT / "docs" / "experiments.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "s.toml").write_text(example.replace('"../', f'"{ROOT / "experiments"}/'))
+    sweep = load_sweep(tmp_path / "s.toml")
+    assert len(sweep.runs) == 2 * 8 * 2 * 3  # 2 lever values x 8 draws, 2 scenarios x 3 replicates

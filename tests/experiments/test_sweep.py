@@ -102,7 +102,7 @@ def test_a_second_element_for_the_same_run_is_refused_and_deletes_nothing(tmp_pa
 
 
 def test_bad_sweep_files(tmp_path):
-    for text, message in [("[sweep]\nreplicates = 2\n", "scenarios"),
+    for text, message in [("[sweep]\nscenarios = []\n", "scenarios"),  # left out, it is the built-in default
                           ('[sweep]\nscenarios = ["x.toml"]\n[gird]\n', "unknown section"),
                           (f'[sweep]\nscenarios = ["{EXPERIMENTS / "baseline.toml"}"]\n[set]\n"run.n_ticks" = -1\n', "run.n_ticks"),
                           # a seed per point, or for every run, would be replaced by the derived seed
