@@ -220,7 +220,11 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _work(storage: str, name: str, stage: Stage, base: dict[str, Any], scenario: str | None,
-          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int) -> None:
+          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int,
+          sampler_seed: int = 0) -> None:
+    """One worker's trials of a stage's study. ``sampler_seed``: its TPE sampler's seed (the
+    scenario's seed plus the worker's index), so one worker's fit is reproducible and two workers
+    do not propose the same values."""
     import optuna  # noqa: PLC0415
 
     _exit_with_parent(parent)
@@ -228,7 +232,9 @@ def _work(storage: str, name: str, stage: Stage, base: dict[str, Any], scenario:
     targets = load_targets()
     fit = [t for t in targets if t.id in fitted and (not stage.targets or t.id in stage.targets)]
     measured = [t for t in targets if t.kind == "target" and t.measure]
-    study = optuna.load_study(study_name=name, storage=storage)
+    # a loaded study gets an unseeded sampler unless given one: the same fit twice differed
+    study = optuna.load_study(study_name=name, storage=storage,
+                              sampler=optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=10))
     base_config = load_config(scenario, {**base, **fixed})
 
     def objective(trial: optuna.Trial) -> float:
@@ -361,8 +367,9 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
     # from the previous round's best values
     for stage, name in [(stage, study_name(stage, r)) for r in range(spec.rounds) for stage in chosen]:
         studies.append((stage, name))
+        sampler = optuna.samplers.TPESampler(seed=base_config.run.seed % 2**32, n_startup_trials=10)
         study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="minimize",
-                                    sampler=optuna.samplers.TPESampler(seed=base_config.run.seed, n_startup_trials=10))
+                                    sampler=sampler)
         _fail_stale(study)
         if not study.trials:
             # the first trial is the scenario as it stands (clipped into the search ranges)
@@ -374,7 +381,8 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
             per_worker = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                 futures = [pool.submit(_work, storage, name, stage, base, scenario, fixed, seeds, fitted, n,
-                                       os.getpid()) for n in per_worker if n > 0]
+                                       os.getpid(), (base_config.run.seed + i) % 2**32)
+                           for i, n in enumerate(per_worker) if n > 0]
                 while not all(f.done() for f in futures):
                     if on_progress is not None:
                         on_progress(name, _complete(study), trials)

@@ -146,24 +146,36 @@ def test_log_uniform_uncertainties_in_a_sweep_and_a_screen(tmp_path):
         load_sweep(tmp_path / "bad.toml")
 
 
-def test_an_ensemble_runs_as_a_sweep_on_shared_populations(tmp_path):
+TINY = ["population.n_users=3000", "population.n_cities=3", "run.n_ticks=4", 'run.backend="numpy"']
+
+
+@pytest.fixture(scope="module")
+def tiny_ensemble(tmp_path_factory):
+    """An ensemble of 3 samples and 2 centre seeds, made in this process: (spec, its OUT, result)."""
+    from weishang.model.study.ensemble import run_ensemble
+
+    root = tmp_path_factory.mktemp("ensemble")
+    spec = root / "e.toml"
+    spec.write_text('[ensemble]\nsamples = 3\ncentre_replicates = 2\n[uncertainties]\n'
+                    '"cascade.p_buy_friend" = [0.2, 0.4]\n')
+    return spec, root / "ens", run_ensemble(spec, root / "ens", overrides=TINY)
+
+
+def test_an_ensemble_runs_as_a_sweep_on_shared_populations(tiny_ensemble, tmp_path):
     """The ensemble's runs are a sweep's (resumable, on the pool, an array job or Dask): each
     sample's figures are the ones a lone run of its parameters measures, with only its manifest
     and validation kept."""
     from weishang.model.config import load_config
     from weishang.model.run import run_scenario
-    from weishang.model.study.ensemble import plan_ensemble, run_ensemble
+    from weishang.model.study.ensemble import plan_ensemble
 
-    spec = tmp_path / "e.toml"
-    spec.write_text('[ensemble]\nsamples = 3\ncentre_replicates = 2\n[uncertainties]\n'
-                    '"cascade.p_buy_friend" = [0.2, 0.4]\n')
-    tiny = ["population.n_users=3000", "population.n_cities=3", "run.n_ticks=4", 'run.backend="numpy"']
-    result = run_ensemble(spec, tmp_path / "ens", overrides=tiny)
-    assert result.samples == 3
-    samples = pl.read_parquet(tmp_path / "ens" / "samples.parquet")
-    planned = plan_ensemble(spec, tmp_path / "ens", overrides=tiny)
+    spec, out, result = tiny_ensemble
+    assert result.samples == 3 and (result.made, result.already) == (5, 0)
+    samples = pl.read_parquet(out / "samples.parquet")
+    tiny = TINY
+    planned = plan_ensemble(spec, out, overrides=tiny)
     assert {r.share_population and not r.keep_tables for r in planned.sweep.runs} == {True}
-    assert not (tmp_path / "ens" / "ticks").exists()  # no table kept
+    assert not (out / "ticks").exists()  # no table kept
     sample = planned.sweep.runs[1]
     alone = run_scenario(load_config(None, {**planned.sweep.common, **sample.params}, seed=sample.seed),
                          tmp_path / "alone")
@@ -201,19 +213,15 @@ def test_a_calibration_takes_its_specs_scenario_and_set_under_the_command_line(t
     assert plan_calibration(tmp_path / "out", scenario=BASELINE, spec_path=tmp_path / "c.toml").scenario == str(BASELINE)
 
 
-def test_an_ensemble_runs_on_the_pool_and_on_dask_alike(tmp_path):
+def test_an_ensemble_runs_on_dask_as_in_one_process(tiny_ensemble, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     from weishang.model.study.ensemble import run_ensemble
 
-    spec = tmp_path / "e.toml"
-    spec.write_text('[ensemble]\nsamples = 3\ncentre_replicates = 2\n[uncertainties]\n'
-                    '"cascade.p_buy_friend" = [0.2, 0.4]\n')
-    tiny = ["population.n_users=2000", "population.n_cities=2", "run.n_ticks=2", 'run.backend="numpy"']
-    run_ensemble(spec, tmp_path / "pool", overrides=tiny, workers=2)
+    spec, out, _ = tiny_ensemble
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        run_ensemble(spec, tmp_path / "dask", overrides=tiny, scheduler=cluster.scheduler_address)
-    pool, dask = (pl.read_parquet(tmp_path / where / "samples.parquet") for where in ("pool", "dask"))
-    assert pool.height == 5 and pool.equals(dask)
+        run_ensemble(spec, tmp_path / "dask", overrides=TINY, scheduler=cluster.scheduler_address)
+    here, dask = (pl.read_parquet(where / "samples.parquet") for where in (out, tmp_path / "dask"))
+    assert here.height == 5 and here.equals(dask)
 
 
 def test_threads_sharing_a_process_each_run_on_their_own_population(monkeypatch):
@@ -291,19 +299,14 @@ def test_an_ensemble_outcome_also_held_out_or_nothing_to_match_is_refused(tmp_pa
             load_ensemble_spec(tmp_path / "e.toml")
 
 
-def test_an_ensemble_folder_is_not_reported_as_damaged_and_a_spec_is_not_a_scenario(tmp_path):
-    from weishang.model.study.ensemble import run_ensemble
-
-    spec = tmp_path / "e.toml"
-    spec.write_text('[ensemble]\nsamples = 2\ncentre_replicates = 2\n[uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.4]\n')
-    result = run_ensemble(spec, tmp_path / "ens", overrides=["population.n_users=2000", "population.n_cities=2",
-                                                             "run.n_ticks=2", 'run.backend="numpy"'])
-    assert (result.made, result.already) == (4, 0) and set(result.ruled_out["target"]) >= {"daily_gmv"}
-    for command in (["report", str(tmp_path / "ens")], ["validate", str(tmp_path / "ens")], ["run", str(spec)]):
+def test_an_ensemble_folder_is_not_reported_as_damaged_and_a_spec_is_not_a_scenario(tiny_ensemble):
+    spec, out, result = tiny_ensemble
+    assert set(result.ruled_out["target"]) >= {"daily_gmv"}  # per matched target, why sets were not kept
+    for command in (["report", str(out)], ["validate", str(out)], ["run", str(spec)]):
         proc = subprocess.run([sys.executable, "-m", "weishang", *command], capture_output=True, text=True)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert ("a calibration ensemble's runs" in proc.stderr) or ("weishang calibrate --ensemble" in proc.stderr)
-    assert not (tmp_path / "ens" / "report").exists()
+    assert not (out / "report").exists()
 
 
 def test_a_bad_calibration_is_one_line_and_creates_nothing(tmp_path):

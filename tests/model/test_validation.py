@@ -188,6 +188,24 @@ def test_calibrate_writes_a_loadable_scenario_and_resumes(tmp_path):
     assert all(math.isfinite(v) for v in trials["loss"])
 
 
+def test_a_calibration_worker_is_reproducible(tmp_path):
+    # the workers loaded the study with an unseeded sampler: the same fit twice proposed other values
+    import os
+
+    from weishang.model.study.calibrate import Stage, _work
+
+    stage = Stage("risk", "", {"risk.w_scenario_mini_program": (0.0, 2.0), "fraud.ato_per_million": (0.1, 5.0)})
+    small = {"population.n_users": 2000, "population.n_cities": 2, "run.n_ticks": 2, "run.backend": "numpy"}
+    proposed = []
+    for name in ("a", "b"):
+        storage = f"sqlite:///{tmp_path / name}.db"
+        optuna.create_study(study_name="s", storage=storage)
+        # in this process (its parent's id never changes under it), three trials, seeded alike
+        _work(storage, "s", stage, small, None, {}, [1], ["daily_gmv"], 3, os.getppid(), sampler_seed=5)
+        proposed.append([t.params for t in optuna.load_study(study_name="s", storage=storage).trials])
+    assert len(proposed[0]) == 3 and proposed[0] == proposed[1]
+
+
 def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
     with pytest.raises(ConfigError, match="not a measured target"):
         calibrate(tmp_path / "c", hold_out=["no_such_target"])
