@@ -5,8 +5,6 @@ releases load as the same experiment; an ensemble's runs are a sweep's."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -79,7 +77,9 @@ def test_a_screen_an_ensemble_and_a_calibration_in_earlier_names_are_the_same(tm
     assert load_spec(tmp_path / "old.toml") == load_spec(tmp_path / "new.toml")
 
 
-def test_a_spec_given_to_another_study_names_the_command_that_runs_it(tmp_path):
+def test_a_spec_given_to_another_study_names_the_command_that_runs_it(tmp_path, capsys):
+    from weishang.model.apps.cli import _main
+
     spec = ROOT / "experiments" / "calibration" / "ensemble.toml"
     with pytest.raises(ConfigError, match=r"is an ensemble spec .*weishang calibrate --ensemble"):
         load_sweep(spec)
@@ -88,9 +88,9 @@ def test_a_spec_given_to_another_study_names_the_command_that_runs_it(tmp_path):
     (tmp_path / "none.toml").write_text('[set]\n"run.n_ticks" = 3\n')
     with pytest.raises(ConfigError, match=r"names no study; start it with a \[sweep\] table"):
         load_sweep(tmp_path / "none.toml")
-    proc = subprocess.run([sys.executable, "-m", "weishang.model.apps.cli", "sensitivity", str(spec), "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "weishang calibrate --ensemble" in proc.stderr
+    assert _main(["sensitivity", str(spec), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weishang calibrate --ensemble" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -299,25 +299,30 @@ def test_an_ensemble_outcome_also_held_out_or_nothing_to_match_is_refused(tmp_pa
             load_ensemble_spec(tmp_path / "e.toml")
 
 
-def test_an_ensemble_folder_is_not_reported_as_damaged_and_a_spec_is_not_a_scenario(tiny_ensemble):
+def test_an_ensemble_folder_is_not_reported_as_damaged_and_a_spec_is_not_a_scenario(tiny_ensemble, capsys):
+    from weishang.model.apps.cli import _main
+
     spec, out, result = tiny_ensemble
     assert set(result.ruled_out["target"]) >= {"daily_gmv"}  # per matched target, why sets were not kept
     for command in (["report", str(out)], ["validate", str(out)], ["run", str(spec)]):
-        proc = subprocess.run([sys.executable, "-m", "weishang", *command], capture_output=True, text=True)
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-        assert ("a calibration ensemble's runs" in proc.stderr) or ("weishang calibrate --ensemble" in proc.stderr)
+        assert _main(command) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1, err
+        assert ("a calibration ensemble's runs" in err) or ("weishang calibrate --ensemble" in err)
     assert not (out / "report").exists()
 
 
-def test_a_bad_calibration_is_one_line_and_creates_nothing(tmp_path):
+def test_a_bad_calibration_is_one_line_and_creates_nothing(tmp_path, capsys):
+    from weishang.model.apps.cli import _main
+
     (tmp_path / "c.toml").write_text('[calibration]\nreplicates = 1\n[[stage]]\nname = "a"\noutcomes = ["nope"]\n'
                                      '[stage.uncertainties]\n"cascade.p_buy_friend" = [0.2, 0.3]\n')
     ensemble = str(ROOT / "experiments" / "calibration" / "ensemble.toml")
     for args in (["--spec", str(tmp_path / "c.toml")], ["--set", "population.n_users=-5"],
                  ["--ensemble", ensemble, "--hold-out", "reach_l1"]):  # a fit's option, not the ensemble's
-        proc = subprocess.run([sys.executable, "-m", "weishang", "calibrate", *args, "--out", str(tmp_path / "o")],
-                              capture_output=True, text=True)
-        assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1, proc.stderr
+        assert _main(["calibrate", *args, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1, err  # no progress bar's line before it
         assert not (tmp_path / "o").exists()
 
 
