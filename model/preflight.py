@@ -32,7 +32,6 @@ import sys
 from dataclasses import dataclass
 
 from .config import ScenarioConfig
-from .mechanisms.risk.fraud import PROBE_PAYMENTS, fraud_merchant_count
 
 GIB = 2**30
 BUILD_BYTES_PER_EDGE = 10.5
@@ -85,6 +84,9 @@ def fraud_payments_per_tick(config: ScenarioConfig) -> int:
     """The most fraud payments one tick can inject (:mod:`weishang.model.mechanisms.risk.fraud`, every typology at
     full intensity, each count at its rounding up), and the tick's probe."""
     f, n = config.fraud, config.population.n_users
+    # imported here: the mechanisms package loads Mesa and SciPy, which the CLI's start need not
+    from .mechanisms.risk.fraud import PROBE_PAYMENTS, fraud_merchant_count  # noqa: PLC0415
+
     fraud_merchants = fraud_merchant_count(f.share_fraud_merchants, config.n_merchants)
     per_million = n / 1e6
     events = (fraud_merchants * (f.brushing_orders + 1) if fraud_merchants else 0)

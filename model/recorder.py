@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .columns import REGISTRY
+from .errors import RunDirectoryError, RunInterrupted  # noqa: F401  (where they were defined)
 
 CONFIG_METADATA_KEY = b"weishang.config"
 MANIFEST = "manifest.json"
@@ -81,14 +82,6 @@ def to_arrow(table: str, columns: dict[str, Any]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema(table))
 
 
-class RunInterrupted(BaseException):
-    """SIGTERM arrived during a run (a batch scheduler's cancel or time limit).
-
-    A BaseException, as KeyboardInterrupt is: the signal handler raises it wherever the main
-    thread happens to be, and a library's ``except Exception`` around an optional import or a
-    fallback must not swallow it."""
-
-
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """While inside, SIGTERM (a batch scheduler's cancel or time limit) raises
@@ -106,10 +99,6 @@ def sigterm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-class RunDirectoryError(ValueError):
-    """The run directory cannot be created; the message is one line for the user."""
 
 
 class OutputLock:

@@ -29,9 +29,9 @@ from rich.table import Table
 
 from ...kernels.backend import BackendUnavailable
 from ..config import ConfigError, ScenarioConfig, load_config
+from ..errors import RunDirectoryError, RunInterrupted
 from ..graph_io import GraphInputError
 from ..preflight import PreflightError
-from ..recorder import RunDirectoryError, RunInterrupted
 
 
 class _Command(typer.core.TyperCommand):

@@ -184,8 +184,8 @@ def load_experiment(path: str | Path, kind: str, overrides: list[str] | tuple[st
     if found is None:
         raise ConfigError(f"{kind} spec {str(path)!r}: names no study; start it with a [{kind}] table")
     if found != kind:
-        raise ConfigError(f"{str(path)!r} is {'an' if found[0] in 'aeiou' else 'a'} {found} spec (it has [{found if found in doc else 'stage'}]): "
-                          f"run it with {COMMANDS[found]}")
+        article, table = ("an" if found[0] in "aeiou" else "a"), (found if found in doc else "stage")
+        raise ConfigError(f"{str(path)!r} is {article} {found} spec (it has [{table}]): run it with {COMMANDS[found]}")
     doc, spelled = _canonical(doc, kind)
     study = STUDIES[kind]
     head = doc.get(kind, {})
@@ -375,7 +375,8 @@ def _stage(entry: dict[str, Any], box: dict[str, Any]) -> Block:
                           f"(allowed: {', '.join(sorted(STAGE_KEYS))})")
     where = f"stage {name!r}"
     # trials share one population: a key that shapes it is refused (fit it in a scenario sweep)
-    uncertainties = parameter_box(entry.get("uncertainties"), f"{where} {spelled.get('uncertainties', 'uncertainties')}",
+    written = spelled.get("uncertainties", "uncertainties")
+    uncertainties = parameter_box(entry.get("uncertainties"), f"{where} {written}",
                                   **{**box, "shared_population": True})
     why = entry.get("why", "")
     if not isinstance(why, str):
@@ -428,7 +429,8 @@ def outcome_column(name: str) -> str:
 _READ: dict[Path, tuple[float, dict[str, float]]] = {}
 
 
-def read_outcomes(run_dir: Path, manifest: dict[str, Any], names: tuple[str, ...] | list[str]) -> dict[str, float | None]:
+def read_outcomes(run_dir: Path, manifest: dict[str, Any],
+                  names: tuple[str, ...] | list[str]) -> dict[str, float | None]:
     """Each outcome of a published run: a run-summary figure from its manifest, a target as its
     ``validation.parquet`` measured it (None where the run could not measure it). The validation
     table is read once per version of the file (a sweep re-reads its runs after each one)."""
