@@ -7,8 +7,9 @@ al. 2015 for an agent-based model), run by direct simulation:
 
 1. ``samples`` parameter sets are drawn by Latin hypercube over the spec's box (log-uniform for
    the parameters named in ``log``), and each is run once at 200k users and 90 days on a common
-   seed (every trial shares one population, as the point calibration's do). The scenario itself
-   is run on ``centre_replicates`` seeds: the spread of each figure over seeds (sigma_t).
+   seed (the samples share one population in each worker, as the point calibration's trials
+   do). The scenario itself is run on ``centre_replicates`` seeds: the spread of each figure over
+   seeds (sigma_t).
 2. A set's implausibility on target t is its distance outside the SPEC's band in seed standard
    deviations, ``I_t = max(0, low - value, value - high) / sigma_t`` (zero inside the band: the
    band already is the tolerance the SPEC's figures get), and its implausibility is the largest
@@ -35,10 +36,11 @@ uncertainty (:func:`weishang.model.study.effects.ensemble_effects`).
 The runs are a sweep's (:func:`plan_ensemble`): ``OUT/runs.parquet`` and ``OUT/runs/`` hold them
 as they finish (each run's manifest and ``validation.parquet`` only), so a stopped fit resumes,
 and they run on local workers, as array-job elements or on a Dask cluster. Outputs in ``OUT``:
-``samples.parquet`` (every run: parameters, figures, implausibility), ``ensemble.parquet`` (the members: ``member``, one
-``param.*`` column per parameter, their figures), ``held_out.parquet``, ``coverage.parquet``,
-``ensemble.png`` (each parameter's box and the ensemble's range). A sweep runs a scenario over
-the members with ``[ensemble] file = ".../ensemble.parquet"`` (:mod:`weishang.model.study.sweep`).
+``samples.parquet`` (every run: parameters, figures, implausibility), ``ensemble.parquet`` (the
+members: ``member``, one ``param.*`` column per parameter, their figures), ``held_out.parquet``,
+``coverage.parquet``, ``ensemble.png`` (each parameter's box and the ensemble's range). A sweep
+runs a scenario over the members with ``[members] file = ".../ensemble.parquet"``
+(:mod:`weishang.model.study.sweep`).
 """
 
 from __future__ import annotations

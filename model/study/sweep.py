@@ -470,8 +470,11 @@ def _move_into_datasets(spec: RunSpec, out: Path) -> None:
         source = table_path(run_dir, manifest, table)
         if not source.exists():
             continue  # the transaction log is opt-in
-        if not spec.keep_tables:
-            shutil.rmtree(source) if source.is_dir() else source.unlink()
+        if not spec.keep_tables:  # the transaction log is a folder of parts, every other table a file
+            if source.is_dir():
+                shutil.rmtree(source)
+            else:
+                source.unlink()
             continue
         folder = out / table / partition(spec)
         folder.mkdir(parents=True, exist_ok=True)
