@@ -145,7 +145,10 @@ def loss(values: dict[str, float], targets: list[Target]) -> float:
 
 
 def _format(value: Any) -> str:
-    return repr(value) if not isinstance(value, str) else f'"{value}"'
+    """A value as TOML writes it (a flag is ``true``, not Python's ``True``; a text is quoted)."""
+    import json  # noqa: PLC0415
+
+    return json.dumps(value) if isinstance(value, (bool, str)) else repr(value)
 
 
 def overrides_of(values: dict[str, Any]) -> list[str]:

@@ -61,6 +61,7 @@ from ..config import (
     ConfigError,
     RunConfig,
     read_toml_file,
+    split_key,
     whole_number,
 )
 from .space import Box, common_overrides, parameter_box
@@ -207,9 +208,16 @@ def load_experiment(path: str | Path, kind: str, overrides: list[str] | tuple[st
                                    at_least=at_least, **box) if "uncertainties" in doc else {})
     log = _log(head, f"{where}.log", uncertainties)
     stages = tuple(_stage(entry, box) for entry in _stages(doc)) if kind == "calibration" else ()
+    common = common_overrides(doc, overrides)
+    levers = _levers(doc.get("levers", {}), spelled.get("levers", "levers"))
+    if kind in ("sweep", "sensitivity"):  # every run takes a swept key's own value: a [set] of it is lost
+        every_run = {".".join(split_key(key)) for key in common}
+        for key in [*levers, *uncertainties]:
+            if ".".join(split_key(key)) in every_run:
+                raise ConfigError(f"{key!r} is swept, so it cannot also be set for every run ([set] or --set)")
     return Experiment(
         kind=kind, name=_text(head, "name", path.stem, where), path=path, scenarios=scenarios,
-        common=common_overrides(doc, overrides), levers=_levers(doc.get("levers", {}), spelled.get("levers", "levers")),
+        common=common, levers=levers,
         uncertainties=uncertainties, log=log,
         outcomes=_outcomes(head, where, study.targets_only),
         replicates=whole_number(head, "replicates", 1, 1, study.max_replicates, where),
@@ -297,6 +305,8 @@ def _levers(table: Any, where: str) -> dict[str, list[Any]]:
     for key, values in levers.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.{key}: must be a non-empty list of values")
+        if len({repr(v) for v in values}) < len(values):  # the same point twice: one run made twice, pooled
+            raise ConfigError(f"{where}.{key} = {values!r}: lists a value twice")
     return levers
 
 

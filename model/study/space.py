@@ -83,7 +83,7 @@ def parameter_box(table: Any, where: str, *, shared_population: bool = False, in
         if (not isinstance(bounds, list) or len(bounds) != 2
                 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
                 or not bounds[0] < bounds[1]):
-            raise ConfigError(f"{where}.{key} = {bounds!r}: must be [low, high] with low < high")
+            raise ConfigError(f"{where}.{key} = {bounds!r}: must be [low, high], two finite numbers with low < high")
         # whole numbers: int, an optional int (None meaning "derived"), and a flag drawn as 0 or 1
         integer = kind in (int, bool) or int in get_args(kind)
         if integer and not integers:

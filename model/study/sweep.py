@@ -275,10 +275,11 @@ def ensemble_points(section: dict[str, Any], base: Path, where: str = "members"
             raise ConfigError(f"{where}.file {str(file)!r}: {c} must be finite numbers in every row")
     table = table.sort("member")
     wanted = section.get("count", table.height)
-    if not isinstance(wanted, int) or isinstance(wanted, bool) or not 1 <= wanted:
-        raise ConfigError(f"{where}.{count} = {wanted!r}: must be a positive integer")
+    if not isinstance(wanted, int) or isinstance(wanted, bool) or not 1 <= wanted <= table.height:
+        raise ConfigError(f"{where}.{count} = {wanted!r}: a whole number from 1 to {table.height} (the ensemble's "
+                          f"members)")
     # spread over the ensemble (members are in sample order, which is random): evenly spaced rows
-    rows = np.unique(np.round(np.linspace(0, table.height - 1, min(wanted, table.height))).astype(int))
+    rows = np.unique(np.round(np.linspace(0, table.height - 1, wanted)).astype(int))
     chosen = table[rows.tolist()]
     points = [{c.removeprefix("param."): float(r[c]) for c in params} for r in chosen.iter_rows(named=True)]
     return points, [int(m) for m in chosen["member"]]

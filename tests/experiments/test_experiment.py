@@ -332,3 +332,27 @@ def test_the_docs_example_spec_loads_as_the_sweep_it_describes(tmp_path):
     (tmp_path / "s.toml").write_text(example.replace('"../', f'"{ROOT / "experiments"}/'))
     sweep = load_sweep(tmp_path / "s.toml")
     assert len(sweep.runs) == 2 * 8 * 2 * 3  # 2 lever values x 8 draws, 2 scenarios x 3 replicates
+
+
+@pytest.mark.parametrize("text,overrides,message", [
+    # a swept key's [set] or --set value is replaced in every run: it was lost without a word
+    ('[set]\n"platform.group_downweight" = 0.7\n[levers]\n"platform.group_downweight" = [0.5]\n', [], "is swept"),
+    ('[levers]\n"platform.group_downweight" = [0.5]\n', ["platform.group_downweight=0.9"], "is swept"),
+    ('samples = 2\n[uncertainties]\n"merchants.exit_hazard" = [0.001, 0.01]\n', ["merchants.exit_hazard=0.5"],
+     "is swept"),
+    # the same point twice: one run made twice, and pooled as two
+    ('[levers]\n"platform.group_downweight" = [0.5, 0.5]\n', [], "lists a value twice"),
+    ('[uncertainties]\n"merchants.exit_hazard" = [0.001, inf]\n', [], "two finite numbers"),
+])
+def test_a_sweep_that_would_lose_a_value_or_repeat_a_point_is_refused(tmp_path, text, overrides, message):
+    head = "[sweep]\n" if text.startswith("[") else "[sweep]\n"
+    (tmp_path / "s.toml").write_text(head + text)
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(tmp_path / "s.toml", overrides)
+
+
+def test_more_members_than_the_ensemble_has_is_refused(tmp_path):
+    pl.DataFrame({"member": [0, 1], "param.cascade.p_buy_friend": [0.2, 0.3]}).write_parquet(tmp_path / "ens.parquet")
+    (tmp_path / "s.toml").write_text('[sweep]\n[members]\nfile = "ens.parquet"\ncount = 5\n')
+    with pytest.raises(ConfigError, match=r"members.count = 5: a whole number from 1 to 2"):
+        load_sweep(tmp_path / "s.toml")

@@ -424,8 +424,9 @@ def test_a_damaged_published_run_is_made_again_on_resume(tmp_path):
 
 
 def test_sweep_limits_are_checked_before_anything_is_written(tmp_path):
-    huge = sweep_file(tmp_path, extra='[grid]\n"cascade.p_view_friend" = [' + ", ".join(["0.1"] * 400) + ']\n'
-                      '"cascade.p_buy_friend" = [' + ", ".join(["0.1"] * 400) + ']\n', scenarios=("baseline.toml",))
+    values = ", ".join(f"{0.1 + i * 1e-4:.4f}" for i in range(400))  # 400 distinct values a key
+    huge = sweep_file(tmp_path, extra=f'[grid]\n"cascade.p_view_friend" = [{values}]\n'
+                      f'"cascade.p_buy_friend" = [{values}]\n', scenarios=("baseline.toml",))
     started = time.time()
     with pytest.raises(ConfigError, match="480,000 runs .* at most 100,000"):
         load_sweep(huge)

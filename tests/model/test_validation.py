@@ -213,7 +213,7 @@ def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
         calibrate(tmp_path / "c", stages=["nope"])
     bad = tmp_path / "bad.toml"
     bad.write_text('[[stage]]\nname = "x"\n[stage.params]\n"cascade.p_buy_friend" = 3\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="must be \\[low, high\\] with low < high"):
+    with pytest.raises(ConfigError, match="must be \\[low, high\\], two finite numbers with low < high"):
         calibrate(tmp_path / "c", spec_path=bad)
     bad.write_text('[[stage]]\nname = "x"\n[stage.params]\n"community.groups_per_merchant" = [0.5, 2.0]\n',
                    encoding="utf-8")
