@@ -38,7 +38,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -389,7 +389,7 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
                 while not all(f.done() for f in futures):
                     if on_progress is not None:
                         on_progress(name, _complete(study), trials)
-                    time.sleep(2.0)
+                    wait(futures, timeout=2.0)  # the bar every 2 s, and on at once when the workers end
                 for f in futures:
                     f.result()  # a worker's error surfaces here
         if on_progress is not None:
