@@ -60,6 +60,7 @@ from ..config import (
     EXPERIMENT_TABLES,
     ConfigError,
     RunConfig,
+    flatten_keys,
     read_toml_file,
     split_key,
     whole_number,
@@ -244,6 +245,8 @@ def _canonical(doc: dict[str, Any], kind: str) -> tuple[dict[str, Any], dict[str
     if kind == "sweep":
         rename("grid", "levers")
         if isinstance(doc.get("ensemble"), dict):  # the members of a calibration ensemble
+            if "members" in doc:
+                raise ConfigError("[ensemble] is the earlier name of [members]: write one of them")
             members = dict(doc.pop("ensemble"))
             if "members" in members:
                 members["count"] = members.pop("members")
@@ -297,8 +300,6 @@ def _scenarios(head: dict[str, Any], where: str, path: Path, one: bool) -> tuple
 
 
 def _levers(table: Any, where: str) -> dict[str, list[Any]]:
-    from ..config import flatten_keys  # noqa: PLC0415
-
     if not isinstance(table, dict):
         raise ConfigError(f"[{where}] must be a table of \"section.key\" = [value, ...]")
     levers = flatten_keys(table)
