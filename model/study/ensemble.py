@@ -318,7 +318,8 @@ def plan_ensemble(spec_path: str | Path, out: str | Path, scenario: str | Path |
     points = draw_samples(spec)
     values = base_config.model_dump()
     centre = {name: float(values[name.split(".")[0]][name.split(".")[1]]) for name in spec.params}
-    measured = tuple(t.id for t in load_targets() if t.kind in ("target", "plausibility") and t.measure)
+    # every measured target, as its measure (target.ID: a bare id that is a summary figure is the figure)
+    measured = tuple(f"target.{t.id}" for t in load_targets() if t.kind in ("target", "plausibility") and t.measure)
     sweep = build_sweep(experiment.name, [scenario_file], [*points, centre],
                         [1] * len(points) + [spec.centre_replicates], base_config.run.seed, common, measured,
                         share_population=True, keep_tables=False)

@@ -405,36 +405,45 @@ def _stage(entry: dict[str, Any], box: dict[str, Any]) -> Block:
 
 @functools.cache
 def outcome_names(targets_only: bool = False) -> dict[str, str]:
-    """Every name an outcome may take -> "summary" (a run-summary figure) or "target" (a target's
-    id, as the run's ``validation.parquet`` measures it)."""
+    """Every name an outcome may take -> "summary" (a run-summary figure) or "target" (a measured
+    target, as the run's ``validation.parquet`` measures it). A target is named ``target.ID`` or
+    by its bare id; a bare name that is also a run-summary figure (``official_share_of_value``)
+    is the summary's figure, as it always was, and ``target.ID`` asks for the target's measure.
+    With ``targets_only`` (an ensemble's or a calibration's), the bare ids of targets alone."""
     from ..columns import SUMMARY  # noqa: PLC0415
     from .validation import load_targets  # noqa: PLC0415
 
-    names = {} if targets_only else {c.name: "summary" for c in SUMMARY}
-    names.update({t.id: "target" for t in load_targets() if t.kind in ("target", "plausibility") and t.measure})
+    targets = [t.id for t in load_targets() if t.kind in ("target", "plausibility") and t.measure]
+    if targets_only:
+        return {tid: "target" for tid in targets}
+    names = {f"target.{tid}": "target" for tid in targets}
+    names.update({tid: "target" for tid in targets})
+    names.update({c.name: "summary" for c in SUMMARY})
     return names
 
 
 def check_outcomes(outcomes: tuple[str, ...], where: str, targets_only: bool = False) -> tuple[str, ...]:
-    """``outcomes`` when each is a run-summary figure or a measured target's id (only the latter
-    with ``targets_only``); otherwise a ConfigError naming the first that is not."""
+    """``outcomes`` when each is a run-summary figure or a measured target (only a target's bare
+    id with ``targets_only``), each once; otherwise a ConfigError naming the first that is not."""
     if not outcomes:
         return outcomes
     known = outcome_names(targets_only)  # shared: not to be changed
     for name in outcomes:
         if name not in known:
-            what = "a measured target (model/study/targets.toml)" if targets_only else \
+            what = "a measured target's id (model/study/targets.toml)" if targets_only else \
                 "a run-summary figure (docs/outputs.md) or a measured target (model/study/targets.toml)"
             raise ConfigError(f"{where}: {name!r} is not {what}")
-    if len(set(outcomes)) < len(outcomes):
+    if len({outcome_column(name) for name in outcomes}) < len(outcomes):
         raise ConfigError(f"{where}: names an outcome twice")
     return outcomes
 
 
 def outcome_column(name: str) -> str:
-    """An outcome's column in a study's tables: a target is ``target.ID`` (as the ensemble's and
-    the calibration's tables name it), a run-summary figure its own name."""
-    return f"target.{name}" if outcome_names().get(name) == "target" else name
+    """An outcome's column in a study's tables: a target's is ``target.ID`` (as the ensemble's and
+    the calibration's tables name it), a run-summary figure's its own name."""
+    if outcome_names().get(name) == "target":
+        return name if name.startswith("target.") else f"target.{name}"
+    return name
 
 
 _READ: dict[Path, tuple[float, dict[str, float]]] = {}
@@ -461,5 +470,8 @@ def read_outcomes(run_dir: Path, manifest: dict[str, Any],
             _READ[path] = cached
         measured = cached[1]
     for name in names:
-        values[name] = measured.get(name) if kinds.get(name) == "target" else manifest["summary"].get(name)
+        if kinds.get(name) == "target":
+            values[name] = measured.get(name.removeprefix("target."))
+        else:
+            values[name] = manifest["summary"].get(name)
     return values

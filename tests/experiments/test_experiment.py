@@ -112,7 +112,8 @@ def test_outcomes_are_checked_alike(tmp_path, study, table):
 def test_a_sweep_records_its_outcomes_summary_figures_and_targets(tmp_path):
     (tmp_path / "s.toml").write_text(
         f'[sweep]\nscenarios = ["{BASELINE}"]\nreplicates = 2\noutcomes = ["orders", "posts", "gmv_cny", "daily_gmv", '
-        f'"official_share_of_value"]\n[set]\n"population.n_users" = 3000\n"population.n_cities" = 3\n'
+        f'"conversion_moments", "target.official_share_of_value"]\n[set]\n"population.n_users" = 3000\n'
+        f'"population.n_cities" = 3\n'
         f'"run.n_ticks" = 3\n')
     out = tmp_path / "out"
     run_sweep(load_sweep(tmp_path / "s.toml"), out)
@@ -121,6 +122,8 @@ def test_a_sweep_records_its_outcomes_summary_figures_and_targets(tmp_path):
     assert {"orders", "posts", "target.daily_gmv", "target.official_share_of_value"} <= set(runs.columns)
     assert "official_share_of_value" in runs.columns  # the summary's own figure stays beside the target's measure
     assert runs["gmv_cny"].equals(runs["gmv"], check_names=False)  # an outcome is a column by the name it is given
+    # a bare name that is also a summary figure is the figure (as a screen always read it)
+    assert "conversion_moments" in runs.columns and "target.conversion_moments" not in runs.columns
     for row in runs.iter_rows(named=True):
         measured = pl.read_parquet(out / row["run_dir"] / "validation.parquet")
         daily = measured.filter(pl.col("target") == "daily_gmv")["simulated"][0]
@@ -343,6 +346,7 @@ def test_the_docs_example_spec_loads_as_the_sweep_it_describes(tmp_path):
     # the same point twice: one run made twice, and pooled as two
     ('[levers]\n"platform.group_downweight" = [0.5, 0.5]\n', [], "lists a value twice"),
     ('[uncertainties]\n"merchants.exit_hazard" = [0.001, inf]\n', [], "two finite numbers"),
+    ('outcomes = ["daily_gmv", "target.daily_gmv"]\n', [], "names an outcome twice"),  # one column
 ])
 def test_a_sweep_that_would_lose_a_value_or_repeat_a_point_is_refused(tmp_path, text, overrides, message):
     head = "[sweep]\n" if text.startswith("[") else "[sweep]\n"
