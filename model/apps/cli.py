@@ -320,7 +320,8 @@ def bench_risk_cmd(
 
 
 def _run_with_progress(sweep: Any, out: Optional[Path], workers: int, task_index: Optional[int], resume: bool,
-                       scheduler: Optional[str], label: str, what: str = "sweep") -> tuple[list[dict[str, Any]], int]:
+                       scheduler: Optional[str], label: str,
+                       what: str = "sweep") -> tuple[list[dict[str, Any]], int]:
     """Check everything a sweep's runs need before showing anything, then run them under a
     progress bar; returns their records and how many were complete before."""
     from ..study.sweep import (  # noqa: PLC0415
@@ -405,7 +406,8 @@ def sensitivity(
     from ..study.sensitivity import analyze, load_screen  # noqa: PLC0415
 
     screen = load_screen(spec_file, set_ or ())
-    _run_with_progress(screen.sweep, out, workers, task_index, resume, scheduler, f"{screen.method} screen {screen.sweep.name}", "screen")
+    _run_with_progress(screen.sweep, out, workers, task_index, resume, scheduler,
+                       f"{screen.method} screen {screen.sweep.name}", "screen")
     if task_index is not None:
         out_console.print(f"run {task_index} done; analyse with: weishang sensitivity {spec_file} --out {out} --resume")
         return

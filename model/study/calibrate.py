@@ -66,8 +66,6 @@ HUBER_KNEE = 3.0
 MIN_SPREAD = 0.05
 #: a stage's complete trials needed for its fANOVA importances
 MIN_IMPORTANCE_TRIALS = 5
-#: parameters that would change the population (which trials share): the whole population
-#: section, and the community keys the groups and profiles are drawn with
 
 
 @dataclass

@@ -21,8 +21,9 @@ A spec file (TOML; the shared spec model of :mod:`weishang.model.study.experimen
     "platform.group_downweight" = [0.1, 1.0]
     "merchants.traffic_cost_per_post" = [5.0, 50.0]
 
-An outcome is a run-summary figure or a target's id (as the run's ``validation.parquet``
-measures it).
+An outcome is a run-summary figure, or a target (``target.ID``; a bare id that is not also a
+summary figure) as the run's ``validation.parquet`` measures it.
+
 Sampling and analysis are SALib's (``SALib.sample.morris`` / ``sobol``, ``SALib.analyze``); an
 integer field takes the rounded value, a true/false field is true above the middle of its range.
 The runs are a sweep (:mod:`weishang.model.study.sweep`): resumable, on local workers, a Dask cluster or
