@@ -533,14 +533,15 @@ def calibrate(
     task_index: Annotated[Optional[int], typer.Option(
         "--task-index", help="with --ensemble: make only run I (an array-job element)")] = None,
     scheduler: Annotated[Optional[str], typer.Option(
-        "--scheduler", help="with --ensemble: Dask scheduler address (tcp://host:8786)")] = None,
+        "--scheduler", help="Dask scheduler address (tcp://host:8786): the ensemble's runs, or the fit's "
+                            "--workers, run there")] = None,
 ) -> None:
     """Fit the free parameters (model/study/calibration.toml) to the SPEC's targets (docs/SPEC.md) with Optuna;
     resumable; writes OUT/calibrated.toml, trials.parquet and parameter importances. With --ensemble:
     OUT/ensemble.parquet, held_out.parquet, coverage.parquet and ensemble.png."""
-    if ensemble is None and (task_index is not None or scheduler is not None):
-        raise ConfigError("--task-index and --scheduler run an ensemble's runs (--ensemble SPEC); a fit's trials "
-                          "are adaptive: use --workers")
+    if ensemble is None and task_index is not None:
+        raise ConfigError("--task-index runs one of an ensemble's runs (--ensemble SPEC); a fit's trials are "
+                          "adaptive, each chosen from the ones before: use --workers, or --scheduler for Dask")
     if ensemble is not None:
         given = [name for name, value in (("--spec", spec), ("--stages", stages), ("--hold-out", hold_out),
                                           ("--replicates", replicates)) if value is not None]
@@ -557,6 +558,10 @@ def calibrate(
     chosen = [s.strip() for s in stages.split(",")] if stages else None
     planned = plan_calibration(out, scenario, set_ or (), trials=trials, workers=workers, hold_out=hold,
                                stages=chosen, spec_path=spec)
+    if scheduler is not None:  # an address that answers nothing: one line now, not under the bars
+        from ..study.sweep import dask_client  # noqa: PLC0415
+
+        dask_client(scheduler).close()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as progress:
         tasks: dict[str, Any] = {}
@@ -568,7 +573,7 @@ def calibrate(
 
         result = run_calibration(out, scenario, set_ or (), trials=trials, workers=workers, replicates=replicates,
                                  hold_out=hold, stages=chosen, spec_path=spec, on_progress=on_progress,
-                                 planned=planned)
+                                 planned=planned, scheduler=scheduler)
     for stage, value in result.losses.items():
         out_console.print(f"{stage}: best loss {value:.4g}")
     out_console.print(f"calibrated scenario: [bold]{result.scenario_file}[/]  (weishang run {result.scenario_file})")

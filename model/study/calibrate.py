@@ -56,6 +56,7 @@ from ..config import (
 )
 from ..recorder import RunDirectoryError
 from .space import common_overrides
+from .sweep import dask_client
 from .validation import Target, load_targets
 
 #: weight of the pull toward each target's centre, next to the band misses
@@ -221,14 +222,17 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _work(storage: str, name: str, stage: Stage, base: dict[str, Any], scenario: str | None,
-          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int,
+          fixed: dict[str, Any], seeds: list[int], fitted: list[str], n_trials: int, parent: int | None,
           sampler_seed: int = 0) -> None:
     """One worker's trials of a stage's study. ``sampler_seed``: its TPE sampler's seed (the
     scenario's seed plus the worker's index), so one worker's fit is reproducible and two workers
-    do not propose the same values."""
+    do not propose the same values. ``parent``: the calibration's process, which a local worker
+    outlives by nothing; None on a Dask worker, a process of its own cluster, which lets go of its
+    populations when its trials end."""
     import optuna  # noqa: PLC0415
 
-    _exit_with_parent(parent)
+    if parent is not None:
+        _exit_with_parent(parent)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     targets = load_targets()
     fit = [t for t in targets if t.id in fitted and (not stage.targets or t.id in stage.targets)]
@@ -256,7 +260,11 @@ def _work(storage: str, name: str, stage: Stage, base: dict[str, Any], scenario:
             trial.set_user_attr(tid, value)
         return loss(result, fit)
 
-    study.optimize(objective, n_trials=n_trials)
+    try:
+        study.optimize(objective, n_trials=n_trials)
+    finally:
+        if parent is None:
+            _POPULATIONS.clear()
 
 
 # ------------------------------------------------------------------ the driver
@@ -342,9 +350,12 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
               trials: int = 60, workers: int = 1, replicates: int | None = None, hold_out: list[str] | None = None,
               stages: list[str] | None = None, spec_path: str | Path | None = None,
               on_progress: Callable[[str, int, int], None] | None = None,
-              planned: CalibrationPlan | None = None) -> CalibrationResult:
+              planned: CalibrationPlan | None = None, scheduler: str | None = None) -> CalibrationResult:
     """Fit the stages in order; see the module docstring. Returns what was written. ``planned``:
-    what :func:`plan_calibration` returned for these arguments (the CLI checks before its bars)."""
+    what :func:`plan_calibration` returned for these arguments (the CLI checks before its bars).
+    ``scheduler``: a Dask scheduler's address; each of the ``workers`` runs its share of a stage's
+    trials there, against ``OUT/study.db``, which its workers must see (a shared file system, as a
+    sweep's ``--out``)."""
     import optuna  # noqa: PLC0415
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -380,16 +391,19 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
         remaining = trials - _complete(study)
         if remaining > 0:
             per_worker = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = [pool.submit(_work, storage, name, stage, base, scenario, fixed, seeds, fitted, n,
-                                       os.getpid(), (base_config.run.seed + i) % 2**32)
-                           for i, n in enumerate(per_worker) if n > 0]
-                while not all(f.done() for f in futures):
-                    if on_progress is not None:
-                        on_progress(name, _complete(study), trials)
-                    wait(futures, timeout=2.0)  # the bar every 2 s, and on at once when the workers end
-                for f in futures:
-                    f.result()  # a worker's error surfaces here
+            shares = [(i, n) for i, n in enumerate(per_worker) if n > 0]
+            args = (storage, name, stage, base, scenario, fixed, seeds, fitted)
+            if scheduler is not None:  # the same workers, on a Dask cluster (as a sweep's runs)
+                with dask_client(scheduler) as client:
+                    futures = [client.submit(_work, *args, n, None, (base_config.run.seed + i) % 2**32,
+                                             key=f"weishang-{name}-worker-{i}", pure=False) for i, n in shares]
+                    _follow(futures, lambda: on_progress(name, _complete(study), trials) if on_progress else None,
+                            dask=True)
+            else:
+                with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                    futures = [pool.submit(_work, *args, n, os.getpid(), (base_config.run.seed + i) % 2**32)
+                               for i, n in shares]
+                    _follow(futures, lambda: on_progress(name, _complete(study), trials) if on_progress else None)
         if on_progress is not None:
             on_progress(name, _complete(study), trials)
         best = study.best_trial
@@ -403,6 +417,27 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
     trials_file = write_trials(out, storage, [name for _, name in studies])
     importances_file = write_importances(out, storage, studies, targets)
     return CalibrationResult(scenario_file, fixed, losses, trials_file, importances_file)
+
+
+def _follow(futures: list[Any], tell: Callable[[], Any], dask: bool = False) -> None:
+    """Wait for a stage's workers (local or Dask futures), telling the progress every 2 s and at
+    once when they end; a worker's error is raised here."""
+    if dask:
+        from dask.distributed import wait as dask_wait  # noqa: PLC0415
+
+        def pause() -> None:
+            try:
+                dask_wait(futures, timeout=2.0)
+            except TimeoutError:  # Dask's wait raises when its timeout passes; the loop asks again
+                pass
+    else:
+        def pause() -> None:
+            wait(futures, timeout=2.0)
+    while not all(f.done() for f in futures):
+        tell()
+        pause()
+    for f in futures:
+        f.result()
 
 
 def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float], hold_out: list[str],

@@ -658,20 +658,31 @@ def _probe_tcp(address: str) -> None:
         socket.create_connection((parts.hostname, parts.port), timeout=5).close()
 
 
-def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
-                 on_done: Callable[[dict[str, Any]], None] | None, claimed: bool = False) -> list[dict[str, Any]]:
-    """Run ``todo`` on a Dask distributed cluster whose workers see ``out`` (a shared file system)."""
+def dask_client(scheduler: str) -> Any:
+    """A client of the Dask scheduler at ``scheduler`` (``tcp://host:8786``), for a study's runs.
+
+    Raises:
+        ConfigError: Dask is not installed, or nothing answers at the address (at once for a
+            refused ``tcp://`` address, where Dask would retry for ten silent seconds).
+    """
     try:
         from dask.distributed import Client  # noqa: PLC0415
-        from dask.distributed import as_completed as dask_completed
     except ImportError:
         raise ConfigError("--scheduler needs Dask: pip install 'weishang[dist]'") from None
     try:
         _probe_tcp(scheduler)
-        client = Client(scheduler, timeout=10)
+        return Client(scheduler, timeout=10)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ConfigError(f"--scheduler {scheduler!r}: cannot reach a Dask scheduler there "
                           f"({_one_line(str(exc)) or type(exc).__name__})") from None
+
+
+def _run_on_dask(todo: list[RunSpec], sweep: Sweep, out: Path, scheduler: str,
+                 on_done: Callable[[dict[str, Any]], None] | None, claimed: bool = False) -> list[dict[str, Any]]:
+    """Run ``todo`` on a Dask distributed cluster whose workers see ``out`` (a shared file system)."""
+    client = dask_client(scheduler)
+    from dask.distributed import as_completed as dask_completed  # noqa: PLC0415
+
     done = []
     with client:
         # pure=False: each run executes once; keys name the run so the dashboard reads well

@@ -206,6 +206,22 @@ def test_a_calibration_worker_is_reproducible(tmp_path):
     assert len(proposed[0]) == 3 and proposed[0] == proposed[1]
 
 
+def test_a_calibration_runs_its_workers_on_dask(tmp_path, capsys):
+    distributed = pytest.importorskip("dask.distributed")
+    small = ["population.n_users=2000", "population.n_cities=2", "run.n_ticks=2", 'run.backend="numpy"']
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[calibration]\nreplicates = 1\n[[stage]]\nname = "risk"\n[stage.uncertainties]\n'
+                    '"risk.w_scenario_mini_program" = [0.0, 2.0]\n')
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        result = calibrate(tmp_path / "c", overrides=small, trials=4, workers=2, spec_path=spec,
+                           scheduler=cluster.scheduler_address)
+    trials = pl.read_parquet(result.trials_file)
+    assert trials.height == 4 and (trials["state"] == "COMPLETE").all()
+    assert _main(["calibrate", "--scheduler", "tcp://127.0.0.1:1", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --scheduler") and err.count("\n") == 1 and not (tmp_path / "none").exists()
+
+
 def test_calibrate_rejects_unknown_targets_and_stages(tmp_path):
     with pytest.raises(ConfigError, match="not a measured target"):
         calibrate(tmp_path / "c", hold_out=["no_such_target"])
