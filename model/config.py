@@ -700,6 +700,16 @@ def read_toml_file(path: str | Path, what: str = "scenario file") -> dict[str, A
         raise ConfigError(f"{what} {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}") from None
 
 
+def toml_value(value: Any) -> str:
+    """A scalar as TOML writes it: a flag is ``true``/``false`` (not Python's ``True``), a text is
+    quoted and escaped, a number as Python writes it (which TOML reads back to the same value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return repr(value)
+
+
 #: the head tables of experiment specs (weishang.model.study.experiment), and what runs each
 EXPERIMENT_TABLES = {"sweep": "weishang sweep", "sensitivity": "weishang sensitivity",
                      "ensemble": "weishang calibrate --ensemble", "calibration": "weishang calibrate --spec",

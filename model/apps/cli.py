@@ -28,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from ...kernels.backend import BackendUnavailable
-from ..config import ConfigError, ScenarioConfig, load_config
+from ..config import ConfigError, ScenarioConfig, load_config, toml_value
 from ..errors import RunDirectoryError, RunInterrupted
 from ..graph_io import GraphInputError
 from ..preflight import PreflightError
@@ -83,20 +83,12 @@ ScenarioArg = Annotated[Optional[Path], typer.Argument(help="scenario TOML file 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value (repeatable)")]
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return repr(value)
-
-
 def to_toml(data: dict[str, dict[str, Any]]) -> str:
     """The resolved config as TOML (sections of scalars), loadable as a scenario file."""
     lines: list[str] = []
     for section, values in data.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None)
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items() if value is not None)
         lines.append("")
     return "\n".join(lines)
 

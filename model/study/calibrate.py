@@ -52,6 +52,7 @@ from ..config import (
     ScenarioConfig,
     config_field,
     load_config,
+    toml_value,
     whole_number,
 )
 from ..recorder import RunDirectoryError
@@ -141,17 +142,6 @@ def loss(values: dict[str, float], targets: list[Target]) -> float:
         if lo is not None and hi is not None and hi > lo:
             total += CENTRE_WEIGHT * ((value - t.expected) / ((hi - lo) / 2)) ** 2
     return total
-
-
-def _format(value: Any) -> str:
-    """A value as TOML writes it (a flag is ``true``, not Python's ``True``; a text is quoted)."""
-    import json  # noqa: PLC0415
-
-    return json.dumps(value) if isinstance(value, (bool, str)) else repr(value)
-
-
-def overrides_of(values: dict[str, Any]) -> list[str]:
-    return [f"{name}={_format(value)}" for name, value in values.items()]
 
 
 def _remainder(config: ScenarioConfig, stage: Stage, values: dict[str, Any]) -> dict[str, Any]:
@@ -393,17 +383,21 @@ def calibrate(out: str | Path, scenario: str | Path | None = None, overrides: li
             per_worker = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
             shares = [(i, n) for i, n in enumerate(per_worker) if n > 0]
             args = (storage, name, stage, base, scenario, fixed, seeds, fitted)
+
+            def tell() -> None:
+                if on_progress is not None:
+                    on_progress(name, _complete(study), trials)
+
             if scheduler is not None:  # the same workers, on a Dask cluster (as a sweep's runs)
                 with dask_client(scheduler) as client:
                     futures = [client.submit(_work, *args, n, None, (base_config.run.seed + i) % 2**32,
                                              key=f"weishang-{name}-worker-{i}", pure=False) for i, n in shares]
-                    _follow(futures, lambda: on_progress(name, _complete(study), trials) if on_progress else None,
-                            dask=True)
+                    _follow(futures, tell, dask=True)
             else:
                 with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
                     futures = [pool.submit(_work, *args, n, os.getpid(), (base_config.run.seed + i) % 2**32)
                                for i, n in shares]
-                    _follow(futures, lambda: on_progress(name, _complete(study), trials) if on_progress else None)
+                    _follow(futures, tell)
         if on_progress is not None:
             on_progress(name, _complete(study), trials)
         best = study.best_trial
@@ -454,14 +448,14 @@ def write_scenario(path: Path, values: dict[str, Any], losses: dict[str, float],
              "# Best loss per stage: " + ", ".join(f"{k} {v:.4g}" for k, v in losses.items()),
              f"# Held out of the fit: {', '.join(hold_out) if hold_out else 'nothing'}",
              f"# Fitted on: {fitted_on[0] or 'the built-in default'}, with "
-             + (", ".join(f"{k}={_format(v)}" for k, v in fitted_on[1].items()) or "no overrides")
+             + (", ".join(f"{k}={toml_value(v)}" for k, v in fitted_on[1].items()) or "no overrides")
              + " (this file holds the fitted values alone)", ""]
     for section, keys in sections.items():
         lines.append(f"[{section}]")
         for key, value in keys.items():
             if isinstance(value, float):
                 value = float(f"{value:.6g}")
-            lines.append(f"{key} = {_format(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
         lines.append("")
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text("\n".join(lines), encoding="utf-8")
