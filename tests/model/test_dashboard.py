@@ -81,6 +81,14 @@ def _points(page, graph_id: str) -> int:
     return page.evaluate(f"() => document.querySelector('#{graph_id} .js-plotly-plot').data[0].x.length")
 
 
+def _wait_for_points(page, graph_id: str, n: int) -> None:
+    """Wait until the graph's first trace has ``n`` points. Dash renders the new figure after the day's
+    text, and Plotly may not have drawn the graph yet, so the predicate is null-safe (a throwing
+    predicate ends Playwright's wait instead of retrying it)."""
+    page.wait_for_function(
+        f"() => document.querySelector('#{graph_id} .js-plotly-plot')?.data?.[0]?.x?.length == {n}", timeout=60_000)
+
+
 def _fees(page) -> float:
     text = page.locator("#last-tick").inner_text()
     return float(text.split("fees ")[1].split(" CNY")[0].replace(",", ""))
@@ -102,12 +110,13 @@ def test_the_page_steps_pulls_a_lever_and_shows_results(dashboard, tmp_path):
         assert "Live world:" in page.locator("#size-notes").inner_text()
         page.locator("#step").click()
         page.get_by_text("day 1", exact=True).wait_for(timeout=60_000)
-        page.wait_for_function("() => document.querySelector('#live-graph .js-plotly-plot').data[0].x.length == 1")
+        _wait_for_points(page, "live-graph", 1)
         page.locator("#step10").click()
         page.get_by_text("day 11", exact=True).wait_for(timeout=60_000)
-        page.wait_for_function("() => document.querySelector('#live-graph .js-plotly-plot').data[0].x.length == 11")
+        _wait_for_points(page, "live-graph", 11)
         assert _points(page, "live-graph") == 11
-        assert page.evaluate("() => document.querySelector('#cascade-graph .js-plotly-plot').data.length") >= 2
+        page.wait_for_function("() => document.querySelector('#cascade-graph .js-plotly-plot')?.data?.length >= 2",
+                               timeout=60_000)
         shot = tmp_path / "live.png"
         page.screenshot(path=str(shot))
         pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
@@ -137,7 +146,8 @@ def test_the_page_steps_pulls_a_lever_and_shows_results(dashboard, tmp_path):
         page.get_by_text("2 scenarios (effects against \"baseline\"), 1 grid point, 2 replicates a point").wait_for(timeout=60_000)
         page.locator("#effects-table").wait_for(timeout=60_000)
         assert "fee_high" in page.locator("#effects-table").inner_text()
-        assert page.evaluate("() => document.querySelector('#effects-graph .js-plotly-plot').data.length") >= 1
+        page.wait_for_function("() => document.querySelector('#effects-graph .js-plotly-plot')?.data?.length >= 1",
+                               timeout=60_000)
         assert errors == []
         browser.close()
 
